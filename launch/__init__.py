@@ -1,0 +1,1 @@
+"""Starting sessions: local launches (all nodes on this host), keys, cluster files."""

@@ -1,0 +1,173 @@
+"""`mpcrt launch`: the dealer and N parties as processes on this host.
+
+Free loopback ports, fresh CurveZMQ keys in a private temporary folder, every output
+line prefixed with its node's name, exit status 0 only if every party succeeded. On a
+party's failure the others get a short grace period to report (PeerFailure), then
+are stopped; no process is left behind, also on Ctrl-C.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from mpcrt.cluster import Cluster, format_cluster, write_secret_key
+from mpcrt.transport import generate_keypair
+
+GRACE_SECONDS = 8.0
+
+
+def free_ports(k: int, host: str = "127.0.0.1") -> list[int]:
+    socks, ports = [], []
+    for _ in range(k):
+        s = socket.socket()
+        s.bind((host, 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def make_local_cluster(n: int, workdir: str, precision: int = 16, insecure: bool = False) -> tuple[str, dict[int, str]]:
+    """Write a cluster file and per-node secret key files; return (cluster path, {id: key path})."""
+    ports = free_ports(n + 1)
+    keys = {i: generate_keypair() for i in range(n + 1)}
+    c = Cluster(
+        session=f"local-{secrets.token_hex(8)}",
+        endpoints={i: f"tcp://127.0.0.1:{ports[i]}" for i in range(n + 1)},
+        public_keys={i: keys[i][0] for i in range(n + 1)},
+        precision=precision,
+    )
+    path = os.path.join(workdir, "cluster.toml")
+    with open(path, "w") as fh:
+        fh.write(format_cluster(c))
+    key_paths = {}
+    for i, (pub, sec) in keys.items():
+        key_paths[i] = os.path.join(workdir, f"node{i}.key_secret")
+        write_secret_key(key_paths[i], pub, sec)
+    return path, key_paths
+
+
+def _pump(stream, prefix: str, out, lock: threading.Lock) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        with lock:
+            out.write(f"[{prefix}] {line}\n")
+            out.flush()
+    stream.close()
+
+
+def launch(
+    n: int,
+    script: str,
+    args: list[str] | None = None,
+    precision: int = 16,
+    insecure: bool = False,
+    timeout: float | None = None,
+    env_extra: dict | None = None,
+    out=None,
+) -> int:
+    """Run `script` on n parties plus a dealer; return 0 iff every party exited 0."""
+    out = out or sys.stdout
+    if n < 2:
+        print("mpcrt launch: need at least 2 parties (-n 2)", file=sys.stderr)
+        return 2
+    if not os.path.isfile(script):
+        print(f"mpcrt launch: no such script {script!r}", file=sys.stderr)
+        return 2
+    workdir = tempfile.mkdtemp(prefix="mpcrt-")
+    os.chmod(workdir, 0o700)
+    procs: dict[str, subprocess.Popen] = {}
+    threads = []
+    lock = threading.Lock()
+    try:
+        cluster, key_paths = make_local_cluster(n, workdir, precision, insecure)
+        base = dict(os.environ)
+        base.update(env_extra or {})
+        base.update({"MPCRT_CLUSTER": cluster, "MPCRT_PRECISION": str(precision), "PYTHONUNBUFFERED": "1",
+                     "MPCRT_INSECURE": "1" if insecure else "0"})
+        if timeout is not None:
+            base["MPCRT_TIMEOUT"] = str(timeout)
+        if insecure:
+            print("mpcrt launch: WARNING --insecure-plaintext: channels are NOT encrypted or authenticated "
+                  "(local benchmarking only)", file=sys.stderr)
+
+        def start(name, argv, i):
+            env = dict(base, MPCRT_RANK=str(i), MPCRT_SECRET_KEY=key_paths[i])
+            p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            procs[name] = p
+            t = threading.Thread(target=_pump, args=(p.stdout, name, out, lock), daemon=True)
+            t.start()
+            threads.append(t)
+
+        start("dealer", [sys.executable, "-m", "mpcrt.parties.dealer"], n)
+        for i in range(n):
+            start(f"party {i}", [sys.executable, "-m", "mpcrt.parties.party", script, *(args or [])], i)
+        return _supervise(procs, n, out, lock)
+    except KeyboardInterrupt:
+        print("mpcrt launch: interrupted; stopping all nodes", file=sys.stderr)
+        return 130
+    finally:
+        _stop_all(procs)
+        for t in threads:
+            t.join(timeout=2)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _supervise(procs: dict[str, subprocess.Popen], n: int, out, lock) -> int:
+    parties = [f"party {i}" for i in range(n)]
+    failed_at = None
+    while True:
+        codes = {name: p.poll() for name, p in procs.items()}
+        bad = [nm for nm in parties if codes[nm] not in (None, 0)]
+        if codes["dealer"] not in (None, 0) and any(codes[nm] is None for nm in parties):
+            bad.append("dealer")
+        if bad and failed_at is None:
+            failed_at = time.monotonic()
+        if all(codes[nm] is not None for nm in parties):
+            break
+        if failed_at is not None and time.monotonic() - failed_at > GRACE_SECONDS:
+            break
+        time.sleep(0.05)
+    codes = {name: p.poll() for name, p in procs.items()}
+    # the dealer leaves by itself once all parties said goodbye
+    deadline = time.monotonic() + 5
+    while procs["dealer"].poll() is None and time.monotonic() < deadline and failed_at is None:
+        time.sleep(0.05)
+    failures = [f"{nm} (exit {codes[nm]})" for nm in parties if codes[nm] not in (None, 0)]
+    stuck = [nm for nm in parties if codes[nm] is None]
+    if failures or stuck:
+        with lock:
+            msg = "mpcrt launch: failed: " + ", ".join(failures)
+            if stuck:
+                msg += ("; " if failures else "") + "stopped: " + ", ".join(stuck)
+            print(msg, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
+    for p in procs.values():
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 3
+    for p in procs.values():
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()

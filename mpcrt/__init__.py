@@ -1,0 +1,21 @@
+"""mpcrt: secure multi-party computation on tensors, as easy as PyTorch.
+
+    import mpcrt
+    rt = mpcrt.init()               # inside a script started by `mpcrt launch`
+    x = rt.share(a, src=0)          # a on party 0, None elsewhere
+    y = (x * x).sum()
+    print(y.reveal())
+"""
+from mpcrt.errors import (  # noqa: F401  (errors first: a leaf every layer imports)
+    ConfigError,
+    DealerError,
+    EncodingError,
+    MpcError,
+    PeerFailure,
+    ProtocolError,
+    ShapeError,
+)
+from mpcrt.runtime import Runtime, init  # noqa: F401
+from mpcrt.tensor import SharedTensor, cat, stack  # noqa: F401
+
+__version__ = "0.1.0"

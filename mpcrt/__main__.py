@@ -1,0 +1,5 @@
+import sys
+
+from mpcrt.cli import main
+
+sys.exit(main())

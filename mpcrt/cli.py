@@ -1,0 +1,98 @@
+"""The `mpcrt` command: launch, party, dealer, keygen."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _launch(a) -> int:
+    from mpcrt.launch.local import launch
+
+    return launch(a.n, a.script, a.args, precision=a.precision, insecure=a.insecure_plaintext, timeout=a.timeout)
+
+
+def _node_env(a) -> None:
+    os.environ["MPCRT_CLUSTER"] = a.cluster
+    if a.insecure_plaintext:
+        os.environ["MPCRT_INSECURE"] = "1"
+    elif a.key:
+        os.environ["MPCRT_SECRET_KEY"] = a.key
+    if a.timeout:
+        os.environ["MPCRT_TIMEOUT"] = str(a.timeout)
+
+
+def _party(a) -> int:
+    from mpcrt.cluster import load_cluster
+    from mpcrt.errors import ConfigError
+    from mpcrt.parties.party import run_script
+
+    try:
+        c = load_cluster(a.cluster)
+    except ConfigError as e:
+        print(f"mpcrt party: {e}", file=sys.stderr)
+        return 2
+    if not 0 <= a.rank < c.world_size:
+        print(f"mpcrt party: --rank {a.rank} is not in 0..{c.world_size - 1} of {a.cluster}", file=sys.stderr)
+        return 2
+    _node_env(a)
+    os.environ["MPCRT_RANK"] = str(a.rank)
+    os.environ["MPCRT_PRECISION"] = str(c.precision)
+    return run_script(a.script, a.args)
+
+
+def _dealer(a) -> int:
+    from mpcrt.parties.dealer import main
+
+    _node_env(a)
+    return main()
+
+
+def _keygen(a) -> int:
+    from mpcrt.launch.keys import keygen
+
+    pub, pub_path, sec_path = keygen(a.name, a.dir)
+    print(f"public key  {pub}\nwrote       {pub_path} (share it: goes into the cluster file)\n"
+          f"wrote       {sec_path} (keep it on this host, mode 600)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mpcrt", description="Secure multi-party computation on tensors.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("launch", help="run a script on N local parties and a dealer")
+    p.add_argument("-n", type=int, default=2, help="number of parties (>= 2)")
+    p.add_argument("--precision", type=int, default=16, help="fractional bits of the fixed-point encoding")
+    p.add_argument("--insecure-plaintext", action="store_true", help="NO encryption/authentication (benchmarks only)")
+    p.add_argument("--timeout", type=float, default=None, help="receive timeout in seconds (default 60)")
+    p.add_argument("script")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=_launch)
+
+    for name, fn, help_ in (("party", _party, "run one party of a cluster"), ("dealer", _dealer, "run the dealer of a cluster")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--cluster", required=True, help="cluster file (TOML)")
+        p.add_argument("--key", help="this node's secret key file (from `mpcrt keygen`)")
+        p.add_argument("--insecure-plaintext", action="store_true", help="NO encryption/authentication")
+        p.add_argument("--timeout", type=float, default=None)
+        if name == "party":
+            p.add_argument("--rank", type=int, required=True)
+            p.add_argument("script")
+            p.add_argument("args", nargs=argparse.REMAINDER)
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("keygen", help="write a CurveZMQ key pair for a cluster node")
+    p.add_argument("name", help="file name stem, e.g. party0 or dealer")
+    p.add_argument("--dir", default=".", help="output folder")
+    p.set_defaults(fn=_keygen)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

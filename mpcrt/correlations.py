@@ -1,0 +1,209 @@
+"""Kinds of correlated randomness the dealer hands out, and how shares are laid out.
+
+Request number k of a session is expanded, by every party i, from stream k of
+PRG(seed_i), the seed party i agreed with the dealer. A kind lists its arrays in
+two groups:
+
+* `own`:       every party expands its share from its PRG (their sum is the value);
+* `corrected`: parties 1..N-1 expand their share from the PRG too, party 0 gets a
+               correction from the dealer so that the shares sum (or XOR) to the
+               value the dealer derived from the `own` values.
+
+Party 0 expands only the `own` prefix of its stream. The dealer expands all
+streams, computes the true values and sends party 0 one message per request,
+whatever N is. Sharing is additive mod 2^64 ('a') or XOR of 64-bit words ('x').
+The dealer's own secrets (random bits) come from its private PRG.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mpcrt.errors import DealerError
+from mpcrt.kernels import ring
+
+Shape = tuple
+
+
+def _shape(v) -> Shape:
+    return tuple(int(d) for d in v)
+
+
+def _bshape(a, b) -> Shape:
+    return tuple(np.broadcast_shapes(_shape(a), _shape(b)))
+
+
+def _matmul_shape(a, b) -> Shape:
+    return ring.matmul_shape(_shape(a), _shape(b))
+
+
+def _conv_shape(p) -> Shape:
+    return ring.conv2d_shape(_shape(p["a"]), _shape(p["b"]), p["stride"], p["padding"], p["dilation"])
+
+
+class Kind:
+    """own: [(name, shape)], corrected: [(name, shape, 'a'|'x')], deal: true corrected values."""
+
+    def own(self, p: dict) -> list[tuple[str, Shape]]:
+        raise NotImplementedError
+
+    def corrected(self, p: dict) -> list[tuple[str, Shape, str]]:
+        raise NotImplementedError
+
+    def deal(self, p: dict, own: dict[str, np.ndarray], private) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+class Triple(Kind):
+    """Elementwise Beaver triple: c = a * b (broadcasting)."""
+
+    def own(self, p):
+        return [("a", _shape(p["a"])), ("b", _shape(p["b"]))]
+
+    def corrected(self, p):
+        return [("c", _bshape(p["a"], p["b"]), "a")]
+
+    def deal(self, p, own, private):
+        return {"c": own["a"] * own["b"]}
+
+
+class MatmulTriple(Kind):
+    """Matrix Beaver triple: c = a @ b with torch.matmul semantics (batched, broadcast)."""
+
+    def own(self, p):
+        return [("a", _shape(p["a"])), ("b", _shape(p["b"]))]
+
+    def corrected(self, p):
+        return [("c", _matmul_shape(p["a"], p["b"]), "a")]
+
+    def deal(self, p, own, private):
+        return {"c": ring.matmul(own["a"], own["b"])}
+
+
+class ConvTriple(Kind):
+    """Convolution Beaver triple: c = conv2d(a, b) (NCHW, OIHW)."""
+
+    def own(self, p):
+        return [("a", _shape(p["a"])), ("b", _shape(p["b"]))]
+
+    def corrected(self, p):
+        return [("c", _conv_shape(p), "a")]
+
+    def deal(self, p, own, private):
+        return {"c": ring.conv2d(own["a"], own["b"], p["stride"], p["padding"], p["dilation"], p["groups"])}
+
+
+class TruncPair(Kind):
+    """Truncation tuple for DESIGN.md section 6: [r], [r >> f], [msb(r)], r uniform in Z_2^64."""
+
+    def own(self, p):
+        return [("r", _shape(p["shape"]))]
+
+    def corrected(self, p):
+        s = _shape(p["shape"])
+        return [("r_hi", s, "a"), ("r_msb", s, "a")]
+
+    def deal(self, p, own, private):
+        r = own["r"]
+        return {"r_hi": ring.lshr(r, int(p["f"])), "r_msb": ring.msb(r)}
+
+
+class EdaBit(Kind):
+    """r uniform in Z_2^64 as arithmetic shares [r] and XOR-shared words <r>."""
+
+    def own(self, p):
+        return [("r", _shape(p["shape"]))]
+
+    def corrected(self, p):
+        return [("rb", _shape(p["shape"]), "x")]
+
+    def deal(self, p, own, private):
+        return {"rb": own["r"]}
+
+
+class AndTriple(Kind):
+    """Boolean Beaver triple on whole 64-bit words: <c> = <a> AND <b> (XOR shares)."""
+
+    def own(self, p):
+        return [("a", _shape(p["shape"])), ("b", _shape(p["shape"]))]
+
+    def corrected(self, p):
+        return [("c", _shape(p["shape"]), "x")]
+
+    def deal(self, p, own, private):  # own values of XOR-shared arrays arrive XOR-combined
+        return {"c": own["a"] & own["b"]}
+
+    xor_own = True
+
+
+class DaBit(Kind):
+    """Random bit s in {0,1} as arithmetic shares [s] and XOR shares <s> (bit 0 of a word)."""
+
+    def own(self, p):
+        return []
+
+    def corrected(self, p):
+        s = _shape(p["shape"])
+        return [("s", s, "a"), ("sb", s, "x")]
+
+    def deal(self, p, own, private):
+        s = private(_shape(p["shape"])) & np.int64(1)
+        return {"s": s, "sb": s}
+
+
+KINDS: dict[str, Kind] = {
+    "triple": Triple(),
+    "matmul": MatmulTriple(),
+    "conv2d": ConvTriple(),
+    "trunc": TruncPair(),
+    "edabit": EdaBit(),
+    "and": AndTriple(),
+    "dabit": DaBit(),
+}
+
+
+def kind(name: str) -> Kind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise DealerError(f"unknown kind of correlated randomness {name!r}; known: {sorted(KINDS)}") from None
+
+
+def expand_party(prg, stream: int, name: str, p: dict, rank: int) -> dict[str, np.ndarray]:
+    """A party's PRG-derived arrays for request `stream` (party 0: the own prefix only)."""
+    k = kind(name)
+    own = k.own(p)
+    layout = [s for _, s in own] + ([s for _, s, _ in k.corrected(p)] if rank else [])
+    arrays = prg.ring(stream, layout) if layout else []
+    names = [n for n, _ in own] + ([n for n, _, _ in k.corrected(p)] if rank else [])
+    return dict(zip(names, arrays))
+
+
+def deal(prgs: list, private, stream: int, name: str, p: dict) -> list[np.ndarray]:
+    """Dealer side: party 0's corrections for request `stream`, in `corrected` order."""
+    k = kind(name)
+    shares = [expand_party(prg, stream, name, p, i) for i, prg in enumerate(prgs)]
+    xor_own = getattr(k, "xor_own", False)
+    own = {}
+    for n, _ in k.own(p):
+        acc = shares[0][n].copy()
+        for s in shares[1:]:
+            if xor_own:
+                acc ^= s[n]
+            else:
+                acc += s[n]
+        own[n] = acc
+    true = k.deal(p, own, lambda shape: private(stream, shape))
+    out = []
+    for n, _, how in k.corrected(p):
+        acc = true[n].copy()
+        for s in shares[1:]:
+            if how == "x":
+                acc ^= s[n]
+            else:
+                acc -= s[n]
+        out.append(acc)
+    return out
+
+
+def correction_shapes(name: str, p: dict) -> list[Shape]:
+    return [s for _, s, _ in kind(name).corrected(p)]

@@ -1,0 +1,139 @@
+"""A party's side of the dealer: numbered requests, seed expansion, prefetching.
+
+Every call of `request` takes the next request number. Parties 1..N-1 expand their
+shares from their seed and never talk to the dealer. Party 0 sends the request
+(kind, params) at once, so the dealer computes while the protocol runs, and reads
+the correction when the protocol needs it. `prefetch` takes a recorded plan and
+fetches everything ahead, so the online phase never waits on the dealer.
+"""
+from __future__ import annotations
+
+import collections
+
+import msgpack
+import numpy as np
+
+from mpcrt import correlations
+from mpcrt.errors import ProtocolError
+from mpcrt.kernels.prg import PRG
+
+
+class Material:
+    """The arrays of one request.
+
+    `own()`: this party's PRG-expanded arrays, available at once. `get()`: all arrays,
+    for party 0 including the dealer's corrections (waits for them if needed).
+    """
+
+    __slots__ = ("_client", "_n", "_own", "_value")
+
+    def __init__(self, client: "DealerClient", n: int, value=None):
+        self._client, self._n, self._own, self._value = client, n, None, value
+
+    def own(self) -> dict[str, np.ndarray]:
+        if self._value is not None:
+            return self._value
+        if self._own is None:
+            self._own = self._client._expand(self._n)
+        return self._own
+
+    def get(self) -> dict[str, np.ndarray]:
+        if self._value is None:
+            self._value = self._client._complete(self._n, self.own())
+        return self._value
+
+
+class DealerClient:
+    def __init__(self, node, rank: int, dealer_id: int, seed: bytes):
+        self.node, self.rank, self.dealer_id = node, rank, dealer_id
+        self.prg = PRG(seed)
+        self.counter = 0
+        self._requests: dict[int, tuple[str, dict]] = {}
+        self._ready: dict[int, dict] = {}
+        self._planned: dict[int, tuple[str, dict]] = {}
+        self._corr: dict[int, np.ndarray] = {}
+        self._awaiting: collections.deque[int] = collections.deque()  # party 0: sent, reply not read
+        self.recording: list | None = None
+
+    def request(self, kind: str, **params) -> Material:
+        """Take the next request number for `kind` with `params` (shapes as tuples)."""
+        p = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+        if self.recording is not None:
+            self.recording.append((kind, p))
+            shapes = [s for _, s in correlations.kind(kind).own(p)] + correlations.correction_shapes(kind, p)
+            names = [n for n, _ in correlations.kind(kind).own(p)] + [n for n, _, _ in correlations.kind(kind).corrected(p)]
+            return Material(self, -1, {n: np.zeros(s, np.int64) for n, s in zip(names, shapes)})
+        n = self.counter
+        self.counter += 1
+        if n in self._planned:
+            want = self._planned.pop(n)
+            if want != (kind, p):
+                raise ProtocolError(
+                    "local program",
+                    f"request #{n} is {kind} {p} but the preprocessed plan had {want[0]} {want[1]}: "
+                    "the online run differs from the planned one",
+                )
+            return Material(self, n, self._ready.pop(n))
+        self._requests[n] = (kind, p)
+        if self.rank == 0:
+            self._send([(n, kind, p)])
+        return Material(self, n)
+
+    def prefetch(self, plan: list[tuple[str, dict]]) -> None:
+        """Fetch and expand the material of `plan`'s requests, numbered from the current counter."""
+        first = self.counter
+        batch = []
+        for i, (kind, p) in enumerate(plan):
+            n = first + i
+            if n in self._planned or n in self._requests:
+                continue
+            self._requests[n] = (kind, p)
+            batch.append((n, kind, p))
+        if self.rank == 0 and batch:
+            self._send(batch)
+        for n, kind, p in batch:
+            self._ready[n] = self._complete(n, self._expand(n))
+            self._planned[n] = (kind, p)
+
+    @property
+    def prefetched(self) -> int:
+        """How many requests are fetched ahead and not yet used."""
+        return len(self._planned)
+
+    def _send(self, batch: list) -> None:
+        raw = msgpack.packb([[n, k, p] for n, k, p in batch], use_bin_type=True)
+        self.node.send(self.dealer_id, "req", np.frombuffer(raw, np.uint8))
+        self._awaiting.extend(n for n, _, _ in batch)
+
+    def _expand(self, n: int) -> dict[str, np.ndarray]:
+        kind, p = self._requests[n]
+        return correlations.expand_party(self.prg, n, kind, p, self.rank)
+
+    def _complete(self, n: int, own: dict) -> dict[str, np.ndarray]:
+        kind, p = self._requests.pop(n)
+        if self.rank != 0:
+            return own
+        flat = self._corr.pop(n, None)
+        while flat is None:  # replies come in request order; keep those of other requests
+            m = self._awaiting.popleft()
+            got = self.node.recv(self.dealer_id, "corr", dtype=np.int64)
+            if m == n:
+                flat = got
+            else:
+                self._corr[m] = got
+        out = dict(own)
+        out.update(self._split(kind, p, flat, correlations.correction_shapes(kind, p)))
+        return out
+
+    @staticmethod
+    def _split(kind, p, flat, shapes) -> dict:
+        names = [n for n, _, _ in correlations.kind(kind).corrected(p)]
+        need = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
+        if flat.size != need:
+            raise ProtocolError("dealer", f"correction for {kind} has {flat.size} elements, expected {need}")
+        out, off = {}, 0
+        for nm, s in zip(names, shapes):
+            k = int(np.prod(s, dtype=np.int64))
+            out[nm] = flat[off : off + k].reshape(s)
+            off += k
+        return out

@@ -1,0 +1,42 @@
+"""Exception classes of mpcrt.
+
+A leaf module: it imports nothing from mpcrt, so every layer (kernels, protocols,
+the runtime, the launcher) may raise these. Each message says what happened and
+what to do about it.
+"""
+
+
+class MpcError(Exception):
+    """Base class of every error mpcrt raises on purpose."""
+
+
+class EncodingError(MpcError, ValueError):
+    """A plaintext cannot be encoded in fixed point (NaN, inf, or out of range)."""
+
+
+class ShapeError(MpcError, ValueError):
+    """Operand shapes do not fit the operation."""
+
+
+class ConfigError(MpcError):
+    """A cluster file, key file, environment or argument is wrong."""
+
+
+class ProtocolError(MpcError):
+    """A frame from a peer failed validation (session, sequence, tag, dtype, shape, length)."""
+
+    def __init__(self, peer: str, what: str):
+        self.peer = peer
+        super().__init__(f"protocol error from {peer}: {what}")
+
+
+class PeerFailure(MpcError):
+    """A peer died, disconnected or stayed silent past the receive timeout."""
+
+    def __init__(self, peer: str, what: str):
+        self.peer = peer
+        super().__init__(f"peer failure: {peer} {what}")
+
+
+class DealerError(MpcError):
+    """The dealer refused or failed a request for correlated randomness."""

@@ -1,0 +1,70 @@
+"""Wire frames: a msgpack header plus one raw array buffer. Never pickle.
+
+Header fields: v (protocol version), sid (session id), src (sender rank),
+seq (per-channel sequence number), tag (op tag), dt (dtype string), sh (shape).
+`check` validates every field against what the receiver expects and raises
+ProtocolError naming the peer and what differed.
+"""
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+
+from mpcrt.errors import ProtocolError
+
+VERSION = 1
+ALLOWED_DTYPES = {"<i8": np.int64, "<u8": np.uint64, "|u1": np.uint8, "<f8": np.float64}
+MAX_HEADER = 4096
+
+
+def pack_header(sid: str, src: int, seq: int, tag: str, dtype: np.dtype, shape: tuple) -> bytes:
+    return msgpack.packb(
+        {"v": VERSION, "sid": sid, "src": src, "seq": seq, "tag": tag, "dt": np.dtype(dtype).str, "sh": list(shape)},
+        use_bin_type=True,
+    )
+
+
+def unpack_header(raw: bytes, peer: str) -> dict:
+    if len(raw) > MAX_HEADER:
+        raise ProtocolError(peer, f"header of {len(raw)} bytes exceeds {MAX_HEADER}")
+    try:
+        h = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0)
+    except Exception as e:  # msgpack raises several types on garbage
+        raise ProtocolError(peer, f"undecodable header ({type(e).__name__}): not an mpcrt frame") from None
+    if not isinstance(h, dict) or set(h) != {"v", "sid", "src", "seq", "tag", "dt", "sh"}:
+        raise ProtocolError(peer, "header fields are not those of an mpcrt frame")
+    if not (isinstance(h["sh"], list) and all(isinstance(d, int) and d >= 0 for d in h["sh"])):
+        raise ProtocolError(peer, f"malformed shape {h['sh']!r}")
+    return h
+
+
+def check(h: dict, peer: str, *, sid: str, src: int, seq: int, tag: str, dtype=None, shape=None) -> None:
+    """Validate a decoded header against the receiver's expectations."""
+    if h["v"] != VERSION:
+        raise ProtocolError(peer, f"protocol version {h['v']!r}, expected {VERSION}")
+    if h["sid"] != sid:
+        raise ProtocolError(peer, f"frame from another session {h['sid']!r} (expected {sid!r})")
+    if h["src"] != src:
+        raise ProtocolError(peer, f"frame claims sender {h['src']!r} but came from rank {src}")
+    if h["seq"] != seq:
+        raise ProtocolError(peer, f"out of sequence: got #{h['seq']!r}, expected #{seq}")
+    if h["tag"] != tag:
+        raise ProtocolError(peer, f"op tag {h['tag']!r}, expected {tag!r} (parties ran different programs?)")
+    if h["dt"] not in ALLOWED_DTYPES:
+        raise ProtocolError(peer, f"dtype {h['dt']!r} is not allowed")
+    if dtype is not None and np.dtype(ALLOWED_DTYPES[h["dt"]]) != np.dtype(dtype):
+        raise ProtocolError(peer, f"dtype {h['dt']!r}, expected {np.dtype(dtype).str!r}")
+    if shape is not None and tuple(h["sh"]) != tuple(shape):
+        raise ProtocolError(peer, f"shape {tuple(h['sh'])}, expected {tuple(shape)}")
+
+
+def to_array(h: dict, buf, peer: str) -> np.ndarray:
+    """Interpret the payload buffer; its byte length must match dtype and shape exactly."""
+    dt = np.dtype(ALLOWED_DTYPES[h["dt"]])
+    n = 1
+    for d in h["sh"]:
+        n *= d
+    mv = memoryview(buf)
+    if mv.nbytes != n * dt.itemsize:
+        raise ProtocolError(peer, f"payload is {mv.nbytes} bytes, header says {n * dt.itemsize}")
+    return np.frombuffer(mv, dtype=dt).reshape(h["sh"])

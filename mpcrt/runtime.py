@@ -1,0 +1,314 @@
+"""The party runtime: who am I, my channels, my dealer client, and the round primitives.
+
+`Runtime` is what protocols see: `rank`, `world_size`, `precision`, `open` (one
+round, batched), `exchange`, `dealer.request`, `scope` (stats attribution) and the
+pairwise PRGs used to share inputs without sending them. `init()` builds one from
+the environment `mpcrt launch` / `mpcrt party` set up.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import time
+
+import numpy as np
+
+from mpcrt import fixedpoint
+from mpcrt.cluster import Cluster, load_cluster, load_secret_key
+from mpcrt.dealer_client import DealerClient
+from mpcrt.errors import ConfigError, MpcError, ShapeError
+from mpcrt.kernels.prg import PRG, new_seed
+from mpcrt.transport import DEFAULT_TIMEOUT, Node
+
+log = logging.getLogger("mpcrt")
+
+_current: "Runtime | None" = None
+
+
+class Runtime:
+    """One party's view of an MPC session."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        rank: int,
+        secret_key: bytes | None,
+        precision: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        insecure: bool = False,
+    ):
+        n = cluster.world_size
+        if not 0 <= rank < n:
+            raise ConfigError(f"rank {rank} is not in 0..{n - 1} for a {n}-party cluster")
+        self.rank = rank
+        self.world_size = n
+        self.precision = fixedpoint.check_precision(cluster.precision if precision is None else precision)
+        self.cluster = cluster
+        self.dealer_id = n
+        self.node = Node(
+            rank,
+            cluster.names,
+            cluster.endpoints,
+            None if insecure else cluster.public_keys,
+            secret_key,
+            cluster.session,
+            connect_to=[j for j in range(n) if j != rank] + [n],
+            timeout=timeout,
+            insecure=insecure,
+        )
+        self._rounds = 0
+        self._by_op: dict[str, dict[str, int]] = {}
+        self._scope: str | None = None
+        self._dry = False
+        self._closed = False
+        try:
+            self._setup()
+        except BaseException:
+            self.node.close(barrier=False)
+            raise
+
+    def _setup(self) -> None:
+        # a seed with the dealer (over the encrypted channel), then one per pair of parties
+        self.node.send(self.dealer_id, "hello", np.zeros(0, np.int64))
+        seed = self.node.recv(self.dealer_id, "seed", dtype=np.uint8, shape=(16,))
+        self.dealer = DealerClient(self.node, self.rank, self.dealer_id, bytes(seed))
+        self._pair: dict[int, PRG] = {}
+        self._pair_ctr: dict[int, int] = {}
+        for j in range(self.rank + 1, self.world_size):
+            s = new_seed()
+            self.node.send(j, "pairseed", np.frombuffer(s, np.uint8))
+            self._pair[j] = PRG(s)
+        for j in range(self.rank):
+            self._pair[j] = PRG(bytes(self.node.recv(j, "pairseed", dtype=np.uint8, shape=(16,))))
+        self._pair_ctr = {j: 0 for j in self._pair}
+
+    # --------------------------------------------------------------- rounds
+    @property
+    def peers(self) -> list[int]:
+        return [j for j in range(self.world_size) if j != self.rank]
+
+    def open(self, shares: list[np.ndarray], tag: str = "open") -> list[np.ndarray]:
+        """Open several shared ring arrays in one round: everyone sends its shares to everyone."""
+        if self._dry:
+            return [np.zeros(s.shape, np.int64) for s in shares]
+        flat = np.concatenate([np.ascontiguousarray(s, np.int64).ravel() for s in shares]) if len(shares) > 1 else np.ascontiguousarray(shares[0], np.int64).ravel()
+        for j in self.peers:
+            self.node.send(j, tag, flat)
+        total = flat.copy()
+        for j in self.peers:
+            total += self.node.recv(j, tag, dtype=np.int64, shape=flat.shape)
+        self._count_round()
+        out, off = [], 0
+        for s in shares:
+            out.append(total[off : off + s.size].reshape(s.shape))
+            off += s.size
+        return out
+
+    def open_to(self, share: np.ndarray, to: int, tag: str = "reveal") -> np.ndarray | None:
+        """Open one ring array to party `to` only (one round); None on the others."""
+        if self._dry:
+            return np.zeros(share.shape, np.int64) if self.rank == to else None
+        if self.rank != to:
+            self.node.send(to, tag, np.ascontiguousarray(share, np.int64))
+            self._count_round()
+            return None
+        total = np.array(share, np.int64, copy=True)
+        for j in self.peers:
+            total += self.node.recv(j, tag, dtype=np.int64, shape=share.shape)
+        self._count_round()
+        return total
+
+    def exchange(self, send: dict[int, np.ndarray], recv: dict[int, tuple], tag: str, dtype=np.int64) -> dict[int, np.ndarray]:
+        """One round of point-to-point messages: send[j] to j, receive arrays of shape recv[j]."""
+        if self._dry:
+            return {j: np.zeros(s, dtype) for j, s in recv.items()}
+        for j, a in send.items():
+            self.node.send(j, tag, a)
+        out = {j: self.node.recv(j, tag, dtype=dtype, shape=s) for j, s in recv.items()}
+        self._count_round()
+        return out
+
+    def _count_round(self) -> None:
+        self._rounds += 1
+        if self._scope is not None:
+            self._by_op[self._scope]["rounds"] += 1
+
+    @contextlib.contextmanager
+    def scope(self, name: str):
+        """Attribute rounds and bytes to `name` (the outermost scope wins)."""
+        if self._scope is not None or self._dry:
+            yield
+            return
+        self._scope = name
+        d = self._by_op.setdefault(name, {"rounds": 0, "bytes_sent": 0, "bytes_received": 0, "calls": 0})
+        s0, r0 = self.node.bytes_sent, self.node.bytes_received
+        try:
+            yield
+        finally:
+            d["bytes_sent"] += self.node.bytes_sent - s0
+            d["bytes_received"] += self.node.bytes_received - r0
+            d["calls"] += 1
+            self._scope = None
+
+    def stats(self) -> dict:
+        """Bytes sent/received (dealer traffic included), communication rounds, and per-op figures."""
+        return {
+            "rank": self.rank,
+            "bytes_sent": self.node.bytes_sent,
+            "bytes_received": self.node.bytes_received,
+            "rounds": self._rounds,
+            "dealer_requests": self.dealer.counter,
+            "by_op": {k: dict(v) for k, v in self._by_op.items()},
+        }
+
+    def reset_stats(self) -> None:
+        self.node.bytes_sent = self.node.bytes_received = 0
+        self._rounds = 0
+        self._by_op.clear()
+
+    # ---------------------------------------------------------------- inputs
+    def share(self, value, src: int = 0, precision: int | None = None):
+        """Secret-share `value` (numpy array, torch tensor or scalar) held by party `src`.
+
+        Other parties pass None. Costs one small message (the shape) from `src`; the
+        shares themselves come from PRGs seeded pairwise between parties, so the
+        input's bytes never cross the network.
+        """
+        from mpcrt.tensor import SharedTensor
+
+        if self._dry:
+            raise MpcError("share() inside a planned function: share the inputs before rt.plan()/rt.preprocess()")
+        if not isinstance(src, (int, np.integer)) or not 0 <= src < self.world_size:
+            raise ConfigError(f"src must be a party rank in 0..{self.world_size - 1}, got {src!r}")
+        f = self.precision if precision is None else fixedpoint.check_precision(precision)
+        with self.scope("share"):
+            x = None
+            if self.rank == src:
+                if value is None:
+                    raise ShapeError(f"party {src} is the source of this share() but passed None: pass the array")
+                x = fixedpoint.encode(value, f)
+            return self.share_ring(x, src, f)
+
+    def _pair_stream(self, j: int, shape: tuple) -> np.ndarray:
+        ctr = self._pair_ctr[j]
+        self._pair_ctr[j] += 1
+        return self._pair[j].ring(ctr, [tuple(shape)])[0]
+
+    def share_ring(self, ring_value, src: int = 0, fbits: int = 0):
+        """Share an int64 array that is already in the ring (encoded with `fbits` fractional bits)."""
+        from mpcrt.tensor import SharedTensor
+
+        if self.rank == src:
+            x = np.ascontiguousarray(ring_value, np.int64)
+            for j in self.peers:
+                self.node.send(j, "share", np.asarray(x.shape, np.int64))
+            mine = x.copy()
+            for j in self.peers:
+                mine -= self._pair_stream(j, x.shape)
+            self._count_round()
+            return SharedTensor(self, mine, fbits)
+        shape = self.node.recv(src, "share", dtype=np.int64)
+        if shape.ndim != 1 or shape.size > 32 or (shape < 0).any():
+            raise ShapeError(f"party {src} announced a malformed shape for share()")
+        self._count_round()
+        return SharedTensor(self, self._pair_stream(src, tuple(int(d) for d in shape)), fbits)
+
+    # ----------------------------------------------------- offline / online
+    def plan(self, fn, *args, **kwargs) -> list:
+        """Run `fn` shape-only (nothing sent, values are dummies) and return its dealer requests.
+
+        Protocols never branch on secret or opened values, so the dry run makes the
+        same requests, in the same order, as the real run.
+        """
+        rec: list = []
+        self.dealer.recording = rec
+        self._dry = True
+        try:
+            fn(*args, **kwargs)
+        finally:
+            self._dry = False
+            self.dealer.recording = None
+        return rec
+
+    def preprocess(self, fn_or_plan, *args, **kwargs) -> int:
+        """Fetch all dealer material for the next run of `fn` (or for a plan) ahead of time.
+
+        Returns the number of requests fetched. The next `fn(*args)` then runs online only.
+        """
+        plan = fn_or_plan if isinstance(fn_or_plan, list) else self.plan(fn_or_plan, *args, **kwargs)
+        self.dealer.prefetch(plan)
+        return len(plan)
+
+    # ------------------------------------------------------------- shutdown
+    def close(self) -> None:
+        """Say goodbye to the peers and the dealer, then close the channels."""
+        global _current
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.node.send(self.dealer_id, "bye", np.zeros(0, np.int64))
+            self.node.close(barrier=True, barrier_peers=self.peers)
+        finally:
+            if _current is self:
+                _current = None
+
+    def abort(self) -> None:
+        """Close without the goodbye barrier (after a failure)."""
+        if not self._closed:
+            self._closed = True
+            self.node.close(barrier=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if et is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def init(precision: int | None = None, timeout: float | None = None) -> Runtime:
+    """The runtime of this party, built from what `mpcrt launch` or `mpcrt party` set.
+
+    Calling it again returns the same runtime. The channels close at exit.
+    """
+    global _current
+    if _current is not None:
+        return _current
+    env = os.environ
+    if "MPCRT_CLUSTER" not in env or "MPCRT_RANK" not in env:
+        raise ConfigError(
+            "mpcrt.init() found no launch settings: run the script with "
+            "`mpcrt launch -n N script.py` or `mpcrt party --cluster FILE --rank I script.py`"
+        )
+    cluster = load_cluster(env["MPCRT_CLUSTER"])
+    insecure = env.get("MPCRT_INSECURE", "0") == "1"
+    secret = None if insecure else load_secret_key(env.get("MPCRT_SECRET_KEY", ""))
+    if precision is None and env.get("MPCRT_PRECISION"):
+        precision = int(env["MPCRT_PRECISION"])
+    if timeout is None:
+        timeout = float(env.get("MPCRT_TIMEOUT", DEFAULT_TIMEOUT))
+    _set_threads(cluster.world_size)
+    t0 = time.perf_counter()
+    rt = Runtime(cluster, int(env["MPCRT_RANK"]), secret, precision=precision, timeout=timeout, insecure=insecure)
+    log.debug("party %d ready in %.2fs", rt.rank, time.perf_counter() - t0)
+    _current = rt
+    atexit.register(_close_at_exit, rt)
+    return rt
+
+
+def _close_at_exit(rt: Runtime) -> None:
+    try:
+        rt.close()
+    except MpcError:
+        rt.abort()
+
+
+def _set_threads(world_size: int) -> None:
+    n = os.environ.get("MPCRT_THREADS")
+    threads = int(n) if n else max(1, (os.cpu_count() or 1) // (world_size + 1))
+    os.environ.setdefault("MPCRT_THREADS", str(threads))

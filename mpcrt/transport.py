@@ -1,0 +1,312 @@
+"""Authenticated, ordered channels between the nodes of one session (parties and dealer).
+
+Each node binds one ROUTER socket for inbound traffic and connects one DEALER socket
+to each peer it talks to first. A frame from node j to node i travels j.DEALER ->
+i.ROUTER when j connects to i (party to party, party to dealer), or back over the
+same connection (dealer to party). ZeroMQ keeps every such stream in order.
+
+Security: CurveZMQ (X25519 + XSalsa20-Poly1305) on every socket by default. A ZAP
+handler accepts only the public keys of the cluster, and each inbound frame's
+authenticated key (its `User-Id`) must be the key of the rank it claims. Plaintext
+is allowed only with `insecure=True`, which warns loudly.
+
+Liveness: ZMTP heartbeats (1 s interval, 5 s timeout) close a silent connection; a
+socket monitor turns a closed connection into PeerFailure for anyone waiting on that
+peer; every receive also has an overall timeout. No receive ever blocks forever.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import time
+import warnings
+
+import numpy as np
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import parse_monitor_message
+
+from mpcrt import framing
+from mpcrt.errors import ConfigError, PeerFailure, ProtocolError
+
+log = logging.getLogger("mpcrt.transport")
+
+DEFAULT_TIMEOUT = 60.0
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 5000
+_MON_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+
+
+class _KeyAllowList:
+    """ZAP credentials provider: only the cluster's public keys may connect."""
+
+    def __init__(self, keys: set[bytes]):
+        self.keys = keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        ok = key in self.keys
+        if not ok:
+            log.warning("refused a connection from an unknown public key")
+        return ok
+
+
+class Node:
+    """One endpoint of the session's mesh.
+
+    ids: 0..N-1 are parties, N is the dealer. `endpoints[id]` is where `id` binds;
+    `public_keys[id]` its z85 public key (unused when insecure). `connect_to` lists
+    the peers this node dials; everyone else must dial us.
+    """
+
+    def __init__(
+        self,
+        my_id: int,
+        names: dict[int, str],
+        endpoints: dict[int, str],
+        public_keys: dict[int, bytes] | None,
+        secret_key: bytes | None,
+        session: str,
+        connect_to: list[int],
+        timeout: float = DEFAULT_TIMEOUT,
+        insecure: bool = False,
+    ):
+        self.id = my_id
+        self.names = names
+        self.session = session
+        self.timeout = float(timeout)
+        self.insecure = insecure
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self._send_seq = collections.Counter()
+        self._recv_seq = collections.Counter()
+        self._inbox: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+        self._dead: dict[int, str] = {}
+        self._closed = False
+        self.router_disconnects = 0
+        self.ctx = zmq.Context()
+        self._auth = None
+        if insecure:
+            warnings.warn(
+                "mpcrt: PLAINTEXT channels (--insecure-plaintext): shares cross the network unencrypted "
+                "and unauthenticated. Use only for local benchmarking.",
+                stacklevel=2,
+            )
+            log.warning("INSECURE PLAINTEXT MODE: channels are neither encrypted nor authenticated")
+        else:
+            if public_keys is None or secret_key is None:
+                raise ConfigError("secure mode needs every node's public key and this node's secret key")
+            self._keys = {i: bytes(k) for i, k in public_keys.items()}
+            self._rank_of_key = {k.decode(): i for i, k in self._keys.items()}
+            self._secret = bytes(secret_key)
+            self._auth = ThreadAuthenticator(self.ctx)
+            self._auth.start()
+            self._auth.configure_curve_callback(domain="*", credentials_provider=_KeyAllowList(set(self._keys.values())))
+
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self._tune(self.router)
+        if not insecure:
+            self.router.curve_secretkey = self._secret
+            self.router.curve_publickey = self._keys[my_id]
+            self.router.curve_server = True
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        try:
+            self.router.bind(endpoints[my_id])
+        except zmq.ZMQError as e:
+            self.close(barrier=False)
+            raise ConfigError(f"{names[my_id]} cannot bind {endpoints[my_id]}: {e}") from None
+        self._router_mon = self.router.get_monitor_socket(_MON_EVENTS)
+
+        self.out: dict[int, zmq.Socket] = {}
+        self._mon: dict[zmq.Socket, int] = {}
+        for j in connect_to:
+            s = self.ctx.socket(zmq.DEALER)
+            self._tune(s)
+            s.setsockopt(zmq.ROUTING_ID, f"n{my_id}".encode())
+            if not insecure:
+                s.curve_secretkey = self._secret
+                s.curve_publickey = self._keys[my_id]
+                s.curve_serverkey = self._keys[j]
+            self._mon[s.get_monitor_socket(_MON_EVENTS)] = j
+            s.connect(endpoints[j])
+            self.out[j] = s
+
+        self._poller = zmq.Poller()
+        self._poller.register(self.router, zmq.POLLIN)
+        for s in self.out.values():
+            self._poller.register(s, zmq.POLLIN)
+        for m in self._mon:
+            self._poller.register(m, zmq.POLLIN)
+        self._poller.register(self._router_mon, zmq.POLLIN)
+        self._routed: set[int] = set()  # peers that dialled us (we reply through the router)
+
+    @staticmethod
+    def _tune(s: zmq.Socket) -> None:
+        s.setsockopt(zmq.LINGER, 2000)
+        s.setsockopt(zmq.SNDHWM, 0)
+        s.setsockopt(zmq.RCVHWM, 0)
+        s.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        s.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+        s.setsockopt(zmq.SNDBUF, 4 << 20)
+        s.setsockopt(zmq.RCVBUF, 4 << 20)
+
+    # ------------------------------------------------------------------ send
+    def send(self, peer: int, tag: str, array: np.ndarray) -> None:
+        """Send one array to `peer` (zero-copy for large buffers). Never blocks on the peer."""
+        arr = np.ascontiguousarray(array)
+        seq = self._send_seq[peer]
+        self._send_seq[peer] += 1
+        hdr = framing.pack_header(self.session, self.id, seq, tag, arr.dtype, arr.shape)
+        payload = memoryview(arr).cast("B") if arr.size else b""
+        if peer in self.out:
+            self.out[peer].send_multipart([hdr, payload], copy=False)
+        else:
+            try:
+                self.router.send_multipart([f"n{peer}".encode(), hdr, payload], copy=False)
+            except zmq.ZMQError as e:
+                raise PeerFailure(self.names.get(peer, f"node {peer}"), f"is not connected ({e})") from None
+        self.bytes_sent += len(hdr) + arr.nbytes
+
+    # --------------------------------------------------------------- receive
+    def recv(self, peer: int, tag: str, dtype=None, shape=None) -> np.ndarray:
+        """Receive the next frame from `peer`, validated against (tag, dtype, shape)."""
+        name = self.names.get(peer, f"node {peer}")
+        deadline = time.monotonic() + self.timeout
+        while not self._inbox[peer]:
+            if peer in self._dead:
+                self._pump(200)  # frames sent just before it died may still be queued
+                if not self._inbox[peer]:
+                    raise PeerFailure(name, self._dead[peer])
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PeerFailure(name, f"sent nothing for {self.timeout:.0f} s (receive timeout; raise it with MPCRT_TIMEOUT)")
+            self._pump(int(min(left, 0.5) * 1000) + 1)
+        frames = self._inbox[peer].popleft()
+        return self._decode(peer, name, frames, tag, dtype, shape)
+
+    def recv_any(self, timeout: float | None = None) -> tuple[int, dict, np.ndarray] | None:
+        """Next frame from any peer, in arrival order (used by the dealer's serve loop)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            for peer, q in self._inbox.items():
+                if q:
+                    frames = q.popleft()
+                    name = self.names.get(peer, f"node {peer}")
+                    h = framing.unpack_header(frames[0].bytes, name) if len(frames) == 2 else None
+                    if h is None:
+                        raise ProtocolError(name, f"expected 2 frames, got {len(frames)}")
+                    return peer, h, self._decode(peer, name, frames, h["tag"], None, None)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self._pump(int(min(left, 0.5) * 1000) + 1)
+
+    def _decode(self, peer, name, frames, tag, dtype, shape) -> np.ndarray:
+        if len(frames) != 2:
+            raise ProtocolError(name, f"expected 2 frames (header, payload), got {len(frames)}")
+        h = framing.unpack_header(frames[0].bytes, name)
+        framing.check(h, name, sid=self.session, src=peer, seq=self._recv_seq[peer], tag=tag, dtype=dtype, shape=shape)
+        self._recv_seq[peer] += 1
+        arr = framing.to_array(h, frames[1].buffer, name)
+        self.bytes_received += len(frames[0].bytes) + arr.nbytes
+        return arr
+
+    def _pump(self, timeout_ms: int) -> None:
+        events = dict(self._poller.poll(timeout_ms))
+        if not events:
+            return
+        if self.router in events:
+            while True:
+                try:
+                    msg = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._route_inbound(msg)
+        for peer, s in self.out.items():
+            if s in events:
+                while True:
+                    try:
+                        self._inbox[peer].append(s.recv_multipart(zmq.NOBLOCK, copy=False))
+                    except zmq.Again:
+                        break
+        for m, peer in self._mon.items():
+            if m in events:
+                self._monitor_event(m, peer)
+        if self._router_mon in events:
+            self._monitor_event(self._router_mon, None)
+
+    def _route_inbound(self, msg: list) -> None:
+        ident = msg[0].bytes
+        try:
+            peer = int(ident[1:].decode()) if ident[:1] == b"n" else None
+        except ValueError:
+            peer = None
+        if peer is None or peer not in self.names or peer == self.id:
+            raise ProtocolError(f"unknown sender {ident!r}", "frame with an identity that is not in the cluster")
+        if not self.insecure:
+            uid = msg[0].get("User-Id")
+            if self._rank_of_key.get(uid) != peer:
+                raise ProtocolError(self.names[peer], "frame's authenticated key is not that rank's key (impersonation?)")
+        self._routed.add(peer)
+        self._inbox[peer].append(msg[1:])
+
+    def _monitor_event(self, m: zmq.Socket, peer: int | None) -> None:
+        while True:
+            try:
+                ev = parse_monitor_message(m.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            e = ev["event"]
+            if peer is None:
+                if e == zmq.EVENT_DISCONNECTED:
+                    self.router_disconnects += 1
+                if e & (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+                    log.warning("%s refused an inbound connection (bad or unknown key)", self.names[self.id])
+                continue
+            name = self.names.get(peer, f"node {peer}")
+            if e == zmq.EVENT_DISCONNECTED and not self._closed:
+                self._dead.setdefault(peer, "disconnected (process died or network lost)")
+            elif e == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._dead[peer] = "refused our key: this node's public key is not in its cluster file"
+            elif e in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                self._dead[peer] = "failed the CURVE handshake (wrong server key in our cluster file, or plaintext mode on one side only)"
+            elif e == zmq.EVENT_CONNECTED:
+                log.debug("connected to %s", name)
+
+    def peer_dead(self, peer: int) -> str | None:
+        return self._dead.get(peer)
+
+    # ----------------------------------------------------------------- close
+    def close(self, barrier: bool = True, barrier_peers: list[int] | None = None) -> None:
+        """Optionally say goodbye to peers (so nobody sees our exit as a failure), then close."""
+        if self._closed:
+            return
+        if barrier and barrier_peers:
+            for j in barrier_peers:
+                self.send(j, "bye", np.zeros(0, np.int64))
+            for j in barrier_peers:
+                try:
+                    self.recv(j, "bye")
+                except (PeerFailure, ProtocolError):
+                    pass
+        self._closed = True
+        for s in list(self.out.values()) + [getattr(self, "router", None)]:
+            if s is not None:
+                try:
+                    s.disable_monitor()
+                except zmq.ZMQError:
+                    pass
+                s.close()
+        for m in list(self._mon) + [getattr(self, "_router_mon", None)]:
+            if m is not None:
+                m.close(0)
+        if self._auth is not None:
+            self._auth.stop()
+        self.ctx.term()
+
+
+def generate_keypair() -> tuple[bytes, bytes]:
+    """A fresh CurveZMQ key pair (public, secret), z85 encoded."""
+    return zmq.curve_keypair()

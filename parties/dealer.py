@@ -1,0 +1,113 @@
+"""The dealer process: agrees a seed with each party, then serves party 0's requests.
+
+It never receives a party's input, share or output: only (request number, kind,
+parameters) from party 0, and it sends back party 0's corrections. It exits when
+every party said goodbye, or with an error when a party vanished first.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import msgpack
+import numpy as np
+
+from mpcrt import correlations
+from mpcrt.cluster import Cluster, load_cluster, load_secret_key
+from mpcrt.errors import MpcError, ProtocolError
+from mpcrt.kernels.prg import PRG, new_seed
+from mpcrt.transport import DEFAULT_TIMEOUT, Node
+
+log = logging.getLogger("mpcrt.dealer")
+
+
+class Dealer:
+    def __init__(self, cluster: Cluster, secret_key: bytes | None, insecure: bool = False, timeout: float = DEFAULT_TIMEOUT):
+        self.n = cluster.world_size
+        self.node = Node(
+            self.n, cluster.names, cluster.endpoints, None if insecure else cluster.public_keys, secret_key,
+            cluster.session, connect_to=[], timeout=timeout, insecure=insecure,
+        )
+        self.seeds = {i: new_seed() for i in range(self.n)}
+        self.prgs = [PRG(self.seeds[i]) for i in range(self.n)]
+        self._private = PRG(new_seed())
+        self.requests_served = 0
+        self.busy_seconds = 0.0
+
+    def _private_words(self, stream: int, shape: tuple) -> np.ndarray:
+        return self._private.ring(stream, [shape])[0]
+
+    def serve(self, idle_timeout: float | None = None) -> None:
+        """Serve until all parties said bye. Raises PeerFailure-like errors on a vanished party."""
+        hello, bye = set(), set()
+        last = time.monotonic()
+        while len(bye) < self.n:
+            got = self.node.recv_any(timeout=1.0)
+            if got is None:
+                if self.node.router_disconnects > len(bye) and hello == set(range(self.n)):
+                    raise MpcError("a party disconnected from the dealer before finishing; stopping")
+                if idle_timeout is not None and time.monotonic() - last > idle_timeout:
+                    raise MpcError(f"dealer idle for {idle_timeout:.0f} s with parties still registered; stopping")
+                continue
+            last = time.monotonic()
+            peer, h, payload = got
+            tag = h["tag"]
+            if tag == "hello":
+                hello.add(peer)
+                self.node.send(peer, "seed", np.frombuffer(self.seeds[peer], np.uint8))
+            elif tag == "req":
+                if peer != 0:
+                    raise ProtocolError(self.node.names[peer], "only party 0 may send dealer requests")
+                self._serve_batch(payload)
+            elif tag == "bye":
+                bye.add(peer)
+            else:
+                raise ProtocolError(self.node.names[peer], f"unexpected op tag {tag!r} at the dealer")
+
+    def _serve_batch(self, payload: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        try:
+            batch = msgpack.unpackb(payload.tobytes(), raw=False, strict_map_key=True)
+            assert isinstance(batch, list)
+        except Exception:
+            raise ProtocolError("party 0", "malformed dealer request") from None
+        for item in batch:
+            if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], int) and isinstance(item[1], str) and isinstance(item[2], dict)):
+                raise ProtocolError("party 0", f"malformed dealer request item {item!r}")
+            n, kind, p = item
+            corr = correlations.deal(self.prgs, self._private_words, n, kind, p)
+            flat = np.concatenate([c.ravel() for c in corr]) if len(corr) > 1 else corr[0].ravel()
+            self.node.send(0, "corr", flat)
+            self.requests_served += 1
+        self.busy_seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.node.close(barrier=False)
+
+
+def main() -> int:
+    """Entry of the dealer process; reads the same environment as a party."""
+    logging.basicConfig(level=os.environ.get("MPCRT_LOGLEVEL", "WARNING"), format="%(name)s: %(message)s")
+    env = os.environ
+    try:
+        cluster = load_cluster(env["MPCRT_CLUSTER"])
+        insecure = env.get("MPCRT_INSECURE", "0") == "1"
+        secret = None if insecure else load_secret_key(env.get("MPCRT_SECRET_KEY", ""))
+        d = Dealer(cluster, secret, insecure=insecure, timeout=float(env.get("MPCRT_TIMEOUT", DEFAULT_TIMEOUT)))
+    except MpcError as e:
+        print(f"dealer: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    try:
+        d.serve()
+    except MpcError as e:
+        print(f"dealer: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        d.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
