@@ -19,6 +19,8 @@ TOML, one table per node:
     ...
 
 Ranks must be 0..N-1, each once; addresses `tcp://HOST:PORT`; keys 40 z85 chars.
+A node may add `bind = "tcp://0.0.0.0:7001"` when it must listen on another address
+than the one the others dial (NAT, a relay, a container).
 Secret keys never go in this file: each host keeps its own (`mpcrt keygen`).
 """
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Cluster:
     endpoints: dict[int, str]  # 0..N-1 parties, N the dealer
     public_keys: dict[int, bytes]
     precision: int = 16
+    binds: dict[int, str] = dataclasses.field(default_factory=dict)  # where a node listens, if not its address
 
     @property
     def world_size(self) -> int:
@@ -56,7 +59,7 @@ class Cluster:
         return {**{i: f"party {i}" for i in range(n)}, n: "dealer"}
 
     def bind_endpoint(self, i: int) -> str:
-        return self.endpoints[i]
+        return self.binds.get(i, self.endpoints[i])
 
 
 def parse_cluster(text: str, source: str = "cluster file") -> Cluster:
@@ -81,6 +84,7 @@ def parse_cluster(text: str, source: str = "cluster file") -> Cluster:
         dealer = {}
     endpoints: dict[int, str] = {}
     keys: dict[int, bytes] = {}
+    binds: dict[int, str] = {}
 
     def node(tbl, what) -> tuple[str | None, bytes | None]:
         addr, key = tbl.get("address"), tbl.get("public_key")
@@ -92,7 +96,10 @@ def parse_cluster(text: str, source: str = "cluster file") -> Cluster:
         if not isinstance(key, str) or not _Z85.match(key):
             errors.append(f"{what}: `public_key` must be a 40-character z85 key (from `mpcrt keygen`), got {key!r}")
             key = None
-        unknown = set(tbl) - {"address", "public_key", "rank"}
+        b = tbl.get("bind")
+        if b is not None and (not isinstance(b, str) or not _ADDR.match(b)):
+            errors.append(f"{what}: `bind` must look like tcp://HOST:PORT, got {b!r}")
+        unknown = set(tbl) - {"address", "public_key", "rank", "bind"}
         if unknown:
             errors.append(f"{what}: unknown keys {sorted(unknown)}")
         return addr, (key.encode() if key else None)
@@ -109,11 +116,15 @@ def parse_cluster(text: str, source: str = "cluster file") -> Cluster:
         ranks.append(r)
         a, k = node(p, f"party rank {r}")
         endpoints[r], keys[r] = a, k
+        if isinstance(p.get("bind"), str):
+            binds[r] = p["bind"]
     n = len(parties)
     if sorted(ranks) != list(range(n)) and ranks:
         errors.append(f"party ranks must be 0..{n - 1}, each once; got {sorted(ranks)}")
     a, k = node(dealer, "[dealer]")
     endpoints[n], keys[n] = a, k
+    if isinstance(dealer.get("bind"), str):
+        binds[n] = dealer["bind"]
     addrs = [e for e in endpoints.values() if e]
     if len(set(addrs)) != len(addrs):
         errors.append("two nodes share an address")
@@ -122,7 +133,7 @@ def parse_cluster(text: str, source: str = "cluster file") -> Cluster:
         errors.append(f"unknown top-level keys {sorted(unknown)}")
     if errors:
         raise ConfigError(f"{source} has errors:\n  - " + "\n  - ".join(errors))
-    return Cluster(session, endpoints, keys, precision)
+    return Cluster(session, endpoints, keys, precision, binds)
 
 
 def load_cluster(path: str) -> Cluster:
@@ -136,10 +147,14 @@ def load_cluster(path: str) -> Cluster:
 
 def format_cluster(c: Cluster) -> str:
     n = c.world_size
+    def bind(i):
+        return [f'bind = "{c.binds[i]}"'] if i in c.binds else []
+
     lines = [f'session = "{c.session}"', f"precision = {c.precision}", "", "[dealer]",
-             f'address = "{c.endpoints[n]}"', f'public_key = "{c.public_keys[n].decode()}"']
+             f'address = "{c.endpoints[n]}"', f'public_key = "{c.public_keys[n].decode()}"'] + bind(n)
     for r in range(n):
-        lines += ["", "[[party]]", f"rank = {r}", f'address = "{c.endpoints[r]}"', f'public_key = "{c.public_keys[r].decode()}"']
+        lines += ["", "[[party]]", f"rank = {r}", f'address = "{c.endpoints[r]}"',
+                  f'public_key = "{c.public_keys[r].decode()}"'] + bind(r)
     return "\n".join(lines) + "\n"
 
 

@@ -41,7 +41,7 @@ def _conv_shape(p) -> Shape:
 
 
 class Kind:
-    """own: [(name, shape)], corrected: [(name, shape, 'a'|'x')], deal: true corrected values."""
+    """own: [(name, shape[, 'a'|'x'])], corrected: [(name, shape, 'a'|'x')], deal: true corrected values."""
 
     def own(self, p: dict) -> list[tuple[str, Shape]]:
         raise NotImplementedError
@@ -124,15 +124,13 @@ class AndTriple(Kind):
     """Boolean Beaver triple on whole 64-bit words: <c> = <a> AND <b> (XOR shares)."""
 
     def own(self, p):
-        return [("a", _shape(p["shape"])), ("b", _shape(p["shape"]))]
+        return [("a", _shape(p["shape"]), "x"), ("b", _shape(p["shape"]), "x")]
 
     def corrected(self, p):
         return [("c", _shape(p["shape"]), "x")]
 
     def deal(self, p, own, private):  # own values of XOR-shared arrays arrive XOR-combined
         return {"c": own["a"] & own["b"]}
-
-    xor_own = True
 
 
 class DaBit(Kind):
@@ -150,7 +148,54 @@ class DaBit(Kind):
         return {"s": s, "sb": s}
 
 
+LOW63 = np.int64((1 << 63) - 1)
+EVEN = ring.const(0x5555555555555555)
+LTZ_LEVELS = (2, 4, 8, 16)
+
+
+class LtzBundle(Kind):
+    """Everything one exact less-than-zero over n (padded) elements needs (protocols.comparison):
+
+    edaBit r ([r], <r>); <P> = pairwise products of r's adjacent low-63 bits (level 1 of
+    BitLT becomes local); one word-AND triple per later level, sized for packed words;
+    three random bits s1, s2, s3 as one XOR-shared 3-bit value <s> with arithmetic shares
+    of all 7 products [s1], [s2], [s3], [s1 s2], [s1 s3], [s2 s3], [s1 s2 s3] (last AND
+    level and B2A in one round); and for each of k fused multiplicands a mask [m_j] with
+    [m_j * s_S] for the 7 products.
+    """
+
+    def own(self, p):
+        n, k = int(p["n"]), int(p.get("k", 0))
+        out = [("r", (n,), "a")]
+        for w in LTZ_LEVELS:
+            out += [(f"a{w}", (n // w,), "x"), (f"b{w}", (n // w,), "x")]
+        return out + [(f"m{j}", (n,), "a") for j in range(k)]
+
+    def corrected(self, p):
+        n, k = int(p["n"]), int(p.get("k", 0))
+        out = [("rb", (n,), "x"), ("P", (n,), "x")]
+        out += [(f"c{w}", (n // w,), "x") for w in LTZ_LEVELS]
+        out += [("s", (n,), "x"), ("sS", (7, n), "a")]
+        return out + [(f"ms{j}", (7, n), "a") for j in range(k)]
+
+    def deal(self, p, own, private):
+        n, k = int(p["n"]), int(p.get("k", 0))
+        r = own["r"]
+        rl = r & LOW63
+        out = {"rb": r, "P": ring.lshr(rl, 1) & rl & EVEN}
+        for w in LTZ_LEVELS:
+            out[f"c{w}"] = own[f"a{w}"] & own[f"b{w}"]
+        s = private((n,)) & np.int64(7)
+        s1, s2, s3 = s & 1, (s >> 1) & 1, (s >> 2) & 1
+        sS = np.stack([s1, s2, s3, s1 * s2, s1 * s3, s2 * s3, s1 * s2 * s3])
+        out["s"], out["sS"] = s, sS
+        for j in range(k):
+            out[f"ms{j}"] = own[f"m{j}"][None, :] * sS
+        return out
+
+
 KINDS: dict[str, Kind] = {
+    "ltz": LtzBundle(),
     "triple": Triple(),
     "matmul": MatmulTriple(),
     "conv2d": ConvTriple(),
@@ -168,13 +213,19 @@ def kind(name: str) -> Kind:
         raise DealerError(f"unknown kind of correlated randomness {name!r}; known: {sorted(KINDS)}") from None
 
 
+def own_layout(k: Kind, p: dict) -> list[tuple[str, Shape, str]]:
+    """`own` entries as (name, shape, sharing), sharing 'a' (additive) unless given."""
+    return [(e[0], e[1], e[2] if len(e) > 2 else "a") for e in k.own(p)]
+
+
 def expand_party(prg, stream: int, name: str, p: dict, rank: int) -> dict[str, np.ndarray]:
     """A party's PRG-derived arrays for request `stream` (party 0: the own prefix only)."""
     k = kind(name)
-    own = k.own(p)
-    layout = [s for _, s in own] + ([s for _, s, _ in k.corrected(p)] if rank else [])
+    own = own_layout(k, p)
+    corr = k.corrected(p) if rank else []
+    layout = [e[1] for e in own] + [e[1] for e in corr]
     arrays = prg.ring(stream, layout) if layout else []
-    names = [n for n, _ in own] + ([n for n, _, _ in k.corrected(p)] if rank else [])
+    names = [e[0] for e in own] + [e[0] for e in corr]
     return dict(zip(names, arrays))
 
 
@@ -182,12 +233,11 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> list[np.ndarra
     """Dealer side: party 0's corrections for request `stream`, in `corrected` order."""
     k = kind(name)
     shares = [expand_party(prg, stream, name, p, i) for i, prg in enumerate(prgs)]
-    xor_own = getattr(k, "xor_own", False)
     own = {}
-    for n, _ in k.own(p):
+    for n, _, how in own_layout(k, p):
         acc = shares[0][n].copy()
         for s in shares[1:]:
-            if xor_own:
+            if how == "x":
                 acc ^= s[n]
             else:
                 acc += s[n]

@@ -60,8 +60,9 @@ class DealerClient:
         p = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
         if self.recording is not None:
             self.recording.append((kind, p))
-            shapes = [s for _, s in correlations.kind(kind).own(p)] + correlations.correction_shapes(kind, p)
-            names = [n for n, _ in correlations.kind(kind).own(p)] + [n for n, _, _ in correlations.kind(kind).corrected(p)]
+            k = correlations.kind(kind)
+            shapes = [e[1] for e in correlations.own_layout(k, p)] + correlations.correction_shapes(kind, p)
+            names = [e[0] for e in correlations.own_layout(k, p)] + [n for n, _, _ in k.corrected(p)]
             return Material(self, -1, {n: np.zeros(s, np.int64) for n, s in zip(names, shapes)})
         n = self.counter
         self.counter += 1

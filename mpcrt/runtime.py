@@ -57,6 +57,7 @@ class Runtime:
             connect_to=[j for j in range(n) if j != rank] + [n],
             timeout=timeout,
             insecure=insecure,
+            binds=cluster.binds,
         )
         self._rounds = 0
         self._by_op: dict[str, dict[str, int]] = {}
@@ -99,6 +100,25 @@ class Runtime:
         total = flat.copy()
         for j in self.peers:
             total += self.node.recv(j, tag, dtype=np.int64, shape=flat.shape)
+        self._count_round()
+        out, off = [], 0
+        for s in shares:
+            out.append(total[off : off + s.size].reshape(s.shape))
+            off += s.size
+        return out
+
+    def open_xor(self, shares: list[np.ndarray], tag: str = "openx") -> list[np.ndarray]:
+        """Open XOR-shared arrays (all of one dtype: uint64 words or uint8) in one round."""
+        if self._dry:
+            return [np.zeros(s.shape, s.dtype) for s in shares]
+        dt = shares[0].dtype
+        flat = np.concatenate([np.ascontiguousarray(s).ravel() for s in shares]) if len(shares) > 1 else np.ascontiguousarray(shares[0]).ravel()
+        wire = flat.view(np.int64) if dt == np.uint64 else flat
+        for j in self.peers:
+            self.node.send(j, tag, wire)
+        total = flat.copy()
+        for j in self.peers:
+            total ^= self.node.recv(j, tag, dtype=wire.dtype, shape=wire.shape).view(dt)
         self._count_round()
         out, off = [], 0
         for s in shares:

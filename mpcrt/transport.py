@@ -55,6 +55,7 @@ class Node:
     """One endpoint of the session's mesh.
 
     ids: 0..N-1 are parties, N is the dealer. `endpoints[id]` is where `id` binds;
+    `binds` (optional) where a node listens when that differs from where others dial it;
     `public_keys[id]` its z85 public key (unused when insecure). `connect_to` lists
     the peers this node dials; everyone else must dial us.
     """
@@ -70,6 +71,7 @@ class Node:
         connect_to: list[int],
         timeout: float = DEFAULT_TIMEOUT,
         insecure: bool = False,
+        binds: dict[int, str] | None = None,
     ):
         self.id = my_id
         self.names = names
@@ -110,11 +112,16 @@ class Node:
             self.router.curve_publickey = self._keys[my_id]
             self.router.curve_server = True
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        where = (binds or {}).get(my_id, endpoints[my_id])
         try:
-            self.router.bind(endpoints[my_id])
+            self.router.bind(where)
         except zmq.ZMQError as e:
-            self.close(barrier=False)
-            raise ConfigError(f"{names[my_id]} cannot bind {endpoints[my_id]}: {e}") from None
+            self._closed = True
+            self.router.close(0)
+            if self._auth is not None:
+                self._auth.stop()
+            self.ctx.term()
+            raise ConfigError(f"{names[my_id]} cannot listen on {where}: {e}") from None
         self._router_mon = self.router.get_monitor_socket(_MON_EVENTS)
 
         self.out: dict[int, zmq.Socket] = {}

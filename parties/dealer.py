@@ -28,7 +28,7 @@ class Dealer:
         self.n = cluster.world_size
         self.node = Node(
             self.n, cluster.names, cluster.endpoints, None if insecure else cluster.public_keys, secret_key,
-            cluster.session, connect_to=[], timeout=timeout, insecure=insecure,
+            cluster.session, connect_to=[], timeout=timeout, insecure=insecure, binds=cluster.binds,
         )
         self.seeds = {i: new_seed() for i in range(self.n)}
         self.prgs = [PRG(self.seeds[i]) for i in range(self.n)]

@@ -1,0 +1,89 @@
+"""Run a function on N parties inside this process: one thread per party and one for
+the dealer, talking real ZeroMQ (CurveZMQ by default) over loopback.
+
+For tests, notebooks and quick experiments; `mpcrt launch` runs real processes.
+
+    from mpcrt.launch.inprocess import run_parties
+    outs = run_parties(lambda rt: rt.share([1.0, 2.0], src=0).reveal(), n=3)
+"""
+from __future__ import annotations
+
+import secrets
+import threading
+from typing import Any, Callable
+
+from mpcrt.cluster import Cluster
+from mpcrt.errors import MpcError
+from mpcrt.launch.local import free_ports
+from mpcrt.parties.dealer import Dealer
+from mpcrt.runtime import Runtime
+from mpcrt.transport import generate_keypair
+
+
+def local_cluster(n: int, precision: int = 16) -> tuple[Cluster, dict[int, bytes]]:
+    ports = free_ports(n + 1)
+    keys = {i: generate_keypair() for i in range(n + 1)}
+    c = Cluster(
+        session=f"inproc-{secrets.token_hex(6)}",
+        endpoints={i: f"tcp://127.0.0.1:{ports[i]}" for i in range(n + 1)},
+        public_keys={i: keys[i][0] for i in range(n + 1)},
+        precision=precision,
+    )
+    return c, {i: keys[i][1] for i in range(n + 1)}
+
+
+def run_parties(
+    fn: Callable[..., Any],
+    n: int = 2,
+    *args,
+    precision: int = 16,
+    insecure: bool = False,
+    timeout: float = 30.0,
+    join_timeout: float = 300.0,
+) -> list[Any]:
+    """Call fn(rt, *args) on every party; return the list of results by rank.
+
+    If any party raises, the first exception (by rank) is re-raised after all threads end.
+    """
+    cluster, secrets_ = local_cluster(n, precision)
+    results: list[Any] = [None] * n
+    errors: list[BaseException | None] = [None] * n
+    dealer_err: list[BaseException] = []
+
+    def dealer_main():
+        try:
+            d = Dealer(cluster, None if insecure else secrets_[n], insecure=insecure, timeout=timeout)
+        except BaseException as e:  # pragma: no cover
+            dealer_err.append(e)
+            return
+        try:
+            d.serve(idle_timeout=join_timeout)
+        except BaseException as e:
+            dealer_err.append(e)
+        finally:
+            d.close()
+
+    def party_main(r):
+        rt = None
+        try:
+            rt = Runtime(cluster, r, None if insecure else secrets_[r], timeout=timeout, insecure=insecure)
+            results[r] = fn(rt, *args)
+            rt.close()
+        except BaseException as e:
+            errors[r] = e
+            if rt is not None:
+                rt.abort()
+
+    threads = [threading.Thread(target=dealer_main, daemon=True)]
+    threads += [threading.Thread(target=party_main, args=(r,), daemon=True) for r in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads[1:]:
+        t.join(join_timeout)
+    threads[0].join(10)
+    if any(t.is_alive() for t in threads[1:]):
+        raise MpcError(f"parties still running after {join_timeout} s")
+    for e in errors:
+        if e is not None:
+            raise e
+    return results
