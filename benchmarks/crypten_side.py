@@ -258,6 +258,28 @@ def _models():
     }
 
 
+def randomize_batchnorm(model, generator=None):
+    """Gives every BatchNorm random affine parameters and running statistics.
+
+    Stands in for trained statistics. It also matters for the conversion: with
+    torchvision's constant BN init (weight 1, bias 0, mean 0, var 1) the
+    TorchScript ONNX exporter de-duplicates the equal initializers into
+    `Identity` nodes, an op crypten.nn.from_onnx (0.4.1) does not support.
+    """
+    import torch
+    import torch.nn as nn
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                m.weight.copy_(torch.rand(c, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=generator) * 0.1)
+                m.running_mean.copy_(torch.randn(c, generator=generator) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
+    return model
+
+
 def _digits_inputs(n, image):
     """The last n samples of scikit-learn's bundled digits set (pixels / 16)."""
     import torch
@@ -282,6 +304,17 @@ def _uniform(torch, shape, lo, hi):
     return torch.rand(*shape, dtype=torch.float64) * (hi - lo) + lo
 
 
+def _on_grid(crypten, x):
+    """Rounds plaintext inputs to the fixed-point grid (2**-precision_bits).
+
+    Inputs are then encoded exactly, so max_abs_err measures the protocols and
+    not input quantization (CrypTen's encoder truncates toward zero: an input in
+    (-2**-16, 0) would encode as 0 and flip x < 0 against the reference).
+    """
+    scale = 2.0 ** int(crypten.cfg.encoder.precision_bits)
+    return (x * scale).round() / scale
+
+
 def _decrypt_errors(out, ref):
     """Decrypts `out` once (all parties) and returns (exact, crypten) max abs errors.
 
@@ -301,7 +334,7 @@ def _decrypt_errors(out, ref):
 
 def _unary(method, lo, hi, ref_fn):
     def setup(crypten, torch, world, n):
-        x = _uniform(torch, (n,), lo, hi)
+        x = _on_grid(crypten, _uniform(torch, (n,), lo, hi))
         xe = crypten.cryptensor(x, src=0)
         ref = ref_fn(torch, x)
 
@@ -317,8 +350,8 @@ def _unary(method, lo, hi, ref_fn):
 
 
 def _mul_setup(crypten, torch, world, n):
-    x = _uniform(torch, (n,), -10, 10)
-    y = _uniform(torch, (n,), -10, 10)
+    x = _on_grid(crypten, _uniform(torch, (n,), -10, 10))
+    y = _on_grid(crypten, _uniform(torch, (n,), -10, 10))
     xe = crypten.cryptensor(x, src=0)
     ye = crypten.cryptensor(y, src=1 % world)
     ref = x * y
@@ -334,8 +367,8 @@ def _mul_setup(crypten, torch, world, n):
 
 def _matmul(dim):
     def setup(crypten, torch, world, n):
-        a = _uniform(torch, (dim, dim), -1, 1)
-        b = _uniform(torch, (dim, dim), -1, 1)
+        a = _on_grid(crypten, _uniform(torch, (dim, dim), -1, 1))
+        b = _on_grid(crypten, _uniform(torch, (dim, dim), -1, 1))
         ae = crypten.cryptensor(a, src=0)
         be = crypten.cryptensor(b, src=1 % world)
         ref = a @ b
@@ -354,8 +387,8 @@ def _matmul(dim):
 def _model(name, input_fn):
     def setup(crypten, torch, world, n):
         torch.manual_seed(1234)  # same random weights in every party
-        model = _models()[name]().eval()
-        x = input_fn(torch)
+        model = randomize_batchnorm(_models()[name]()).eval()
+        x = _on_grid(crypten, input_fn(torch))
         ref = copy.deepcopy(model).double()(x.double()).detach()
         dummy = torch.empty(x.shape, dtype=torch.float32)
         cmodel = crypten.nn.from_pytorch(model, dummy)
@@ -686,8 +719,10 @@ def main(argv=None):
     failed = False
     for name in ops:
         t0 = time.monotonic()
+        load_before = os.getloadavg()[0]
         res = run_workload(name, args.parties, args.n, args.warmup, args.repeats,
                            args.timeout, args.seed)
+        res["loadavg_1m_before"] = round(load_before, 2)
         failed |= bool(res.get("error"))
         doc["results"][name] = res
         status = "FAILED" if res.get("error") else f"{res['time_s']:.3f} s"

@@ -65,7 +65,21 @@ def const(v: int) -> np.int64:
 
 def matmul_shape(a: tuple, b: tuple) -> tuple:
     """Shape of torch.matmul(a, b) for operand shapes a and b (raises ValueError if they do not fit)."""
-    return tuple(np.matmul(np.empty(tuple(a), np.int8), np.empty(tuple(b), np.int8)).shape)
+    a, b = tuple(a), tuple(b)
+    if not a or not b:
+        raise ValueError("matmul of a 0-d operand")
+    va, vb = len(a) == 1, len(b) == 1
+    a2 = (1,) + a if va else a
+    b2 = b + (1,) if vb else b
+    if a2[-1] != b2[-2]:
+        raise ValueError(f"inner dimensions differ: {a} @ {b}")
+    batch = np.broadcast_shapes(a2[:-2], b2[:-2])
+    out = tuple(batch) + (a2[-2], b2[-1])
+    if va:
+        out = out[:-2] + out[-1:]
+    if vb:
+        out = out[:-1]
+    return out
 
 
 def conv2d_shape(x: tuple, w: tuple, stride, padding, dilation) -> tuple:

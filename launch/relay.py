@@ -31,6 +31,7 @@ import collections
 import ctypes
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -43,7 +44,6 @@ QUEUE_CAP = 64 << 20  # bytes a delay line may hold before its reader stops read
 PING_SIZE = 64
 
 _EOF = object()
-_ERR = object()
 
 
 def precise_timers() -> None:
@@ -59,157 +59,177 @@ def _tune(s: socket.socket) -> None:
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class _Dir:
+    """One direction of a connection: a FIFO of [deadline, bytes] between src and dst."""
+
+    __slots__ = ("src", "dst", "q", "queued", "eof_read", "done")
+
+    def __init__(self, src: socket.socket, dst: socket.socket):
+        self.src, self.dst = src, dst
+        self.q: collections.deque = collections.deque()
+        self.queued = 0
+        self.eof_read = False  # src sent FIN (an _EOF item is queued)
+        self.done = False  # FIN passed on to dst
+
+
 class _Conn:
-    """One relayed TCP connection: two delay lines, four threads."""
+    """One relayed TCP connection, both directions served by one thread (select with
+    microsecond timeouts: no hand-off between threads, so the relay adds little jitter)."""
 
     def __init__(self, a: socket.socket, b: socket.socket, relay: "Relay"):
-        self.socks = (a, b)
         self.relay = relay
-        self.lock = threading.Lock()
-        self.aborted = False
-        self.alive = 4
-        for src, dst in ((a, b), (b, a)):
-            line = _Line(self, src, dst)
-            threading.Thread(target=line.reader, daemon=True).start()
-            threading.Thread(target=line.writer, daemon=True).start()
-
-    def abort(self) -> None:
-        """Reset both sides (a peer vanished): wake every thread, close with RST."""
-        with self.lock:
-            if self.aborted:
-                return
-            self.aborted = True
+        self.socks = (a, b)
         for s in self.socks:
-            try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            s.setblocking(False)
+        self.dirs = (_Dir(a, b), _Dir(b, a))
+        threading.Thread(target=self._run, daemon=True).start()
 
-    def done(self) -> None:
-        with self.lock:
-            self.alive -= 1
-            last = self.alive == 0
-        if last:
+    def _run(self) -> None:
+        precise_timers()
+        try:
+            self._loop()
+        except OSError:
+            self._abort()
+        finally:
             for s in self.socks:
                 try:
                     s.close()
                 except OSError:
                     pass
 
+    def _abort(self) -> None:
+        """A side vanished (reset): reset the other side too, as a real path would."""
+        for s in self.socks:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
 
-class _Line:
-    """Bytes from src to dst, each chunk released `delay` after it was read."""
-
-    def __init__(self, conn: _Conn, src: socket.socket, dst: socket.socket):
-        self.conn, self.src, self.dst = conn, src, dst
-        self.q: collections.deque = collections.deque()
-        self.cv = threading.Condition()
-        self.queued = 0
-
-    def _push(self, item) -> None:
-        with self.cv:
-            self.q.append(item)
-            if isinstance(item[1], bytes):
-                self.queued += len(item[1])
-            self.cv.notify_all()
-
-    def reader(self) -> None:
-        buf = bytearray(CHUNK)
-        mv = memoryview(buf)
-        try:
-            while True:
-                with self.cv:
-                    while self.queued > QUEUE_CAP and not self.conn.aborted:
-                        self.cv.wait(0.1)
-                if self.conn.aborted:
-                    self._push((0.0, _ERR))
-                    return
-                try:
-                    n = self.src.recv_into(buf)
-                except OSError:
-                    self._push((time.monotonic() + self.conn.relay.delay, _ERR))
-                    return
-                t = time.monotonic() + self.conn.relay.delay
-                if n == 0:
-                    self._push((t, _ERR if self.conn.aborted else _EOF))
-                    return
-                self._push((t, bytes(mv[:n])))
-        finally:
-            self.conn.done()
-
-    def writer(self) -> None:
-        precise_timers()
-        try:
-            while True:
-                with self.cv:
-                    while not self.q:
-                        self.cv.wait()
-                    deadline = self.q[0][0]
-                wait = deadline - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                now = time.monotonic()
-                data, tail = [], None
-                with self.cv:
-                    while self.q and self.q[0][0] <= now:
-                        _, item = self.q.popleft()
-                        if isinstance(item, bytes):
-                            data.append(item)
-                            self.queued -= len(item)
+    def _loop(self) -> None:
+        dirs = self.dirs
+        while not (dirs[0].done and dirs[1].done):
+            now = time.monotonic()
+            timeout = None
+            rlist, wlist = [], []
+            for d in dirs:
+                q = d.q
+                # release what is due, in one gathering send
+                due = []
+                for deadline, item in q:
+                    if deadline > now or item is _EOF or len(due) == 256:
+                        break
+                    due.append(item)
+                if due:
+                    try:
+                        k = d.dst.sendmsg(due)
+                    except BlockingIOError:
+                        k = 0
+                    d.queued -= k
+                    while k:
+                        head = q[0]
+                        size = len(head[1])
+                        if k >= size:
+                            q.popleft()
+                            k -= size
                         else:
-                            tail = item
-                            break
-                    self.cv.notify_all()
-                if data:
-                    try:
-                        self.dst.sendall(data[0] if len(data) == 1 else b"".join(data))
-                    except OSError:
-                        self.conn.abort()
-                        return
-                if tail is _EOF:
-                    try:
-                        self.dst.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        pass
-                    return
-                if tail is _ERR:
-                    self.conn.abort()
-                    return
-        finally:
-            self.conn.done()
+                            head[1] = memoryview(head[1])[k:]
+                            k = 0
+                if q:
+                    deadline, item = q[0]
+                    if deadline > now:
+                        timeout = deadline - now if timeout is None else min(timeout, deadline - now)
+                    elif item is _EOF:
+                        q.popleft()
+                        d.dst.shutdown(socket.SHUT_WR)
+                        d.done = True
+                    else:
+                        wlist.append(d.dst)  # due but the socket is full: wait until writable
+                if not d.eof_read and d.queued < QUEUE_CAP:
+                    rlist.append(d.src)
+            if not rlist and not wlist and timeout is None:
+                if dirs[0].done and dirs[1].done:
+                    break
+                timeout = 0.05
+            r, _, _ = select.select(rlist, wlist, [], timeout)
+            if r:
+                t = time.monotonic() + self.relay.delay
+                for d in dirs:
+                    if d.src in r:
+                        for _ in range(16):  # drain what arrived, a few chunks at most
+                            try:
+                                data = d.src.recv(CHUNK)
+                            except BlockingIOError:
+                                break
+                            if not data:
+                                d.eof_read = True
+                                d.q.append([t, _EOF])
+                                break
+                            d.q.append([t, data])
+                            d.queued += len(data)
+                            if len(data) < CHUNK // 4:
+                                break
 
 
-class Relay:
-    def __init__(self, delay: float, maps: list):
-        self.delay = float(delay)
-        self.listeners = []
-        for lhost, lport, thost, tport in maps:
-            ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            ls.bind((lhost, int(lport)))
-            ls.listen(128)
-            self.listeners.append((ls, (thost, int(tport))))
+def listening_ports() -> set[int]:
+    """TCP ports something listens on in this network namespace (from /proc/net/tcp{,6})."""
+    ports = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as fh:
+                next(fh, None)
+                for line in fh:
+                    f = line.split()
+                    if len(f) > 3 and f[3] == "0A":  # TCP_LISTEN
+                        ports.add(int(f[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    return ports
 
-    def start(self) -> None:
-        for ls, target in self.listeners:
-            threading.Thread(target=self._accept, args=(ls, target), daemon=True).start()
 
-    def _accept(self, ls: socket.socket, target) -> None:
+class _Map:
+    """address -> bind. Listens on the address only while something listens at the bind, so
+    a dial before the node is up is refused (the dialler retries), as on a real network,
+    instead of being accepted and then dropped (which ZeroMQ would take for a failed handshake)."""
+
+    def __init__(self, relay: "Relay", lhost: str, lport: int, thost: str, tport: int):
+        self.relay, self.laddr, self.target = relay, (lhost, int(lport)), (thost, int(tport))
+        self.sock = self._bound()  # bound, not listening: dials get a reset (connection refused)
+        self.listening = False
+
+    def _bound(self) -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(self.laddr)
+        return s
+
+    def update(self, target_up: bool) -> None:
+        if target_up and not self.listening:
+            self.sock.listen(128)
+            self.listening = True
+            threading.Thread(target=self._accept, args=(self.sock,), daemon=True).start()
+        elif not target_up and self.listening:
+            old, self.sock, self.listening = self.sock, None, False
+            try:
+                old.shutdown(socket.SHUT_RDWR)  # wakes the accept thread
+            except OSError:
+                pass
+            old.close()
+            self.sock = self._bound()
+
+    def _accept(self, ls: socket.socket) -> None:
         while True:
             try:
                 c, _ = ls.accept()
             except OSError:
                 return
-            threading.Thread(target=self._open, args=(c, target), daemon=True).start()
+            threading.Thread(target=self._open, args=(c,), daemon=True).start()
 
-    def _open(self, c: socket.socket, target) -> None:
+    def _open(self, c: socket.socket) -> None:
         try:
-            t = socket.create_connection(target, timeout=5)
+            t = socket.create_connection(self.target, timeout=5)
             t.settimeout(None)
         except OSError:
-            # nobody listens at the bind yet: refuse like a closed port would (the dialler retries)
-            try:
+            try:  # the node went away between two checks: reset
                 c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 c.close()
             except OSError:
@@ -217,7 +237,24 @@ class Relay:
             return
         _tune(c)
         _tune(t)
-        _Conn(c, t, self)
+        _Conn(c, t, self.relay)
+
+
+class Relay:
+    def __init__(self, delay: float, maps: list):
+        self.delay = float(delay)
+        self.maps = [_Map(self, *m) for m in maps]
+
+    def start(self) -> None:
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        """Follow which binds are listening (every 20 ms; a dialler refused meanwhile retries)."""
+        while True:
+            up = listening_ports()
+            for m in self.maps:
+                m.update(m.target[1] in up)
+            time.sleep(0.02)
 
 
 def _relay_main(spec: str) -> int:

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("args", nargs=argparse.REMAINDER)
         p.set_defaults(fn=fn)
 
+    from mpcrt.launch import bench
+
+    bench.add_parser(sub)
+
     p = sub.add_parser("keygen", help="write a CurveZMQ key pair for a cluster node")
     p.add_argument("name", help="file name stem, e.g. party0 or dealer")
     p.add_argument("--dir", default=".", help="output folder")

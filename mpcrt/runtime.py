@@ -173,11 +173,17 @@ class Runtime:
             self._scope = None
 
     def stats(self) -> dict:
-        """Bytes sent/received (dealer traffic included), communication rounds, and per-op figures."""
+        """Bytes sent/received to/from other parties, dealer bytes apart, rounds, per-op figures.
+
+        `by_op` bytes include dealer traffic that happened inside the op.
+        """
+        d = self.dealer_id
         return {
             "rank": self.rank,
-            "bytes_sent": self.node.bytes_sent,
-            "bytes_received": self.node.bytes_received,
+            "bytes_sent": self.node.bytes_sent - self.node.sent_to[d],
+            "bytes_received": self.node.bytes_received - self.node.received_from[d],
+            "dealer_bytes_sent": self.node.sent_to[d],
+            "dealer_bytes_received": self.node.received_from[d],
             "rounds": self._rounds,
             "dealer_requests": self.dealer.counter,
             "by_op": {k: dict(v) for k, v in self._by_op.items()},
@@ -185,6 +191,8 @@ class Runtime:
 
     def reset_stats(self) -> None:
         self.node.bytes_sent = self.node.bytes_received = 0
+        self.node.sent_to.clear()
+        self.node.received_from.clear()
         self._rounds = 0
         self._by_op.clear()
 

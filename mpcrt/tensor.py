@@ -298,6 +298,107 @@ class SharedTensor:
                 self.share = self.share.copy()
             self.share[idx] = p if self.rt.rank == 0 else 0
 
+    # ------------------------------------------- comparisons (mpcrt.comparisons)
+    def ltz(self) -> "SharedTensor":
+        """[self < 0], shared 0/1 (exact, 6 rounds)."""
+        from mpcrt import comparisons
+
+        return comparisons.ltz(self)
+
+    def __lt__(self, other) -> "SharedTensor":
+        from mpcrt import comparisons
+
+        return comparisons.lt(self, other)
+
+    def __gt__(self, other) -> "SharedTensor":
+        from mpcrt import comparisons
+
+        return comparisons.gt(self, other)
+
+    def __le__(self, other) -> "SharedTensor":
+        from mpcrt import comparisons
+
+        return comparisons.le(self, other)
+
+    def __ge__(self, other) -> "SharedTensor":
+        from mpcrt import comparisons
+
+        return comparisons.ge(self, other)
+
+    def __eq__(self, other) -> "SharedTensor":  # like torch: elementwise, shared 0/1
+        from mpcrt import comparisons
+
+        return comparisons.eq(self, other)
+
+    def __ne__(self, other) -> "SharedTensor":
+        from mpcrt import comparisons
+
+        return comparisons.ne(self, other)
+
+    __hash__ = object.__hash__
+
+    lt, gt, le, ge, eq, ne = __lt__, __gt__, __le__, __ge__, __eq__, __ne__
+
+    def relu(self) -> "SharedTensor":
+        """max(self, 0), exact, 6 rounds."""
+        from mpcrt import comparisons
+
+        return comparisons.relu(self)
+
+    def abs(self) -> "SharedTensor":
+        from mpcrt import comparisons
+
+        return comparisons.abs_(self)
+
+    __abs__ = abs
+
+    def sign(self) -> "SharedTensor":
+        from mpcrt import comparisons
+
+        return comparisons.sign(self)
+
+    def clamp(self, min=None, max=None) -> "SharedTensor":
+        from mpcrt import comparisons
+
+        return comparisons.clamp(self, min, max)
+
+    clip = clamp
+
+    def max(self, dim: int | None = None, keepdim: bool = False) -> "SharedTensor":
+        """Largest element along dim (values only; see argmax for indices)."""
+        from mpcrt import comparisons
+
+        return comparisons.max_(self, dim, keepdim)
+
+    def min(self, dim: int | None = None, keepdim: bool = False) -> "SharedTensor":
+        from mpcrt import comparisons
+
+        return comparisons.min_(self, dim, keepdim)
+
+    def argmax(self, dim: int | None = None, keepdim: bool = False, one_hot: bool = False) -> "SharedTensor":
+        from mpcrt import comparisons
+
+        return comparisons.argmax(self, dim, keepdim, one_hot)
+
+    def argmin(self, dim: int | None = None, keepdim: bool = False, one_hot: bool = False) -> "SharedTensor":
+        from mpcrt import comparisons
+
+        return comparisons.argmax(-self, dim, keepdim, one_hot)
+
+    def maxpool2d(self, kernel_size, stride=None, padding=0, dilation=1) -> "SharedTensor":
+        """torch.nn.functional.max_pool2d (NCHW)."""
+        from mpcrt import comparisons
+
+        return comparisons.maxpool2d(self, kernel_size, stride, padding, dilation)
+
+    max_pool2d = maxpool2d
+
+    def where(self, cond, other) -> "SharedTensor":
+        """torch.where(cond, self, other)."""
+        from mpcrt import comparisons
+
+        return comparisons.where(cond, self, other)
+
     def pad(self, pad: Sequence[int], value: float = 0.0) -> "SharedTensor":
         """torch.nn.functional.pad with a constant (pairs from the last dim backwards)."""
         widths = [(0, 0)] * self.ndim
@@ -329,6 +430,13 @@ def _aligned(tensors: Sequence[SharedTensor]) -> tuple[list[np.ndarray], int]:
         raise TypeError("cat/stack take SharedTensors only; share public parts first")
     f = max(t.fbits for t in tensors)
     return [t.share << np.int64(f - t.fbits) if t.fbits != f else t.share for t in tensors], f
+
+
+def where(cond, a, b) -> SharedTensor:
+    """torch.where(cond, a, b) with a shared 0/1 or public boolean condition."""
+    from mpcrt import comparisons
+
+    return comparisons.where(cond, a, b)
 
 
 def cat(tensors: Sequence[SharedTensor], dim: int = 0) -> SharedTensor:

@@ -80,6 +80,8 @@ class Node:
         self.insecure = insecure
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.sent_to = collections.Counter()  # bytes per peer
+        self.received_from = collections.Counter()
         self._send_seq = collections.Counter()
         self._recv_seq = collections.Counter()
         self._inbox: dict[int, collections.deque] = collections.defaultdict(collections.deque)
@@ -174,6 +176,7 @@ class Node:
             except zmq.ZMQError as e:
                 raise PeerFailure(self.names.get(peer, f"node {peer}"), f"is not connected ({e})") from None
         self.bytes_sent += len(hdr) + arr.nbytes
+        self.sent_to[peer] += len(hdr) + arr.nbytes
 
     # --------------------------------------------------------------- receive
     def recv(self, peer: int, tag: str, dtype=None, shape=None) -> np.ndarray:
@@ -218,6 +221,7 @@ class Node:
         self._recv_seq[peer] += 1
         arr = framing.to_array(h, frames[1].buffer, name)
         self.bytes_received += len(frames[0].bytes) + arr.nbytes
+        self.received_from[peer] += len(frames[0].bytes) + arr.nbytes
         return arr
 
     def _pump(self, timeout_ms: int) -> None:

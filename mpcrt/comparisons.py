@@ -1,0 +1,203 @@
+"""Comparisons and everything built from the exact less-than-zero (protocols.comparison).
+
+All results are exact (no probabilistic failure). Comparison results are shared 0/1
+tensors with 0 fractional bits, so multiplying by them needs no truncation.
+Rounds: ltz, <, >, <=, >=, relu, abs, sign, clamp, == take 6 (one batched ltz);
+where takes 1 (a Beaver product); max/min/argmax over k elements take 6 ceil(log2 k);
+maxpool2d with a k x k window takes 6 ceil(log2 k^2).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mpcrt import fixedpoint
+from mpcrt.errors import ShapeError
+from mpcrt.protocols import beaver, comparison
+from mpcrt.tensor import SharedTensor, cat
+
+
+def _ltz_many(parts: list[SharedTensor], muls: list[SharedTensor | None] | None = None):
+    """ltz of several same-fbits tensors in one batched run (6 rounds for all)."""
+    rt = parts[0].rt
+    flat = np.concatenate([p.share.ravel() for p in parts])
+    m = []
+    if muls is not None:
+        m = [np.concatenate([(q if q is not None else p).share.ravel() for p, q in zip(parts, muls)])]
+    with rt.scope("ltz"):
+        bit, prods = comparison.ltz(rt, flat, m)
+    out, prod_out, off = [], [], 0
+    for p in parts:
+        k = p.share.size
+        out.append(SharedTensor(rt, bit[off : off + k].reshape(p.shape), 0))
+        if prods:
+            prod_out.append(SharedTensor(rt, prods[0][off : off + k].reshape(p.shape), p.fbits))
+        off += k
+    return out, prod_out
+
+
+def _diff(x: SharedTensor, y) -> SharedTensor:
+    return x - y
+
+
+def ltz(x: SharedTensor) -> SharedTensor:
+    """[x < 0] as a shared 0/1 tensor."""
+    return _ltz_many([x])[0][0]
+
+
+def lt(x: SharedTensor, y) -> SharedTensor:
+    return ltz(_diff(x, y))
+
+
+def gt(x: SharedTensor, y) -> SharedTensor:
+    return ltz(-_diff(x, y))
+
+
+def le(x: SharedTensor, y) -> SharedTensor:
+    return 1 - gt(x, y)
+
+
+def ge(x: SharedTensor, y) -> SharedTensor:
+    return 1 - lt(x, y)
+
+
+def eq(x: SharedTensor, y) -> SharedTensor:
+    """[x == y]: neither x < y nor y < x (both comparisons in one batched run)."""
+    d = _diff(x, y)
+    (a, b), _ = _ltz_many([d, -d])
+    return 1 - a - b
+
+
+def ne(x: SharedTensor, y) -> SharedTensor:
+    return 1 - eq(x, y)
+
+
+def relu(x: SharedTensor) -> SharedTensor:
+    """max(x, 0) = x - [x < 0] x, the product fused into the comparison (6 rounds)."""
+    _, (bx,) = _ltz_many([x], [x])
+    return x - bx
+
+
+def abs_(x: SharedTensor) -> SharedTensor:
+    _, (bx,) = _ltz_many([x], [x])
+    return x - 2 * bx
+
+
+def sign(x: SharedTensor) -> SharedTensor:
+    """-1, 0 or 1 like torch.sign (both comparisons in one run)."""
+    (neg, pos), _ = _ltz_many([x, -x])
+    return pos - neg
+
+
+def where(cond, a, b) -> SharedTensor:
+    """cond ? a : b elementwise; cond a shared 0/1 tensor or a public boolean array."""
+    if not isinstance(cond, SharedTensor):
+        c = np.asarray(fixedpoint.to_numpy(cond), bool)
+        if isinstance(a, SharedTensor):
+            return a * c.astype(np.int64) + (b * (~c).astype(np.int64) if isinstance(b, SharedTensor) else _public_mask(a, b, ~c))
+        if isinstance(b, SharedTensor):
+            return b * (~c).astype(np.int64) + _public_mask(b, a, c)
+        raise TypeError("where(): at least one of cond, a, b must be a SharedTensor")
+    diff = (a - b) if isinstance(a, SharedTensor) else (-(b - a))
+    return b + cond * diff if isinstance(b, SharedTensor) else cond * diff + b
+
+
+def _public_mask(like: SharedTensor, value, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, fixedpoint.to_numpy(value), 0.0)
+
+
+def clamp(x: SharedTensor, min=None, max=None) -> SharedTensor:
+    """torch.clamp with public bounds: lo + relu(x - lo) - relu(x - hi), one batched run."""
+    if min is None and max is None:
+        return x
+    if min is not None and max is not None:
+        if np.any(np.asarray(min) > np.asarray(max)):
+            raise ValueError("clamp: min must not exceed max")
+        lo, hi = x - min, x - max
+        _, (blo, bhi) = _ltz_many([lo, hi], [lo, hi])
+        return (lo - blo) - (hi - bhi) + min
+    if min is not None:
+        return relu(x - min) + min
+    return -relu(max - x) + max
+
+
+def _pairwise_max(a: SharedTensor, b: SharedTensor) -> SharedTensor:
+    """max(a, b) = b + relu(a - b), 6 rounds."""
+    d = a - b
+    _, (bd,) = _ltz_many([d], [d])
+    return b + d - bd
+
+
+def max_(x: SharedTensor, dim: int | None = None, keepdim: bool = False) -> SharedTensor:
+    """Largest element along `dim` (all elements if None) by a log-depth tree."""
+    if dim is None:
+        x, dim = x.reshape(-1), 0
+    dim = dim % x.ndim
+    if x.shape[dim] == 0:
+        raise ShapeError("max() of an empty dimension")
+    cur = x
+    while cur.shape[dim] > 1:
+        k = cur.shape[dim]
+        h = k // 2
+        a = cur[(slice(None),) * dim + (slice(0, h),)]
+        b = cur[(slice(None),) * dim + (slice(h, 2 * h),)]
+        m = _pairwise_max(a, b)
+        if k % 2:
+            m = cat([m, cur[(slice(None),) * dim + (slice(2 * h, k),)]], dim=dim)
+        cur = m
+    return cur if keepdim else cur.squeeze(dim)
+
+
+def min_(x: SharedTensor, dim: int | None = None, keepdim: bool = False) -> SharedTensor:
+    return -max_(-x, dim, keepdim)
+
+
+def argmax(x: SharedTensor, dim: int | None = None, keepdim: bool = False, one_hot: bool = False) -> SharedTensor:
+    """Index of the first largest element along `dim` (a shared integer), or its one-hot mask.
+
+    Two comparison runs after the max: [x_i >= max] marks the maxima, and a prefix
+    count keeps the first one, as torch.argmax does.
+    """
+    if dim is None:
+        x, dim = x.reshape(-1), 0
+    dim = dim % x.ndim
+    m = max_(x, dim, keepdim=True)
+    is_max = 1 - lt(x, m)  # fbits 0
+    before = SharedTensor(x.rt, np.cumsum(is_max.share, axis=dim) - is_max.share, 0)
+    # first maximum: is_max and no maximum before it (count < 1)
+    (none_before,), (first,) = _ltz_many([before - 1], [is_max])
+    if one_hot:
+        return first
+    idx = np.arange(x.shape[dim]).reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+    out = SharedTensor(x.rt, (first.share * idx).sum(axis=dim, keepdims=keepdim), 0)
+    return out
+
+
+def maxpool2d(x: SharedTensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> SharedTensor:
+    """torch.nn.functional.max_pool2d on NCHW (padding counts as -infinity)."""
+    if x.ndim not in (3, 4):
+        raise ShapeError(f"maxpool2d needs (N)CHW input, got {x.shape}")
+    if ceil_mode:
+        raise NotImplementedError("maxpool2d(ceil_mode=True) is not supported; use ceil_mode=False")
+    squeeze = x.ndim == 3
+    if squeeze:
+        x = x.unsqueeze(0)
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    st = (kh, kw) if stride is None else ((stride, stride) if isinstance(stride, int) else tuple(stride))
+    ph, pw = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    dh, dw = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
+    if ph or pw:
+        neg = -fixedpoint.max_value(x.fbits) / 4 if x.fbits else -(2.0**40)
+        x = x.pad((pw, pw, ph, ph), value=neg)
+    n, c, h, w = x.shape
+    oh = (h - dh * (kh - 1) - 1) // st[0] + 1
+    ow = (w - dw * (kw - 1) - 1) // st[1] + 1
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(f"maxpool2d: window {kh}x{kw} does not fit input {x.shape}")
+    windows = []
+    for i in range(kh):
+        for j in range(kw):
+            windows.append(x[:, :, i * dh : i * dh + st[0] * (oh - 1) + 1 : st[0], j * dw : j * dw + st[1] * (ow - 1) + 1 : st[1]])
+    from mpcrt.tensor import stack
+
+    out = max_(stack(windows, dim=-1), dim=-1)
+    return out.squeeze(0) if squeeze else out

@@ -1,0 +1,821 @@
+"""Model import: a torch.nn.Module -> a public architecture graph plus its weights.
+
+`trace(model, example_input)` runs on the model owner's party only. It traces the
+module with torch.fx, propagates the example input's shape through it
+(torch.fx.passes.shape_prop), folds every BatchNorm that directly follows a Conv2d or
+Linear into that layer's weight and bias (other BatchNorms become per-channel affine
+layers), and returns
+
+* a `Graph`: the architecture, public by design. A list of nodes in topological
+  order, each an op of the small IR below with its hyper-parameters, and the names
+  and shapes of the parameters. It serialises to msgpack (never pickle) and is
+  validated field by field when read back, so a party that receives it runs no code
+  it did not already have;
+* the parameter arrays (float64 numpy), which the caller secret-shares.
+
+IR values: None, bool, int, float, str, lists, {"ref": i} (the value of node i),
+{"slice": [start, stop, step]}, {"ellipsis": true}. Every op's arguments are named
+and checked against the op's signature in `IR_OPS` on decode.
+
+Only what the graph needs to say is said: the parameter *values* never enter it.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+import operator
+from dataclasses import dataclass, field
+
+import msgpack
+import numpy as np
+
+from mpcrt.errors import ConfigError, MpcError, ShapeError
+
+FORMAT = "mpcrt-nn"
+VERSION = 1
+MAX_GRAPH_BYTES = 64 << 20  # a serialised graph larger than this is refused
+MAX_NODES = 200_000
+MAX_PARAM_ELEMENTS = 1 << 31  # about 2 billion weights (16 GiB of shares)
+MAX_NDIM = 8
+_MAX_DEPTH = 6
+_MAX_LIST = 4096
+
+
+class ModelImportError(MpcError):
+    """A model could not be imported: untraceable, malformed graph or model file."""
+
+
+class UnsupportedLayerError(ModelImportError):
+    """The model uses a layer, function or method that mpcrt.nn cannot run under MPC."""
+
+
+class ModelFileError(ModelImportError, ConfigError):
+    """A model file is missing, unreadable, pickled, or not an mpcrt model archive."""
+
+
+# ---------------------------------------------------------------- the IR's ops
+# Signatures only: the argument names (and defaults) every node of that op carries.
+def _s(fn) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
+IR_OPS: dict[str, inspect.Signature] = {
+    "input": _s(lambda: None),
+    "param": _s(lambda index: None),
+    "linear": _s(lambda input, weight, bias=None: None),
+    "conv2d": _s(lambda input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1: None),
+    "affine": _s(lambda input, scale, shift: None),  # per channel (dim 1): x * scale + shift
+    "relu": _s(lambda input: None),
+    "leaky_relu": _s(lambda input, negative_slope=0.01: None),
+    "sigmoid": _s(lambda input: None),
+    "tanh": _s(lambda input: None),
+    "exp": _s(lambda input: None),
+    "softmax": _s(lambda input, dim: None),
+    "max_pool2d": _s(lambda input, kernel_size, stride=None, padding=0: None),
+    "avg_pool2d": _s(lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None: None),
+    "adaptive_avg_pool2d": _s(lambda input, output_size: None),
+    "flatten": _s(lambda input, start_dim=0, end_dim=-1: None),
+    "reshape": _s(lambda input, shape: None),
+    "permute": _s(lambda input, dims: None),
+    "transpose": _s(lambda input, dim0, dim1: None),
+    "unsqueeze": _s(lambda input, dim: None),
+    "squeeze": _s(lambda input, dim=None: None),
+    "identity": _s(lambda input: None),
+    "add": _s(lambda input, other, alpha=1: None),
+    "sub": _s(lambda input, other, alpha=1: None),
+    "mul": _s(lambda input, other: None),
+    "div": _s(lambda input, other: None),
+    "floordiv": _s(lambda input, other: None),
+    "neg": _s(lambda input: None),
+    "matmul": _s(lambda input, other: None),
+    "cat": _s(lambda tensors, dim=0: None),
+    "sum": _s(lambda input, dim=None, keepdim=False: None),
+    "mean": _s(lambda input, dim=None, keepdim=False: None),
+    "size": _s(lambda input, dim=None: None),
+    "getattr": _s(lambda input, name: None),
+    "getitem": _s(lambda input, index: None),
+}
+#: attributes `getattr` may read (anything else is refused on decode)
+GETATTR_NAMES = ("shape", "ndim", "T", "mT")
+#: ops that need a nonlinear SharedTensor method, and which
+NONLINEAR_METHODS = {"relu": "relu", "leaky_relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "exp": "exp",
+                     "softmax": "softmax", "max_pool2d": "maxpool2d"}
+
+
+# ----------------------------------------------------------------- the graph
+@dataclass
+class Graph:
+    """A model's public architecture: nodes of the IR, parameter names and shapes."""
+
+    input_shape: list  # the example input's shape; dim 0 (the batch) may differ at run time
+    params: list  # [{"name": str, "shape": [int, ...]}] in sharing order
+    nodes: list  # [{"op": str, "args": {...}, "name": str, "target": str}]
+    output: object  # an IR value (a ref, or a list of refs)
+    meta: dict = field(default_factory=dict)  # free-form public notes (model class name, ...)
+
+    # ------------------------------------------------------------ summaries
+    @property
+    def param_count(self) -> int:
+        return int(sum(math.prod(p["shape"]) for p in self.params))
+
+    def op_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for n in self.nodes:
+            out[n["op"]] = out.get(n["op"], 0) + 1
+        return out
+
+    def summary(self) -> str:
+        """One line per node: index, op, fx node name, hyper-parameters."""
+        lines = [f"mpcrt.nn graph: input {tuple(self.input_shape)}, {len(self.nodes)} nodes, "
+                 f"{len(self.params)} parameter tensors ({self.param_count} weights)"]
+        for i, n in enumerate(self.nodes):
+            hp = {k: v for k, v in n["args"].items() if not (isinstance(v, dict) and "ref" in v)}
+            refs = [v["ref"] for v in n["args"].values() if isinstance(v, dict) and "ref" in v]
+            lines.append(f"  {i:4d} {n['op']:<20} {n['name']:<24} in={refs} {hp if hp else ''}")
+        return "\n".join(lines)
+
+    # -------------------------------------------------------- serialisation
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "input_shape": list(self.input_shape),
+                "params": [{"name": p["name"], "shape": list(p["shape"])} for p in self.params],
+                "nodes": self.nodes, "output": self.output, "meta": self.meta}
+
+    def to_bytes(self) -> bytes:
+        """msgpack bytes of the graph (no pickle anywhere)."""
+        return msgpack.packb(self.to_dict(), use_bin_type=True)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "Graph":
+        """Parse and validate msgpack bytes from `to_bytes`; ModelImportError if malformed."""
+        if len(raw) > MAX_GRAPH_BYTES:
+            raise ModelImportError(f"model graph of {len(raw)} bytes exceeds the limit of {MAX_GRAPH_BYTES}")
+        try:
+            d = msgpack.unpackb(bytes(raw), raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0,
+                                use_list=True)
+        except Exception as e:  # msgpack raises several types on garbage
+            raise ModelImportError(f"model graph is not valid msgpack ({type(e).__name__}: {e})") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def from_dict(cls, d) -> "Graph":
+        _validate(d)
+        return cls(input_shape=list(d["input_shape"]), params=d["params"], nodes=d["nodes"], output=d["output"],
+                   meta=d.get("meta", {}))
+
+
+def _bad(what: str) -> ModelImportError:
+    return ModelImportError(f"malformed model graph: {what}")
+
+
+def _validate(d) -> None:
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise _bad("not an mpcrt.nn graph (missing format marker)")
+    if d.get("version") != VERSION:
+        raise _bad(f"graph version {d.get('version')!r}, this mpcrt reads version {VERSION} (upgrade the older side)")
+    keys = {"format", "version", "input_shape", "params", "nodes", "output", "meta"}
+    if set(d) - keys or not {"input_shape", "params", "nodes", "output"} <= set(d):
+        raise _bad(f"unexpected fields {sorted(set(d) ^ keys)}")
+    if not _is_shape(d["input_shape"]) or len(d["input_shape"]) < 1:
+        raise _bad(f"input_shape {d['input_shape']!r}")
+    if not isinstance(d.get("meta", {}), dict) or not all(isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in d.get("meta", {}).items()):
+        raise _bad("meta must map names to strings or numbers")
+    params = d["params"]
+    if not isinstance(params, list):
+        raise _bad("params is not a list")
+    total = 0
+    for i, p in enumerate(params):
+        if not isinstance(p, dict) or set(p) != {"name", "shape"} or not isinstance(p["name"], str) or not _is_shape(p["shape"]):
+            raise _bad(f"parameter #{i} {p!r:.80}")
+        total += math.prod(p["shape"])
+    if total > MAX_PARAM_ELEMENTS:
+        raise _bad(f"{total} weights exceed the limit of {MAX_PARAM_ELEMENTS}")
+    nodes = d["nodes"]
+    if not isinstance(nodes, list) or not nodes or len(nodes) > MAX_NODES:
+        raise _bad("nodes must be a non-empty list of at most %d nodes" % MAX_NODES)
+    n_inputs = 0
+    for i, n in enumerate(nodes):
+        if not isinstance(n, dict) or set(n) != {"op", "args", "name", "target"}:
+            raise _bad(f"node #{i} has fields {sorted(n) if isinstance(n, dict) else type(n).__name__}")
+        if n["op"] not in IR_OPS:
+            raise _bad(f"node #{i} has unknown op {n['op']!r}")
+        if not isinstance(n["name"], str) or not isinstance(n["target"], str) or not isinstance(n["args"], dict):
+            raise _bad(f"node #{i} name/target/args types")
+        try:
+            IR_OPS[n["op"]].bind(**n["args"])
+        except TypeError as e:
+            raise _bad(f"node #{i} ({n['op']}) arguments: {e}") from None
+        for v in n["args"].values():
+            _check_value(v, i, 0)
+        if n["op"] == "input":
+            n_inputs += 1
+        elif n["op"] == "param":
+            ix = n["args"]["index"]
+            if not isinstance(ix, int) or isinstance(ix, bool) or not 0 <= ix < len(params):
+                raise _bad(f"node #{i} refers to parameter {ix!r} of {len(params)}")
+        elif n["op"] == "getattr" and n["args"]["name"] not in GETATTR_NAMES:
+            raise _bad(f"node #{i} reads attribute {n['args']['name']!r} (allowed: {GETATTR_NAMES})")
+    if n_inputs != 1:
+        raise _bad(f"{n_inputs} input nodes (exactly one is supported)")
+    _check_value(d["output"], len(nodes), 0)
+
+
+def _is_shape(s) -> bool:
+    return isinstance(s, list) and len(s) <= MAX_NDIM and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 40 for v in s)
+
+
+def _check_value(v, n_before: int, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise _bad("value nested too deeply")
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return
+    if isinstance(v, list):
+        if len(v) > _MAX_LIST:
+            raise _bad(f"list of {len(v)} elements")
+        for e in v:
+            _check_value(e, n_before, depth + 1)
+        return
+    if isinstance(v, dict):
+        if set(v) == {"ref"}:
+            r = v["ref"]
+            if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r < n_before:
+                raise _bad(f"reference {r!r} is not to an earlier node (< {n_before})")
+            return
+        if set(v) == {"slice"} and isinstance(v["slice"], list) and len(v["slice"]) == 3:
+            for e in v["slice"]:
+                _check_value(e, n_before, depth + 1)
+            return
+        if v == {"ellipsis": True}:
+            return
+    raise _bad(f"value {v!r:.60} of type {type(v).__name__}")
+
+
+def resolve(v, env: list):
+    """An IR value with refs replaced by the nodes' values (lists become tuples)."""
+    if isinstance(v, list):
+        return tuple(resolve(e, env) for e in v)
+    if isinstance(v, dict):
+        if "ref" in v:
+            return env[v["ref"]]
+        if "slice" in v:
+            return slice(*(resolve(e, env) for e in v["slice"]))
+        return Ellipsis
+    return v
+
+
+def refs_of(v) -> list[int]:
+    if isinstance(v, list):
+        return [r for e in v for r in refs_of(e)]
+    if isinstance(v, dict):
+        if "ref" in v:
+            return [v["ref"]]
+        if "slice" in v:
+            return refs_of(v["slice"])
+    return []
+
+
+# ================================================================== tracing
+def trace(model, example_input) -> tuple[Graph, list[np.ndarray]]:
+    """Trace `model` (a torch.nn.Module, evaluated in eval mode) into (Graph, parameter arrays).
+
+    Raises UnsupportedLayerError naming the op and the fx node for anything outside the
+    supported set, ModelImportError if torch.fx cannot trace the model, ShapeError if
+    `example_input` does not fit it. The model's train/eval mode is restored afterwards.
+    """
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise ModelImportError(f"from_torch needs a torch.nn.Module, got {type(model).__name__}")
+    x = _example(example_input, model)
+    was_training = model.training
+    model.eval()
+    try:
+        return _Tracer(model, x).run()
+    finally:
+        model.train(was_training)
+
+
+def _example(example_input, model):
+    import torch
+
+    if example_input is None:
+        raise ShapeError("the model owner must pass example_input (a tensor of the input's shape, batch first)")
+    if isinstance(example_input, torch.Tensor):
+        x = example_input.detach()
+    else:
+        x = torch.as_tensor(np.asarray(example_input))
+    p = next(iter(model.parameters()), None)
+    dt = p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
+    return x.to(dt)
+
+
+class _Tracer:
+    def __init__(self, model, x):
+        self.model = model
+        self.x = x
+        self.nodes: list[dict] = []
+        self.params: list[dict] = []
+        self.arrays: list[np.ndarray] = []
+        self.ref_of: dict = {}
+
+    # ----------------------------------------------------------------- run
+    def run(self) -> tuple[Graph, list[np.ndarray]]:
+        import torch
+        from torch.fx import symbolic_trace
+        from torch.fx.passes.shape_prop import ShapeProp
+
+        try:
+            gm = symbolic_trace(self.model)
+        except Exception as e:
+            raise ModelImportError(
+                f"torch.fx could not trace {type(self.model).__name__}: {type(e).__name__}: {e}. "
+                "Models whose forward() branches on tensor values cannot be imported; make the "
+                "control flow static (or mark such helpers with torch.fx.wrap)."
+            ) from None
+        gm.graph.eliminate_dead_code()
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(self.x)
+                reference = self.model(self.x)
+        except Exception as e:
+            raise ShapeError(
+                f"the example input of shape {tuple(self.x.shape)} does not fit {type(self.model).__name__}: "
+                f"{type(e).__name__}: {e}"
+            ) from None
+        self.folded = self._plan_folds(gm)
+        output = None
+        for n in gm.graph.nodes:
+            if n.op == "output":
+                output = self.enc(n.args[0], n)
+            else:
+                self.translate(n)
+        graph = Graph(input_shape=[int(d) for d in self.x.shape], params=self.params, nodes=self.nodes,
+                      output=output, meta={"model": type(self.model).__name__})
+        graph = Graph.from_bytes(graph.to_bytes())  # what the other parties will read
+        self._self_check(graph, reference)
+        return graph, self.arrays
+
+    def _self_check(self, graph: Graph, reference) -> None:
+        """The graph, run in plaintext float64, must reproduce the model on the example."""
+        import torch
+
+        from mpcrt.nn.layers import TorchOps, run_graph
+
+        params = [torch.from_numpy(a) for a in self.arrays]
+        with torch.no_grad():
+            got = run_graph(graph, params, self.x.to(torch.float64), TorchOps())
+        ref_flat, got_flat = _flat_tensors(reference), _flat_tensors(got)
+        if len(ref_flat) != len(got_flat):
+            raise ModelImportError(f"internal error: imported graph returns {len(got_flat)} tensors, the model {len(ref_flat)}")
+        for r, g in zip(ref_flat, got_flat):
+            r = r.to(torch.float64)
+            if tuple(r.shape) != tuple(g.shape):
+                raise ModelImportError(f"internal error: imported graph output shape {tuple(g.shape)} != model's {tuple(r.shape)}")
+            scale = max(1.0, float(r.abs().max())) if r.numel() else 1.0
+            err = float((r - g).abs().max()) if r.numel() else 0.0
+            if not err <= 1e-3 * scale:
+                raise ModelImportError(
+                    f"internal error: the imported graph differs from the model by {err:.3g} on the example input "
+                    "(please report this model)"
+                )
+
+    # ------------------------------------------------------------- helpers
+    def emit(self, op: str, args: dict, name: str, target: str) -> dict:
+        try:
+            IR_OPS[op].bind(**args)
+        except TypeError as e:  # pragma: no cover - a bug in a handler
+            raise ModelImportError(f"internal error building {op} for {name}: {e}") from None
+        self.nodes.append({"op": op, "args": args, "name": name, "target": target})
+        return {"ref": len(self.nodes) - 1}
+
+    def param(self, array, name: str) -> dict:
+        a = np.ascontiguousarray(np.asarray(array, dtype=np.float64))
+        if not np.all(np.isfinite(a)):
+            raise ModelImportError(f"parameter {name} contains NaN or infinity")
+        self.params.append({"name": name, "shape": [int(s) for s in a.shape]})
+        self.arrays.append(a)
+        return self.emit("param", {"index": len(self.params) - 1}, name, "param")
+
+    def enc(self, v, n):
+        """An fx argument as an IR value."""
+        import torch
+        from torch.fx import Node
+
+        if isinstance(v, Node):
+            if v not in self.ref_of:
+                raise ModelImportError(f"internal error: fx node {v.name} used before it was translated")
+            return self.ref_of[v]
+        if v is None or isinstance(v, (bool, str)):
+            return v
+        if isinstance(v, numbers.Integral):
+            return int(v)
+        if isinstance(v, numbers.Real):
+            return float(v)
+        if isinstance(v, (tuple, list, torch.Size)):
+            return [self.enc(e, n) for e in v]
+        if isinstance(v, slice):
+            return {"slice": [self.enc(v.start, n), self.enc(v.stop, n), self.enc(v.step, n)]}
+        if v is Ellipsis:
+            return {"ellipsis": True}
+        if isinstance(v, torch.Tensor):
+            raise UnsupportedLayerError(f"a tensor constant ({tuple(v.shape)}) as an argument at fx node '{n.name}' "
+                                        "(register it as a buffer or parameter instead)")
+        raise UnsupportedLayerError(f"argument {v!r:.60} of type {type(v).__name__} at fx node '{n.name}' ({_describe(n)})")
+
+    def in_shape(self, n, i: int = 0):
+        a = n.args[i] if len(n.args) > i else None
+        tm = getattr(a, "meta", {}).get("tensor_meta")
+        return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
+
+    # --------------------------------------------------------- BN folding
+    def _plan_folds(self, gm) -> dict:
+        """{conv/linear fx node: (weight, bias)} for BatchNorms folded into them; the BN nodes alias them."""
+        import torch.nn as tnn
+
+        folded = {}
+        self.alias = {}
+        for n in gm.graph.nodes:
+            if n.op != "call_module" or not isinstance(self.modules[n.target], (tnn.BatchNorm1d, tnn.BatchNorm2d)):
+                continue
+            bn = self.modules[n.target]
+            prev = n.args[0] if n.args else None
+            if bn.running_mean is None or getattr(prev, "op", None) != "call_module" or len(prev.users) != 1 or prev in folded:
+                continue
+            layer = self.modules[prev.target]
+            ok = (isinstance(bn, tnn.BatchNorm2d) and isinstance(layer, tnn.Conv2d)) or (
+                isinstance(bn, tnn.BatchNorm1d) and isinstance(layer, tnn.Linear) and len(self.in_shape(n) or ()) == 2
+            )
+            if not ok:
+                continue
+            scale, shift = _bn_affine(bn)
+            w = layer.weight.detach().double().numpy()
+            b = layer.bias.detach().double().numpy() if layer.bias is not None else np.zeros(w.shape[0])
+            w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+            b = b * scale + shift
+            folded[prev] = (w, b, n.target)
+            self.alias[n] = prev
+        return folded
+
+    # --------------------------------------------------------- translation
+    def translate(self, n) -> None:
+        if n in self.alias:
+            self.ref_of[n] = self.ref_of[self.alias[n]]
+            return
+        if n.op == "placeholder":
+            if any(nd["op"] == "input" for nd in self.nodes):
+                raise UnsupportedLayerError(f"a second model input '{n.target}' (fx node '{n.name}'): only single-input models are supported")
+            self.ref_of[n] = self.emit("input", {}, n.name, str(n.target))
+        elif n.op == "get_attr":
+            self.ref_of[n] = self._get_attr(n)
+        elif n.op == "call_module":
+            self.ref_of[n] = self._module(n)
+        elif n.op == "call_function":
+            self.ref_of[n] = self._call(n, _FUNCTIONS.get(_key(n.target)), _describe(n))
+        elif n.op == "call_method":
+            self.ref_of[n] = self._call(n, _METHODS.get(n.target), _describe(n))
+        else:  # pragma: no cover
+            raise UnsupportedLayerError(f"fx node kind {n.op!r} at '{n.name}'")
+
+    def _get_attr(self, n) -> dict:
+        import torch
+
+        obj = self.gm
+        for part in str(n.target).split("."):
+            obj = getattr(obj, part)
+        if isinstance(obj, torch.Tensor):
+            return self.param(obj.detach().double().numpy(), str(n.target))
+        raise UnsupportedLayerError(f"attribute '{n.target}' of type {type(obj).__name__} read at fx node '{n.name}'")
+
+    def _call(self, n, spec, what: str) -> dict:
+        if spec is None:
+            raise UnsupportedLayerError(f"unsupported operation {what} at fx node '{n.name}'; see mpcrt.nn.SUPPORTED for what runs under MPC")
+        op, sig, fix = spec
+        try:
+            b = sig.bind(*n.args, **n.kwargs)
+        except TypeError as e:
+            raise UnsupportedLayerError(f"{what} at fx node '{n.name}' called with unsupported arguments: {e}") from None
+        b.apply_defaults()
+        a = dict(b.arguments)
+        if "self" in a:
+            a["input"] = a.pop("self")
+        if fix is not None:
+            r = fix(self, n, a)
+            if isinstance(r, dict) and "ref" in r:
+                return r
+            if isinstance(r, tuple):
+                op, a = r
+        keep = IR_OPS[op].parameters
+        for k in list(a):
+            if k not in keep:
+                del a[k]
+        return self.emit(op, {k: self.enc(v, n) for k, v in a.items()}, n.name, what)
+
+    def _module(self, n) -> dict:
+        import torch.nn as tnn
+
+        mod = self.modules[n.target]
+        what = f"{type(mod).__module__}.{type(mod).__name__} (module '{n.target}')"
+        if n.kwargs or len(n.args) != 1:
+            raise UnsupportedLayerError(f"{what} at fx node '{n.name}' called with {len(n.args)} positional and "
+                                        f"{len(n.kwargs)} keyword arguments (one input expected)")
+        x = self.enc(n.args[0], n)
+        t = str(n.target)
+
+        def go(op, **kw):
+            return self.emit(op, {"input": x, **kw}, n.name, what)
+
+        if isinstance(mod, tnn.Linear):
+            w, b = (mod.weight.detach().double().numpy(), None if mod.bias is None else mod.bias.detach().double().numpy())
+            if n in self.folded:
+                w, b, bn_name = self.folded[n]
+                t = f"{t}+{bn_name}"
+            return go("linear", weight=self.param(w, t + ".weight"), bias=None if b is None else self.param(b, t + ".bias"))
+        if isinstance(mod, tnn.Conv2d):
+            if mod.padding_mode != "zeros":
+                raise UnsupportedLayerError(f"{what} with padding_mode={mod.padding_mode!r} at fx node '{n.name}' (only 'zeros')")
+            pad = _conv_padding(mod.padding, mod.kernel_size, mod.dilation, what, n.name)
+            w, b = mod.weight.detach().double().numpy(), None if mod.bias is None else mod.bias.detach().double().numpy()
+            if n in self.folded:
+                w, b, bn_name = self.folded[n]
+                t = f"{t}+{bn_name}"
+            return go("conv2d", weight=self.param(w, t + ".weight"), bias=None if b is None else self.param(b, t + ".bias"),
+                      stride=list(mod.stride), padding=pad, dilation=list(mod.dilation), groups=int(mod.groups))
+        if isinstance(mod, (tnn.BatchNorm1d, tnn.BatchNorm2d)):
+            if mod.running_mean is None:
+                raise UnsupportedLayerError(f"{what} with track_running_stats=False at fx node '{n.name}' "
+                                            "(uses batch statistics even in eval mode)")
+            shape = self.in_shape(n)
+            want = 4 if isinstance(mod, tnn.BatchNorm2d) else (2, 3)
+            if shape is not None and len(shape) not in (want if isinstance(want, tuple) else (want,)):
+                raise ShapeError(f"{what} gets a {len(shape)}-d input at fx node '{n.name}'")
+            scale, shift = _bn_affine(mod)
+            return go("affine", scale=self.param(scale, t + ".scale"), shift=self.param(shift, t + ".shift"))
+        if isinstance(mod, tnn.ReLU):
+            return go("relu")
+        if isinstance(mod, tnn.LeakyReLU):
+            return go("leaky_relu", negative_slope=float(mod.negative_slope))
+        if isinstance(mod, tnn.Sigmoid):
+            return go("sigmoid")
+        if isinstance(mod, tnn.Tanh):
+            return go("tanh")
+        if isinstance(mod, tnn.Softmax):
+            dim = mod.dim if mod.dim is not None else _implicit_softmax_dim(self.in_shape(n))
+            return go("softmax", dim=int(dim))
+        if isinstance(mod, tnn.MaxPool2d):
+            _check_maxpool(mod.dilation, mod.ceil_mode, mod.return_indices, what, n.name)
+            return go("max_pool2d", kernel_size=self.enc(mod.kernel_size, n), stride=self.enc(mod.stride, n),
+                      padding=self.enc(mod.padding, n))
+        if isinstance(mod, tnn.AvgPool2d):
+            return go("avg_pool2d", kernel_size=self.enc(mod.kernel_size, n), stride=self.enc(mod.stride, n),
+                      padding=self.enc(mod.padding, n), ceil_mode=bool(mod.ceil_mode),
+                      count_include_pad=bool(mod.count_include_pad), divisor_override=mod.divisor_override)
+        if isinstance(mod, tnn.AdaptiveAvgPool2d):
+            return go("adaptive_avg_pool2d", output_size=self.enc(mod.output_size, n))
+        if isinstance(mod, tnn.Flatten):
+            return go("flatten", start_dim=int(mod.start_dim), end_dim=int(mod.end_dim))
+        if isinstance(mod, (tnn.Dropout, tnn.Dropout1d, tnn.Dropout2d, tnn.Dropout3d, tnn.AlphaDropout, tnn.Identity)):
+            return go("identity")
+        raise UnsupportedLayerError(
+            f"unsupported layer {what} at fx node '{n.name}'; supported layers: {', '.join(SUPPORTED_MODULES)}"
+        )
+
+
+def _bn_affine(bn) -> tuple[np.ndarray, np.ndarray]:
+    mean = bn.running_mean.detach().double().numpy()
+    var = bn.running_var.detach().double().numpy()
+    gamma = bn.weight.detach().double().numpy() if bn.weight is not None else np.ones_like(mean)
+    beta = bn.bias.detach().double().numpy() if bn.bias is not None else np.zeros_like(mean)
+    scale = gamma / np.sqrt(var + bn.eps)
+    return scale, beta - mean * scale
+
+
+def _conv_padding(padding, kernel, dilation, what, name) -> list:
+    if padding == "valid":
+        return [0, 0]
+    if padding == "same":
+        out = []
+        for k, d in zip(kernel, dilation):
+            total = d * (k - 1)
+            if total % 2:
+                raise UnsupportedLayerError(f"{what} with padding='same' and an even kernel (asymmetric padding) at fx node '{name}'")
+            out.append(total // 2)
+        return out
+    if isinstance(padding, int):
+        return [padding, padding]
+    return [int(p) for p in padding]
+
+
+def _check_maxpool(dilation, ceil_mode, return_indices, what, name) -> None:
+    if dilation not in (1, (1, 1), [1, 1]):
+        raise UnsupportedLayerError(f"{what} with dilation={dilation} at fx node '{name}' (only dilation 1)")
+    if ceil_mode:
+        raise UnsupportedLayerError(f"{what} with ceil_mode=True at fx node '{name}'")
+    if return_indices:
+        raise UnsupportedLayerError(f"{what} with return_indices=True at fx node '{name}' (indices would reveal data)")
+
+
+def _implicit_softmax_dim(shape) -> int:
+    nd = len(shape) if shape is not None else 2
+    return 0 if nd in (0, 1, 3) else 1
+
+
+def _flat_tensors(v) -> list:
+    if isinstance(v, (tuple, list)):
+        return [t for e in v for t in _flat_tensors(e)]
+    return [v]
+
+
+def _describe(n) -> str:
+    t = n.target
+    if n.op == "call_method":
+        return f"tensor method .{t}()"
+    mod = getattr(t, "__module__", None) or ""
+    name = getattr(t, "__qualname__", None) or getattr(t, "__name__", None) or repr(t)
+    if "boolean_dispatch" in name:
+        name = getattr(t, "__name__", name)
+    if mod == "_operator":
+        mod = "operator"
+    return f"{mod + '.' if mod else ''}{name}"
+
+
+def _key(fn):
+    try:
+        hash(fn)
+        return fn
+    except TypeError:  # pragma: no cover
+        return id(fn)
+
+
+# ------------------------------------------------- function and method tables
+def _nonneg_fixes():
+    """Per-op argument checks and rewrites (fix(tracer, node, args) -> None | (op, args))."""
+
+    def no_out(tr, n, a):
+        if a.pop("out", None) is not None:
+            raise UnsupportedLayerError(f"out= at fx node '{n.name}'")
+
+    def softmax(tr, n, a):
+        if a.get("dtype") is not None:
+            raise UnsupportedLayerError(f"softmax with dtype= at fx node '{n.name}'")
+        if a.get("dim") is None:
+            a["dim"] = _implicit_softmax_dim(tr.in_shape(n))
+        return None
+
+    def maxpool(tr, n, a):
+        _check_maxpool(a.get("dilation", 1), a.get("ceil_mode", False), a.get("return_indices", False), _describe(n), n.name)
+
+    def conv(tr, n, a):
+        w = getattr(a.get("weight"), "meta", {}).get("tensor_meta")
+        if isinstance(a.get("padding"), str):
+            if w is None:
+                raise UnsupportedLayerError(f"conv2d with padding={a['padding']!r} and unknown weight shape at fx node '{n.name}'")
+            d = a.get("dilation", 1)
+            d = (d, d) if isinstance(d, int) else d
+            a["padding"] = _conv_padding(a["padding"], tuple(w.shape[2:]), d, _describe(n), n.name)
+
+    def div(tr, n, a):
+        if a.pop("rounding_mode", None) is not None:
+            raise UnsupportedLayerError(f"division with rounding_mode at fx node '{n.name}'")
+
+    def varargs(name):
+        def fix(tr, n, a):
+            v = a.pop(name)
+            if len(v) == 1 and isinstance(v[0], (tuple, list)):
+                v = v[0]
+            a[name] = list(v)
+        return fix
+
+    def dim_method(tr, n, a):  # x.dim() -> getattr ndim
+        return ("getattr", {"input": a["input"], "name": "ndim"})
+
+    def getattr_fix(tr, n, a):
+        if a["name"] not in GETATTR_NAMES:
+            raise UnsupportedLayerError(f"reading attribute .{a['name']} at fx node '{n.name}' (allowed: {', '.join(GETATTR_NAMES)})")
+
+    def getitem_fix(tr, n, a):
+        idx = a["index"]
+        parts = idx if isinstance(idx, tuple) else (idx,)
+        from torch.fx import Node
+
+        for p in parts:
+            if isinstance(p, list) or (isinstance(p, Node) and p.meta.get("tensor_meta") is not None):
+                raise UnsupportedLayerError(f"advanced (tensor or list) indexing at fx node '{n.name}'")
+
+    return dict(no_out=no_out, softmax=softmax, maxpool=maxpool, conv=conv, div=div, varargs=varargs,
+                dim_method=dim_method, getattr_fix=getattr_fix, getitem_fix=getitem_fix)
+
+
+def _tables():
+    import torch
+    import torch.nn.functional as F
+
+    fx = _nonneg_fixes()
+    S = _s
+    bin_ = S(lambda input, other: None)
+    unary = S(lambda input: None)
+    unary_inplace = S(lambda input, inplace=False: None)
+    sumlike = S(lambda input, dim=None, keepdim=False, *, dtype=None, out=None: None)
+
+    def dtype_none(tr, n, a):
+        if a.get("dtype") is not None or a.get("out") is not None:
+            raise UnsupportedLayerError(f"dtype=/out= at fx node '{n.name}'")
+
+    funcs = {
+        operator.add: ("add", bin_, None), operator.iadd: ("add", bin_, None),
+        operator.sub: ("sub", bin_, None), operator.isub: ("sub", bin_, None),
+        operator.mul: ("mul", bin_, None), operator.imul: ("mul", bin_, None),
+        operator.truediv: ("div", bin_, None), operator.itruediv: ("div", bin_, None),
+        operator.floordiv: ("floordiv", bin_, None), operator.neg: ("neg", unary, None),
+        operator.matmul: ("matmul", bin_, None),
+        operator.getitem: ("getitem", S(lambda input, index: None), fx["getitem_fix"]),
+        getattr: ("getattr", S(lambda input, name: None), fx["getattr_fix"]),
+        torch.add: ("add", S(lambda input, other, *, alpha=1, out=None: None), fx["no_out"]),
+        torch.sub: ("sub", S(lambda input, other, *, alpha=1, out=None: None), fx["no_out"]),
+        torch.mul: ("mul", S(lambda input, other, *, out=None: None), fx["no_out"]),
+        torch.div: ("div", S(lambda input, other, *, rounding_mode=None, out=None: None), lambda t, n, a: (fx["div"](t, n, a), fx["no_out"](t, n, a))[-1]),
+        torch.neg: ("neg", unary, None),
+        torch.matmul: ("matmul", S(lambda input, other, *, out=None: None), fx["no_out"]),
+        torch.relu: ("relu", unary, None), F.relu: ("relu", unary_inplace, None),
+        F.leaky_relu: ("leaky_relu", S(lambda input, negative_slope=0.01, inplace=False: None), None),
+        torch.sigmoid: ("sigmoid", unary, None), F.sigmoid: ("sigmoid", unary, None),
+        torch.tanh: ("tanh", unary, None), F.tanh: ("tanh", unary, None),
+        torch.exp: ("exp", unary, None),
+        F.softmax: ("softmax", S(lambda input, dim=None, _stacklevel=3, dtype=None: None), fx["softmax"]),
+        torch.softmax: ("softmax", S(lambda input, dim, dtype=None: None), fx["softmax"]),
+        F.max_pool2d: ("max_pool2d", S(lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False: None), fx["maxpool"]),
+        F.avg_pool2d: ("avg_pool2d", S(lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None: None), None),
+        F.adaptive_avg_pool2d: ("adaptive_avg_pool2d", S(lambda input, output_size: None), None),
+        torch.flatten: ("flatten", S(lambda input, start_dim=0, end_dim=-1: None), None),
+        torch.reshape: ("reshape", S(lambda input, shape: None), None),
+        torch.permute: ("permute", S(lambda input, dims: None), None),
+        torch.transpose: ("transpose", S(lambda input, dim0, dim1: None), None),
+        torch.unsqueeze: ("unsqueeze", S(lambda input, dim: None), None),
+        torch.squeeze: ("squeeze", S(lambda input, dim=None: None), None),
+        torch.cat: ("cat", S(lambda tensors, dim=0, *, out=None: None), fx["no_out"]),
+        torch.concat: ("cat", S(lambda tensors, dim=0, *, out=None: None), fx["no_out"]),
+        torch.sum: ("sum", sumlike, dtype_none), torch.mean: ("mean", sumlike, dtype_none),
+        F.dropout: ("identity", S(lambda input, p=0.5, training=True, inplace=False: None), None),
+        F.dropout2d: ("identity", S(lambda input, p=0.5, training=True, inplace=False: None), None),
+        F.linear: ("linear", S(lambda input, weight, bias=None: None), None),
+        F.conv2d: ("conv2d", S(lambda input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1: None), fx["conv"]),
+    }
+    methods = {
+        "add": ("add", S(lambda self, other, *, alpha=1: None), None),
+        "add_": ("add", S(lambda self, other, *, alpha=1: None), None),
+        "sub": ("sub", S(lambda self, other, *, alpha=1: None), None),
+        "mul": ("mul", S(lambda self, other: None), None), "mul_": ("mul", S(lambda self, other: None), None),
+        "div": ("div", S(lambda self, other, *, rounding_mode=None: None), fx["div"]),
+        "neg": ("neg", S(lambda self: None), None),
+        "matmul": ("matmul", S(lambda self, other: None), None),
+        "relu": ("relu", S(lambda self: None), None), "relu_": ("relu", S(lambda self: None), None),
+        "sigmoid": ("sigmoid", S(lambda self: None), None), "tanh": ("tanh", S(lambda self: None), None),
+        "exp": ("exp", S(lambda self: None), None),
+        "softmax": ("softmax", S(lambda self, dim, dtype=None: None), fx["softmax"]),
+        "view": ("reshape", S(lambda self, *shape: None), fx["varargs"]("shape")),
+        "reshape": ("reshape", S(lambda self, *shape: None), fx["varargs"]("shape")),
+        "flatten": ("flatten", S(lambda self, start_dim=0, end_dim=-1: None), None),
+        "permute": ("permute", S(lambda self, *dims: None), fx["varargs"]("dims")),
+        "transpose": ("transpose", S(lambda self, dim0, dim1: None), None),
+        "unsqueeze": ("unsqueeze", S(lambda self, dim: None), None),
+        "squeeze": ("squeeze", S(lambda self, dim=None: None), None),
+        "contiguous": ("identity", S(lambda self, memory_format=None: None), None),
+        "size": ("size", S(lambda self, dim=None: None), None),
+        "dim": ("getattr", S(lambda self: None), fx["dim_method"]),
+        "sum": ("sum", S(lambda self, dim=None, keepdim=False, dtype=None: None), dtype_none),
+        "mean": ("mean", S(lambda self, dim=None, keepdim=False, dtype=None: None), dtype_none),
+    }
+    return funcs, methods
+
+
+class _LazyTable(dict):
+    """Filled on first use, so that importing mpcrt.nn does not import torch."""
+
+    def __init__(self, which: int):
+        super().__init__()
+        self.which = which
+        self.filled = False
+
+    def get(self, k, default=None):
+        if not self.filled:
+            self.update(_tables()[self.which])
+            self.filled = True
+        return super().get(k, default)
+
+
+_FUNCTIONS = _LazyTable(0)
+_METHODS = _LazyTable(1)
+
+SUPPORTED_MODULES = (
+    "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
+    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
+)
+SUPPORTED_FUNCTIONS = (
+    "+ - * / // unary-, @, indexing, getattr(x, 'shape'), torch.add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/"
+    "softmax/flatten/reshape/permute/transpose/unsqueeze/squeeze/cat/concat/sum/mean, F.relu/leaky_relu/sigmoid/"
+    "tanh/softmax/max_pool2d/avg_pool2d/adaptive_avg_pool2d/dropout/dropout2d/linear/conv2d, tensor methods "
+    "add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/softmax/view/reshape/flatten/permute/transpose/unsqueeze/"
+    "squeeze/contiguous/size/dim/sum/mean"
+)
+SUPPORTED = {"modules": SUPPORTED_MODULES, "functions": SUPPORTED_FUNCTIONS}

@@ -1,0 +1,317 @@
+"""The IR's ops, on two back ends: SharedTensor (MPC) and torch (plaintext float64).
+
+`run_graph(graph, params, x, ops)` evaluates a Graph node by node, freeing each
+value after its last use. Shape ops, indexing, additions and products by public
+constants are the same code on both back ends (duck typing); the ops below differ.
+
+Cost of each layer under MPC (N parties, one round = everyone sends once):
+
+* linear, conv2d: one Beaver matmul/conv (1 round) + truncation (1 round); bias free.
+* affine (an unfolded BatchNorm): one Beaver product (2 rounds); folded BatchNorm: free.
+* avg_pool2d, adaptive_avg_pool2d: linear with public weights: sums are exact
+  (integer weights, no truncation), then one multiplication by a public 1/count
+  (1 truncation round). Non-overlapping windows are plain reshaped sums.
+* relu, sigmoid, tanh, exp, softmax, max_pool2d: the SharedTensor methods of the
+  same names (comparison-based or approximations; see mpcrt.tensor).
+* flatten, reshape, permute, cat, identity, dropout, additions: local, free.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mpcrt.errors import MpcError, ShapeError
+from mpcrt.nn.graph import NONLINEAR_METHODS, UnsupportedLayerError, refs_of, resolve
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        if len(v) == 1:
+            return int(v[0]), int(v[0])
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _unwrap(shape) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(s) for s in shape)
+
+
+class _Common:
+    """Ops whose code is the same for SharedTensor and torch.Tensor."""
+
+    def identity(self, input):
+        return input
+
+    def add(self, input, other, alpha=1):
+        return input + (other if alpha == 1 else other * alpha)
+
+    def sub(self, input, other, alpha=1):
+        return input - (other if alpha == 1 else other * alpha)
+
+    def mul(self, input, other):
+        return input * other
+
+    def div(self, input, other):
+        return input / other
+
+    def floordiv(self, input, other):
+        if not all(isinstance(v, (int, np.integer)) for v in (input, other)):
+            raise UnsupportedLayerError("floor division of tensors (only of sizes)")
+        return input // other
+
+    def neg(self, input):
+        return -input
+
+    def matmul(self, input, other):
+        return input @ other
+
+    def flatten(self, input, start_dim=0, end_dim=-1):
+        return input.flatten(start_dim, end_dim)
+
+    def reshape(self, input, shape):
+        return input.reshape(_unwrap(shape))
+
+    def permute(self, input, dims):
+        return input.permute(*_unwrap(dims))
+
+    def transpose(self, input, dim0, dim1):
+        return input.transpose(dim0, dim1)
+
+    def unsqueeze(self, input, dim):
+        return input.unsqueeze(dim)
+
+    def squeeze(self, input, dim=None):
+        return input.squeeze() if dim is None else input.squeeze(dim)
+
+    def sum(self, input, dim=None, keepdim=False):
+        return input.sum() if dim is None else input.sum(dim=dim, keepdim=keepdim)
+
+    def mean(self, input, dim=None, keepdim=False):
+        return input.mean() if dim is None else input.mean(dim=dim, keepdim=keepdim)
+
+    def size(self, input, dim=None):
+        s = tuple(int(d) for d in input.shape)
+        return s if dim is None else s[dim]
+
+    def getattr(self, input, name):
+        if name == "shape":
+            return tuple(int(d) for d in input.shape)
+        return getattr(input, name)
+
+    def getitem(self, input, index):
+        return input[index]
+
+    def leaky_relu(self, input, negative_slope=0.01):
+        return input * negative_slope + self.relu(input) * (1.0 - negative_slope)
+
+
+class TorchOps(_Common):
+    """Plaintext reference (float64 torch tensors): the model owner's self-check and tests."""
+
+    def __init__(self):
+        import torch
+        import torch.nn.functional as F
+
+        self.torch, self.F = torch, F
+
+    def linear(self, input, weight, bias=None):
+        return self.F.linear(input, weight, bias)
+
+    def conv2d(self, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        return self.F.conv2d(input, weight, bias, _pair(stride), _pair(padding), _pair(dilation), groups)
+
+    def affine(self, input, scale, shift):
+        shp = (1, -1) + (1,) * (input.ndim - 2)
+        return input * scale.reshape(shp) + shift.reshape(shp)
+
+    def relu(self, input):
+        return self.torch.relu(input)
+
+    def sigmoid(self, input):
+        return self.torch.sigmoid(input)
+
+    def tanh(self, input):
+        return self.torch.tanh(input)
+
+    def exp(self, input):
+        return self.torch.exp(input)
+
+    def softmax(self, input, dim):
+        return self.torch.softmax(input, dim)
+
+    def max_pool2d(self, input, kernel_size, stride=None, padding=0):
+        return self.F.max_pool2d(input, kernel_size, stride, padding)
+
+    def avg_pool2d(self, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
+        return self.F.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+    def adaptive_avg_pool2d(self, input, output_size):
+        return self.F.adaptive_avg_pool2d(input, output_size)
+
+    def cat(self, tensors, dim=0):
+        return self.torch.cat(list(tensors), dim)
+
+
+class SharedOps(_Common):
+    """The IR on SharedTensors (weights shared too): what parties run."""
+
+    def linear(self, input, weight, bias=None):
+        y = input @ weight.T
+        return y + bias if bias is not None else y
+
+    def conv2d(self, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        y = input.conv2d(weight, _pair(stride), _pair(padding), _pair(dilation), groups)
+        return y + bias.reshape(1, -1, 1, 1) if bias is not None else y
+
+    def affine(self, input, scale, shift):
+        if input.ndim < 2 or input.shape[1] != scale.shape[0]:
+            raise ShapeError(f"batch norm over {scale.shape[0]} channels got an input of shape {input.shape}")
+        shp = (1, scale.shape[0]) + (1,) * (input.ndim - 2)
+        return input * scale.reshape(shp) + shift.reshape(shp)
+
+    @staticmethod
+    def _nl(x, method: str, *args, **kw):
+        fn = getattr(x, method, None)
+        if fn is None:
+            raise UnsupportedLayerError(f"this mpcrt build has no SharedTensor.{method}()")
+        return fn(*args, **kw)
+
+    def relu(self, input):
+        return self._nl(input, "relu")
+
+    def sigmoid(self, input):
+        return self._nl(input, "sigmoid")
+
+    def tanh(self, input):
+        return self._nl(input, "tanh")
+
+    def exp(self, input):
+        return self._nl(input, "exp")
+
+    def softmax(self, input, dim):
+        return self._nl(input, "softmax", dim)
+
+    def max_pool2d(self, input, kernel_size, stride=None, padding=0):
+        _check4(input, "max_pool2d")
+        k = _pair(kernel_size)
+        s = k if stride is None or stride == () or stride == [] else _pair(stride)
+        return self._nl(input, "maxpool2d", k, stride=s, padding=_pair(padding))
+
+    def avg_pool2d(self, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
+        import torch
+        import torch.nn.functional as F
+
+        _check4(input, "avg_pool2d")
+        (kh, kw) = _pair(kernel_size)
+        (sh, sw) = (kh, kw) if stride is None or stride == () else _pair(stride)
+        (ph, pw) = _pair(padding)
+        n, c, h, w = input.shape
+        if (sh, sw) == (kh, kw) and ph == pw == 0 and h % kh == 0 and w % kw == 0 and divisor_override is None:
+            s = input.reshape(n, c, h // kh, kh, w // kw, kw).sum(dim=(3, 5))
+            return s * (1.0 / (kh * kw))
+        # public per-position factor 1/divisor, from torch on a public tensor of ones
+        ones = torch.ones(1, 1, h, w, dtype=torch.float64)
+        try:
+            avg1 = F.avg_pool2d(ones, (kh, kw), (sh, sw), (ph, pw), ceil_mode, count_include_pad, divisor_override)
+            cnt = F.avg_pool2d(ones, (kh, kw), (sh, sw), (ph, pw), ceil_mode, True, 1)
+        except RuntimeError as e:
+            raise ShapeError(f"avg_pool2d on input {input.shape}: {e}") from None
+        oh, ow = avg1.shape[-2:]
+        factor = (avg1 / cnt)[0, 0].numpy()
+        eh = max(0, (oh - 1) * sh + kh - (h + 2 * ph))
+        ew = max(0, (ow - 1) * sw + kw - (w + 2 * pw))
+        xp = input.pad((pw, pw + ew, ph, ph + eh)) if (ph or pw or eh or ew) else input
+        ones_w = np.ones((c, 1, kh, kw), np.int64)
+        s = xp.conv2d(ones_w, (sh, sw), 0, 1, c)[:, :, :oh, :ow]  # exact integer sums
+        f0 = float(factor.flat[0])
+        return s * (f0 if np.all(factor == f0) else factor)
+
+    def adaptive_avg_pool2d(self, input, output_size):
+        _check4(input, "adaptive_avg_pool2d")
+        n, c, h, w = input.shape
+        if isinstance(output_size, (tuple, list)):
+            oh, ow = (output_size[0], output_size[-1]) if len(output_size) else (None, None)
+        else:
+            oh = ow = output_size
+        oh, ow = int(h if oh is None else oh), int(w if ow is None else ow)
+        if (oh, ow) == (1, 1):
+            return input.sum(dim=(2, 3), keepdim=True) * (1.0 / (h * w))
+        if h % oh == 0 and w % ow == 0:
+            return self.avg_pool2d(input, (h // oh, w // ow))
+        mh, lh = _adaptive_matrix(h, oh)
+        mw, lw = _adaptive_matrix(w, ow)
+        s = input @ mw.T  # n, c, h, ow (exact: 0/1 weights)
+        s = (s.transpose(2, 3) @ mh.T).transpose(2, 3)  # n, c, oh, ow
+        return s * (1.0 / np.outer(lh, lw))
+
+    def cat(self, tensors, dim=0):
+        from mpcrt.tensor import cat
+
+        return cat(list(tensors), dim)
+
+
+def _check4(x, what: str) -> None:
+    if x.ndim != 4:
+        raise ShapeError(f"{what} needs an NCHW input, got shape {x.shape}")
+
+
+def _adaptive_matrix(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 matrix (out, size) of torch's adaptive pooling windows, and the window lengths."""
+    m = np.zeros((out, size), np.int64)
+    for i in range(out):
+        a, b = (i * size) // out, -((-(i + 1) * size) // out)
+        m[i, a:b] = 1
+    return m, m.sum(1)
+
+
+def last_uses(graph) -> list[list[int]]:
+    """free_after[i]: the node values that can be dropped once node i has run."""
+    last = {}
+    for i, n in enumerate(graph.nodes):
+        for v in n["args"].values():
+            for r in refs_of(v):
+                last[r] = i
+    for r in refs_of(graph.output):
+        last[r] = len(graph.nodes)
+    free_after: list[list[int]] = [[] for _ in graph.nodes]
+    for r, i in last.items():
+        if i < len(graph.nodes):
+            free_after[i].append(r)
+    return free_after
+
+
+def run_graph(graph, params: list, x, ops, free_after=None):
+    """Evaluate `graph` on input x with the given parameter values and back end."""
+    env: list = [None] * len(graph.nodes)
+    free_after = free_after if free_after is not None else last_uses(graph)
+    for i, node in enumerate(graph.nodes):
+        op = node["op"]
+        if op == "input":
+            val = x
+        elif op == "param":
+            val = params[node["args"]["index"]]
+        else:
+            args = {k: resolve(v, env) for k, v in node["args"].items()}
+            try:
+                val = getattr(ops, op)(**args)
+            except UnsupportedLayerError as e:
+                raise UnsupportedLayerError(f"layer '{node['name']}' ({node['target']}): {e}") from None
+            except ShapeError as e:
+                raise ShapeError(f"layer '{node['name']}' ({node['target']}): {e}") from None
+            except MpcError:
+                raise
+            except (ValueError, TypeError, IndexError, RuntimeError) as e:
+                raise ShapeError(f"layer '{node['name']}' ({node['target']}) failed on its input: {type(e).__name__}: {e}") from None
+        env[i] = val
+        for r in free_after[i]:
+            env[r] = None
+    return resolve(graph.output, env)
+
+
+def missing_methods(graph) -> list[str]:
+    """Nonlinear SharedTensor methods the graph needs that this build lacks."""
+    from mpcrt.tensor import SharedTensor
+
+    need = {NONLINEAR_METHODS[n["op"]] for n in graph.nodes if n["op"] in NONLINEAR_METHODS}
+    return sorted(m for m in need if not hasattr(SharedTensor, m))

@@ -1,0 +1,186 @@
+"""Shared fixtures of the core-runtime test suite.
+
+* `cli`: runs `python -m mpcrt ...` in a subprocess, always bounded in time. Every
+  process it starts (the launcher, and the dealer and parties the launcher spawns)
+  carries a unique marker in its environment; after the command ends, or on a
+  timeout, the fixture finds any process still carrying the marker by scanning
+  /proc and kills it by PID, so no test leaves a process behind. `CliResult.left`
+  lists the marked processes that were still alive when the command returned (the
+  launcher must have stopped them all).
+* `write_script`: writes a party script into tmp_path.
+* `party_lines`: groups `[party i] ...` output lines by party.
+
+In-process protocol tests use `mpcrt.launch.inprocess.run_parties` directly (parties
+as threads over real ZeroMQ/CURVE on loopback), see the test modules.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+import pytest
+
+MARKER_VAR = "MPCRT_TEST_MARKER"
+
+
+def marked_pids(marker: str) -> list[int]:
+    """PIDs of live (non-zombie) processes whose environment holds MARKER_VAR=marker."""
+    needle = f"{MARKER_VAR}={marker}".encode()
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as fh:
+                env = fh.read()
+            with open(f"/proc/{d}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        if needle not in env.split(b"\0"):
+            continue
+        state = stat.rsplit(b")", 1)[-1].split()[0]
+        if state != b"Z":
+            found.append(int(d))
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"
+
+
+def kill_marked(marker: str) -> list[int]:
+    """Kill (by PID) every process this test started that is still alive."""
+    pids = marked_pids(marker)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
+@dataclasses.dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    elapsed: float
+    left: list  # marked processes still alive right after the command returned
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+class Cli:
+    """Runs `python -m mpcrt ARGS` (or any argv) with a timeout and full cleanup."""
+
+    def __init__(self):
+        self.markers: list[str] = []
+        self.procs: list[subprocess.Popen] = []
+
+    def _env(self, env: dict | None, marker: str) -> dict:
+        e = dict(os.environ)
+        for k in list(e):
+            if k.startswith("MPCRT_"):
+                del e[k]
+        e.update(env or {})
+        e[MARKER_VAR] = marker
+        e.setdefault("PYTHONUNBUFFERED", "1")
+        e.setdefault("MPCRT_THREADS", "1")
+        return e
+
+    def run(self, args: list[str], timeout: float = 60, env: dict | None = None, cwd=None) -> CliResult:
+        """Run `python -m mpcrt *args`; wait at most `timeout` s (pytest.fail on expiry)."""
+        return self.run_argv([sys.executable, "-m", "mpcrt", *map(str, args)], timeout=timeout, env=env, cwd=cwd)
+
+    def run_argv(self, argv: list[str], timeout: float = 60, env: dict | None = None, cwd=None) -> CliResult:
+        marker = uuid.uuid4().hex
+        self.markers.append(marker)
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, env=self._env(env, marker), cwd=cwd, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            kill_marked(marker)
+            pytest.fail(f"`{' '.join(argv)}` still running after {timeout} s (killed):\n{out}\n{err}")
+        elapsed = time.monotonic() - t0
+        left = marked_pids(marker)
+        return CliResult(p.returncode, out, err, elapsed, left)
+
+    def start(self, args: list[str], env: dict | None = None, cwd=None) -> tuple[subprocess.Popen, str]:
+        """Start `python -m mpcrt *args` in the background; returns (Popen, marker)."""
+        marker = uuid.uuid4().hex
+        self.markers.append(marker)
+        p = subprocess.Popen([sys.executable, "-m", "mpcrt", *map(str, args)], env=self._env(env, marker), cwd=cwd,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        return p, marker
+
+    def cleanup(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                try:
+                    p.communicate(timeout=5)
+                except Exception:
+                    pass
+        for m in self.markers:
+            kill_marked(m)
+
+
+@pytest.fixture
+def cli():
+    c = Cli()
+    try:
+        yield c
+    finally:
+        c.cleanup()
+
+
+@pytest.fixture
+def write_script(tmp_path):
+    """write_script(body, name='prog.py') -> path of a dedented script in tmp_path."""
+
+    def write(body: str, name: str = "prog.py") -> str:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(body))
+        return str(path)
+
+    return write
+
+
+_LINE = re.compile(r"^\[(party \d+|dealer)\] (.*)$")
+
+
+def party_lines(output: str) -> dict[str, list[str]]:
+    """{'party 0': [lines...], 'dealer': [...]} from launcher output; other lines under ''."""
+    out: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        m = _LINE.match(line)
+        key, text = (m.group(1), m.group(2)) if m else ("", line)
+        out.setdefault(key, []).append(text)
+    return out
+
+
+@pytest.fixture
+def parse_lines():
+    return party_lines
