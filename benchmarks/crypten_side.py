@@ -537,6 +537,32 @@ def _party(rank, world, rendezvous, name, n, warmup, repeats, seed, out_q):
         raise SystemExit(1)
 
 
+def _cpu_busy(sample_s=1.0):
+    """Fraction of all CPUs busy over `sample_s` (from /proc/stat); None if unknown."""
+    def read():
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        return sum(vals), idle
+
+    try:
+        t0, i0 = read()
+        time.sleep(sample_s)
+        t1, i1 = read()
+    except (OSError, ValueError):
+        return None
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def _wait_idle(max_wait_s, threshold=0.25):
+    """Waits (at most max_wait_s) until other processes leave the CPUs mostly idle."""
+    deadline = time.monotonic() + max_wait_s
+    busy = _cpu_busy()
+    while busy is not None and busy > threshold and time.monotonic() < deadline:
+        busy = _cpu_busy(2.0)
+    return busy
+
+
 def _kill_all(procs):
     for p in procs:
         if p.is_alive():
@@ -607,6 +633,7 @@ def run_workload(name, parties, n, warmup, repeats, timeout, seed):
     return {
         "time_s": statistics.median(times),
         "times": times,
+        "time_min_s": min(times),
         "rounds": max(online_rounds),
         "bytes_per_party": max(online_bytes),
         "max_abs_err": err_exact,
@@ -678,6 +705,9 @@ def main(argv=None):
                     help="elements for the elementwise workloads (default 1,000,000)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per workload")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                    help="before each workload, wait up to this long for the CPUs to be "
+                         "< 25%% busy with other work (shared machines); default 0")
     ap.add_argument("--json", help="write results here")
     ap.add_argument("--list", action="store_true", help="list workloads and exit")
     args = ap.parse_args(argv)
@@ -719,10 +749,12 @@ def main(argv=None):
     failed = False
     for name in ops:
         t0 = time.monotonic()
+        busy = _wait_idle(args.wait_idle) if args.wait_idle > 0 else _cpu_busy(0.5)
         load_before = os.getloadavg()[0]
         res = run_workload(name, args.parties, args.n, args.warmup, args.repeats,
                            args.timeout, args.seed)
         res["loadavg_1m_before"] = round(load_before, 2)
+        res["cpu_busy_before"] = None if busy is None else round(busy, 2)
         failed |= bool(res.get("error"))
         doc["results"][name] = res
         status = "FAILED" if res.get("error") else f"{res['time_s']:.3f} s"

@@ -25,9 +25,13 @@ process per node inside its namespace, listens on the node's public `address`
 (10.77.0.(i+1):base_port) and forwards to the node's `bind` (127.0.0.1:base_port+1,
 the node's own loopback, so nothing can bypass it). A connection from node j to
 node i crosses exactly one relay, node i's, and sees `delay_ms` each way. The relay
-buffers (delay line, not stop-and-wait) so throughput is preserved. Its own
-processing time (a few tens of microseconds per hop) is measured at start
-(calibration) and subtracted, so a ping-pong between two nodes takes 2 x delay_ms.
+buffers (delay line, not stop-and-wait) so throughput is preserved, and runs at
+real-time priority (SCHED_FIFO 1; MPCRT_NETSIM_REALTIME=0 turns that off) so other
+load on the machine does not stretch the delay. The path's own processing time (tens
+of microseconds per hop; up to ~0.3 ms after a 25 ms idle wait on a VM, whose idle
+vCPUs wake slowly) is measured at start (calibration, 25th percentile of ping-pongs,
+at most 40% of the delay) and subtracted, so a ping-pong between two nodes takes
+2 x delay_ms. `validate()` measures RTT and rate through the same path mpcrt uses.
 
 Teardown. Namespaces, veths, the bridge, relays and every process started with
 `popen` or `run_mpc` go away on normal exit, on an exception, on Ctrl-C (SIGINT) and on
@@ -340,14 +344,14 @@ class NetSim:
         return r
 
     def _build(self) -> None:
+        self._made.append(self.hub)  # listed first: an interrupt right after the add leaks nothing
         self._ip("netns", "add", self.hub)
-        self._made.append(self.hub)
         self._ip("link", "set", "lo", "up", ns=self.hub)
         self._ip("link", "add", "br0", "type", "bridge", ns=self.hub)
         self._ip("link", "set", "br0", "up", ns=self.hub)
         for i, ns in enumerate(self.namespaces):
-            self._ip("netns", "add", ns)
             self._made.append(ns)
+            self._ip("netns", "add", ns)
             v = f"v{i}"
             self._ip("link", "add", v, "mtu", str(self.mtu), "type", "veth", "peer", "name", "eth0",
                      "mtu", str(self.mtu), "netns", ns, ns=self.hub)
@@ -431,11 +435,13 @@ class NetSim:
             for c in self._relays:
                 c.stop()
             self._relays.clear()
+            existing = set(list_namespaces())
             for ns in self._made:
-                _kill_ns_pids(ns)
+                if ns in existing:
+                    _kill_ns_pids(ns)
             for ns in list(self._made):
                 r = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True, timeout=_CMD_TIMEOUT)
-                if r.returncode == 0 or ns not in list_namespaces():
+                if r.returncode == 0 or ns not in existing:
                     self._made.remove(ns)
                 else:
                     errors.append(f"{ns}: {r.stderr.strip()}")

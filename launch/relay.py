@@ -4,12 +4,24 @@ This kernel has no `netem` qdisc, so latency is added here, in user space: a TCP
 relay runs inside each simulated node's network namespace, listens on the node's
 public `address` and forwards every connection to the node's `bind` (on the node's
 own loopback). Bytes read from one side wait in a delay line (a FIFO of
-(deadline, bytes)) until `arrival + delay`, then go out the other side. The reader
-never waits for the writer, so the line holds a whole bandwidth-delay product and
-throughput is preserved (a delay line, not stop-and-wait). A connection from node j
-to node i crosses exactly one relay (node i's), so it sees `delay` each way.
+(deadline, bytes)) until `arrival + delay`, then go out the other side. Reading never
+waits for writing, so the line holds a whole bandwidth-delay product and throughput
+is preserved (a delay line, not stop-and-wait). A connection from node j to node i
+crosses exactly one relay (node i's), so it sees `delay` each way.
 
 The rate limit is not done here: `tc ... tbf` on the nodes' links shapes the traffic.
+
+How it stays on time: one thread per connection serves both directions with
+`select` (microsecond timeouts, timer slack 1 ns), so no hand-off between threads;
+the process runs at SCHED_FIFO priority 1 when allowed (root), so a busy machine
+delays its wake-ups by microseconds rather than milliseconds; and nothing else in
+the process wants the GIL (the bind watcher below is a separate process). What is
+left (tens of microseconds a hop) is measured and subtracted by NetSim.
+
+The relay listens on an address only while something listens at its bind (a forked
+watcher polls /proc/net/tcp every 20 ms): a dial before the node is up is refused, and
+the dialler retries, as on a real network. (Accepting and then dropping such a dial
+would look to ZeroMQ like a failed CURVE handshake.)
 
 Modes (this file runs as a script, stdlib only, so it starts in a few milliseconds):
 
@@ -52,6 +64,19 @@ def precise_timers() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(29, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))  # PR_SET_TIMERSLACK
     except Exception:  # pragma: no cover - best effort
+        pass
+
+
+def realtime() -> None:
+    """Run this process (and the threads it starts later) at real-time priority SCHED_FIFO 1,
+    when allowed: a busy machine then delays our wake-ups by microseconds, not milliseconds.
+    The kernel's RT throttling (95% of a period by default) keeps the rest of the machine alive;
+    the relay only runs when it has bytes to move. MPCRT_NETSIM_REALTIME=0 turns it off."""
+    if os.environ.get("MPCRT_NETSIM_REALTIME", "1") == "0":
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except (OSError, AttributeError):
         pass
 
 
@@ -246,15 +271,51 @@ class Relay:
         self.maps = [_Map(self, *m) for m in maps]
 
     def start(self) -> None:
-        threading.Thread(target=self._watch, daemon=True).start()
+        """Fork the bind watcher (before any thread exists), then follow its reports.
 
-    def _watch(self) -> None:
-        """Follow which binds are listening (every 20 ms; a dialler refused meanwhile retries)."""
-        while True:
-            up = listening_ports()
-            for m in self.maps:
-                m.update(m.target[1] in up)
-            time.sleep(0.02)
+        The watcher is a separate process on purpose: polling /proc/net/tcp from a thread
+        here would hold this process's GIL now and then, and a connection thread waking
+        for a due delivery would wait up to the 5 ms GIL switch interval for it."""
+        ports = sorted({m.target[1] for m in self.maps})
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the watcher
+            try:
+                os.close(r)
+                _watch_binds(ports, w)
+            finally:
+                os._exit(0)
+        os.close(w)
+        threading.Thread(target=self._follow, args=(r,), daemon=True).start()
+
+    def _follow(self, r: int) -> None:
+        with os.fdopen(r, "rb", buffering=0) as fh:
+            for line in iter(fh.readline, b""):
+                port, up = (int(x) for x in line.split())
+                for m in self.maps:
+                    if m.target[1] == port:
+                        m.update(bool(up))
+
+
+def _watch_binds(ports: list[int], w: int) -> None:
+    """The watcher process: report "PORT 1|0" when something starts/stops listening there."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: go when the relay goes
+    if os.getppid() == 1:
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # polling needs no priority
+    except (OSError, AttributeError):
+        pass
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    state = {p: False for p in ports}
+    while True:
+        up = listening_ports()
+        for p in ports:
+            if (p in up) != state[p]:
+                state[p] = p in up
+                os.write(w, f"{p} {int(state[p])}\n".encode())
+        time.sleep(0.02)
 
 
 def _relay_main(spec: str) -> int:
@@ -388,6 +449,7 @@ def _probe_main(host: str, port: int) -> int:
 
 
 def main(argv: list[str]) -> int:
+    realtime()
     if len(argv) >= 2 and argv[0] == "relay":
         return _relay_main(argv[1])
     if len(argv) == 3 and argv[0] == "echo":

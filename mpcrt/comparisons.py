@@ -2,9 +2,9 @@
 
 All results are exact (no probabilistic failure). Comparison results are shared 0/1
 tensors with 0 fractional bits, so multiplying by them needs no truncation.
-Rounds: ltz, <, >, <=, >=, relu, abs, sign, clamp, == take 6 (one batched ltz);
-where takes 1 (a Beaver product); max/min/argmax over k elements take 6 ceil(log2 k);
-maxpool2d with a k x k window takes 6 ceil(log2 k^2).
+Rounds: ltz, <, >, <=, >=, relu, abs, sign, clamp, == take 7 (one batched ltz);
+where takes 1 (a Beaver product); max/min/argmax over k elements take 7 ceil(log2 k);
+maxpool2d with a k x k window takes 7 ceil(log2 k^2).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from mpcrt.tensor import SharedTensor, cat
 
 
 def _ltz_many(parts: list[SharedTensor], muls: list[SharedTensor | None] | None = None):
-    """ltz of several same-fbits tensors in one batched run (6 rounds for all)."""
+    """ltz of several same-fbits tensors in one batched run (7 rounds for all)."""
     rt = parts[0].rt
     flat = np.concatenate([p.share.ravel() for p in parts])
     m = []
@@ -72,7 +72,7 @@ def ne(x: SharedTensor, y) -> SharedTensor:
 
 
 def relu(x: SharedTensor) -> SharedTensor:
-    """max(x, 0) = x - [x < 0] x, the product fused into the comparison (6 rounds)."""
+    """max(x, 0) = x - [x < 0] x, the product fused into the comparison (7 rounds)."""
     _, (bx,) = _ltz_many([x], [x])
     return x - bx
 
@@ -121,7 +121,7 @@ def clamp(x: SharedTensor, min=None, max=None) -> SharedTensor:
 
 
 def _pairwise_max(a: SharedTensor, b: SharedTensor) -> SharedTensor:
-    """max(a, b) = b + relu(a - b), 6 rounds."""
+    """max(a, b) = b + relu(a - b), 7 rounds."""
     d = a - b
     _, (bd,) = _ltz_many([d], [d])
     return b + d - bd

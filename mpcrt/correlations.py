@@ -150,18 +150,16 @@ class DaBit(Kind):
 
 LOW63 = np.int64((1 << 63) - 1)
 EVEN = ring.const(0x5555555555555555)
-LTZ_LEVELS = (2, 4, 8, 16)
+LTZ_LEVELS = (2, 4, 8, 16, 64)  # packing widths of BitLT rounds 2-6 (64: the last level)
 
 
 class LtzBundle(Kind):
     """Everything one exact less-than-zero over n (padded) elements needs (protocols.comparison):
 
-    edaBit r ([r], <r>); <P> = pairwise products of r's adjacent low-63 bits (level 1 of
+    edaBit r ([r], <r>); <P> = products of r's adjacent low-63 bit pairs (level 1 of
     BitLT becomes local); one word-AND triple per later level, sized for packed words;
-    three random bits s1, s2, s3 as one XOR-shared 3-bit value <s> with arithmetic shares
-    of all 7 products [s1], [s2], [s3], [s1 s2], [s1 s3], [s2 s3], [s1 s2 s3] (last AND
-    level and B2A in one round); and for each of k fused multiplicands a mask [m_j] with
-    [m_j * s_S] for the 7 products.
+    a daBit ([s], <s>) for the B2A; and for each of k fused products a mask [m_j]
+    with [m_j s].
     """
 
     def own(self, p):
@@ -175,8 +173,8 @@ class LtzBundle(Kind):
         n, k = int(p["n"]), int(p.get("k", 0))
         out = [("rb", (n,), "x"), ("P", (n,), "x")]
         out += [(f"c{w}", (n // w,), "x") for w in LTZ_LEVELS]
-        out += [("s", (n,), "x"), ("sS", (7, n), "a")]
-        return out + [(f"ms{j}", (7, n), "a") for j in range(k)]
+        out += [("sb", (n,), "x"), ("s", (n,), "a")]
+        return out + [(f"ms{j}", (n,), "a") for j in range(k)]
 
     def deal(self, p, own, private):
         n, k = int(p["n"]), int(p.get("k", 0))
@@ -185,12 +183,10 @@ class LtzBundle(Kind):
         out = {"rb": r, "P": ring.lshr(rl, 1) & rl & EVEN}
         for w in LTZ_LEVELS:
             out[f"c{w}"] = own[f"a{w}"] & own[f"b{w}"]
-        s = private((n,)) & np.int64(7)
-        s1, s2, s3 = s & 1, (s >> 1) & 1, (s >> 2) & 1
-        sS = np.stack([s1, s2, s3, s1 * s2, s1 * s3, s2 * s3, s1 * s2 * s3])
-        out["s"], out["sS"] = s, sS
+        s = private((n,)) & np.int64(1)
+        out["sb"], out["s"] = s, s
         for j in range(k):
-            out[f"ms{j}"] = own[f"m{j}"][None, :] * sS
+            out[f"ms{j}"] = own[f"m{j}"] * s
         return out
 
 

@@ -52,28 +52,28 @@ ROLE_HELP = "the same on every party"
 # ---------------------------------------------------------------- arguments
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("roles and files (" + ROLE_HELP + "; each party reads only what its role owns)")
-    r.add_argument("--model-owner", type=int, default=0, help="rank of the party holding the model (default 0)")
-    r.add_argument("--data-owner", type=int, default=1, help="rank of the party holding the inputs (default 1)")
-    r.add_argument("--model", help="model owner: mpcrt model archive (.npz from mpcrt.nn.save), or a state_dict .npz with --arch")
-    r.add_argument("--arch", help="model owner: MODULE:CLASS or FILE.py:CLASS of the model code (with a state_dict .npz)")
-    r.add_argument("--arch-kwargs", default="{}", help="model owner: JSON keyword arguments for --arch's constructor")
-    r.add_argument("--input-shape", help="model owner, with --arch: one input's shape, batch first, e.g. 1,1,8,8")
-    r.add_argument("--input", help="data owner: inputs as .npy (batch first), read with allow_pickle=False")
-    r.add_argument("--output", help="data owner: where to write the revealed outputs (.npy)")
+    r.add_argument("--model-owner", type=int, default=0, metavar="RANK", help="rank of the party holding the model (default 0)")
+    r.add_argument("--data-owner", type=int, default=1, metavar="RANK", help="rank of the party holding the inputs (default 1)")
+    r.add_argument("--model", metavar="FILE", help="model owner: mpcrt model archive (.npz from mpcrt.nn.save), or a state_dict .npz with --arch")
+    r.add_argument("--arch", metavar="MODULE:CLASS", help="model owner: MODULE:CLASS or FILE.py:CLASS of the model code (with a state_dict .npz)")
+    r.add_argument("--arch-kwargs", default="{}", metavar="JSON", help="model owner: JSON keyword arguments for --arch's constructor")
+    r.add_argument("--input-shape", metavar="SHAPE", help="model owner, with --arch: one input's shape, batch first, e.g. 1,1,8,8")
+    r.add_argument("--input", metavar="FILE", help="data owner: inputs as .npy (batch first), read with allow_pickle=False")
+    r.add_argument("--output", metavar="FILE", help="data owner: where to write the revealed outputs (.npy)")
     o = p.add_argument_group("inference")
-    o.add_argument("--batch-size", type=int, default=64, help="inputs per MPC batch (default 64)")
+    o.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per MPC batch (default 64)")
     o.add_argument("--reveal", choices=("logits", "probs", "label"), default="logits",
                    help="what the data owner learns: the model's output (default), its softmax "
                         "(computed under MPC), or only the argmax label (computed under MPC)")
     o.add_argument("--progress", action="store_true", help="progress bar on the data owner")
     w = p.add_argument_group("where to run (pick one; inside `mpcrt launch`/`mpcrt party` neither is needed)")
     w.add_argument("-n", type=int, dest="local_n", metavar="N", help="spawn the dealer and N parties on this host")
-    w.add_argument("--cluster", help="cluster file (TOML): run one party of it")
-    w.add_argument("--rank", type=int, help="with --cluster: this party's rank")
-    w.add_argument("--key", help="with --cluster: this party's secret key file (from `mpcrt keygen`)")
-    w.add_argument("--precision", type=int, default=16, help="with -n: fractional bits (a cluster file sets its own)")
+    w.add_argument("--cluster", metavar="FILE", help="cluster file (TOML): run one party of it")
+    w.add_argument("--rank", type=int, metavar="I", help="with --cluster: this party's rank")
+    w.add_argument("--key", metavar="FILE", help="with --cluster: this party's secret key file (from `mpcrt keygen`)")
+    w.add_argument("--precision", type=int, default=16, metavar="F", help="with -n: fractional bits (a cluster file sets its own)")
     w.add_argument("--insecure-plaintext", action="store_true", help="NO encryption/authentication (benchmarks only)")
-    w.add_argument("--timeout", type=float, default=None, help="receive timeout in seconds")
+    w.add_argument("--timeout", type=float, default=None, metavar="S", help="receive timeout in seconds")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -126,6 +126,38 @@ class Runtime:
             off += s.size
         return out
 
+    def open_mixed(self, adds: list[np.ndarray], xors: list[np.ndarray], tag: str = "open") -> tuple[list, list]:
+        """One round opening additive int64 shares and XOR shares (any dtype) together."""
+        if not adds and not xors:
+            return [], []
+        if self._dry:
+            return [np.zeros(a.shape, np.int64) for a in adds], [np.zeros(a.shape, a.dtype) for a in xors]
+        parts = [np.ascontiguousarray(a, np.int64) for a in adds] + [np.ascontiguousarray(a) for a in xors]
+        sizes = [p.nbytes for p in parts]
+        buf = np.empty(sum(sizes), np.uint8)
+        off = 0
+        for p, k in zip(parts, sizes):
+            buf[off : off + k] = p.reshape(-1).view(np.uint8)
+            off += k
+        for j in self.peers:
+            self.node.send(j, tag, buf)
+        got = [self.node.recv(j, tag, dtype=np.uint8, shape=buf.shape) for j in self.peers]
+        self._count_round()
+        out_a, out_x, off = [], [], 0
+        for i, (p, k) in enumerate(zip(parts, sizes)):
+            seg = buf[off : off + k].view(p.dtype).copy()
+            if i < len(adds):
+                for g in got:
+                    seg += g[off : off + k].view(np.int64)
+                out_a.append(seg.reshape(p.shape))
+            else:
+                segb = seg.view(np.uint8)
+                for g in got:
+                    segb ^= g[off : off + k]
+                out_x.append(seg.reshape(p.shape))
+            off += k
+        return out_a, out_x
+
     def open_to(self, share: np.ndarray, to: int, tag: str = "reveal") -> np.ndarray | None:
         """Open one ring array to party `to` only (one round); None on the others."""
         if self._dry:

@@ -300,7 +300,7 @@ class SharedTensor:
 
     # ------------------------------------------- comparisons (mpcrt.comparisons)
     def ltz(self) -> "SharedTensor":
-        """[self < 0], shared 0/1 (exact, 6 rounds)."""
+        """[self < 0], shared 0/1 (exact, 7 rounds)."""
         from mpcrt import comparisons
 
         return comparisons.ltz(self)
@@ -340,7 +340,7 @@ class SharedTensor:
     lt, gt, le, ge, eq, ne = __lt__, __gt__, __le__, __ge__, __eq__, __ne__
 
     def relu(self) -> "SharedTensor":
-        """max(self, 0), exact, 6 rounds."""
+        """max(self, 0), exact, 7 rounds."""
         from mpcrt import comparisons
 
         return comparisons.relu(self)

@@ -72,7 +72,7 @@ IR_OPS: dict[str, inspect.Signature] = {
     "tanh": _s(lambda input: None),
     "exp": _s(lambda input: None),
     "softmax": _s(lambda input, dim: None),
-    "max_pool2d": _s(lambda input, kernel_size, stride=None, padding=0: None),
+    "max_pool2d": _s(lambda input, kernel_size, stride=None, padding=0, dilation=1: None),
     "avg_pool2d": _s(lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None: None),
     "adaptive_avg_pool2d": _s(lambda input, output_size: None),
     "flatten": _s(lambda input, start_dim=0, end_dim=-1: None),
@@ -306,7 +306,7 @@ def _example(example_input, model):
         x = torch.as_tensor(np.asarray(example_input))
     p = next(iter(model.parameters()), None)
     dt = p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
-    return x.to(dt)
+    return x.to(dt).clone()  # in-place ops in forward() must not touch the caller's tensor
 
 
 class _Tracer:
@@ -337,8 +337,8 @@ class _Tracer:
         self.modules = dict(gm.named_modules())
         try:
             with torch.no_grad():
-                ShapeProp(gm).propagate(self.x)
-                reference = self.model(self.x)
+                ShapeProp(gm).propagate(self.x.clone())
+                reference = self.model(self.x.clone())
         except Exception as e:
             raise ShapeError(
                 f"the example input of shape {tuple(self.x.shape)} does not fit {type(self.model).__name__}: "
@@ -351,6 +351,7 @@ class _Tracer:
                 output = self.enc(n.args[0], n)
             else:
                 self.translate(n)
+        _pool_before_relu(self.nodes, output)
         graph = Graph(input_shape=[int(d) for d in self.x.shape], params=self.params, nodes=self.nodes,
                       output=output, meta={"model": type(self.model).__name__})
         graph = Graph.from_bytes(graph.to_bytes())  # what the other parties will read
@@ -365,7 +366,7 @@ class _Tracer:
 
         params = [torch.from_numpy(a) for a in self.arrays]
         with torch.no_grad():
-            got = run_graph(graph, params, self.x.to(torch.float64), TorchOps())
+            got = run_graph(graph, params, self.x.to(torch.float64).clone(), TorchOps())
         ref_flat, got_flat = _flat_tensors(reference), _flat_tensors(got)
         if len(ref_flat) != len(got_flat):
             raise ModelImportError(f"internal error: imported graph returns {len(got_flat)} tensors, the model {len(ref_flat)}")
@@ -564,9 +565,9 @@ class _Tracer:
             dim = mod.dim if mod.dim is not None else _implicit_softmax_dim(self.in_shape(n))
             return go("softmax", dim=int(dim))
         if isinstance(mod, tnn.MaxPool2d):
-            _check_maxpool(mod.dilation, mod.ceil_mode, mod.return_indices, what, n.name)
+            _check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
             return go("max_pool2d", kernel_size=self.enc(mod.kernel_size, n), stride=self.enc(mod.stride, n),
-                      padding=self.enc(mod.padding, n))
+                      padding=self.enc(mod.padding, n), dilation=self.enc(mod.dilation, n))
         if isinstance(mod, tnn.AvgPool2d):
             return go("avg_pool2d", kernel_size=self.enc(mod.kernel_size, n), stride=self.enc(mod.stride, n),
                       padding=self.enc(mod.padding, n), ceil_mode=bool(mod.ceil_mode),
@@ -580,6 +581,32 @@ class _Tracer:
         raise UnsupportedLayerError(
             f"unsupported layer {what} at fx node '{n.name}'; supported layers: {', '.join(SUPPORTED_MODULES)}"
         )
+
+
+def _pool_before_relu(nodes: list, output) -> None:
+    """relu -> max_pool2d becomes max_pool2d -> relu (in place) where the relu feeds only the pool.
+
+    Both are monotone, so max(relu(a), relu(b)) = relu(max(a, b)): the same output with
+    k*k times fewer comparisons for the ReLU (a k x k pool). Node order stays topological.
+    """
+    users: dict[int, list[int]] = {}
+    for j, n in enumerate(nodes):
+        for v in n["args"].values():
+            for r in refs_of(v):
+                users.setdefault(r, []).append(j)
+    for r in refs_of(output):
+        users.setdefault(r, []).append(len(nodes))
+    for i, n in enumerate(nodes):
+        u = users.get(i, [])
+        if n["op"] != "relu" or len(u) != 1 or u[0] >= len(nodes):
+            continue
+        j = u[0]
+        pool = nodes[j]
+        if pool["op"] != "max_pool2d" or pool["args"]["input"] != {"ref": i}:
+            continue
+        relu_in = n["args"]["input"]
+        nodes[i] = {**pool, "args": {**pool["args"], "input": relu_in}}
+        nodes[j] = {**n, "args": {"input": {"ref": i}}}
 
 
 def _bn_affine(bn) -> tuple[np.ndarray, np.ndarray]:
@@ -607,9 +634,7 @@ def _conv_padding(padding, kernel, dilation, what, name) -> list:
     return [int(p) for p in padding]
 
 
-def _check_maxpool(dilation, ceil_mode, return_indices, what, name) -> None:
-    if dilation not in (1, (1, 1), [1, 1]):
-        raise UnsupportedLayerError(f"{what} with dilation={dilation} at fx node '{name}' (only dilation 1)")
+def _check_maxpool(ceil_mode, return_indices, what, name) -> None:
     if ceil_mode:
         raise UnsupportedLayerError(f"{what} with ceil_mode=True at fx node '{name}'")
     if return_indices:
@@ -637,6 +662,8 @@ def _describe(n) -> str:
         name = getattr(t, "__name__", name)
     if mod == "_operator":
         mod = "operator"
+    if name.startswith("_VariableFunctionsClass."):  # torch.sort and friends (C builtins)
+        mod, name = "torch", name.split(".", 1)[1]
     return f"{mod + '.' if mod else ''}{name}"
 
 
@@ -664,7 +691,7 @@ def _nonneg_fixes():
         return None
 
     def maxpool(tr, n, a):
-        _check_maxpool(a.get("dilation", 1), a.get("ceil_mode", False), a.get("return_indices", False), _describe(n), n.name)
+        _check_maxpool(a.get("ceil_mode", False), a.get("return_indices", False), _describe(n), n.name)
 
     def conv(tr, n, a):
         w = getattr(a.get("weight"), "meta", {}).get("tensor_meta")

@@ -140,8 +140,8 @@ class TorchOps(_Common):
     def softmax(self, input, dim):
         return self.torch.softmax(input, dim)
 
-    def max_pool2d(self, input, kernel_size, stride=None, padding=0):
-        return self.F.max_pool2d(input, kernel_size, stride, padding)
+    def max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1):
+        return self.F.max_pool2d(input, kernel_size, stride, padding, dilation)
 
     def avg_pool2d(self, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
         return self.F.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
@@ -192,11 +192,13 @@ class SharedOps(_Common):
     def softmax(self, input, dim):
         return self._nl(input, "softmax", dim)
 
-    def max_pool2d(self, input, kernel_size, stride=None, padding=0):
+    def max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1):
         _check4(input, "max_pool2d")
         k = _pair(kernel_size)
-        s = k if stride is None or stride == () or stride == [] else _pair(stride)
-        return self._nl(input, "maxpool2d", k, stride=s, padding=_pair(padding))
+        s = k if stride is None or stride == () else _pair(stride)
+        if _pair(dilation) == (1, 1):
+            return self._nl(input, "maxpool2d", k, stride=s, padding=_pair(padding))
+        return self._nl(input, "maxpool2d", k, stride=s, padding=_pair(padding), dilation=_pair(dilation))
 
     def avg_pool2d(self, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
         import torch

@@ -164,6 +164,7 @@ def distribute(build: Callable[[], tuple[Graph, list]] | None, src: int = 0, rt=
                     raise ModelImportError(f"party {src} is the model owner: pass the model")
                 graph, arrays = build()
                 _check_arrays(graph, arrays)
+                _check_range(graph, arrays, rt.precision)
                 payload, status = graph.to_bytes(), 0
             except MpcError as e:
                 err = e
@@ -204,6 +205,20 @@ def _check_arrays(graph: Graph, arrays) -> None:
     for a, p in zip(arrays, graph.params):
         if tuple(np.shape(a)) != tuple(p["shape"]):
             raise ModelImportError(f"parameter {p['name']} has shape {np.shape(a)}, the graph declares {tuple(p['shape'])}")
+
+
+def _check_range(graph: Graph, arrays, precision: int) -> None:
+    """Every weight must be encodable at this precision (checked before anything is sent)."""
+    from mpcrt import fixedpoint
+
+    lim = fixedpoint.max_value(precision)
+    for a, p in zip(arrays, graph.params):
+        a = np.asarray(a)
+        if a.size and not np.all(np.isfinite(a)):
+            raise ModelImportError(f"parameter {p['name']} contains NaN or infinity")
+        if a.size and float(np.abs(a).max()) >= lim:
+            raise ModelImportError(f"parameter {p['name']} has magnitude {float(np.abs(a).max()):.3g}, outside the "
+                                   f"fixed-point range |w| < {lim:g} at {precision} fractional bits")
 
 
 def from_torch(model, example_input=None, src: int = 0, rt=None) -> PrivateModel:

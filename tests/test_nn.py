@@ -1,0 +1,487 @@
+"""mpcrt.nn: model import (torch.fx -> msgpack graph), layers under MPC vs torch, errors.
+
+Tolerances (fixed point with 16 fractional bits, weights and inputs of magnitude ~1):
+* linear layers (Linear, Conv2d, folded/unfolded BatchNorm, Avg/AdaptiveAvgPool,
+  shape ops, residual adds): max |MPC - torch| <= 1e-3 (measured ~1e-4: each
+  truncation errs by at most 2^-16 per output, products add rounding of weights);
+* ReLU / MaxPool (exact comparisons): the same 1e-3;
+* Sigmoid / Tanh / Softmax (approximations): 2e-2;
+* ResNet-18 logits (random weights, 1x3x32x32): 2e-2 relative to max |logit|;
+* the digits models: >= 357/360 (99 %) test predictions equal to the plaintext model's.
+
+Parties run as threads (mpcrt.launch.inprocess.run_parties) over real ZeroMQ.
+"""
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import msgpack
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import mpcrt.nn as mnn
+from mpcrt.errors import MpcError, ShapeError
+from mpcrt.launch.inprocess import run_parties
+from mpcrt.nn import Graph, ModelImportError, UnsupportedLayerError
+from mpcrt.tensor import SharedTensor
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LINEAR_TOL = 1e-3
+APPROX_TOL = 2e-2
+
+HAVE_CMP = all(hasattr(SharedTensor, m) for m in ("relu", "maxpool2d"))
+needs_cmp = pytest.mark.skipif(not HAVE_CMP, reason="SharedTensor.relu/maxpool2d not available yet")
+
+
+def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            c = m.num_features
+            m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            if m.affine:
+                m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.data.copy_(torch.rand(c, generator=g) - 0.5)
+    return model.eval()
+
+
+# ------------------------------------------------------------ small models
+class LinearBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(12, 16)
+        self.bn = nn.BatchNorm1d(16)  # folded into a
+        self.b = nn.Linear(16, 5, bias=False)
+
+    def forward(self, x):
+        return self.b(self.bn(self.a(x)) * 0.5) - 1
+
+
+class ConvStridePad(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)  # folded
+        self.c2 = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=4, bias=False)
+        self.c3 = nn.Conv2d(8, 4, (1, 3), stride=(1, 2), padding=(0, 1))
+
+    def forward(self, x):
+        return self.c3(self.c2(self.bn1(self.c1(x))))
+
+
+class Pools(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.p1 = nn.AvgPool2d(2)
+        self.p2 = nn.AvgPool2d(3, stride=2, padding=1)
+        self.p3 = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False, ceil_mode=True)
+        self.a1 = nn.AdaptiveAvgPool2d((3, 2))
+        self.a2 = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):  # x: N, 2, 10, 14
+        y1 = self.p1(x).flatten(1)
+        y2 = self.p2(x).flatten(1)
+        y3 = self.p3(x).flatten(1)
+        y4 = self.a1(x[:, :, :5, :7]).flatten(1)
+        y5 = torch.flatten(self.a2(x), 1)
+        y6 = F.avg_pool2d(x, (2, 7)).view(x.size(0), -1)
+        y7 = F.adaptive_avg_pool2d(x, (5, 7)).reshape(x.shape[0], -1)
+        return torch.cat([y1, y2, y3, y4, y5, y6, y7], dim=1)
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.c2 = nn.Conv2d(4, 4, 3, padding="same")
+        self.bn2 = nn.BatchNorm2d(4)  # after an add: not foldable, an affine layer
+        self.drop = nn.Dropout(0.3)
+        self.ident = nn.Identity()
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+        self.register_buffer("shift", torch.linspace(-1, 1, 4).reshape(1, 4, 1, 1))
+
+    def forward(self, x):
+        y = self.bn1(self.c1(x))
+        y = self.c2(y) + x
+        y = self.bn2(y) + self.shift
+        y = self.drop(y).permute(0, 1, 3, 2).contiguous()
+        y = -y.mean(dim=3, keepdim=True) + y
+        return self.fc(self.ident(y).view(y.size(0), -1))
+
+
+class Functional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6, 10) * 0.3)
+        self.b = nn.Parameter(torch.randn(6) * 0.3)
+        self.cw = nn.Parameter(torch.randn(2, 1, 3, 3) * 0.3)
+        self.bn = nn.BatchNorm1d(3)
+
+    def forward(self, x):  # x: N, 10
+        y = F.linear(x, self.w, self.b)
+        z = F.conv2d(y.reshape(-1, 1, 2, 3), self.cw, padding=1)  # N, 2, 2, 3
+        t = self.bn(torch.transpose(z.reshape(z.shape[0], 2, 6)[:, :, 1:4], 1, 2))  # BN1d on N, 3, 2
+        return torch.cat((z.sum(dim=(2, 3)), t.flatten(1), y @ self.w[:, :2]), 1) / 2
+
+
+LINEAR_MODELS = [
+    ("linear_bn", LinearBN, (4, 12)),
+    ("conv", ConvStridePad, (2, 3, 9, 9)),
+    ("pools", lambda: nn.Sequential(Pools()), (2, 2, 10, 14)),
+    ("residual", Residual, (2, 4, 6, 6)),
+    ("functional", Functional, (3, 10)),
+]
+
+
+def _build(factory, seed):
+    torch.manual_seed(seed)
+    return _randomize_bn(factory(), seed)
+
+
+def _run_models(rt, models, inputs, owner=0, data=1):
+    """On every party: import each model from `owner`, run it on `data`'s input, reveal to `data`."""
+    out = []
+    for m, x in zip(models, inputs):
+        pm = mnn.from_torch(m if rt.rank == owner else None, x[:1] if rt.rank == owner else None, src=owner, rt=rt)
+        xs = rt.share(x.numpy() if rt.rank == data else None, src=data)
+        out.append(pm(xs).reveal(to=data))
+    return out
+
+
+# ---------------------------------------------------------------- graph
+def test_graph_roundtrip_msgpack_and_plaintext_replay():
+    model = _build(Residual, 1)
+    x = torch.rand(2, 4, 6, 6) - 0.5
+    graph, arrays = mnn.trace(model, x)
+    raw = graph.to_bytes()
+    d = msgpack.unpackb(raw, raw=False)  # plain msgpack: maps, lists, numbers, strings
+    assert d["format"] == "mpcrt-nn" and d["version"] == mnn.VERSION
+    g2 = Graph.from_bytes(raw)
+    assert g2.to_dict() == graph.to_dict()
+    assert [tuple(p["shape"]) for p in g2.params] == [a.shape for a in arrays]
+    assert g2.op_counts()["conv2d"] == 2 and g2.op_counts()["affine"] == 1  # bn1 folded, bn2 not
+    with torch.no_grad():
+        got = mnn.run_graph(g2, [torch.from_numpy(a) for a in arrays], x.double(), mnn.TorchOps())
+        ref = model(x).double()
+    assert float((got - ref).abs().max()) < 1e-5
+    assert "conv2d" in graph.summary()
+
+
+def test_save_load_archive(tmp_path):
+    model = _build(LinearBN, 2)
+    path = str(tmp_path / "m.npz")
+    mnn.save(model, torch.zeros(1, 12), path)
+    graph, arrays = mnn.load(path)
+    with np.load(path, allow_pickle=False) as z:  # loads without pickle
+        assert mnn.ARCHIVE_GRAPH_KEY in z.files
+    x = torch.randn(3, 12)
+    with torch.no_grad():
+        got = mnn.run_graph(graph, [torch.from_numpy(a) for a in arrays], x.double(), mnn.TorchOps())
+        assert float((got - model(x)).abs().max()) < 1e-5
+    np.savez(str(tmp_path / "sd.npz"), **{k: v.numpy() for k, v in model.state_dict().items()})
+    with pytest.raises(mnn.ModelFileError, match="without an mpcrt graph"):
+        mnn.load(str(tmp_path / "sd.npz"))
+    torch.save(model.state_dict(), str(tmp_path / "w.pt"))
+    with pytest.raises(mnn.ModelFileError, match="torch.save"):
+        mnn.load(str(tmp_path / "w.pt"))
+    with pytest.raises(mnn.ModelFileError, match="does not exist"):
+        mnn.load(str(tmp_path / "nope.npz"))
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda d: d.update(version=99), "version"),
+    (lambda d: d["nodes"].append({"op": "eval", "args": {}, "name": "x", "target": "x"}), "unknown op"),
+    (lambda d: d["nodes"][-1]["args"].update(input={"ref": 10_000}), "earlier node"),
+    (lambda d: d["nodes"][-1]["args"].update(bogus=1), "arguments"),
+    (lambda d: d["nodes"].append({"op": "getattr", "args": {"input": {"ref": 0}, "name": "__class__"},
+                                  "name": "g", "target": "g"}), "attribute"),
+    (lambda d: d["params"][0].update(shape=[-1]), "parameter"),
+    (lambda d: d.update(output={"ref": 10_000}), "earlier node"),
+])
+def test_malformed_graph_is_refused(mutate, match):
+    graph, _ = mnn.trace(_build(LinearBN, 0), torch.zeros(1, 12))
+    d = msgpack.unpackb(graph.to_bytes(), raw=False)
+    mutate(d)
+    with pytest.raises(ModelImportError, match=match):
+        Graph.from_bytes(msgpack.packb(d, use_bin_type=True))
+
+
+def test_garbage_graph_bytes():
+    with pytest.raises(ModelImportError, match="malformed|msgpack"):
+        Graph.from_bytes(b"\x80\x04\x95 not msgpack at all")
+    with pytest.raises(ModelImportError):
+        Graph.from_bytes(msgpack.packb([1, 2, 3]))
+
+
+# --------------------------------------------------------- errors at import
+class WithGelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        return self.act(self.fc(x))
+
+
+class WithSort(nn.Module):
+    def forward(self, x):
+        return torch.sort(x, dim=1).values
+
+
+class WithBranch(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x
+        return -x
+
+
+def test_unsupported_layer_names_op_and_node():
+    with pytest.raises(UnsupportedLayerError, match=r"GELU.*module 'act'.*fx node 'act'"):
+        mnn.trace(WithGelu(), torch.zeros(1, 4))
+    with pytest.raises(UnsupportedLayerError, match=r"torch\.sort.*fx node 'sort'"):
+        mnn.trace(WithSort(), torch.zeros(1, 4))
+    with pytest.raises(ModelImportError, match="torch.fx could not trace WithBranch"):
+        mnn.trace(WithBranch(), torch.zeros(1, 4))
+    with pytest.raises(ShapeError, match="does not fit"):
+        mnn.trace(LinearBN(), torch.zeros(1, 7))
+
+
+def _catch(fn):
+    def wrapped(rt, *a):
+        try:
+            return fn(rt, *a)
+        except MpcError as e:
+            return e
+    return wrapped
+
+
+def test_unsupported_layer_fails_on_every_party():
+    def prog(rt):
+        return mnn.from_torch(WithGelu() if rt.rank == 0 else None, torch.zeros(1, 4) if rt.rank == 0 else None, src=0, rt=rt)
+
+    errs = run_parties(_catch(prog), 3, timeout=20)
+    assert isinstance(errs[0], UnsupportedLayerError) and "GELU" in str(errs[0])
+    for e in errs[1:]:  # the others hear it from the owner instead of waiting for weights
+        assert isinstance(e, ModelImportError) and "party 0" in str(e) and "GELU" in str(e)
+
+
+def test_wrong_input_shape_is_a_clear_error_everywhere():
+    model = _build(ConvStridePad, 3)
+
+    def prog(rt):
+        pm = mnn.from_torch(model if rt.rank == 0 else None, torch.zeros(1, 3, 9, 9) if rt.rank == 0 else None, src=0, rt=rt)
+        x = rt.share(np.zeros((2, 3, 8, 9)) if rt.rank == 1 else None, src=1)
+        return pm(x)
+
+    errs = run_parties(_catch(prog), 2, timeout=20)
+    for e in errs:
+        assert isinstance(e, ShapeError)
+        assert "expects input of shape (batch, 3, 9, 9)" in str(e) and "(2, 3, 8, 9)" in str(e)
+
+
+# ------------------------------------------------------- layers under MPC
+@pytest.mark.parametrize("n", [2, 3])
+def test_linear_layers_match_torch(n):
+    models = [_build(f, i) for i, (_, f, _) in enumerate(LINEAR_MODELS)]
+    g = torch.Generator().manual_seed(n)
+    inputs = [torch.rand(s, generator=g) * 2 - 1 for (_, _, s) in LINEAR_MODELS]
+    with torch.no_grad():
+        refs = [m(x).double().numpy() for m, x in zip(models, inputs)]
+    outs = run_parties(_run_models, n, models, inputs, 0, n - 1, timeout=30)
+    for (name, _, _), ref, got, other in zip(LINEAR_MODELS, refs, outs[n - 1], outs[0]):
+        assert other is None  # revealed to the data owner only
+        assert got.shape == ref.shape, name
+        err = float(np.abs(got - ref).max())
+        assert err <= LINEAR_TOL, f"{name}: max |MPC - torch| = {err:.2e}"
+
+
+def test_weights_are_shared_not_sent():
+    """The graph carries no weight values; parties other than the owner hold random-looking shares."""
+    model = _build(LinearBN, 5)
+    graph, arrays = mnn.trace(model, torch.zeros(1, 12))
+    raw = graph.to_bytes()
+    w = np.asarray(arrays[0], np.float64).ravel()
+    assert np.frombuffer(w.tobytes()[:64], np.uint8).tobytes() not in raw
+
+    def prog(rt):
+        pm = mnn.from_torch(model if rt.rank == 0 else None, torch.zeros(1, 12) if rt.rank == 0 else None, src=0, rt=rt)
+        return pm.params[0].share.copy(), pm.graph.to_dict()
+
+    outs = run_parties(prog, 2)
+    total = (outs[0][0] + outs[1][0]).astype(np.float64) / 2**16
+    assert np.abs(total - arrays[0]).max() < 1e-4
+    assert np.abs(outs[1][0].astype(np.float64) / 2**16 - arrays[0]).max() > 1e3  # a share is noise
+    assert outs[0][1] == outs[1][1]
+
+
+# --------------------------------------------------- nonlinear (comparison)
+class Nonlinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(2, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 3 * 3, 6)
+        self.lr = nn.LeakyReLU(0.1)
+        self.pool = nn.MaxPool2d(2, padding=1)
+        self.dpool = nn.MaxPool2d(2, stride=1, dilation=2)
+
+    def forward(self, x):  # N, 2, 7, 7
+        r = F.relu(self.c(x))
+        y = F.max_pool2d(r, 3, stride=2) + self.pool(r)[:, :, :3, :3]
+        y = y + self.dpool(r)[:, :, 1:4, 2:5]
+        y = self.lr(y.flatten(1) - 0.2)
+        return torch.relu(self.fc(y)) + y[:, :6].relu()
+
+
+@needs_cmp
+def test_relu_maxpool_match_torch():
+    model = _build(Nonlinear, 7)
+    x = torch.rand(3, 2, 7, 7) * 2 - 1
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=30)[1]
+    assert float(np.abs(got - ref).max()) <= LINEAR_TOL
+
+
+@pytest.mark.skipif(not all(hasattr(SharedTensor, m) for m in ("sigmoid", "tanh", "softmax")),
+                    reason="SharedTensor.sigmoid/tanh/softmax not available yet")
+def test_sigmoid_tanh_softmax_match_torch():
+    model = nn.Sequential(nn.Linear(5, 8), nn.Sigmoid(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 4), nn.Softmax(dim=1))
+    torch.manual_seed(0)
+    x = torch.randn(6, 5)
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=30)[1]
+    assert float(np.abs(got - ref).max()) <= APPROX_TOL
+
+
+# --------------------------------------------------------------- digits
+def _demo():
+    spec = importlib.util.spec_from_file_location("digits_demo", ROOT / "examples" / "digits_demo.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def digits():
+    pytest.importorskip("sklearn")
+    demo = _demo()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        nets = {k: demo.train(k) for k in ("mlp", "cnn")}
+    finally:
+        torch.set_num_threads(threads)
+    data = {k: demo.digits("test", k == "cnn") for k in ("mlp", "cnn")}
+    return nets, data
+
+
+@needs_cmp
+@pytest.mark.parametrize("kind, n", [("mlp", 2), ("mlp", 3), ("cnn", 2), ("cnn", 3)])
+def test_digits_private_matches_plaintext(digits, kind, n):
+    nets, data = digits
+    net, (x, y) = nets[kind], data[kind]
+    with torch.no_grad():
+        plain = net(torch.from_numpy(x)).argmax(1).numpy()
+
+    def prog(rt):
+        pm = mnn.from_torch(net if rt.rank == 0 else None, torch.from_numpy(x[:1]) if rt.rank == 0 else None, src=0, rt=rt)
+        return pm.infer(x if rt.rank == 1 else None, data_owner=1, batch_size=120)
+
+    logits = run_parties(prog, n, timeout=60)[1]
+    agree = int((logits.argmax(1) == plain).sum())
+    print(f"\ndigits {kind} N={n}: agreement {agree}/360, private accuracy "
+          f"{int((logits.argmax(1) == y).sum())}/360, plaintext {int((plain == y).sum())}/360")
+    assert logits.shape == (360, 10)
+    assert agree >= 357
+
+
+# ------------------------------------------------------------- ResNet-18
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class ResNet18(nn.Module):
+    """torchvision.models.resnet18's architecture (BasicBlock, [2, 2, 2, 2])."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(64, 2)
+        self.layer2 = self._make_layer(128, 2, 2)
+        self.layer3 = self._make_layer(256, 2, 2)
+        self.layer4 = self._make_layer(512, 2, 2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _make_layer(self, planes, blocks, stride=1):
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes
+        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x)
+
+
+def test_resnet18_graph():
+    torch.manual_seed(0)
+    model = _randomize_bn(ResNet18())
+    graph, arrays = mnn.trace(model, torch.zeros(1, 3, 32, 32))
+    ops = graph.op_counts()
+    assert ops["conv2d"] == 20 and ops["linear"] == 1 and "affine" not in ops  # every BN folded
+    assert ops["relu"] == 17 and ops["add"] == 8 and ops["max_pool2d"] == 1
+    # torchvision's 11,689,512 parameters, less each BatchNorm's (gamma, beta), plus the folded conv biases
+    assert graph.param_count == sum(a.size for a in arrays) == 11_689_512 - 4800
+
+
+@needs_cmp
+def test_resnet18_matches_plaintext():
+    torch.manual_seed(0)
+    model = _randomize_bn(ResNet18())
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=60)[1]
+    err = float(np.abs(got - ref).max())
+    scale = float(np.abs(ref).max())
+    print(f"\nResNet-18 1x3x32x32: max |MPC - torch| = {err:.2e} (max |logit| {scale:.2f})")
+    assert err <= APPROX_TOL * max(1.0, scale)

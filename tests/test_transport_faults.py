@@ -1,0 +1,395 @@
+"""Transport faults (mpcrt.transport.Node, and whole sessions in threads).
+
+Raw frames are crafted with zmq against a Node: in plaintext mode with any routing id,
+in CURVE mode with a valid (or a rogue) key pair. Every wait is bounded: Node receive
+timeouts are a few seconds, and elapsed times are asserted.
+"""
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+import zmq
+
+from mpcrt import MpcError, PeerFailure, ProtocolError, framing
+from mpcrt.launch.inprocess import local_cluster, run_parties
+from mpcrt.launch.local import free_ports
+from mpcrt.parties.dealer import Dealer
+from mpcrt.runtime import Runtime
+from mpcrt.transport import Node, generate_keypair
+
+NAMES = {0: "party 0", 1: "party 1", 2: "dealer"}
+SID = "test-session"
+
+
+def endpoints(k=3):
+    return {i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(free_ports(k))}
+
+
+class Rogue:
+    """Raw zmq DEALER sockets that talk to a Node's ROUTER like a peer would."""
+
+    def __init__(self):
+        self.ctx = zmq.Context()
+        self.socks = []
+
+    def dealer(self, endpoint, identity=b"n1", keypair=None, server_key=None):
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.ROUTING_ID, identity)
+        if keypair is not None:
+            s.curve_publickey, s.curve_secretkey = keypair
+            s.curve_serverkey = server_key
+        s.connect(endpoint)
+        self.socks.append(s)
+        return s
+
+    def close(self):
+        for s in self.socks:
+            s.close(0)
+        self.ctx.term()
+
+
+def frame(sid=SID, src=1, seq=0, tag="beaver", arr=None, dtype=None, shape=None):
+    arr = np.arange(2, dtype=np.int64) if arr is None else arr
+    hdr = framing.pack_header(sid, src, seq, tag, dtype or arr.dtype, arr.shape if shape is None else shape)
+    return [hdr, arr.tobytes()]
+
+
+@pytest.fixture
+def plain_node():
+    """A plaintext Node (rank 0 of parties 0, 1 and a dealer) and a rogue socket factory."""
+    ep = endpoints()
+    with pytest.warns(UserWarning, match="PLAINTEXT"):
+        node = Node(0, NAMES, ep, None, None, SID, connect_to=[], timeout=3, insecure=True)
+    rogue = Rogue()
+    try:
+        yield node, ep, rogue
+    finally:
+        rogue.close()
+        node.close(barrier=False)
+
+
+@pytest.fixture
+def keys():
+    return {i: generate_keypair() for i in range(3)}
+
+
+@pytest.fixture
+def secure_node(keys):
+    ep = endpoints()
+    node = Node(0, NAMES, ep, {i: k[0] for i, k in keys.items()}, keys[0][1], SID, connect_to=[], timeout=2)
+    rogue = Rogue()
+    try:
+        yield node, ep, rogue
+    finally:
+        rogue.close()
+        node.close(barrier=False)
+
+
+def recv_error(node, exc=ProtocolError, peer=1, **kw):
+    t0 = time.monotonic()
+    with pytest.raises(exc) as ei:
+        node.recv(peer, kw.pop("tag", "beaver"), dtype=kw.pop("dtype", np.int64), shape=kw.pop("shape", (2,)))
+    assert time.monotonic() - t0 < 6
+    return ei.value
+
+
+# ------------------------------------------------------------------ plaintext mode
+def test_plaintext_mode_warns_and_delivers_good_frames(plain_node):
+    node, ep, rogue = plain_node
+    s = rogue.dealer(ep[0])
+    s.send_multipart(frame(arr=np.array([7, -8], np.int64)))
+    s.send_multipart(frame(seq=1, arr=np.array([1, 2], np.int64)))
+    assert node.recv(1, "beaver", dtype=np.int64, shape=(2,)).tolist() == [7, -8]
+    assert node.recv(1, "beaver", dtype=np.int64, shape=(2,)).tolist() == [1, 2]
+    assert node.bytes_received > 32
+
+
+def test_run_parties_plaintext_warns_and_works():
+    with pytest.warns(UserWarning, match="PLAINTEXT"):
+        res = run_parties(lambda rt: (rt.share(np.array([1.5, 2.0]) if rt.rank == 0 else None, src=0) * 2.0).reveal(),
+                          2, insecure=True, timeout=10)
+    assert res[0].tolist() == res[1].tolist() == [3.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    "frames,words",
+    [
+        (frame(sid="another-session"), "another session"),
+        (frame(seq=1), "out of sequence"),
+        (frame(seq=2**40), "out of sequence"),
+        (frame(tag="trunc"), "tag"),
+        (frame(arr=np.arange(3, dtype=np.int64)), "shape"),
+        (frame(arr=np.arange(4, dtype=np.int64).reshape(2, 2)), "shape"),
+        (frame(arr=np.arange(2, dtype=np.float64)), "dtype"),
+        (frame(arr=np.arange(2, dtype=np.uint64)), "dtype"),
+        (frame(src=2), "claims sender"),
+        (frame(src=0), "claims sender"),
+        ([frame()[0], b"\x00" * 12], "bytes"),
+        ([frame()[0], b"\x00" * 24], "bytes"),
+        ([frame()[0], b""], "bytes"),
+        ([b"\xde\xad\xbe\xef" * 8, b"\x00" * 16], "undecodable"),
+        ([pickle.dumps({"v": 1, "sid": SID}), b"\x00" * 16], "not an mpcrt frame"),
+        ([frame()[0]], "expected 2 frames"),
+        (frame() + [b"extra"], "expected 2 frames"),
+    ],
+)
+def test_bad_frames_raise_protocol_error_naming_the_peer(plain_node, frames, words):
+    node, ep, rogue = plain_node
+    rogue.dealer(ep[0]).send_multipart(frames)
+    e = recv_error(node)
+    assert e.peer == "party 1"
+    assert "party 1" in str(e) and words in str(e), str(e)
+
+
+def test_replayed_frame_is_out_of_sequence(plain_node):
+    node, ep, rogue = plain_node
+    s = rogue.dealer(ep[0])
+    f = frame()
+    s.send_multipart(f)
+    s.send_multipart(f)  # the same frame again
+    assert node.recv(1, "beaver", dtype=np.int64, shape=(2,)).tolist() == [0, 1]
+    e = recv_error(node)
+    assert e.peer == "party 1" and "out of sequence" in str(e) and "#0" in str(e)
+
+
+@pytest.mark.parametrize("identity", [b"n9", b"n0", b"zz", b"n-1"])
+def test_unknown_sender_identity_is_refused(plain_node, identity):
+    node, ep, rogue = plain_node
+    rogue.dealer(ep[0], identity=identity).send_multipart(frame())
+    e = recv_error(node)
+    assert "not in the cluster" in str(e) and repr(identity) in str(e)
+
+
+# ------------------------------------------------------------------ CURVE mode
+def test_valid_key_foreign_session_is_a_protocol_error(secure_node, keys):
+    node, ep, rogue = secure_node
+    s = rogue.dealer(ep[0], b"n1", keypair=keys[1], server_key=keys[0][0])
+    s.send_multipart(frame(sid="someone-elses-session"))
+    e = recv_error(node)
+    assert e.peer == "party 1" and "another session" in str(e)
+
+
+def test_valid_key_good_frame_is_delivered(secure_node, keys):
+    node, ep, rogue = secure_node
+    s = rogue.dealer(ep[0], b"n1", keypair=keys[1], server_key=keys[0][0])
+    s.send_multipart(frame(arr=np.array([3, 4], np.int64)))
+    assert node.recv(1, "beaver", dtype=np.int64, shape=(2,)).tolist() == [3, 4]
+
+
+def test_impersonation_with_another_cluster_key_is_refused(secure_node, keys):
+    node, ep, rogue = secure_node
+    # the dealer's valid key, but claiming to be party 1
+    rogue.dealer(ep[0], b"n1", keypair=keys[2], server_key=keys[0][0]).send_multipart(frame())
+    e = recv_error(node)
+    assert e.peer == "party 1" and "impersonation" in str(e)
+
+
+def test_unknown_public_key_is_never_delivered(secure_node, keys):
+    node, ep, rogue = secure_node
+    s = rogue.dealer(ep[0], b"n1", keypair=generate_keypair(), server_key=keys[0][0])
+    for seq in range(3):
+        s.send_multipart(frame(seq=seq))
+    t0 = time.monotonic()
+    with pytest.raises(PeerFailure) as ei:
+        node.recv(1, "beaver", dtype=np.int64, shape=(2,))
+    assert 1.5 < time.monotonic() - t0 < 6  # the receive timeout (2 s), not a delivery
+    assert "party 1" in str(ei.value) and "sent nothing" in str(ei.value)
+    assert node.bytes_received == 0 and not any(node._inbox.values())
+
+
+def _node_pair(k0_view, k1_view, secret0, secret1, insecure0=False, insecure1=False, timeout=4):
+    """Node 0 dials node 1. k*_view: the public keys each one believes in."""
+    ep = endpoints(2)
+    names = {0: "party 0", 1: "party 1"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        n1 = Node(1, names, ep, None if insecure1 else k1_view, None if insecure1 else secret1, SID,
+                  connect_to=[], timeout=timeout, insecure=insecure1)
+        n0 = Node(0, names, ep, None if insecure0 else k0_view, None if insecure0 else secret0, SID,
+                  connect_to=[1], timeout=timeout, insecure=insecure0)
+    return n0, n1
+
+
+def test_peer_that_does_not_know_our_key_gives_peer_failure_about_the_key():
+    k0, k1, other = generate_keypair(), generate_keypair(), generate_keypair()
+    # party 1's cluster file has another key for party 0
+    n0, n1 = _node_pair({0: k0[0], 1: k1[0]}, {0: other[0], 1: k1[0]}, k0[1], k1[1])
+    try:
+        n0.send(1, "x", np.zeros(2, np.int64))
+        t0 = time.monotonic()
+        with pytest.raises(PeerFailure) as ei:
+            n0.recv(1, "y")
+        assert time.monotonic() - t0 < 3.5  # the refusal, not the 4 s receive timeout
+        assert "party 1" in str(ei.value) and "key" in str(ei.value)
+        with pytest.raises(PeerFailure):  # and party 1 never got the frame
+            n1.recv(0, "x")
+    finally:
+        n0.close(barrier=False)
+        n1.close(barrier=False)
+
+
+@pytest.mark.parametrize("case", ["wrong server key", "plaintext client", "plaintext server"])
+def test_handshake_failures_give_peer_failure(case):
+    k0, k1, other = generate_keypair(), generate_keypair(), generate_keypair()
+    keys = {0: k0[0], 1: k1[0]}
+    if case == "wrong server key":
+        n0, n1 = _node_pair({0: k0[0], 1: other[0]}, keys, k0[1], k1[1])
+    elif case == "plaintext client":
+        n0, n1 = _node_pair(keys, keys, k0[1], k1[1], insecure0=True)
+    else:
+        n0, n1 = _node_pair(keys, keys, k0[1], k1[1], insecure1=True)
+    try:
+        n0.send(1, "x", np.zeros(2, np.int64))
+        t0 = time.monotonic()
+        with pytest.raises(PeerFailure) as ei:
+            n0.recv(1, "y")
+        assert time.monotonic() - t0 < 3.5
+        assert "party 1" in str(ei.value) and "handshake" in str(ei.value)
+    finally:
+        n0.close(barrier=False)
+        n1.close(barrier=False)
+
+
+# ------------------------------------------------------------------ dead and silent peers
+def test_silent_peer_times_out():
+    k0, k1 = generate_keypair(), generate_keypair()
+    keys = {0: k0[0], 1: k1[0]}
+    n0, n1 = _node_pair(keys, keys, k0[1], k1[1], timeout=1.5)
+    try:
+        n0.send(1, "x", np.zeros(2, np.int64))
+        assert n1.recv(0, "x").tolist() == [0, 0]  # connected and alive, but never answers
+        t0 = time.monotonic()
+        with pytest.raises(PeerFailure, match="party 1 sent nothing for 2 s"):
+            n0.recv(1, "y")
+        assert 1.4 < time.monotonic() - t0 < 5
+    finally:
+        n0.close(barrier=False)
+        n1.close(barrier=False)
+
+
+def test_closed_peer_is_detected_before_the_timeout():
+    k0, k1 = generate_keypair(), generate_keypair()
+    keys = {0: k0[0], 1: k1[0]}
+    n0, n1 = _node_pair(keys, keys, k0[1], k1[1], timeout=8)
+    try:
+        n0.send(1, "x", np.zeros(2, np.int64))
+        n1.recv(0, "x")
+        n1.close(barrier=False)  # dies without a goodbye
+        t0 = time.monotonic()
+        with pytest.raises(PeerFailure) as ei:
+            n0.recv(1, "y")
+        assert time.monotonic() - t0 < 5
+        assert "party 1" in str(ei.value) and "disconnected" in str(ei.value)
+    finally:
+        n0.close(barrier=False)
+        n1.close(barrier=False)
+
+
+def _die_on_party_1(failures, when):
+    def fn(rt):
+        x = rt.share(np.arange(4.0) if rt.rank == 0 else None, src=0)
+        if when == "mid":
+            (x * x).reveal()  # everybody has talked to everybody
+        if rt.rank == 1:
+            raise RuntimeError("party 1 crashes")
+        t0 = time.monotonic()
+        try:
+            y = x * x
+            return (y @ x).reveal()
+        except MpcError as e:
+            failures[rt.rank] = (type(e), str(e), time.monotonic() - t0)
+            raise
+
+    return fn
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_party_dying_mid_protocol_raises_peer_failure_in_the_others(n):
+    failures = {}
+    t0 = time.monotonic()
+    with pytest.raises(MpcError):
+        run_parties(_die_on_party_1(failures, "mid"), n, timeout=15, join_timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert sorted(failures) == [r for r in range(n) if r != 1], failures
+    for r, (typ, msg, dt) in failures.items():
+        assert typ is PeerFailure and "party 1" in msg, (r, msg)
+        assert dt < 5, f"party {r} needed {dt:.1f} s to notice: {msg}"
+
+
+def test_party_dying_right_after_setup_is_detected_quickly():
+    """Party 1 dies as soon as its runtime is up. The others must see the disconnect within
+    seconds, whether or not their own connection to party 1 had finished its handshake, and
+    say that party 1 died (not that a key is misconfigured). Repeated: the race is timing-dependent."""
+    problems = []
+    for attempt in range(4):
+        failures = {}
+        with pytest.raises(MpcError):
+            run_parties(_die_on_party_1(failures, "early"), 3, timeout=6, join_timeout=60)
+        for r, (typ, msg, dt) in failures.items():
+            if typ is not PeerFailure or "party 1" not in msg:
+                problems.append(f"attempt {attempt}, party {r}: {typ.__name__}: {msg}")
+            elif dt > 4:
+                problems.append(f"attempt {attempt}, party {r}: noticed only after {dt:.1f} s: {msg}")
+            elif "key" in msg:
+                problems.append(f"attempt {attempt}, party {r}: misleading reason: {msg}")
+        if problems:
+            break
+    assert not problems, "\n".join(problems)
+
+
+def test_dealer_disappearing_gives_peer_failure_naming_the_dealer():
+    n = 2
+    cluster, secrets_ = local_cluster(n)
+    errors: dict = {}
+    served = threading.Event()
+
+    def dealer_main():
+        d = Dealer(cluster, secrets_[n], timeout=10)
+        try:
+            hello = set()
+            deadline = time.monotonic() + 20
+            while len(hello) < n and time.monotonic() < deadline:
+                got = d.node.recv_any(timeout=1.0)
+                if got and got[1]["tag"] == "hello":
+                    hello.add(got[0])
+                    d.node.send(got[0], "seed", np.frombuffer(d.seeds[got[0]], np.uint8))
+            served.set()
+            time.sleep(0.5)
+        finally:
+            d.close()  # then vanish without serving any request
+
+    def party_main(r):
+        rt = None
+        try:
+            rt = Runtime(cluster, r, secrets_[r], timeout=10)
+            served.wait(20)
+            time.sleep(1.0)
+            x = rt.share(np.ones(3) if r == 0 else None, src=0)
+            t0 = time.monotonic()
+            try:
+                (x * x).reveal()
+            finally:
+                errors.setdefault(f"t{r}", time.monotonic() - t0)
+        except BaseException as e:
+            errors[r] = e
+        finally:
+            if rt is not None:
+                rt.abort()
+
+    threads = [threading.Thread(target=dealer_main, daemon=True)] + [
+        threading.Thread(target=party_main, args=(r,), daemon=True) for r in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert isinstance(errors.get(0), PeerFailure), errors
+    assert "dealer" in str(errors[0])
+    assert errors["t0"] < 8
+    assert isinstance(errors.get(1), PeerFailure) and "party 0" in str(errors[1])
