@@ -122,6 +122,10 @@ def main() -> None:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args()
 
+    try:  # every party checks, so that none waits for another that cannot start
+        import sklearn  # noqa: F401
+    except ImportError:
+        sys.exit("digits_demo needs scikit-learn (and tqdm for the progress bar): pip install 'mpcrt[examples]'")
     rt = mpcrt.init()
     if rt.world_size < 2:
         sys.exit("run with at least 2 parties: python3 -m mpcrt launch -n 3 examples/digits_demo.py")

@@ -190,7 +190,49 @@ class LtzBundle(Kind):
         return out
 
 
+class TruncPowers(Kind):
+    """Truncation tuple extended with powers (protocols.powers): r uniform, S0 = -(r >> k),
+    m = msb(r); [r], [S0^j] for j = 1..J and [m S0^l] for l = 0..J-1."""
+
+    def own(self, p):
+        return [("r", _shape(p["shape"]))]
+
+    def corrected(self, p):
+        s, J = _shape(p["shape"]), int(p["J"])
+        return [(f"S{j}", s, "a") for j in range(1, J + 1)] + [(f"M{l}", s, "a") for l in range(J)]
+
+    def deal(self, p, own, private):
+        r, k, J = own["r"], int(p["k"]), int(p["J"])
+        s0 = -ring.lshr(r, k)
+        m = ring.msb(r)
+        out, pw = {}, np.ones_like(r)
+        for j in range(J):
+            out[f"M{j}"] = m * pw
+            pw = pw * s0
+            out[f"S{j + 1}"] = pw
+        return out
+
+
+class MulMask(Kind):
+    """A mask [a] for a value y to be multiplied later by a truncated value, with the
+    products [S0 a] and [m a] of a TruncPowers request of the same shape (protocols.powers)."""
+
+    def own(self, p):
+        return [("r", _shape(p["shape"])), ("a", _shape(p["shape"]))]
+
+    def corrected(self, p):
+        s = _shape(p["shape"])
+        return [("S1", s, "a"), ("M0", s, "a"), ("S1a", s, "a"), ("M0a", s, "a")]
+
+    def deal(self, p, own, private):
+        r, k, a = own["r"], int(p["k"]), own["a"]
+        s0, m = -ring.lshr(r, k), ring.msb(r)
+        return {"S1": s0, "M0": m, "S1a": s0 * a, "M0a": m * a}
+
+
 KINDS: dict[str, Kind] = {
+    "truncpow": TruncPowers(),
+    "truncmul": MulMask(),
     "ltz": LtzBundle(),
     "triple": Triple(),
     "matmul": MatmulTriple(),

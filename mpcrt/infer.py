@@ -174,10 +174,10 @@ def party_main(a) -> int:
         if rt.rank == do:
             inputs = _load_inputs(a.input, rt.precision)
             _check_output(a.output)
-    except mnn.ModelImportError as e:
-        err = f"{type(e).__name__}: {e}"
     except ConfigError as e:
-        err = str(e)
+        err = f"{type(e).__name__}: {e}" if isinstance(e, mnn.ModelImportError) else str(e)
+    except Exception as e:  # told to every party below, so that nobody waits for this one
+        err = f"{type(e).__name__}: {e}"
     failures = _all_agree(rt, err)
     if failures:
         raise ConfigError("; ".join(f"party {r} ({_role(r, mo, do)}): {m}" for r, m in failures))

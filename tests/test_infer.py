@@ -17,7 +17,6 @@ import time
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 import mpcrt.infer
 import mpcrt.nn as mnn

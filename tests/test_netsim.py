@@ -36,8 +36,16 @@ print("listening", flush=True)
 c, _ = s.accept(); c.sendall(c.recv(100)); c.close()
 """
 _HELLO = """
-import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5); s.settimeout(5)
+import socket, sys, time
+# the relay opens a node's address within ~20 ms of the node listening at its bind;
+# until then a dial is refused, as on a real network, and the dialler retries (ZeroMQ does)
+for _ in range(250):
+    try:
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5)
+        break
+    except ConnectionRefusedError:
+        time.sleep(0.02)
+s.settimeout(5)
 s.sendall(b"hello"); print(s.recv(100).decode())
 """
 

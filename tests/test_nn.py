@@ -286,6 +286,31 @@ def test_wrong_input_shape_is_a_clear_error_everywhere():
         assert "expects input of shape (batch, 3, 9, 9)" in str(e) and "(2, 3, 8, 9)" in str(e)
 
 
+def test_forged_graph_header_is_refused():
+    """A graph length over the limit (or a bad status) is refused before anything else is received."""
+    def prog(rt):
+        if rt.rank == 0:
+            rt.exchange({1: np.array([0, mnn.MAX_GRAPH_BYTES + 1], np.int64)}, {}, "nn.graph.len")
+            return None
+        return mnn.from_torch(None, src=0, rt=rt)
+
+    errs = run_parties(_catch(prog), 2, timeout=20)
+    assert "malformed or too large" in str(errs[1])
+
+
+def test_weights_outside_fixed_point_range_fail_everywhere():
+    model = nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight[0, 0] = 1e15
+
+    def prog(rt):
+        return mnn.from_torch(model if rt.rank == 0 else None, torch.zeros(1, 3) if rt.rank == 0 else None, src=0, rt=rt)
+
+    errs = run_parties(_catch(prog), 2, timeout=20)
+    for e in errs:
+        assert isinstance(e, ModelImportError) and "fixed-point range" in str(e)
+
+
 # ------------------------------------------------------- layers under MPC
 @pytest.mark.parametrize("n", [2, 3])
 def test_linear_layers_match_torch(n):
@@ -300,6 +325,30 @@ def test_linear_layers_match_torch(n):
         assert got.shape == ref.shape, name
         err = float(np.abs(got - ref).max())
         assert err <= LINEAR_TOL, f"{name}: max |MPC - torch| = {err:.2e}"
+
+
+@pytest.mark.parametrize("name", ["residual", "pools"])
+def test_layer_by_layer(name):
+    """Every node's value under MPC (revealed) against the same node in plaintext float64."""
+    i, factory, shape = next((i, f, s) for i, (nm, f, s) in enumerate(LINEAR_MODELS) if nm == name)
+    model = _build(factory, i)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    graph, arrays = mnn.trace(model, x)
+    plain: dict = {}
+    with torch.no_grad():
+        mnn.run_graph(graph, [torch.from_numpy(a) for a in arrays], x.double(), mnn.TorchOps(), collect=plain)
+
+    def prog(rt):
+        pm = mnn.from_torch(model if rt.rank == 0 else None, x if rt.rank == 0 else None, src=0, rt=rt)
+        vals = pm.intermediates(rt.share(x.numpy() if rt.rank == 1 else None, src=1))
+        return {k: v.reveal() for k, v in vals.items() if isinstance(v, SharedTensor)}
+
+    got = run_parties(prog, 2, timeout=30)[1]
+    layers = [n["name"] for n in graph.nodes if n["op"] not in ("param", "input") and n["name"] in got]
+    assert len(layers) >= 8
+    for k in layers:
+        err = float(np.abs(got[k] - plain[k].numpy()).max())
+        assert err <= LINEAR_TOL, f"{name}: layer {k} off by {err:.2e}"
 
 
 def test_weights_are_shared_not_sent():

@@ -337,8 +337,8 @@ class _Tracer:
         self.modules = dict(gm.named_modules())
         try:
             with torch.no_grad():
+                reference = self.model(self.x.clone())  # first: ShapeProp prints tracebacks on failure
                 ShapeProp(gm).propagate(self.x.clone())
-                reference = self.model(self.x.clone())
         except Exception as e:
             raise ShapeError(
                 f"the example input of shape {tuple(self.x.shape)} does not fit {type(self.model).__name__}: "

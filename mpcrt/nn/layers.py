@@ -283,8 +283,11 @@ def last_uses(graph) -> list[list[int]]:
     return free_after
 
 
-def run_graph(graph, params: list, x, ops, free_after=None):
-    """Evaluate `graph` on input x with the given parameter values and back end."""
+def run_graph(graph, params: list, x, ops, free_after=None, collect: dict | None = None):
+    """Evaluate `graph` on input x with the given parameter values and back end.
+
+    `collect`, if given, receives {fx node name: value} of every node (layer-by-layer checks).
+    """
     env: list = [None] * len(graph.nodes)
     free_after = free_after if free_after is not None else last_uses(graph)
     for i, node in enumerate(graph.nodes):
@@ -306,6 +309,8 @@ def run_graph(graph, params: list, x, ops, free_after=None):
             except (ValueError, TypeError, IndexError, RuntimeError) as e:
                 raise ShapeError(f"layer '{node['name']}' ({node['target']}) failed on its input: {type(e).__name__}: {e}") from None
         env[i] = val
+        if collect is not None:
+            collect[node["name"]] = val
         for r in free_after[i]:
             env[r] = None
     return resolve(graph.output, env)

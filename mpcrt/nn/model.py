@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from typing import Callable
 
 import numpy as np
 
-from mpcrt.errors import MpcError, ProtocolError, ShapeError
+from mpcrt.errors import ProtocolError, ShapeError
 from mpcrt.nn.graph import MAX_GRAPH_BYTES, Graph, ModelFileError, ModelImportError, UnsupportedLayerError, trace
 from mpcrt.nn.layers import SharedOps, last_uses, missing_methods, run_graph
 
@@ -75,6 +74,13 @@ class PrivateModel:
         return run_graph(self.graph, self.params, x, SharedOps(), self._free_after)
 
     forward = __call__
+
+    def intermediates(self, x) -> dict:
+        """{fx node name: value} of every node on input x (SharedTensors for tensors): layer-by-layer debugging."""
+        self.check_input_shape(x.shape)
+        out: dict = {}
+        run_graph(self.graph, self.params, x, SharedOps(), self._free_after, collect=out)
+        return out
 
     def infer(self, inputs=None, data_owner: int = 1, reveal_to: int | None = None, batch_size: int = 64,
               progress: bool | Callable = False) -> np.ndarray | None:
@@ -166,7 +172,7 @@ def distribute(build: Callable[[], tuple[Graph, list]] | None, src: int = 0, rt=
                 _check_arrays(graph, arrays)
                 _check_range(graph, arrays, rt.precision)
                 payload, status = graph.to_bytes(), 0
-            except MpcError as e:
+            except Exception as e:  # every party must hear of it, not wait for weights that never come
                 err = e
                 payload, status = f"{type(e).__name__}: {e}".encode("utf-8", "replace")[: 1 << 16], 1
             buf = np.frombuffer(payload, np.uint8)
