@@ -554,6 +554,17 @@ def _cpu_busy(sample_s=1.0):
     return 1.0 - (i1 - i0) / max(1, t1 - t0)
 
 
+def _machine_busy_s():
+    """Busy CPU-seconds of the whole machine so far (from /proc/stat); None if unknown."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    return (sum(vals) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _wait_idle(max_wait_s, threshold=0.25):
     """Waits (at most max_wait_s) until other processes leave the CPUs mostly idle."""
     deadline = time.monotonic() + max_wait_s
@@ -588,6 +599,7 @@ def run_workload(name, parties, n, warmup, repeats, timeout, seed):
     ]
     deadline = time.monotonic() + timeout
     replies, error = {}, None
+    busy0, own0, wall0 = _machine_busy_s(), os.times(), time.monotonic()
     try:
         for p in procs:
             p.start()
@@ -618,10 +630,18 @@ def run_workload(name, parties, n, warmup, repeats, timeout, seed):
         _kill_all(procs)
         out_q.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
+    # CPU time other processes took while this workload ran (ours: this process and
+    # its reaped children), as a fraction of the machine: a hint of contention.
+    other_frac = None
+    busy1, own1, wall1 = _machine_busy_s(), os.times(), time.monotonic()
+    if busy0 is not None and busy1 is not None:
+        ours = sum(own1[:4]) - sum(own0[:4])
+        other_frac = max(0.0, (busy1 - busy0 - ours) / ((wall1 - wall0) * (os.cpu_count() or 1)))
 
     if error is not None:
         return {"time_s": None, "times": [], "rounds": None, "bytes_per_party": None,
                 "max_abs_err": None, "error": error}
+    contention = {"other_cpu_frac": None if other_frac is None else round(other_frac, 3)}
 
     party = [replies[r][1] for r in range(parties)]
     times = [max(p["times"][i] for p in party) for i in range(repeats)]
@@ -644,6 +664,7 @@ def run_workload(name, parties, n, warmup, repeats, timeout, seed):
         "ttp_bytes_rank0": last[0][3],
         "stats_varied": any(len({tuple(st) for st in p["stats"]}) > 1 for p in party),
         **party[0]["meta"],
+        **contention,
     }
 
 

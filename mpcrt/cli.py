@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mpcrt.launch import bench
 
     bench.add_parser(sub)
+    from mpcrt import infer
+
+    infer.add_parser(sub)
 
     p = sub.add_parser("keygen", help="write a CurveZMQ key pair for a cluster node")
     p.add_argument("name", help="file name stem, e.g. party0 or dealer")

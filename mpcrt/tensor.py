@@ -399,6 +399,56 @@ class SharedTensor:
 
         return comparisons.where(cond, self, other)
 
+    # ------------------------------------ approximations (mpcrt.approximations)
+    def exp(self) -> "SharedTensor":
+        """e^x: rel err < 5e-4 on [-10, 10], ~0 below -16, saturates above 10.5. 7 rounds."""
+        from mpcrt import approximations
+
+        return approximations.exp(self)
+
+    def sigmoid(self) -> "SharedTensor":
+        """1/(1+e^-x), abs err < 2e-4 for every input. 10 rounds."""
+        from mpcrt import approximations
+
+        return approximations.sigmoid(self)
+
+    def tanh(self) -> "SharedTensor":
+        from mpcrt import approximations
+
+        return approximations.tanh(self)
+
+    def reciprocal(self) -> "SharedTensor":
+        """1/x for 2^-7 <= |x| < 2^14 (either sign), rel err < 1e-3. 21 rounds."""
+        from mpcrt import approximations
+
+        return approximations.reciprocal(self)
+
+    def log(self) -> "SharedTensor":
+        """Natural log for x in [2^-10, 2^14)."""
+        from mpcrt import approximations
+
+        return approximations.log(self)
+
+    def sqrt(self) -> "SharedTensor":
+        from mpcrt import approximations
+
+        return approximations.sqrt(self)
+
+    def rsqrt(self) -> "SharedTensor":
+        from mpcrt import approximations
+
+        return approximations.rsqrt(self)
+
+    def softmax(self, dim: int = -1) -> "SharedTensor":
+        from mpcrt import approximations
+
+        return approximations.softmax(self, dim)
+
+    def log_softmax(self, dim: int = -1) -> "SharedTensor":
+        from mpcrt import approximations
+
+        return approximations.log_softmax(self, dim)
+
     def pad(self, pad: Sequence[int], value: float = 0.0) -> "SharedTensor":
         """torch.nn.functional.pad with a constant (pairs from the last dim backwards)."""
         widths = [(0, 0)] * self.ndim

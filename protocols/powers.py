@@ -42,14 +42,14 @@ def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int):
     (c,), _ = yield Open(add=[z])
     m = mat.get()
     C, w = _public_parts(c, k)
-    T = [ring.const(1 << (i * (64 - k))) if i * (64 - k) < 64 else np.int64(0) for i in range(J + 1)]
+    T = [(1 << (i * (64 - k))) if i * (64 - k) < 64 else 0 for i in range(J + 1)]  # Python ints
     S = [None]  # S^j shares, j >= 1
     for j in range(1, J + 1):
         sj = m[f"S{j}"].copy()
         extra = np.zeros_like(sj)
         for i in range(1, j + 1):
             if T[i]:
-                extra += np.int64(comb(j, i)) * T[i] * m[f"M{j - i}"]
+                extra += ring.const(comb(j, i) * T[i]) * m[f"M{j - i}"]
         sj += w * extra
         S.append(sj)
     out = []

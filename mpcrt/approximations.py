@@ -1,0 +1,346 @@
+"""Nonlinear functions: exp, sigmoid, tanh, reciprocal, log, sqrt, rsqrt, softmax.
+
+Every function works on all inputs the fixed-point format holds: an exact comparison
+(protocols.comparison) selects between the approximation, valid on its range, and the
+function's limit outside it; the selection is a product fused into the comparison,
+and the polynomial work runs inside the comparison's rounds (protocols.rounds), so
+the range handling costs few or no extra rounds. Polynomials are Chebyshev fits
+evaluated with protocols.powers (truncation and powers in one round).
+
+Methods, rounds and measured max error at 16 fractional bits (tests assert these):
+- exp: u = x/81, e^u by a cubic, cubed four times (e^x = (e^u)^81), each cube one
+  truncation-with-powers round; exact selection gives 0 below -16 and e^10.5 above
+  10.5. 7 rounds. Error: rel < 5e-4 on [-10, 10], abs < 1e-6 below -10.
+- sigmoid: for x < 0, 1 - h(e^x); for x >= 0, h(e^-x), h(z) = 1/(1+z) by a cubic plus
+  one Newton step; both exp chains run in parallel; exact saturation beyond +-16.
+  10 rounds. Error: abs < 2e-4 everywhere. tanh(x) = 2 sigmoid(2x) - 1: 10 rounds, abs < 4e-4.
+- reciprocal: sign by comparison, |x| normalized to m in [0.5, 1) by comparisons
+  with all powers of two of the range (one batched run), 1/m by a cubic plus one
+  Newton step, rescaled. 21 rounds. Error: rel < 1e-3 on 2^-7 <= |x| < 2^14.
+- log: normalization as above (no sign), log m by a cubic, plus e ln 2. 11 rounds.
+  10 rounds. Error: abs < 8e-3 on [2^-10, 2^14).
+- rsqrt: normalization by powers of four to m in [0.25, 1), cubic plus one Newton
+  step, rescaled by 2^-j (16 rounds). sqrt(x) = x rsqrt(x) (18). Error: rel < 1e-3 on [2^-10, 2^14).
+- softmax: exp(x - max) / sum, max by a comparison tree, the sum's reciprocal.
+Outside the stated input ranges results stay bounded (clamped), never wrap.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.polynomial import chebyshev as _cheb
+
+from mpcrt.protocols import powers
+from mpcrt.protocols.comparison import ltz_steps
+from mpcrt.protocols.rounds import Open, run
+from mpcrt.tensor import SharedTensor
+
+F = 16  # internal fractional bits of the pipelines
+G = 12  # fractional bits of polynomial coefficients
+EXP_LO, EXP_HI = -16.0, 10.5
+SIG_BOUND = 16.0
+
+
+def _fit(f, lo: float, hi: float, deg: int) -> np.ndarray:
+    t = np.cos(np.linspace(0, np.pi, 2000)) * (hi - lo) / 2 + (hi + lo) / 2
+    return _cheb.cheb2poly(_cheb.chebfit(t, f(t), deg))
+
+
+EXP_POLY = _fit(np.exp, EXP_LO / 81, EXP_HI / 81, 3)
+H_POLY = _fit(lambda z: 1 / (1 + z), 0.0, 1.0, 3)
+RECIP_POLY = _fit(lambda m: 1 / m, 0.5, 1.0, 3)
+LOG_POLY = _fit(np.log, 0.5, 1.0, 3)
+RSQRT_POLY = _fit(lambda m: 1 / np.sqrt(m), 0.25, 1.0, 3)
+
+
+# ----------------------------------------------------------------- helpers
+def _const(rt, v: float, bits: int, shape) -> np.ndarray:
+    """Party 0's share of a public constant v at `bits` fractional bits (others: 0)."""
+    return np.full(shape, np.int64(round(v * 2**bits)) if rt.rank == 0 else 0, np.int64)
+
+
+def _poly3(rt, us: list[np.ndarray], coef: np.ndarray) -> np.ndarray:
+    """sum c_j u^j from [u] (F bits), [u^2] (2F), [u^3] (3F): result at 3F + G bits (|value| < 2)."""
+    out = _const(rt, coef[0], 3 * F + G, us[0].shape)
+    for j in (1, 2, 3):
+        out += np.int64(round(coef[j] * 2 ** (G + (3 - j) * F))) * us[j - 1]  # coefficient at full precision
+    return out
+
+
+def _beaver_steps(rt, x: np.ndarray, y: np.ndarray):
+    """Generator (1 round): [x * y] elementwise, no truncation."""
+    mat = rt.dealer.request("triple", a=x.shape, b=y.shape)
+    own = mat.own()
+    (d, e), _ = yield Open(add=[x - own["a"], y - own["b"]])
+    z = d * own["b"]
+    z += x * e
+    z += mat.get()["c"]
+    return z
+
+
+def _idle(k: int):
+    for _ in range(k):
+        yield Open()
+
+
+def _at_f(x: SharedTensor) -> np.ndarray:
+    """x's share at the runtime precision (integer tensors are scaled up)."""
+    f = x.rt.precision
+    if x.fbits == f:
+        return x.share
+    if x.fbits < f:
+        return x.share << np.int64(f - x.fbits)
+    raise ValueError("unexpected fractional bits")
+
+
+def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str):
+    """Generator (6 rounds): e^x at `f` bits (and its square, cube at 2f, 3f if J_out = 3),
+    valid for x in [EXP_LO, EXP_HI]; garbage (never used) outside.
+
+    e^x = q^81 with q = c0 + c1 u + c2 u^2 + c3 u^3, u = x/81. The chain amplifies q's
+    relative error 81 times, so: the linear term comes exactly from x; v = c3^(1/3) u is
+    truncated to 20 bits so that c3 u^3 = v^3 needs no coefficient; each cube keeps as
+    many bits as its value range allows (20, 19, 18, 15), all below 2^62.
+    """
+    c0, c1, c2, c3 = (float(c) for c in EXP_POLY)
+    k3 = c3 ** (1 / 3)
+    b = 28
+    beta = np.int64(round(2**b * k3 / 81))
+    v = yield from powers.trunc_pow_steps(rt, X * beta, f + b - 20, 3)  # v at 20, v^2 at 40, v^3 at 60
+    q = X * np.int64(round(c1 / 81 * 2 ** (60 - f))) + np.int64(round(c2 / k3**2 * 2**20)) * v[1] + v[2]
+    if rt.rank == 0:
+        q += np.int64(round(c0 * 2**60))
+    p = yield from powers.trunc_pow_steps(rt, q, 40, 3)  # q at 20, q^3 at 60
+    p = yield from powers.trunc_pow_steps(rt, p[2], 60 - 19, 3)  # q^3 at 19, q^9 at 57
+    p = yield from powers.trunc_pow_steps(rt, p[2], 57 - 18, 3)  # q^9 at 18, q^27 at 54
+    p = yield from powers.trunc_pow_steps(rt, p[2], 54 - 15, 3)  # q^27 at 15, q^81 at 45
+    out = yield from powers.trunc_pow_steps(rt, p[2], 45 - f, J_out)  # e^x at f
+    hold[key] = out
+    return out
+
+
+def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, muls, delay: int = 0):
+    """Generator: bits [sign * (x - t) < 0] for (t, sign) in bounds, one batched comparison,
+    with fused products bit_i * muls()[i] (muls called in the last round)."""
+    rows = []
+    for t, sgn in bounds:
+        d = X - _const(rt, t, f, X.shape)
+        rows.append(d if sgn > 0 else -d)
+    stacked = np.stack(rows)
+    if delay:
+        yield from _idle(delay)
+    bits, prods = yield from ltz_steps(rt, stacked, 1, lambda: [np.stack(muls())])
+    return bits, prods[0]
+
+
+# -------------------------------------------------------------------- exp
+def exp(x: SharedTensor) -> SharedTensor:
+    rt, f = x.rt, x.rt.precision
+    X = _at_f(x)
+    hold: dict = {}
+    chain = _exp_chain(rt, X, f, 1, hold, "y")
+    sel = _selection(rt, X, [(EXP_LO, 1), (EXP_HI, -1)], f, lambda: [hold["y"][0], hold["y"][0]])
+    with rt.scope("exp"):
+        _, (bits, prods) = run(rt, chain, sel)
+    y = hold["y"][0]
+    b_hi = bits[1]
+    out = y - prods[0] - prods[1] + b_hi * np.int64(round(math.exp(EXP_HI) * 2**f))
+    return SharedTensor(rt, out, f)
+
+
+# ---------------------------------------------------------------- sigmoid
+def _h_newton(rt, zs: list[np.ndarray], f: int, hold: dict, key: str):
+    """Generator (3 rounds): 1/(1+z) at f bits from [z], [z^2], [z^3] (F, 2F, 3F), z in [0, 1]."""
+    h0 = _poly3(rt, zs, H_POLY)
+    h, h2 = yield from powers.trunc_pow_steps(rt, h0, 2 * F + G, 2)  # F, 2F
+    one_z = zs[0] + _const(rt, 1.0, F, zs[0].shape)
+    prod = yield from _beaver_steps(rt, one_z, h2)  # (1+z) h^2 at 3F
+    h1 = (h << np.int64(2 * F + 1)) - prod  # 2h - (1+z) h^2 at 3F
+    (out,) = yield from powers.trunc_pow_steps(rt, h1, 3 * F - f, 1)
+    hold[key] = out
+    return out
+
+
+def _sigmoid_share(x: SharedTensor, scale_in: int = 1) -> np.ndarray:
+    """sigmoid(scale_in * x) at the runtime precision (10 rounds)."""
+    rt, f = x.rt, x.rt.precision
+    X = _at_f(x) * np.int64(scale_in)
+    hold: dict = {}
+
+    def branch(sign, key):
+        zs = yield from _exp_chain(rt, X * np.int64(sign), f, 3, hold, key + "z")
+        if f != F:  # the Newton pipeline wants z at F bits
+            zs = [z << np.int64((F - f) * (i + 1)) if F > f else z for i, z in enumerate(zs)]
+        return (yield from _h_newton(rt, zs, f, hold, key))
+
+    one = _const(rt, 1.0, f, X.shape)
+
+    def muls():
+        hA, hB = hold["A"], hold["B"]
+        return [one - hA, one - hA - hB, hB]
+
+    sel = _selection(rt, X, [(-SIG_BOUND, 1), (0.0, 1), (SIG_BOUND, -1)], f, muls, delay=3)
+    with rt.scope("sigmoid"):
+        _, _, (bits, prods) = run(rt, branch(1, "A"), branch(-1, "B"), sel)
+    hB = hold["B"]
+    # sigma = hB + b (1 - hA - hB) - b_hi hB + b_hi - b_lo (1 - hA)
+    return hB + prods[1] - prods[2] - prods[0] + bits[2] * np.int64(1 << f)
+
+
+def sigmoid(x: SharedTensor) -> SharedTensor:
+    return SharedTensor(x.rt, _sigmoid_share(x), x.rt.precision)
+
+
+def tanh(x: SharedTensor) -> SharedTensor:
+    rt, f = x.rt, x.rt.precision
+    s = _sigmoid_share(x, 2)
+    return SharedTensor(rt, 2 * s - _const(rt, 1.0, f, s.shape), f)
+
+
+# ------------------------------------------------------ normalization family
+def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hold: dict):
+    """Generator: for a > 0 (shares A at f bits), bits b_k = [a < 2^k] for k = lo, lo+step, ..., hi
+    (one comparison run, 7 rounds). Returns the list of bit arrays."""
+    ks = list(range(lo, hi + 1, step))
+    bits, _ = yield from ltz_steps(rt, np.stack([A - _const(rt, 2.0**k, f, A.shape) for k in ks]), 0, None)
+    hold["ks"] = ks
+    return bits
+
+
+def _indicator_weights(rt, bits: np.ndarray, ks: list[int], weight) -> np.ndarray:
+    """sum over the bucket k (a in [2^(k-step), 2^k)) of weight(k), as a share (0 fbits).
+    Buckets: below the first threshold -> ks[0]; at/above the last -> ks[-1] + step."""
+    step = ks[1] - ks[0] if len(ks) > 1 else 1
+    out = bits[0] * np.int64(weight(ks[0]))
+    for i in range(1, len(ks)):
+        out += (bits[i] - bits[i - 1]) * np.int64(weight(ks[i]))
+    top = -bits[-1]
+    if rt.rank == 0:
+        top = top + 1
+    out += top * np.int64(weight(ks[-1] + step))
+    return out
+
+
+def _abs_and_sign(x: SharedTensor):
+    rt = x.rt
+    X = _at_f(x)
+    with rt.scope("abs"):
+        res = run(rt, ltz_steps(rt, X, 1, lambda: [X]))[0]
+    b, (bx,) = res
+    return X - 2 * bx, b
+
+
+REC_LO, REC_HI = -7, 14
+
+
+def reciprocal(x: SharedTensor) -> SharedTensor:
+    rt, f = x.rt, x.rt.precision
+    A, b = _abs_and_sign(x)
+    hold: dict = {}
+    with rt.scope("reciprocal"):
+        (bits,) = run(rt, _normalize_steps(rt, A, f, REC_LO, REC_HI, 1, hold))
+        ks = hold["ks"]
+        top = REC_HI + 1
+        sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (top - k))  # a * sig in [2^top/2, 2^top)
+        sign = -2 * b
+        if rt.rank == 0:
+            sign += 1
+
+        def main():
+            mx = yield from _beaver_steps(rt, A, sig)  # f bits
+            ms = yield from powers.trunc_pow_steps(rt, mx, f + top - F, 3)  # m in [0.5,1) at F, F..3F
+            y0 = _poly3(rt, ms, RECIP_POLY)
+            y, y2 = yield from powers.trunc_pow_steps(rt, y0, 2 * F + G, 2)
+            p = yield from _beaver_steps(rt, ms[0], y2)  # m y^2 at 3F
+            y1 = (y << np.int64(2 * F + 1)) - p
+            (yf,) = yield from powers.trunc_pow_steps(rt, y1, 3 * F - f, 1)
+            return yf
+
+        def scale():
+            return (yield from _beaver_steps(rt, sig, sign))
+
+        yf, tau = run(rt, main(), scale())
+        (out,) = run(rt, _then_trunc(rt, yf, tau, top))
+    return SharedTensor(rt, out, f)
+
+
+def _then_trunc(rt, y, tau, k):
+    z = yield from _beaver_steps(rt, y, tau)
+    (out,) = yield from powers.trunc_pow_steps(rt, z, k, 1)
+    return out
+
+
+LOG_LO, LOG_HI = -10, 14
+
+
+def log(x: SharedTensor) -> SharedTensor:
+    rt, f = x.rt, x.rt.precision
+    A = _at_f(x)
+    hold: dict = {}
+    with rt.scope("log"):
+        (bits,) = run(rt, _normalize_steps(rt, A, f, LOG_LO, LOG_HI, 1, hold))
+        ks = hold["ks"]
+        top = LOG_HI + 1
+        sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (top - k))
+        e = _indicator_weights(rt, bits, ks, lambda k: k)  # a in [2^(e-1), 2^e)
+
+        def main():
+            mx = yield from _beaver_steps(rt, A, sig)
+            ms = yield from powers.trunc_pow_steps(rt, mx, f + top - F, 3)
+            lp = _poly3(rt, ms, LOG_POLY)
+            (lm,) = yield from powers.trunc_pow_steps(rt, lp, 3 * F + G - f, 1)
+            return lm
+
+        (lm,) = run(rt, main())
+    return SharedTensor(rt, lm + e * np.int64(round(math.log(2) * 2**f)), f)
+
+
+RSQRT_LO, RSQRT_HI = -10, 14
+
+
+def rsqrt(x: SharedTensor) -> SharedTensor:
+    rt, f = x.rt, x.rt.precision
+    A = _at_f(x)
+    hold: dict = {}
+    with rt.scope("rsqrt"):
+        (bits,) = run(rt, _normalize_steps(rt, A, f, RSQRT_LO, RSQRT_HI, 2, hold))
+        ks = hold["ks"]
+        top = RSQRT_HI + 2  # even
+        sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (top - k))  # m = a sig / 2^top in [1/4, 1)
+        half = _indicator_weights(rt, bits, ks, lambda k: 2 ** ((top - k) // 2))  # rsqrt(a) = rsqrt(m) half / 2^(top/2)
+
+        def main():
+            mx = yield from _beaver_steps(rt, A, sig)
+            ms = yield from powers.trunc_pow_steps(rt, mx, f + top - F, 3)
+            y0 = _poly3(rt, ms, RSQRT_POLY)
+            y, y2 = yield from powers.trunc_pow_steps(rt, y0, 2 * F + G, 2)
+            my2 = yield from _beaver_steps(rt, ms[0], y2)  # m y^2 at 3F
+            (t,) = yield from powers.trunc_pow_steps(rt, my2, 2 * F, 1)  # at F
+            three = _const(rt, 3.0, F, t.shape)
+            z = yield from _beaver_steps(rt, y, three - t)  # y (3 - m y^2) at 2F
+            (yf,) = yield from powers.trunc_pow_steps(rt, z, 2 * F + 1 - f, 1)  # /2, at f
+            return yf
+
+        (yf,) = run(rt, main())
+        (out,) = run(rt, _then_trunc(rt, yf, half, top // 2))
+    return SharedTensor(rt, out, f)
+
+
+def sqrt(x: SharedTensor) -> SharedTensor:
+    return x * rsqrt(x)
+
+
+# ---------------------------------------------------------------- softmax
+def softmax(x: SharedTensor, dim: int = -1) -> SharedTensor:
+    """exp(x - max) / sum(exp(x - max)) along dim."""
+    m = x.max(dim=dim, keepdim=True)
+    e = exp(x - m)
+    s = e.sum(dim=dim, keepdim=True)
+    return e * s.reciprocal()
+
+
+def log_softmax(x: SharedTensor, dim: int = -1) -> SharedTensor:
+    m = x.max(dim=dim, keepdim=True)
+    d = x - m
+    return d - exp(d).sum(dim=dim, keepdim=True).log()
