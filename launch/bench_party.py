@@ -1,13 +1,25 @@
-"""The party side of `mpcrt bench`: run under `mpcrt launch`; argv: CONFIG_JSON OUT_PATH.
+"""The party side of `mpcrt bench`: run as the script of every party; argv: CONFIG_JSON OUT_PATH.
 
-For each (op, size): warm-up, then `repeats` end-to-end runs (dealer online) and
-`repeats` online runs (dealer material prefetched with rt.preprocess, timed apart as
-offline). Times are wall-clock between two barriers on every party; party 0 gathers
-every party's stats and writes the JSON.
+CONFIG_JSON: {"jobs": [[op, size], ...], "repeats": R, "warmup": W}.
+
+For each (op, size), after W untimed warm-up calls:
+
+- end to end, R times: barrier, t0, op (dealer on line: party 0 asks for the
+  material while the protocol runs), t1, barrier. A repeat's time is the slowest
+  party's t1 - t0. The closing barrier is outside the timed interval, so the time is
+  the op's own (as benchmarks/crypten_side.py times CrypTen).
+- offline + online, R times: barrier, `rt.preprocess(op)` (dry run to record the
+  requests, fetch and expand all dealer material) timed as offline, barrier, then the
+  op timed as above with every dealer request already served (online).
+
+Rounds and bytes are counted between t0 and t1 (the barriers are not in them).
+Party 0 gathers every party's figures and (re)writes OUT_PATH after each job, so a
+run that fails part way keeps what it measured.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -17,17 +29,23 @@ import numpy as np
 import mpcrt
 from mpcrt.launch.workloads import setup
 
+COUNTED = ("bytes_sent", "bytes_received", "dealer_bytes_sent", "dealer_bytes_received", "rounds")
+
 
 def barrier(rt) -> None:
     rt.open([np.zeros(1, np.int64)], "barrier")
 
 
 def timed(rt, fn):
+    """(seconds, output, stats delta) of one call of fn between two barriers."""
     barrier(rt)
+    s0 = rt.stats()
     t0 = time.perf_counter()
     out = fn()
+    t = time.perf_counter() - t0
+    s1 = rt.stats()
     barrier(rt)
-    return time.perf_counter() - t0, out
+    return t, out, {k: s1[k] - s0[k] for k in COUNTED}
 
 
 def gather(rt, obj):
@@ -42,26 +60,26 @@ def run_job(rt, op: str, size: int | None, repeats: int, warmup: int) -> dict:
     fn, ref = setup(rt, op, size)
     for _ in range(warmup):
         fn()
-    e2e = []
+    e2e, e2e_stats = [], []
     for _ in range(repeats):
-        s0 = rt.stats()
-        t, out = timed(rt, fn)
-        s1 = rt.stats()
+        t, out, st = timed(rt, fn)
         e2e.append(t)
-    per_call = {k: s1[k] - s0[k] for k in ("bytes_sent", "bytes_received", "dealer_bytes_sent", "dealer_bytes_received")}
-    per_call["rounds"] = s1["rounds"] - s0["rounds"] - 2  # minus the two barriers
-    online, offline = [], []
+        e2e_stats.append(st)
+    online, offline, online_stats = [], [], []
     for _ in range(repeats):
         barrier(rt)
         t0 = time.perf_counter()
         rt.preprocess(fn)
-        barrier(rt)
         offline.append(time.perf_counter() - t0)
-        t, out = timed(rt, fn)
+        t, out, st = timed(rt, fn)
         online.append(t)
+        online_stats.append(st)
     got = out.reveal()
     err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
-    return {"op": op, "size": size, "e2e": e2e, "online": online, "offline": offline, "max_abs_err": err, **per_call}
+    return {"op": op, "size": size, "e2e": e2e, "online": online, "offline": offline, "max_abs_err": err,
+            **e2e_stats[-1],
+            "online_dealer_bytes_received": online_stats[-1]["dealer_bytes_received"],
+            "stats_varied": any(s != e2e_stats[0] for s in e2e_stats)}
 
 
 def main() -> None:
@@ -72,17 +90,26 @@ def main() -> None:
     for op, size in cfg["jobs"]:
         r = run_job(rt, op, size, cfg.get("repeats", 3), cfg.get("warmup", 1))
         allr = gather(rt, r)
-        if rt.rank == 0:
-            r["per_party"] = [{k: p[k] for k in ("bytes_sent", "bytes_received", "dealer_bytes_received", "rounds")} for p in allr]
-            r["e2e"] = [max(ts) for ts in zip(*[p["e2e"] for p in allr])]
-            r["online"] = [max(ts) for ts in zip(*[p["online"] for p in allr])]
-            results.append(r)
-            print(f"{op} size={size}: e2e {np.median(r['e2e']):.4f} s, online {np.median(r['online']):.4f} s, "
-                  f"rounds {r['rounds']}, sent/party {max(p['bytes_sent'] for p in allr) / 1e6:.1f} MB, err {r['max_abs_err']:.2e}",
-                  flush=True)
+        if rt.rank != 0:
+            continue
+        agg = {"op": op, "size": r["size"], "max_abs_err": r["max_abs_err"]}
+        for k in ("e2e", "online", "offline"):  # per repeat: the slowest party
+            agg[k] = [max(ts) for ts in zip(*[p[k] for p in allr])]
+        agg["rounds"] = max(p["rounds"] for p in allr)
+        agg["per_party"] = [{k: p[k] for k in (*COUNTED, "online_dealer_bytes_received", "stats_varied")} for p in allr]
+        results.append(agg)
+        print(f"{op} size={r['size']}: e2e {np.median(agg['e2e']):.4f} s, online {np.median(agg['online']):.4f} s, "
+              f"rounds {agg['rounds']}, sent/party {max(p['bytes_sent'] for p in allr) / 1e6:.2f} MB, "
+              f"err {r['max_abs_err']:.2e}", flush=True)
+        tmp = out_path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"parties": rt.world_size, "results": results, "complete": False}, fh, indent=1)
+        os.replace(tmp, out_path)
     if rt.rank == 0:
-        with open(out_path, "w") as fh:
-            json.dump({"parties": rt.world_size, "results": results}, fh, indent=1)
+        tmp = out_path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"parties": rt.world_size, "results": results, "complete": True}, fh, indent=1)
+        os.replace(tmp, out_path)
 
 
 if __name__ == "__main__":

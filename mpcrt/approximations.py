@@ -18,7 +18,7 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   with all powers of two of the range (one batched run), 1/m by a cubic plus one
   Newton step, rescaled. 21 rounds. Error: rel < 1e-3 on 2^-7 <= |x| < 2^14.
 - log: normalization as above (no sign), log m by a cubic, plus e ln 2. 11 rounds.
-  10 rounds. Error: abs < 8e-3 on [2^-10, 2^14).
+  Error: abs < 8e-3 on [2^-10, 2^14).
 - rsqrt: normalization by powers of four to m in [0.25, 1), cubic plus one Newton
   step, rescaled by 2^-j (16 rounds). sqrt(x) = x rsqrt(x) (18). Error: rel < 1e-3 on [2^-10, 2^14).
 - softmax: exp(x - max) / sum, max by a comparison tree, the sum's reciprocal.
@@ -33,7 +33,7 @@ from numpy.polynomial import chebyshev as _cheb
 
 from mpcrt.protocols import powers
 from mpcrt.protocols.comparison import ltz_steps
-from mpcrt.protocols.rounds import Open, run
+from mpcrt.protocols.rounds import Open, lockstep, run
 from mpcrt.tensor import SharedTensor
 
 F = 16  # internal fractional bits of the pipelines
@@ -94,7 +94,7 @@ def _at_f(x: SharedTensor) -> np.ndarray:
     raise ValueError("unexpected fractional bits")
 
 
-def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str):
+def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_bits: int | None = None):
     """Generator (6 rounds): e^x at `f` bits (and its square, cube at 2f, 3f if J_out = 3),
     valid for x in [EXP_LO, EXP_HI]; garbage (never used) outside.
 
@@ -115,7 +115,7 @@ def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str):
     p = yield from powers.trunc_pow_steps(rt, p[2], 60 - 19, 3)  # q^3 at 19, q^9 at 57
     p = yield from powers.trunc_pow_steps(rt, p[2], 57 - 18, 3)  # q^9 at 18, q^27 at 54
     p = yield from powers.trunc_pow_steps(rt, p[2], 54 - 15, 3)  # q^27 at 15, q^81 at 45
-    out = yield from powers.trunc_pow_steps(rt, p[2], 45 - f, J_out)  # e^x at f
+    out = yield from powers.trunc_pow_steps(rt, p[2], 45 - (f if out_bits is None else out_bits), J_out)  # e^x
     hold[key] = out
     return out
 
@@ -165,13 +165,11 @@ def _h_newton(rt, zs: list[np.ndarray], f: int, hold: dict, key: str):
 def _sigmoid_share(x: SharedTensor, scale_in: int = 1) -> np.ndarray:
     """sigmoid(scale_in * x) at the runtime precision (10 rounds)."""
     rt, f = x.rt, x.rt.precision
-    X = _at_f(x) * np.int64(scale_in)
+    X = _at_f(x)  # the chains see scale_in * x (garbage when that wraps: selected away)
     hold: dict = {}
 
     def branch(sign, key):
-        zs = yield from _exp_chain(rt, X * np.int64(sign), f, 3, hold, key + "z")
-        if f != F:  # the Newton pipeline wants z at F bits
-            zs = [z << np.int64((F - f) * (i + 1)) if F > f else z for i, z in enumerate(zs)]
+        zs = yield from _exp_chain(rt, X * np.int64(sign * scale_in), f, 3, hold, key + "z", out_bits=F)
         return (yield from _h_newton(rt, zs, f, hold, key))
 
     one = _const(rt, 1.0, f, X.shape)
@@ -180,7 +178,8 @@ def _sigmoid_share(x: SharedTensor, scale_in: int = 1) -> np.ndarray:
         hA, hB = hold["A"], hold["B"]
         return [one - hA, one - hA - hB, hB]
 
-    sel = _selection(rt, X, [(-SIG_BOUND, 1), (0.0, 1), (SIG_BOUND, -1)], f, muls, delay=3)
+    bound = SIG_BOUND / scale_in
+    sel = _selection(rt, X, [(-bound, 1), (0.0, 1), (bound, -1)], f, muls, delay=3)
     with rt.scope("sigmoid"):
         _, _, (bits, prods) = run(rt, branch(1, "A"), branch(-1, "B"), sel)
     hB = hold["B"]
@@ -200,12 +199,34 @@ def tanh(x: SharedTensor) -> SharedTensor:
 
 # ------------------------------------------------------ normalization family
 def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hold: dict):
-    """Generator: for a > 0 (shares A at f bits), bits b_k = [a < 2^k] for k = lo, lo+step, ..., hi
-    (one comparison run, 7 rounds). Returns the list of bit arrays."""
+    """Generator (7 rounds): bits b_k = [a < 2^k] for k = lo, lo+step, ..., hi (one batched
+    comparison), and a clamped into [2^lo - ulp, 2^hi - ulp] (hold["clamped"]) so that
+    inputs outside the range stay bounded: the two boundary comparisons run alongside,
+    with the products [b_lo a], [b_hi a] fused."""
     ks = list(range(lo, hi + 1, step))
-    bits, _ = yield from ltz_steps(rt, np.stack([A - _const(rt, 2.0**k, f, A.shape) for k in ks]), 0, None)
+    inner = ks[1:-1]
+
+    def edges():
+        rows = np.stack([A - _const(rt, 2.0**lo, f, A.shape), A - _const(rt, 2.0**hi, f, A.shape)])
+        return (yield from ltz_steps(rt, rows, 1, lambda: [np.stack([A, A])]))
+
+    def middle():
+        if not inner:
+            return np.zeros((0,) + A.shape, np.int64), []
+        return (yield from ltz_steps(rt, np.stack([A - _const(rt, 2.0**k, f, A.shape) for k in inner]), 0, None))
+
+    (eb, (eprod,)), (mb, _) = yield from lockstep(edges(), middle())
+    b_lo, b_hi = eb[0], eb[1]
+    c_lo = np.int64(round((2.0**lo - 2.0**-f) * 2**f))
+    c_hi = np.int64(round((2.0**hi - 2.0**-f) * 2**f))
+    # a if in range, 2^hi - ulp above it, 2^lo - ulp below it (b_lo implies b_hi):
+    # b_hi a - b_lo a + (1 - b_hi) c_hi + b_lo c_lo, the public 1 c_hi added by party 0
+    clamped = eprod[1] - eprod[0] - b_hi * c_hi + b_lo * c_lo
+    if rt.rank == 0:
+        clamped += c_hi
     hold["ks"] = ks
-    return bits
+    hold["clamped"] = clamped
+    return [b_lo] + list(mb) + [b_hi]
 
 
 def _indicator_weights(rt, bits: np.ndarray, ks: list[int], weight) -> np.ndarray:
@@ -247,8 +268,10 @@ def reciprocal(x: SharedTensor) -> SharedTensor:
         if rt.rank == 0:
             sign += 1
 
+        Ac = hold["clamped"]
+
         def main():
-            mx = yield from _beaver_steps(rt, A, sig)  # f bits
+            mx = yield from _beaver_steps(rt, Ac, sig)  # f bits
             ms = yield from powers.trunc_pow_steps(rt, mx, f + top - F, 3)  # m in [0.5,1) at F, F..3F
             y0 = _poly3(rt, ms, RECIP_POLY)
             y, y2 = yield from powers.trunc_pow_steps(rt, y0, 2 * F + G, 2)
@@ -285,8 +308,10 @@ def log(x: SharedTensor) -> SharedTensor:
         sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (top - k))
         e = _indicator_weights(rt, bits, ks, lambda k: k)  # a in [2^(e-1), 2^e)
 
+        Ac = hold["clamped"]
+
         def main():
-            mx = yield from _beaver_steps(rt, A, sig)
+            mx = yield from _beaver_steps(rt, Ac, sig)
             ms = yield from powers.trunc_pow_steps(rt, mx, f + top - F, 3)
             lp = _poly3(rt, ms, LOG_POLY)
             (lm,) = yield from powers.trunc_pow_steps(rt, lp, 3 * F + G - f, 1)
@@ -300,6 +325,11 @@ RSQRT_LO, RSQRT_HI = -10, 14
 
 
 def rsqrt(x: SharedTensor) -> SharedTensor:
+    return _rsqrt(x)[0]
+
+
+def _rsqrt(x: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
+    """rsqrt(x) and x clamped into the range (so sqrt = clamped * rsqrt stays bounded)."""
     rt, f = x.rt, x.rt.precision
     A = _at_f(x)
     hold: dict = {}
@@ -310,8 +340,10 @@ def rsqrt(x: SharedTensor) -> SharedTensor:
         sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (top - k))  # m = a sig / 2^top in [1/4, 1)
         half = _indicator_weights(rt, bits, ks, lambda k: 2 ** ((top - k) // 2))  # rsqrt(a) = rsqrt(m) half / 2^(top/2)
 
+        Ac = hold["clamped"]
+
         def main():
-            mx = yield from _beaver_steps(rt, A, sig)
+            mx = yield from _beaver_steps(rt, Ac, sig)
             ms = yield from powers.trunc_pow_steps(rt, mx, f + top - F, 3)
             y0 = _poly3(rt, ms, RSQRT_POLY)
             y, y2 = yield from powers.trunc_pow_steps(rt, y0, 2 * F + G, 2)
@@ -324,11 +356,12 @@ def rsqrt(x: SharedTensor) -> SharedTensor:
 
         (yf,) = run(rt, main())
         (out,) = run(rt, _then_trunc(rt, yf, half, top // 2))
-    return SharedTensor(rt, out, f)
+    return SharedTensor(rt, out, f), SharedTensor(rt, Ac, f)
 
 
 def sqrt(x: SharedTensor) -> SharedTensor:
-    return x * rsqrt(x)
+    r, xc = _rsqrt(x)
+    return xc * r
 
 
 # ---------------------------------------------------------------- softmax

@@ -72,7 +72,7 @@ def parse_cluster(text: str, source: str = "cluster file") -> Cluster:
     if not isinstance(session, str) or not session:
         errors.append("missing `session = \"...\"` (a string every node agrees on)")
     precision = doc.get("precision", 16)
-    if not isinstance(precision, int) or not 0 <= precision <= 40:
+    if not isinstance(precision, int) or isinstance(precision, bool) or not 0 <= precision <= 40:
         errors.append(f"`precision` must be an integer in [0, 40], got {precision!r}")
     parties = doc.get("party")
     if not isinstance(parties, list) or len(parties) < 2:
@@ -110,7 +110,7 @@ def parse_cluster(text: str, source: str = "cluster file") -> Cluster:
             errors.append(f"[[party]] #{i} is not a table")
             continue
         r = p.get("rank")
-        if not isinstance(r, int):
+        if not isinstance(r, int) or isinstance(r, bool):
             errors.append(f"[[party]] #{i}: missing integer `rank`")
             continue
         ranks.append(r)

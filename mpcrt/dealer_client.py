@@ -82,7 +82,7 @@ class DealerClient:
 
     def prefetch(self, plan: list[tuple[str, dict]]) -> None:
         """Fetch and expand the material of `plan`'s requests, numbered from the current counter."""
-        first = self.counter
+        first = max([self.counter] + [n + 1 for n in self._planned])  # after anything planned already
         batch = []
         for i, (kind, p) in enumerate(plan):
             n = first + i

@@ -15,6 +15,7 @@ from mpcrt.errors import ProtocolError
 VERSION = 1
 ALLOWED_DTYPES = {"<i8": np.int64, "<u8": np.uint64, "|u1": np.uint8, "<f8": np.float64}
 MAX_HEADER = 4096
+MAX_DIMS = 32
 
 
 def pack_header(sid: str, src: int, seq: int, tag: str, dtype: np.dtype, shape: tuple) -> bytes:
@@ -33,8 +34,14 @@ def unpack_header(raw: bytes, peer: str) -> dict:
         raise ProtocolError(peer, f"undecodable header ({type(e).__name__}): not an mpcrt frame") from None
     if not isinstance(h, dict) or set(h) != {"v", "sid", "src", "seq", "tag", "dt", "sh"}:
         raise ProtocolError(peer, "header fields are not those of an mpcrt frame")
-    if not (isinstance(h["sh"], list) and all(isinstance(d, int) and d >= 0 for d in h["sh"])):
-        raise ProtocolError(peer, f"malformed shape {h['sh']!r}")
+    types = {"v": (int, "version"), "sid": (str, "session"), "src": (int, "sender"), "seq": (int, "sequence"),
+             "tag": (str, "tag"), "dt": (str, "dtype"), "sh": (list, "shape")}
+    for k, (t, what) in types.items():
+        if not isinstance(h[k], t) or isinstance(h[k], bool):
+            raise ProtocolError(peer, f"malformed {what} field: {type(h[k]).__name__}, expected {t.__name__}")
+    sh = h["sh"]
+    if len(sh) > MAX_DIMS or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in sh):
+        raise ProtocolError(peer, f"malformed shape {sh!r}")
     return h
 
 

@@ -163,7 +163,7 @@ class Runtime:
         if self._dry:
             return np.zeros(share.shape, np.int64) if self.rank == to else None
         if self.rank != to:
-            self.node.send(to, tag, np.ascontiguousarray(share, np.int64))
+            self.node.send(to, tag, np.asarray(share, np.int64))
             self._count_round()
             return None
         total = np.array(share, np.int64, copy=True)
@@ -261,7 +261,7 @@ class Runtime:
         from mpcrt.tensor import SharedTensor
 
         if self.rank == src:
-            x = np.ascontiguousarray(ring_value, np.int64)
+            x = np.array(ring_value, np.int64)  # keeps 0-d shapes
             for j in self.peers:
                 self.node.send(j, "share", np.asarray(x.shape, np.int64))
             mine = x.copy()

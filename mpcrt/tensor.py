@@ -102,13 +102,25 @@ class SharedTensor:
         return self.share, other.share << np.int64(fa - fb), fa
 
     # ------------------------------------------------------------- add, sub
-    def __add__(self, other) -> "SharedTensor":
+    def _bshape(self, other_shape) -> tuple:
+        try:
+            return tuple(np.broadcast_shapes(self.shape, tuple(other_shape)))
+        except ValueError:
+            raise ShapeError(f"shapes {self.shape} and {tuple(other_shape)} do not broadcast together") from None
+
+    def _linear(self, other, sign: int) -> "SharedTensor":
         if isinstance(other, SharedTensor):
+            self._bshape(other.shape)
             a, b, f = self._align(other)
-            return self._new(a + b, f)
+            return self._new(a + b if sign > 0 else a - b, f)
         p = self._encode_public(other, self.fbits)
-        out = self.share + p if self.rt.rank == 0 else np.broadcast_to(self.share, np.broadcast_shapes(self.shape, np.shape(p))).copy()
-        return self._new(out)
+        shape = self._bshape(np.shape(p))
+        if self.rt.rank == 0:
+            return self._new(self.share + p if sign > 0 else self.share - p)
+        return self._new(np.broadcast_to(self.share, shape).copy())
+
+    def __add__(self, other) -> "SharedTensor":
+        return self._linear(other, 1)
 
     __radd__ = __add__
 
@@ -116,7 +128,7 @@ class SharedTensor:
         return self._new(-self.share)
 
     def __sub__(self, other) -> "SharedTensor":
-        return self + (-other if isinstance(other, SharedTensor) else -fixedpoint.to_numpy(other))
+        return self._linear(other, -1)
 
     def __rsub__(self, other) -> "SharedTensor":
         return (-self) + other
@@ -130,13 +142,16 @@ class SharedTensor:
     def __mul__(self, other) -> "SharedTensor":
         rt = self.rt
         if isinstance(other, SharedTensor):
+            self._bshape(other.shape)
             shift, f = self._shift_for(self.fbits, other.fbits)
             with rt.scope("mul"):
                 return self._new(beaver.mul(rt, self.share, other.share, shift), f)
         k = self._integer_public(other)
         if k is not None:
+            self._bshape(np.shape(k))
             return self._new(self.share * k)
         p = fixedpoint.encode(other, rt.precision)
+        self._bshape(p.shape)
         shift, f = self._shift_for(self.fbits, rt.precision)
         z = self.share * p
         with rt.scope("mul_public"):

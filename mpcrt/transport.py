@@ -35,7 +35,9 @@ log = logging.getLogger("mpcrt.transport")
 DEFAULT_TIMEOUT = 60.0
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
-_MON_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+HANDSHAKE_RETRIES = 5
+ROUTED_GRACE = 2.0
+_MON_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 
 
 class _KeyAllowList:
@@ -88,6 +90,8 @@ class Node:
         self._dead: dict[int, str] = {}
         self._closed = False
         self.router_disconnects = 0
+        self._hs_fail = collections.Counter()
+        self._up = collections.Counter()
         self.ctx = zmq.Context()
         self._auth = None
         if insecure:
@@ -163,11 +167,13 @@ class Node:
     # ------------------------------------------------------------------ send
     def send(self, peer: int, tag: str, array: np.ndarray) -> None:
         """Send one array to `peer` (zero-copy for large buffers). Never blocks on the peer."""
-        arr = np.ascontiguousarray(array)
+        arr = np.asarray(array)
+        if not arr.flags.c_contiguous:
+            arr = arr.copy()  # (np.ascontiguousarray would turn 0-d into 1-d)
         seq = self._send_seq[peer]
         self._send_seq[peer] += 1
         hdr = framing.pack_header(self.session, self.id, seq, tag, arr.dtype, arr.shape)
-        payload = memoryview(arr).cast("B") if arr.size else b""
+        payload = memoryview(arr.reshape(-1)).cast("B") if arr.size else b""
         if peer in self.out:
             self.out[peer].send_multipart([hdr, payload], copy=False)
         else:
@@ -183,9 +189,21 @@ class Node:
         """Receive the next frame from `peer`, validated against (tag, dtype, shape)."""
         name = self.names.get(peer, f"node {peer}")
         deadline = time.monotonic() + self.timeout
+        routed_only = peer not in self.out or not self._up[peer]  # no outbound link of ours is up
+        seen_disc = self.router_disconnects
+        disc_at = None
         while not self._inbox[peer]:
+            if routed_only and self.router_disconnects > seen_disc and disc_at is None:
+                disc_at = time.monotonic()
+            if disc_at is not None and time.monotonic() - disc_at > ROUTED_GRACE:
+                # a connection to our router closed and this peer (which reaches us only
+                # through it) stayed silent since: it is gone
+                raise PeerFailure(name, "disconnected (its connection to us closed and it sent nothing since)")
             if peer in self._dead:
-                self._pump(200)  # frames sent just before it died may still be queued
+                for _ in range(10):  # frames sent just before it died may still be queued
+                    self._pump(100)
+                    if self._inbox[peer]:
+                        break
                 if not self._inbox[peer]:
                     raise PeerFailure(name, self._dead[peer])
                 break
@@ -278,11 +296,22 @@ class Node:
                 continue
             name = self.names.get(peer, f"node {peer}")
             if e == zmq.EVENT_DISCONNECTED and not self._closed:
-                self._dead.setdefault(peer, "disconnected (process died or network lost)")
+                if self._up[peer]:  # before a completed handshake ZeroMQ just retries
+                    self._dead.setdefault(peer, "disconnected (process died or network lost)")
             elif e == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self._dead[peer] = "refused our key: this node's public key is not in its cluster file"
-            elif e in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            elif e == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
                 self._dead[peer] = "failed the CURVE handshake (wrong server key in our cluster file, or plaintext mode on one side only)"
+            elif e == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                # a connection closed before the handshake ended: a peer still starting, a relay
+                # that accepts early; ZeroMQ reconnects. Repeated failures mean wrong keys or modes.
+                self._hs_fail[peer] += 1
+                if self._hs_fail[peer] >= HANDSHAKE_RETRIES:
+                    self._dead[peer] = ("failed the CURVE handshake repeatedly (wrong server key in our cluster file, "
+                                        "or plaintext mode on one side only)")
+            elif e == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._hs_fail[peer] = 0
+                self._up[peer] = True
             elif e == zmq.EVENT_CONNECTED:
                 log.debug("connected to %s", name)
 

@@ -42,10 +42,14 @@ class Dealer:
     def serve(self, idle_timeout: float | None = None) -> None:
         """Serve until all parties said bye. Raises PeerFailure-like errors on a vanished party."""
         hello, bye = set(), set()
-        last = time.monotonic()
+        last = start = time.monotonic()
         while len(bye) < self.n:
             got = self.node.recv_any(timeout=1.0)
             if got is None:
+                if len(hello) < self.n and time.monotonic() - start > self.node.timeout:
+                    missing = sorted(set(range(self.n)) - hello)
+                    raise MpcError(f"parties {missing} never connected to the dealer within {self.node.timeout:.0f} s "
+                                   "(down, or their key is not in the dealer's cluster file)")
                 if self.node.router_disconnects > len(bye) and hello == set(range(self.n)):
                     raise MpcError("a party disconnected from the dealer before finishing; stopping")
                 if idle_timeout is not None and time.monotonic() - last > idle_timeout:

@@ -23,10 +23,12 @@ class Open:
 Steps = Generator[Open, tuple, object]
 
 
-def run(rt, *gens: Steps) -> list:
-    """Drive the generators to completion; return their results in order."""
+def lockstep(*gens: Steps) -> Steps:
+    """A generator that runs sub-generators in the same rounds; returns their results.
+
+    For composing protocols inside another generator (`yield from lockstep(a, b)`)."""
+    replies: list = [None] * len(gens)
     results: list = [None] * len(gens)
-    replies: dict[int, tuple | None] = {i: None for i in range(len(gens))}
     active = list(range(len(gens)))
     while active:
         asks: dict[int, Open] = {}
@@ -38,15 +40,28 @@ def run(rt, *gens: Steps) -> list:
                 active.remove(i)
         if not asks:
             break
-        adds = [a for o in asks.values() for a in o.add]
-        xors = [a for o in asks.values() for a in o.xor]
-        got_a, got_x = rt.open_mixed(adds, xors)
+        got_a, got_x = yield Open(add=[a for o in asks.values() for a in o.add], xor=[a for o in asks.values() for a in o.xor])
         ia = ix = 0
         for i, o in asks.items():
             replies[i] = (got_a[ia : ia + len(o.add)], got_x[ix : ix + len(o.xor)])
             ia += len(o.add)
             ix += len(o.xor)
     return results
+
+
+def run(rt, *gens: Steps) -> list:
+    """Drive the generators to completion, one message per peer per round; return their results."""
+    return _drive(rt, lockstep(*gens))
+
+
+def _drive(rt, gen: Steps):
+    reply = None
+    while True:
+        try:
+            ask = gen.send(reply)
+        except StopIteration as e:
+            return e.value
+        reply = rt.open_mixed(ask.add, ask.xor)
 
 
 def run1(rt, gen: Steps):

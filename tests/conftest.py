@@ -70,6 +70,9 @@ def kill_marked(marker: str) -> list[int]:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    deadline = time.monotonic() + 3
+    while pids and marked_pids(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return pids
 
 

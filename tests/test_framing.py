@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import msgpack
 import numpy as np
@@ -122,9 +123,9 @@ def test_garbage_bytes_raise_protocol_error(raw):
         (raw_header(extra=1), "fields"),
         (msgpack.packb({1: 2}), ""),  # non-string map keys
         (raw_header(sh=[-1, 3]), "shape"),
-        (raw_header(sh="23"), "shape"),
+        (raw_header(sh="23"), "shape|'sh'"),
         (raw_header(sh=[2.0, 3]), "shape"),
-        (raw_header(sh=None), "shape"),
+        (raw_header(sh=None), "shape|'sh'"),
         (msgpack.packb({"v": 1, "sid": b"\x00" * 8}, use_bin_type=True), ""),  # bin values refused
         (msgpack.packb(msgpack.ExtType(1, b"x")), ""),  # ext types refused
         (b"\x81" + b"\xa1x" * 1 + b"\x00" * (framing.MAX_HEADER + 10), "exceeds"),
@@ -133,7 +134,7 @@ def test_garbage_bytes_raise_protocol_error(raw):
 def test_malformed_headers(raw, words):
     with pytest.raises(ProtocolError) as ei:
         framing.unpack_header(raw, PEER)
-    assert ei.value.peer == PEER and words in str(ei.value)
+    assert ei.value.peer == PEER and re.search(words, str(ei.value)), str(ei.value)
 
 
 _PICKLE_RAN: list = []
@@ -222,12 +223,14 @@ def test_too_many_dimensions_is_a_protocol_error():
 
 def test_fields_with_wrong_types_fail_validation():
     for over, words in [
-        (dict(sid=5), "session"),
-        (dict(src="3"), "sender"),
-        (dict(seq=None), "sequence"),
-        (dict(seq="5"), "sequence"),
+        (dict(sid=5), "session|'sid'"),
+        (dict(src="3"), "sender|'src'"),
+        (dict(seq=None), "sequence|'seq'"),
+        (dict(seq="5"), "sequence|'seq'"),
+        (dict(seq=5.0), "sequence|'seq'"),
         (dict(tag=1), "tag"),
-        (dict(v="1"), "version"),
+        (dict(v="1"), "version|'v'"),
     ]:
-        with pytest.raises(ProtocolError, match=words):
+        with pytest.raises(ProtocolError, match=words) as ei:
             _validate(raw_header(**over), b"\x00" * 48)
+        assert ei.value.peer == PEER

@@ -91,12 +91,17 @@ def test_launch_results_match_float64(cli, write_script, parse_lines, n, precisi
 
 
 def test_launch_plaintext_mode_warns(cli, write_script, parse_lines):
-    script = write_script(RESULT_SCRIPT)
+    script = write_script("""
+        import numpy as np, mpcrt
+        rt = mpcrt.init()
+        x = rt.share(np.array([1.5, -2.0]) if rt.rank == 0 else None, src=0)
+        print("PROD", (x * x).reveal().tolist())
+    """)
     r = cli.run(["launch", "-n", 2, "--insecure-plaintext", script], timeout=90)
     assert r.returncode == 0, r.output
     assert "insecure" in r.stderr.lower() and "NOT encrypted" in r.stderr
-    got, _ = results(r.stdout, parse_lines)
-    assert np.max(np.abs(np.array(got["party 0"]["prod"]) - reference()["prod"])) <= 20 * 2.0**-16
+    lines = parse_lines(r.stdout)
+    assert "PROD [2.25, 4.0]" in lines["party 0"] and "PROD [2.25, 4.0]" in lines["party 1"]
 
 
 def test_launch_passes_script_arguments(cli, write_script, parse_lines):
@@ -129,6 +134,7 @@ def test_launch_script_raising_on_one_party(cli, write_script, parse_lines):
         rt = mpcrt.init()
         print("PID", os.getpid(), flush=True)
         x = rt.share(np.ones(3) if rt.rank == 0 else None, src=0)
+        (x * x).reveal()
         if rt.rank == 1:
             raise ValueError("bad input on party 1")
         t0 = time.monotonic()
@@ -302,9 +308,9 @@ def test_party_with_a_key_not_in_the_cluster_fails_cleanly(cli, tmp_path, write_
     cluster = _keygen_cluster(cli, tmp_path, names=("party0", "party1", "dealer", "intruder"))
     script = write_script(RESULT_SCRIPT)
     kd = tmp_path / "keys"
-    dealer, _ = cli.start(["dealer", "--cluster", cluster, "--key", kd / "dealer.key_secret", "--timeout", "6"])
-    p0, _ = cli.start(["party", "--cluster", cluster, "--rank", 0, "--key", kd / "party0.key_secret", "--timeout", "6", script])
-    p1, _ = cli.start(["party", "--cluster", cluster, "--rank", 1, "--key", kd / "intruder.key_secret", "--timeout", "6", script])
+    dealer, _ = cli.start(["dealer", "--cluster", cluster, "--key", kd / "dealer.key_secret", "--timeout", "3"])
+    p0, _ = cli.start(["party", "--cluster", cluster, "--rank", 0, "--key", kd / "party0.key_secret", "--timeout", "3", script])
+    p1, _ = cli.start(["party", "--cluster", cluster, "--rank", 1, "--key", kd / "intruder.key_secret", "--timeout", "3", script])
     res = []
     for p in (p0, p1):
         try:
@@ -316,8 +322,8 @@ def test_party_with_a_key_not_in_the_cluster_fails_cleanly(cli, tmp_path, write_
     assert "PeerFailure" in res[0][2] and "PeerFailure" in res[1][2], res
     assert not any("RESULT" in r[1] for r in res)
     try:
-        dealer.communicate(timeout=30)
+        dealer.communicate(timeout=15)
     except Exception:
-        pytest.fail("the dealer still runs 20 s after both parties exited (it never gives up on a "
+        pytest.fail("the dealer still runs 15 s after both parties exited (it never gives up on a "
                     "party that never said hello)")
     assert dealer.returncode != 0

@@ -158,6 +158,26 @@ def test_add_sub_neg_and_public_operands(n):
         close(all_equal([r[i] for r in res]), w, 3 * ulp())
 
 
+@pytest.mark.parametrize(
+    "public",
+    [np.array([1, 2], np.uint8), np.array([1, 2], np.uint64), np.array([True, False])],
+    ids=["uint8", "uint64", "bool"],
+)
+def test_subtract_unsigned_and_boolean_public_arrays(public):
+    """x - p must be x - p for every integer dtype (an image is uint8): no unsigned wrap-around."""
+    a = np.array([10.0, 20.0])
+    p = public.astype(np.float64)
+
+    def fn(rt):
+        x = share(rt, a, 0)
+        return (x - public).reveal(), (public - x).reveal(), (x + public).reveal()
+
+    res = run(fn, 2)
+    close(res[0][0], a - p, ulp())
+    close(res[0][1], p - a, ulp())
+    close(res[0][2], a + p, ulp())
+
+
 @pytest.mark.parametrize("n", NS)
 def test_multiply_by_public_scalars_and_arrays(n):
     a, p = inputs(20 + n, (2, 3), (3,))
@@ -507,7 +527,7 @@ def test_round_counts_and_batched_opens(n):
     close(res[0]["opened"][2], a @ b, 8 * ulp())
 
 
-def test_independent_multiplies_do_not_add_rounds_beyond_two_each():
+def test_chained_multiplies_cost_two_rounds_each():
     (a,) = inputs(71, (3,))
 
     def fn(rt):
@@ -725,8 +745,17 @@ def test_share_none_on_source_raises_shape_error(n):
 
     t0 = time.monotonic()
     with pytest.raises(ShapeError, match="passed None"):
-        run(fn, n, timeout=10)
+        run(fn, n, timeout=5)
     assert time.monotonic() - t0 < 30
+
+
+def test_runtime_rank_outside_cluster_is_a_config_error():
+    from mpcrt.launch.inprocess import local_cluster
+
+    cluster, secrets_ = local_cluster(2)
+    for rank in (2, -1):
+        with pytest.raises(ConfigError, match="rank"):
+            mpcrt.Runtime(cluster, rank, secrets_[0], timeout=2)
 
 
 def test_bad_src_and_reveal_target():

@@ -1,0 +1,229 @@
+"""The `mpcrt bench` machinery: parsing, the lower bound, a tiny real run (N=2, loopback),
+the JSON and the table, plots, the CrypTen and netsim paths. Fast (< 60 s in all)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from mpcrt import cli
+from mpcrt.launch import bench, plots
+from mpcrt.launch.workloads import WORKLOADS
+
+
+# ------------------------------------------------------------------ parsing
+def test_parse_size():
+    assert bench.parse_size("1000") == 1000
+    assert bench.parse_size("1e6") == 1_000_000
+    assert bench.parse_size("100k") == 100_000
+    assert bench.parse_size("2M") == 2_000_000
+    assert bench.parse_size("2^10") == 1024
+    for bad in ("0", "-5", "1.5", "abc", ""):
+        with pytest.raises(ValueError):
+            bench.parse_size(bad)
+
+
+def test_parse_sizes_per_op():
+    ops = ["mul", "matmul", "ltz"]
+    # bare sizes go to the element-wise ops only; matmul keeps its default
+    s = bench.parse_sizes("1e4", ops)
+    assert s == {"mul": [10_000], "matmul": [WORKLOADS["matmul"].default_size], "ltz": [10_000]}
+    s = bench.parse_sizes("1e3:1e4,matmul=256:1024,ltz=5", ops)
+    assert s == {"mul": [1000, 10_000], "matmul": [256, 1024], "ltz": [5]}
+    s = bench.parse_sizes("100,200", ["mul"])
+    assert s == {"mul": [100, 200]}
+    # only matmul selected: a bare size is its n
+    assert bench.parse_sizes("64", ["matmul"]) == {"matmul": [64]}
+    assert bench.parse_sizes(None, ["mul"]) == {"mul": [WORKLOADS["mul"].default_size]}
+    with pytest.raises(ValueError, match="unknown op"):
+        bench.parse_sizes("nope=5", ops)
+    with pytest.raises(ValueError, match="unknown op"):
+        bench.parse_ops("mul,nope")
+
+
+def test_parse_networks_and_parties():
+    assert bench.parse_networks("none") == [bench.Network("loopback")]
+    lan, wan = bench.parse_networks("lan,wan")
+    assert (lan.delay_ms, lan.rate_mbit) == (0.25, 10_000.0)
+    assert (wan.delay_ms, wan.rate_mbit) == (25.0, 100.0)
+    (d,) = bench.parse_networks("10:50")
+    assert (d.delay_ms, d.rate_mbit, d.simulated) == (10.0, 50.0, True)
+    (u,) = bench.parse_networks("5:0")
+    assert u.rate_mbit is None
+    with pytest.raises(ValueError):
+        bench.parse_networks("moon")
+    assert bench.parse_parties("2,3") == [2, 3]
+    assert bench.parse_parties("2-5") == [2, 3, 4, 5]
+    with pytest.raises(ValueError):
+        bench.parse_parties("1,2")
+
+
+def test_lower_bound():
+    b = bench.lower_bound(rounds=7, link_bytes=12.5e6, delay_ms=25.0, rate_mbit=100.0)
+    assert math.isclose(b["latency_s"], 0.175)
+    assert math.isclose(b["transfer_s"], 1.0)
+    assert math.isclose(b["bound_s"], 1.175)
+    assert bench.lower_bound(3, 1e9, 1.0, None)["transfer_s"] == 0.0
+
+
+# ------------------------------------------------------------------ a real run
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = cli.main(["bench", "--parties", "2", "--ops", "mul,ltz,matmul", "--sizes", "64,matmul=8",
+                       "--repeats", "2", "--warmup", "1", "--out", str(out), "--timeout", "120"])
+    return rc, buf.getvalue(), out
+
+
+def test_bench_runs_and_writes_json(tiny_run):
+    rc, text, out = tiny_run
+    assert rc == 0, text
+    files = [f for f in os.listdir(out) if f.endswith(".json")]
+    assert len(files) == 1
+    doc = json.load(open(out / files[0]))
+    assert doc["failures"] == []
+    assert doc["meta"]["channels"] == "curve"
+    assert doc["meta"]["machine"]["cpu_count"] == os.cpu_count()
+    rows = {(r["op"], r["size"]): r for r in doc["rows"]}
+    assert set(rows) == {("mul", 64), ("ltz", 64), ("matmul", 8)}
+    for r in rows.values():
+        assert r["parties"] == 2 and r["network"] == "loopback"
+        for k in ("e2e", "online", "offline"):
+            assert len(r[f"{k}_all_s"]) == 2
+            assert r[f"{k}_min_s"] <= r[f"{k}_s"] <= r[f"{k}_max_s"]
+            assert r[f"{k}_s"] > 0
+        assert r["online_dealer_bytes"] == 0  # material was prefetched
+        assert r["max_abs_err"] < 1e-3
+        assert "bound_online_s" not in r
+    assert rows[("mul", 64)]["rounds"] == 2  # open d, e + truncation
+    assert rows[("matmul", 8)]["rounds"] == 2
+    assert rows[("ltz", 64)]["rounds"] >= 5
+    # mul at N=2: d and e (64 int64 each) and the truncation opening, plus frame headers
+    assert 3 * 64 * 8 <= rows[("mul", 64)]["bytes_sent_per_party"] < 3 * 64 * 8 + 2000
+    assert rows[("ltz", 64)]["max_abs_err"] == 0.0
+
+
+def test_bench_prints_table(tiny_run):
+    rc, text, out = tiny_run
+    assert "online s" in text and "rounds" in text and "max err" in text
+    lines = [ln for ln in text.splitlines() if ln.startswith(("mul ", "ltz ", "matmul "))]
+    assert len(lines) == 3
+    assert any("8^2" in ln for ln in lines)
+    assert "wrote " in text
+
+
+def test_table_and_bounds_from_rows(capsys):
+    res = {"parties": 3, "results": [{
+        "op": "mul", "size": 1000, "e2e": [0.3, 0.2, 0.4], "online": [0.2, 0.1, 0.3], "offline": [0.1, 0.1, 0.1],
+        "max_abs_err": 1e-5, "rounds": 2,
+        "per_party": [{"bytes_sent": 2e6, "bytes_received": 2.5e6, "dealer_bytes_sent": 100,
+                       "dealer_bytes_received": 1e6, "rounds": 2, "online_dealer_bytes_received": 0,
+                       "stats_varied": False}] * 3}]}
+    rows = bench.summarize(res, bench.Network("wan", 25.0, 100.0), "curve")
+    (r,) = rows
+    assert r["e2e_s"] == 0.3 and r["e2e_min_s"] == 0.2 and r["e2e_max_s"] == 0.4
+    assert r["link_bytes_per_party"] == 2.5e6
+    assert math.isclose(r["bound_online_s"], 2 * 0.025 + 2.5e6 * 8 / 100e6)
+    assert math.isclose(r["bound_e2e_s"], 2 * 0.025 + 3.5e6 * 8 / 100e6)
+    assert math.isclose(r["online_over_bound"], 0.2 / r["bound_online_s"])
+    bench.print_table(rows)
+    bench.print_bounds(rows)
+    text = capsys.readouterr().out
+    assert "Distance to the network limit" in text and "wan" in text
+
+
+# ------------------------------------------------------------------ plots
+@pytest.mark.skipif(not plots.available(), reason="matplotlib is not installed")
+def test_plots(tmp_path):
+    def row(op, size, n, net, t, bound=None):
+        r = {"op": op, "size": size, "unit": "elements", "parties": n, "network": net, "channels": "curve",
+             "online_s": t, "online_min_s": t * 0.9, "online_max_s": t * 1.1,
+             "e2e_s": 2 * t, "e2e_min_s": 1.8 * t, "e2e_max_s": 2.2 * t}
+        if bound:
+            r["bound_online_s"] = bound
+        return r
+
+    rows = [row("mul", s, n, net, 1e-6 * s * n * (10 if net == "wan" else 1), 1e-6 * s if net == "wan" else None)
+            for s in (1000, 10000) for n in (2, 3) for net in ("loopback", "wan")]
+    made = plots.make_plots(rows, str(tmp_path), stem="t")
+    assert sorted(os.path.basename(p) for p in made) == ["t-network.png", "t-time_vs_parties.png",
+                                                         "t-time_vs_size.png"]
+    for p in made:
+        assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert plots.make_plots(rows[:1], str(tmp_path / "one"), stem="t") == []
+
+
+# ------------------------------------------------------------------ CrypTen, netsim
+def test_crypten_missing_runner_is_reported(tmp_path, capsys):
+    rep = bench.run_crypten([2], {"mul": [100]}, 1, 0, script=str(tmp_path / "no_such_runner.py"))
+    assert rep["available"] is False and "does not exist" in rep["reason"]
+    bench.print_crypten([], rep)
+    assert "not run" in capsys.readouterr().out
+
+
+def test_crypten_not_importable_is_reported(tmp_path):
+    fake = tmp_path / "fake_side.py"
+    fake.write_text("import sys\nprint('crypten is not importable (ModuleNotFoundError)', file=sys.stderr)\n"
+                    "sys.exit(3)\n")
+    rep = bench.run_crypten([2], {"mul": [100], "trunc": [100]}, 1, 0, script=str(fake), timeout=30)
+    assert rep["available"] is False and "not importable" in rep["reason"]
+    rep = bench.run_crypten([2], {"trunc": [100]}, 1, 0, script=str(fake), timeout=30)
+    assert "CrypTen counterpart" in rep["reason"]
+
+
+def test_crypten_comparison_ratios():
+    rows = [{"op": "mul", "size": 100, "unit": "elements", "parties": 2, "network": "loopback", "channels": ch,
+             "e2e_s": t, "online_s": t / 2, "rounds": 2, "bytes_sent_per_party": 10, "bytes_received_per_party": 10,
+             "max_abs_err": 0.0} for ch, t in (("curve", 0.4), ("plaintext", 0.2))]
+    rep = {"available": True, "results": {"2": {"mul@100": {"time_s": 0.8, "rounds": 1, "bytes_per_party": 30,
+                                                            "max_abs_err": 0.0}}}}
+    (c,) = bench.compare_crypten(rows, rep)
+    assert math.isclose(c["ratio_plaintext"], 0.25) and math.isclose(c["ratio_curve"], 0.5)
+
+
+def test_network_unavailable_is_a_clear_error(monkeypatch, capsys):
+    from mpcrt.launch import netsim
+
+    def no(*a, **k):
+        raise netsim.NetSimUnavailable("network simulation needs root (test)")
+
+    monkeypatch.setattr(netsim, "check_available", no)
+    rc = cli.main(["bench", "--parties", "2", "--ops", "mul", "--sizes", "10", "--network", "wan", "--out", ""])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "needs root (test)" in err and "iproute2" in err
+
+
+def test_bad_arguments_exit_2(capsys):
+    assert cli.main(["bench", "--ops", "nope"]) == 2
+    assert cli.main(["bench", "--network", "moon"]) == 2
+    assert "unknown op" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_on_netsim(tmp_path, capsys):
+    from mpcrt.launch import netsim
+
+    why = netsim.unavailable_reason()
+    if why:
+        pytest.skip(why)
+    rc = cli.main(["bench", "--parties", "2", "--ops", "mul", "--sizes", "1000", "--repeats", "1", "--warmup", "0",
+                   "--network", "5:100", "--out", str(tmp_path), "--timeout", "60"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "measured RTT" in text and "Distance to the network limit" in text
+    (f,) = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
+    doc = json.load(open(tmp_path / f))
+    (r,) = doc["rows"]
+    assert r["network"] == "5:100" and r["rounds"] == 2
+    # two rounds of 5 ms each way at least (up to the token bucket's burst, the bytes are small)
+    assert r["online_s"] >= 0.9 * r["bound_latency_s"]
+    assert doc["meta"]["validation"]["5:100/2"]["rtt_ms"] > 5
+    assert not [ns for ns in netsim.list_namespaces() if ns.startswith(f"mpcrt-{os.getpid()}-")]

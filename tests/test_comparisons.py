@@ -1,0 +1,553 @@
+"""Secure comparison: exact less-than-zero and everything built from it.
+
+Parties are threads over real ZeroMQ/CURVE (`mpcrt.launch.inprocess.run_parties`),
+N in {2, 3}. Each hypothesis example is a whole protocol run, so examples are few and
+each one checks a whole batch of values inside a single session.
+
+Covers (DESIGN.md section 6, protocols/comparison.py, mpcrt/comparisons.py):
+* protocols.comparison.ltz on raw ring values: zero wrong results for every int64
+  (all edges: 0, +-1, +-2^k, 2^63 - 1, -2^63, ...), fused products equal b * y exactly;
+* the issue's criterion: zero wrong results on 10^6 pairs (a third equal, a third one
+  ulp apart, a third random) for <, >, <=, >=, == (x and y shared by different parties);
+* relu, abs, sign, clamp, where, max, min, argmax / argmin (first extremum on ties, like
+  torch), maxpool2d (vs torch.nn.functional.max_pool2d) within 2^-15 of the float
+  reference, comparison bits exact;
+* round counts (7 for ltz and any single comparison) and bytes per element per peer
+  for ltz (<= 26), and the batching of independent ltz generators by protocols.rounds.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from mpcrt.launch.inprocess import run_parties
+from mpcrt.protocols import comparison, rounds as rounds_mod
+from mpcrt.tensor import where as t_where
+
+NS = [2, 3]
+FB = 16  # fixed-point fractional bits of the default runtime
+ULP = 2.0**-FB
+TOL = 2.0**-15  # fixed-point results vs float references
+LTZ_ROUNDS = 7
+HSET = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+EDGES = sorted(
+    {0, 1, -1, 2, -2, I64_MAX, I64_MIN, I64_MAX - 1, I64_MIN + 1, 2**62, -(2**62), 2**62 - 1, -(2**62) + 1, 2**62 + 1, -(2**62) - 1}
+    | {s * (2**k + d) for k in range(63) for d in (-1, 0, 1) for s in (1, -1)}
+    | {I64_MAX - 2**k for k in range(63)}
+    | {I64_MIN + 2**k for k in range(63)}
+    | {(2**63 - 1) ^ (2**k) for k in range(63)}  # all ones but one bit (low 63 bits)
+)
+EDGES = np.array([v for v in EDGES if I64_MIN <= v <= I64_MAX], dtype=np.int64)
+
+
+def run(fn, n, *args, precision=16):
+    """fn(rt, *args) on n parties; bounded in time (a hang fails, never blocks)."""
+    return run_parties(fn, n, *args, precision=precision, timeout=30.0, join_timeout=120)
+
+
+def rounds(rt) -> int:
+    return rt.stats()["rounds"]
+
+
+def opened(rt, t) -> np.ndarray:
+    """Exact ring value of a SharedTensor (int64, no float conversion)."""
+    (v,) = rt.open([t.share])
+    return v
+
+
+def share_from(rt, value, src, fbits=None):
+    """Share a plaintext held by party `src` (None elsewhere); ring values if fbits given."""
+    v = value if rt.rank == src else None
+    if fbits is None:
+        return rt.share(v, src=src)
+    return rt.share_ring(v, src=src, fbits=fbits)
+
+
+def enc(a) -> np.ndarray:
+    """The fixed-point encoding the runtime uses, as int64."""
+    return np.rint(np.asarray(a, np.float64) * 2.0**FB).astype(np.int64)
+
+
+def q(a) -> np.ndarray:
+    """a rounded to the fixed-point grid (what the parties actually hold)."""
+    return enc(a).astype(np.float64) / 2.0**FB
+
+
+def assert_close(got, want, tol=TOL, what=""):
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    if want.size:
+        err = np.abs(got - want)
+        i = int(np.argmax(err))
+        assert err.flat[i] <= tol, f"{what}: max error {err.flat[i]} > {tol} at flat index {i} (got {got.flat[i]}, want {want.flat[i]})"
+
+
+# ------------------------------------------------------------ strategies
+int64s = st.integers(I64_MIN, I64_MAX)
+ring_arrays = hnp.arrays(np.int64, st.integers(1, 200), elements=int64s)
+# fixed-point reals, away from the format's limit (2^46 at 16 bits) so differences never wrap
+reals = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+small_grid = st.integers(-40, 40).map(lambda k: k / 8.0)  # many exact ties
+real_arrays = hnp.arrays(np.float64, st.integers(1, 120), elements=st.one_of(reals, small_grid))
+
+
+# =================================================== ltz on raw ring values
+@pytest.mark.parametrize("n", NS)
+@HSET
+@given(xs=ring_arrays, seed=st.integers(0, 2**32 - 1))
+def test_ltz_exact_on_ring_values_with_fused_products(n, xs, seed):
+    """[x < 0] for every int64 (edges, hypothesis values, 20000 uniform words) and the
+    fused products [b * y] (y arbitrary ring values) equal b * y exactly; 7 rounds."""
+    rng = np.random.default_rng(seed)
+    uni = rng.integers(I64_MIN, I64_MAX, size=20000, dtype=np.int64, endpoint=True)
+    x = np.concatenate([EDGES, xs, uni, -uni[:1000], uni[:1000] ^ np.int64(I64_MIN)])
+    y1 = rng.integers(I64_MIN, I64_MAX, size=x.size, dtype=np.int64, endpoint=True)
+    y2 = x.copy()  # product with x itself (relu-style)
+
+    def fn(rt):
+        X = share_from(rt, x, 0, fbits=0)
+        Y = share_from(rt, y1, rt.world_size - 1, fbits=0)
+        r0 = rounds(rt)
+        b, (p1, p2) = comparison.ltz(rt, X.share, [Y.share, X.share])
+        r = rounds(rt) - r0
+        ob, o1, o2 = rt.open([b, p1, p2])
+        return r, ob, o1, o2
+
+    res = run(fn, n)
+    want = (x < 0).astype(np.int64)
+    for r, ob, o1, o2 in res:
+        assert r == LTZ_ROUNDS
+        bad = np.flatnonzero(ob != want)
+        assert bad.size == 0, f"{bad.size} wrong ltz results, e.g. x={x[bad[:5]]} got {ob[bad[:5]]}"
+        np.testing.assert_array_equal(o1, np.where(want == 1, y1, 0))
+        np.testing.assert_array_equal(o2, np.where(want == 1, y2, 0))
+
+
+@pytest.mark.parametrize("n", NS)
+@pytest.mark.parametrize("shape", [(), (1,), (63,), (65,), (3, 5, 7), (0,), (2, 0, 3)])
+def test_ltz_shapes(n, shape):
+    """Any shape, including sizes that are not a multiple of the 64-element packing."""
+    rng = np.random.default_rng(len(shape) * 10 + n)
+    x = rng.integers(I64_MIN, I64_MAX, size=shape, dtype=np.int64, endpoint=True)
+    x = np.asarray(x, np.int64).reshape(shape)
+
+    def fn(rt):
+        X = rt.share_ring(x if rt.rank == 0 else None, src=0).share.reshape(shape)
+        b, (p,) = comparison.ltz(rt, X, [X])
+        assert b.shape == shape and p.shape == shape
+        return rt.open([b, p]) if b.size else [b, p]
+
+    for ob, op in run(fn, n):
+        np.testing.assert_array_equal(ob, (x < 0).astype(np.int64))
+        np.testing.assert_array_equal(op, np.where(x < 0, x, 0))
+
+
+@pytest.mark.parametrize("n", NS)
+def test_ltz_rounds_and_bytes_per_element(n):
+    """ltz of 64 * 1000 elements: 7 rounds, <= 26 bytes sent per element per peer
+    (DESIGN: 8 + 8 + 4 + 2 + 1 + 1/8 + 1 = 24.1); a fused product adds <= 8 bytes."""
+    m = 64 * 1000
+    x = np.random.default_rng(7).integers(I64_MIN, I64_MAX, size=m, dtype=np.int64, endpoint=True)
+
+    def fn(rt):
+        X = rt.share_ring(x if rt.rank == 0 else None, src=0)
+        s0 = rt.stats()
+        b, _ = comparison.ltz(rt, X.share)
+        s1 = rt.stats()
+        _, (p,) = comparison.ltz(rt, X.share, [X.share])
+        s2 = rt.stats()
+        ob = opened(rt, X._new(b, 0))
+        peers = rt.world_size - 1
+        return (
+            s1["rounds"] - s0["rounds"],
+            s2["rounds"] - s1["rounds"],
+            (s1["bytes_sent"] - s0["bytes_sent"]) / m / peers,
+            (s2["bytes_sent"] - s1["bytes_sent"]) / m / peers,
+            ob,
+        )
+
+    for r1, r2, b1, b2, ob in run(fn, n):
+        assert r1 == LTZ_ROUNDS and r2 == LTZ_ROUNDS
+        assert b1 <= 26.0, f"ltz sent {b1:.3f} bytes per element per peer"
+        assert b2 <= 26.0 + 8.0, f"ltz with one fused product sent {b2:.3f} bytes per element per peer"
+        np.testing.assert_array_equal(ob, (x < 0).astype(np.int64))
+
+
+def test_two_independent_ltz_share_rounds():
+    """protocols.rounds.run drives two independent ltz generators in lockstep: their
+    openings ride in the same 7 rounds (not 14), and both results stay exact."""
+    rng = np.random.default_rng(11)
+    a = np.concatenate([EDGES, rng.integers(I64_MIN, I64_MAX, size=5000, dtype=np.int64, endpoint=True)])
+    b = rng.integers(-(2**40), 2**40, size=(7, 33), dtype=np.int64)
+    y = rng.integers(I64_MIN, I64_MAX, size=b.shape, dtype=np.int64, endpoint=True)
+
+    def fn(rt):
+        A = rt.share_ring(a if rt.rank == 0 else None, src=0).share
+        B = rt.share_ring(b if rt.rank == 1 else None, src=1).share
+        Y = rt.share_ring(y if rt.rank == 0 else None, src=0).share
+        r0 = rounds(rt)
+        (ba, _), (bb, (pb,)) = rounds_mod.run(
+            rt, comparison.ltz_steps(rt, A), comparison.ltz_steps(rt, B, 1, lambda: [Y])
+        )
+        r = rounds(rt) - r0
+        # and three of them, one of another shape, still 7
+        r1 = rounds(rt)
+        outs = rounds_mod.run(rt, *(comparison.ltz_steps(rt, v) for v in (A, B, -A)))
+        r3 = rounds(rt) - r1
+        return r, r3, rt.open([ba, bb, pb] + [o[0] for o in outs])
+
+    for r, r3, (ba, bb, pb, c1, c2, c3) in run(fn, 2):
+        assert r == LTZ_ROUNDS, f"two parallel ltz took {r} rounds"
+        assert r3 == LTZ_ROUNDS, f"three parallel ltz took {r3} rounds"
+        np.testing.assert_array_equal(ba, (a < 0).astype(np.int64))
+        np.testing.assert_array_equal(bb, (b < 0).astype(np.int64))
+        np.testing.assert_array_equal(pb, np.where(b < 0, y, 0))
+        np.testing.assert_array_equal(c1, (a < 0).astype(np.int64))
+        np.testing.assert_array_equal(c2, (b < 0).astype(np.int64))
+        np.testing.assert_array_equal(c3, (-a < 0).astype(np.int64))  # -(-2^63) = -2^63 in the ring
+
+
+# ===================================== the issue's criterion: 10^6 pairs, exact
+def _million_pairs(total=10**6, seed=2024):
+    """Encoded fixed-point pairs (ring int64 at 16 fractional bits) over the whole format
+    range (|x| < 2^62): a third equal, a third one ulp (2^-16) apart, a third random."""
+    rng = np.random.default_rng(seed)
+    third = total // 3
+    lim = 2**62 - 2
+
+    def mixed(k):  # magnitudes spread over all scales, both signs, and some extremes
+        v = rng.integers(-lim, lim, size=k, dtype=np.int64, endpoint=True) >> rng.integers(0, 62, size=k).astype(np.int64)
+        v[: min(k, 64)] = rng.choice(np.array([0, 1, -1, lim, -lim, 2**40, -(2**40), 2**16, -(2**16)], np.int64), size=min(k, 64))
+        return v
+
+    x_eq = mixed(third)
+    x_adj = mixed(third)
+    y_adj = x_adj + rng.choice(np.array([-1, 1], np.int64), size=third)
+    n_rand = total - 2 * third
+    x_rand, y_rand = mixed(n_rand), mixed(n_rand)
+    x = np.concatenate([x_eq, x_adj, x_rand])
+    y = np.concatenate([x_eq, y_adj, y_rand])
+    assert np.all(np.abs(x) < 2**62) and np.all(np.abs(y) < 2**62)
+    return x, y
+
+
+def test_million_pairs_zero_wrong_results():
+    """<, >, <=, >=, == on 10^6 pairs (x from party 0, y from party 1), each operator in
+    one call over the million, 7 rounds each: zero wrong results vs numpy on the encoded
+    integers."""
+    x, y = _million_pairs()
+    ops = {
+        "<": (lambda a, b: a < b, np.less),
+        ">": (lambda a, b: a > b, np.greater),
+        "<=": (lambda a, b: a <= b, np.less_equal),
+        ">=": (lambda a, b: a >= b, np.greater_equal),
+        "==": (lambda a, b: a == b, np.equal),
+    }
+
+    def fn(rt):
+        X = share_from(rt, x, 0, fbits=FB)
+        Y = share_from(rt, y, 1, fbits=FB)
+        out = {}
+        for name, (op, ref) in ops.items():
+            r0 = rounds(rt)
+            Z = op(X, Y)
+            r = rounds(rt) - r0
+            assert Z.fbits == 0 and Z.shape == x.shape
+            got = opened(rt, Z)
+            want = ref(x, y).astype(np.int64)
+            out[name] = (r, int(got.size), int(np.count_nonzero(got != want)))
+        return out
+
+    res = run(fn, 2)
+    eq_n, adj_n = int(np.sum(x == y)), int(np.sum(np.abs(x - y) == 1))
+    assert x.size == 10**6 and eq_n >= 333_333 and adj_n >= 333_333
+    for out in res:
+        for name, (r, count, wrong) in out.items():
+            assert count == 10**6, name
+            assert wrong == 0, f"x {name} y: {wrong} wrong results out of {count}"
+            assert r == LTZ_ROUNDS, f"x {name} y took {r} rounds"
+
+
+# ============================================== comparison operators on tensors
+@pytest.mark.parametrize("n", NS)
+@HSET
+@given(a=real_arrays, data=st.data())
+def test_comparison_operators_match_numpy(n, a, data):
+    """<, >, <=, >=, ==, != between two shared tensors (from different parties) and with
+    public scalars / arrays: exact 0/1 results with 0 fractional bits, 7 rounds each."""
+    b = data.draw(hnp.arrays(np.float64, a.shape, elements=st.one_of(reals, small_grid)), label="b")
+    c = data.draw(st.one_of(reals, small_grid), label="c")
+    # make a fraction exact ties and one-ulp neighbours
+    b = np.where(np.arange(a.size).reshape(a.shape) % 3 == 0, a, b)
+    b = np.where(np.arange(a.size).reshape(a.shape) % 3 == 1, q(a) + ULP, b)
+    ea, eb, ec = enc(a), enc(b), int(enc(c))
+
+    def fn(rt):
+        A = share_from(rt, a, 0)
+        B = share_from(rt, b, rt.world_size - 1)
+        res = {}
+        for name, t in {
+            "lt": lambda: A < B, "gt": lambda: A > B, "le": lambda: A <= B, "ge": lambda: A >= B,
+            "eq": lambda: A == B, "ne": lambda: A != B,
+            "lt_c": lambda: A < c, "ge_c": lambda: A >= c, "eq_c": lambda: A == c,
+            "rlt_c": lambda: c < A,  # reflected: A > c
+            "lt_arr": lambda: A < b,  # public array
+            "ltz": lambda: A.ltz(),
+        }.items():
+            r0 = rounds(rt)
+            z = t()
+            res[name] = (rounds(rt) - r0, z.fbits, opened(rt, z))
+        return res
+
+    want = {
+        "lt": ea < eb, "gt": ea > eb, "le": ea <= eb, "ge": ea >= eb, "eq": ea == eb, "ne": ea != eb,
+        "lt_c": ea < ec, "ge_c": ea >= ec, "eq_c": ea == ec, "rlt_c": ec < ea, "lt_arr": ea < eb, "ltz": ea < 0,
+    }
+    for res in run(fn, n):
+        for name, (r, fb, got) in res.items():
+            assert r == LTZ_ROUNDS, (name, r)
+            assert fb == 0, name
+            np.testing.assert_array_equal(got, want[name].astype(np.int64), err_msg=name)
+
+
+# ==================================================== relu, abs, sign, clamp
+@pytest.mark.parametrize("n", NS)
+@HSET
+@given(a=real_arrays, lo=st.floats(-100, 100), width=st.floats(0, 100))
+def test_relu_abs_sign_clamp(n, a, lo, width):
+    hi = lo + width
+    a = np.concatenate([a.ravel(), [0.0, ULP, -ULP, lo, hi, q(lo) - ULP, q(hi) + ULP, 3e4, -3e4, 2.0**45, -(2.0**45)]])
+
+    def fn(rt):
+        A = share_from(rt, a, 0)
+        res = {}
+        for name, t in {
+            "relu": A.relu, "abs": A.abs, "sign": A.sign,
+            "clamp": lambda: A.clamp(lo, hi), "clamp_min": lambda: A.clamp(min=lo),
+            "clamp_max": lambda: A.clamp(max=hi), "abs_builtin": lambda: abs(A),
+        }.items():
+            r0 = rounds(rt)
+            z = t()
+            res[name] = (rounds(rt) - r0, z.reveal())
+        return res
+
+    qa = q(a)
+    qlo, qhi = float(q(lo)), float(q(hi))
+    want = {
+        "relu": torch.relu(torch.tensor(qa)).numpy(),
+        "abs": np.abs(qa),
+        "abs_builtin": np.abs(qa),
+        "sign": np.sign(qa),
+        "clamp": np.clip(qa, qlo, qhi),
+        "clamp_min": np.maximum(qa, qlo),
+        "clamp_max": np.minimum(qa, qhi),
+    }
+    for res in run(fn, n):
+        for name, (r, got) in res.items():
+            assert r == LTZ_ROUNDS, (name, r)
+            assert_close(got, want[name], 0.0 if name == "sign" else TOL, name)
+            # and against the unrounded float inputs
+            ref = {"relu": np.maximum(a, 0), "abs": np.abs(a), "abs_builtin": np.abs(a), "clamp": np.clip(a, lo, hi),
+                   "clamp_min": np.maximum(a, lo), "clamp_max": np.minimum(a, hi)}.get(name)
+            if ref is not None:
+                assert_close(got, ref, TOL, name + " vs float64")
+
+
+def test_clamp_rejects_min_above_max():
+    def fn(rt):
+        A = share_from(rt, np.zeros(3), 0)
+        with pytest.raises(ValueError):
+            A.clamp(2.0, 1.0)
+        return True
+
+    assert all(run(fn, 2))
+
+
+# ================================================================= where
+@pytest.mark.parametrize("n", NS)
+@HSET
+@given(a=real_arrays, data=st.data())
+def test_where(n, a, data):
+    b = data.draw(hnp.arrays(np.float64, a.shape, elements=reals), label="b")
+    mask = data.draw(hnp.arrays(np.bool_, a.shape), label="mask")
+    c = data.draw(reals, label="c")
+
+    def fn(rt):
+        A = share_from(rt, a, 0)
+        B = share_from(rt, b, rt.world_size - 1)
+        cond = A < B  # shared 0/1
+        r0 = rounds(rt)
+        w1 = t_where(cond, A, B)
+        r_where = rounds(rt) - r0
+        return (
+            r_where,
+            w1.reveal(),
+            A.where(cond, B).reveal(),  # torch-style method: where(cond, self, other)
+            t_where(cond, A, c).reveal(),  # public other branch
+            t_where(cond, c, B).reveal(),
+            t_where(mask, A, B).reveal(),  # public condition
+            t_where(torch.tensor(mask), A, c).reveal(),
+            t_where(mask, c, B).reveal(),
+        )
+
+    qa, qb, qc = q(a), q(b), float(q(c))
+    lt = enc(a) < enc(b)
+    wants = [np.where(lt, qa, qb), np.where(lt, qa, qb), np.where(lt, qa, qc), np.where(lt, qc, qb),
+             np.where(mask, qa, qb), np.where(mask, qa, qc), np.where(mask, qc, qb)]
+    for r_where, *gots in run(fn, n):
+        assert r_where == 1, "where with a shared condition is one Beaver product"
+        for i, (g, w) in enumerate(zip(gots, wants)):
+            assert_close(g, w, TOL, f"where #{i}")
+
+
+# ====================================================== max, min, argmax
+@pytest.mark.parametrize("n", NS)
+@HSET
+@given(
+    shape=st.tuples(st.integers(1, 6), st.integers(1, 9), st.integers(1, 5)),
+    seed=st.integers(0, 2**32 - 1),
+    ties=st.booleans(),
+)
+def test_max_min_argmax_like_torch(n, shape, seed, ties):
+    """max/min over each dim and over all elements, keepdim; argmax/argmin pick the
+    first extremum on ties, like torch; one_hot argmax. Rounds: max over k elements
+    7 ceil(log2 k); argmax 7 ceil(log2 k) + 14."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-3, 3, size=shape) / 4.0 if ties else rng.uniform(-1e3, 1e3, size=shape)
+    qa = q(a)
+    ta = torch.tensor(qa)
+
+    def fn(rt):
+        A = share_from(rt, a, 0)
+        res = {}
+        for d in (0, 1, 2, -1, None):
+            k = a.size if d is None else a.shape[d]
+            r0 = rounds(rt)
+            m = A.max(dim=d)
+            rm = rounds(rt) - r0
+            r0 = rounds(rt)
+            am = A.argmax(dim=d)
+            ra = rounds(rt) - r0
+            res[d] = dict(
+                k=k, rm=rm, ra=ra,
+                max=m.reveal(), argmax=opened(rt, am),
+                min=A.min(dim=d).reveal(), argmin=opened(rt, A.argmin(dim=d)),
+                max_keep=A.max(dim=d, keepdim=True).reveal() if d is not None else None,
+                onehot=opened(rt, A.argmax(dim=d, one_hot=True)) if d is not None else None,
+            )
+        return res
+
+    for res in run(fn, n):
+        for d, r in res.items():
+            lg = math.ceil(math.log2(r["k"])) if r["k"] > 1 else 0
+            assert r["rm"] == LTZ_ROUNDS * lg, (d, r["rm"])
+            assert r["ra"] == LTZ_ROUNDS * lg + 2 * LTZ_ROUNDS, (d, r["ra"])
+            if d is None:
+                assert_close(r["max"], ta.max().numpy(), TOL, "max")
+                assert_close(r["min"], ta.min().numpy(), TOL, "min")
+                np.testing.assert_array_equal(r["argmax"], ta.argmax().numpy())
+                np.testing.assert_array_equal(r["argmin"], ta.argmin().numpy())
+                continue
+            assert_close(r["max"], ta.max(dim=d).values.numpy(), TOL, f"max dim={d}")
+            assert_close(r["min"], ta.min(dim=d).values.numpy(), TOL, f"min dim={d}")
+            assert_close(r["max_keep"], ta.max(dim=d, keepdim=True).values.numpy(), TOL, f"max keepdim dim={d}")
+            np.testing.assert_array_equal(r["argmax"], ta.argmax(dim=d).numpy(), err_msg=f"argmax dim={d}")
+            np.testing.assert_array_equal(r["argmin"], ta.argmin(dim=d).numpy(), err_msg=f"argmin dim={d}")
+            oh = F.one_hot(ta.argmax(dim=d), a.shape[d]).movedim(-1, d % a.ndim).numpy()
+            np.testing.assert_array_equal(r["onehot"], oh, err_msg=f"one_hot dim={d}")
+
+
+def test_argmax_first_maximum_on_ties():
+    a = np.array([[1.0, 3.0, 3.0, 2.0], [5.0, 5.0, 5.0, 5.0], [-1.0, -2.0, -1.0, -3.0], [0.0, 0.0, 0.0, 7.0], [2.0, 1.0, 2.0, 2.0]])
+
+    def fn(rt):
+        A = share_from(rt, a, 1)
+        return opened(rt, A.argmax(dim=1)), opened(rt, A.argmin(dim=1)), opened(rt, A.argmax()), opened(rt, A.argmax(dim=0))
+
+    t = torch.tensor(a)
+    for am, an, af, a0 in run(fn, 3):
+        np.testing.assert_array_equal(am, [1, 0, 0, 3, 0])
+        np.testing.assert_array_equal(am, t.argmax(dim=1).numpy())
+        np.testing.assert_array_equal(an, t.argmin(dim=1).numpy())
+        np.testing.assert_array_equal(af, t.argmax().numpy())
+        np.testing.assert_array_equal(a0, t.argmax(dim=0).numpy())
+
+
+# ================================================================ maxpool2d
+POOLS = [
+    dict(kernel_size=2),
+    dict(kernel_size=2, stride=1),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=3, stride=1, padding=1),
+    dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 0)),
+    dict(kernel_size=3, stride=2),
+    dict(kernel_size=2, stride=2, dilation=2),
+    dict(kernel_size=1),
+]
+
+
+@pytest.mark.parametrize("n", NS)
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 2**32 - 1), ties=st.booleans())
+def test_maxpool2d_like_torch(n, seed, ties):
+    """maxpool2d vs torch.nn.functional.max_pool2d for several kernel / stride / padding /
+    dilation on NCHW and CHW inputs (negative inputs make the padding matter);
+    rounds 7 ceil(log2(kh kw))."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-4, 0, size=(2, 3, 7, 8)) / 2.0 if ties else rng.uniform(-50, 50, size=(2, 3, 7, 8))
+    x3 = x[0]
+    tx = torch.tensor(q(x))
+
+    def fn(rt):
+        X = share_from(rt, x, 0)
+        X3 = share_from(rt, x3, rt.world_size - 1)
+        out = []
+        for kw in POOLS:
+            r0 = rounds(rt)
+            y = X.maxpool2d(**kw)
+            r = rounds(rt) - r0
+            out.append((r, y.reveal(), X3.max_pool2d(**kw).reveal()))
+        return out
+
+    for out in run(fn, n):
+        for kw, (r, got, got3) in zip(POOLS, out):
+            want = F.max_pool2d(tx, **kw).numpy()
+            assert_close(got, want, TOL, f"maxpool2d {kw}")
+            assert_close(got3, F.max_pool2d(tx[0], **kw).numpy(), TOL, f"maxpool2d CHW {kw}")
+            k = kw["kernel_size"]
+            kk = k * k if isinstance(k, int) else k[0] * k[1]
+            assert r == LTZ_ROUNDS * (math.ceil(math.log2(kk)) if kk > 1 else 0), (kw, r)
+
+
+# ==================================================================== shapes
+def test_comparisons_keep_0d_shape():
+    """A 0-d tensor stays 0-d through comparisons, relu, sign, like torch."""
+
+    def fn(rt):
+        A = share_from(rt, np.array([-2.5]), 0).reshape(())
+        return A.shape, opened(rt, A < 1).shape, A.relu().reveal().shape, A.sign().reveal().shape, float(A.abs().reveal())
+
+    for *shapes, v in run(fn, 2):
+        assert shapes == [(), (), (), ()], shapes
+        assert v == 2.5
+
+
+def test_share_of_0d_value_keeps_shape():
+    """rt.share of a 0-d value (numpy scalar, 0-d torch tensor) gives a 0-d SharedTensor,
+    like torch (library bug: np.ascontiguousarray in Runtime.share_ring makes it (1,))."""
+
+    def fn(rt):
+        return share_from(rt, np.float64(-2.5), 0).shape, share_from(rt, torch.tensor(1.5), 1).shape
+
+    for shapes in run(fn, 2):
+        assert shapes == ((), ()), shapes
