@@ -226,6 +226,7 @@ def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hol
         clamped += c_hi
     hold["ks"] = ks
     hold["clamped"] = clamped
+    hold["clamped_top"] = clamped + eprod[0] - b_lo * c_lo  # only the upper clamp
     return [b_lo] + list(mb) + [b_hi]
 
 
@@ -329,7 +330,7 @@ def rsqrt(x: SharedTensor) -> SharedTensor:
 
 
 def _rsqrt(x: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
-    """rsqrt(x) and x clamped into the range (so sqrt = clamped * rsqrt stays bounded)."""
+    """rsqrt(x) and x clamped from above (sqrt = that * rsqrt stays bounded, sqrt(0) = 0)."""
     rt, f = x.rt, x.rt.precision
     A = _at_f(x)
     hold: dict = {}
@@ -356,7 +357,7 @@ def _rsqrt(x: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
 
         (yf,) = run(rt, main())
         (out,) = run(rt, _then_trunc(rt, yf, half, top // 2))
-    return SharedTensor(rt, out, f), SharedTensor(rt, Ac, f)
+    return SharedTensor(rt, out, f), SharedTensor(rt, hold["clamped_top"], f)
 
 
 def sqrt(x: SharedTensor) -> SharedTensor:
