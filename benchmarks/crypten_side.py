@@ -52,8 +52,8 @@ GROSS_ERROR = 1000.0
 #   1. imports `torch.onnx._internal.registration`, which moved to
 #      `torch.onnx._internal.torchscript_exporter.registration`, and
 #   2. calls torch.onnx.export without `dynamo=`, whose default became True
-#      (the torch.export-based exporter ignores CrypTen's custom symbolics and
-#      OperatorExportTypes); CrypTen needs the TorchScript exporter.
+#      (the torch.export-based exporter needs onnxscript and does not use the
+#      symbolics CrypTen registers); CrypTen needs the TorchScript exporter.
 # --------------------------------------------------------------------------
 
 

@@ -14,9 +14,10 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
 - sigmoid: for x < 0, 1 - h(e^x); for x >= 0, h(e^-x), h(z) = 1/(1+z) by a cubic plus
   one Newton step; both exp chains run in parallel; exact saturation beyond +-16.
   10 rounds. Error: abs < 2e-4 everywhere. tanh(x) = 2 sigmoid(2x) - 1: 10 rounds, abs < 4e-4.
-- reciprocal: sign by comparison, |x| normalized to m in [0.5, 1) by comparisons
-  with all powers of two of the range (one batched run), 1/m by a cubic plus one
-  Newton step, rescaled. 21 rounds. Error: rel < 1e-3 on 2^-7 <= |x| < 2^14.
+- reciprocal: sign by comparison, |x| normalized to m in [1/8, 1) by comparisons
+  with the powers of eight of the range (one batched run of 8), 1/m by a cubic
+  (rel err 15%) plus three Newton steps, rescaled. 25 rounds.
+  Error: rel < 1e-3 on 2^-7 <= |x| < 2^14.
 - log: normalization as above (no sign), log m by a cubic, plus e ln 2. 11 rounds.
   Error: abs < 8e-3 on [2^-10, 2^14).
 - rsqrt: normalization by powers of four to m in [0.25, 1), cubic plus one Newton
@@ -49,7 +50,13 @@ def _fit(f, lo: float, hi: float, deg: int) -> np.ndarray:
 
 EXP_POLY = _fit(np.exp, EXP_LO / 81, EXP_HI / 81, 3)
 H_POLY = _fit(lambda z: 1 / (1 + z), 0.0, 1.0, 3)
-RECIP_POLY = _fit(lambda m: 1 / m, 0.5, 1.0, 3)
+def _fit_rel(f, lo: float, hi: float, deg: int) -> np.ndarray:
+    """Chebyshev fit weighted for relative error."""
+    t = np.cos(np.linspace(0, np.pi, 2000)) * (hi - lo) / 2 + (hi + lo) / 2
+    return _cheb.cheb2poly(_cheb.chebfit(t, f(t), deg, w=1 / np.abs(f(t))))
+
+
+RECIP_POLY = _fit_rel(lambda m: 1 / m, 0.125, 1.0, 3)  # rel err 0.15 on [1/8, 1): 3 Newton steps
 LOG_POLY = _fit(np.log, 0.5, 1.0, 3)
 RSQRT_POLY = _fit(lambda m: 1 / np.sqrt(m), 0.25, 1.0, 3)
 
@@ -60,11 +67,12 @@ def _const(rt, v: float, bits: int, shape) -> np.ndarray:
     return np.full(shape, np.int64(round(v * 2**bits)) if rt.rank == 0 else 0, np.int64)
 
 
-def _poly3(rt, us: list[np.ndarray], coef: np.ndarray) -> np.ndarray:
-    """sum c_j u^j from [u] (F bits), [u^2] (2F), [u^3] (3F): result at 3F + G bits (|value| < 2)."""
-    out = _const(rt, coef[0], 3 * F + G, us[0].shape)
+def _poly3(rt, us: list[np.ndarray], coef: np.ndarray, g: int = G) -> np.ndarray:
+    """sum c_j u^j from [u] (F bits), [u^2] (2F), [u^3] (3F): result at 3F + g bits.
+    Needs |value| < 2^(14 - g) (g = 12: |value| < 4); intermediate terms may wrap."""
+    out = _const(rt, coef[0], 3 * F + g, us[0].shape)
     for j in (1, 2, 3):
-        out += np.int64(round(coef[j] * 2 ** (G + (3 - j) * F))) * us[j - 1]  # coefficient at full precision
+        out += np.int64(round(coef[j] * 2 ** (g + (3 - j) * F))) * us[j - 1]  # coefficient at full precision
     return out
 
 
@@ -253,7 +261,7 @@ def _abs_and_sign(x: SharedTensor):
     return X - 2 * bx, b
 
 
-REC_LO, REC_HI = -7, 14
+REC_LO, REC_HI, REC_STEP, REC_G = -7, 14, 3, 10
 
 
 def reciprocal(x: SharedTensor) -> SharedTensor:
@@ -261,23 +269,25 @@ def reciprocal(x: SharedTensor) -> SharedTensor:
     A, b = _abs_and_sign(x)
     hold: dict = {}
     with rt.scope("reciprocal"):
-        (bits,) = run(rt, _normalize_steps(rt, A, f, REC_LO, REC_HI, 1, hold))
+        (bits,) = run(rt, _normalize_steps(rt, A, f, REC_LO, REC_HI, REC_STEP, hold))
         ks = hold["ks"]
-        top = REC_HI + 1
-        sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (top - k))  # a * sig in [2^top/2, 2^top)
+        top = ks[-1] + REC_STEP
+        sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (top - k))  # m = a sig / 2^top in [1/8, 1)
         sign = -2 * b
         if rt.rank == 0:
             sign += 1
-
         Ac = hold["clamped"]
 
         def main():
             mx = yield from _beaver_steps(rt, Ac, sig)  # f bits
-            ms = yield from powers.trunc_pow_steps(rt, mx, f + top - F, 3)  # m in [0.5,1) at F, F..3F
-            y0 = _poly3(rt, ms, RECIP_POLY)
-            y, y2 = yield from powers.trunc_pow_steps(rt, y0, 2 * F + G, 2)
-            p = yield from _beaver_steps(rt, ms[0], y2)  # m y^2 at 3F
-            y1 = (y << np.int64(2 * F + 1)) - p
+            ms = yield from powers.trunc_pow_steps(rt, mx, f + top - F, 3)  # m at F, F..3F
+            y0 = _poly3(rt, ms, RECIP_POLY, REC_G)  # 1/m within 15%, at 3F + REC_G
+            y, y2 = yield from powers.trunc_pow_steps(rt, y0, 2 * F + REC_G, 2)
+            for it in range(3):  # Newton: y <- 2y - m y^2 (error squares)
+                p = yield from _beaver_steps(rt, ms[0], y2)  # m y^2 at 3F
+                y1 = (y << np.int64(2 * F + 1)) - p
+                if it < 2:
+                    y, y2 = yield from powers.trunc_pow_steps(rt, y1, 2 * F, 2)
             (yf,) = yield from powers.trunc_pow_steps(rt, y1, 3 * F - f, 1)
             return yf
 

@@ -19,6 +19,7 @@ from mpcrt import fixedpoint
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import DealerClient
 from mpcrt.errors import ConfigError, MpcError, ShapeError
+from mpcrt.kernels import allocator
 from mpcrt.kernels.prg import PRG, new_seed
 from mpcrt.transport import DEFAULT_TIMEOUT, Node
 
@@ -42,6 +43,7 @@ class Runtime:
         n = cluster.world_size
         if not 0 <= rank < n:
             raise ConfigError(f"rank {rank} is not in 0..{n - 1} for a {n}-party cluster")
+        allocator.tune()  # reuse big numpy temporaries instead of page-faulting fresh mmaps
         self.rank = rank
         self.world_size = n
         self.precision = fixedpoint.check_precision(cluster.precision if precision is None else precision)

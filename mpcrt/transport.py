@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import time
 import warnings
 
@@ -92,7 +93,7 @@ class Node:
         self.router_disconnects = 0
         self._hs_fail = collections.Counter()
         self._up = collections.Counter()
-        self.ctx = zmq.Context()
+        self.ctx = zmq.Context(io_threads=int(os.environ.get("MPCRT_IO_THREADS", "1")))
         self._auth = None
         if insecure:
             warnings.warn(

@@ -17,6 +17,7 @@ import numpy as np
 from mpcrt import correlations
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.errors import MpcError, ProtocolError
+from mpcrt.kernels import allocator
 from mpcrt.kernels.prg import PRG, new_seed
 from mpcrt.transport import DEFAULT_TIMEOUT, Node
 
@@ -25,6 +26,7 @@ log = logging.getLogger("mpcrt.dealer")
 
 class Dealer:
     def __init__(self, cluster: Cluster, secret_key: bytes | None, insecure: bool = False, timeout: float = DEFAULT_TIMEOUT):
+        allocator.tune()  # reuse big numpy temporaries instead of page-faulting fresh mmaps
         self.n = cluster.world_size
         self.node = Node(
             self.n, cluster.names, cluster.endpoints, None if insecure else cluster.public_keys, secret_key,

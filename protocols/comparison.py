@@ -49,20 +49,19 @@ TOP = U(1 << 63)
 LOW63 = U((1 << 63) - 1)
 
 
-def _pack(x: np.ndarray, w: int) -> np.ndarray:
-    """w chunks of words whose live bits sit at positions = 0 mod w -> one word per w."""
+def _pack(x: np.ndarray, w: int, unit: int = 1) -> np.ndarray:
+    """w chunks of words whose live bits repeat with period w * unit -> one word per w."""
     ch = x.reshape(w, -1)
     out = ch[0].copy()
     for k in range(1, w):
-        out |= ch[k] << U(k)
+        out |= ch[k] << U(k * unit)
     return out
 
 
-def _unpack(z: np.ndarray, w: int) -> np.ndarray:
+def _unpack(z: np.ndarray, w: int, live: np.uint64, unit: int = 1) -> np.ndarray:
     out = np.empty((w, z.size), U)
-    m = E[w]
     for k in range(w):
-        np.bitwise_and(z >> U(k), m, out=out[k])
+        np.bitwise_and(z >> U(k * unit), live, out=out[k])
     return out.reshape(-1)
 
 
@@ -96,29 +95,41 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
 
     # level 1 (width 1), local. Bit 63 of both operands reads as 0 (compare low 63 bits).
     rb = m["rb"].view(U)
-    A = ~c | TOP
+    A = ~c
+    A |= TOP
     R = rb & LOW63
+    R1 = R >> U(1)
     P = m["P"].view(U)
     A1 = A >> U(1)
-    LT = ((A1 & (R >> U(1))) ^ (A1 & A & R) ^ (A & P)) & E[2]
-    EQ = (A1 & R) ^ (A & (R >> U(1))) ^ P
+    LT = A & R
+    LT ^= R1
+    LT &= A1
+    LT ^= A & P
+    EQ = A1 & R
+    EQ ^= A & R1
+    EQ ^= P
     if first:
         EQ ^= A1 & A
+    # from here on one word holds both: the pair for a group of bits at position p is
+    # (lt at p, eq at p + 1); groups of width w sit at p = 0 mod w
+    W = LT & E[2]
     EQ &= E[2]
+    W |= EQ << U(1)
+    del A, A1, R, R1, LT, EQ
 
-    for w in (2, 4, 8, 16):  # rounds 2-5
-        M = E[2 * w]
-        EQh = (EQ >> U(w)) & M
-        LTh = (LT >> U(w)) & M
-        X = _pack(EQh | (EQh << U(w)), w)
-        Y = _pack((LT & M) | ((EQ & M) << U(w)), w)
-        Z = _unpack((yield from _and(rt, m, w, X, Y)), w)
-        LT = LTh ^ (Z & M)
-        EQ = (Z >> U(w)) & M
+    for w in (2, 4, 8, 16):  # rounds 2-5: lo group at p = 0 mod 2w, hi group at p + w
+        lo, pair = E[2 * w], E[2 * w] | (E[2 * w] << U(1))
+        X = (W >> U(w + 1)) & lo  # eq_hi
+        X |= X << U(1)  # ... beside both lt_lo and eq_lo
+        Y = W & pair  # (lt_lo, eq_lo)
+        Z = yield from _and(rt, m, w, _pack(X, w, 2), _pack(Y, w, 2))
+        Z = _unpack(Z, w, pair, 2)  # (eq_hi lt_lo, eq_hi eq_lo)
+        W = (W >> U(w)) & lo  # lt_hi
+        W ^= Z
 
     # round 6: last level (width 32), one AND per element, 64 elements per word
-    Z = _unpack((yield from _and(rt, m, 64, _pack((EQ >> U(32)) & U(1), 64), _pack(LT & U(1), 64))), 64)
-    borrow = ((LT >> U(32)) ^ Z) & U(1)
+    Z = _unpack((yield from _and(rt, m, 64, _pack((W >> U(33)) & U(1), 64), _pack(W & U(1), 64))), 64, U(1))
+    borrow = ((W >> U(32)) ^ Z) & U(1)
     bx = borrow ^ (rb >> U(63))
     if first:
         bx ^= c >> U(63)
