@@ -554,6 +554,37 @@ def cpu_busy(sample_s: float = 1.0) -> float | None:
     return 1.0 - (i1 - i0) / max(1, t1 - t0)
 
 
+def _machine_busy_s() -> float | None:
+    """CPU-seconds the whole machine has been busy since boot (from /proc/stat)."""
+    try:
+        with open("/proc/stat") as fh:
+            vals = [int(v) for v in fh.readline().split()[1:]]
+        return (sum(vals[:8]) - vals[3] - (vals[4] if len(vals) > 4 else 0)) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Contention:
+    """How much CPU other processes used while we ran: (machine busy - our own and our
+    children's CPU time) / (wall time x CPUs). Our children count once they have exited."""
+
+    def __init__(self):
+        self.m0, self.t0, self.w0 = _machine_busy_s(), self._own(), time.monotonic()
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def share(self) -> float | None:
+        m1 = _machine_busy_s()
+        if m1 is None or self.m0 is None:
+            return None
+        wall = time.monotonic() - self.w0
+        other = (m1 - self.m0) - (self._own() - self.t0)
+        return max(0.0, other / max(1e-9, wall * (os.cpu_count() or 1)))
+
+
 def wait_idle(max_wait: float, busy_below: float = 0.25) -> float | None:
     """Wait (at most max_wait s) until the CPUs are less than `busy_below` busy; return the last sample."""
     deadline = time.monotonic() + max_wait
@@ -622,6 +653,7 @@ def main(a) -> int:
         load = _load()
         print(f"running {n} parties on {net.name}, {ch} (load {load}, CPUs {_pct(busy)} busy) ...", flush=True)
         t = time.monotonic()
+        cont = Contention()
         try:
             if net.simulated:
                 res, v = run_netsim(n, job_list, net, a.repeats, a.warmup, insecure, timeout=a.timeout,
@@ -634,10 +666,13 @@ def main(a) -> int:
         if res.get("error"):
             failures.append(res["error"])
             print(f"FAILED: {res['error']}", file=sys.stderr, flush=True)
+        others = cont.share()
         got = summarize(res, net, ch)
         for r in got:
-            r.update(loadavg_1m_before=load, cpu_busy_before=None if busy is None else round(busy, 3))
-        print(f"  {len(got)}/{len(job_list)} jobs in {time.monotonic() - t:.0f} s", flush=True)
+            r.update(loadavg_1m_before=load, cpu_busy_before=None if busy is None else round(busy, 3),
+                     others_cpu_share=None if others is None else round(others, 3))
+        print(f"  {len(got)}/{len(job_list)} jobs in {time.monotonic() - t:.0f} s; other processes used "
+              f"{_pct(others)} of the CPUs meanwhile", flush=True)
         rows.extend(got)
 
     crypten_rep, cmp, interrupted = None, [], False
