@@ -95,11 +95,10 @@ def _idle(k: int):
 def _at_f(x: SharedTensor) -> np.ndarray:
     """x's share at the runtime precision (integer tensors are scaled up)."""
     f = x.rt.precision
+    x = x.to_precision()
     if x.fbits == f:
         return x.share
-    if x.fbits < f:
-        return x.share << np.int64(f - x.fbits)
-    raise ValueError("unexpected fractional bits")
+    return x.share << np.int64(f - x.fbits)
 
 
 def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_bits: int | None = None):

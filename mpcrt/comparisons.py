@@ -12,7 +12,8 @@ import numpy as np
 
 from mpcrt import fixedpoint
 from mpcrt.errors import ShapeError
-from mpcrt.protocols import beaver, comparison
+from mpcrt.protocols import beaver, comparison, powers
+from mpcrt.protocols.rounds import run
 from mpcrt.tensor import SharedTensor, cat
 
 
@@ -72,9 +73,26 @@ def ne(x: SharedTensor, y) -> SharedTensor:
 
 
 def relu(x: SharedTensor) -> SharedTensor:
-    """max(x, 0) = x - [x < 0] x, the product fused into the comparison (7 rounds)."""
-    _, (bx,) = _ltz_many([x], [x])
-    return x - bx
+    """max(x, 0) = x - [x < 0] x, the product fused into the comparison (7 rounds).
+
+    An x with more fractional bits than the runtime's (an untruncated product) is
+    truncated inside the same 7 rounds: the sign of x is that of its truncation, so the
+    comparison runs on x while the truncation's opening shares round 1, and the fused
+    product takes the truncated value."""
+    rt, f = x.rt, x.rt.precision
+    if x.fbits <= f:
+        _, (bx,) = _ltz_many([x], [x])
+        return x - bx
+    hold = {}
+
+    def trunc():
+        (t,) = yield from powers.trunc_pow_steps(rt, x.share, x.fbits - f, 1)
+        hold["t"] = t
+        return t
+
+    with rt.scope("relu"):
+        _, (_, (bt,)) = run(rt, trunc(), comparison.ltz_steps(rt, x.share, 1, lambda: [hold["t"]]))
+    return SharedTensor(rt, hold["t"] - bt, f)
 
 
 def abs_(x: SharedTensor) -> SharedTensor:

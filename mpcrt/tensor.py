@@ -61,6 +61,15 @@ class SharedTensor:
     def _new(self, share: np.ndarray, fbits: int | None = None) -> "SharedTensor":
         return SharedTensor(self.rt, share, self.fbits if fbits is None else fbits)
 
+    def to_precision(self) -> "SharedTensor":
+        """This tensor with at most the runtime's fractional bits (truncates, 1 round, if it
+        carries more: results of `matmul(..., truncate=False)` keep 2f bits until needed)."""
+        f = self.rt.precision
+        if self.fbits <= f:
+            return self
+        with self.rt.scope("trunc"):
+            return self._new(truncation.truncate(self.rt, self.share, self.fbits - f), f)
+
     # --------------------------------------------------------------- reveal
     def reveal(self, to: int | None = None, dtype=np.float64) -> np.ndarray | None:
         """The plaintext: on every party (to=None) or only on party `to` (None elsewhere)."""
@@ -141,7 +150,9 @@ class SharedTensor:
 
     def __mul__(self, other) -> "SharedTensor":
         rt = self.rt
+        self = self.to_precision()
         if isinstance(other, SharedTensor):
+            other = other.to_precision()
             self._bshape(other.shape)
             shift, f = self._shift_for(self.fbits, other.fbits)
             with rt.scope("mul"):
@@ -187,10 +198,20 @@ class SharedTensor:
 
     # --------------------------------------------------------------- matmul
     def __matmul__(self, other) -> "SharedTensor":
+        return self.matmul(other)
+
+    def matmul(self, other, truncate: bool = True) -> "SharedTensor":
+        """self @ other (torch.matmul semantics). With truncate=False a shared product keeps
+        both operands' fractional bits (one round instead of two); the truncation then
+        happens when needed, and relu() does it inside its own rounds."""
         rt = self.rt
+        self = self.to_precision()
         if isinstance(other, SharedTensor):
+            other = other.to_precision()
             _check_matmul(self.shape, other.shape)
             shift, f = self._shift_for(self.fbits, other.fbits)
+            if not truncate:
+                shift, f = 0, self.fbits + other.fbits
             with rt.scope("matmul"):
                 return self._new(beaver.matmul(rt, self.share, other.share, shift), f)
         p = fixedpoint.to_numpy(other)
@@ -198,6 +219,7 @@ class SharedTensor:
         return self._public_bilinear(lambda s, q: ring.matmul(s, q), p)
 
     def __rmatmul__(self, other) -> "SharedTensor":
+        self = self.to_precision()
         p = fixedpoint.to_numpy(other)
         _check_matmul(p.shape, self.shape)
         return self._public_bilinear(lambda s, q: ring.matmul(q, s), p)
@@ -212,16 +234,21 @@ class SharedTensor:
         with rt.scope("matmul_public"):
             return self._new(truncation.truncate(rt, z, shift) if shift else z, f)
 
-    def conv2d(self, weight, stride=1, padding=0, dilation=1, groups: int = 1) -> "SharedTensor":
-        """torch.nn.functional.conv2d(self, weight) with a shared or public weight (no bias)."""
+    def conv2d(self, weight, stride=1, padding=0, dilation=1, groups: int = 1, truncate: bool = True) -> "SharedTensor":
+        """torch.nn.functional.conv2d(self, weight) with a shared or public weight (no bias).
+        truncate=False: see matmul()."""
         rt = self.rt
+        self = self.to_precision()
         if self.ndim != 4:
             raise ShapeError(f"conv2d needs an NCHW input, got shape {self.shape}")
         wshape = weight.shape if isinstance(weight, SharedTensor) else np.shape(fixedpoint.to_numpy(weight))
         if len(wshape) != 4 or wshape[1] * groups != self.shape[1] or wshape[0] % groups:
             raise ShapeError(f"conv2d weight {tuple(wshape)} does not fit input {self.shape} with groups={groups}")
         if isinstance(weight, SharedTensor):
+            weight = weight.to_precision()
             shift, f = self._shift_for(self.fbits, weight.fbits)
+            if not truncate:
+                shift, f = 0, self.fbits + weight.fbits
             with rt.scope("conv2d"):
                 z = beaver.conv2d(rt, self.share, weight.share, stride, padding, dilation, groups, shift)
             return self._new(z, f)
@@ -233,7 +260,7 @@ class SharedTensor:
         return self._new(np.asarray(self.share.sum(axis=_axis(dim), keepdims=keepdim), np.int64))
 
     def mean(self, dim=None, keepdim: bool = False) -> "SharedTensor":
-        s = self.sum(dim, keepdim)
+        s = self.to_precision().sum(dim, keepdim)
         n = self.numel() // max(1, s.numel()) if dim is not None else self.numel()
         return s * (1.0 / n) if n > 1 else s
 

@@ -6,7 +6,8 @@ constants are the same code on both back ends (duck typing); the ops below diffe
 
 Cost of each layer under MPC (N parties, one round = everyone sends once):
 
-* linear, conv2d: one Beaver matmul/conv (1 round) + truncation (1 round); bias free.
+* linear, conv2d: one Beaver matmul/conv (1 round), left untruncated (2f bits); the
+  truncation happens inside a following relu (no extra round) or on first use (1 round).
 * affine (an unfolded BatchNorm): one Beaver product (2 rounds); folded BatchNorm: free.
 * avg_pool2d, adaptive_avg_pool2d: linear with public weights: sums are exact
   (integer weights, no truncation), then one multiplication by a public 1/count
@@ -156,12 +157,14 @@ class TorchOps(_Common):
 class SharedOps(_Common):
     """The IR on SharedTensors (weights shared too): what parties run."""
 
+    # Linear and conv2d leave their product untruncated (2f fractional bits, one round):
+    # a following relu truncates inside its own rounds, anything else truncates on use.
     def linear(self, input, weight, bias=None):
-        y = input @ weight.T
+        y = input.matmul(weight.T, truncate=False)
         return y + bias if bias is not None else y
 
     def conv2d(self, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        y = input.conv2d(weight, _pair(stride), _pair(padding), _pair(dilation), groups)
+        y = input.conv2d(weight, _pair(stride), _pair(padding), _pair(dilation), groups, truncate=False)
         return y + bias.reshape(1, -1, 1, 1) if bias is not None else y
 
     def affine(self, input, scale, shift):

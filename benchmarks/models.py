@@ -1,0 +1,844 @@
+#!/usr/bin/env python3
+"""Model benchmark: private inference of whole networks with real launched sessions.
+
+    python benchmarks/models.py [--parties 2,3] [--models digits_mlp,digits_cnn,lenet5,resnet18_b1]
+                                [--channels curve,plaintext | --insecure-plaintext] [--repeats R]
+                                [--no-crypten] [--profile] [--json OUT] [--timeout S]
+    python benchmarks/models.py --list
+
+For each model, each N and each kind of channel, one session of `python -m mpcrt
+launch -n N` (N parties + the dealer, each its own process, CurveZMQ or, with
+--insecure-plaintext, plaintext sockets) runs this file as the party script (the
+launcher passes MPCRT_MODELS_PARTY=1). In the session:
+
+1. party 0 (model owner) builds the network (digits: trained exactly as
+   examples/digits_demo.py trains it, by importing that file; the others: random
+   weights from --seed) and imports it with `mpcrt.nn.from_torch(net, example, src=0)`;
+   party 1 (data owner) secret-shares the input batch (`rt.share(x, src=1)`).
+   Neither is timed (CrypTen's runner does not time its encryption either).
+2. warm-up: one untimed forward pass over the whole batch (imports, torch's lazy
+   initialisation, allocator), dealer on line.
+3. end to end, R times: barrier, t0, `logits = model(x)` (dealer on line: party 0
+   asks for material while the protocol runs), t1, barrier. The time of a repeat is
+   the slowest party's t1 - t0; rounds and bytes are rt.stats() deltas between t0
+   and t1, per party.
+4. offline + online, R times: barrier, `rt.preprocess(lambda: model(x))` (a
+   shape-only dry run that records the dealer requests, then fetches and expands all
+   material) timed as offline; barrier; `model(x)` timed as online.
+5. check (untimed): the last logits are revealed to party 0, which holds the
+   plaintext model and (public split / seeded synthetic) inputs: argmax agreement
+   with the plaintext model (digits: of the 360 test images) and max |error| of the
+   logits against float64. A benchmark check only, not the demo's roles.
+
+Party 0 gathers every party's figures and writes them to a JSON file the driver
+reads. The timed call is the forward pass to shared logits (no reveal: one more
+round), over the whole batch in one call (digits: all 360 test images in one batch,
+not the demo's batches of 90).
+
+Models (`--list`):
+  digits_mlp      examples/digits_demo.py's MLP (64-64-32-10), trained, 360 test images
+  digits_cnn      examples/digits_demo.py's CNN (conv-BN-ReLU, residual block, maxpool, FC), trained, 360
+  lenet5          LeNet-5 (conv 6@5x5 pad 2, ReLU, maxpool 2, conv 16@5x5, ReLU, maxpool 2,
+                  FC 120, ReLU, FC 84, ReLU, FC 10), random weights, batch 64 of 1x28x28
+  resnet18_b1     torchvision-style ResNet-18 (written out below), random weights, eval, 1x3x32x32
+  resnet18_b32    the same, batch 32 (slow: not in the default set)
+  ct_digits_mlp   benchmarks/crypten_side.py's digits MLP (64-128-10), random weights, 360 digits
+  ct_digits_cnn   crypten_side.py's 2-conv digits CNN (conv 16, ReLU, conv 32, ReLU, FC 2048-10), 360
+The ct_ models exist so that the CrypTen comparison is like for like: crypten_side.py's
+digits workloads are not the demo's networks (they are the ones the issue quotes).
+
+CrypTen: unless --no-crypten, the models crypten_side.py has (ct_digits_mlp ->
+digits_mlp, ct_digits_cnn -> digits_cnn, lenet5, resnet18_b1 -> resnet18) are run
+through `benchmarks/crypten_side.py --parties N` (a subprocess, exit 3 = CrypTen not
+importable: skipped) and the ratio mpcrt / CrypTen is printed against mpcrt with
+plaintext channels (CrypTen's gloo channels are plaintext too). CrypTen's time is
+end to end (TTP on line), its bytes are its own count (about sent + received).
+
+Output: a table on the terminal; --json writes every figure (per party, per repeat),
+the machine's load average before/after each session and the CrypTen results.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(HERE)
+THIS = os.path.abspath(__file__)
+DEMO = os.path.join(REPO_ROOT, "examples", "digits_demo.py")
+CRYPTEN_SIDE = os.environ.get("MPCRT_CRYPTEN_SIDE", os.path.join(HERE, "crypten_side.py"))
+CRYPTEN_NOT_IMPORTABLE = 3
+PARTY_FLAG = "MPCRT_MODELS_PARTY"
+RECV_TIMEOUT = 600.0  # seconds a party waits for one message (big layers on a loaded 2-core host)
+
+MODEL_INFO = {
+    # name: (description, input shape, default repeats, crypten_side workload or None)
+    "digits_mlp": ("digits_demo MLP 64-64-32-10, trained, 360 test images", (360, 64), 3, None),
+    "digits_cnn": ("digits_demo CNN (conv-BN-ReLU, residual block, maxpool, FC), trained, 360 test images",
+                   (360, 1, 8, 8), 3, None),
+    "lenet5": ("LeNet-5, random weights, batch 64 of 1x28x28", (64, 1, 28, 28), 3, "lenet5"),
+    "resnet18_b1": ("ResNet-18 (torchvision-style), random weights, 1x3x32x32", (1, 3, 32, 32), 3, "resnet18"),
+    "resnet18_b32": ("ResNet-18 (torchvision-style), random weights, batch 32 of 3x32x32", (32, 3, 32, 32), 1, None),
+    "ct_digits_mlp": ("crypten_side.py digits MLP 64-128-10, random weights, 360 digits", (360, 64), 3, "digits_mlp"),
+    "ct_digits_cnn": ("crypten_side.py 2-conv digits CNN, random weights, 360 digits", (360, 1, 8, 8), 3, "digits_cnn"),
+}
+DEFAULT_MODELS = "digits_mlp,digits_cnn,lenet5,resnet18_b1,ct_digits_mlp,ct_digits_cnn"
+DIGITS = ("digits_mlp", "digits_cnn", "ct_digits_mlp", "ct_digits_cnn")
+
+# CrypTen 0.4.1 figures quoted in the issue (2 / 3 parties, end to end)
+ISSUE_CRYPTEN = {
+    "ct_digits_mlp": {2: {"time_s": 0.117, "rounds": 12}, 3: {"time_s": 0.334, "rounds": 25}},
+    "ct_digits_cnn": {2: {"time_s": 2.85, "rounds": 114, "bytes": 1.08e9}, 3: {"time_s": 10.5, "rounds": 205, "bytes": 2.71e9}},
+    "lenet5": {2: {"time_s": 1.98}, 3: {"time_s": 6.21}},
+    "resnet18_b1": {2: {"time_s": 4.24, "rounds": 555}, 3: {"time_s": 11.2, "rounds": 1218}},
+}
+
+
+# =====================================================================================
+# model definitions (plain torch)
+# =====================================================================================
+def _torch_models():
+    import torch.nn as nn
+
+    class LeNet5(nn.Module):
+        """Classic LeNet-5 on 1x28x28 (ReLU and max pooling)."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+            self.relu1 = nn.ReLU()
+            self.pool1 = nn.MaxPool2d(2)
+            self.conv2 = nn.Conv2d(6, 16, 5)
+            self.relu2 = nn.ReLU()
+            self.pool2 = nn.MaxPool2d(2)
+            self.fc1 = nn.Linear(16 * 5 * 5, 120)
+            self.relu3 = nn.ReLU()
+            self.fc2 = nn.Linear(120, 84)
+            self.relu4 = nn.ReLU()
+            self.fc3 = nn.Linear(84, 10)
+
+        def forward(self, x):
+            x = self.pool1(self.relu1(self.conv1(x)))
+            x = self.pool2(self.relu2(self.conv2(x)))
+            x = x.flatten(1)
+            x = self.relu3(self.fc1(x))
+            x = self.relu4(self.fc2(x))
+            return self.fc3(x)
+
+    # ---- torchvision.models.resnet (BasicBlock, ResNet-18), written out ----
+    def conv3x3(cin, cout, stride=1):
+        return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
+
+    def conv1x1(cin, cout, stride=1):
+        return nn.Conv2d(cin, cout, kernel_size=1, stride=stride, bias=False)
+
+    class BasicBlock(nn.Module):
+        expansion = 1
+
+        def __init__(self, inplanes, planes, stride=1, downsample=None):
+            super().__init__()
+            self.conv1 = conv3x3(inplanes, planes, stride)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2 = conv3x3(planes, planes)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.downsample = downsample
+            self.stride = stride
+
+        def forward(self, x):
+            identity = x
+            out = self.conv1(x)
+            out = self.bn1(out)
+            out = self.relu(out)
+            out = self.conv2(out)
+            out = self.bn2(out)
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+            out = self.relu(out)
+            return out
+
+    class ResNet18(nn.Module):
+        def __init__(self, num_classes=1000):
+            super().__init__()
+            self.inplanes = 64
+            self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            self.layer1 = self._make_layer(64, 2)
+            self.layer2 = self._make_layer(128, 2, stride=2)
+            self.layer3 = self._make_layer(256, 2, stride=2)
+            self.layer4 = self._make_layer(512, 2, stride=2)
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(512 * BasicBlock.expansion, num_classes)
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.constant_(m.weight, 1)
+                    nn.init.constant_(m.bias, 0)
+
+        def _make_layer(self, planes, blocks, stride=1):
+            downsample = None
+            if stride != 1 or self.inplanes != planes * BasicBlock.expansion:
+                downsample = nn.Sequential(
+                    conv1x1(self.inplanes, planes * BasicBlock.expansion, stride),
+                    nn.BatchNorm2d(planes * BasicBlock.expansion),
+                )
+            layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+            self.inplanes = planes * BasicBlock.expansion
+            layers += [BasicBlock(self.inplanes, planes) for _ in range(1, blocks)]
+            return nn.Sequential(*layers)
+
+        def forward(self, x):
+            x = self.conv1(x)
+            x = self.bn1(x)
+            x = self.relu(x)
+            x = self.maxpool(x)
+            x = self.layer1(x)
+            x = self.layer2(x)
+            x = self.layer3(x)
+            x = self.layer4(x)
+            x = self.avgpool(x)
+            x = x.flatten(1)
+            return self.fc(x)
+
+    # ---- crypten_side.py's digits workloads (the networks the issue's CrypTen figures are for) ----
+    class CtDigitsMLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(64, 128)
+            self.relu = nn.ReLU()
+            self.fc2 = nn.Linear(128, 10)
+
+        def forward(self, x):
+            return self.fc2(self.relu(self.fc1(x)))
+
+    class CtDigitsCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+            self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+            self.relu1 = nn.ReLU()
+            self.relu2 = nn.ReLU()
+            self.flatten = nn.Flatten()
+            self.fc = nn.Linear(2048, 10)
+
+        def forward(self, x):
+            x = self.relu1(self.conv1(x))
+            x = self.relu2(self.conv2(x))
+            return self.fc(self.flatten(x))
+
+    return {"lenet5": LeNet5, "resnet18": ResNet18, "ct_digits_mlp": CtDigitsMLP, "ct_digits_cnn": CtDigitsCNN}
+
+
+def randomize_batchnorm(model, generator=None):
+    """Random BatchNorm affine parameters and running statistics (stand-ins for trained ones),
+    as crypten_side.py does: with torchvision's constant init every BN folds to the identity."""
+    import torch
+    import torch.nn as nn
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                m.weight.copy_(torch.rand(c, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=generator) * 0.1)
+                m.running_mean.copy_(torch.randn(c, generator=generator) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
+    return model
+
+
+def _demo():
+    """examples/digits_demo.py as a module (its models, train() and digits())."""
+    import importlib.util
+
+    if "mpcrt_digits_demo" in sys.modules:
+        return sys.modules["mpcrt_digits_demo"]
+    spec = importlib.util.spec_from_file_location("mpcrt_digits_demo", DEMO)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["mpcrt_digits_demo"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _digits_test(image: bool):
+    """The demo's test split (360 images, train_test_split(test_size=0.2, random_state=0))."""
+    x, y = _demo().digits("test", image)
+    return x, y
+
+
+def _last_digits(n: int, image: bool):
+    """crypten_side.py's digits inputs: the last n samples of load_digits(), pixels / 16."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    x = (load_digits().data[-n:] / 16.0).astype(np.float32)
+    return x.reshape(n, 1, 8, 8) if image else x
+
+
+def build_model(name: str, seed: int, cache_dir: str | None):
+    """The model owner's network (eval mode) and example input (batch 1)."""
+    import numpy as np
+    import torch
+
+    if name in ("digits_mlp", "digits_cnn"):
+        demo = _demo()
+        kind = "mlp" if name == "digits_mlp" else "cnn"
+        net = demo.CNN() if kind == "cnn" else demo.MLP()
+        path = os.path.join(cache_dir, f"{name}_seed{seed}.npz") if cache_dir else None
+        if path and os.path.exists(path):  # trained by an earlier session of this run: same weights
+            with np.load(path, allow_pickle=False) as z:
+                net.load_state_dict({k: torch.from_numpy(z[k]) for k in z.files})
+        else:
+            net = demo.train(kind, seed=seed)
+            if path:
+                tmp = path + f".{os.getpid()}.tmp"
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, **{k: v.detach().numpy() for k, v in net.state_dict().items()})
+                os.replace(tmp, path)
+        return net.eval()
+    defs = _torch_models()
+    torch.manual_seed(seed)
+    if name in ("resnet18_b1", "resnet18_b32"):
+        net = randomize_batchnorm(defs["resnet18"]())
+    else:
+        net = defs[name]()
+    return net.eval()
+
+
+def model_input(name: str, seed: int):
+    """The data owner's input batch (numpy float32)."""
+    import numpy as np
+
+    if name in ("digits_mlp", "digits_cnn"):
+        return _digits_test(name == "digits_cnn")[0]
+    if name in ("ct_digits_mlp", "ct_digits_cnn"):
+        return _last_digits(360, name == "ct_digits_cnn")
+    rng = np.random.default_rng(seed + 1)
+    shape = MODEL_INFO[name][1]
+    if name == "lenet5":
+        return rng.random(shape, dtype=np.float32)
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+# =====================================================================================
+# party side (run by `mpcrt launch` with MPCRT_MODELS_PARTY=1)
+# =====================================================================================
+COUNTED = ("bytes_sent", "bytes_received", "dealer_bytes_sent", "dealer_bytes_received", "rounds")
+
+
+def _barrier(rt) -> None:
+    import numpy as np
+
+    rt.open([np.zeros(1, np.int64)], "barrier")
+
+
+def _timed(rt, fn):
+    """(seconds, output, stats delta) of one call between two barriers (barriers not counted)."""
+    _barrier(rt)
+    s0 = rt.stats()
+    t0 = time.perf_counter()
+    out = fn()
+    t = time.perf_counter() - t0
+    s1 = rt.stats()
+    _barrier(rt)
+    delta = {k: s1[k] - s0[k] for k in COUNTED}
+    by_op = {}
+    for op, d in s1["by_op"].items():
+        b = s0["by_op"].get(op, {})
+        dd = {k: v - b.get(k, 0) for k, v in d.items()}
+        if any(dd.values()):
+            by_op[op] = dd
+    delta["by_op"] = by_op
+    return t, out, delta
+
+
+def _gather(rt, obj):
+    """Every party's obj (msgpack-able) on party 0, None elsewhere."""
+    import msgpack
+    import numpy as np
+
+    if rt.rank:
+        rt.node.send(0, "gather", np.frombuffer(msgpack.packb(obj), np.uint8))
+        return None
+    return [obj] + [msgpack.unpackb(rt.node.recv(j, "gather", dtype=np.uint8).tobytes(), strict_map_key=False)
+                    for j in rt.peers]
+
+
+def _maxrss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def party_main(cfg: dict, out_path: str) -> None:
+    import numpy as np
+    import torch
+
+    import mpcrt
+    import mpcrt.nn
+
+    t_start = time.perf_counter()
+    rt = mpcrt.init()
+    torch.set_num_threads(int(os.environ.get("MPCRT_THREADS", "1")))
+    name, seed, repeats = cfg["model"], cfg["seed"], cfg["repeats"]
+    OWNER, DATA = 0, 1
+
+    # ---- setup (untimed): model owner builds its net, data owner its inputs
+    net = example = data = None
+    t0 = time.perf_counter()
+    if rt.rank == OWNER:
+        net = build_model(name, seed, cfg.get("cache_dir"))
+        example = torch.zeros((1,) + tuple(MODEL_INFO[name][1][1:]))
+    build_s = time.perf_counter() - t0
+    if rt.rank == DATA:
+        data = model_input(name, seed)
+    t0 = time.perf_counter()
+    model = mpcrt.nn.from_torch(net, example, src=OWNER)
+    x = rt.share(data, src=DATA)
+    import_s = time.perf_counter() - t0
+
+    def fn():
+        return model(x)
+
+    # ---- warm-up (untimed, dealer on line)
+    t0 = time.perf_counter()
+    wx = x if not cfg.get("warmup_batch") else x[: cfg["warmup_batch"]]
+    for _ in range(cfg.get("warmup", 1)):
+        model(wx)
+    warmup_s = time.perf_counter() - t0
+
+    # ---- end to end (dealer on line)
+    e2e, e2e_stats = [], []
+    for _ in range(repeats):
+        t, out, st = _timed(rt, fn)
+        e2e.append(t)
+        e2e_stats.append(st)
+    # ---- offline (preprocess) + online
+    online, offline, online_stats, plan_sizes = [], [], [], []
+    prof_text = None
+    for i in range(repeats):
+        _barrier(rt)
+        t0 = time.perf_counter()
+        plan_sizes.append(rt.preprocess(fn))
+        offline.append(time.perf_counter() - t0)
+        if cfg.get("profile") and i == repeats - 1:
+            import cProfile
+            import io
+            import pstats
+
+            pr = cProfile.Profile()
+            pr.enable()
+            t, out, st = _timed(rt, fn)
+            pr.disable()
+            s = io.StringIO()
+            ps = pstats.Stats(pr, stream=s)
+            ps.sort_stats("tottime").print_stats(30)
+            ps.sort_stats("cumulative").print_stats(40)
+            prof_text = s.getvalue()
+        else:
+            t, out, st = _timed(rt, fn)
+        online.append(t)
+        online_stats.append(st)
+
+    # ---- check (untimed): reveal the last logits to the model owner
+    got = out.reveal(to=OWNER)
+    check = None
+    if rt.rank == OWNER:
+        xin = model_input(name, seed)
+        with torch.no_grad():
+            pred_plain = net(torch.from_numpy(xin)).argmax(1).numpy()
+            ref = net.double()(torch.from_numpy(xin).double()).numpy()
+        pred = got.argmax(1)
+        check = {"agree": int((pred == pred_plain).sum()), "of": int(len(pred)),
+                 "max_abs_err": float(np.max(np.abs(got - ref))), "logit_absmax": float(np.max(np.abs(ref)))}
+        if name in ("digits_mlp", "digits_cnn"):
+            labels = _digits_test(name == "digits_cnn")[1]
+            check["private_correct"] = int((pred == labels).sum())
+            check["plaintext_correct"] = int((pred_plain == labels).sum())
+
+    mine = {
+        "rank": rt.rank, "e2e": e2e, "online": online, "offline": offline,
+        "e2e_stats": e2e_stats, "online_stats": online_stats, "plan_requests": plan_sizes,
+        "build_s": build_s, "import_s": import_s, "warmup_s": warmup_s,
+        "setup_to_measure_s": time.perf_counter() - t_start,
+        "maxrss_mb": _maxrss_mb(), "threads": torch.get_num_threads(),
+        "stats_varied": any({k: v for k, v in s.items() if k != "by_op"}
+                            != {k: v for k, v in e2e_stats[0].items() if k != "by_op"} for s in e2e_stats),
+        "profile": prof_text,
+    }
+    allp = _gather(rt, mine)
+    if rt.rank != 0:
+        return
+    res = {"model": name, "parties": rt.world_size, "channels": cfg["channels"], "repeats": repeats,
+           "input_shape": list(MODEL_INFO[name][1]), "check": check, "per_party": allp,
+           "weights": int(model.graph.param_count), "graph_nodes": len(model.graph.nodes)}
+    for k in ("e2e", "online", "offline"):  # per repeat: the slowest party
+        res[k] = [max(ts) for ts in zip(*[p[k] for p in allp])]
+    tmp = out_path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(res, fh)
+    os.replace(tmp, out_path)
+
+
+# =====================================================================================
+# driver
+# =====================================================================================
+def _stop(p: subprocess.Popen) -> None:
+    """SIGINT lets `mpcrt launch` stop its parties and dealer; then SIGKILL the whole group."""
+    if p.poll() is not None:
+        return
+    try:
+        os.kill(p.pid, signal.SIGINT)
+        p.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=5)
+    except ProcessLookupError:
+        pass
+
+
+def run_session(model: str, n: int, channels: str, repeats: int, seed: int, *, timeout: float, cache_dir: str,
+                warmup: int = 1, warmup_batch: int | None = None, profile: bool = False,
+                verbose: bool = False) -> dict:
+    """One `mpcrt launch -n N` session running this file as every party's script."""
+    cfg = {"model": model, "seed": seed, "repeats": repeats, "channels": channels, "cache_dir": cache_dir,
+           "warmup": warmup, "warmup_batch": warmup_batch, "profile": profile}
+    with tempfile.TemporaryDirectory(prefix="mpcrt-models-") as d:
+        out = os.path.join(d, "result.json")
+        log = os.path.join(d, "log.txt")
+        argv = [sys.executable, "-m", "mpcrt", "launch", "-n", str(n), "--timeout", str(RECV_TIMEOUT)]
+        argv += ["--insecure-plaintext"] if channels == "plaintext" else []
+        argv += [THIS, json.dumps(cfg), out]
+        env = dict(os.environ, **{PARTY_FLAG: "1"})
+        load0 = os.getloadavg()
+        t0 = time.monotonic()
+        err = None
+        with open(log, "wb") as lf:
+            p = subprocess.Popen(argv, stdout=None if verbose else lf, stderr=None if verbose else subprocess.STDOUT,
+                                 env=env, cwd=REPO_ROOT, start_new_session=True)
+            try:
+                rc = p.wait(timeout=timeout)
+                if rc != 0:
+                    err = f"mpcrt launch exited {rc}"
+            except subprocess.TimeoutExpired:
+                err = f"timed out after {timeout:.0f} s"
+                _stop(p)
+            except KeyboardInterrupt:
+                _stop(p)
+                raise
+        wall = time.monotonic() - t0
+        res = {"model": model, "parties": n, "channels": channels}
+        if os.path.exists(out):
+            with open(out) as fh:
+                res = json.load(fh)
+        elif err is None:
+            err = "the parties exited without writing a result"
+        if err:
+            with open(log, errors="replace") as fh:
+                res["error"] = f"{err}\n{fh.read()[-4000:]}"
+        res["session_wall_s"] = wall
+        res["loadavg_before"] = [round(v, 2) for v in load0]
+        res["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+        return res
+
+
+def run_crypten(n: int, workloads: list[str], repeats: int, *, timeout: float, wait_idle: float = 0.0) -> dict:
+    """crypten_side.py --parties n --ops workloads; {"available", "reason", "results": {workload: res}}."""
+    rep = {"available": False, "reason": None, "results": {}, "version": None}
+    if not os.path.isfile(CRYPTEN_SIDE):
+        rep["reason"] = f"{CRYPTEN_SIDE} does not exist"
+        return rep
+    if not workloads:
+        rep["reason"] = "no model with a CrypTen counterpart selected"
+        return rep
+    with tempfile.TemporaryDirectory(prefix="mpcrt-models-crypten-") as d:
+        out = os.path.join(d, "crypten.json")
+        argv = [sys.executable, CRYPTEN_SIDE, "--parties", str(n), "--ops", ",".join(workloads),
+                "--repeats", str(repeats), "--timeout", str(timeout), "--json", out]
+        if wait_idle:
+            argv += ["--wait-idle", str(wait_idle)]
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                             start_new_session=True)
+        try:
+            text, _ = p.communicate(timeout=timeout * len(workloads) + 120 + wait_idle * len(workloads))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            text, _ = p.communicate()
+            rep["reason"] = "crypten_side.py timed out"
+        text = text.decode("utf-8", "replace")
+        if p.returncode == CRYPTEN_NOT_IMPORTABLE:
+            rep["reason"] = "CrypTen is not importable: " + text.strip().splitlines()[-1] if text.strip() else "?"
+            return rep
+        if os.path.exists(out):
+            with open(out) as fh:
+                doc = json.load(fh)
+            rep.update(available=True, version=doc.get("version"), results=doc.get("results", {}),
+                       config=doc.get("config"))
+        else:
+            rep["reason"] = f"crypten_side.py exited {p.returncode} without results: {text[-1500:]}"
+        if p.returncode not in (0, None):
+            rep["log_tail"] = text[-3000:]
+        return rep
+
+
+def _med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summarize(res: dict) -> dict:
+    """One table row from a session's result."""
+    row = {"model": res["model"], "parties": res["parties"], "channels": res["channels"]}
+    if res.get("error") or "per_party" not in res:
+        row["error"] = (res.get("error") or "no result").splitlines()[0]
+        return row
+    pp = res["per_party"]
+    last_e2e = [p["e2e_stats"][-1] for p in pp]
+    last_on = [p["online_stats"][-1] for p in pp]
+    row.update(
+        e2e_s=_med(res["e2e"]), e2e_all_s=res["e2e"], online_s=_med(res["online"]), online_all_s=res["online"],
+        offline_s=_med(res["offline"]), offline_all_s=res["offline"],
+        rounds=max(s["rounds"] for s in last_e2e),
+        rounds_online=max(s["rounds"] for s in last_on),
+        rounds_per_party=[s["rounds"] for s in last_e2e],
+        bytes_sent_per_party=[s["bytes_sent"] for s in last_e2e],
+        bytes_received_per_party=[s["bytes_received"] for s in last_e2e],
+        dealer_bytes_received_per_party=[s["dealer_bytes_received"] for s in last_e2e],
+        dealer_bytes_sent_per_party=[s["dealer_bytes_sent"] for s in last_e2e],
+        online_dealer_bytes_received=max(s["dealer_bytes_received"] for s in last_on),
+        max_sent_mb=max(s["bytes_sent"] for s in last_e2e) / 1e6,
+        max_sent_plus_received_mb=max(s["bytes_sent"] + s["bytes_received"] for s in last_e2e) / 1e6,
+        dealer_to_p0_mb=last_e2e[0]["dealer_bytes_received"] / 1e6,
+        maxrss_mb=[round(p["maxrss_mb"]) for p in pp],
+        check=res.get("check"),
+        session_wall_s=res.get("session_wall_s"), loadavg_before=res.get("loadavg_before"),
+        loadavg_after=res.get("loadavg_after"),
+        stats_varied=any(p.get("stats_varied") for p in pp),
+        by_op_p0=last_on[0].get("by_op"),
+    )
+    return row
+
+
+def _agree(row) -> str:
+    c = row.get("check") or {}
+    return f"{c['agree']}/{c['of']}" if c else "-"
+
+
+def print_table(rows: list[dict], crypten: dict, out=None) -> None:
+    out = out or sys.stdout
+    hdr = (f"{'model':<14}{'N':>2} {'chan':<6}{'e2e s':>9}{'online s':>10}{'offline s':>10}{'rounds':>7}"
+           f"{'MB sent':>9}{'MB s+r':>9}{'MB dlr':>9}{'agree':>9}{'max err':>9}{'CrypTen s':>10}{'x CT':>7}")
+    print(hdr, file=out)
+    print("-" * len(hdr), file=out)
+    for r in rows:
+        if r.get("error"):
+            print(f"{r['model']:<14}{r['parties']:>2} {r['channels'][:5]:<6}  FAILED: {r['error'][:90]}", file=out)
+            continue
+        ct, ratio = "-", "-"
+        cr = _crypten_row(crypten, r["model"], r["parties"])
+        if cr is not None:
+            ct = f"{cr['time_s']:.3f}"
+            if r["channels"] == "plaintext":
+                ratio = f"{r['e2e_s'] / cr['time_s']:.2f}"
+        err = (r.get("check") or {}).get("max_abs_err")
+        print(f"{r['model']:<14}{r['parties']:>2} {r['channels'][:5]:<6}{r['e2e_s']:>9.3f}{r['online_s']:>10.3f}"
+              f"{r['offline_s']:>10.3f}{r['rounds']:>7}{r['max_sent_mb']:>9.2f}{r['max_sent_plus_received_mb']:>9.2f}"
+              f"{r['dealer_to_p0_mb']:>9.2f}{_agree(r):>9}{(err if err is not None else float('nan')):>9.1e}"
+              f"{ct:>10}{ratio:>7}", file=out)
+    print("e2e: dealer on line; online: dealer material fetched ahead by rt.preprocess (offline = that fetch);\n"
+          "median over the repeats of the slowest party; rounds and MB from the e2e run (max over parties);\n"
+          "MB sent: most any party sent; MB s+r: most any party sent + received (CrypTen's byte count is\n"
+          "about this); MB dlr: dealer to party 0; agree: argmax equal to the plaintext model's;\n"
+          "x CT: mpcrt e2e / CrypTen (TTP on line), plaintext channels only (CrypTen's are plaintext).", file=out)
+
+
+def _crypten_row(crypten: dict, model: str, n: int):
+    w = MODEL_INFO[model][3]
+    if w is None:
+        return None
+    r = (crypten.get(n) or {}).get("results", {}).get(w)
+    if not r or r.get("error") or r.get("time_s") is None:
+        return None
+    return r
+
+
+def print_crypten(rows: list[dict], crypten: dict, out=None) -> None:
+    out = out or sys.stdout
+    have = [n for n, c in crypten.items() if c.get("available")]
+    for n, c in sorted(crypten.items()):
+        if not c.get("available"):
+            print(f"CrypTen, {n} parties: not run ({c.get('reason')})", file=out)
+    if not have:
+        return
+    print("\nmpcrt (plaintext channels) vs CrypTen, same networks, same machine", file=out)
+    hdr = (f"{'model':<14}{'N':>2}{'mpcrt e2e':>11}{'online':>9}{'CrypTen':>9}{'e2e x':>7}{'on x':>7}"
+           f"{'rounds':>8}{'CT rnd':>8}{'MB s+r':>9}{'CT MB':>9}{'CT err':>9}")
+    print(hdr, file=out)
+    print("-" * len(hdr), file=out)
+    for r in rows:
+        if r.get("error") or r["channels"] != "plaintext":
+            continue
+        cr = _crypten_row(crypten, r["model"], r["parties"])
+        if cr is None:
+            continue
+        print(f"{r['model']:<14}{r['parties']:>2}{r['e2e_s']:>11.3f}{r['online_s']:>9.3f}{cr['time_s']:>9.3f}"
+              f"{r['e2e_s'] / cr['time_s']:>7.2f}{r['online_s'] / cr['time_s']:>7.2f}{r['rounds']:>8}"
+              f"{cr['rounds']:>8}{r['max_sent_plus_received_mb']:>9.1f}{cr['bytes_per_party'] / 1e6:>9.1f}"
+              f"{cr['max_abs_err']:>9.1e}", file=out)
+    for n in sorted(crypten):
+        c = crypten[n]
+        for w, r in (c.get("results") or {}).items():
+            if r.get("error"):
+                print(f"CrypTen {w}, {n} parties FAILED: {r['error'].splitlines()[0][:120]}", file=out)
+
+
+def _parse_list(spec: str, known, what: str) -> list:
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    for s in items:
+        if s not in known:
+            raise SystemExit(f"unknown {what} {s!r}; known: {', '.join(known)}")
+    return list(dict.fromkeys(items))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parties", default="2,3", help="party counts, comma separated (default 2,3)")
+    ap.add_argument("--models", default=DEFAULT_MODELS,
+                    help=f"comma list (default {DEFAULT_MODELS}; 'all' adds resnet18_b32)")
+    ap.add_argument("--channels", default="curve", help="curve, plaintext or curve,plaintext (default curve)")
+    ap.add_argument("--insecure-plaintext", action="store_true",
+                    help="plaintext channels only (same as --channels plaintext; local benchmarking only)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed repeats of each of e2e and offline+online (default 3; 1 for resnet18_b32)")
+    ap.add_argument("--warmup-batch", type=int, default=None,
+                    help="warm up on the first K inputs instead of the whole batch")
+    ap.add_argument("--seed", type=int, default=0, help="training / random weight / input seed (default 0)")
+    ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per launched session (default 1200)")
+    ap.add_argument("--no-crypten", action="store_true", help="do not run benchmarks/crypten_side.py")
+    ap.add_argument("--crypten-repeats", type=int, default=3)
+    ap.add_argument("--crypten-wait-idle", type=float, default=0.0,
+                    help="crypten_side.py --wait-idle SECONDS (shared machines)")
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile every party's last online run; the text goes to the JSON (and --profile-dir)")
+    ap.add_argument("--profile-dir", default=None, help="also write the profiles here, one file per party")
+    ap.add_argument("--json", default=None, help="write all results here (rewritten after each session)")
+    ap.add_argument("--verbose", action="store_true", help="show the parties' output")
+    ap.add_argument("--list", action="store_true", help="list the models and exit")
+    a = ap.parse_args(argv)
+
+    if a.list:
+        for k, (desc, shape, _, ct) in MODEL_INFO.items():
+            print(f"{k:<14} {desc}; input {shape}" + (f"; CrypTen: crypten_side.py {ct}" if ct else ""))
+        return 0
+    models = list(MODEL_INFO) if a.models.strip() == "all" else _parse_list(a.models, MODEL_INFO, "model")
+    try:
+        parties = [int(t) for t in a.parties.split(",") if t.strip()]
+    except ValueError:
+        ap.error(f"--parties {a.parties!r}: use e.g. 2,3")
+    if not parties or any(n < 2 for n in parties):
+        ap.error("--parties needs party counts >= 2")
+    chans = ["plaintext"] if a.insecure_plaintext else _parse_list(a.channels, ("curve", "plaintext"), "channel kind")
+    if any(m in DIGITS for m in models):
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            ap.error("the digits models need scikit-learn: pip install 'mpcrt[examples]'")
+
+    doc = {
+        "benchmark": "models", "argv": sys.argv[1:] if argv is None else argv,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+                    "uptime_before": _uptime()},
+        "config": {"parties": parties, "models": models, "channels": chans, "seed": a.seed,
+                   "recv_timeout_s": RECV_TIMEOUT, "precision": 16,
+                   "time": "median over repeats of the slowest party's forward time (model(x) to shared logits)"},
+        "sessions": [], "rows": [], "crypten": {},
+    }
+
+    def dump():
+        if a.json:
+            tmp = a.json + ".tmp"
+            with open(tmp, "w") as fh:
+                json.dump(doc, fh, indent=1)
+            os.replace(tmp, a.json)
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mpcrt-models-cache-") as cache:
+        for m in models:
+            reps = a.repeats or MODEL_INFO[m][2]
+            for n in parties:
+                for ch in chans:
+                    print(f"[{m}, {n} parties, {ch}] ...", end=" ", file=sys.stderr, flush=True)
+                    res = run_session(m, n, ch, reps, a.seed, timeout=a.timeout, cache_dir=cache,
+                                      warmup_batch=a.warmup_batch, profile=a.profile, verbose=a.verbose)
+                    row = summarize(res)
+                    rows.append(row)
+                    doc["sessions"].append(res)
+                    doc["rows"] = rows
+                    dump()
+                    if row.get("error"):
+                        print(f"FAILED ({res['session_wall_s']:.0f} s): {res['error'][:3000]}", file=sys.stderr)
+                    else:
+                        print(f"e2e {row['e2e_s']:.3f} s, online {row['online_s']:.3f} s, offline "
+                              f"{row['offline_s']:.3f} s, {row['rounds']} rounds, agree {_agree(row)} "
+                              f"({res['session_wall_s']:.0f} s wall, load {res['loadavg_before'][0]:.1f})",
+                              file=sys.stderr, flush=True)
+                    if a.profile and a.profile_dir and "per_party" in res:
+                        os.makedirs(a.profile_dir, exist_ok=True)
+                        for p in res["per_party"]:
+                            if p.get("profile"):
+                                with open(os.path.join(a.profile_dir, f"{m}_N{n}_{ch}_p{p['rank']}.txt"), "w") as fh:
+                                    fh.write(p["profile"])
+
+    crypten: dict = {}
+    if not a.no_crypten:
+        workloads = list(dict.fromkeys(MODEL_INFO[m][3] for m in models if MODEL_INFO[m][3]))
+        for n in parties:
+            print(f"[CrypTen, {n} parties: {', '.join(workloads) or '-'}] ...", file=sys.stderr, flush=True)
+            crypten[n] = run_crypten(n, workloads, a.crypten_repeats, timeout=min(a.timeout, 900.0),
+                                     wait_idle=a.crypten_wait_idle)
+            doc["crypten"][str(n)] = crypten[n]
+            dump()
+            if not crypten[n]["available"]:
+                break  # the reason holds for every N
+    doc["machine"]["uptime_after"] = _uptime()
+    dump()
+    print(f"\nmpcrt model benchmark, {os.cpu_count()} CPUs, {doc['machine']['uptime_before']}", flush=True)
+    print_table(rows, crypten)
+    print_crypten(rows, crypten)
+    fails = [r for r in rows if r.get("error")]
+    return 1 if fails else 0
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        la = os.getloadavg()
+        return f"load average: {la[0]:.2f}, {la[1]:.2f}, {la[2]:.2f}"
+
+
+if __name__ == "__main__":
+    if os.environ.get(PARTY_FLAG) == "1" and "MPCRT_RANK" in os.environ:
+        if len(sys.argv) != 3:
+            sys.exit("models.py party side: argv CONFIG_JSON OUT_PATH")
+        party_main(json.loads(sys.argv[1]), sys.argv[2])
+    else:
+        sys.exit(main())
