@@ -3,7 +3,7 @@
 
     python benchmarks/models.py [--parties 2,3] [--models digits_mlp,digits_cnn,lenet5,resnet18_b1]
                                 [--channels curve,plaintext | --insecure-plaintext] [--repeats R]
-                                [--no-crypten] [--profile] [--json OUT] [--timeout S]
+                                [--no-crypten] [--wait-idle S] [--profile] [--json OUT] [--timeout S]
     python benchmarks/models.py --list
 
 For each model, each N and each kind of channel, one session of `python -m mpcrt
@@ -41,7 +41,7 @@ Models (`--list`):
   lenet5          LeNet-5 (conv 6@5x5 pad 2, ReLU, maxpool 2, conv 16@5x5, ReLU, maxpool 2,
                   FC 120, ReLU, FC 84, ReLU, FC 10), random weights, batch 64 of 1x28x28
   resnet18_b1     torchvision-style ResNet-18 (written out below), random weights, eval, 1x3x32x32
-  resnet18_b32    the same, batch 32 (slow: not in the default set)
+  resnet18_b32    the same, batch 32 (a few seconds per pass here; in the default set)
   ct_digits_mlp   benchmarks/crypten_side.py's digits MLP (64-128-10), random weights, 360 digits
   ct_digits_cnn   crypten_side.py's 2-conv digits CNN (conv 16, ReLU, conv 32, ReLU, FC 2048-10), 360
 The ct_ models exist so that the CrypTen comparison is like for like: crypten_side.py's
@@ -87,11 +87,11 @@ MODEL_INFO = {
                    (360, 1, 8, 8), 3, None),
     "lenet5": ("LeNet-5, random weights, batch 64 of 1x28x28", (64, 1, 28, 28), 3, "lenet5"),
     "resnet18_b1": ("ResNet-18 (torchvision-style), random weights, 1x3x32x32", (1, 3, 32, 32), 3, "resnet18"),
-    "resnet18_b32": ("ResNet-18 (torchvision-style), random weights, batch 32 of 3x32x32", (32, 3, 32, 32), 1, None),
+    "resnet18_b32": ("ResNet-18 (torchvision-style), random weights, batch 32 of 3x32x32", (32, 3, 32, 32), 3, None),
     "ct_digits_mlp": ("crypten_side.py digits MLP 64-128-10, random weights, 360 digits", (360, 64), 3, "digits_mlp"),
     "ct_digits_cnn": ("crypten_side.py 2-conv digits CNN, random weights, 360 digits", (360, 1, 8, 8), 3, "digits_cnn"),
 }
-DEFAULT_MODELS = "digits_mlp,digits_cnn,lenet5,resnet18_b1,ct_digits_mlp,ct_digits_cnn"
+DEFAULT_MODELS = "digits_mlp,digits_cnn,lenet5,resnet18_b1,resnet18_b32,ct_digits_mlp,ct_digits_cnn"
 DIGITS = ("digits_mlp", "digits_cnn", "ct_digits_mlp", "ct_digits_cnn")
 
 # CrypTen 0.4.1 figures quoted in the issue (2 / 3 parties, end to end)
@@ -382,6 +382,27 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _profile_start():
+    import cProfile
+
+    pr = cProfile.Profile()
+    pr.enable()
+    return pr
+
+
+def _profile_stop(pr, title: str) -> str:
+    import io
+    import pstats
+
+    pr.disable()
+    s = io.StringIO()
+    s.write(f"===== {title}\n")
+    ps = pstats.Stats(pr, stream=s)
+    ps.sort_stats("tottime").print_stats(25)
+    ps.sort_stats("cumulative").print_stats(35)
+    return s.getvalue()
+
+
 def party_main(cfg: dict, out_path: str) -> None:
     import numpy as np
     import torch
@@ -429,26 +450,20 @@ def party_main(cfg: dict, out_path: str) -> None:
     online, offline, online_stats, plan_sizes = [], [], [], []
     prof_text = None
     for i in range(repeats):
+        prof = cfg.get("profile") and i == repeats - 1
         _barrier(rt)
+        if prof:
+            prof_text = ""
+            pr = _profile_start()
         t0 = time.perf_counter()
         plan_sizes.append(rt.preprocess(fn))
         offline.append(time.perf_counter() - t0)
-        if cfg.get("profile") and i == repeats - 1:
-            import cProfile
-            import io
-            import pstats
-
-            pr = cProfile.Profile()
-            pr.enable()
-            t, out, st = _timed(rt, fn)
-            pr.disable()
-            s = io.StringIO()
-            ps = pstats.Stats(pr, stream=s)
-            ps.sort_stats("tottime").print_stats(30)
-            ps.sort_stats("cumulative").print_stats(40)
-            prof_text = s.getvalue()
-        else:
-            t, out, st = _timed(rt, fn)
+        if prof:
+            prof_text += _profile_stop(pr, f"OFFLINE (rt.preprocess), party {rt.rank}")
+            pr = _profile_start()
+        t, out, st = _timed(rt, fn)
+        if prof:
+            prof_text += _profile_stop(pr, f"ONLINE (model(x), material prefetched), party {rt.rank}")
         online.append(t)
         online_stats.append(st)
 
@@ -585,7 +600,8 @@ def run_crypten(n: int, workloads: list[str], repeats: int, *, timeout: float, w
             rep["reason"] = "crypten_side.py timed out"
         text = text.decode("utf-8", "replace")
         if p.returncode == CRYPTEN_NOT_IMPORTABLE:
-            rep["reason"] = "CrypTen is not importable: " + text.strip().splitlines()[-1] if text.strip() else "?"
+            last = text.strip().splitlines()[-1] if text.strip() else "?"
+            rep["reason"] = f"CrypTen is not importable: {last}"
             return rep
         if os.path.exists(out):
             with open(out) as fh:
@@ -680,31 +696,32 @@ def _crypten_row(crypten: dict, model: str, n: int):
 
 
 def print_crypten(rows: list[dict], crypten: dict, out=None) -> None:
+    """mpcrt (plaintext channels) beside CrypTen measured here and the CrypTen figures the issue quotes."""
     out = out or sys.stdout
-    have = [n for n, c in crypten.items() if c.get("available")]
     for n, c in sorted(crypten.items()):
         if not c.get("available"):
-            print(f"CrypTen, {n} parties: not run ({c.get('reason')})", file=out)
-    if not have:
+            print(f"CrypTen, {n} parties: not run here ({c.get('reason')})", file=out)
+    sel = [r for r in rows if not r.get("error") and r["channels"] == "plaintext"
+           and (_crypten_row(crypten, r["model"], r["parties"]) or ISSUE_CRYPTEN.get(r["model"], {}).get(r["parties"]))]
+    if not sel:
         return
-    print("\nmpcrt (plaintext channels) vs CrypTen, same networks, same machine", file=out)
-    hdr = (f"{'model':<14}{'N':>2}{'mpcrt e2e':>11}{'online':>9}{'CrypTen':>9}{'e2e x':>7}{'on x':>7}"
-           f"{'rounds':>8}{'CT rnd':>8}{'MB s+r':>9}{'CT MB':>9}{'CT err':>9}")
+    print("\nmpcrt (plaintext channels) vs CrypTen 0.4.1 (TTP, gloo), same networks", file=out)
+    hdr = (f"{'model':<14}{'N':>2}{'mpcrt e2e':>11}{'online':>9}{'rounds':>8}{'MB s+r':>9}"
+           f"{'CT here s':>11}{'e2e x':>7}{'on x':>7}{'CT rnd':>8}{'CT MB':>9}{'issue CT s':>12}{'x issue':>8}")
     print(hdr, file=out)
     print("-" * len(hdr), file=out)
-    for r in rows:
-        if r.get("error") or r["channels"] != "plaintext":
-            continue
+    for r in sel:
         cr = _crypten_row(crypten, r["model"], r["parties"])
-        if cr is None:
-            continue
-        print(f"{r['model']:<14}{r['parties']:>2}{r['e2e_s']:>11.3f}{r['online_s']:>9.3f}{cr['time_s']:>9.3f}"
-              f"{r['e2e_s'] / cr['time_s']:>7.2f}{r['online_s'] / cr['time_s']:>7.2f}{r['rounds']:>8}"
-              f"{cr['rounds']:>8}{r['max_sent_plus_received_mb']:>9.1f}{cr['bytes_per_party'] / 1e6:>9.1f}"
-              f"{cr['max_abs_err']:>9.1e}", file=out)
+        iss = ISSUE_CRYPTEN.get(r["model"], {}).get(r["parties"])
+        here = (f"{cr['time_s']:>11.3f}{r['e2e_s'] / cr['time_s']:>7.2f}{r['online_s'] / cr['time_s']:>7.2f}"
+                f"{cr['rounds']:>8}{cr['bytes_per_party'] / 1e6:>9.1f}") if cr else f"{'-':>11}{'-':>7}{'-':>7}{'-':>8}{'-':>9}"
+        quoted = f"{iss['time_s']:>12.3f}{r['e2e_s'] / iss['time_s']:>8.2f}" if iss else f"{'-':>12}{'-':>8}"
+        print(f"{r['model']:<14}{r['parties']:>2}{r['e2e_s']:>11.3f}{r['online_s']:>9.3f}{r['rounds']:>8}"
+              f"{r['max_sent_plus_received_mb']:>9.1f}{here}{quoted}", file=out)
+    print("CT here: crypten_side.py on this machine in this run (median, TTP on line); e2e x / on x: mpcrt e2e /\n"
+          "online over it; issue CT: the CrypTen 0.4.1 figures quoted in the issue (another machine/load).", file=out)
     for n in sorted(crypten):
-        c = crypten[n]
-        for w, r in (c.get("results") or {}).items():
+        for w, r in (crypten[n].get("results") or {}).items():
             if r.get("error"):
                 print(f"CrypTen {w}, {n} parties FAILED: {r['error'].splitlines()[0][:120]}", file=out)
 
@@ -734,8 +751,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per launched session (default 1200)")
     ap.add_argument("--no-crypten", action="store_true", help="do not run benchmarks/crypten_side.py")
     ap.add_argument("--crypten-repeats", type=int, default=3)
-    ap.add_argument("--crypten-wait-idle", type=float, default=0.0,
-                    help="crypten_side.py --wait-idle SECONDS (shared machines)")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                    help="before each session (and each CrypTen workload), wait up to this long for the CPUs "
+                         "to be < 25%% busy with other work (shared machines); default 0")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile every party's last online run; the text goes to the JSON (and --profile-dir)")
     ap.add_argument("--profile-dir", default=None, help="also write the profiles here, one file per party")
@@ -785,10 +803,13 @@ def main(argv=None) -> int:
             reps = a.repeats or MODEL_INFO[m][2]
             for n in parties:
                 for ch in chans:
+                    busy = _wait_idle(a.wait_idle) if a.wait_idle > 0 else _cpu_busy(0.5)
                     print(f"[{m}, {n} parties, {ch}] ...", end=" ", file=sys.stderr, flush=True)
                     res = run_session(m, n, ch, reps, a.seed, timeout=a.timeout, cache_dir=cache,
                                       warmup_batch=a.warmup_batch, profile=a.profile, verbose=a.verbose)
+                    res["cpu_busy_before"] = None if busy is None else round(busy, 2)
                     row = summarize(res)
+                    row["cpu_busy_before"] = res["cpu_busy_before"]
                     rows.append(row)
                     doc["sessions"].append(res)
                     doc["rows"] = rows
@@ -798,7 +819,8 @@ def main(argv=None) -> int:
                     else:
                         print(f"e2e {row['e2e_s']:.3f} s, online {row['online_s']:.3f} s, offline "
                               f"{row['offline_s']:.3f} s, {row['rounds']} rounds, agree {_agree(row)} "
-                              f"({res['session_wall_s']:.0f} s wall, load {res['loadavg_before'][0]:.1f})",
+                              f"({res['session_wall_s']:.0f} s wall, load {res['loadavg_before'][0]:.1f}, "
+                              f"busy before {busy})",
                               file=sys.stderr, flush=True)
                     if a.profile and a.profile_dir and "per_party" in res:
                         os.makedirs(a.profile_dir, exist_ok=True)
@@ -813,7 +835,7 @@ def main(argv=None) -> int:
         for n in parties:
             print(f"[CrypTen, {n} parties: {', '.join(workloads) or '-'}] ...", file=sys.stderr, flush=True)
             crypten[n] = run_crypten(n, workloads, a.crypten_repeats, timeout=min(a.timeout, 900.0),
-                                     wait_idle=a.crypten_wait_idle)
+                                     wait_idle=a.wait_idle)
             doc["crypten"][str(n)] = crypten[n]
             dump()
             if not crypten[n]["available"]:
@@ -825,6 +847,31 @@ def main(argv=None) -> int:
     print_crypten(rows, crypten)
     fails = [r for r in rows if r.get("error")]
     return 1 if fails else 0
+
+
+def _cpu_busy(sample_s: float = 1.0):
+    """Fraction of all CPUs busy over sample_s (from /proc/stat); None if unknown."""
+    def read():
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)
+
+    try:
+        t0, i0 = read()
+        time.sleep(sample_s)
+        t1, i1 = read()
+    except (OSError, ValueError):
+        return None
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def _wait_idle(max_wait_s: float, threshold: float = 0.25):
+    """Wait (at most max_wait_s) until other processes leave the CPUs mostly idle; the last busy fraction."""
+    deadline = time.monotonic() + max_wait_s
+    busy = _cpu_busy(0.5)
+    while busy is not None and busy > threshold and time.monotonic() < deadline:
+        busy = _cpu_busy(2.0)
+    return busy
 
 
 def _uptime() -> str:

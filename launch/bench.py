@@ -503,6 +503,64 @@ def print_crypten(cmp: list[dict], rep: dict, out=None) -> None:
         print(f"  CrypTen error: {e}", file=out)
 
 
+# ----------------------------------------------------------------- markdown
+def _fmt_t(r: dict, k: str) -> str:
+    return f"{r[f'{k}_s']:.4g} ({r[f'{k}_min_s']:.3g}-{r[f'{k}_max_s']:.3g})"
+
+
+def to_markdown(doc: dict) -> str:
+    """The tables of one bench JSON document as Markdown (for benchmarks/README.md)."""
+    m = doc["meta"]
+    mach = m.get("machine", {})
+    lines = [f"Run {m['when']}: `{m['command']}`; {mach.get('cpu_count')} CPUs ({mach.get('cpu', '?')}), "
+             f"git {mach.get('git', '?')}, load {m['loadavg_1m_before']} before, {m['repeats']} repeats after "
+             f"{m['warmup']} warm-up; times: median (min-max) in seconds.", ""]
+    rows = doc["rows"]
+    lines += ["| op | size | N | network | channels | e2e s | online s | offline s | rounds | MB sent/party "
+              "| MB dealer->P0 | max abs err | other CPU use |",
+              "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['op']} | {_size(r)} | {r['parties']} | {r['network']} | {r['channels']} | {_fmt_t(r, 'e2e')} "
+                     f"| {_fmt_t(r, 'online')} | {_fmt_t(r, 'offline')} | {r['rounds']} | {r['mb_sent_per_party']:.2f} "
+                     f"| {r['dealer_bytes_to_p0'] / 1e6:.2f} | {r['max_abs_err']:.2g} | {_pct(r.get('others_cpu_share'))} |")
+    b = [r for r in rows if "bound_online_s" in r]
+    if b:
+        lines += ["", "| op | size | N | network | rounds | MB link/party | rounds x d | bytes/rate | bound s "
+                  "| online s | online/bound | e2e bound s | e2e s | e2e/bound |",
+                  "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in b:
+            lines.append(f"| {r['op']} | {_size(r)} | {r['parties']} | {r['network']} | {r['rounds']} "
+                         f"| {r['link_bytes_per_party'] / 1e6:.2f} | {r['bound_latency_s']:.4f} | {r['bound_transfer_s']:.4f} "
+                         f"| {r['bound_online_s']:.4f} | {r['online_s']:.4f} | {_ratio(r['online_over_bound'])} "
+                         f"| {r['bound_e2e_s']:.4f} | {r['e2e_s']:.4f} | {_ratio(r['e2e_over_bound'])} |")
+    if m.get("validation"):
+        lines += ["", "| network/N | configured RTT ms | measured RTT ms | configured Mbit/s | measured Mbit/s | ok |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for k, v in m["validation"].items():
+            rate = f"{v['measured_rate_mbit']:.1f}" if v.get("measured_rate_mbit") else "-"
+            lines.append(f"| {k} | {v['rtt_expected_ms']:g} | {v['rtt_ms']:.2f} | {v['rate_mbit'] or '-'} | {rate} "
+                         f"| {v['ok']} |")
+    cmp = doc.get("crypten_comparison")
+    if cmp:
+        rep = doc.get("crypten", {})
+        lines += ["", f"CrypTen {rep.get('version')}: ratio = mpcrt e2e / CrypTen time (< 1: mpcrt faster).", "",
+                  "| op | size | N | CrypTen s | mpcrt plaintext s | ratio | mpcrt curve s | ratio | rounds CrypTen/mpcrt "
+                  "| MB sent+recv CrypTen/mpcrt | max err CrypTen/mpcrt |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for o in cmp:
+            def col(ch):
+                s = o.get(f"mpcrt_{ch}_e2e_s")
+                return f"{s:.4f} | {o[f'ratio_{ch}']:.2f}" if s is not None else "- | -"
+
+            lines.append(f"| {o['op']} | {_size(o)} | {o['parties']} | {o['crypten_s']:.4f} | {col('plaintext')} "
+                         f"| {col('curve')} | {o['crypten_rounds']}/{o['mpcrt_rounds']} "
+                         f"| {o['crypten_bytes_per_party'] / 1e6:.1f}/{o['mpcrt_bytes_sent_plus_received'] / 1e6:.1f} "
+                         f"| {o['crypten_max_abs_err']:.2g}/{o['mpcrt_max_abs_err']:.2g} |")
+    elif "crypten" in doc and not doc["crypten"].get("available"):
+        lines += ["", f"CrypTen: not run: {doc['crypten'].get('reason')}"]
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------- meta
 def machine_info() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
@@ -726,7 +784,9 @@ def main(a) -> int:
         path = os.path.join(a.out, f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json")
         with open(path, "w") as fh:
             json.dump(doc, fh, indent=1)
-        print(f"\nwrote {path}")
+        with open(path[: -len(".json")] + ".md", "w") as fh:
+            fh.write(to_markdown(doc))
+        print(f"\nwrote {path} (and .md)")
     if a.plots:
         from mpcrt.launch import plots
 

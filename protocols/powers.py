@@ -36,7 +36,7 @@ def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int):
     """Generator (1 round): [(x >> k)^j] for j = 1..J, list in that order."""
     mat = rt.dealer.request("truncpow", shape=x.shape, k=int(k), J=int(J))
     own = mat.own()
-    z = x + own["r"]
+    z = np.add(x, own["r"], out=np.empty(np.shape(x), np.int64))  # an array even for 0-d
     if rt.rank == 0:
         z += OFFSET
     (c,), _ = yield Open(add=[z])

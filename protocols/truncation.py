@@ -34,7 +34,7 @@ def truncate(rt, x: np.ndarray, f: int, material=None) -> np.ndarray:
         return x
     mat = material if material is not None else request(rt, x.shape, f)
     own = mat.own()
-    z = x + own["r"]
+    z = np.add(x, own["r"], dtype=np.int64, out=np.empty(np.shape(x), np.int64))  # an array even for 0-d
     if rt.rank == 0:
         z += OFFSET
     (c,) = rt.open([z], "trunc")

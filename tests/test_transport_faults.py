@@ -113,7 +113,7 @@ def test_plaintext_mode_warns_and_delivers_good_frames(plain_node):
 def test_run_parties_plaintext_warns_and_works():
     with pytest.warns(UserWarning, match="PLAINTEXT"):
         res = run_parties(lambda rt: (rt.share(np.array([1.5, 2.0]) if rt.rank == 0 else None, src=0) * 2.0).reveal(),
-                          2, insecure=True, timeout=10)
+                          2, insecure=True, timeout=10, join_timeout=40)
     assert res[0].tolist() == res[1].tolist() == [3.0, 4.0]
 
 
@@ -299,11 +299,12 @@ def _die_on_party_1(failures, when):
     def fn(rt):
         if when == "mid":
             x = rt.share(np.arange(4.0) if rt.rank == 0 else None, src=0)
-            (x * x).reveal()  # everybody has talked to everybody
-        if rt.rank == 1:
-            raise RuntimeError("party 1 crashes")
         t0 = time.monotonic()
         try:
+            if when == "mid":
+                (x * x).reveal()  # everybody has talked to everybody
+            if rt.rank == 1:
+                raise RuntimeError("party 1 crashes")
             if when == "early":
                 return rt.share(None, src=1).reveal()  # waits on party 1
             y = x * x
@@ -320,7 +321,7 @@ def test_party_dying_mid_protocol_raises_peer_failure_in_the_others(n):
     failures = {}
     t0 = time.monotonic()
     with pytest.raises(MpcError):
-        run_parties(_die_on_party_1(failures, "mid"), n, timeout=15, join_timeout=60)
+        run_parties(_die_on_party_1(failures, "mid"), n, timeout=15, join_timeout=40)
     assert time.monotonic() - t0 < 30
     assert sorted(failures) == [r for r in range(n) if r != 1], failures
     for r, (typ, msg, dt) in failures.items():
@@ -333,14 +334,14 @@ def test_party_dying_right_after_setup_is_detected_quickly():
     seconds, whether or not their own connection to party 1 had finished its handshake, and
     say that party 1 died (not that a key is misconfigured). Repeated: the race is timing-dependent."""
     problems = []
-    for attempt in range(6):
+    for attempt in range(5):
         failures = {}
         with pytest.raises(MpcError):
-            run_parties(_die_on_party_1(failures, "early"), 3, timeout=5, join_timeout=60)
+            run_parties(_die_on_party_1(failures, "early"), 3, timeout=8, join_timeout=40)
         for r, (typ, msg, dt) in failures.items():
             if typ is not PeerFailure or "party 1" not in msg:
                 problems.append(f"attempt {attempt}, party {r}: {typ.__name__}: {msg}")
-            elif dt > 3.5:
+            elif dt > 6:
                 problems.append(f"attempt {attempt}, party {r}: noticed only after {dt:.1f} s: {msg}")
             elif "key" in msg:
                 problems.append(f"attempt {attempt}, party {r}: misleading reason: {msg}")
