@@ -659,7 +659,7 @@ def _agree(row) -> str:
 
 def print_table(rows: list[dict], crypten: dict, out=None) -> None:
     out = out or sys.stdout
-    hdr = (f"{'model':<14}{'N':>2} {'chan':<6}{'e2e s':>9}{'online s':>10}{'offline s':>10}{'rounds':>7}"
+    hdr = (f"{'model':<14}{'N':>2} {'chan':<6}{'e2e s':>9}{'(min)':>8}{'online s':>10}{'(min)':>8}{'offline s':>10}{'rounds':>7}"
            f"{'MB sent':>9}{'MB s+r':>9}{'MB dlr':>9}{'agree':>9}{'max err':>9}{'CrypTen s':>10}{'x CT':>7}")
     print(hdr, file=out)
     print("-" * len(hdr), file=out)
@@ -674,12 +674,13 @@ def print_table(rows: list[dict], crypten: dict, out=None) -> None:
             if r["channels"] == "plaintext":
                 ratio = f"{r['e2e_s'] / cr['time_s']:.2f}"
         err = (r.get("check") or {}).get("max_abs_err")
-        print(f"{r['model']:<14}{r['parties']:>2} {r['channels'][:5]:<6}{r['e2e_s']:>9.3f}{r['online_s']:>10.3f}"
+        print(f"{r['model']:<14}{r['parties']:>2} {r['channels'][:5]:<6}{r['e2e_s']:>9.3f}{min(r['e2e_all_s']):>8.3f}"
+              f"{r['online_s']:>10.3f}{min(r['online_all_s']):>8.3f}"
               f"{r['offline_s']:>10.3f}{r['rounds']:>7}{r['max_sent_mb']:>9.2f}{r['max_sent_plus_received_mb']:>9.2f}"
               f"{r['dealer_to_p0_mb']:>9.2f}{_agree(r):>9}{(err if err is not None else float('nan')):>9.1e}"
               f"{ct:>10}{ratio:>7}", file=out)
     print("e2e: dealer on line; online: dealer material fetched ahead by rt.preprocess (offline = that fetch);\n"
-          "median over the repeats of the slowest party; rounds and MB from the e2e run (max over parties);\n"
+          "median (and min) over the repeats of the slowest party; rounds and MB from the e2e run (max over parties);\n"
           "MB sent: most any party sent; MB s+r: most any party sent + received (CrypTen's byte count is\n"
           "about this); MB dlr: dealer to party 0; agree: argmax equal to the plaintext model's;\n"
           "x CT: mpcrt e2e / CrypTen (TTP on line), plaintext channels only (CrypTen's are plaintext).", file=out)
@@ -820,7 +821,7 @@ def main(argv=None) -> int:
                         print(f"e2e {row['e2e_s']:.3f} s, online {row['online_s']:.3f} s, offline "
                               f"{row['offline_s']:.3f} s, {row['rounds']} rounds, agree {_agree(row)} "
                               f"({res['session_wall_s']:.0f} s wall, load {res['loadavg_before'][0]:.1f}, "
-                              f"busy before {busy})",
+                              f"CPUs busy before {'?' if busy is None else f'{100 * busy:.0f}%'})",
                               file=sys.stderr, flush=True)
                     if a.profile and a.profile_dir and "per_party" in res:
                         os.makedirs(a.profile_dir, exist_ok=True)

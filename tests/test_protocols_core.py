@@ -127,6 +127,25 @@ def test_share_of_a_scalar_is_0_d():
     close(res[0][1], 2.5, 0)
 
 
+def test_0_d_products_wrap_without_overflow_warnings(recwarn):
+    """Ring arithmetic wraps on purpose: 0-d products (dot products, scalar times scalar) must
+    not turn into numpy-scalar arithmetic that warns 'overflow encountered'. Each truncation
+    overflows with probability about 1/4 (random masks), so 16 of them nearly surely show it."""
+    a, b = inputs(4, (4,), (4,))
+
+    def fn(rt):
+        x, y = share(rt, a, 0), share(rt, b, 1)
+        return [(x @ y).reveal() for _ in range(8)] + [(x.sum() * 0.5).reveal() for _ in range(8)]
+
+    res = run(fn, 2)
+    for got in res[0][:8]:
+        close(got, a @ b, 40 * ulp())
+    for got in res[0][8:]:
+        close(got, a.sum() * 0.5, 8 * ulp())
+    overflow = [str(w.message) for w in recwarn.list if issubclass(w.category, RuntimeWarning) and "overflow" in str(w.message)]
+    assert overflow == [], overflow[:3]
+
+
 @pytest.mark.parametrize("n", [2, 3])
 def test_reveal_to_one_party_of_a_0_d_result(n):
     """x.sum() is 0-d; revealing it to one party must work like revealing it to all."""
