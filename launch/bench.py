@@ -256,6 +256,7 @@ def run_netsim(n: int, jobs, net: Network, repeats: int = 3, warmup: int = 1, in
         print(f"  network {net.describe()}, {n} parties + dealer: {format_validation(v)}", flush=True)
         ns.write_cluster(insecure=insecure)
         r = ns.run_mpc(PARTY_SCRIPT, [cfg, out], timeout=timeout, env_extra={"MPCRT_TIMEOUT": str(RECV_TIMEOUT)})
+        v["relay_cpu_s"] = _relay_cpu_s(ns)  # since the NetSim started: all inside the measured window
         if verbose:
             for k, text in r.outputs.items():
                 for line in text.splitlines():
@@ -267,6 +268,19 @@ def run_netsim(n: int, jobs, net: Network, repeats: int = 3, warmup: int = 1, in
             err = "failed: " + ", ".join(f"{k} exit {c}" for k, c in r.returncodes.items() if c != 0)
         log = lambda: "\n".join(f"--- {k}\n{_tail(t, 1500)}" for k, t in r.outputs.items())  # noqa: E731
         return _collect(out, err, log, n), v
+
+
+def _relay_cpu_s(ns) -> float | None:
+    """CPU seconds the netsim relays (our children, alive until teardown) have used so far."""
+    total = 0.0
+    try:
+        for c in ns._relays:
+            with open(f"/proc/{c.p.pid}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+    except (OSError, AttributeError, ValueError, IndexError):
+        return None
+    return total
 
 
 def format_validation(v: dict) -> str:
@@ -634,12 +648,13 @@ class Contention:
         t = os.times()
         return t.user + t.system + t.children_user + t.children_system
 
-    def share(self) -> float | None:
+    def share(self, also_ours_s: float = 0.0) -> float | None:
+        """also_ours_s: CPU time of our processes not yet reaped (the netsim relays)."""
         m1 = _machine_busy_s()
         if m1 is None or self.m0 is None:
             return None
         wall = time.monotonic() - self.w0
-        other = (m1 - self.m0) - (self._own() - self.t0)
+        other = (m1 - self.m0) - (self._own() - self.t0) - also_ours_s
         return max(0.0, other / max(1e-9, wall * (os.cpu_count() or 1)))
 
 
@@ -712,11 +727,13 @@ def main(a) -> int:
         print(f"running {n} parties on {net.name}, {ch} (load {load}, CPUs {_pct(busy)} busy) ...", flush=True)
         t = time.monotonic()
         cont = Contention()
+        relays_s = 0.0
         try:
             if net.simulated:
                 res, v = run_netsim(n, job_list, net, a.repeats, a.warmup, insecure, timeout=a.timeout,
                                     verbose=a.verbose)
                 validations[f"{net.name}/{n}"] = v
+                relays_s = v.get("relay_cpu_s") or 0.0
             else:
                 res = run_local(n, job_list, a.repeats, a.warmup, insecure, timeout=a.timeout, verbose=a.verbose)
         except Exception as e:  # NetSimError and friends: the rest still runs
@@ -724,7 +741,7 @@ def main(a) -> int:
         if res.get("error"):
             failures.append(res["error"])
             print(f"FAILED: {res['error']}", file=sys.stderr, flush=True)
-        others = cont.share()
+        others = cont.share(relays_s)
         got = summarize(res, net, ch)
         for r in got:
             r.update(loadavg_1m_before=load, cpu_busy_before=None if busy is None else round(busy, 3),
