@@ -740,18 +740,18 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parties", default="2,3", help="party counts, comma separated (default 2,3)")
     ap.add_argument("--models", default=DEFAULT_MODELS,
-                    help=f"comma list (default {DEFAULT_MODELS}; 'all' adds resnet18_b32)")
+                    help=f"comma list, or 'all' (default {DEFAULT_MODELS})")
     ap.add_argument("--channels", default="curve", help="curve, plaintext or curve,plaintext (default curve)")
     ap.add_argument("--insecure-plaintext", action="store_true",
                     help="plaintext channels only (same as --channels plaintext; local benchmarking only)")
     ap.add_argument("--repeats", type=int, default=None,
-                    help="timed repeats of each of e2e and offline+online (default 3; 1 for resnet18_b32)")
+                    help="timed repeats of each of e2e and offline+online (default 3)")
     ap.add_argument("--warmup-batch", type=int, default=None,
                     help="warm up on the first K inputs instead of the whole batch")
     ap.add_argument("--seed", type=int, default=0, help="training / random weight / input seed (default 0)")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per launched session (default 1200)")
     ap.add_argument("--no-crypten", action="store_true", help="do not run benchmarks/crypten_side.py")
-    ap.add_argument("--crypten-repeats", type=int, default=3)
+    ap.add_argument("--crypten-repeats", type=int, default=3, help="crypten_side.py --repeats (default 3)")
     ap.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                     help="before each session (and each CrypTen workload), wait up to this long for the CPUs "
                          "to be < 25%% busy with other work (shared machines); default 0")
