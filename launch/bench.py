@@ -196,7 +196,7 @@ def run_local(n: int, jobs, repeats: int = 3, warmup: int = 1, insecure: bool = 
         with open(log, "wb") as lf:
             p = subprocess.Popen(argv, stdout=None if verbose else lf, stderr=subprocess.STDOUT if not verbose else None,
                                  start_new_session=True, cwd=REPO_ROOT)
-            err = None
+            err, timed_out = None, False
             try:
                 rc = p.wait(timeout=timeout)
                 if rc != 0:
@@ -204,10 +204,14 @@ def run_local(n: int, jobs, repeats: int = 3, warmup: int = 1, insecure: bool = 
             except subprocess.TimeoutExpired:
                 err = f"timed out after {timeout:.0f} s"
                 _stop_launcher(p)
+                timed_out = True
             except KeyboardInterrupt:
                 _stop_launcher(p)
                 raise
-        return _collect(out, err, lambda: open(log, errors="replace").read(), n)
+        res = _collect(out, err, lambda: open(log, errors="replace").read(), n)
+        if timed_out:
+            res["kind"] = "timeout"
+        return res
 
 
 def _stop_launcher(p: subprocess.Popen) -> None:
@@ -225,6 +229,15 @@ def _stop_launcher(p: subprocess.Popen) -> None:
         p.wait(timeout=5)
     except ProcessLookupError:
         pass
+
+
+def why(err: str) -> str:
+    """The first line of a run's error and the first line that names an exception."""
+    lines = [ln.strip() for ln in err.strip().splitlines() if ln.strip()]
+    if not lines:
+        return "?"
+    exc = next((ln for ln in lines[1:] if re.search(r"(Error|Failure|Exception|Traceback)\b", ln)), None)
+    return lines[0] + (f" | {exc}" if exc else "")
 
 
 def _collect(out: str, err: str | None, log, n: int) -> dict:
@@ -267,20 +280,46 @@ def run_netsim(n: int, jobs, net: Network, repeats: int = 3, warmup: int = 1, in
         elif not r.ok:
             err = "failed: " + ", ".join(f"{k} exit {c}" for k, c in r.returncodes.items() if c != 0)
         log = lambda: "\n".join(f"--- {k}\n{_tail(t, 1500)}" for k, t in r.outputs.items())  # noqa: E731
-        return _collect(out, err, log, n), v
+        res = _collect(out, err, log, n)
+        if r.timed_out:
+            res["kind"] = "timeout"
+        return res, v
 
 
-def _relay_cpu_s(ns) -> float | None:
-    """CPU seconds the netsim relays (our children, alive until teardown) have used so far."""
-    total = 0.0
+def _proc_cpu_s(pid: int) -> tuple[float, float]:
+    """(utime + stime + cutime + cstime of a live process, the same summed over its live descendants)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/stat") as fh:
+        f = fh.read().rsplit(")", 1)[1].split()
+    own = sum(int(x) for x in f[11:15]) / tck
+    kids_s = 0.0
+    try:
+        kids = set()
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids.update(int(k) for k in fh.read().split())
+        for k in kids:
+            try:
+                kids_s += sum(_proc_cpu_s(k))
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return own, kids_s
+
+
+def _relay_cpu_s(ns) -> dict | None:
+    """CPU seconds used so far by the netsim relays (our children, reaped at teardown, so they
+    count as ours then) and by their bind watchers (their children, never reaped by us)."""
+    out = {"relays": 0.0, "watchers": 0.0}
     try:
         for c in ns._relays:
-            with open(f"/proc/{c.p.pid}/stat") as fh:
-                f = fh.read().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+            own, kids = _proc_cpu_s(c.p.pid)
+            out["relays"] += own
+            out["watchers"] += kids
     except (OSError, AttributeError, ValueError, IndexError):
         return None
-    return total
+    return out
 
 
 def format_validation(v: dict) -> str:
@@ -554,6 +593,11 @@ def to_markdown(doc: dict) -> str:
             rate = f"{v['measured_rate_mbit']:.1f}" if v.get("measured_rate_mbit") else "-"
             lines.append(f"| {k} | {v['rtt_expected_ms']:g} | {v['rtt_ms']:.2f} | {v['rate_mbit'] or '-'} | {rate} "
                          f"| {v['ok']} |")
+    if doc.get("failed_jobs"):
+        lines += ["", "Failed:", ""]
+        for f in doc["failed_jobs"]:
+            lines.append(f"- {f['op']} {f['size']}, N={f['parties']}, {f['network']}, {f['channels']}: "
+                         f"`{why(f['error'])}`")
     cmp = doc.get("crypten_comparison")
     if cmp:
         rep = doc.get("crypten", {})
@@ -627,11 +671,13 @@ def cpu_busy(sample_s: float = 1.0) -> float | None:
 
 
 def _machine_busy_s() -> float | None:
-    """CPU-seconds the whole machine has been busy since boot (from /proc/stat)."""
+    """CPU-seconds processes on the machine have used since boot, plus time stolen by the
+    hypervisor (from /proc/stat: user + nice + system + steal). Interrupt and softirq time
+    (our own network traffic, on loopback or through the simulated links) is left out."""
     try:
         with open("/proc/stat") as fh:
             vals = [int(v) for v in fh.readline().split()[1:]]
-        return (sum(vals[:8]) - vals[3] - (vals[4] if len(vals) > 4 else 0)) / os.sysconf("SC_CLK_TCK")
+        return (vals[0] + vals[1] + vals[2] + (vals[7] if len(vals) > 7 else 0)) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
 
@@ -649,7 +695,7 @@ class Contention:
         return t.user + t.system + t.children_user + t.children_system
 
     def share(self, also_ours_s: float = 0.0) -> float | None:
-        """also_ours_s: CPU time of our processes not yet reaped (the netsim relays)."""
+        """also_ours_s: CPU time of processes of ours that we never reap (the netsim relays' watchers)."""
         m1 = _machine_busy_s()
         if m1 is None or self.m0 is None:
             return None
@@ -720,35 +766,64 @@ def main(a) -> int:
     failures: list[str] = []
     validations: dict[str, dict] = {}
 
+    failed_jobs: list[dict] = []
+
     def run(n, net, insecure, job_list):
+        """Run job_list; when the parties fail in one job, go on with the jobs after it in a new run."""
+        todo = list(job_list)
+        while todo:
+            done, err, kind = run_once(n, net, insecure, todo)
+            if err is None or done >= len(todo):
+                return
+            op, size = todo[done]
+            failed_jobs.append({"op": op, "size": size, "parties": n, "network": net.name,
+                                "channels": "plaintext" if insecure else "curve", "error": err})
+            if kind != "party failure":  # a timeout or the network simulation: do not try the rest again
+                for op, size in todo[done + 1:]:
+                    failed_jobs.append({"op": op, "size": size, "parties": n, "network": net.name,
+                                        "channels": "plaintext" if insecure else "curve", "error": "not run: " + kind})
+                return
+            todo = todo[done + 1:]
+            if todo:
+                print(f"  {op} {size} failed; going on with the {len(todo)} job(s) after it", flush=True)
+
+    def run_once(n, net, insecure, job_list):
         ch = "plaintext" if insecure else "curve"
         busy = wait_idle(a.wait_idle) if a.wait_idle > 0 else cpu_busy(0.5)
         load = _load()
         print(f"running {n} parties on {net.name}, {ch} (load {load}, CPUs {_pct(busy)} busy) ...", flush=True)
         t = time.monotonic()
         cont = Contention()
-        relays_s = 0.0
+        relays_s = watchers_s = 0.0
         try:
             if net.simulated:
                 res, v = run_netsim(n, job_list, net, a.repeats, a.warmup, insecure, timeout=a.timeout,
                                     verbose=a.verbose)
                 validations[f"{net.name}/{n}"] = v
-                relays_s = v.get("relay_cpu_s") or 0.0
+                rc = v.get("relay_cpu_s") or {}
+                relays_s, watchers_s = rc.get("relays", 0.0), rc.get("watchers", 0.0)
             else:
                 res = run_local(n, job_list, a.repeats, a.warmup, insecure, timeout=a.timeout, verbose=a.verbose)
         except Exception as e:  # NetSimError and friends: the rest still runs
-            res = {"parties": n, "results": [], "error": f"{n} parties on {net.name}: {type(e).__name__}: {e}"}
+            res = {"parties": n, "results": [], "error": f"{n} parties on {net.name}: {type(e).__name__}: {e}",
+                   "kind": "error"}
         if res.get("error"):
             failures.append(res["error"])
             print(f"FAILED: {res['error']}", file=sys.stderr, flush=True)
-        others = cont.share(relays_s)
+        others = cont.share(watchers_s)
+        wall = time.monotonic() - t
+        sim_s = relays_s + watchers_s
+        sim_share = sim_s / (wall * (os.cpu_count() or 1)) if sim_s and wall > 0 else None
         got = summarize(res, net, ch)
         for r in got:
             r.update(loadavg_1m_before=load, cpu_busy_before=None if busy is None else round(busy, 3),
-                     others_cpu_share=None if others is None else round(others, 3))
-        print(f"  {len(got)}/{len(job_list)} jobs in {time.monotonic() - t:.0f} s; other processes used "
-              f"{_pct(others)} of the CPUs meanwhile", flush=True)
+                     others_cpu_share=None if others is None else round(others, 3),
+                     netsim_cpu_share=None if sim_share is None else round(sim_share, 3))
+        print(f"  {len(got)}/{len(job_list)} jobs in {wall:.0f} s; other processes used "
+              f"{_pct(others)} of the CPUs meanwhile" + (f", the simulation's relays {_pct(sim_share)}" if sim_share
+                                                         else ""), flush=True)
         rows.extend(got)
+        return len(got), res.get("error"), res.get("kind", "party failure")
 
     crypten_rep, cmp, interrupted = None, [], False
     try:
@@ -791,7 +866,12 @@ def main(a) -> int:
             "loadavg_1m_before": load0, "loadavg_1m_after": _load(), "seconds": round(time.time() - t0, 1),
             "machine": machine_info(),
             "bound_formula": "rounds * one_way_delay + link_bytes_per_party * 8 / rate_bit_per_s"}
-    doc = {"meta": meta, "rows": rows, "failures": failures}
+    if failed_jobs:
+        print("\nfailed jobs:", file=sys.stderr)
+        for f in failed_jobs:
+            print(f"  {f['op']} {f['size']} N={f['parties']} {f['network']} {f['channels']}: {why(f['error'])}",
+                  file=sys.stderr)
+    doc = {"meta": meta, "rows": rows, "failures": failures, "failed_jobs": failed_jobs}
     if a.crypten:
         doc["crypten"] = crypten_rep
         doc["crypten_comparison"] = cmp

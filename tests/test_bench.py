@@ -227,3 +227,30 @@ def test_bench_on_netsim(tmp_path, capsys):
     assert r["online_s"] >= 0.9 * r["bound_latency_s"]
     assert doc["meta"]["validation"]["5:100/2"]["rtt_ms"] > 5
     assert not [ns for ns in netsim.list_namespaces() if ns.startswith(f"mpcrt-{os.getpid()}-")]
+
+
+def test_a_failed_job_does_not_lose_the_others(monkeypatch, tmp_path, capsys):
+    """The parties fail in the 2nd of 3 jobs: the 1st is kept, the 3rd runs in a new launch."""
+    calls = []
+
+    def fake_run_local(n, jobs, repeats, warmup, insecure, *, timeout, verbose):
+        calls.append(list(jobs))
+        one = lambda op, size: {"op": op, "size": size, "e2e": [0.2], "online": [0.1], "offline": [0.1],  # noqa: E731
+                                "max_abs_err": 0.0, "rounds": 2,
+                                "per_party": [{"bytes_sent": 10, "bytes_received": 10, "dealer_bytes_sent": 0,
+                                               "dealer_bytes_received": 5, "rounds": 2,
+                                               "online_dealer_bytes_received": 0, "stats_varied": False}] * n}
+        if len(calls) == 1:
+            return {"parties": n, "results": [one(*jobs[0])], "error": f"{n} parties: failed\nPeerFailure: boom",
+                    "kind": "party failure"}
+        return {"parties": n, "results": [one(*j) for j in jobs], "complete": True}
+
+    monkeypatch.setattr(bench, "run_local", fake_run_local)
+    rc = cli.main(["bench", "--parties", "2", "--ops", "mul", "--sizes", "10:20:30", "--out", str(tmp_path)])
+    assert rc == 1
+    assert calls == [[("mul", 10), ("mul", 20), ("mul", 30)], [("mul", 30)]]
+    (f,) = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
+    doc = json.load(open(tmp_path / f))
+    assert [r["size"] for r in doc["rows"]] == [10, 30]
+    assert [(j["op"], j["size"]) for j in doc["failed_jobs"]] == [("mul", 20)]
+    assert "PeerFailure: boom" in capsys.readouterr().err
