@@ -99,9 +99,13 @@ class Runtime:
         flat = np.concatenate([np.ascontiguousarray(s, np.int64).ravel() for s in shares]) if len(shares) > 1 else np.ascontiguousarray(shares[0], np.int64).ravel()
         for j in self.peers:
             self.node.send(j, tag, flat)
-        total = flat.copy()
+        total = None  # flat itself is being sent without a copy: never modify it
         for j in self.peers:
-            total += self.node.recv(j, tag, dtype=np.int64, shape=flat.shape)
+            got = self.node.recv(j, tag, dtype=np.int64, shape=flat.shape)
+            if total is None:
+                total = flat + got
+            else:
+                total += got
         self._count_round()
         out, off = [], 0
         for s in shares:
