@@ -49,10 +49,6 @@ RECV_TIMEOUT = 120.0  # seconds a party waits for one message before PeerFailure
 LOAD_WARN = 1.5
 
 
-class BenchError(RuntimeError):
-    pass
-
-
 # ----------------------------------------------------------------- parsing
 _SUFFIX = {"k": 10**3, "m": 10**6, "g": 10**9}
 

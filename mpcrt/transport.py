@@ -10,7 +10,7 @@ handler accepts only the public keys of the cluster, and each inbound frame's
 authenticated key (its `User-Id`) must be the key of the rank it claims. Plaintext
 is allowed only with `insecure=True`, which warns loudly.
 
-Liveness: ZMTP heartbeats (1 s interval, 5 s timeout) close a silent connection; a
+Liveness: ZMTP heartbeats (1 s interval, 60 s timeout) close a silent connection; a
 socket monitor turns a closed connection into PeerFailure for anyone waiting on that
 peer; every receive also has an overall timeout. No receive ever blocks forever.
 """
@@ -35,7 +35,10 @@ log = logging.getLogger("mpcrt.transport")
 
 DEFAULT_TIMEOUT = 60.0
 HEARTBEAT_IVL_MS = 1000
-HEARTBEAT_TIMEOUT_MS = 5000
+# ZMTP heartbeats only see whole messages, so a large array on a slow link must not trip
+# them: a dead process is seen at once through the closed TCP connection anyway; this
+# timeout is for a silently lost network path (MPCRT_HEARTBEAT_TIMEOUT, seconds).
+HEARTBEAT_TIMEOUT_MS = int(float(os.environ.get("MPCRT_HEARTBEAT_TIMEOUT", "60")) * 1000)
 HANDSHAKE_RETRIES = 5
 ROUTED_GRACE = 2.0
 _MON_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
