@@ -8,28 +8,19 @@ For tests, notebooks and quick experiments; `mpcrt launch` runs real processes.
 """
 from __future__ import annotations
 
-import secrets
 import threading
 from typing import Any, Callable
 
 from mpcrt.cluster import Cluster
 from mpcrt.errors import MpcError
-from mpcrt.launch.local import free_ports
+from mpcrt.launch.local import loopback_cluster
 from mpcrt.parties.dealer import Dealer
 from mpcrt.runtime import Runtime
-from mpcrt.transport import generate_keypair
 
 
 def local_cluster(n: int, precision: int = 16) -> tuple[Cluster, dict[int, bytes]]:
-    ports = free_ports(n + 1)
-    keys = {i: generate_keypair() for i in range(n + 1)}
-    c = Cluster(
-        session=f"inproc-{secrets.token_hex(6)}",
-        endpoints={i: f"tcp://127.0.0.1:{ports[i]}" for i in range(n + 1)},
-        public_keys={i: keys[i][0] for i in range(n + 1)},
-        precision=precision,
-    )
-    return c, {i: keys[i][1] for i in range(n + 1)}
+    """Loopback cluster with fresh keys for an in-process session: (cluster, {id: secret key})."""
+    return loopback_cluster(n, precision, prefix="inproc")
 
 
 def run_parties(

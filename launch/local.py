@@ -36,23 +36,30 @@ def free_ports(k: int, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
-def make_local_cluster(n: int, workdir: str, precision: int = 16, insecure: bool = False) -> tuple[str, dict[int, str]]:
-    """Write a cluster file and per-node secret key files; return (cluster path, {id: key path})."""
+def loopback_cluster(n: int, precision: int = 16, prefix: str = "local") -> tuple[Cluster, dict[int, bytes]]:
+    """A cluster of n parties and a dealer on free loopback ports with fresh CurveZMQ keys;
+    returns (cluster, {node id: secret key})."""
     ports = free_ports(n + 1)
     keys = {i: generate_keypair() for i in range(n + 1)}
     c = Cluster(
-        session=f"local-{secrets.token_hex(8)}",
+        session=f"{prefix}-{secrets.token_hex(8)}",
         endpoints={i: f"tcp://127.0.0.1:{ports[i]}" for i in range(n + 1)},
         public_keys={i: keys[i][0] for i in range(n + 1)},
         precision=precision,
     )
+    return c, {i: keys[i][1] for i in range(n + 1)}
+
+
+def make_local_cluster(n: int, workdir: str, precision: int = 16) -> tuple[str, dict[int, str]]:
+    """Write a cluster file and per-node secret key files; return (cluster path, {id: key path})."""
+    c, secret = loopback_cluster(n, precision)
     path = os.path.join(workdir, "cluster.toml")
     with open(path, "w") as fh:
         fh.write(format_cluster(c))
     key_paths = {}
-    for i, (pub, sec) in keys.items():
+    for i, sec in secret.items():
         key_paths[i] = os.path.join(workdir, f"node{i}.key_secret")
-        write_secret_key(key_paths[i], pub, sec)
+        write_secret_key(key_paths[i], c.public_keys[i], sec)
     return path, key_paths
 
 
@@ -89,7 +96,7 @@ def launch(
     threads = []
     lock = threading.Lock()
     try:
-        cluster, key_paths = make_local_cluster(n, workdir, precision, insecure)
+        cluster, key_paths = make_local_cluster(n, workdir, precision)
         base = dict(os.environ)
         base.update(env_extra or {})
         base.update({"MPCRT_CLUSTER": cluster, "MPCRT_PRECISION": str(precision), "PYTHONUNBUFFERED": "1",

@@ -107,47 +107,6 @@ class TruncPair(Kind):
         return {"r_hi": ring.lshr(r, int(p["f"])), "r_msb": ring.msb(r)}
 
 
-class EdaBit(Kind):
-    """r uniform in Z_2^64 as arithmetic shares [r] and XOR-shared words <r>."""
-
-    def own(self, p):
-        return [("r", _shape(p["shape"]))]
-
-    def corrected(self, p):
-        return [("rb", _shape(p["shape"]), "x")]
-
-    def deal(self, p, own, private):
-        return {"rb": own["r"]}
-
-
-class AndTriple(Kind):
-    """Boolean Beaver triple on whole 64-bit words: <c> = <a> AND <b> (XOR shares)."""
-
-    def own(self, p):
-        return [("a", _shape(p["shape"]), "x"), ("b", _shape(p["shape"]), "x")]
-
-    def corrected(self, p):
-        return [("c", _shape(p["shape"]), "x")]
-
-    def deal(self, p, own, private):  # own values of XOR-shared arrays arrive XOR-combined
-        return {"c": own["a"] & own["b"]}
-
-
-class DaBit(Kind):
-    """Random bit s in {0,1} as arithmetic shares [s] and XOR shares <s> (bit 0 of a word)."""
-
-    def own(self, p):
-        return []
-
-    def corrected(self, p):
-        s = _shape(p["shape"])
-        return [("s", s, "a"), ("sb", s, "x")]
-
-    def deal(self, p, own, private):
-        s = private(_shape(p["shape"])) & np.int64(1)
-        return {"s": s, "sb": s}
-
-
 LOW63 = np.int64((1 << 63) - 1)
 EVEN = ring.const(0x5555555555555555)
 LTZ_LEVELS = (2, 4, 8, 16, 64)  # packing widths of BitLT rounds 2-6 (64: the last level)
@@ -238,9 +197,6 @@ KINDS: dict[str, Kind] = {
     "matmul": MatmulTriple(),
     "conv2d": ConvTriple(),
     "trunc": TruncPair(),
-    "edabit": EdaBit(),
-    "and": AndTriple(),
-    "dabit": DaBit(),
 }
 
 

@@ -113,25 +113,6 @@ class Runtime:
             off += s.size
         return out
 
-    def open_xor(self, shares: list[np.ndarray], tag: str = "openx") -> list[np.ndarray]:
-        """Open XOR-shared arrays (all of one dtype: uint64 words or uint8) in one round."""
-        if self._dry:
-            return [np.zeros(s.shape, s.dtype) for s in shares]
-        dt = shares[0].dtype
-        flat = np.concatenate([np.ascontiguousarray(s).ravel() for s in shares]) if len(shares) > 1 else np.ascontiguousarray(shares[0]).ravel()
-        wire = flat.view(np.int64) if dt == np.uint64 else flat
-        for j in self.peers:
-            self.node.send(j, tag, wire)
-        total = flat.copy()
-        for j in self.peers:
-            total ^= self.node.recv(j, tag, dtype=wire.dtype, shape=wire.shape).view(dt)
-        self._count_round()
-        out, off = [], 0
-        for s in shares:
-            out.append(total[off : off + s.size].reshape(s.shape))
-            off += s.size
-        return out
-
     def open_mixed(self, adds: list[np.ndarray], xors: list[np.ndarray], tag: str = "open") -> tuple[list, list]:
         """One round opening additive int64 shares and XOR shares (any dtype) together."""
         if not adds and not xors:
@@ -242,8 +223,6 @@ class Runtime:
         shares themselves come from PRGs seeded pairwise between parties, so the
         input's bytes never cross the network.
         """
-        from mpcrt.tensor import SharedTensor
-
         if self._dry:
             raise MpcError("share() inside a planned function: share the inputs before rt.plan()/rt.preprocess()")
         if not isinstance(src, (int, np.integer)) or not 0 <= src < self.world_size:
