@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from mpcrt.errors import DealerError
+from mpcrt.kernels import powers as fused
 from mpcrt.kernels import ring
 
 Shape = tuple
@@ -117,7 +118,7 @@ class LtzBundle(Kind):
 
     edaBit r ([r], <r>); <P> = products of r's adjacent low-63 bit pairs (level 1 of
     BitLT becomes local); one word-AND triple per later level, sized for packed words;
-    a daBit ([s], <s>) for the B2A; and for each of k fused products a mask [m_j]
+    daBits ([s], <s> packed 64 per word) for the B2A; and for each of k fused products a mask [m_j]
     with [m_j s].
     """
 
@@ -132,7 +133,7 @@ class LtzBundle(Kind):
         n, k = int(p["n"]), int(p.get("k", 0))
         out = [("rb", (n,), "x"), ("P", (n,), "x")]
         out += [(f"c{w}", (n // w,), "x") for w in LTZ_LEVELS]
-        out += [("sb", (n,), "x"), ("s", (n,), "a")]
+        out += [("sb", (n // 64,), "x"), ("s", (n,), "a")]
         return out + [(f"ms{j}", (n,), "a") for j in range(k)]
 
     def deal(self, p, own, private):
@@ -142,8 +143,9 @@ class LtzBundle(Kind):
         out = {"rb": r, "P": ring.lshr(rl, 1) & rl & EVEN}
         for w in LTZ_LEVELS:
             out[f"c{w}"] = own[f"a{w}"] & own[f"b{w}"]
-        s = private((n,)) & np.int64(1)
-        out["sb"], out["s"] = s, s
+        sb = private((n // 64,))  # the daBits, packed 64 per word (bit j % 64 of word j // 64)
+        s = np.unpackbits(sb.view(np.uint8), bitorder="little").astype(np.int64)
+        out["sb"], out["s"] = sb, s
         for j in range(k):
             out[f"ms{j}"] = own[f"m{j}"] * s
         return out
@@ -170,6 +172,10 @@ class TruncPowers(Kind):
             pw = pw * s0
             out[f"S{j + 1}"] = pw
         return out
+
+    def deal_into(self, p, own, private, out, sub):
+        r, J = own["r"].reshape(-1), int(p["J"])
+        fused.deal(r, int(p["k"]), J, None if sub is None else sub.reshape(2 * J, -1), out.reshape(2 * J, -1))
 
 
 class MulMask(Kind):
@@ -212,40 +218,65 @@ def own_layout(k: Kind, p: dict) -> list[tuple[str, Shape, str]]:
     return [(e[0], e[1], e[2] if len(e) > 2 else "a") for e in k.own(p)]
 
 
-def expand_party(prg, stream: int, name: str, p: dict, rank: int) -> dict[str, np.ndarray]:
-    """A party's PRG-derived arrays for request `stream` (party 0: the own prefix only)."""
+def _expand(prg, stream: int, name: str, p: dict, rank: int) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    """(arrays by name, the whole flat stream, words in its `own` prefix)."""
     k = kind(name)
     own = own_layout(k, p)
     corr = k.corrected(p) if rank else []
     layout = [e[1] for e in own] + [e[1] for e in corr]
-    arrays = prg.ring(stream, layout) if layout else []
-    names = [e[0] for e in own] + [e[0] for e in corr]
-    return dict(zip(names, arrays))
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in layout]
+    flat = prg.words(stream, sum(sizes))
+    out, off = {}, 0
+    for (nm, s), sz in zip([(e[0], e[1]) for e in own] + [(e[0], e[1]) for e in corr], sizes):
+        out[nm] = flat[off : off + sz].reshape(s)
+        off += sz
+    return out, flat, sum(sizes[: len(own)])
 
 
-def deal(prgs: list, private, stream: int, name: str, p: dict) -> list[np.ndarray]:
-    """Dealer side: party 0's corrections for request `stream`, in `corrected` order."""
+def expand_party(prg, stream: int, name: str, p: dict, rank: int) -> dict[str, np.ndarray]:
+    """A party's PRG-derived arrays for request `stream` (party 0: the own prefix only)."""
+    return _expand(prg, stream, name, p, rank)[0]
+
+
+def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
+    """Dealer side: party 0's corrections for request `stream`, flat in `corrected` order.
+
+    The corrections are written straight into the buffer that is sent; the first other
+    party's shares are subtracted inside the kind's fused kernel where it has one.
+    """
     k = kind(name)
-    shares = [expand_party(prg, stream, name, p, i) for i, prg in enumerate(prgs)]
+    parts = [_expand(prg, stream, name, p, i) for i, prg in enumerate(prgs)]
     own = {}
     for n, _, how in own_layout(k, p):
-        acc = shares[0][n].copy()
-        for s in shares[1:]:
-            if how == "x":
-                acc ^= s[n]
-            else:
-                acc += s[n]
+        op = np.bitwise_xor if how == "x" else np.add
+        acc = op(parts[0][0][n], parts[1][0][n]) if len(parts) > 1 else parts[0][0][n].copy()
+        for s in parts[2:]:
+            op(acc, s[0][n], out=acc)
         own[n] = acc
-    true = k.deal(p, own, lambda shape: private(stream, shape))
-    out = []
-    for n, _, how in k.corrected(p):
-        acc = true[n].copy()
-        for s in shares[1:]:
-            if how == "x":
-                acc ^= s[n]
+    corr = k.corrected(p)
+    sizes = [int(np.prod(s, dtype=np.int64)) for _, s, _ in corr]
+    out = np.empty(sum(sizes), np.int64)
+    subs = [flat[nown:] for _, flat, nown in parts[1:]]
+    priv = lambda shape: private(stream, shape)  # noqa: E731
+    if hasattr(k, "deal_into"):
+        k.deal_into(p, own, priv, out, subs[0] if subs else None)
+        rest = subs[1:]
+    else:
+        true = k.deal(p, own, priv)
+        off = 0
+        for (n, s, how), sz in zip(corr, sizes):
+            view = out[off : off + sz].reshape(s)
+            if subs:
+                (np.bitwise_xor if how == "x" else np.subtract)(true[n], subs[0][off : off + sz].reshape(s), out=view)
             else:
-                acc -= s[n]
-        out.append(acc)
+                view[...] = true[n]
+            off += sz
+        rest = subs[1:]
+    for sub in rest:
+        off = 0
+        for (_, _, how), sz in zip(corr, sizes):
+            (np.bitwise_xor if how == "x" else np.subtract)(out[off : off + sz], sub[off : off + sz], out=out[off : off + sz])
+            off += sz
     return out
 
 

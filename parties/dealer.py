@@ -83,9 +83,7 @@ class Dealer:
             if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], int) and isinstance(item[1], str) and isinstance(item[2], dict)):
                 raise ProtocolError("party 0", f"malformed dealer request item {item!r}")
             n, kind, p = item
-            corr = correlations.deal(self.prgs, self._private_words, n, kind, p)
-            flat = np.concatenate([c.ravel() for c in corr]) if len(corr) > 1 else corr[0].ravel()
-            self.node.send(0, "corr", flat)
+            self.node.send(0, "corr", correlations.deal(self.prgs, self._private_words, n, kind, p))
             self.requests_served += 1
         self.busy_seconds += time.perf_counter() - t0
 

@@ -17,7 +17,8 @@ Method (DESIGN.md section 6, one round saved):
     A fused product uses a dealer mask m: open d = y - m in the same round,
     [b y] = v y + (1 - 2v)(d [s] + [m s]).
 Rounds: 7. Bytes sent per element per peer: 8 (c) + 8 + 4 + 2 + 1 + 0.125 (levels)
-+ 1 (the B2A bit) = 24.1, plus 8 per fused product. Error: none (exact for all 2^64
++ 1 (the B2A bit) = 24.1, plus 8 per fused product. Local work: one fused
+pass per level (kernels.bitlt). Error: none (exact for all 2^64
 ring values).
 References: Damgard et al., "Unconditionally secure constant-rounds MPC for equality,
 comparison, bits and exponentiation" (TCC 2006) for bitwise LT; Escudero et al.,
@@ -30,119 +31,70 @@ from typing import Callable
 
 import numpy as np
 
+from mpcrt.kernels import bitlt
 from mpcrt.protocols.rounds import Open, run1
 
-U = np.uint64
 PAD = 64
+LEVELS = (2, 4, 8, 16)  # packing widths of rounds 2-5; round 6 packs 64 elements per word
+LO = {w: bitlt.period_mask(2 * w) for w in LEVELS}
+PAIR = {w: LO[w] | np.int64(LO[w] << 1) for w in LEVELS}
 
 
-def _mask(period: int) -> np.uint64:
-    """Word with ones at bit positions that are multiples of `period`."""
-    m = 0
-    for i in range(0, 64, period):
-        m |= 1 << i
-    return U(m)
+def request(rt, n: int, n_muls: int = 0):
+    """Ask the dealer for one comparison's material ahead of use (n elements)."""
+    return rt.dealer.request("ltz", n=-(-max(n, 1) // PAD) * PAD, k=int(n_muls))
 
 
-E = {w: _mask(w) for w in (1, 2, 4, 8, 16, 32, 64)}
-TOP = U(1 << 63)
-LOW63 = U((1 << 63) - 1)
+def _and_open(m, w, X, Y):
+    """Generator step: open the masked operands of the level-w word AND (one round)."""
+    _, (D, F) = yield Open(xor=[X, Y])
+    return D.view(np.int64), F.view(np.int64)
 
 
-def _pack(x: np.ndarray, w: int, unit: int = 1) -> np.ndarray:
-    """w chunks of words whose live bits repeat with period w * unit -> one word per w."""
-    ch = x.reshape(w, -1)
-    out = ch[0].copy()
-    for k in range(1, w):
-        out |= ch[k] << U(k * unit)
-    return out
-
-
-def _unpack(z: np.ndarray, w: int, live: np.uint64, unit: int = 1) -> np.ndarray:
-    out = np.empty((w, z.size), U)
-    for k in range(w):
-        np.bitwise_and(z >> U(k * unit), live, out=out[k])
-    return out.reshape(-1)
-
-
-def _and(rt, m, w, X, Y):
-    """Generator step: XOR-shared word AND with the level-w triple (one round)."""
-    a, b, cc = m[f"a{w}"].view(U), m[f"b{w}"].view(U), m[f"c{w}"].view(U)
-    _, (D, F) = yield Open(xor=[X ^ a, Y ^ b])
-    Z = cc ^ (D & b) ^ (F & a)
-    if rt.rank == 0:
-        Z ^= D & F
-    return Z
-
-
-def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.ndarray]] | None = None):
+def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.ndarray]] | None = None, mat=None):
     """Generator: [x < 0] (int64 shares of 0/1) and [[x < 0] * y_j] for the n_muls
-    arrays `muls()` returns (called in the last round; each of x's shape)."""
+    arrays `muls()` returns (called in the last round; each of x's shape).
+    `mat`: the dealer material, if requested ahead with `request`."""
     shape, n = x.shape, x.size
     npad = -(-max(n, 1) // PAD) * PAD
-
-    def flat(a):
-        f = np.zeros(npad, np.int64)
-        f[:n] = a.ravel()
-        return f
-
-    mat = rt.dealer.request("ltz", n=npad, k=n_muls)
+    mat = mat if mat is not None else request(rt, n, n_muls)
     own = mat.own()
-    (c,), _ = yield Open(add=[flat(x) + own["r"]])  # round 1
-    c = c.view(U)
+    z = np.empty(npad, np.int64)
+    np.add(x.reshape(-1), own["r"][:n], out=z[:n])
+    z[n:] = own["r"][n:]
+    (c,), _ = yield Open(add=[z])  # round 1
     m = mat.get()
     first = rt.rank == 0
 
-    # level 1 (width 1), local. Bit 63 of both operands reads as 0 (compare low 63 bits).
-    rb = m["rb"].view(U)
-    A = ~c
-    A |= TOP
-    R = rb & LOW63
-    R1 = R >> U(1)
-    P = m["P"].view(U)
-    A1 = A >> U(1)
-    LT = A & R
-    LT ^= R1
-    LT &= A1
-    LT ^= A & P
-    EQ = A1 & R
-    EQ ^= A & R1
-    EQ ^= P
-    if first:
-        EQ ^= A1 & A
-    # from here on one word holds both: the pair for a group of bits at position p is
-    # (lt at p, eq at p + 1); groups of width w sit at p = 0 mod w
-    W = LT & E[2]
-    EQ &= E[2]
-    W |= EQ << U(1)
-    del A, A1, R, R1, LT, EQ
-
-    for w in (2, 4, 8, 16):  # rounds 2-5: lo group at p = 0 mod 2w, hi group at p + w
-        lo, pair = E[2 * w], E[2 * w] | (E[2 * w] << U(1))
-        X = (W >> U(w + 1)) & lo  # eq_hi
-        X |= X << U(1)  # ... beside both lt_lo and eq_lo
-        Y = W & pair  # (lt_lo, eq_lo)
-        Z = yield from _and(rt, m, w, _pack(X, w, 2), _pack(Y, w, 2))
-        Z = _unpack(Z, w, pair, 2)  # (eq_hi lt_lo, eq_hi eq_lo)
-        W = (W >> U(w)) & lo  # lt_hi
-        W ^= Z
-
-    # round 6: last level (width 32), one AND per element, 64 elements per word
-    Z = _unpack((yield from _and(rt, m, 64, _pack((W >> U(33)) & U(1), 64), _pack(W & U(1), 64))), 64, U(1))
-    borrow = ((W >> U(32)) ^ Z) & U(1)
-    bx = borrow ^ (rb >> U(63))
-    if first:
-        bx ^= c >> U(63)
+    W = np.empty(npad, np.int64)
+    bitlt.level1(c, m["rb"], m["P"], first, W)  # level 1 (width 1) is local
+    for w in LEVELS:  # rounds 2-5
+        a, b = m[f"a{w}"], m[f"b{w}"]
+        X, Y = np.empty(npad // w, np.int64), np.empty(npad // w, np.int64)
+        bitlt.pack_level(W, w, LO[w], PAIR[w], a, b, X, Y)
+        D, F = yield from _and_open(m, w, X, Y)
+        bitlt.finish_level(W, w, LO[w], PAIR[w], D, F, a, b, m[f"c{w}"], first)
+    a, b = m["a64"], m["b64"]  # round 6: the last level, one AND per element
+    X, Y = np.empty(npad // 64, np.int64), np.empty(npad // 64, np.int64)
+    bitlt.pack_last(W, a, b, X, Y)
+    D, F = yield from _and_open(m, 64, X, Y)
+    vmask = np.empty(npad, np.uint8)
+    bitlt.finish_last(W, D, F, a, b, m["c64"], first, m["rb"], c, m["sb"], vmask)
 
     # round 7: B2A with the daBit, fused products opened alongside
-    ys = [flat(y) for y in (muls() if n_muls else [])]
-    ds, (v,) = yield Open(add=[y - m[f"m{j}"] for j, y in enumerate(ys)], xor=[(bx ^ (m["sb"].view(U) & U(1))).astype(np.uint8)])
-    v = v.astype(np.int64)
-    g = 1 - 2 * v
-    bit = g * m["s"]
-    if first:
-        bit += v
-    prods = [(v * y + g * (d * m["s"] + m[f"ms{j}"]))[:n].reshape(shape) for j, (y, d) in enumerate(zip(ys, ds))]
+    ys = []
+    for y in muls() if n_muls else []:
+        f = np.zeros(npad, np.int64)
+        f[:n] = y.reshape(-1)
+        ys.append(f)
+    ds, (v,) = yield Open(add=[y - m[f"m{j}"] for j, y in enumerate(ys)], xor=[vmask])
+    bit = np.empty(npad, np.int64)
+    bitlt.b2a(v, m["s"], first, bit)
+    prods = []
+    for j, (y, d) in enumerate(zip(ys, ds)):
+        out = np.empty(npad, np.int64)
+        bitlt.b2a_product(v, y, d, m["s"], m[f"ms{j}"], out)
+        prods.append(out[:n].reshape(shape))
     return bit[:n].reshape(shape), prods
 
 

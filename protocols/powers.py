@@ -16,10 +16,9 @@ dealer") applied to the output of a truncation.
 """
 from __future__ import annotations
 
-from math import comb
-
 import numpy as np
 
+from mpcrt.kernels import powers as fused
 from mpcrt.kernels import ring
 from mpcrt.protocols.rounds import Open, run1
 
@@ -41,29 +40,23 @@ def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int):
         z += OFFSET
     (c,), _ = yield Open(add=[z])
     m = mat.get()
-    C, w = _public_parts(c, k)
-    T = [(1 << (i * (64 - k))) if i * (64 - k) < 64 else 0 for i in range(J + 1)]  # Python ints
-    S = [None]  # S^j shares, j >= 1
-    for j in range(1, J + 1):
-        sj = m[f"S{j}"].copy()
-        extra = np.zeros_like(sj)
-        for i in range(1, j + 1):
-            if T[i]:
-                extra += ring.const(comb(j, i) * T[i]) * m[f"M{j - i}"]
-        sj += w * extra
-        S.append(sj)
-    out = []
-    Cp = [np.ones_like(C)]
-    for j in range(1, J + 1):
-        Cp.append(Cp[-1] * C)
-    for j in range(1, J + 1):
-        acc = np.zeros_like(C)
-        for i in range(1, j + 1):
-            acc += np.int64(comb(j, i)) * Cp[j - i] * S[i]
-        if rt.rank == 0:
-            acc += Cp[j]
-        out.append(acc)
-    return out
+    S = _stacked(m, [f"S{j}" for j in range(1, J + 1)] + [f"M{j}" for j in range(J)], c.size)
+    out = fused.combine(c.reshape(-1), S[:J], S[J:], k, rt.rank == 0)
+    return [o.reshape(c.shape) for o in out]
+
+
+def _stacked(m: dict, names: list[str], n: int) -> np.ndarray:
+    """The named arrays as one (len(names), n) array: a view when they lie back to back
+    in one buffer (as the dealer and the PRG lay them out), else a copy."""
+    first = m[names[0]]
+    try:
+        st = first.__array_interface__["data"][0]
+        ok = all(m[nm].__array_interface__["data"][0] == st + 8 * n * i and m[nm].flags.c_contiguous for i, nm in enumerate(names))
+    except (AttributeError, KeyError):
+        ok = False
+    if ok:
+        return np.lib.stride_tricks.as_strided(first.reshape(-1), shape=(len(names), n), strides=(8 * n, 8))
+    return np.stack([m[nm].reshape(-1) for nm in names])
 
 
 def trunc_pow(rt, x: np.ndarray, k: int, J: int) -> list[np.ndarray]:

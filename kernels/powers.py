@@ -1,0 +1,122 @@
+"""Fused loops of truncation with powers (protocols.powers), party and dealer side.
+
+Party: from the opened c and the dealer shares [S0^j], [m S0^l], the shares of
+u^j, j = 1..J, u = x >> k, in one pass (numpy needed ~4 J^2 passes).
+Dealer: from r the corrected values S0^j = (-(r >> k))^j and m S0^l (m = msb(r)),
+minus another party's shares, written straight into the outgoing buffer.
+The algebra is in protocols.powers; these loops only fuse it.
+"""
+from __future__ import annotations
+
+from math import comb
+
+import numpy as np
+
+from mpcrt.kernels import ring
+from mpcrt.kernels.jit import njit
+
+
+def coefficients(k: int, J: int) -> tuple[np.ndarray, np.ndarray]:
+    """binom[j, i] and binom[j, i] * T^i mod 2^64 (T = 2^(64-k)) as int64 (J+1, J+1) tables."""
+    B = np.zeros((J + 1, J + 1), np.int64)
+    BT = np.zeros((J + 1, J + 1), np.int64)
+    for j in range(J + 1):
+        for i in range(j + 1):
+            B[j, i] = ring.const(comb(j, i))
+            BT[j, i] = ring.const(comb(j, i) * (1 << (i * (64 - k))))
+    return B, BT
+
+
+@njit
+def _combine(c, S, M, k, off, low, rank0, B, BT, out):  # pragma: no cover - compiled
+    J, n = out.shape
+    r0 = np.int64(1) if rank0 else np.int64(0)
+    if J == 1:
+        for e in range(n):
+            ce = c[e]
+            C = ((ce >> k) & low) - off
+            w = np.int64(ce >= 0)
+            out[0, e] = r0 * C + S[0, e] + w * BT[1, 1] * M[0, e]
+        return
+    if J == 2:
+        for e in range(n):
+            ce = c[e]
+            C = ((ce >> k) & low) - off
+            w = np.int64(ce >= 0)
+            s1 = S[0, e] + w * BT[1, 1] * M[0, e]
+            s2 = S[1, e] + w * (BT[2, 1] * M[1, e] + BT[2, 2] * M[0, e])
+            out[0, e] = r0 * C + s1
+            out[1, e] = r0 * C * C + 2 * C * s1 + s2
+        return
+    if J == 3:
+        for e in range(n):
+            ce = c[e]
+            C = ((ce >> k) & low) - off
+            w = np.int64(ce >= 0)
+            s1 = S[0, e] + w * BT[1, 1] * M[0, e]
+            s2 = S[1, e] + w * (BT[2, 1] * M[1, e] + BT[2, 2] * M[0, e])
+            s3 = S[2, e] + w * (BT[3, 1] * M[2, e] + BT[3, 2] * M[1, e] + BT[3, 3] * M[0, e])
+            C2 = C * C
+            out[0, e] = r0 * C + s1
+            out[1, e] = r0 * C2 + 2 * C * s1 + s2
+            out[2, e] = r0 * C2 * C + 3 * C2 * s1 + 3 * C * s2 + s3
+        return
+    s = np.empty(J + 1, np.int64)
+    cp = np.empty(J + 1, np.int64)
+    for e in range(n):
+        ce = c[e]
+        C = ((ce >> k) & low) - off
+        w = np.int64(ce >= 0)
+        cp[0] = 1
+        for j in range(1, J + 1):
+            cp[j] = cp[j - 1] * C
+            v = np.int64(0)
+            for i in range(1, j + 1):
+                v += BT[j, i] * M[j - i, e]
+            s[j] = S[j - 1, e] + w * v
+        for j in range(1, J + 1):
+            acc = r0 * cp[j]
+            for i in range(1, j + 1):
+                acc += B[j, i] * cp[j - i] * s[i]
+            out[j - 1, e] = acc
+
+
+def combine(c: np.ndarray, S: np.ndarray, M: np.ndarray, k: int, rank0: bool) -> np.ndarray:
+    """Shares of u^1..u^J as a (J, n) array; S, M: (J, n) dealer shares, c: (n,) opened."""
+    J, n = S.shape
+    B, BT = coefficients(k, J)
+    out = np.empty((J, n), np.int64)
+    _combine(c, S, M, np.int64(k), np.int64(1 << (62 - k)), ring.const((1 << (64 - k)) - 1), bool(rank0), B, BT, out)
+    return out
+
+
+@njit
+def _deal(r, k, low, sub, out):  # pragma: no cover - compiled
+    J2, n = out.shape
+    J = J2 // 2
+    if sub.shape[0] == 0:
+        for e in range(n):
+            re = r[e]
+            s0 = -((re >> k) & low)
+            m = np.int64(re < 0)
+            pw = np.int64(1)
+            for j in range(J):
+                out[J + j, e] = m * pw
+                pw = pw * s0
+                out[j, e] = pw
+        return
+    for j in range(J):  # one pass per row pair: each loop vectorizes
+        for e in range(n):
+            re = r[e]
+            s0 = -((re >> k) & low)
+            pw = np.int64(1)  # s0^j
+            for _ in range(j):
+                pw = pw * s0
+            out[J + j, e] = np.int64(re < 0) * pw - sub[J + j, e]
+            out[j, e] = pw * s0 - sub[j, e]
+
+
+def deal(r: np.ndarray, k: int, J: int, sub: np.ndarray | None, out: np.ndarray) -> None:
+    """Write [S0^1..S0^J, m S0^0..m S0^(J-1)] - sub into out ((2J, n); sub the same or None)."""
+    empty = np.zeros((0, 0), np.int64)
+    _deal(r, np.int64(k), ring.const((1 << (64 - k)) - 1), empty if sub is None else sub, out)
