@@ -249,8 +249,8 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
     own = {}
     for n, _, how in own_layout(k, p):
         op = np.bitwise_xor if how == "x" else np.add
-        acc = op(parts[0][0][n], parts[1][0][n]) if len(parts) > 1 else parts[0][0][n].copy()
-        for s in parts[2:]:
+        acc = parts[0][0][n].copy()  # an array even when 0-d
+        for s in parts[1:]:
             op(acc, s[0][n], out=acc)
         own[n] = acc
     corr = k.corrected(p)
