@@ -61,6 +61,22 @@ def _combine(c, S, M, k, off, low, rank0, B, BT, out):  # pragma: no cover - com
             out[1, e] = r0 * C2 + 2 * C * s1 + s2
             out[2, e] = r0 * C2 * C + 3 * C2 * s1 + 3 * C * s2 + s3
         return
+    if J == 4:
+        for e in range(n):
+            ce = c[e]
+            C = ((ce >> k) & low) - off
+            w = np.int64(ce >= 0)
+            s1 = S[0, e] + w * BT[1, 1] * M[0, e]
+            s2 = S[1, e] + w * (BT[2, 1] * M[1, e] + BT[2, 2] * M[0, e])
+            s3 = S[2, e] + w * (BT[3, 1] * M[2, e] + BT[3, 2] * M[1, e] + BT[3, 3] * M[0, e])
+            s4 = S[3, e] + w * (BT[4, 1] * M[3, e] + BT[4, 2] * M[2, e] + BT[4, 3] * M[1, e] + BT[4, 4] * M[0, e])
+            C2 = C * C
+            C3 = C2 * C
+            out[0, e] = r0 * C + s1
+            out[1, e] = r0 * C2 + 2 * C * s1 + s2
+            out[2, e] = r0 * C3 + 3 * C2 * s1 + 3 * C * s2 + s3
+            out[3, e] = r0 * C3 * C + 4 * C3 * s1 + 6 * C2 * s2 + 4 * C * s3 + s4
+        return
     s = np.empty(J + 1, np.int64)
     cp = np.empty(J + 1, np.int64)
     for e in range(n):

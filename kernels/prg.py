@@ -12,6 +12,8 @@ import os
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from mpcrt.kernels import bufpool
+
 SEED_BYTES = 16
 
 
@@ -37,12 +39,12 @@ class PRG:
     def words(self, stream_id: int, n: int) -> np.ndarray:
         """n uniformly random 64-bit words (int64) of stream `stream_id`."""
         nbytes = 8 * n
-        out = np.empty(nbytes + 15, dtype=np.uint8)
+        out = bufpool.empty(n + 2)  # update_into wants 15 bytes of slack
         nonce = int(stream_id).to_bytes(8, "big") + b"\x00" * 8
         enc = Cipher(algorithms.AES(self._key), modes.CTR(nonce)).encryptor()
         if nbytes:
-            enc.update_into(memoryview(self._zero_buf(nbytes)), memoryview(out))
-        return out[:nbytes].view(np.int64)
+            enc.update_into(memoryview(self._zero_buf(nbytes)), memoryview(out.view(np.uint8)))
+        return out[:n]
 
     def ring(self, stream_id: int, shapes: list[tuple]) -> list[np.ndarray]:
         """Random ring arrays of the given shapes, all from one stream."""

@@ -48,7 +48,6 @@ def _fit(f, lo: float, hi: float, deg: int) -> np.ndarray:
     return _cheb.cheb2poly(_cheb.chebfit(t, f(t), deg))
 
 
-EXP_POLY = _fit(np.exp, EXP_LO / 81, EXP_HI / 81, 3)
 H_POLY = _fit(lambda z: 1 / (1 + z), 0.0, 1.0, 3)
 def _fit_rel(f, lo: float, hi: float, deg: int) -> np.ndarray:
     """Chebyshev fit weighted for relative error."""
@@ -56,6 +55,7 @@ def _fit_rel(f, lo: float, hi: float, deg: int) -> np.ndarray:
     return _cheb.cheb2poly(_cheb.chebfit(t, f(t), deg, w=1 / np.abs(f(t))))
 
 
+EXP_POLY = _fit_rel(np.exp, EXP_LO / 27, EXP_HI / 27, 4)  # e^u, u = x/27: rel err 4e-4 after ^27
 RECIP_POLY = _fit_rel(lambda m: 1 / m, 0.125, 1.0, 3)  # rel err 0.15 on [1/8, 1): 3 Newton steps
 LOG_POLY = _fit(np.log, 0.5, 1.0, 3)
 RSQRT_POLY = _fit(lambda m: 1 / np.sqrt(m), 0.25, 1.0, 3)
@@ -101,28 +101,41 @@ def _at_f(x: SharedTensor) -> np.ndarray:
     return x.share << np.int64(f - x.fbits)
 
 
+def _exp_plan(f: int, J_out: int, out_bits: int) -> list[tuple[int, int]]:
+    """(k, J) of the chain's five truncation-with-powers steps (see _exp_chain)."""
+    return [(f + EXP_B - 15, 4), (40, 3), (60 - 18, 3), (54 - 15, 3), (45 - out_bits, J_out)]
+
+
+EXP_B = 28  # fractional bits of the public scale of x in the first step
+
+
 def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_bits: int | None = None):
-    """Generator (6 rounds): e^x at `f` bits (and its square, cube at 2f, 3f if J_out = 3),
+    """Generator (5 rounds): e^x at `out_bits` (default f) bits, and its powers up to J_out,
     valid for x in [EXP_LO, EXP_HI]; garbage (never used) outside.
 
-    e^x = q^81 with q = c0 + c1 u + c2 u^2 + c3 u^3, u = x/81. The chain amplifies q's
-    relative error 81 times, so: the linear term comes exactly from x; v = c3^(1/3) u is
-    truncated to 20 bits so that c3 u^3 = v^3 needs no coefficient; each cube keeps as
-    many bits as its value range allows (20, 19, 18, 15), all below 2^62.
+    e^x = q^27 with q = c0 + c1 u + ... + c4 u^4, u = x/27 (a relative-error fit). The chain
+    amplifies q's relative error 27 times, so: the linear term comes exactly from x;
+    v = c4^(1/4) u is truncated to 15 bits so that c4 u^4 = v^4 needs no coefficient;
+    each cube keeps as many bits as its value range allows (20, 18, 15), all below 2^62.
+    All five dealer tuples are requested at the start, so the dealer computes them
+    while the rounds run.
     """
-    c0, c1, c2, c3 = (float(c) for c in EXP_POLY)
-    k3 = c3 ** (1 / 3)
-    b = 28
-    beta = np.int64(round(2**b * k3 / 81))
-    v = yield from powers.trunc_pow_steps(rt, X * beta, f + b - 20, 3)  # v at 20, v^2 at 40, v^3 at 60
-    q = X * np.int64(round(c1 / 81 * 2 ** (60 - f))) + np.int64(round(c2 / k3**2 * 2**20)) * v[1] + v[2]
+    ob = f if out_bits is None else out_bits
+    mats = [powers.request(rt, X.shape, k, J) for k, J in _exp_plan(f, J_out, ob)]
+    c0, c1, c2, c3, c4 = (float(c) for c in EXP_POLY)
+    k4 = c4 ** 0.25
+    beta = np.int64(round(2**EXP_B * k4 / 27))
+    v = yield from powers.trunc_pow_steps(rt, X * beta, f + EXP_B - 15, 4, mats[0])  # v^j at 15 j bits
+    q = X * np.int64(round(c1 / 27 * 2 ** (60 - f)))
+    q += np.int64(round(c2 / k4**2 * 2**30)) * v[1]
+    q += np.int64(round(c3 / k4**3 * 2**15)) * v[2]
+    q += v[3]
     if rt.rank == 0:
         q += np.int64(round(c0 * 2**60))
-    p = yield from powers.trunc_pow_steps(rt, q, 40, 3)  # q at 20, q^3 at 60
-    p = yield from powers.trunc_pow_steps(rt, p[2], 60 - 19, 3)  # q^3 at 19, q^9 at 57
-    p = yield from powers.trunc_pow_steps(rt, p[2], 57 - 18, 3)  # q^9 at 18, q^27 at 54
-    p = yield from powers.trunc_pow_steps(rt, p[2], 54 - 15, 3)  # q^27 at 15, q^81 at 45
-    out = yield from powers.trunc_pow_steps(rt, p[2], 45 - (f if out_bits is None else out_bits), J_out)  # e^x
+    p = yield from powers.trunc_pow_steps(rt, q, 40, 3, mats[1])  # q at 20, q^3 at 60
+    p = yield from powers.trunc_pow_steps(rt, p[2], 60 - 18, 3, mats[2])  # q^3 at 18, q^9 at 54
+    p = yield from powers.trunc_pow_steps(rt, p[2], 54 - 15, 3, mats[3])  # q^9 at 15, q^27 at 45
+    out = yield from powers.trunc_pow_steps(rt, p[2], 45 - ob, J_out, mats[4])  # e^x
     hold[key] = out
     return out
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from mpcrt.errors import DealerError
+from mpcrt.kernels import beaver as fb
+from mpcrt.kernels import bufpool
 from mpcrt.kernels import powers as fused
 from mpcrt.kernels import ring
 
@@ -66,6 +68,12 @@ class Triple(Kind):
     def deal(self, p, own, private):
         return {"c": own["a"] * own["b"]}
 
+    def deal_two(self, p, s0, s1, out) -> bool:
+        if tuple(p["a"]) != tuple(p["b"]):
+            return False  # broadcasting: the generic path
+        fb.deal_triple(s0["a"].reshape(-1), s1["a"].reshape(-1), s0["b"].reshape(-1), s1["b"].reshape(-1), s1["c"].reshape(-1), out)
+        return True
+
 
 class MatmulTriple(Kind):
     """Matrix Beaver triple: c = a @ b with torch.matmul semantics (batched, broadcast)."""
@@ -106,6 +114,13 @@ class TruncPair(Kind):
     def deal(self, p, own, private):
         r = own["r"]
         return {"r_hi": ring.lshr(r, int(p["f"])), "r_msb": ring.msb(r)}
+
+    def deal_two(self, p, s0, s1, out) -> bool:
+        f = int(p["f"])
+        n = out.size // 2
+        fb.deal_trunc(s0["r"].reshape(-1), s1["r"].reshape(-1), np.int64(f), ring.const((1 << (64 - f)) - 1),
+                      s1["r_hi"].reshape(-1), s1["r_msb"].reshape(-1), out[:n], out[n:])
+        return True
 
 
 LOW63 = np.int64((1 << 63) - 1)
@@ -246,6 +261,10 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
     """
     k = kind(name)
     parts = [_expand(prg, stream, name, p, i) for i, prg in enumerate(prgs)]
+    if len(parts) == 2 and hasattr(k, "deal_two"):
+        out = bufpool.empty(parts[1][1].size - parts[1][2])
+        if k.deal_two(p, parts[0][0], parts[1][0], out):
+            return out
     own = {}
     for n, _, how in own_layout(k, p):
         op = np.bitwise_xor if how == "x" else np.add
@@ -255,7 +274,7 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
         own[n] = acc
     corr = k.corrected(p)
     sizes = [int(np.prod(s, dtype=np.int64)) for _, s, _ in corr]
-    out = np.empty(sum(sizes), np.int64)
+    out = bufpool.empty(sum(sizes))
     subs = [flat[nown:] for _, flat, nown in parts[1:]]
     priv = lambda shape: private(stream, shape)  # noqa: E731
     if hasattr(k, "deal_into"):

@@ -36,7 +36,7 @@ class Dealer:
         self.prgs = [PRG(self.seeds[i]) for i in range(self.n)]
         self._private = PRG(new_seed())
         self.requests_served = 0
-        self.busy_seconds = 0.0
+        self.busy_seconds = self.deal_seconds = self.send_seconds = 0.0
 
     def _private_words(self, stream: int, shape: tuple) -> np.ndarray:
         return self._private.ring(stream, [shape])[0]
@@ -83,11 +83,17 @@ class Dealer:
             if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], int) and isinstance(item[1], str) and isinstance(item[2], dict)):
                 raise ProtocolError("party 0", f"malformed dealer request item {item!r}")
             n, kind, p = item
-            self.node.send(0, "corr", correlations.deal(self.prgs, self._private_words, n, kind, p))
+            t1 = time.perf_counter()
+            flat = correlations.deal(self.prgs, self._private_words, n, kind, p)
+            t2 = time.perf_counter()
+            self.node.send(0, "corr", flat)
+            self.send_seconds += time.perf_counter() - t2
+            self.deal_seconds += t2 - t1
             self.requests_served += 1
         self.busy_seconds += time.perf_counter() - t0
 
     def close(self) -> None:
+        log.info("served %d requests, busy %.3f s (dealing %.3f s, sending %.3f s)", self.requests_served, self.busy_seconds, self.deal_seconds, self.send_seconds)
         self.node.close(barrier=False)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mpcrt.kernels import beaver as fb
 from mpcrt.kernels import ring
 from mpcrt.protocols import truncation
 
@@ -27,11 +28,32 @@ def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, s
     if getattr(rt, "_dry", False):  # shape-only planning run: skip the local products
         return np.zeros(out_shape, np.int64)
     own = mat.own()
+    if shift and op is np.multiply and x.shape == y.shape:
+        n = x.size
+        masked = np.empty(2 * n, np.int64)  # both openings in one buffer: no concatenation copy
+        np.subtract(x.reshape(-1), own["a"].reshape(-1), out=masked[:n])
+        np.subtract(y.reshape(-1), own["b"].reshape(-1), out=masked[n:])
+        (de,) = rt.open([masked], "beaver")
+        return _product_truncated(rt, x, de[:n], de[n:], own, mat, tmat, shift)
     d, e = rt.open([x - own["a"], y - own["b"]], "beaver")
     z = op(d, own["b"])
     z += op(x, e)
     z += mat.get()["c"]
     return truncation.truncate(rt, z, shift, tmat) if shift else z
+
+
+def _product_truncated(rt, x, d, e, own, mat, tmat, f: int) -> np.ndarray:
+    """Elementwise product and its truncation, each local step one fused pass (kernels.beaver)."""
+    tr = tmat.own()
+    zr = np.empty(x.size, np.int64)
+    c = mat.get()["c"]
+    offset = truncation.OFFSET if rt.rank == 0 else np.int64(0)
+    fb.product_masked(d.reshape(-1), own["b"].reshape(-1), x.reshape(-1), e.reshape(-1), c.reshape(-1), tr["r"].reshape(-1), offset, zr)
+    (copen,) = rt.open([zr], "trunc")
+    t = tmat.get()
+    out = np.empty(x.size, np.int64)
+    fb.trunc_finish(copen, t["r_hi"].reshape(-1), t["r_msb"].reshape(-1), np.int64(f), ring.const((1 << (64 - f)) - 1), rt.rank == 0, out)
+    return out.reshape(x.shape)
 
 
 def mul(rt, x: np.ndarray, y: np.ndarray, shift: int = 0) -> np.ndarray:

@@ -31,9 +31,16 @@ def _public_parts(c: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return C, w
 
 
-def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int):
-    """Generator (1 round): [(x >> k)^j] for j = 1..J, list in that order."""
-    mat = rt.dealer.request("truncpow", shape=x.shape, k=int(k), J=int(J))
+def request(rt, shape: tuple, k: int, J: int):
+    """Ask the dealer for a truncation-with-powers tuple ahead of use (a chain of steps
+    requests all of them at its start, so the dealer works while the rounds run)."""
+    return rt.dealer.request("truncpow", shape=tuple(shape), k=int(k), J=int(J))
+
+
+def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int, mat=None):
+    """Generator (1 round): [(x >> k)^j] for j = 1..J, list in that order.
+    `mat`: the tuple if requested ahead (`request` with the same shape, k, J)."""
+    mat = mat if mat is not None else request(rt, x.shape, k, J)
     own = mat.own()
     z = np.add(x, own["r"], out=np.empty(np.shape(x), np.int64))  # an array even for 0-d
     if rt.rank == 0:
