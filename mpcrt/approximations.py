@@ -14,10 +14,10 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
 - sigmoid: for x < 0, 1 - h(e^x); for x >= 0, h(e^-x), h(z) = 1/(1+z) by a cubic plus
   one Newton step; both exp chains run in parallel; exact saturation beyond +-16.
   10 rounds. Error: abs < 2e-4 everywhere. tanh(x) = 2 sigmoid(2x) - 1: 10 rounds, abs < 4e-4.
-- reciprocal: sign by comparison, |x| normalized to m in [1/8, 1) by comparisons
-  with the powers of eight of the range (one batched run of 8), 1/m by a cubic
-  (rel err 15%) plus three Newton steps, rescaled. 25 rounds.
-  Error: rel < 1e-3 on 2^-7 <= |x| < 2^14.
+- reciprocal: sign by comparison, |x| normalized to m in [1/16, 1) by comparisons
+  with the powers of sixteen of the range (one batched run of 7), 1/m by a cubic
+  (rel err 37%) plus three Newton steps, rescaled. 25 rounds.
+  Error: rel < 1e-3 on 2^-7 <= |x| < 2^17 (clamped beyond).
 - log: normalization as above (no sign), log m by a cubic, plus e ln 2. 11 rounds.
   Error: abs < 8e-3 on [2^-10, 2^14).
 - rsqrt: normalization by powers of four to m in [0.25, 1), cubic plus one Newton
@@ -56,7 +56,7 @@ def _fit_rel(f, lo: float, hi: float, deg: int) -> np.ndarray:
 
 
 EXP_POLY = _fit_rel(np.exp, EXP_LO / 27, EXP_HI / 27, 4)  # e^u, u = x/27: rel err 4e-4 after ^27
-RECIP_POLY = _fit_rel(lambda m: 1 / m, 0.125, 1.0, 3)  # rel err 0.15 on [1/8, 1): 3 Newton steps
+RECIP_POLY = _fit_rel(lambda m: 1 / m, 0.0625, 1.0, 3)  # rel err 0.37 on [1/16, 1): 3 Newton steps -> 4e-4
 LOG_POLY = _fit(np.log, 0.5, 1.0, 3)
 RSQRT_POLY = _fit(lambda m: 1 / np.sqrt(m), 0.25, 1.0, 3)
 
@@ -223,6 +223,8 @@ def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hol
     comparison), and a clamped into [2^lo - ulp, 2^hi - ulp] (hold["clamped"]) so that
     inputs outside the range stay bounded: the two boundary comparisons run alongside,
     with the products [b_lo a], [b_hi a] fused."""
+    if (hi - lo) % step:
+        raise ValueError(f"normalization range [{lo}, {hi}] is not a whole number of steps of {step}")
     ks = list(range(lo, hi + 1, step))
     inner = ks[1:-1]
 
@@ -273,7 +275,7 @@ def _abs_and_sign(x: SharedTensor):
     return X - 2 * bx, b
 
 
-REC_LO, REC_HI, REC_STEP, REC_G = -7, 14, 3, 10
+REC_LO, REC_HI, REC_STEP, REC_G = -7, 17, 4, 9
 
 
 def reciprocal(x: SharedTensor) -> SharedTensor:
@@ -284,7 +286,7 @@ def reciprocal(x: SharedTensor) -> SharedTensor:
         (bits,) = run(rt, _normalize_steps(rt, A, f, REC_LO, REC_HI, REC_STEP, hold))
         ks = hold["ks"]
         top = ks[-1] + REC_STEP
-        sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (top - k))  # m = a sig / 2^top in [1/8, 1)
+        sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (top - k))  # m = a sig / 2^top in [1/16, 1)
         sign = -2 * b
         if rt.rank == 0:
             sign += 1
