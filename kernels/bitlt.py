@@ -123,3 +123,23 @@ def b2a_product(v, y, d, s, ms, out):  # pragma: no cover - compiled
     for e in range(out.size):
         ve = np.int64(v[e])
         out[e] = ve * y[e] + (1 - 2 * ve) * (d[e] * s[e] + ms[e])
+
+
+# ------------------------------------------------------------------ dealer side
+@njit
+def deal_pairs(r, sub_rb, sub_P, out_rb, out_P):  # pragma: no cover - compiled
+    """Corrections of <r> and <P>, P = products of r's adjacent low-63 bit pairs (at even positions)."""
+    for e in range(r.size):
+        v = r[e]
+        rl = v & np.int64(0x7FFFFFFFFFFFFFFF)
+        out_rb[e] = v ^ sub_rb[e]
+        out_P[e] = ((rl >> 1) & rl & np.int64(0x5555555555555555)) ^ sub_P[e]
+
+
+@njit
+def deal_dabits(sb, mask, sub_s, out_s):  # pragma: no cover - compiled
+    """Correction of [s] (or of [m s] when mask is given) for the daBits packed in sb."""
+    has_mask = mask.size > 0
+    for e in range(out_s.size):
+        s = (sb[e >> 6] >> (e & 63)) & 1
+        out_s[e] = (mask[e] * s if has_mask else s) - sub_s[e]

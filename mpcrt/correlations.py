@@ -20,6 +20,7 @@ import numpy as np
 
 from mpcrt.errors import DealerError
 from mpcrt.kernels import beaver as fb
+from mpcrt.kernels import bitlt
 from mpcrt.kernels import bufpool
 from mpcrt.kernels import powers as fused
 from mpcrt.kernels import ring
@@ -165,6 +166,27 @@ class LtzBundle(Kind):
             out[f"ms{j}"] = own[f"m{j}"] * s
         return out
 
+    def deal_into(self, p, own, private, out, sub):
+        """Fused: every correction written into `out` in one or two passes (kernels.bitlt)."""
+        n, k = int(p["n"]), int(p.get("k", 0))
+        if sub is None:
+            sub = np.zeros_like(out)
+        views, off = {}, 0
+        for name, shape, _ in self.corrected(p):
+            size = int(np.prod(shape, dtype=np.int64))
+            views[name] = (out[off : off + size], sub[off : off + size])
+            off += size
+        bitlt.deal_pairs(own["r"], views["rb"][1], views["P"][1], views["rb"][0], views["P"][0])
+        for w in LTZ_LEVELS:
+            o, sb_ = views[f"c{w}"]
+            np.bitwise_and(own[f"a{w}"], own[f"b{w}"], out=o)
+            o ^= sb_
+        sbits = private((n // 64,))
+        np.bitwise_xor(sbits, views["sb"][1], out=views["sb"][0])
+        none = np.zeros(0, np.int64)
+        bitlt.deal_dabits(sbits, none, views["s"][1], views["s"][0])
+        for j in range(k):
+            bitlt.deal_dabits(sbits, own[f"m{j}"], views[f"ms{j}"][1], views[f"ms{j}"][0])
 
 class TruncPowers(Kind):
     """Truncation tuple extended with powers (protocols.powers): r uniform, S0 = -(r >> k),
