@@ -1,0 +1,144 @@
+"""The fused numba kernels against the numpy formulas they replace, on random words
+including the edge values, and the buffer pool's no-aliasing guarantee."""
+from __future__ import annotations
+
+import gc
+from math import comb
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mpcrt import correlations
+from mpcrt.kernels import bufpool, ring
+from mpcrt.kernels import powers as kp
+from mpcrt.kernels.prg import PRG
+
+EDGES = np.array([0, 1, -1, 2**62, -(2**62), 2**63 - 1, -(2**63), 2**31, -(2**31) + 1], np.int64)
+
+
+def words(seed: int, shape) -> np.ndarray:
+    a = np.random.default_rng(seed).integers(-(2**63), 2**63 - 1, shape, dtype=np.int64, endpoint=True)
+    flat = a.reshape(-1)
+    k = min(flat.size, EDGES.size)
+    flat[:k] = EDGES[:k]
+    return a
+
+
+def combine_ref(c, S, M, k, rank0):
+    J = S.shape[0]
+    C = ring.lshr(c, k) - np.int64(1 << (62 - k))
+    w = 1 - ring.msb(c)
+    Ss = [None]
+    for j in range(1, J + 1):
+        extra = np.zeros_like(c)
+        for i in range(1, j + 1):
+            extra += ring.const(comb(j, i) * (1 << (i * (64 - k)))) * M[j - i]
+        Ss.append(S[j - 1] + w * extra)
+    out = []
+    for j in range(1, J + 1):
+        acc = np.zeros_like(c)
+        for i in range(1, j + 1):
+            acc += np.int64(comb(j, i)) * C ** np.int64(j - i) * Ss[i]
+        if rank0:
+            acc += C ** np.int64(j)
+        out.append(acc)
+    return np.array(out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(J=st.integers(1, 5), k=st.integers(1, 62), seed=st.integers(0, 2**32), rank0=st.booleans())
+def test_trunc_pow_combine_matches_numpy(J, k, seed, rank0):
+    n = 97
+    c, S, M = words(seed, n), words(seed + 1, (J, n)), words(seed + 2, (J, n))
+    assert np.array_equal(kp.combine(c, S, M, k, rank0), combine_ref(c, S, M, k, rank0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(J=st.integers(1, 5), k=st.integers(1, 62), seed=st.integers(0, 2**32), with_sub=st.booleans())
+def test_trunc_pow_deal_matches_numpy(J, k, seed, with_sub):
+    n = 101
+    r = words(seed, n)
+    sub = words(seed + 1, (2 * J, n)) if with_sub else None
+    out = np.empty((2 * J, n), np.int64)
+    kp.deal(r, k, J, sub, out)
+    s0, m = -ring.lshr(r, k), ring.msb(r)
+    want = np.array([s0 ** np.int64(j) for j in range(1, J + 1)] + [m * s0 ** np.int64(j) for j in range(J)])
+    assert np.array_equal(out, want - (sub if with_sub else 0))
+
+
+def _generic(kind_cls, prgs, priv, p, name):
+    """The dealer's numpy path for a kind (its fused hooks switched off)."""
+    saved = {h: getattr(kind_cls, h) for h in ("deal_into", "deal_two") if h in kind_cls.__dict__}
+    for h in saved:
+        delattr(kind_cls, h)
+    try:
+        return correlations.deal(prgs, priv, 7, name, p)
+    finally:
+        for h, f in saved.items():
+            setattr(kind_cls, h, f)
+
+
+@pytest.mark.parametrize("N", [2, 3, 5])
+@pytest.mark.parametrize(
+    "name,p,cls",
+    [
+        ("ltz", dict(n=640, k=0), correlations.LtzBundle),
+        ("ltz", dict(n=1280, k=3), correlations.LtzBundle),
+        ("truncpow", dict(shape=[3, 50], k=40, J=3), correlations.TruncPowers),
+        ("triple", dict(a=[200], b=[200]), correlations.Triple),
+        ("trunc", dict(shape=[4, 25], f=16), correlations.TruncPair),
+    ],
+)
+def test_fused_dealer_equals_generic(N, name, p, cls):
+    prgs = [PRG(bytes([i + 1]) * 16) for i in range(N)]
+
+    def priv(stream, shape):
+        return PRG(b"\x09" * 16).words(stream, int(np.prod(shape))).reshape(shape)
+
+    fused = correlations.deal(prgs, priv, 7, name, p)
+    assert np.array_equal(fused, _generic(cls, prgs, priv, p, name))
+
+
+def test_ltz_dabits_are_bits_and_packed():
+    prgs = [PRG(bytes([i + 1]) * 16) for i in range(2)]
+
+    def priv(stream, shape):
+        return PRG(b"\x09" * 16).words(stream, int(np.prod(shape))).reshape(shape)
+
+    p = dict(n=256, k=1)
+    out = correlations.deal(prgs, priv, 3, "ltz", p)
+    party1 = correlations.expand_party(prgs[1], 3, "ltz", p, 1)
+    shapes = correlations.correction_shapes("ltz", p)
+    names = [n for n, _, _ in correlations.LtzBundle().corrected(p)]
+    off, got = 0, {}
+    for nm, s in zip(names, shapes):
+        sz = int(np.prod(s))
+        got[nm] = out[off : off + sz]
+        off += sz
+    s = got["s"] + party1["s"]
+    sb = got["sb"] ^ party1["sb"]
+    assert set(np.unique(s)) <= {0, 1}
+    assert np.array_equal(s, np.unpackbits(sb.view(np.uint8), bitorder="little").astype(np.int64))
+
+
+def test_bufpool_never_hands_out_live_memory():
+    n = bufpool.THRESHOLD + 5
+    a = bufpool.empty(n)
+    a[:] = 1
+    view = a[10:20].reshape(2, 5)
+    del a
+    gc.collect()
+    b = bufpool.empty(n)  # the first block is still in use through `view`
+    b[:] = 2
+    assert np.all(view == 1)
+    del view, b
+    gc.collect()
+    c = bufpool.empty(n)  # now a block comes back from the pool
+    assert c.size == n and c.dtype == np.int64
+
+
+def test_bufpool_small_arrays_are_plain():
+    a = bufpool.empty(10)
+    assert a.size == 10 and a.dtype == np.int64
