@@ -8,11 +8,13 @@ the range handling costs few or no extra rounds. Polynomials are Chebyshev fits
 evaluated with protocols.powers (truncation and powers in one round).
 
 Methods, rounds and measured max error at 16 fractional bits (tests assert these):
-- exp: u = x/81, e^u by a cubic, cubed four times (e^x = (e^u)^81), each cube one
-  truncation-with-powers round; exact selection gives 0 below -16 and e^10.5 above
-  10.5. 7 rounds. Error: rel < 5e-4 on [-10, 10], abs < 1e-6 below -10.
+- exp: u = x/27, e^u by a quartic (relative-error fit), cubed three times
+  (e^x = (e^u)^27), each cube one truncation-with-powers round, then one truncation
+  to f bits: a 5-round chain whose dealer tuples are all requested at its start.
+  Exact selection gives 0 below -16 and e^10.5 above 10.5. 7 rounds (the
+  comparison's). Error: rel < 1e-3 on [-10, 10], abs < 1e-6 below -10.
 - sigmoid: for x < 0, 1 - h(e^x); for x >= 0, h(e^-x), h(z) = 1/(1+z) by a cubic plus
-  one Newton step; both exp chains run in parallel; exact saturation beyond +-16.
+  one Newton step; both exp chains (5 rounds each) run in parallel; exact saturation beyond +-16.
   10 rounds. Error: abs < 2e-4 everywhere. tanh(x) = 2 sigmoid(2x) - 1: 10 rounds, abs < 4e-4.
 - reciprocal: sign by comparison, |x| normalized to m in [1/16, 1) by comparisons
   with the powers of sixteen of the range (one batched run of 7), 1/m by a cubic
