@@ -115,7 +115,7 @@ def launch(
             t.start()
             threads.append(t)
 
-        start("dealer", [sys.executable] + (["/tmp/prof/dealer_prof.py"] if os.environ.get("XPROF") else ["-m", "mpcrt.parties.dealer"]), n)
+        start("dealer", [sys.executable, "-m", "mpcrt.parties.dealer"], n)
         for i in range(n):
             start(f"party {i}", [sys.executable, "-m", "mpcrt.parties.party", script, *(args or [])], i)
         return _supervise(procs, n, out, lock)
