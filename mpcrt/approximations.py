@@ -103,12 +103,12 @@ def _at_f(x: SharedTensor) -> np.ndarray:
     return x.share << np.int64(f - x.fbits)
 
 
+EXP_B = 28  # fractional bits of the public scale of x in the first step
+
+
 def _exp_plan(f: int, J_out: int, out_bits: int) -> list[tuple[int, int]]:
     """(k, J) of the chain's five truncation-with-powers steps (see _exp_chain)."""
     return [(f + EXP_B - 15, 4), (40, 3), (60 - 18, 3), (54 - 15, 3), (45 - out_bits, J_out)]
-
-
-EXP_B = 28  # fractional bits of the public scale of x in the first step
 
 
 def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_bits: int | None = None):
@@ -123,21 +123,23 @@ def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_
     while the rounds run.
     """
     ob = f if out_bits is None else out_bits
-    mats = [powers.request(rt, X.shape, k, J) for k, J in _exp_plan(f, J_out, ob)]
+    plan = _exp_plan(f, J_out, ob)
+    mats = [powers.request(rt, X.shape, k, J) for k, J in plan]
+    steps = [(k, J, mat) for (k, J), mat in zip(plan, mats)]
     c0, c1, c2, c3, c4 = (float(c) for c in EXP_POLY)
     k4 = c4 ** 0.25
     beta = np.int64(round(2**EXP_B * k4 / 27))
-    v = yield from powers.trunc_pow_steps(rt, X * beta, f + EXP_B - 15, 4, mats[0])  # v^j at 15 j bits
+    v = yield from powers.trunc_pow_steps(rt, X * beta, *steps[0])  # v^j at 15 j bits
     q = X * np.int64(round(c1 / 27 * 2 ** (60 - f)))
     q += np.int64(round(c2 / k4**2 * 2**30)) * v[1]
     q += np.int64(round(c3 / k4**3 * 2**15)) * v[2]
     q += v[3]
     if rt.rank == 0:
         q += np.int64(round(c0 * 2**60))
-    p = yield from powers.trunc_pow_steps(rt, q, 40, 3, mats[1])  # q at 20, q^3 at 60
-    p = yield from powers.trunc_pow_steps(rt, p[2], 60 - 18, 3, mats[2])  # q^3 at 18, q^9 at 54
-    p = yield from powers.trunc_pow_steps(rt, p[2], 54 - 15, 3, mats[3])  # q^9 at 15, q^27 at 45
-    out = yield from powers.trunc_pow_steps(rt, p[2], 45 - ob, J_out, mats[4])  # e^x
+    p = yield from powers.trunc_pow_steps(rt, q, *steps[1])  # q at 20, q^3 at 60
+    p = yield from powers.trunc_pow_steps(rt, p[2], *steps[2])  # q^3 at 18, q^9 at 54
+    p = yield from powers.trunc_pow_steps(rt, p[2], *steps[3])  # q^9 at 15, q^27 at 45
+    out = yield from powers.trunc_pow_steps(rt, p[2], *steps[4])  # e^x at ob bits
     hold[key] = out
     return out
 

@@ -275,6 +275,11 @@ def expand_party(prg, stream: int, name: str, p: dict, rank: int) -> dict[str, n
     return _expand(prg, stream, name, p, rank)[0]
 
 
+def _unshare(how: str):
+    """The ufunc that removes another party's share: xor for 'x', subtraction for 'a'."""
+    return np.bitwise_xor if how == "x" else np.subtract
+
+
 def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
     """Dealer side: party 0's corrections for request `stream`, flat in `corrected` order.
 
@@ -308,7 +313,7 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
         for (n, s, how), sz in zip(corr, sizes):
             view = out[off : off + sz].reshape(s)
             if subs:
-                (np.bitwise_xor if how == "x" else np.subtract)(true[n], subs[0][off : off + sz].reshape(s), out=view)
+                _unshare(how)(true[n], subs[0][off : off + sz].reshape(s), out=view)
             else:
                 view[...] = true[n]
             off += sz
@@ -316,7 +321,7 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
     for sub in rest:
         off = 0
         for (_, _, how), sz in zip(corr, sizes):
-            (np.bitwise_xor if how == "x" else np.subtract)(out[off : off + sz], sub[off : off + sz], out=out[off : off + sz])
+            _unshare(how)(out[off : off + sz], sub[off : off + sz], out=out[off : off + sz])
             off += sz
     return out
 

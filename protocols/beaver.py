@@ -50,10 +50,7 @@ def _product_truncated(rt, x, d, e, own, mat, tmat, f: int) -> np.ndarray:
     offset = truncation.OFFSET if rt.rank == 0 else np.int64(0)
     fb.product_masked(d.reshape(-1), own["b"].reshape(-1), x.reshape(-1), e.reshape(-1), c.reshape(-1), tr["r"].reshape(-1), offset, zr)
     (copen,) = rt.open([zr], "trunc")
-    t = tmat.get()
-    out = np.empty(x.size, np.int64)
-    fb.trunc_finish(copen, t["r_hi"].reshape(-1), t["r_msb"].reshape(-1), np.int64(f), ring.const((1 << (64 - f)) - 1), rt.rank == 0, out)
-    return out.reshape(x.shape)
+    return truncation.finish(rt, copen, f, tmat).reshape(x.shape)
 
 
 def mul(rt, x: np.ndarray, y: np.ndarray, shift: int = 0) -> np.ndarray:

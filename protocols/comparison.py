@@ -45,8 +45,8 @@ def request(rt, n: int, n_muls: int = 0):
     return rt.dealer.request("ltz", n=-(-max(n, 1) // PAD) * PAD, k=int(n_muls))
 
 
-def _and_open(m, w, X, Y):
-    """Generator step: open the masked operands of the level-w word AND (one round)."""
+def _and_open(X, Y):
+    """Generator step: open the masked operands of a word AND (one round)."""
     _, (D, F) = yield Open(xor=[X, Y])
     return D.view(np.int64), F.view(np.int64)
 
@@ -72,12 +72,12 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
         a, b = m[f"a{w}"], m[f"b{w}"]
         X, Y = np.empty(npad // w, np.int64), np.empty(npad // w, np.int64)
         bitlt.pack_level(W, w, LO[w], PAIR[w], a, b, X, Y)
-        D, F = yield from _and_open(m, w, X, Y)
+        D, F = yield from _and_open(X, Y)
         bitlt.finish_level(W, w, LO[w], PAIR[w], D, F, a, b, m[f"c{w}"], first)
     a, b = m["a64"], m["b64"]  # round 6: the last level, one AND per element
     X, Y = np.empty(npad // 64, np.int64), np.empty(npad // 64, np.int64)
     bitlt.pack_last(W, a, b, X, Y)
-    D, F = yield from _and_open(m, 64, X, Y)
+    D, F = yield from _and_open(X, Y)
     vmask = np.empty(npad, np.uint8)
     bitlt.finish_last(W, D, F, a, b, m["c64"], first, m["rb"], c, m["sb"], vmask)
 

@@ -56,12 +56,8 @@ def _stacked(m: dict, names: list[str], n: int) -> np.ndarray:
     """The named arrays as one (len(names), n) array: a view when they lie back to back
     in one buffer (as the dealer and the PRG lay them out), else a copy."""
     first = m[names[0]]
-    try:
-        st = first.__array_interface__["data"][0]
-        ok = all(m[nm].__array_interface__["data"][0] == st + 8 * n * i and m[nm].flags.c_contiguous for i, nm in enumerate(names))
-    except (AttributeError, KeyError):
-        ok = False
-    if ok:
+    start = first.ctypes.data
+    if all(m[nm].ctypes.data == start + 8 * n * i and m[nm].flags.c_contiguous for i, nm in enumerate(names)):
         return np.lib.stride_tricks.as_strided(first.reshape(-1), shape=(len(names), n), strides=(8 * n, 8))
     return np.stack([m[nm].reshape(-1) for nm in names])
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mpcrt.kernels import beaver as fb
 from mpcrt.kernels import ring
 
 OFFSET = np.int64(1 << 62)
@@ -38,11 +39,13 @@ def truncate(rt, x: np.ndarray, f: int, material=None) -> np.ndarray:
     if rt.rank == 0:
         z += OFFSET
     (c,) = rt.open([z], "trunc")
+    return finish(rt, c, f, mat)
+
+
+def finish(rt, c: np.ndarray, f: int, mat) -> np.ndarray:
+    """[x >> f] from the opened c = x + 2^62 + r (one fused pass, kernels.beaver)."""
     m = mat.get()
-    wrap_weight = (1 - ring.msb(c)) * ring.const(1 << (64 - f))
-    out = m["r_msb"] * wrap_weight
-    out -= m["r_hi"]
-    if rt.rank == 0:
-        out += ring.lshr(c, f)
-        out -= np.int64(1 << (62 - f))
+    out = np.empty(c.shape, np.int64)
+    fb.trunc_finish(c.reshape(-1), m["r_hi"].reshape(-1), m["r_msb"].reshape(-1), np.int64(f),
+                    ring.const((1 << (64 - f)) - 1), rt.rank == 0, out.reshape(-1))
     return out
