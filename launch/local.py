@@ -123,7 +123,7 @@ def launch(
         print("mpcrt launch: interrupted; stopping all nodes", file=sys.stderr)
         return 130
     finally:
-        _stop_all(procs)
+        stop_all(procs)
         for t in threads:
             t.join(timeout=2)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -161,7 +161,8 @@ def _supervise(procs: dict[str, subprocess.Popen], n: int, out, lock) -> int:
     return 0
 
 
-def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
+def stop_all(procs: dict[str, subprocess.Popen]) -> None:
+    """SIGTERM every live process group, SIGKILL what is still up 3 s later."""
     for p in procs.values():
         if p.poll() is None:
             try:

@@ -60,6 +60,7 @@ import tempfile
 import threading
 import time
 
+from mpcrt.launch.local import stop_all
 from mpcrt.launch import relay as _relay
 
 PRESETS: dict[str, tuple[float, float]] = {
@@ -615,18 +616,7 @@ class NetSim:
                 pass
             codes = {k: p.poll() for k, p in procs.items()}
         finally:
-            for p in procs.values():
-                if p.poll() is None:
-                    try:
-                        os.killpg(p.pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
-            for p in procs.values():
-                try:
-                    p.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait(timeout=3)
+            stop_all(procs)
             for t in pumps:
                 t.join(timeout=2)
             self._procs = [p for p in self._procs if p not in procs.values()]

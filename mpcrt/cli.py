@@ -23,22 +23,9 @@ def _node_env(a) -> None:
 
 
 def _party(a) -> int:
-    from mpcrt.cluster import load_cluster
-    from mpcrt.errors import ConfigError
-    from mpcrt.parties.party import run_script
+    from mpcrt.parties.party import run_cluster_party
 
-    try:
-        c = load_cluster(a.cluster)
-    except ConfigError as e:
-        print(f"mpcrt party: {e}", file=sys.stderr)
-        return 2
-    if not 0 <= a.rank < c.world_size:
-        print(f"mpcrt party: --rank {a.rank} is not in 0..{c.world_size - 1} of {a.cluster}", file=sys.stderr)
-        return 2
-    _node_env(a)
-    os.environ["MPCRT_RANK"] = str(a.rank)
-    os.environ["MPCRT_PRECISION"] = str(c.precision)
-    return run_script(a.script, a.args)
+    return run_cluster_party("mpcrt party", a.cluster, a.rank, a.key, a.insecure_plaintext, a.timeout, a.script, a.args)
 
 
 def _dealer(a) -> int:

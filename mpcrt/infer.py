@@ -125,28 +125,10 @@ def run(a) -> int:
 
 
 def _run_cluster_party(a) -> int:
-    from mpcrt.cluster import load_cluster
-    from mpcrt.errors import ConfigError
-    from mpcrt.parties.party import run_script
+    from mpcrt.parties.party import run_cluster_party
 
-    try:
-        c = load_cluster(a.cluster)
-    except ConfigError as e:
-        print(f"mpcrt infer: {e}", file=sys.stderr)
-        return 2
-    if a.rank is None or not 0 <= a.rank < c.world_size:
-        print(f"mpcrt infer: --rank must be in 0..{c.world_size - 1} of {a.cluster}, got {a.rank}", file=sys.stderr)
-        return 2
-    os.environ["MPCRT_CLUSTER"] = a.cluster
-    os.environ["MPCRT_RANK"] = str(a.rank)
-    os.environ["MPCRT_PRECISION"] = str(c.precision)
-    if a.insecure_plaintext:
-        os.environ["MPCRT_INSECURE"] = "1"
-    elif a.key:
-        os.environ["MPCRT_SECRET_KEY"] = a.key
-    if a.timeout:
-        os.environ["MPCRT_TIMEOUT"] = str(a.timeout)
-    return run_script(os.path.abspath(__file__), _party_argv(a))
+    return run_cluster_party("mpcrt infer", a.cluster, a.rank, a.key, a.insecure_plaintext, a.timeout,
+                             os.path.abspath(__file__), _party_argv(a))
 
 
 # ---------------------------------------------------------------- one party
