@@ -13,9 +13,11 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   to f bits: a 5-round chain whose dealer tuples are all requested at its start.
   Exact selection gives 0 below -16 and e^10.5 above 10.5. 7 rounds (the
   comparison's). Error: rel < 1e-3 on [-10, 10], abs < 1e-6 below -10.
-- sigmoid: for x < 0, 1 - h(e^x); for x >= 0, h(e^-x), h(z) = 1/(1+z) by a cubic plus
-  one Newton step; both exp chains (5 rounds each) run in parallel; exact saturation beyond +-16.
-  10 rounds. Error: abs < 2e-4 everywhere. tanh(x) = 2 sigmoid(2x) - 1: 10 rounds, abs < 4e-4.
+- sigmoid: one comparison batch gives b = [x < 0] with |x| fused, and the saturation
+  bits beyond +-16; z = e^-|x| by the exp chain (5 rounds), h = 1/(1+z) by a cubic
+  plus one Newton step, and sigmoid = h (1 + lo - hi - 2b) + b - lo + hi, the product
+  riding in h's last truncation. 15 rounds, one exp chain (half the dealer material
+  of two). Error: abs < 2e-4 everywhere. tanh(x) = 2 sigmoid(2x) - 1: 15 rounds, abs < 4e-4.
 - reciprocal: sign by comparison, |x| normalized to m in [1/16, 1) by comparisons
   with the powers of sixteen of the range (one batched run of 7), 1/m by a cubic
   (rel err 37%) plus three Newton steps, rescaled. 25 rounds.
@@ -36,6 +38,7 @@ from numpy.polynomial import chebyshev as _cheb
 
 from mpcrt.protocols import powers
 from mpcrt.protocols.comparison import ltz_steps
+from mpcrt.protocols.comparison import request as ltz_request
 from mpcrt.protocols.rounds import Open, lockstep, run
 from mpcrt.tensor import SharedTensor
 
@@ -78,9 +81,9 @@ def _poly3(rt, us: list[np.ndarray], coef: np.ndarray, g: int = G) -> np.ndarray
     return out
 
 
-def _beaver_steps(rt, x: np.ndarray, y: np.ndarray):
-    """Generator (1 round): [x * y] elementwise, no truncation."""
-    mat = rt.dealer.request("triple", a=x.shape, b=y.shape)
+def _beaver_steps(rt, x: np.ndarray, y: np.ndarray, mat=None):
+    """Generator (1 round): [x * y] elementwise, no truncation (`mat`: a triple requested ahead)."""
+    mat = mat if mat is not None else rt.dealer.request("triple", a=x.shape, b=y.shape)
     own = mat.own()
     (d, e), _ = yield Open(add=[x - own["a"], y - own["b"]])
     z = d * own["b"]
@@ -111,7 +114,14 @@ def _exp_plan(f: int, J_out: int, out_bits: int) -> list[tuple[int, int]]:
     return [(f + EXP_B - 15, 4), (40, 3), (60 - 18, 3), (54 - 15, 3), (45 - out_bits, J_out)]
 
 
-def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_bits: int | None = None):
+def _exp_requests(rt, shape: tuple, f: int, J_out: int, out_bits: int | None = None, steps: slice = slice(None)) -> list:
+    """The dealer tuples of one exp chain (`steps` of its five), in the order the chain uses them."""
+    ob = f if out_bits is None else out_bits
+    return [powers.request(rt, shape, k, J) for k, J in _exp_plan(f, J_out, ob)[steps]]
+
+
+def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_bits: int | None = None,
+               mats: list | None = None):
     """Generator (5 rounds): e^x at `out_bits` (default f) bits, and its powers up to J_out,
     valid for x in [EXP_LO, EXP_HI]; garbage (never used) outside.
 
@@ -119,12 +129,13 @@ def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_
     amplifies q's relative error 27 times, so: the linear term comes exactly from x;
     v = c4^(1/4) u is truncated to 15 bits so that c4 u^4 = v^4 needs no coefficient;
     each cube keeps as many bits as its value range allows (20, 18, 15), all below 2^62.
-    All five dealer tuples are requested at the start, so the dealer computes them
+    All five dealer tuples are requested at the start (or passed in `mats`, requested
+    by the caller in the order its rounds need them), so the dealer computes them
     while the rounds run.
     """
     ob = f if out_bits is None else out_bits
     plan = _exp_plan(f, J_out, ob)
-    mats = [powers.request(rt, X.shape, k, J) for k, J in plan]
+    mats = mats if mats is not None else _exp_requests(rt, X.shape, f, J_out, ob)
     steps = [(k, J, mat) for (k, J), mat in zip(plan, mats)]
     c0, c1, c2, c3, c4 = (float(c) for c in EXP_POLY)
     k4 = c4 ** 0.25
@@ -144,9 +155,10 @@ def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_
     return out
 
 
-def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, muls, delay: int = 0):
+def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, muls, delay: int = 0, mat=None):
     """Generator: bits [sign * (x - t) < 0] for (t, sign) in bounds, one batched comparison,
-    with fused products bit_i * muls()[i] (muls called in the last round)."""
+    with fused products bit_i * muls()[i] (muls called in the last round).
+    `mat`: the comparison's dealer material if requested ahead (ltz_request)."""
     rows = []
     for t, sgn in bounds:
         d = X - _const(rt, t, f, X.shape)
@@ -154,7 +166,7 @@ def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, muls,
     stacked = np.stack(rows)
     if delay:
         yield from _idle(delay)
-    bits, prods = yield from ltz_steps(rt, stacked, 1, lambda: [np.stack(muls())])
+    bits, prods = yield from ltz_steps(rt, stacked, 1, lambda: [np.stack(muls())], mat=mat)
     return bits, prods[0]
 
 
@@ -163,8 +175,13 @@ def exp(x: SharedTensor) -> SharedTensor:
     rt, f = x.rt, x.rt.precision
     X = _at_f(x)
     hold: dict = {}
-    chain = _exp_chain(rt, X, f, 1, hold, "y")
-    sel = _selection(rt, X, [(EXP_LO, 1), (EXP_HI, -1)], f, lambda: [hold["y"][0], hold["y"][0]])
+    # Dealer requests in the order the rounds need them: the first chain step and the
+    # comparison both finish round 1; the later chain steps are dealt while it runs.
+    mats = _exp_requests(rt, X.shape, f, 1, steps=slice(0, 1))
+    lt = ltz_request(rt, 2 * X.size, 1)
+    mats += _exp_requests(rt, X.shape, f, 1, steps=slice(1, None))
+    chain = _exp_chain(rt, X, f, 1, hold, "y", mats=mats)
+    sel = _selection(rt, X, [(EXP_LO, 1), (EXP_HI, -1)], f, lambda: [hold["y"][0], hold["y"][0]], mat=lt)
     with rt.scope("exp"):
         _, (bits, prods) = run(rt, chain, sel)
     y = hold["y"][0]
@@ -174,41 +191,59 @@ def exp(x: SharedTensor) -> SharedTensor:
 
 
 # ---------------------------------------------------------------- sigmoid
-def _h_newton(rt, zs: list[np.ndarray], f: int, hold: dict, key: str):
-    """Generator (3 rounds): 1/(1+z) at f bits from [z], [z^2], [z^3] (F, 2F, 3F), z in [0, 1]."""
+def _h_newton(rt, zs: list[np.ndarray], y: np.ndarray, e: np.ndarray, mats: list, f: int):
+    """Generator (3 rounds): [h y] at f bits, h = 1/(1+z) from [z], [z^2], [z^3] (F, 2F, 3F bits,
+    z in [0, 1]) by a cubic and one Newton step; the last step's truncation carries the
+    product by y (integer shares, e = y - a opened earlier, a the mask of mats[2])."""
     h0 = _poly3(rt, zs, H_POLY)
-    h, h2 = yield from powers.trunc_pow_steps(rt, h0, 2 * F + G, 2)  # F, 2F
+    h, h2 = yield from powers.trunc_pow_steps(rt, h0, 2 * F + G, 2, mat=mats[0])  # F, 2F
     one_z = zs[0] + _const(rt, 1.0, F, zs[0].shape)
-    prod = yield from _beaver_steps(rt, one_z, h2)  # (1+z) h^2 at 3F
+    prod = yield from _beaver_steps(rt, one_z, h2, mat=mats[1])  # (1+z) h^2 at 3F
     h1 = (h << np.int64(2 * F + 1)) - prod  # 2h - (1+z) h^2 at 3F
-    (out,) = yield from powers.trunc_pow_steps(rt, h1, 3 * F - f, 1)
-    hold[key] = out
-    return out
+    return (yield from powers.trunc_mul_steps(rt, h1, 3 * F - f, y, e, mats[2]))
+
+
+def _h_requests(rt, shape: tuple, f: int) -> list:
+    return [powers.request(rt, shape, 2 * F + G, 2), rt.dealer.request("triple", a=shape, b=shape),
+            powers.mask_request(rt, shape, 3 * F - f)]
 
 
 def _sigmoid_share(x: SharedTensor, scale_in: int = 1) -> np.ndarray:
-    """sigmoid(scale_in * x) at the runtime precision (10 rounds)."""
+    """sigmoid(scale_in * x) at the runtime precision (15 rounds, one exp chain).
+
+    One batched comparison gives b = [x < 0] with the product b x fused (so |x|), and the
+    saturation bits lo = [x < -B], hi = [x > B] (B = SIG_BOUND / scale_in). Then
+    z = e^-|s x| (the exp chain), h = 1/(1 + z) = sigmoid(|s x|), and
+    sigmoid(s x) = h (1 + lo - hi - 2 b) + b - lo + hi: in range that is h or 1 - h,
+    saturated it is exactly 0 or 1 (the multiplier is 0, so garbage h never shows).
+    The product with the multiplier rides in h's last truncation (powers.trunc_mul_steps)."""
     rt, f = x.rt, x.rt.precision
-    X = _at_f(x)  # the chains see scale_in * x (garbage when that wraps: selected away)
-    hold: dict = {}
-
-    def branch(sign, key):
-        zs = yield from _exp_chain(rt, X * np.int64(sign * scale_in), f, 3, hold, key + "z", out_bits=F)
-        return (yield from _h_newton(rt, zs, f, hold, key))
-
-    one = _const(rt, 1.0, f, X.shape)
-
-    def muls():
-        hA, hB = hold["A"], hold["B"]
-        return [one - hA, one - hA - hB, hB]
-
+    X = _at_f(x)
+    shape, n = X.shape, X.size
     bound = SIG_BOUND / scale_in
-    sel = _selection(rt, X, [(-bound, 1), (0.0, 1), (bound, -1)], f, muls, delay=3)
+    # dealer requests in the order the rounds need them
+    lt_sign, lt_sat = ltz_request(rt, n, 1), ltz_request(rt, 2 * n, 0)
+    chain_mats = _exp_requests(rt, shape, f, 3, out_bits=F)
+    h_mats = _h_requests(rt, shape, f)
+    hold: dict = {}
     with rt.scope("sigmoid"):
-        _, _, (bits, prods) = run(rt, branch(1, "A"), branch(-1, "B"), sel)
-    hB = hold["B"]
-    # sigma = hB + b (1 - hA - hB) - b_hi hB + b_hi - b_lo (1 - hA)
-    return hB + prods[1] - prods[2] - prods[0] + bits[2] * np.int64(1 << f)
+        sat_rows = np.stack([X - _const(rt, -bound, f, shape), _const(rt, bound, f, shape) - X])
+        (b, (bx,)), (sat, _) = run(rt, ltz_steps(rt, X, 1, lambda: [X], mat=lt_sign),
+                                   ltz_steps(rt, sat_rows, 0, None, mat=lt_sat))
+        lo, hi = sat[0], sat[1]
+        neg_abs = (2 * bx - X) * np.int64(scale_in)  # -|s x| (garbage when s x wraps: saturated)
+        y = lo - hi - 2 * b
+        if rt.rank == 0:
+            y += 1
+        a = h_mats[2].own()["a"]
+
+        def open_mask():
+            (e,), _ = yield Open(add=[y - a])
+            return e
+
+        zs, e = run(rt, _exp_chain(rt, neg_abs, f, 3, hold, "z", out_bits=F, mats=chain_mats), open_mask())
+        (hy,) = run(rt, _h_newton(rt, zs, y, e, h_mats, f))
+    return hy + (b - lo + hi) * np.int64(1 << f)
 
 
 def sigmoid(x: SharedTensor) -> SharedTensor:

@@ -443,13 +443,13 @@ class SharedTensor:
 
     # ------------------------------------ approximations (mpcrt.approximations)
     def exp(self) -> "SharedTensor":
-        """e^x: rel err < 5e-4 on [-10, 10], ~0 below -16, saturates above 10.5. 7 rounds."""
+        """e^x: rel err < 1e-3 on [-10, 10], ~0 below -16, saturates above 10.5. 7 rounds."""
         from mpcrt import approximations
 
         return approximations.exp(self)
 
     def sigmoid(self) -> "SharedTensor":
-        """1/(1+e^-x), abs err < 2e-4 for every input. 10 rounds."""
+        """1/(1+e^-x), abs err < 2e-4 for every input. 15 rounds."""
         from mpcrt import approximations
 
         return approximations.sigmoid(self)

@@ -515,6 +515,44 @@ def test_truncate_hypothesis(n, f, vals):
     _check_trunc(vals, f, res[0][0])
 
 
+def _trunc_mul_program(rt, vals, ys, f):
+    """[(x >> f) * y] by powers.trunc_mul_steps: y's mask opened in an earlier round."""
+    from mpcrt.protocols import powers
+    from mpcrt.protocols.rounds import Open, run1
+
+    x = rt.share_ring(np.array(vals, np.int64) if rt.rank == 0 else None, src=0, fbits=0)
+    y = rt.share_ring(np.array(ys, np.int64) if rt.rank == 1 else None, src=1, fbits=0)
+    mat = powers.mask_request(rt, x.shape, f)
+
+    def steps():
+        (e,), _ = yield Open(add=[y.share - mat.own()["a"]])
+        return (yield from powers.trunc_mul_steps(rt, x.share, f, y.share, e, mat))
+
+    r0 = rounds(rt)
+    z = run1(rt, steps())
+    r1 = rounds(rt)
+    (out,) = rt.open([z])
+    return out, r1 - r0
+
+
+@pytest.mark.parametrize("n", NS)
+@pytest.mark.parametrize("f", [1, 16, 29, 45])
+def test_trunc_mul_is_truncation_times_y(n, f):
+    """Exact ring identity: the result is (floor(x / 2^f) + d) * y mod 2^64 with d in {0, 1}
+    the same for both, for x near +-2^61 and y up to 2^20 or 0 (a saturating selector)."""
+    rng = np.random.default_rng(f + n)
+    vals = [v for v in NEAR for _ in range(20)]
+    ys = [int(v) for v in rng.integers(-(2**20), 2**20, len(vals))]
+    ys[::7] = [0] * len(ys[::7])
+    res = run(_trunc_mul_program, n, vals, ys, f)
+    out = all_equal([r[0] for r in res])
+    for v, y, got in zip(vals, ys, out.tolist()):
+        want = [((v >> f) + d) * y for d in (0, 1)]
+        wrapped = [(w + 2**63) % 2**64 - 2**63 for w in want]
+        assert got in wrapped, f"trunc_mul({v}, {f}) * {y} = {got}, want one of {wrapped}"
+    assert all(r[1] == 2 for r in res)  # the mask's opening, then the truncation's
+
+
 # ------------------------------------------------------------------ rounds and batching
 @pytest.mark.parametrize("n", NS)
 def test_round_counts_and_batched_opens(n):
