@@ -53,7 +53,10 @@ class DealerClient:
         self._planned: dict[int, tuple[str, dict]] = {}
         self._corr: dict[int, np.ndarray] = {}
         self._awaiting: collections.deque[int] = collections.deque()  # party 0: sent, reply not read
+        self._announced: dict[int, tuple[str, dict]] = {}  # sent ahead, handed out lazily by request()
+        self._abandoned: set[int] = set()  # announced but never used: replies dropped
         self.recording: list | None = None
+        self.log: list | None = None  # when a list, request() appends (kind, params)
 
     def request(self, kind: str, **params) -> Material:
         """Take the next request number for `kind` with `params` (shapes as tuples)."""
@@ -64,7 +67,16 @@ class DealerClient:
             shapes = [e[1] for e in correlations.own_layout(k, p)] + correlations.correction_shapes(kind, p)
             names = [e[0] for e in correlations.own_layout(k, p)] + [n for n, _, _ in k.corrected(p)]
             return Material(self, -1, {n: np.zeros(s, np.int64) for n, s in zip(names, shapes)})
+        if self.log is not None:
+            self.log.append((kind, p))
         n = self.counter
+        if n in self._announced:
+            if self._announced[n] == (kind, p):
+                self.counter += 1
+                self._requests[n] = self._announced.pop(n)
+                return Material(self, n)
+            self.abandon()  # the run left the announced plan: skip what is left of it
+            n = self.counter
         self.counter += 1
         if n in self._planned:
             want = self._planned.pop(n)
@@ -82,7 +94,7 @@ class DealerClient:
 
     def prefetch(self, plan: list[tuple[str, dict]]) -> None:
         """Fetch and expand the material of `plan`'s requests, numbered from the current counter."""
-        first = max([self.counter] + [n + 1 for n in self._planned])  # after anything planned already
+        first = max([self.counter] + [n + 1 for n in [*self._planned, *self._announced]])  # after anything planned already
         batch = []
         for i, (kind, p) in enumerate(plan):
             n = first + i
@@ -95,6 +107,28 @@ class DealerClient:
         for n, kind, p in batch:
             self._ready[n] = self._complete(n, self._expand(n))
             self._planned[n] = (kind, p)
+
+    def announce(self, plan: list[tuple[str, dict]]) -> bool:
+        """Send the requests of `plan` (numbered from the current counter) now, without
+        waiting for them: the dealer deals them while the program runs and `request`
+        hands them out in order. Every party calls this at the same point with the same
+        plan. Returns False (and does nothing) if other requests are outstanding."""
+        if not plan or self._planned or self._announced:
+            return False
+        batch = [(self.counter + i, kind, p) for i, (kind, p) in enumerate(plan)]
+        self._announced = {n: (kind, p) for n, kind, p in batch}
+        if self.rank == 0:
+            self._send(batch)
+        return True
+
+    def abandon(self) -> None:
+        """Give up the announced requests not used yet: their numbers are skipped (on every
+        party alike, as every party runs the same program) and party 0 drops their replies."""
+        if self._announced:
+            self.counter = max(self.counter, max(self._announced) + 1)
+            if self.rank == 0:
+                self._abandoned.update(self._announced)
+            self._announced = {}
 
     @property
     def prefetched(self) -> int:
@@ -120,6 +154,8 @@ class DealerClient:
             got = self.node.recv(self.dealer_id, "corr", dtype=np.int64)
             if m == n:
                 flat = got
+            elif m in self._abandoned:
+                self._abandoned.discard(m)
             else:
                 self._corr[m] = got
         out = dict(own)

@@ -30,6 +30,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from mpcrt import framing
 from mpcrt.errors import ConfigError, PeerFailure, ProtocolError
+from mpcrt.kernels import bufpool
 
 log = logging.getLogger("mpcrt.transport")
 
@@ -178,11 +179,13 @@ class Node:
         self._send_seq[peer] += 1
         hdr = framing.pack_header(self.session, self.id, seq, tag, arr.dtype, arr.shape)
         payload = memoryview(arr.reshape(-1)).cast("B") if arr.size else b""
+        step = framing.CHUNK_BYTES
+        chunks = [payload[i : i + step] for i in range(0, len(payload), step)] or [b""]
         if peer in self.out:
-            self.out[peer].send_multipart([hdr, payload], copy=False)
+            self.out[peer].send_multipart([hdr, *chunks], copy=False)
         else:
             try:
-                self.router.send_multipart([f"n{peer}".encode(), hdr, payload], copy=False)
+                self.router.send_multipart([f"n{peer}".encode(), hdr, *chunks], copy=False)
             except zmq.ZMQError as e:
                 raise PeerFailure(self.names.get(peer, f"node {peer}"), f"is not connected ({e})") from None
         self.bytes_sent += len(hdr) + arr.nbytes
@@ -226,7 +229,7 @@ class Node:
                 if q:
                     frames = q.popleft()
                     name = self.names.get(peer, f"node {peer}")
-                    h = framing.unpack_header(frames[0].bytes, name) if len(frames) == 2 else None
+                    h = framing.unpack_header(frames[0].bytes, name) if len(frames) >= 2 else None
                     if h is None:
                         raise ProtocolError(name, f"expected 2 frames, got {len(frames)}")
                     return peer, h, self._decode(peer, name, frames, h["tag"], None, None)
@@ -236,12 +239,26 @@ class Node:
             self._pump(int(min(left, 0.5) * 1000) + 1)
 
     def _decode(self, peer, name, frames, tag, dtype, shape) -> np.ndarray:
-        if len(frames) != 2:
+        if len(frames) < 2:
             raise ProtocolError(name, f"expected 2 frames (header, payload), got {len(frames)}")
         h = framing.unpack_header(frames[0].bytes, name)
         framing.check(h, name, sid=self.session, src=peer, seq=self._recv_seq[peer], tag=tag, dtype=dtype, shape=shape)
+        want = 1 + framing.n_chunks(framing.payload_bytes(h))
+        if len(frames) != want:
+            raise ProtocolError(name, f"expected {want} frames (header, payload in {want - 1} chunk(s)), got {len(frames)}")
         self._recv_seq[peer] += 1
-        arr = framing.to_array(h, frames[1].buffer, name)
+        if want == 2:
+            buf = frames[1].buffer
+        else:  # reassemble into one pooled buffer (one copy; no fresh pages)
+            sizes = [memoryview(f.buffer).nbytes for f in frames[1:]]
+            if any(k != framing.CHUNK_BYTES for k in sizes[:-1]):
+                raise ProtocolError(name, "payload chunk of the wrong size")
+            buf = bufpool.empty(-(-sum(sizes) // 8)).view(np.uint8)[: sum(sizes)]
+            off = 0
+            for f, k in zip(frames[1:], sizes):
+                buf[off : off + k] = np.frombuffer(f.buffer, np.uint8)
+                off += k
+        arr = framing.to_array(h, buf, name)
         self.bytes_received += len(frames[0].bytes) + arr.nbytes
         self.received_from[peer] += len(frames[0].bytes) + arr.nbytes
         return arr

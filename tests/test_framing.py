@@ -75,7 +75,7 @@ def test_check_raises_protocol_error_naming_peer_and_field(expect, words):
 
 
 def test_check_version_and_disallowed_dtypes():
-    h = framing.unpack_header(raw_header(v=2), PEER)
+    h = framing.unpack_header(raw_header(v=framing.VERSION - 1), PEER)  # the unchunked format
     with pytest.raises(ProtocolError, match="version"):
         framing.check(h, PEER, sid="sess-1", src=3, seq=5, tag="beaver")
     for dt in ("|O", "<f4", "<i4", ">i8", "|V8", "garbage"):
@@ -234,3 +234,9 @@ def test_fields_with_wrong_types_fail_validation():
         with pytest.raises(ProtocolError, match=words) as ei:
             _validate(raw_header(**over), b"\x00" * 48)
         assert ei.value.peer == PEER
+
+
+def test_chunk_count_follows_the_payload_size():
+    C = framing.CHUNK_BYTES
+    assert [framing.n_chunks(b) for b in (0, 1, C, C + 1, 3 * C)] == [1, 1, 1, 2, 3]
+    assert framing.payload_bytes(header()) == 6 * 8

@@ -147,6 +147,25 @@ def test_bad_frames_raise_protocol_error_naming_the_peer(plain_node, frames, wor
     assert "party 1" in str(e) and words in str(e), str(e)
 
 
+def test_large_arrays_travel_chunked_and_reassemble(plain_node):
+    """An array above framing.CHUNK_BYTES goes as several frames; a chunk of the wrong
+    size or count is refused."""
+    node, ep, rogue = plain_node
+    n = framing.CHUNK_BYTES // 8 * 2 + 5
+    big = np.arange(n, dtype=np.int64)
+    hdr = framing.pack_header(SID, 1, 0, "beaver", big.dtype, big.shape)
+    raw = big.tobytes()
+    C = framing.CHUNK_BYTES
+    s = rogue.dealer(ep[0])
+    s.send_multipart([hdr, raw[:C], raw[C : 2 * C], raw[2 * C :]])
+    got = node.recv(1, "beaver", dtype=np.int64, shape=(n,))
+    assert np.array_equal(got, big)
+    hdr = framing.pack_header(SID, 1, 1, "beaver", big.dtype, big.shape)
+    s.send_multipart([hdr, raw[: C - 8], raw[C - 8 : 2 * C], raw[2 * C :]])
+    e = recv_error(node, shape=(n,))
+    assert e.peer == "party 1" and "chunk" in str(e)
+
+
 def test_replayed_frame_is_out_of_sequence(plain_node):
     node, ep, rogue = plain_node
     s = rogue.dealer(ep[0])

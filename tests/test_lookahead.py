@@ -1,0 +1,57 @@
+"""Runtime.lookahead: a repeated call announces its recorded dealer requests up front;
+a run that leaves the recorded plan abandons the rest and stays correct."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpcrt.launch.inprocess import run_parties
+
+
+def _count_sends(rt):
+    calls = []
+    orig = rt.dealer._send
+    rt.dealer._send = lambda batch: (calls.append(len(batch)), orig(batch))[1]
+    return calls
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_second_call_announces_its_plan_and_agrees(n):
+    vals = np.array([0.5, -3.0, 7.25, 100.0, -0.02])
+
+    def prog(rt):
+        x = rt.share(vals if rt.rank == 0 else None, src=0)
+        calls = _count_sends(rt)
+        first = x.reciprocal().reveal()
+        k1 = len(calls)
+        second = x.reciprocal().reveal()
+        return first, second, k1, calls[k1:]
+
+    res = run_parties(prog, n, timeout=20, join_timeout=60)
+    for first, second, _, _ in res:
+        np.testing.assert_allclose(first, 1 / vals, rtol=2e-3)
+        np.testing.assert_allclose(second, first, atol=2e-4)
+    _, _, k1, later = res[0]  # party 0 is the one that talks to the dealer
+    assert k1 > 5, "the first call asks on demand, request by request"
+    assert len(later) == 1 and later[0] == k1, "the second call sends its whole plan in one batch"
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_a_run_that_leaves_the_plan_abandons_it_and_stays_correct(n):
+    a = np.array([1.5, -2.0, 0.25, -7.0])
+
+    def prog(rt):
+        x = rt.share(a if rt.rank == 0 else None, src=0)
+        with rt.lookahead("block"):
+            y1 = (x * x).reveal()
+        with rt.lookahead("block"):  # same key, other requests: the announced plan is dropped
+            y2 = x.relu().reveal()
+            y3 = (x * 3.5 * x).reveal()
+        y4 = (x * x).reveal()  # later requests still line up with the dealer's numbering
+        return y1, y2, y3, y4
+
+    for y1, y2, y3, y4 in run_parties(prog, n, timeout=20, join_timeout=60):
+        np.testing.assert_allclose(y1, a * a, atol=1e-4)
+        np.testing.assert_allclose(y2, np.maximum(a, 0), atol=1e-4)
+        np.testing.assert_allclose(y3, 3.5 * a * a, atol=1e-3)
+        np.testing.assert_allclose(y4, a * a, atol=1e-4)
