@@ -1,9 +1,11 @@
 """Wire frames: a msgpack header plus the raw array buffer in chunks. Never pickle.
 
-The buffer travels as ceil(bytes / CHUNK_BYTES) frames (one when empty), every one
-but the last exactly CHUNK_BYTES long: libzmq allocates each received frame with
-malloc, and glibc maps frames above 32 MB afresh each time (page-faulting them in),
-so one 64 MB frame cost the receiver 5x the CPU of eight 8 MB ones on loopback.
+A buffer of up to SINGLE_MAX bytes travels as one frame; a larger one as
+ceil(bytes / CHUNK_BYTES) frames, every one but the last exactly CHUNK_BYTES long:
+libzmq allocates each received frame with malloc, and glibc maps blocks above 32 MB
+afresh each time (page-faulting them in), so one 64 MB frame cost the receiver 5x
+the CPU of eight 8 MB ones on loopback. (Smaller buffers stay whole: reassembling
+chunks costs a copy.)
 
 Header fields: v (protocol version), sid (session id), src (sender rank),
 seq (per-channel sequence number), tag (op tag), dt (dtype string), sh (shape).
@@ -19,6 +21,7 @@ from mpcrt.errors import ProtocolError
 
 VERSION = 2
 CHUNK_BYTES = 8 << 20
+SINGLE_MAX = 30 << 20
 ALLOWED_DTYPES = {"<i8": np.int64, "<u8": np.uint64, "|u1": np.uint8, "<f8": np.float64}
 MAX_HEADER = 4096
 MAX_DIMS = 32
@@ -85,7 +88,7 @@ def to_array(h: dict, buf, peer: str) -> np.ndarray:
 
 def n_chunks(nbytes: int) -> int:
     """How many payload frames carry a buffer of `nbytes`."""
-    return max(1, -(-nbytes // CHUNK_BYTES))
+    return 1 if nbytes <= SINGLE_MAX else -(-nbytes // CHUNK_BYTES)
 
 
 def payload_bytes(h: dict) -> int:

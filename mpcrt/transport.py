@@ -179,7 +179,7 @@ class Node:
         self._send_seq[peer] += 1
         hdr = framing.pack_header(self.session, self.id, seq, tag, arr.dtype, arr.shape)
         payload = memoryview(arr.reshape(-1)).cast("B") if arr.size else b""
-        step = framing.CHUNK_BYTES
+        step = framing.CHUNK_BYTES if framing.n_chunks(arr.nbytes) > 1 else max(arr.nbytes, 1)
         chunks = [payload[i : i + step] for i in range(0, len(payload), step)] or [b""]
         if peer in self.out:
             self.out[peer].send_multipart([hdr, *chunks], copy=False)

@@ -237,6 +237,6 @@ def test_fields_with_wrong_types_fail_validation():
 
 
 def test_chunk_count_follows_the_payload_size():
-    C = framing.CHUNK_BYTES
-    assert [framing.n_chunks(b) for b in (0, 1, C, C + 1, 3 * C)] == [1, 1, 1, 2, 3]
+    C, S = framing.CHUNK_BYTES, framing.SINGLE_MAX
+    assert [framing.n_chunks(b) for b in (0, 1, C, S, S + 1, 8 * C)] == [1, 1, 1, 1, -(-(S + 1) // C), 8]
     assert framing.payload_bytes(header()) == 6 * 8

@@ -151,17 +151,19 @@ def test_large_arrays_travel_chunked_and_reassemble(plain_node):
     """An array above framing.CHUNK_BYTES goes as several frames; a chunk of the wrong
     size or count is refused."""
     node, ep, rogue = plain_node
-    n = framing.CHUNK_BYTES // 8 * 2 + 5
+    n = framing.SINGLE_MAX // 8 + 5
     big = np.arange(n, dtype=np.int64)
     hdr = framing.pack_header(SID, 1, 0, "beaver", big.dtype, big.shape)
     raw = big.tobytes()
     C = framing.CHUNK_BYTES
     s = rogue.dealer(ep[0])
-    s.send_multipart([hdr, raw[:C], raw[C : 2 * C], raw[2 * C :]])
+    chunks = [raw[i : i + C] for i in range(0, len(raw), C)]
+    assert len(chunks) == framing.n_chunks(len(raw)) > 1
+    s.send_multipart([hdr, *chunks])
     got = node.recv(1, "beaver", dtype=np.int64, shape=(n,))
     assert np.array_equal(got, big)
     hdr = framing.pack_header(SID, 1, 1, "beaver", big.dtype, big.shape)
-    s.send_multipart([hdr, raw[: C - 8], raw[C - 8 : 2 * C], raw[2 * C :]])
+    s.send_multipart([hdr, raw[: C - 8], raw[C - 8 : 2 * C], *chunks[2:]])
     e = recv_error(node, shape=(n,))
     assert e.peer == "party 1" and "chunk" in str(e)
 
