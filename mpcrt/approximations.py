@@ -170,18 +170,28 @@ def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_
 
 
 def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, muls, delay: int = 0, mat=None):
-    """Generator: bits [sign * (x - t) < 0] for (t, sign) in bounds, one batched comparison,
-    with fused products bit_i * muls()[i] (muls called in the last round).
-    `mat`: the comparison's dealer material if requested ahead (ltz_request)."""
-    rows = []
-    for t, sgn in bounds:
-        d = X - _const(rt, t, f, X.shape)
-        rows.append(d if sgn > 0 else -d)
-    stacked = np.stack(rows)
+    """Generator: bits [sign * (x - t) < 0] for (t, sign) in bounds, one comparison of x
+    against all the t (one shared opening), with fused products bit_i * muls()[i] (muls
+    called in the last round). `mat`: the comparison's material if requested ahead
+    (ltz_request(rt, x.size, 1, rows=len(bounds)))."""
+    # [x > t] = 1 - [x < t + 1 ulp]: every row is a less-than against a threshold
+    ts = [int(round(t * 2**f)) + (0 if sgn > 0 else 1) for t, sgn in bounds]
     if delay:
         yield from _idle(delay)
-    bits, prods = yield from ltz_steps(rt, stacked, 1, lambda: [np.stack(muls())], mat=mat)
-    return bits, prods[0]
+    held = []
+
+    def ys():
+        held.append(np.stack(muls()))
+        return held
+
+    bits, (prods,) = yield from ltz_steps(rt, X, 1, ys, mat=mat, thresholds=ts)
+    for i, (_, sgn) in enumerate(bounds):
+        if sgn < 0:
+            bits[i] = -bits[i]
+            if rt.rank == 0:
+                bits[i] += 1
+            prods[i] = held[0][i] - prods[i]
+    return bits, prods
 
 
 # -------------------------------------------------------------------- exp
@@ -193,7 +203,7 @@ def exp(x: SharedTensor) -> SharedTensor:
     # Dealer requests in the order the rounds need them: the first chain step and the
     # comparison both finish round 1; the later chain steps are dealt while it runs.
     mats = _exp_requests(rt, X.shape, f, 1, steps=slice(0, 1))
-    lt = ltz_request(rt, 2 * X.size, 1)
+    lt = ltz_request(rt, X.size, 1, rows=2)
     mats += _exp_requests(rt, X.shape, f, 1, steps=slice(1, None))
     chain = _exp_chain(rt, X, f, 1, hold, "y", mats=mats)
     sel = _selection(rt, X, [(EXP_LO, 1), (EXP_HI, -1)], f, lambda: [hold["y"][0], hold["y"][0]], mat=lt)
@@ -237,15 +247,17 @@ def _sigmoid_share(x: SharedTensor, scale_in: int = 1) -> np.ndarray:
     shape, n = X.shape, X.size
     bound = SIG_BOUND / scale_in
     # dealer requests in the order the rounds need them
-    lt_sign, lt_sat = ltz_request(rt, n, 1), ltz_request(rt, 2 * n, 0)
+    lt_sign, lt_sat = ltz_request(rt, n, 1), ltz_request(rt, n, 0, rows=2)
     chain_mats = _exp_requests(rt, shape, f, 3, out_bits=F)
     h_mats = _h_requests(rt, shape, f)
     hold: dict = {}
     with rt.scope("sigmoid"):
-        sat_rows = np.stack([X - _const(rt, -bound, f, shape), _const(rt, bound, f, shape) - X])
+        B = int(round(bound * 2**f))
         (b, (bx,)), (sat, _) = run(rt, ltz_steps(rt, X, 1, lambda: [X], mat=lt_sign),
-                                   ltz_steps(rt, sat_rows, 0, None, mat=lt_sat))
-        lo, hi = sat[0], sat[1]
+                                   ltz_steps(rt, X, 0, None, mat=lt_sat, thresholds=[-B, B + 1]))
+        lo, hi = sat[0], -sat[1]  # [x < -B], [x > B] = 1 - [x < B + 1 ulp]
+        if rt.rank == 0:
+            hi += 1
         neg_abs = (2 * bx - X) * np.int64(scale_in)  # -|s x| (garbage when s x wraps: saturated)
         y = lo - hi - 2 * b
         if rt.rank == 0:
@@ -284,14 +296,16 @@ def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hol
     ks = list(range(lo, hi + 1, step))
     inner = ks[1:-1]
 
+    def at(k):
+        return int(round(2.0**k * 2**f))
+
     def edges():
-        rows = np.stack([A - _const(rt, 2.0**lo, f, A.shape), A - _const(rt, 2.0**hi, f, A.shape)])
-        return (yield from ltz_steps(rt, rows, 1, lambda: [np.stack([A, A])]))
+        return (yield from ltz_steps(rt, A, 1, lambda: [np.stack([A, A])], thresholds=[at(lo), at(hi)]))
 
     def middle():
         if not inner:
             return np.zeros((0,) + A.shape, np.int64), []
-        return (yield from ltz_steps(rt, np.stack([A - _const(rt, 2.0**k, f, A.shape) for k in inner]), 0, None))
+        return (yield from ltz_steps(rt, A, 0, None, thresholds=[at(k) for k in inner]))
 
     (eb, (eprod,)), (mb, _) = yield from lockstep(edges(), middle())
     b_lo, b_hi = eb[0], eb[1]

@@ -135,19 +135,20 @@ class LtzBundle(Kind):
     edaBit r ([r], <r>); <P> = products of r's adjacent low-63 bit pairs (level 1 of
     BitLT becomes local); one word-AND triple per later level, sized for packed words;
     daBits ([s], <s> packed 64 per word) for the B2A; and for each of k fused products a mask [m_j]
-    with [m_j s].
+    with [m_j s]. With `rows` R > 1 the n elements are R comparisons of one value
+    against R public thresholds: they share the edaBit (r, <r>, <P> of n / R elements).
     """
 
     def own(self, p):
-        n, k = int(p["n"]), int(p.get("k", 0))
-        out = [("r", (n,), "a")]
+        n, k, R = int(p["n"]), int(p.get("k", 0)), int(p.get("rows", 1))
+        out = [("r", (n // R,), "a")]
         for w in LTZ_LEVELS:
             out += [(f"a{w}", (n // w,), "x"), (f"b{w}", (n // w,), "x")]
         return out + [(f"m{j}", (n,), "a") for j in range(k)]
 
     def corrected(self, p):
-        n, k = int(p["n"]), int(p.get("k", 0))
-        out = [("rb", (n,), "x"), ("P", (n,), "x")]
+        n, k, R = int(p["n"]), int(p.get("k", 0)), int(p.get("rows", 1))
+        out = [("rb", (n // R,), "x"), ("P", (n // R,), "x")]
         out += [(f"c{w}", (n // w,), "x") for w in LTZ_LEVELS]
         out += [("sb", (n // 64,), "x"), ("s", (n,), "a")]
         return out + [(f"ms{j}", (n,), "a") for j in range(k)]

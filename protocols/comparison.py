@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from mpcrt.kernels import bitlt
+from mpcrt.kernels import bitlt, bufpool
 from mpcrt.protocols.rounds import Open, run1
 
 PAD = 64
@@ -40,9 +40,20 @@ LO = {w: bitlt.period_mask(2 * w) for w in LEVELS}
 PAIR = {w: LO[w] | np.int64(LO[w] << 1) for w in LEVELS}
 
 
-def request(rt, n: int, n_muls: int = 0):
-    """Ask the dealer for one comparison's material ahead of use (n elements)."""
-    return rt.dealer.request("ltz", n=-(-max(n, 1) // PAD) * PAD, k=int(n_muls))
+def request(rt, n: int, n_muls: int = 0, rows: int = 1):
+    """Ask the dealer for one comparison's material ahead of use (n elements; with rows R,
+    n elements compared against R thresholds each, sharing one mask)."""
+    npad = -(-max(n, 1) // PAD) * PAD
+    if rows == 1:
+        return rt.dealer.request("ltz", n=npad, k=int(n_muls))
+    return rt.dealer.request("ltz", n=npad * int(rows), k=int(n_muls), rows=int(rows))
+
+
+def _repeat(a: np.ndarray, R: int) -> np.ndarray:
+    """a repeated R times, end to end (in a pooled buffer)."""
+    out = bufpool.empty(R * a.size).reshape(R, a.size)
+    out[...] = a
+    return out.reshape(-1)
 
 
 def _and_open(X, Y):
@@ -51,13 +62,20 @@ def _and_open(X, Y):
     return D.view(np.int64), F.view(np.int64)
 
 
-def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.ndarray]] | None = None, mat=None):
+def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.ndarray]] | None = None, mat=None,
+              thresholds=None):
     """Generator: [x < 0] (int64 shares of 0/1) and [[x < 0] * y_j] for the n_muls
-    arrays `muls()` returns (called in the last round; each of x's shape).
-    `mat`: the dealer material, if requested ahead with `request`."""
+    arrays `muls()` returns (called in the last round; each of the result's shape).
+    `mat`: the dealer material, if requested ahead with `request`.
+
+    With `thresholds` (public ring values t_1..t_R) it compares x against all of them:
+    [x - t_i < 0] stacked on a new first axis. One masked opening of x serves every
+    row (c - t_i is the opening of x - t_i), and the rows share the edaBit: 8 bytes
+    per element per peer and 16 dealer bytes less for each row after the first."""
     shape, n = x.shape, x.size
     npad = -(-max(n, 1) // PAD) * PAD
-    mat = mat if mat is not None else request(rt, n, n_muls)
+    R = 1 if thresholds is None else len(thresholds)
+    mat = mat if mat is not None else request(rt, n, n_muls, R)
     own = mat.own()
     z = np.empty(npad, np.int64)
     np.add(x.reshape(-1), own["r"][:n], out=z[:n])
@@ -65,9 +83,17 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     (c,), _ = yield Open(add=[z])  # round 1
     m = mat.get()
     first = rt.rank == 0
+    rb, P = m["rb"], m["P"]
+    if thresholds is not None:  # the rows' openings c - t_i, and the shared edaBit repeated per row
+        shape = (R,) + shape
+        ts = np.asarray(thresholds, np.int64)
+        c = np.subtract(c[None, :], ts[:, None], out=bufpool.empty(R * npad).reshape(R, npad)).reshape(-1)
+        if R > 1:
+            rb, P = _repeat(rb, R), _repeat(P, R)
+        n, npad = R * npad, R * npad  # rows are padded each: the result drops the pads below
 
-    W = np.empty(npad, np.int64)
-    bitlt.level1(c, m["rb"], m["P"], first, W)  # level 1 (width 1) is local
+    W = bufpool.empty(npad)
+    bitlt.level1(c, rb, P, first, W)  # level 1 (width 1) is local
     for w in LEVELS:  # rounds 2-5
         a, b = m[f"a{w}"], m[f"b{w}"]
         X, Y = np.empty(npad // w, np.int64), np.empty(npad // w, np.int64)
@@ -79,23 +105,32 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     bitlt.pack_last(W, a, b, X, Y)
     D, F = yield from _and_open(X, Y)
     vmask = np.empty(npad, np.uint8)
-    bitlt.finish_last(W, D, F, a, b, m["c64"], first, m["rb"], c, m["sb"], vmask)
+    bitlt.finish_last(W, D, F, a, b, m["c64"], first, rb, c, m["sb"], vmask)
 
     # round 7: B2A with the daBit, fused products opened alongside
-    ys = []
-    for y in muls() if n_muls else []:
-        f = np.zeros(npad, np.int64)
-        f[:n] = y.reshape(-1)
-        ys.append(f)
+    rows = R
+    per = npad // rows  # padded length of one row
+    keep = x.size  # real elements per row
+
+    def padded(y):
+        f = bufpool.empty(rows * per).reshape(rows, per)
+        f[:, :keep] = y.reshape(rows, keep)
+        f[:, keep:] = 0
+        return f.reshape(-1)
+
+    def unpadded(v):
+        return v.reshape(rows, per)[:, :keep].reshape(shape)
+
+    ys = [padded(y) for y in (muls() if n_muls else [])]
     ds, (v,) = yield Open(add=[y - m[f"m{j}"] for j, y in enumerate(ys)], xor=[vmask])
-    bit = np.empty(npad, np.int64)
+    bit = bufpool.empty(npad)
     bitlt.b2a(v, m["s"], first, bit)
     prods = []
     for j, (y, d) in enumerate(zip(ys, ds)):
-        out = np.empty(npad, np.int64)
+        out = bufpool.empty(npad)
         bitlt.b2a_product(v, y, d, m["s"], m[f"ms{j}"], out)
-        prods.append(out[:n].reshape(shape))
-    return bit[:n].reshape(shape), prods
+        prods.append(unpadded(out))
+    return unpadded(bit), prods
 
 
 def ltz(rt, x: np.ndarray, muls: list[np.ndarray] = ()) -> tuple[np.ndarray, list[np.ndarray]]:

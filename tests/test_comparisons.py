@@ -29,6 +29,7 @@ from hypothesis.extra import numpy as hnp
 
 from mpcrt.launch.inprocess import run_parties
 from mpcrt.protocols import comparison, rounds as rounds_mod
+from mpcrt.protocols.rounds import run1
 from mpcrt.tensor import where as t_where
 
 NS = [2, 3]
@@ -131,6 +132,40 @@ def test_ltz_exact_on_ring_values_with_fused_products(n, xs, seed):
         assert bad.size == 0, f"{bad.size} wrong ltz results, e.g. x={x[bad[:5]]} got {ob[bad[:5]]}"
         np.testing.assert_array_equal(o1, np.where(want == 1, y1, 0))
         np.testing.assert_array_equal(o2, np.where(want == 1, y2, 0))
+
+
+@pytest.mark.parametrize("n", NS)
+@HSET
+@given(xs=ring_arrays, ts=st.lists(int64s, min_size=1, max_size=5), seed=st.integers(0, 2**32 - 1))
+def test_ltz_against_several_thresholds_shares_one_opening(n, xs, ts, seed):
+    """ltz_steps(thresholds=t): [x - t_i < 0] (ring difference, so it may wrap) for every
+    row, exactly, with the fused products; values at and next to each threshold included.
+    Each row after the first sends 8 bytes per element less than a separate row."""
+    rng = np.random.default_rng(seed)
+    t = np.array(ts, np.int64)
+    with np.errstate(over="ignore"):
+        near = np.concatenate([t, t + 1, t - 1])
+    x = np.concatenate([EDGES, xs, near, rng.integers(I64_MIN, I64_MAX, 3000, dtype=np.int64, endpoint=True)])
+    y = rng.integers(I64_MIN, I64_MAX, size=(t.size, x.size), dtype=np.int64, endpoint=True)
+
+    def fn(rt):
+        X = share_from(rt, x, 0, fbits=0)
+        Y = share_from(rt, y, rt.world_size - 1, fbits=0)
+        s0 = rt.stats()
+        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, 1, lambda: [Y.share], thresholds=list(t)))
+        s1 = rt.stats()
+        ob, op = rt.open([b, p])
+        sent = (s1["bytes_sent"] - s0["bytes_sent"]) / x.size / (rt.world_size - 1)
+        return s1["rounds"] - s0["rounds"], ob, op, sent
+
+    with np.errstate(over="ignore"):
+        want = ((x[None, :] - t[:, None]) < 0).astype(np.int64)
+    for r, ob, op, sent in run(fn, n):
+        assert r == LTZ_ROUNDS and ob.shape == want.shape
+        bad = np.argwhere(ob != want)
+        assert bad.size == 0, f"{len(bad)} wrong results, e.g. row/col {bad[:3].tolist()}"
+        np.testing.assert_array_equal(op, np.where(want == 1, y, 0))
+        assert sent <= 8 + t.size * (18.3 + 8), f"{sent:.2f} bytes per element per peer for {t.size} rows"
 
 
 @pytest.mark.parametrize("n", NS)
