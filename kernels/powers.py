@@ -107,20 +107,9 @@ def combine(c: np.ndarray, S: np.ndarray, M: np.ndarray, k: int, rank0: bool) ->
 
 
 @njit
-def _deal(r, k, low, sub, out):  # pragma: no cover - compiled
-    J2, n = out.shape
-    J = J2 // 2
-    if sub.shape[0] == 0:
-        for e in range(n):
-            re = r[e]
-            s0 = -((re >> k) & low)
-            m = np.int64(re < 0)
-            pw = np.int64(1)
-            for j in range(J):
-                out[J + j, e] = m * pw
-                pw = pw * s0
-                out[j, e] = pw
-        return
+def _deal(r, k, low, subS, subM, outS, outM):  # pragma: no cover - compiled
+    J, n = outS.shape
+    has_sub = subS.shape[0] > 0
     for j in range(J):  # one pass per row pair: each loop vectorizes
         for e in range(n):
             re = r[e]
@@ -128,11 +117,18 @@ def _deal(r, k, low, sub, out):  # pragma: no cover - compiled
             pw = np.int64(1)  # s0^j
             for _ in range(j):
                 pw = pw * s0
-            out[J + j, e] = np.int64(re < 0) * pw - sub[J + j, e]
-            out[j, e] = pw * s0 - sub[j, e]
+            mv = np.int64(re < 0) * pw
+            sv = pw * s0
+            if has_sub:
+                mv -= subM[j, e]
+                sv -= subS[j, e]
+            outM[j, e] = mv  # wraps to outM's width (uint32 for 'a32' sharing)
+            outS[j, e] = sv
 
 
-def deal(r: np.ndarray, k: int, J: int, sub: np.ndarray | None, out: np.ndarray) -> None:
-    """Write [S0^1..S0^J, m S0^0..m S0^(J-1)] - sub into out ((2J, n); sub the same or None)."""
-    empty = np.zeros((0, 0), np.int64)
-    _deal(r, np.int64(k), ring.const((1 << (64 - k)) - 1), empty if sub is None else sub, out)
+def deal(r: np.ndarray, k: int, J: int, subS, subM, outS: np.ndarray, outM: np.ndarray) -> None:
+    """Write S0^1..S0^J - subS into outS and m S0^0..m S0^(J-1) - subM into outM (both (J, n);
+    outM/subM int64, or uint32 when only their value mod 2^32 is needed; subs may be None)."""
+    if subS is None:
+        subS, subM = np.zeros((0, 0), np.int64), np.zeros((0, 0), outM.dtype)
+    _deal(r, np.int64(k), ring.const((1 << (64 - k)) - 1), subS, subM, outS, outM)

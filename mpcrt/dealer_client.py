@@ -159,18 +159,13 @@ class DealerClient:
             else:
                 self._corr[m] = got
         out = dict(own)
-        out.update(self._split(kind, p, flat, correlations.correction_shapes(kind, p)))
+        out.update(self._split(kind, p, flat))
         return out
 
     @staticmethod
-    def _split(kind, p, flat, shapes) -> dict:
-        names = [n for n, _, _ in correlations.kind(kind).corrected(p)]
-        need = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
+    def _split(kind, p, flat) -> dict:
+        corr = correlations.kind(kind).corrected(p)
+        need = correlations.flat_words(corr)
         if flat.size != need:
-            raise ProtocolError("dealer", f"correction for {kind} has {flat.size} elements, expected {need}")
-        out, off = {}, 0
-        for nm, s in zip(names, shapes):
-            k = int(np.prod(s, dtype=np.int64))
-            out[nm] = flat[off : off + k].reshape(s)
-            off += k
-        return out
+            raise ProtocolError("dealer", f"correction for {kind} has {flat.size} words, expected {need}")
+        return correlations.split(flat, corr)

@@ -7,7 +7,8 @@ and [m S0^l], so every power of S, (S0 + w m T)^j = S0^j + w sum_i binom(j, i) T
 (T = 2^(64-k); m^i = m), is a public combination of dealer shares, and
 u^j = sum_i binom(j, i) C^(j-i) [S^i] is local. Ring identities: exact mod 2^64.
 u carries the truncation's error (0 or +1 ulp); powers are those of that u.
-Rounds: 1. Bytes per element per peer: 8. Dealer: 2J words per element.
+Rounds: 1. Bytes per element per peer: 8. Dealer: 2J words per element (1.5J when k <= 32:
+the [m S0^l] only matter mod 2^k, so they travel as 32-bit values).
 
 `trunc_mul_steps` is the J = 1 case fused with a product: [u y] for a y whose mask
 was opened earlier, again in the truncation's single round.
@@ -47,8 +48,8 @@ def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int, mat=None):
         z += OFFSET
     (c,), _ = yield Open(add=[z])
     m = mat.get()
-    S = _stacked(m, [f"S{j}" for j in range(1, J + 1)] + [f"M{j}" for j in range(J)], c.size)
-    out = fused.combine(c.reshape(-1), S[:J], S[J:], k, rt.rank == 0)
+    S = _stacked(m, [f"S{j}" for j in range(1, J + 1)], c.size)
+    out = fused.combine(c.reshape(-1), S, m["M"].reshape(J, -1), k, rt.rank == 0)
     return [o.reshape(c.shape) for o in out]
 
 

@@ -53,6 +53,13 @@ def test_trunc_pow_combine_matches_numpy(J, k, seed, rank0):
     n = 97
     c, S, M = words(seed, n), words(seed + 1, (J, n)), words(seed + 2, (J, n))
     assert np.array_equal(kp.combine(c, S, M, k, rank0), combine_ref(c, S, M, k, rank0))
+    if k <= 32:  # M shared mod 2^32 (uint32, zero-extended): the same result, whatever the carries
+        M32 = M.astype(np.uint32)
+        assert np.array_equal(kp.combine(c, S, M32, k, rank0), combine_ref(c, S, M, k, rank0))
+        M32b = (M + np.int64(1 << 32)).astype(np.uint32) + np.uint32(7)  # other shares of the same value
+        fix = M32 - M32b  # mod 2^32
+        assert np.array_equal(kp.combine(c, S, M32b, k, rank0) + kp.combine(c, np.zeros_like(S), fix, k, False),
+                              combine_ref(c, S, M, k, rank0))
 
 
 @settings(max_examples=40, deadline=None)
@@ -61,11 +68,15 @@ def test_trunc_pow_deal_matches_numpy(J, k, seed, with_sub):
     n = 101
     r = words(seed, n)
     sub = words(seed + 1, (2 * J, n)) if with_sub else None
-    out = np.empty((2 * J, n), np.int64)
-    kp.deal(r, k, J, sub, out)
     s0, m = -ring.lshr(r, k), ring.msb(r)
     want = np.array([s0 ** np.int64(j) for j in range(1, J + 1)] + [m * s0 ** np.int64(j) for j in range(J)])
-    assert np.array_equal(out, want - (sub if with_sub else 0))
+    want = want - (sub if with_sub else 0)
+    for dt in (np.int64, np.uint32):  # M rows in full, or mod 2^32
+        oS, oM = np.empty((J, n), np.int64), np.empty((J, n), dt)
+        sS, sM = (sub[:J], sub[J:].astype(dt)) if with_sub else (None, None)
+        kp.deal(r, k, J, sS, sM, oS, oM)
+        assert np.array_equal(oS, want[:J])
+        assert np.array_equal(oM, want[J:].astype(dt))
 
 
 def _generic(kind_cls, prgs, priv, p, name):
@@ -87,6 +98,7 @@ def _generic(kind_cls, prgs, priv, p, name):
         ("ltz", dict(n=640, k=0), correlations.LtzBundle),
         ("ltz", dict(n=1280, k=3), correlations.LtzBundle),
         ("truncpow", dict(shape=[3, 50], k=40, J=3), correlations.TruncPowers),
+        ("truncpow", dict(shape=[3, 51], k=29, J=4), correlations.TruncPowers),  # M as uint32, odd count
         ("triple", dict(a=[200], b=[200]), correlations.Triple),
         ("trunc", dict(shape=[4, 25], f=16), correlations.TruncPair),
     ],
