@@ -121,6 +121,11 @@ class DealerClient:
             self._send(batch)
         return True
 
+    @staticmethod
+    def correction_bytes(plan: list[tuple[str, dict]]) -> int:
+        """What party 0 would receive for `plan`."""
+        return 8 * sum(correlations.flat_words(correlations.kind(k).corrected(p)) for k, p in plan)
+
     def abandon(self) -> None:
         """Give up the announced requests not used yet: their numbers are skipped (on every
         party alike, as every party runs the same program) and party 0 drops their replies."""

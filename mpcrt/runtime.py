@@ -24,6 +24,7 @@ from mpcrt.kernels.prg import PRG, new_seed
 from mpcrt.transport import DEFAULT_TIMEOUT, Node
 
 log = logging.getLogger("mpcrt")
+LOOKAHEAD_MB = int(os.environ.get("MPCRT_LOOKAHEAD_MB", "2048"))
 
 _current: "Runtime | None" = None
 
@@ -293,15 +294,19 @@ class Runtime:
         so it deals the later steps while the first rounds run instead of on demand.
 
         The first run of a key records its requests. A run that asks for something else
-        abandons the rest of the announced plan (correct, just not ahead). Nested blocks
-        and dry runs pass through. Every party enters the same blocks in the same order.
+        abandons the rest of the announced plan (correct, just not ahead). A plan whose
+        corrections exceed MPCRT_LOOKAHEAD_MB (default 2048) is not announced (party 0
+        would hold all of it at once). Nested blocks and dry runs pass through. Every
+        party enters the same blocks in the same order.
         """
         if self._looking_ahead or self._dry:
             yield
             return
         d = self.dealer
         key = (key, self.precision)
-        d.announce(self._plans.get(key, []))
+        plan = self._plans.get(key, [])
+        if plan and d.correction_bytes(plan) <= LOOKAHEAD_MB << 20:
+            d.announce(plan)
         d.log, self._looking_ahead = [], True
         ok = False
         try:

@@ -55,3 +55,24 @@ def test_a_run_that_leaves_the_plan_abandons_it_and_stays_correct(n):
         np.testing.assert_allclose(y2, np.maximum(a, 0), atol=1e-4)
         np.testing.assert_allclose(y3, 3.5 * a * a, atol=1e-3)
         np.testing.assert_allclose(y4, a * a, atol=1e-4)
+
+
+def test_a_plan_above_the_memory_cap_is_not_announced(monkeypatch):
+    from mpcrt import runtime
+
+    monkeypatch.setattr(runtime, "LOOKAHEAD_MB", 0)
+    vals = np.array([2.0, -4.0])
+
+    def prog(rt):
+        x = rt.share(vals if rt.rank == 0 else None, src=0)
+        calls = _count_sends(rt)
+        x.reciprocal().reveal()
+        k1 = len(calls)
+        y = x.reciprocal().reveal()
+        return y, k1, len(calls) - k1
+
+    res = run_parties(prog, 2, timeout=20, join_timeout=60)
+    for y, _, _ in res:
+        np.testing.assert_allclose(y, 1 / vals, rtol=2e-3)
+    _, k1, k2 = res[0]
+    assert k1 == k2 > 5, "both calls ask on demand, request by request"
