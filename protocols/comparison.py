@@ -17,7 +17,8 @@ Method (DESIGN.md section 6, one round saved):
     A fused product uses a dealer mask m: open d = y - m in the same round,
     [b y] = v y + (1 - 2v)(d [s] + [m s]).
 Rounds: 7. Bytes sent per element per peer: 8 (c) + 8 + 4 + 2 + 1 + 0.125 (levels)
-+ 1 (the B2A bit) = 24.1, plus 8 per fused product. Local work: one fused
++ 1 (the B2A bit) = 24.1, plus 8 per fused product. Comparing one x against R public
+thresholds opens x + r once and shares the edaBit: 8 + 16.1 R bytes. Local work: one fused
 pass per level (kernels.bitlt). Error: none (exact for all 2^64
 ring values).
 References: Damgard et al., "Unconditionally secure constant-rounds MPC for equality,
@@ -90,7 +91,7 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
         c = np.subtract(c[None, :], ts[:, None], out=bufpool.empty(R * npad).reshape(R, npad)).reshape(-1)
         if R > 1:
             rb, P = _repeat(rb, R), _repeat(P, R)
-        n, npad = R * npad, R * npad  # rows are padded each: the result drops the pads below
+        npad = R * npad  # rows are padded each: the result drops the pads below
 
     W = bufpool.empty(npad)
     bitlt.level1(c, rb, P, first, W)  # level 1 (width 1) is local
@@ -108,18 +109,17 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     bitlt.finish_last(W, D, F, a, b, m["c64"], first, rb, c, m["sb"], vmask)
 
     # round 7: B2A with the daBit, fused products opened alongside
-    rows = R
-    per = npad // rows  # padded length of one row
+    per = npad // R  # padded length of one row
     keep = x.size  # real elements per row
 
     def padded(y):
-        f = bufpool.empty(rows * per).reshape(rows, per)
-        f[:, :keep] = y.reshape(rows, keep)
+        f = bufpool.empty(R * per).reshape(R, per)
+        f[:, :keep] = y.reshape(R, keep)
         f[:, keep:] = 0
         return f.reshape(-1)
 
     def unpadded(v):
-        return v.reshape(rows, per)[:, :keep].reshape(shape)
+        return v.reshape(R, per)[:, :keep].reshape(shape)
 
     ys = [padded(y) for y in (muls() if n_muls else [])]
     ds, (v,) = yield Open(add=[y - m[f"m{j}"] for j, y in enumerate(ys)], xor=[vmask])
