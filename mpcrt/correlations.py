@@ -333,6 +333,11 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
         own[n] = acc
     corr = k.corrected(p)
     out = bufpool.empty(flat_words(corr))
+    off = 0
+    for _, s, how in corr:  # an odd 'a32' count leaves half a word unwritten: zero it (pooled memory)
+        off += _words(s, how)
+        if how == "a32" and int(np.prod(s, dtype=np.int64)) % 2:
+            out[off - 1] = 0
     subs = [flat[nown:] for _, flat, nown in parts[1:]]
     priv = lambda shape: private(stream, shape)  # noqa: E731
     if hasattr(k, "deal_into"):

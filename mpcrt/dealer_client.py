@@ -53,8 +53,9 @@ class DealerClient:
         self._planned: dict[int, tuple[str, dict]] = {}
         self._corr: dict[int, np.ndarray] = {}
         self._awaiting: collections.deque[int] = collections.deque()  # party 0: sent, reply not read
-        self._announced: dict[int, tuple[str, dict]] = {}  # sent ahead, handed out lazily by request()
-        self._abandoned: set[int] = set()  # announced but never used: replies dropped
+        self._announced: dict[int, tuple[str, dict]] = {}  # numbered ahead, handed out lazily by request()
+        self._sent_ahead: set[int] = set()  # party 0: announced numbers already sent to the dealer
+        self._abandoned: set[int] = set()  # sent ahead but never used: replies dropped
         self.recording: list | None = None
         self.log: list | None = None  # when a list, request() appends (kind, params)
 
@@ -74,6 +75,9 @@ class DealerClient:
             if self._announced[n] == (kind, p):
                 self.counter += 1
                 self._requests[n] = self._announced.pop(n)
+                if self.rank == 0 and n not in self._sent_ahead:
+                    self._send([(n, kind, p)])
+                self._sent_ahead.discard(n)
                 return Material(self, n)
             self.abandon()  # the run left the announced plan: skip what is left of it
             n = self.counter
@@ -94,7 +98,8 @@ class DealerClient:
 
     def prefetch(self, plan: list[tuple[str, dict]]) -> None:
         """Fetch and expand the material of `plan`'s requests, numbered from the current counter."""
-        first = max([self.counter] + [n + 1 for n in [*self._planned, *self._announced]])  # after anything planned already
+        self.abandon()  # an explicit prefetch supersedes an announced plan
+        first = max([self.counter] + [n + 1 for n in self._planned])  # after anything planned already
         batch = []
         for i, (kind, p) in enumerate(plan):
             n = first + i
@@ -108,17 +113,20 @@ class DealerClient:
             self._ready[n] = self._complete(n, self._expand(n))
             self._planned[n] = (kind, p)
 
-    def announce(self, plan: list[tuple[str, dict]]) -> bool:
-        """Send the requests of `plan` (numbered from the current counter) now, without
-        waiting for them: the dealer deals them while the program runs and `request`
-        hands them out in order. Every party calls this at the same point with the same
-        plan. Returns False (and does nothing) if other requests are outstanding."""
+    def announce(self, plan: list[tuple[str, dict]], send: bool = True) -> bool:
+        """Number the requests of `plan` from the current counter; party 0 sends them to
+        the dealer now (if `send`), without waiting: the dealer deals them while the
+        program runs and `request` hands them out in order (sending any not sent yet).
+        Every party calls this at the same point with the same plan (`send` may differ:
+        it only matters on party 0). Returns False (and does nothing) if other requests
+        are outstanding."""
         if not plan or self._planned or self._announced:
             return False
         batch = [(self.counter + i, kind, p) for i, (kind, p) in enumerate(plan)]
         self._announced = {n: (kind, p) for n, kind, p in batch}
-        if self.rank == 0:
+        if self.rank == 0 and send:
             self._send(batch)
+            self._sent_ahead = set(self._announced)
         return True
 
     @staticmethod
@@ -132,8 +140,12 @@ class DealerClient:
         if self._announced:
             self.counter = max(self.counter, max(self._announced) + 1)
             if self.rank == 0:
-                self._abandoned.update(self._announced)
-            self._announced = {}
+                gone = self._sent_ahead & set(self._announced)
+                got = gone & set(self._corr)  # replies already read while waiting for others
+                for n in got:
+                    del self._corr[n]
+                self._abandoned.update(gone - got)
+            self._announced, self._sent_ahead = {}, set()
 
     @property
     def prefetched(self) -> int:

@@ -25,6 +25,7 @@ from mpcrt.transport import DEFAULT_TIMEOUT, Node
 
 log = logging.getLogger("mpcrt")
 LOOKAHEAD_MB = int(os.environ.get("MPCRT_LOOKAHEAD_MB", "2048"))
+MAX_PLANS = 1024  # lookahead plans kept per runtime
 
 _current: "Runtime | None" = None
 
@@ -295,8 +296,8 @@ class Runtime:
 
         The first run of a key records its requests. A run that asks for something else
         abandons the rest of the announced plan (correct, just not ahead). A plan whose
-        corrections exceed MPCRT_LOOKAHEAD_MB (default 2048) is not announced (party 0
-        would hold all of it at once). Nested blocks and dry runs pass through. Every
+        corrections exceed MPCRT_LOOKAHEAD_MB (default 2048) is asked for on demand, not
+        at the start (party 0 would hold all of it at once). Nested blocks and dry runs pass through. Every
         party enters the same blocks in the same order.
         """
         if self._looking_ahead or self._dry:
@@ -305,8 +306,8 @@ class Runtime:
         d = self.dealer
         key = (key, self.precision)
         plan = self._plans.get(key, [])
-        if plan and d.correction_bytes(plan) <= LOOKAHEAD_MB << 20:
-            d.announce(plan)
+        # every party numbers the plan alike; only whether party 0 sends it early may differ
+        d.announce(plan, send=bool(plan) and d.correction_bytes(plan) <= LOOKAHEAD_MB << 20)
         d.log, self._looking_ahead = [], True
         ok = False
         try:
@@ -314,6 +315,8 @@ class Runtime:
             ok = True
         finally:
             if ok:
+                if len(self._plans) >= MAX_PLANS and key not in self._plans:
+                    self._plans.pop(next(iter(self._plans)))  # the oldest
                 self._plans[key] = d.log
             d.log, self._looking_ahead = None, False
             d.abandon()

@@ -251,7 +251,7 @@ class Node:
             buf = frames[1].buffer
         else:  # reassemble into one pooled buffer (one copy; no fresh pages)
             sizes = [memoryview(f.buffer).nbytes for f in frames[1:]]
-            if any(k != framing.CHUNK_BYTES for k in sizes[:-1]):
+            if any(k != framing.CHUNK_BYTES for k in sizes[:-1]) or sum(sizes) != framing.payload_bytes(h):
                 raise ProtocolError(name, "payload chunk of the wrong size")
             buf = bufpool.empty(-(-sum(sizes) // 8)).view(np.uint8)[: sum(sizes)]
             off = 0

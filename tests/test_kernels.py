@@ -154,3 +154,21 @@ def test_bufpool_never_hands_out_live_memory():
 def test_bufpool_small_arrays_are_plain():
     a = bufpool.empty(10)
     assert a.size == 10 and a.dtype == np.int64
+
+
+@pytest.mark.parametrize("N", [2, 3])
+def test_odd_a32_count_leaves_no_stale_memory(N, monkeypatch):
+    """M words shared mod 2^32 with an odd count: the unused half word is zero, never
+    whatever the pooled buffer held before (other streams' words, earlier secrets)."""
+    dirty = bufpool.empty
+
+    def empty(n):
+        out = dirty(n)
+        out[...] = np.int64(0x5A5A5A5A5A5A5A5A)
+        return out
+
+    monkeypatch.setattr(correlations.bufpool, "empty", empty)
+    prgs = [PRG(bytes([i + 1]) * 16) for i in range(N)]
+    p = dict(shape=[3, 17], k=20, J=3)  # 3 * 51 = 153 M values: odd
+    flat = correlations.deal(prgs, lambda st, sh: np.zeros(sh, np.int64), 5, "truncpow", p)
+    assert flat.view(np.uint32)[-1] == 0

@@ -37,7 +37,11 @@ def test_second_call_announces_its_plan_and_agrees(n):
 
 
 @pytest.mark.parametrize("n", [2, 3])
-def test_a_run_that_leaves_the_plan_abandons_it_and_stays_correct(n):
+@pytest.mark.parametrize("cap_mb", [2048, 0])  # 0: the plan is numbered but asked for on demand
+def test_a_run_that_leaves_the_plan_abandons_it_and_stays_correct(n, cap_mb, monkeypatch):
+    from mpcrt import runtime
+
+    monkeypatch.setattr(runtime, "LOOKAHEAD_MB", cap_mb)
     a = np.array([1.5, -2.0, 0.25, -7.0])
 
     def prog(rt):
@@ -76,3 +80,24 @@ def test_a_plan_above_the_memory_cap_is_not_announced(monkeypatch):
         np.testing.assert_allclose(y, 1 / vals, rtol=2e-3)
     _, k1, k2 = res[0]
     assert k1 == k2 > 5, "both calls ask on demand, request by request"
+
+
+def test_prefetch_inside_an_announced_block_supersedes_it():
+    a = np.array([0.5, -1.25, 3.0])
+
+    def prog(rt):
+        x = rt.share(a if rt.rank == 0 else None, src=0)
+        with rt.lookahead("blk"):
+            y1 = (x * x).reveal()
+        with rt.lookahead("blk"):  # announced: the same multiply; a prefetch comes first
+            rt.preprocess(lambda: x.relu())
+            y2 = x.relu().reveal()
+            y3 = (x * x).reveal()
+        left = len(rt.dealer._corr) + len(rt.dealer._announced)
+        return y1, y2, y3, left
+
+    for y1, y2, y3, left in run_parties(prog, 2, timeout=20, join_timeout=60):
+        np.testing.assert_allclose(y1, a * a, atol=1e-4)
+        np.testing.assert_allclose(y2, np.maximum(a, 0), atol=1e-4)
+        np.testing.assert_allclose(y3, a * a, atol=1e-4)
+        assert left == 0, "abandoned replies must not stay behind"
