@@ -100,7 +100,8 @@ class Runtime:
         """Open several shared ring arrays in one round: everyone sends its shares to everyone."""
         if self._dry:
             return [np.zeros(s.shape, np.int64) for s in shares]
-        flat = np.concatenate([np.ascontiguousarray(s, np.int64).ravel() for s in shares]) if len(shares) > 1 else np.ascontiguousarray(shares[0], np.int64).ravel()
+        # a new array (sent without a copy: the caller may change its own arrays afterwards)
+        flat = np.concatenate([np.ascontiguousarray(s, np.int64).ravel() for s in shares]) if len(shares) > 1 else np.array(shares[0], np.int64).ravel()
         for j in self.peers:
             self.node.send(j, tag, flat)
         total = None  # flat itself is being sent without a copy: never modify it
@@ -152,7 +153,7 @@ class Runtime:
         if self._dry:
             return np.zeros(share.shape, np.int64) if self.rank == to else None
         if self.rank != to:
-            self.node.send(to, tag, np.asarray(share, np.int64))
+            self.node.send(to, tag, np.array(share, np.int64))  # a copy: sent without one
             self._count_round()
             return None
         total = np.array(share, np.int64, copy=True)
