@@ -39,6 +39,7 @@ from numpy.polynomial import chebyshev as _cheb
 
 from mpcrt.protocols import powers
 from mpcrt.protocols.comparison import ltz_steps
+from mpcrt.protocols.comparison import PAD
 from mpcrt.protocols.comparison import request as ltz_request
 from mpcrt.protocols.rounds import Open, lockstep, run
 from mpcrt.tensor import SharedTensor
@@ -68,9 +69,31 @@ RSQRT_POLY = _fit(lambda m: 1 / np.sqrt(m), 0.25, 1.0, 3)
 
 
 # ----------------------------------------------------------------- helpers
-def _lookahead(fn):
-    """Run fn under Runtime.lookahead: from its second call on the same shape and
-    precision, all of its dealer tuples are requested when it starts."""
+PLAN_MIN = 1 << 12  # elements: below this a first call asks the dealer step by step
+
+
+def _elementwise_plan(fn, x: SharedTensor, args, kwargs) -> list:
+    """fn's dealer requests on x, from a dry run on one element with the sizes scaled to
+    x's: every request of an elementwise function here has x's shape (or, for a
+    comparison, x's padded size per row). A wrong guess is only abandoned, never used."""
+    rt = x.rt
+    plan = rt.plan(fn, SharedTensor(rt, np.zeros(1, np.int64), x.fbits), *args, **kwargs)
+    npad = -(-x.share.size // PAD) * PAD
+    out = []
+    for kind, p in plan:
+        q = {k: (list(x.shape) if k in ("shape", "a", "b") and v == [1] else v) for k, v in p.items()}
+        if kind == "ltz":
+            q["n"] = npad * int(q.get("rows", 1))
+        out.append((kind, q))
+    return out
+
+
+def _lookahead(fn=None, *, elementwise: bool = False):
+    """Run fn under Runtime.lookahead: all of its dealer tuples are requested when it
+    starts, from its second call on the same shape and precision (from its first call
+    for elementwise functions of at least PLAN_MIN elements, by a one-element dry run)."""
+    if fn is None:
+        return functools.partial(_lookahead, elementwise=elementwise)
 
     @functools.wraps(fn)
     def wrapper(x: SharedTensor, *args, **kwargs):
@@ -79,7 +102,10 @@ def _lookahead(fn):
             hash(key)
         except TypeError:  # an unhashable argument: run on demand
             return fn(x, *args, **kwargs)
-        with x.rt.lookahead(key):
+        guess = None
+        if elementwise and x.share.size >= PLAN_MIN:
+            guess = lambda: _elementwise_plan(fn, x, args, kwargs)  # noqa: E731
+        with x.rt.lookahead(key, guess):
             return fn(x, *args, **kwargs)
 
     return wrapper
@@ -199,7 +225,7 @@ def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, muls,
 
 
 # -------------------------------------------------------------------- exp
-@_lookahead
+@_lookahead(elementwise=True)
 def exp(x: SharedTensor) -> SharedTensor:
     rt, f = x.rt, x.rt.precision
     X = _at_f(x)
@@ -277,12 +303,12 @@ def _sigmoid_share(x: SharedTensor, scale_in: int = 1) -> np.ndarray:
     return hy + (b - lo + hi) * np.int64(1 << f)
 
 
-@_lookahead
+@_lookahead(elementwise=True)
 def sigmoid(x: SharedTensor) -> SharedTensor:
     return SharedTensor(x.rt, _sigmoid_share(x), x.rt.precision)
 
 
-@_lookahead
+@_lookahead(elementwise=True)
 def tanh(x: SharedTensor) -> SharedTensor:
     rt, f = x.rt, x.rt.precision
     s = _sigmoid_share(x, 2)
@@ -352,7 +378,7 @@ def _abs_and_sign(x: SharedTensor):
 REC_LO, REC_HI, REC_STEP, REC_G = -7, 17, 4, 9
 
 
-@_lookahead
+@_lookahead(elementwise=True)
 def reciprocal(x: SharedTensor) -> SharedTensor:
     rt, f = x.rt, x.rt.precision
     A, b = _abs_and_sign(x)
@@ -397,7 +423,7 @@ def _then_trunc(rt, y, tau, k):
 LOG_LO, LOG_HI = -10, 14
 
 
-@_lookahead
+@_lookahead(elementwise=True)
 def log(x: SharedTensor) -> SharedTensor:
     rt, f = x.rt, x.rt.precision
     A = _at_f(x)
@@ -425,7 +451,7 @@ def log(x: SharedTensor) -> SharedTensor:
 RSQRT_LO, RSQRT_HI = -10, 14
 
 
-@_lookahead
+@_lookahead(elementwise=True)
 def rsqrt(x: SharedTensor) -> SharedTensor:
     return _rsqrt(x)[0]
 
@@ -461,7 +487,7 @@ def _rsqrt(x: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
     return SharedTensor(rt, out, f), SharedTensor(rt, hold["clamped_top"], f)
 
 
-@_lookahead
+@_lookahead(elementwise=True)
 def sqrt(x: SharedTensor) -> SharedTensor:
     r, xc = _rsqrt(x)
     return xc * r

@@ -290,12 +290,13 @@ class Runtime:
         return len(plan)
 
     @contextlib.contextmanager
-    def lookahead(self, key):
+    def lookahead(self, key, guess=None):
         """Run a block whose dealer requests are those of its last run with the same `key`
         (a function name, shapes, precisions): they are all sent to the dealer on entry,
         so it deals the later steps while the first rounds run instead of on demand.
 
-        The first run of a key records its requests. A run that asks for something else
+        The first run of a key records its requests; `guess()`, if given, supplies a plan
+        for that first run (a list of (kind, params)). A run that asks for something else
         abandons the rest of the announced plan (correct, just not ahead). A plan whose
         corrections exceed MPCRT_LOOKAHEAD_MB (default 2048) is asked for on demand, not
         at the start (party 0 would hold all of it at once). Nested blocks and dry runs pass through. Every
@@ -306,7 +307,9 @@ class Runtime:
             return
         d = self.dealer
         key = (key, self.precision)
-        plan = self._plans.get(key, [])
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = guess() if guess is not None else []
         # every party numbers the plan alike; only whether party 0 sends it early may differ
         d.announce(plan, send=bool(plan) and d.correction_bytes(plan) <= LOOKAHEAD_MB << 20)
         d.log, self._looking_ahead = [], True

@@ -101,3 +101,40 @@ def test_prefetch_inside_an_announced_block_supersedes_it():
         np.testing.assert_allclose(y2, np.maximum(a, 0), atol=1e-4)
         np.testing.assert_allclose(y3, a * a, atol=1e-4)
         assert left == 0, "abandoned replies must not stay behind"
+
+
+def test_elementwise_plan_guess_matches_the_real_requests():
+    """A first call's plan comes from a one-element dry run with the sizes scaled up: it
+    must equal what a dry run on the real shape asks for, for every elementwise function."""
+    from mpcrt import approximations as A
+    from mpcrt.tensor import SharedTensor
+
+    names = ["exp", "sigmoid", "tanh", "reciprocal", "log", "rsqrt", "sqrt"]
+
+    def prog(rt):
+        bad = []
+        for shape in [(), (5,), (3, 70), (4097,)]:
+            x = SharedTensor(rt, np.zeros(shape, np.int64), rt.precision)
+            for nm in names:
+                fn = getattr(A, nm).__wrapped__
+                if A._elementwise_plan(fn, x, (), {}) != rt.plan(fn, x):
+                    bad.append((nm, shape))
+        return bad
+
+    for bad in run_parties(prog, 2, timeout=30, join_timeout=60):
+        assert bad == []
+
+
+def test_first_large_call_is_announced_whole():
+    vals = np.linspace(-20, 20, 5000)
+
+    def prog(rt):
+        x = rt.share(vals if rt.rank == 0 else None, src=0)
+        calls = _count_sends(rt)
+        y = x.sigmoid().reveal()
+        return y, calls
+
+    res = run_parties(prog, 2, timeout=30, join_timeout=60)
+    for y, _ in res:
+        np.testing.assert_allclose(y, 1 / (1 + np.exp(-vals)), atol=1e-3)
+    assert len(res[0][1]) == 1, "one batch: the whole plan at the start"
