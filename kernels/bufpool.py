@@ -2,7 +2,8 @@
 it on free, so a protocol step that expands 100 MB of dealer material page-faults all
 of it in again, which under load cost the dealer 3-4x its compute).
 
-`empty(n)` hands out an array backed by a pooled block; the block returns to the pool
+`empty(n)` hands out an array backed by a pooled block (the smallest idle one of n to
+2n words, else a new one); the block returns to the pool
 when the last array or view using it is gone (a weakref finalizer on a ctypes lease
 that every view keeps alive), so reuse never aliases live data.
 """
@@ -37,9 +38,9 @@ def empty(n: int) -> np.ndarray:
     if n < THRESHOLD:
         return np.empty(n, np.int64)
     size = -(-n // GRAIN) * GRAIN
-    with _lock:
-        blocks = _free.get(size)
-        block = blocks.pop() if blocks else None
+    with _lock:  # best fit among idle blocks of size..2 size: fewer fresh pages (first touch is slow)
+        fits = [k for k in _free if size <= k <= 2 * size and _free[k]]
+        block = _free[min(fits)].pop() if fits else None
         if block is not None:
             _idle -= block.nbytes
     if block is None:

@@ -172,3 +172,16 @@ def test_odd_a32_count_leaves_no_stale_memory(N, monkeypatch):
     p = dict(shape=[3, 17], k=20, J=3)  # 3 * 51 = 153 M values: odd
     flat = correlations.deal(prgs, lambda st, sh: np.zeros(sh, np.int64), 5, "truncpow", p)
     assert flat.view(np.uint32)[-1] == 0
+
+
+def test_bufpool_reuses_a_larger_idle_block_best_fit():
+    """An idle block of up to twice the size serves a smaller request (fewer fresh pages)."""
+    n = bufpool.THRESHOLD + 5 * bufpool.GRAIN
+    a = bufpool.empty(n)
+    addr = a.ctypes.data
+    del a
+    gc.collect()
+    b = bufpool.empty(n - 3 * bufpool.GRAIN)  # smaller, same block
+    assert b.ctypes.data == addr and b.size == n - 3 * bufpool.GRAIN
+    c = bufpool.empty(n - 3 * bufpool.GRAIN)  # the block is leased: another one
+    assert c.ctypes.data != addr
