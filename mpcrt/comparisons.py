@@ -12,7 +12,7 @@ import numpy as np
 
 from mpcrt import fixedpoint
 from mpcrt.errors import ShapeError
-from mpcrt.protocols import beaver, comparison, powers
+from mpcrt.protocols import comparison, powers
 from mpcrt.protocols.rounds import run
 from mpcrt.tensor import SharedTensor, cat
 
