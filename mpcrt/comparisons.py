@@ -36,6 +36,19 @@ def _ltz_many(parts: list[SharedTensor], muls: list[SharedTensor | None] | None 
     return out, prod_out
 
 
+def _ltz_at(x: SharedTensor, ts: list[int], muls: list[SharedTensor] | None = None):
+    """[x < t] for public ring values t (in x's units), rows of one comparison run that
+    share x's masked opening (protocols.comparison thresholds): 8 bytes per element per
+    peer less for each row after the first. muls: one tensor per row (x's shape) to
+    multiply by that row's bit, fused."""
+    rt = x.rt
+    ys = (lambda: [np.stack([q.share for q in muls])]) if muls else None
+    with rt.scope("ltz"):
+        bits, prods = run(rt, comparison.ltz_steps(rt, x.share, 1 if muls else 0, ys, thresholds=ts))[0]
+    out = [SharedTensor(rt, b, 0) for b in bits]
+    return out, [SharedTensor(rt, pr, q.fbits) for pr, q in zip(prods[0], muls)] if muls else []
+
+
 def _diff(x: SharedTensor, y) -> SharedTensor:
     return x - y
 
@@ -62,10 +75,9 @@ def ge(x: SharedTensor, y) -> SharedTensor:
 
 
 def eq(x: SharedTensor, y) -> SharedTensor:
-    """[x == y]: neither x < y nor y < x (both comparisons in one batched run)."""
-    d = _diff(x, y)
-    (a, b), _ = _ltz_many([d, -d])
-    return 1 - a - b
+    """[x == y] = [d < 1 ulp] - [d < 0] for d = x - y: one run, one shared opening."""
+    (below, upto), _ = _ltz_at(_diff(x, y), [0, 1])
+    return upto - below
 
 
 def ne(x: SharedTensor, y) -> SharedTensor:
@@ -101,9 +113,9 @@ def abs_(x: SharedTensor) -> SharedTensor:
 
 
 def sign(x: SharedTensor) -> SharedTensor:
-    """-1, 0 or 1 like torch.sign (both comparisons in one run)."""
-    (neg, pos), _ = _ltz_many([x, -x])
-    return pos - neg
+    """-1, 0 or 1 like torch.sign: [x > 0] - [x < 0] = 1 - [x < 1 ulp] - [x < 0] (one run)."""
+    (neg, upto), _ = _ltz_at(x, [0, 1])
+    return 1 - upto - neg
 
 
 def where(cond, a, b) -> SharedTensor:
@@ -131,7 +143,11 @@ def clamp(x: SharedTensor, min=None, max=None) -> SharedTensor:
         if np.any(np.asarray(min) > np.asarray(max)):
             raise ValueError("clamp: min must not exceed max")
         lo, hi = x - min, x - max
-        _, (blo, bhi) = _ltz_many([lo, hi], [lo, hi])
+        if np.ndim(min) == 0 and np.ndim(max) == 0:  # public scalars: one shared opening of x
+            t = [int(fixedpoint.encode(v, x.fbits)) for v in (min, max)]
+            _, (blo, bhi) = _ltz_at(x, t, [lo, hi])
+        else:
+            _, (blo, bhi) = _ltz_many([lo, hi], [lo, hi])
         return (lo - blo) - (hi - bhi) + min
     if min is not None:
         return relu(x - min) + min
