@@ -174,8 +174,10 @@ def test_odd_a32_count_leaves_no_stale_memory(N, monkeypatch):
     assert flat.view(np.uint32)[-1] == 0
 
 
-def test_bufpool_reuses_a_larger_idle_block_best_fit():
+def test_bufpool_reuses_a_larger_idle_block_best_fit(monkeypatch):
     """An idle block of up to twice the size serves a smaller request (fewer fresh pages)."""
+    monkeypatch.setattr(bufpool, "_free", {})  # an empty pool: no other idle block fits better
+    monkeypatch.setattr(bufpool, "_idle", 0)
     n = bufpool.THRESHOLD + 5 * bufpool.GRAIN
     a = bufpool.empty(n)
     addr = a.ctypes.data
