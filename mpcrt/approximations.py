@@ -41,7 +41,7 @@ from mpcrt.protocols import powers
 from mpcrt.protocols.comparison import ltz_steps
 from mpcrt.protocols.comparison import PAD
 from mpcrt.protocols.comparison import request as ltz_request
-from mpcrt.protocols.rounds import Open, lockstep, run
+from mpcrt.protocols.rounds import Open, run
 from mpcrt.tensor import SharedTensor
 
 F = 16  # internal fractional bits of the pipelines
@@ -277,15 +277,17 @@ def _sigmoid_share(x: SharedTensor, scale_in: int = 1) -> np.ndarray:
     shape, n = X.shape, X.size
     bound = SIG_BOUND / scale_in
     # dealer requests in the order the rounds need them
-    lt_sign, lt_sat = ltz_request(rt, n, 1), ltz_request(rt, n, 0, rows=2)
+    lt = ltz_request(rt, n, 1, rows=3, mul_rows=1)
     chain_mats = _exp_requests(rt, shape, f, 3, out_bits=F)
     h_mats = _h_requests(rt, shape, f)
     hold: dict = {}
     with rt.scope("sigmoid"):
         B = int(round(bound * 2**f))
-        (b, (bx,)), (sat, _) = run(rt, ltz_steps(rt, X, 1, lambda: [X], mat=lt_sign),
-                                   ltz_steps(rt, X, 0, None, mat=lt_sat, thresholds=[-B, B + 1]))
-        lo, hi = sat[0], -sat[1]  # [x < -B], [x > B] = 1 - [x < B + 1 ulp]
+        # one opening of x for the three rows; the product b x only on the first
+        (rows, (bx,)) = run(rt, ltz_steps(rt, X, 1, lambda: [X[None]], mat=lt, thresholds=[0, -B, B + 1],
+                                          mul_rows=1))[0]
+        b, lo, hi = rows[0], rows[1], -rows[2]  # [x < 0], [x < -B], [x > B] = 1 - [x < B + 1 ulp]
+        bx = bx[0]
         if rt.rank == 0:
             hi += 1
         neg_abs = (2 * bx - X) * np.int64(scale_in)  # -|s x| (garbage when s x wraps: saturated)
@@ -329,16 +331,10 @@ def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hol
     def at(k):
         return int(round(2.0**k * 2**f))
 
-    def edges():
-        return (yield from ltz_steps(rt, A, 1, lambda: [np.stack([A, A])], thresholds=[at(lo), at(hi)]))
-
-    def middle():
-        if not inner:
-            return np.zeros((0,) + A.shape, np.int64), []
-        return (yield from ltz_steps(rt, A, 0, None, thresholds=[at(k) for k in inner]))
-
-    (eb, (eprod,)), (mb, _) = yield from lockstep(edges(), middle())
-    b_lo, b_hi = eb[0], eb[1]
+    # one opening of a for every threshold; the products b a only on the two edge rows
+    bits, (eprod,) = yield from ltz_steps(rt, A, 1, lambda: [np.stack([A, A])], mul_rows=2,
+                                          thresholds=[at(lo), at(hi)] + [at(k) for k in inner])
+    b_lo, b_hi, mb = bits[0], bits[1], bits[2:]
     c_lo = np.int64(round((2.0**lo - 2.0**-f) * 2**f))
     c_hi = np.int64(round((2.0**hi - 2.0**-f) * 2**f))
     # a if in range, 2^hi - ulp above it, 2^lo - ulp below it (b_lo implies b_hi):

@@ -138,22 +138,28 @@ class LtzBundle(Kind):
     BitLT becomes local); one word-AND triple per later level, sized for packed words;
     daBits ([s], <s> packed 64 per word) for the B2A; and for each of k fused products a mask [m_j]
     with [m_j s]. With `rows` R > 1 the n elements are R comparisons of one value
-    against R public thresholds: they share the edaBit (r, <r>, <P> of n / R elements).
+    against R public thresholds: they share the edaBit (r, <r>, <P> of n / R elements);
+    the fused products then cover the first `mrows` rows only (default all).
     """
+
+    @staticmethod
+    def _nm(p) -> int:
+        n, R = int(p["n"]), int(p.get("rows", 1))
+        return n // R * int(p.get("mrows", R))
 
     def own(self, p):
         n, k, R = int(p["n"]), int(p.get("k", 0)), int(p.get("rows", 1))
         out = [("r", (n // R,), "a")]
         for w in LTZ_LEVELS:
             out += [(f"a{w}", (n // w,), "x"), (f"b{w}", (n // w,), "x")]
-        return out + [(f"m{j}", (n,), "a") for j in range(k)]
+        return out + [(f"m{j}", (self._nm(p),), "a") for j in range(k)]
 
     def corrected(self, p):
         n, k, R = int(p["n"]), int(p.get("k", 0)), int(p.get("rows", 1))
         out = [("rb", (n // R,), "x"), ("P", (n // R,), "x")]
         out += [(f"c{w}", (n // w,), "x") for w in LTZ_LEVELS]
         out += [("sb", (n // 64,), "x"), ("s", (n,), "a")]
-        return out + [(f"ms{j}", (n,), "a") for j in range(k)]
+        return out + [(f"ms{j}", (self._nm(p),), "a") for j in range(k)]
 
     def deal(self, p, own, private):
         n, k = int(p["n"]), int(p.get("k", 0))
@@ -166,7 +172,7 @@ class LtzBundle(Kind):
         s = np.unpackbits(sb.view(np.uint8), bitorder="little").astype(np.int64)
         out["sb"], out["s"] = sb, s
         for j in range(k):
-            out[f"ms{j}"] = own[f"m{j}"] * s
+            out[f"ms{j}"] = own[f"m{j}"] * s[: self._nm(p)]
         return out
 
     def deal_into(self, p, own, private, out, sub):

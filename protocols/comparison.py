@@ -41,13 +41,17 @@ LO = {w: bitlt.period_mask(2 * w) for w in LEVELS}
 PAIR = {w: LO[w] | np.int64(LO[w] << 1) for w in LEVELS}
 
 
-def request(rt, n: int, n_muls: int = 0, rows: int = 1):
+def request(rt, n: int, n_muls: int = 0, rows: int = 1, mul_rows: int | None = None):
     """Ask the dealer for one comparison's material ahead of use (n elements; with rows R,
-    n elements compared against R thresholds each, sharing one mask)."""
+    n elements compared against R thresholds each, sharing one mask; the fused products
+    on the first mul_rows rows, default all)."""
     npad = -(-max(n, 1) // PAD) * PAD
     if rows == 1:
         return rt.dealer.request("ltz", n=npad, k=int(n_muls))
-    return rt.dealer.request("ltz", n=npad * int(rows), k=int(n_muls), rows=int(rows))
+    p = dict(n=npad * int(rows), k=int(n_muls), rows=int(rows))
+    if mul_rows is not None and mul_rows != rows:
+        p["mrows"] = int(mul_rows)
+    return rt.dealer.request("ltz", **p)
 
 
 def _repeat(a: np.ndarray, R: int) -> np.ndarray:
@@ -64,7 +68,7 @@ def _and_open(X, Y):
 
 
 def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.ndarray]] | None = None, mat=None,
-              thresholds=None):
+              thresholds=None, mul_rows: int | None = None):
     """Generator: [x < 0] (int64 shares of 0/1) and [[x < 0] * y_j] for the n_muls
     arrays `muls()` returns (called in the last round; each of the result's shape).
     `mat`: the dealer material, if requested ahead with `request`.
@@ -72,11 +76,14 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     With `thresholds` (public ring values t_1..t_R) it compares x against all of them:
     [x - t_i < 0] stacked on a new first axis. One masked opening of x serves every
     row (c - t_i is the opening of x - t_i), and the rows share the edaBit: 8 bytes
-    per element per peer and 16 dealer bytes less for each row after the first."""
+    per element per peer and 16 dealer bytes less for each row after the first.
+    `mul_rows` K: the products are for the first K rows only (muls() then returns
+    arrays of shape (K, *x.shape))."""
     shape, n = x.shape, x.size
     npad = -(-max(n, 1) // PAD) * PAD
     R = 1 if thresholds is None else len(thresholds)
-    mat = mat if mat is not None else request(rt, n, n_muls, R)
+    K = R if mul_rows is None else int(mul_rows)
+    mat = mat if mat is not None else request(rt, n, n_muls, R, K)
     own = mat.own()
     z = np.empty(npad, np.int64)
     np.add(x.reshape(-1), own["r"][:n], out=z[:n])
@@ -113,24 +120,25 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     keep = x.size  # real elements per row
 
     def padded(y):
-        f = bufpool.empty(R * per).reshape(R, per)
-        f[:, :keep] = y.reshape(R, keep)
+        f = bufpool.empty(K * per).reshape(K, per)
+        f[:, :keep] = y.reshape(K, keep)
         f[:, keep:] = 0
         return f.reshape(-1)
 
-    def unpadded(v):
-        return v.reshape(R, per)[:, :keep].reshape(shape)
+    def unpadded(v, rows):
+        return v.reshape(rows, per)[:, :keep].reshape((rows,) + shape[1:] if thresholds is not None else shape)
 
     ys = [padded(y) for y in (muls() if n_muls else [])]
     ds, (v,) = yield Open(add=[y - m[f"m{j}"] for j, y in enumerate(ys)], xor=[vmask])
     bit = bufpool.empty(npad)
     bitlt.b2a(v, m["s"], first, bit)
     prods = []
+    nk = K * per
     for j, (y, d) in enumerate(zip(ys, ds)):
-        out = bufpool.empty(npad)
-        bitlt.b2a_product(v, y, d, m["s"], m[f"ms{j}"], out)
-        prods.append(unpadded(out))
-    return unpadded(bit), prods
+        out = bufpool.empty(nk)
+        bitlt.b2a_product(v[:nk], y, d, m["s"][:nk], m[f"ms{j}"], out)
+        prods.append(unpadded(out, K))
+    return unpadded(bit, R), prods
 
 
 def ltz(rt, x: np.ndarray, muls: list[np.ndarray] = ()) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -167,6 +167,19 @@ def test_ltz_against_several_thresholds_shares_one_opening(n, xs, ts, seed):
         np.testing.assert_array_equal(op, np.where(want == 1, y, 0))
         assert sent <= 8 + t.size * (18.3 + 8), f"{sent:.2f} bytes per element per peer for {t.size} rows"
 
+    K = max(1, t.size // 2)  # products on the first K rows only: bits unchanged, K product rows
+
+    def fn_k(rt):
+        X = share_from(rt, x, 0, fbits=0)
+        Y = share_from(rt, y[:K], rt.world_size - 1, fbits=0)
+        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, 1, lambda: [Y.share], thresholds=list(t), mul_rows=K))
+        return rt.open([b, p])
+
+    for ob, op in run(fn_k, n):
+        np.testing.assert_array_equal(ob, want)
+        assert op.shape == (K, x.size)
+        np.testing.assert_array_equal(op, np.where(want[:K] == 1, y[:K], 0))
+
 
 @pytest.mark.parametrize("n", NS)
 @pytest.mark.parametrize("shape", [(), (1,), (63,), (65,), (3, 5, 7), (0,), (2, 0, 3)])
