@@ -101,11 +101,13 @@ def _lookahead(fn=None, *, elementwise: bool = False):
         try:
             hash(key)
         except TypeError:  # an unhashable argument: run on demand
-            return fn(x, *args, **kwargs)
+            with np.errstate(over="ignore"):
+                return fn(x, *args, **kwargs)
         guess = None
         if elementwise and x.share.size >= PLAN_MIN:
             guess = lambda: _elementwise_plan(fn, x, args, kwargs)  # noqa: E731
-        with x.rt.lookahead(key, guess):
+        # ring arithmetic wraps by design; on 0-d inputs numpy would warn of it
+        with x.rt.lookahead(key, guess), np.errstate(over="ignore"):
             return fn(x, *args, **kwargs)
 
     return wrapper
@@ -240,8 +242,8 @@ def exp(x: SharedTensor) -> SharedTensor:
     with rt.scope("exp"):
         _, (bits, prods) = run(rt, chain, sel)
     y = hold["y"][0]
-    b_hi = bits[1]
-    out = y - prods[0] - prods[1] + b_hi * np.int64(round(math.exp(EXP_HI) * 2**f))
+    b_hi = bits[1, ...]  # [i, ...]: a 0-d array (not a numpy scalar) for 0-d inputs
+    out = y - prods[0, ...] - prods[1, ...] + b_hi * np.int64(round(math.exp(EXP_HI) * 2**f))
     return SharedTensor(rt, out, f)
 
 
@@ -286,8 +288,8 @@ def _sigmoid_share(x: SharedTensor, scale_in: int = 1) -> np.ndarray:
         # one opening of x for the three rows; the product b x only on the first
         (rows, (bx,)) = run(rt, ltz_steps(rt, X, 1, lambda: [X[None]], mat=lt, thresholds=[0, -B, B + 1],
                                           mul_rows=1))[0]
-        b, lo, hi = rows[0], rows[1], -rows[2]  # [x < 0], [x < -B], [x > B] = 1 - [x < B + 1 ulp]
-        bx = bx[0]
+        b, lo, hi = rows[0, ...], rows[1, ...], -rows[2, ...]  # [x < 0], [x < -B], [x > B] = 1 - [x < B + 1 ulp]
+        bx = bx[0, ...]
         if rt.rank == 0:
             hi += 1
         neg_abs = (2 * bx - X) * np.int64(scale_in)  # -|s x| (garbage when s x wraps: saturated)
@@ -334,18 +336,18 @@ def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hol
     # one opening of a for every threshold; the products b a only on the two edge rows
     bits, (eprod,) = yield from ltz_steps(rt, A, 1, lambda: [np.stack([A, A])], mul_rows=2,
                                           thresholds=[at(lo), at(hi)] + [at(k) for k in inner])
-    b_lo, b_hi, mb = bits[0], bits[1], bits[2:]
+    b_lo, b_hi, mb = bits[0, ...], bits[1, ...], bits[2:]
     c_lo = np.int64(round((2.0**lo - 2.0**-f) * 2**f))
     c_hi = np.int64(round((2.0**hi - 2.0**-f) * 2**f))
     # a if in range, 2^hi - ulp above it, 2^lo - ulp below it (b_lo implies b_hi):
     # b_hi a - b_lo a + (1 - b_hi) c_hi + b_lo c_lo, the public 1 c_hi added by party 0
-    clamped = eprod[1] - eprod[0] - b_hi * c_hi + b_lo * c_lo
+    clamped = eprod[1, ...] - eprod[0, ...] - b_hi * c_hi + b_lo * c_lo
     if rt.rank == 0:
         clamped += c_hi
     hold["ks"] = ks
     hold["clamped"] = clamped
-    hold["clamped_top"] = clamped + eprod[0] - b_lo * c_lo  # only the upper clamp
-    return [b_lo] + list(mb) + [b_hi]
+    hold["clamped_top"] = clamped + eprod[0, ...] - b_lo * c_lo  # only the upper clamp
+    return [b_lo] + [mb[i, ...] for i in range(len(mb))] + [b_hi]
 
 
 def _indicator_weights(rt, bits: np.ndarray, ks: list[int], weight) -> np.ndarray:

@@ -45,8 +45,8 @@ def _ltz_at(x: SharedTensor, ts: list[int], muls: list[SharedTensor] | None = No
     ys = (lambda: [np.stack([q.share for q in muls])]) if muls else None
     with rt.scope("ltz"):
         bits, prods = run(rt, comparison.ltz_steps(rt, x.share, 1 if muls else 0, ys, thresholds=ts))[0]
-    out = [SharedTensor(rt, b, 0) for b in bits]
-    return out, [SharedTensor(rt, pr, q.fbits) for pr, q in zip(prods[0], muls)] if muls else []
+    out = [SharedTensor(rt, bits[i, ...], 0) for i in range(len(ts))]  # [i, ...]: 0-d arrays stay arrays
+    return out, [SharedTensor(rt, prods[0][i, ...], q.fbits) for i, q in enumerate(muls)] if muls else []
 
 
 def _diff(x: SharedTensor, y) -> SharedTensor:

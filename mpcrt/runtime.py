@@ -124,6 +124,7 @@ class Runtime:
             return [], []
         if self._dry:
             return [np.zeros(a.shape, np.int64) for a in adds], [np.zeros(a.shape, a.dtype) for a in xors]
+        shapes = [np.shape(a) for a in adds] + [np.shape(a) for a in xors]  # ascontiguousarray makes 0-d 1-d
         parts = [np.ascontiguousarray(a, np.int64) for a in adds] + [np.ascontiguousarray(a) for a in xors]
         sizes = [p.nbytes for p in parts]
         buf = bufpool.empty(-(-sum(sizes) // 8)).view(np.uint8)[: sum(sizes)]  # pooled: no fresh pages
@@ -136,7 +137,7 @@ class Runtime:
         got = [self.node.recv(j, tag, dtype=np.uint8, shape=buf.shape) for j in self.peers]
         self._count_round()
         out_a, out_x, off = [], [], 0
-        for i, (p, k) in enumerate(zip(parts, sizes)):
+        for i, (p, k, shape) in enumerate(zip(parts, sizes, shapes)):
             # buf is still being sent (zero-copy): the sum goes to a new array, in one pass
             dt = p.dtype if off % p.dtype.itemsize == 0 else np.dtype(np.uint8)
             op = np.add if i < len(adds) else np.bitwise_xor
@@ -144,7 +145,7 @@ class Runtime:
             seg = op(mine, got[0][off : off + k].view(dt), out=bufpool.empty(-(-k // 8)).view(dt)[: k // dt.itemsize])
             for g in got[1:]:
                 op(seg, g[off : off + k].view(dt), out=seg)
-            (out_a if i < len(adds) else out_x).append(seg.view(p.dtype).reshape(p.shape))
+            (out_a if i < len(adds) else out_x).append(seg.view(p.dtype).reshape(shape))
             off += k
         return out_a, out_x
 

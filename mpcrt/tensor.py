@@ -29,7 +29,9 @@ class SharedTensor:
 
     def __init__(self, rt, share: np.ndarray, fbits: int):
         self.rt = rt
-        self.share = share
+        # a numpy scalar (what 0-d arithmetic returns) becomes a 0-d array: ring arithmetic
+        # on arrays wraps silently, on scalars numpy warns of overflow
+        self.share = share if isinstance(share, np.ndarray) else np.asarray(share, np.int64)
         self.fbits = int(fbits)
 
     # ------------------------------------------------------------ metadata
