@@ -9,6 +9,7 @@ that every view keeps alive), so reuse never aliases live data.
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import threading
 import weakref
@@ -20,13 +21,22 @@ GRAIN = 1 << 18  # block sizes are rounded up to multiples of 2 MB
 CAP = 3 << 30  # bytes kept idle in the pool at most
 
 _free: dict[int, list[np.ndarray]] = {}
+_returned: collections.deque = collections.deque()  # blocks whose last view died, not yet in _free
 _idle = 0
 _lock = threading.Lock()
 
 
 def _give_back(block: np.ndarray) -> None:
+    """Finalizer of a lease: queue the block for reuse. No lock here: a finalizer may run
+    inside a garbage collection that starts while `empty` holds the lock."""
+    _returned.append(block)  # deque.append is atomic
+
+
+def _reclaim() -> None:
+    """Move returned blocks into the pool (caller holds the lock)."""
     global _idle
-    with _lock:
+    while _returned:
+        block = _returned.popleft()
         if _idle + block.nbytes <= CAP:
             _free.setdefault(block.size, []).append(block)
             _idle += block.nbytes
@@ -39,6 +49,7 @@ def empty(n: int) -> np.ndarray:
         return np.empty(n, np.int64)
     size = -(-n // GRAIN) * GRAIN
     with _lock:  # best fit among idle blocks of size..2 size: fewer fresh pages (first touch is slow)
+        _reclaim()
         fits = [k for k in _free if size <= k <= 2 * size and _free[k]]
         block = _free[min(fits)].pop() if fits else None
         if block is not None:

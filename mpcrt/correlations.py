@@ -147,7 +147,15 @@ class LtzBundle(Kind):
         n, R = int(p["n"]), int(p.get("rows", 1))
         return n // R * int(p.get("mrows", R))
 
+    @staticmethod
+    def _check(p) -> None:
+        n, k, R = int(p["n"]), int(p.get("k", 0)), int(p.get("rows", 1))
+        K = int(p.get("mrows", R))
+        if n <= 0 or R <= 0 or n % (64 * R) or not 0 <= k <= 8 or not 0 < K <= R:
+            raise DealerError(f"malformed comparison request n={n} rows={R} mrows={K} k={k}")
+
     def own(self, p):
+        self._check(p)
         n, k, R = int(p["n"]), int(p.get("k", 0)), int(p.get("rows", 1))
         out = [("r", (n // R,), "a")]
         for w in LTZ_LEVELS:

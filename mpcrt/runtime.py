@@ -309,8 +309,12 @@ class Runtime:
         d = self.dealer
         key = (key, self.precision)
         plan = self._plans.get(key)
-        if plan is None:
-            plan = guess() if guess is not None else []
+        if plan is None and guess is not None:
+            try:
+                plan = guess()
+            except Exception as e:  # a guess is an optimisation: fall back to asking on demand
+                log.debug("lookahead guess for %r failed: %s", key, e)
+        plan = plan or []
         # every party numbers the plan alike; only whether party 0 sends it early may differ
         d.announce(plan, send=bool(plan) and d.correction_bytes(plan) <= LOOKAHEAD_MB << 20)
         d.log, self._looking_ahead = [], True

@@ -83,6 +83,8 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     npad = -(-max(n, 1) // PAD) * PAD
     R = 1 if thresholds is None else len(thresholds)
     K = R if mul_rows is None else int(mul_rows)
+    if n_muls and not 0 < K <= R:
+        raise ValueError(f"mul_rows must be in 1..{R} (the comparison's rows), got {K}")
     mat = mat if mat is not None else request(rt, n, n_muls, R, K)
     own = mat.own()
     z = np.empty(npad, np.int64)

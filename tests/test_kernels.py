@@ -178,6 +178,7 @@ def test_odd_a32_count_leaves_no_stale_memory(N, monkeypatch):
 def test_bufpool_reuses_a_larger_idle_block_best_fit(monkeypatch):
     """An idle block of up to twice the size serves a smaller request (fewer fresh pages)."""
     monkeypatch.setattr(bufpool, "_free", {})  # an empty pool: no other idle block fits better
+    monkeypatch.setattr(bufpool, "_returned", __import__("collections").deque())
     monkeypatch.setattr(bufpool, "_idle", 0)
     n = bufpool.THRESHOLD + 5 * bufpool.GRAIN
     a = bufpool.empty(n)
@@ -188,3 +189,29 @@ def test_bufpool_reuses_a_larger_idle_block_best_fit(monkeypatch):
     assert b.ctypes.data == addr and b.size == n - 3 * bufpool.GRAIN
     c = bufpool.empty(n - 3 * bufpool.GRAIN)  # the block is leased: another one
     assert c.ctypes.data != addr
+
+
+def test_bufpool_finalizer_takes_no_lock():
+    """A lease's finalizer may run inside a garbage collection that starts while empty()
+    holds the pool's lock: it must only queue the block (taking the lock would deadlock)."""
+    import threading
+
+    block = np.empty(bufpool.GRAIN, np.int64)
+    with bufpool._lock:  # as if a collection ran inside empty()'s critical section
+        t = threading.Thread(target=bufpool._give_back, args=(block,), daemon=True)
+        t.start()
+        t.join(2.0)
+        assert not t.is_alive(), "the finalizer waited for the pool's lock"
+    assert any(b is block for b in bufpool._returned)
+    bufpool.empty(bufpool.THRESHOLD)  # the next empty() moves returned blocks into the pool
+    assert all(b is not block for b in bufpool._returned)
+
+
+@pytest.mark.parametrize("p", [dict(n=100), dict(n=640, rows=3), dict(n=1920, rows=3, mrows=4),
+                               dict(n=1920, rows=3, mrows=0), dict(n=640, k=99)])
+def test_malformed_comparison_requests_are_refused(p):
+    """The dealer refuses comparison parameters its kernels would read past (mrows > rows, ...)."""
+    from mpcrt.errors import DealerError
+
+    with pytest.raises(DealerError, match="malformed comparison request"):
+        correlations.LtzBundle().own(p)
