@@ -27,6 +27,9 @@ def coefficients(k: int, J: int) -> tuple[np.ndarray, np.ndarray]:
     return B, BT
 
 
+# J = 1..4 (every J the protocols use) are written out: the general loop at the end,
+# with its per-element scratch arrays, measured 5-8x slower here (J = 3, 1M elements:
+# 16.7 ms against 2.1 ms), and these loops are the party's main local work.
 @njit
 def _combine(c, S, M, k, off, low, rank0, B, BT, out):  # pragma: no cover - compiled
     J, n = out.shape

@@ -31,6 +31,7 @@ Outside the stated input ranges results stay bounded (clamped), never wrap.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -100,22 +101,27 @@ def _lookahead(fn=None, *, elementwise: bool = False):
         key = (fn.__name__, x.shape, x.fbits, args, tuple(sorted(kwargs.items())))
         try:
             hash(key)
+            guess = None
+            if elementwise and x.share.size >= PLAN_MIN:
+                guess = lambda: _elementwise_plan(fn, x, args, kwargs)  # noqa: E731
+            ahead = x.rt.lookahead(key, guess)
         except TypeError:  # an unhashable argument: run on demand
-            with np.errstate(over="ignore"):
-                return fn(x, *args, **kwargs)
-        guess = None
-        if elementwise and x.share.size >= PLAN_MIN:
-            guess = lambda: _elementwise_plan(fn, x, args, kwargs)  # noqa: E731
+            ahead = contextlib.nullcontext()
         # ring arithmetic wraps by design; on 0-d inputs numpy would warn of it
-        with x.rt.lookahead(key, guess), np.errstate(over="ignore"):
+        with ahead, np.errstate(over="ignore"):
             return fn(x, *args, **kwargs)
 
     return wrapper
 
 
+def _enc(v: float, bits: int) -> int:
+    """A public constant v as a ring value with `bits` fractional bits."""
+    return int(round(v * 2**bits))
+
+
 def _const(rt, v: float, bits: int, shape) -> np.ndarray:
     """Party 0's share of a public constant v at `bits` fractional bits (others: 0)."""
-    return np.full(shape, np.int64(round(v * 2**bits)) if rt.rank == 0 else 0, np.int64)
+    return np.full(shape, np.int64(_enc(v, bits)) if rt.rank == 0 else 0, np.int64)
 
 
 def _poly3(rt, us: list[np.ndarray], coef: np.ndarray, g: int = G) -> np.ndarray:
@@ -207,7 +213,7 @@ def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, muls,
     called in the last round). `mat`: the comparison's material if requested ahead
     (ltz_request(rt, x.size, 1, rows=len(bounds)))."""
     # [x > t] = 1 - [x < t + 1 ulp]: every row is a less-than against a threshold
-    ts = [int(round(t * 2**f)) + (0 if sgn > 0 else 1) for t, sgn in bounds]
+    ts = [_enc(t, f) + (0 if sgn > 0 else 1) for t, sgn in bounds]
     if delay:
         yield from _idle(delay)
     held = []
@@ -284,7 +290,7 @@ def _sigmoid_share(x: SharedTensor, scale_in: int = 1) -> np.ndarray:
     h_mats = _h_requests(rt, shape, f)
     hold: dict = {}
     with rt.scope("sigmoid"):
-        B = int(round(bound * 2**f))
+        B = _enc(bound, f)
         # one opening of x for the three rows; the product b x only on the first
         (rows, (bx,)) = run(rt, ltz_steps(rt, X, 1, lambda: [X[None]], mat=lt, thresholds=[0, -B, B + 1],
                                           mul_rows=1))[0]
@@ -330,12 +336,9 @@ def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hol
     ks = list(range(lo, hi + 1, step))
     inner = ks[1:-1]
 
-    def at(k):
-        return int(round(2.0**k * 2**f))
-
     # one opening of a for every threshold; the products b a only on the two edge rows
     bits, (eprod,) = yield from ltz_steps(rt, A, 1, lambda: [np.stack([A, A])], mul_rows=2,
-                                          thresholds=[at(lo), at(hi)] + [at(k) for k in inner])
+                                          thresholds=[_enc(2.0**k, f) for k in [lo, hi] + inner])
     b_lo, b_hi, mb = bits[0, ...], bits[1, ...], bits[2:]
     c_lo = np.int64(round((2.0**lo - 2.0**-f) * 2**f))
     c_hi = np.int64(round((2.0**hi - 2.0**-f) * 2**f))

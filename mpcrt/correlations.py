@@ -232,13 +232,13 @@ class TruncPowers(Kind):
 
     def deal_into(self, p, own, private, out, sub):
         r, J = own["r"].reshape(-1), int(p["J"])
-        n = r.size
-        how = self.corrected(p)[-1][2]
-        oS, oM = out[: J * n].reshape(J, n), _as(out[J * n :], J * n, how).reshape(J, n)
-        sS = sM = None
-        if sub is not None:
-            sS, sM = sub[: J * n].reshape(J, n), _as(sub[J * n :], J * n, how).reshape(J, n)
-        fused.deal(r, int(p["k"]), J, sS, sM, oS, oM)
+        n, corr = r.size, self.corrected(p)
+
+        def blocks(flat):  # S1..SJ lie back to back: one (J, n) block; M is (J, ...) already
+            return flat[: J * n].reshape(J, n), split(flat, corr)["M"].reshape(J, n)
+
+        sS, sM = blocks(sub) if sub is not None else (None, None)
+        fused.deal(r, int(p["k"]), J, sS, sM, *blocks(out))
 
 
 class MulMask(Kind):
@@ -292,14 +292,19 @@ def _as(flat: np.ndarray, n: int, how: str) -> np.ndarray:
     return flat.view(np.uint32)[:n] if how == "a32" else flat[:n]
 
 
-def split(flat: np.ndarray, entries: list) -> dict[str, np.ndarray]:
-    """Name the arrays laid out back to back in `flat` by entries [(name, shape, how)]."""
-    out, off = {}, 0
+def _spans(entries: list):
+    """(name, shape, how, first word, words) of arrays laid out back to back in a flat stream."""
+    off = 0
     for nm, s, how in entries:
         w = _words(s, how)
-        out[nm] = _as(flat[off : off + w], int(np.prod(s, dtype=np.int64)), how).reshape(s)
+        yield nm, s, how, off, w
         off += w
-    return out
+
+
+def split(flat: np.ndarray, entries: list) -> dict[str, np.ndarray]:
+    """Name the arrays laid out back to back in `flat` by entries [(name, shape, how)]."""
+    return {nm: _as(flat[off : off + w], int(np.prod(s, dtype=np.int64)), how).reshape(s)
+            for nm, s, how, off, w in _spans(entries)}
 
 
 def flat_words(entries: list) -> int:
@@ -347,11 +352,9 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
         own[n] = acc
     corr = k.corrected(p)
     out = bufpool.empty(flat_words(corr))
-    off = 0
-    for _, s, how in corr:  # an odd 'a32' count leaves half a word unwritten: zero it (pooled memory)
-        off += _words(s, how)
+    for _, s, how, off, w in _spans(corr):  # an odd 'a32' count leaves half a word unwritten: zero it
         if how == "a32" and int(np.prod(s, dtype=np.int64)) % 2:
-            out[off - 1] = 0
+            out[off + w - 1] = 0
     subs = [flat[nown:] for _, flat, nown in parts[1:]]
     priv = lambda shape: private(stream, shape)  # noqa: E731
     if hasattr(k, "deal_into"):

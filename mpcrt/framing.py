@@ -76,14 +76,10 @@ def check(h: dict, peer: str, *, sid: str, src: int, seq: int, tag: str, dtype=N
 
 def to_array(h: dict, buf, peer: str) -> np.ndarray:
     """Interpret the payload buffer; its byte length must match dtype and shape exactly."""
-    dt = np.dtype(ALLOWED_DTYPES[h["dt"]])
-    n = 1
-    for d in h["sh"]:
-        n *= d
     mv = memoryview(buf)
-    if mv.nbytes != n * dt.itemsize:
-        raise ProtocolError(peer, f"payload is {mv.nbytes} bytes, header says {n * dt.itemsize}")
-    return np.frombuffer(mv, dtype=dt).reshape(h["sh"])
+    if mv.nbytes != payload_bytes(h):
+        raise ProtocolError(peer, f"payload is {mv.nbytes} bytes, header says {payload_bytes(h)}")
+    return np.frombuffer(mv, dtype=ALLOWED_DTYPES[h["dt"]]).reshape(h["sh"])
 
 
 def n_chunks(nbytes: int) -> int:
@@ -92,6 +88,7 @@ def n_chunks(nbytes: int) -> int:
 
 
 def payload_bytes(h: dict) -> int:
+    """Bytes the header's dtype and shape call for."""
     n = np.dtype(ALLOWED_DTYPES[h["dt"]]).itemsize if h["dt"] in ALLOWED_DTYPES else 1
     for d in h["sh"]:
         n *= d

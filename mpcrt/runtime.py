@@ -300,8 +300,8 @@ class Runtime:
         for that first run (a list of (kind, params)). A run that asks for something else
         abandons the rest of the announced plan (correct, just not ahead). A plan whose
         corrections exceed MPCRT_LOOKAHEAD_MB (default 2048) is asked for on demand, not
-        at the start (party 0 would hold all of it at once). Nested blocks and dry runs pass through. Every
-        party enters the same blocks in the same order.
+        at the start (party 0 would hold all of it at once). Nested blocks and dry runs
+        pass through. Every party enters the same blocks in the same order.
         """
         if self._looking_ahead or self._dry:
             yield
