@@ -2,30 +2,17 @@
 
 int64 array arithmetic wraps modulo 2^64 (two's complement), so add, sub, mul and
 neg are the ring operations for free. Shifts and bit tests go through a uint64
-view so that they are logical, not arithmetic. Matmul uses torch's int64 GEMM
-(BLAS-class speed; numpy's integer matmul does not use BLAS and is ~20x slower),
-which also wraps modulo 2^64.
+view so that they are logical, not arithmetic. Matmul is kernels.gemm: an AVX-512
+int64 GEMM where it can, else torch's (numpy's integer matmul does not use BLAS and
+is ~20x slower); both wrap modulo 2^64.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-_torch = None
+from mpcrt.kernels import gemm
 
-
-def _t():
-    """torch, imported on first use (it costs a second), with this party's thread count."""
-    global _torch
-    if _torch is None:
-        import torch
-
-        n = os.environ.get("MPCRT_THREADS")
-        if n:
-            torch.set_num_threads(int(n))
-        _torch = torch
-    return _torch
+_t = gemm.torch
 
 DTYPE = np.int64
 BITS = 64
@@ -90,12 +77,9 @@ def conv2d_shape(x: tuple, w: tuple, stride, padding, dilation) -> tuple:
     return (n, o, (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
 
 
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Ring matmul with torch.matmul semantics (2-D, batched, broadcast)."""
-    torch = _t()
-    ta = torch.from_numpy(np.ascontiguousarray(a))
-    tb = torch.from_numpy(np.ascontiguousarray(b))
-    return torch.matmul(ta, tb).numpy()
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, accumulate: bool = False) -> np.ndarray:
+    """Ring matmul with torch.matmul semantics (2-D, batched, broadcast); see kernels.gemm."""
+    return gemm.matmul(a, b, out, accumulate)
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:

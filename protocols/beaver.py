@@ -37,7 +37,10 @@ def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, s
         return _product_truncated(rt, x, de[:n], de[n:], own, mat, tmat, shift)
     d, e = rt.open([x - own["a"], y - own["b"]], "beaver")
     z = op(d, own["b"])
-    z += op(x, e)
+    if op is ring.matmul:  # the GEMM adds its second product in place: no temporary
+        ring.matmul(x, e, out=z, accumulate=True)
+    else:
+        z += op(x, e)
     z += mat.get()["c"]
     return truncation.truncate(rt, z, shift, tmat) if shift else z
 
