@@ -6,11 +6,11 @@ from mpcrt.kernels.jit import njit
 
 
 @njit
-def product_masked(d, b, x, e, c, r, offset, out):  # pragma: no cover - compiled
-    """out = (d b + x e + c) + r + offset: the Beaver product's share, masked for the
+def product_masked(d, b, x, e, cr, offset, out):  # pragma: no cover - compiled
+    """out = d b + x e + [c + r] + offset: the Beaver product's share, masked for the
     truncation's opening (offset: 2^62 on party 0, else 0)."""
     for i in range(out.size):
-        out[i] = d[i] * b[i] + x[i] * e[i] + c[i] + r[i] + offset
+        out[i] = d[i] * b[i] + x[i] * e[i] + cr[i] + offset
 
 
 @njit
@@ -35,8 +35,19 @@ def deal_triple(a0, a1, b0, b1, c1, out):  # pragma: no cover - compiled
 
 @njit
 def deal_trunc(r0, r1, f, low, sub_hi, sub_msb, out_hi, out_msb):  # pragma: no cover - compiled
-    """Two parties: corrections of [r >> f] and [msb r], r = r0 + r1."""
+    """Two parties: corrections of [r >> f] and [msb r], r = r0 + r1 (the msb arrays may be
+    uint32, shares mod 2^32: the store wraps)."""
     for i in range(out_hi.size):
         r = r0[i] + r1[i]
         out_hi[i] = ((r >> f) & low) - sub_hi[i]
         out_msb[i] = (1 if r < 0 else 0) - sub_msb[i]
+
+
+@njit
+def deal_triple_trunc(a0, a1, b0, b1, r, f, low, sub_cr, sub_hi, sub_msb, out_cr, out_hi, out_msb):  # pragma: no cover - compiled
+    """Two parties: corrections of [a b + r], [r >> f], [msb r] (correlations.TripleTrunc)."""
+    for i in range(out_cr.size):
+        ri = r[i]
+        out_cr[i] = (a0[i] + a1[i]) * (b0[i] + b1[i]) + ri - sub_cr[i]
+        out_hi[i] = ((ri >> f) & low) - sub_hi[i]
+        out_msb[i] = (1 if ri < 0 else 0) - sub_msb[i]

@@ -71,7 +71,7 @@ class Triple(Kind):
     def deal(self, p, own, private):
         return {"c": own["a"] * own["b"]}
 
-    def deal_two(self, p, s0, s1, out) -> bool:
+    def deal_two(self, p, s0, s1, out, private) -> bool:
         if tuple(p["a"]) != tuple(p["b"]):
             return False  # broadcasting: the generic path
         fb.deal_triple(s0["a"].reshape(-1), s1["a"].reshape(-1), s0["b"].reshape(-1), s1["b"].reshape(-1), s1["c"].reshape(-1), out)
@@ -104,6 +104,19 @@ class ConvTriple(Kind):
         return {"c": ring.conv2d(own["a"], own["b"], p["stride"], p["padding"], p["dilation"], p["groups"])}
 
 
+def _msb_how(f: int) -> str:
+    """[msb r] only enters multiplied by 2^(64-f) (protocols.truncation): for f <= 32 it
+    matters mod 2^32 only, and travels as 32-bit shares ('a32')."""
+    return "a32" if f <= 32 else "a"
+
+
+def _pad_odd_a32(out: np.ndarray, corr: list) -> None:
+    """Zero the last word of every 'a32' entry with an odd count: half of it is never written."""
+    for _, s, how, off, w in _spans(corr):
+        if how == "a32" and int(np.prod(s, dtype=np.int64)) % 2:
+            out[off + w - 1] = 0
+
+
 class TruncPair(Kind):
     """Truncation tuple for DESIGN.md section 6: [r], [r >> f], [msb(r)], r uniform in Z_2^64."""
 
@@ -112,17 +125,49 @@ class TruncPair(Kind):
 
     def corrected(self, p):
         s = _shape(p["shape"])
-        return [("r_hi", s, "a"), ("r_msb", s, "a")]
+        return [("r_hi", s, "a"), ("r_msb", s, _msb_how(int(p["f"])))]
 
     def deal(self, p, own, private):
         r = own["r"]
         return {"r_hi": ring.lshr(r, int(p["f"])), "r_msb": ring.msb(r)}
 
-    def deal_two(self, p, s0, s1, out) -> bool:
-        f = int(p["f"])
-        n = out.size // 2
+    def deal_two(self, p, s0, s1, out, private) -> bool:
+        f, corr = int(p["f"]), self.corrected(p)
+        _pad_odd_a32(out, corr)
+        v = split(out, corr)
         fb.deal_trunc(s0["r"].reshape(-1), s1["r"].reshape(-1), np.int64(f), ring.const((1 << (64 - f)) - 1),
-                      s1["r_hi"].reshape(-1), s1["r_msb"].reshape(-1), out[:n], out[n:])
+                      s1["r_hi"].reshape(-1), s1["r_msb"].reshape(-1), v["r_hi"].reshape(-1), v["r_msb"].reshape(-1))
+        return True
+
+
+class TripleTrunc(Kind):
+    """A Beaver triple fused with a truncation tuple, for x * y >> f in two rounds
+    (protocols.beaver): [c + r] in place of [c], so [r] needs no shares of its own (the
+    parties open d b + x e + [c + r] + 2^62 directly), and [r >> f], [msb r] as TruncPair.
+    r is the dealer's private randomness. Saves 8 bytes of PRG output per element per
+    party and per dealer share against a Triple plus a TruncPair."""
+
+    def own(self, p):
+        s = _shape(p["shape"])
+        return [("a", s), ("b", s)]
+
+    def corrected(self, p):
+        s = _shape(p["shape"])
+        return [("cr", s, "a"), ("r_hi", s, "a"), ("r_msb", s, _msb_how(int(p["f"])))]
+
+    def deal(self, p, own, private):
+        r = private(_shape(p["shape"]))
+        return {"cr": own["a"] * own["b"] + r, "r_hi": ring.lshr(r, int(p["f"])), "r_msb": ring.msb(r)}
+
+    def deal_two(self, p, s0, s1, out, private) -> bool:
+        f, corr = int(p["f"]), self.corrected(p)
+        _pad_odd_a32(out, corr)
+        v = split(out, corr)
+        r = private(_shape(p["shape"])).reshape(-1)
+        flat = lambda d, nm: d[nm].reshape(-1)  # noqa: E731
+        fb.deal_triple_trunc(flat(s0, "a"), flat(s1, "a"), flat(s0, "b"), flat(s1, "b"), r, np.int64(f),
+                             ring.const((1 << (64 - f)) - 1), flat(s1, "cr"), flat(s1, "r_hi"), flat(s1, "r_msb"),
+                             flat(v, "cr"), flat(v, "r_hi"), flat(v, "r_msb"))
         return True
 
 
@@ -266,6 +311,7 @@ KINDS: dict[str, Kind] = {
     "matmul": MatmulTriple(),
     "conv2d": ConvTriple(),
     "trunc": TruncPair(),
+    "triple_trunc": TripleTrunc(),
 }
 
 
@@ -339,9 +385,10 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
     """
     k = kind(name)
     parts = [_expand(prg, stream, name, p, i) for i, prg in enumerate(prgs)]
+    priv = lambda shape: private(stream, shape)  # noqa: E731
     if len(parts) == 2 and hasattr(k, "deal_two"):
         out = bufpool.empty(parts[1][1].size - parts[1][2])
-        if k.deal_two(p, parts[0][0], parts[1][0], out):
+        if k.deal_two(p, parts[0][0], parts[1][0], out, priv):
             return out
     own = {}
     for n, _, how in own_layout(k, p):
@@ -352,11 +399,8 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
         own[n] = acc
     corr = k.corrected(p)
     out = bufpool.empty(flat_words(corr))
-    for _, s, how, off, w in _spans(corr):  # an odd 'a32' count leaves half a word unwritten: zero it
-        if how == "a32" and int(np.prod(s, dtype=np.int64)) % 2:
-            out[off + w - 1] = 0
+    _pad_odd_a32(out, corr)
     subs = [flat[nown:] for _, flat, nown in parts[1:]]
-    priv = lambda shape: private(stream, shape)  # noqa: E731
     if hasattr(k, "deal_into"):
         k.deal_into(p, own, priv, out, subs[0] if subs else None)
         rest = subs[1:]

@@ -8,8 +8,10 @@ two local products per party (the textbook form needs three).
 Rounds: 1 (+1 if `shift` asks for the truncation of protocols.truncation).
 Bytes sent per party: 8 (|x| + |y|)(N - 1), plus 8 |z| (N - 1) for the truncation.
 The product carries the sum of the operands' fractional bits; `shift` truncates it.
-Both dealer requests go out before the first round, so the dealer computes while
-the parties exchange. Party 0 reads its correction [c] last for the same reason.
+An elementwise product with truncation uses one fused tuple ([a], [b], [ab + r],
+[r >> f], [msb r]): the share of z is opened as z + r directly. Dealer requests go
+out before the first round, so the dealer computes while the parties exchange;
+party 0 reads its corrections last for the same reason.
 Reference: D. Beaver, "Efficient multiparty protocols using circuit randomization",
 CRYPTO 1991.
 """
@@ -23,18 +25,13 @@ from mpcrt.protocols import truncation
 
 
 def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, shift: int, **params) -> np.ndarray:
+    if shift and op is np.multiply and x.shape == y.shape:
+        return _mul_truncated(rt, x, y, shift)
     mat = rt.dealer.request(kind, a=x.shape, b=y.shape, **params)
     tmat = truncation.request(rt, out_shape, shift) if shift else None
     if getattr(rt, "_dry", False):  # shape-only planning run: skip the local products
         return np.zeros(out_shape, np.int64)
     own = mat.own()
-    if shift and op is np.multiply and x.shape == y.shape:
-        n = x.size
-        masked = np.empty(2 * n, np.int64)  # both openings in one buffer: no concatenation copy
-        np.subtract(x.reshape(-1), own["a"].reshape(-1), out=masked[:n])
-        np.subtract(y.reshape(-1), own["b"].reshape(-1), out=masked[n:])
-        (de,) = rt.open([masked], "beaver")
-        return _product_truncated(rt, x, de[:n], de[n:], own, mat, tmat, shift)
     d, e = rt.open([x - own["a"], y - own["b"]], "beaver")
     z = op(d, own["b"])
     if op is ring.matmul:  # the GEMM adds its second product in place: no temporary
@@ -45,15 +42,23 @@ def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, s
     return truncation.truncate(rt, z, shift, tmat) if shift else z
 
 
-def _product_truncated(rt, x, d, e, own, mat, tmat, f: int) -> np.ndarray:
-    """Elementwise product and its truncation, each local step one fused pass (kernels.beaver)."""
-    tr = tmat.own()
-    zr = np.empty(x.size, np.int64)
-    c = mat.get()["c"]
+def _mul_truncated(rt, x: np.ndarray, y: np.ndarray, f: int) -> np.ndarray:
+    """[x * y >> f] for equal shapes from one fused dealer tuple (correlations.TripleTrunc):
+    the product's share is never formed unmasked; each local step is one pass (kernels.beaver)."""
+    mat = rt.dealer.request("triple_trunc", shape=x.shape, f=f)
+    if getattr(rt, "_dry", False):
+        return np.zeros(x.shape, np.int64)
+    own = mat.own()
+    n = x.size
+    masked = np.empty(2 * n, np.int64)  # both openings in one buffer: no concatenation copy
+    np.subtract(x.reshape(-1), own["a"].reshape(-1), out=masked[:n])
+    np.subtract(y.reshape(-1), own["b"].reshape(-1), out=masked[n:])
+    (de,) = rt.open([masked], "beaver")
+    zr = np.empty(n, np.int64)
     offset = truncation.OFFSET if rt.rank == 0 else np.int64(0)
-    fb.product_masked(d.reshape(-1), own["b"].reshape(-1), x.reshape(-1), e.reshape(-1), c.reshape(-1), tr["r"].reshape(-1), offset, zr)
+    fb.product_masked(de[:n], own["b"].reshape(-1), x.reshape(-1), de[n:], mat.get()["cr"].reshape(-1), offset, zr)
     (copen,) = rt.open([zr], "trunc")
-    return truncation.finish(rt, copen, f, tmat).reshape(x.shape)
+    return truncation.finish(rt, copen, f, mat).reshape(x.shape)
 
 
 def mul(rt, x: np.ndarray, y: np.ndarray, shift: int = 0) -> np.ndarray:

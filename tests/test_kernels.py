@@ -102,6 +102,11 @@ def _generic(kind_cls, prgs, priv, p, name):
         ("truncpow", dict(shape=[3, 51], k=29, J=4), correlations.TruncPowers),  # M as uint32, odd count
         ("triple", dict(a=[200], b=[200]), correlations.Triple),
         ("trunc", dict(shape=[4, 25], f=16), correlations.TruncPair),
+        ("trunc", dict(shape=[3, 33], f=16), correlations.TruncPair),  # msb as uint32, odd count
+        ("trunc", dict(shape=[4, 25], f=40), correlations.TruncPair),  # f > 32: msb as int64
+        ("triple_trunc", dict(shape=[4, 25], f=16), correlations.TripleTrunc),
+        ("triple_trunc", dict(shape=[99], f=20), correlations.TripleTrunc),
+        ("triple_trunc", dict(shape=[2, 7], f=40), correlations.TripleTrunc),
     ],
 )
 def test_fused_dealer_equals_generic(N, name, p, cls):
