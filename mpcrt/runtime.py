@@ -1,7 +1,7 @@
 """The party runtime: who am I, my channels, my dealer client, and the round primitives.
 
 `Runtime` is what protocols see: `rank`, `world_size`, `precision`, `open` (one
-round, batched), `exchange`, `dealer.request`, `scope` (stats attribution) and the
+round, batched; two smaller ones for large openings among N >= 3, mpcrt.allreduce), `exchange`, `dealer.request`, `scope` (stats attribution) and the
 pairwise PRGs used to share inputs without sending them. `init()` builds one from
 the environment `mpcrt launch` / `mpcrt party` set up.
 """
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from mpcrt import fixedpoint
+from mpcrt import allreduce, fixedpoint
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import DealerClient
 from mpcrt.errors import ConfigError, MpcError, ShapeError
@@ -97,11 +97,17 @@ class Runtime:
         return [j for j in range(self.world_size) if j != self.rank]
 
     def open(self, shares: list[np.ndarray], tag: str = "open") -> list[np.ndarray]:
-        """Open several shared ring arrays in one round: everyone sends its shares to everyone."""
+        """Open several shared ring arrays together: one round in which everyone sends its
+        shares to everyone, or (N >= 3, large buffers) mpcrt.allreduce's two steps."""
         if self._dry:
             return [np.zeros(s.shape, np.int64) for s in shares]
         # a new array (sent without a copy: the caller may change its own arrays afterwards)
         flat = np.concatenate([np.ascontiguousarray(s, np.int64).ravel() for s in shares]) if len(shares) > 1 else np.array(shares[0], np.int64).ravel()
+        if allreduce.use_split(self.world_size, flat.nbytes):
+            total = allreduce.open_split(self.node, self.rank, self.world_size, flat.view(np.uint8),
+                                         [(0, flat.nbytes, True)], tag).view(np.int64)
+            self._count_round(2)
+            return _unflatten(total, shares)
         for j in self.peers:
             self.node.send(j, tag, flat)
         total = None  # flat itself is being sent without a copy: never modify it
@@ -112,11 +118,7 @@ class Runtime:
             else:
                 total += got
         self._count_round()
-        out, off = [], 0
-        for s in shares:
-            out.append(total[off : off + s.size].reshape(s.shape))
-            off += s.size
-        return out
+        return _unflatten(total, shares)
 
     def open_mixed(self, adds: list[np.ndarray], xors: list[np.ndarray], tag: str = "open") -> tuple[list, list]:
         """One round opening additive int64 shares and XOR shares (any dtype) together."""
@@ -132,6 +134,19 @@ class Runtime:
         for p, k in zip(parts, sizes):
             buf[off : off + k] = p.reshape(-1).view(np.uint8)
             off += k
+        if allreduce.use_split(self.world_size, buf.size):
+            segs, off = [], 0
+            for i, k in enumerate(sizes):
+                segs.append((off, off + k, i < len(adds)))
+                off += k
+            total = allreduce.open_split(self.node, self.rank, self.world_size, buf, segs, tag)
+            self._count_round(2)
+            out, off = [], 0
+            for p, k, shape in zip(parts, sizes, shapes):
+                out.append(total[off : off + k].view(p.dtype).reshape(shape) if off % p.dtype.itemsize == 0
+                           else total[off : off + k].copy().view(p.dtype).reshape(shape))
+                off += k
+            return out[: len(adds)], out[len(adds) :]
         for j in self.peers:
             self.node.send(j, tag, buf)
         got = [self.node.recv(j, tag, dtype=np.uint8, shape=buf.shape) for j in self.peers]
@@ -173,10 +188,10 @@ class Runtime:
         self._count_round()
         return out
 
-    def _count_round(self) -> None:
-        self._rounds += 1
+    def _count_round(self, k: int = 1) -> None:
+        self._rounds += k
         if self._scope is not None:
-            self._by_op[self._scope]["rounds"] += 1
+            self._by_op[self._scope]["rounds"] += k
 
     @contextlib.contextmanager
     def scope(self, name: str):
@@ -358,6 +373,15 @@ class Runtime:
             self.close()
         else:
             self.abort()
+
+
+def _unflatten(total: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
+    """Consecutive pieces of the flat int64 array `total`, shaped as the arrays `like`."""
+    out, off = [], 0
+    for s in like:
+        out.append(total[off : off + s.size].reshape(s.shape))
+        off += s.size
+    return out
 
 
 def init(precision: int | None = None, timeout: float | None = None) -> Runtime:

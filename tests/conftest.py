@@ -10,6 +10,9 @@
 * `write_script`: writes a party script into tmp_path.
 * `party_lines`: groups `[party i] ...` output lines by party.
 
+In-process sessions open shares in one round (`direct_openings`, autouse); the split
+openings of mpcrt.allreduce have their own tests.
+
 In-process protocol tests use `mpcrt.launch.inprocess.run_parties` directly (parties
 as threads over real ZeroMQ/CURVE on loopback), see the test modules.
 """
@@ -148,6 +151,15 @@ class Cli:
                     pass
         for m in self.markers:
             kill_marked(m)
+
+
+@pytest.fixture(autouse=True)
+def direct_openings(monkeypatch):
+    """In-process sessions open in one round (as the round counts the tests assert
+    assume); tests/test_allreduce.py turns the two-step split openings on itself."""
+    from mpcrt import allreduce
+
+    monkeypatch.setattr(allreduce, "SPLIT_BYTES", -1)
 
 
 @pytest.fixture
