@@ -96,13 +96,18 @@ class Runtime:
     def peers(self) -> list[int]:
         return [j for j in range(self.world_size) if j != self.rank]
 
-    def open(self, shares: list[np.ndarray], tag: str = "open") -> list[np.ndarray]:
+    def open(self, shares: list[np.ndarray], tag: str = "open", donate: bool = False) -> list[np.ndarray]:
         """Open several shared ring arrays together: one round in which everyone sends its
-        shares to everyone, or (N >= 3, large buffers) mpcrt.allreduce's two steps."""
+        shares to everyone, or (N >= 3, large buffers) mpcrt.allreduce's two steps.
+        donate=True: the caller never changes its arrays again, so a single contiguous
+        int64 array is sent as it is instead of a copy of it."""
         if self._dry:
             return [np.zeros(s.shape, np.int64) for s in shares]
-        # a new array (sent without a copy: the caller may change its own arrays afterwards)
-        flat = np.concatenate([np.ascontiguousarray(s, np.int64).ravel() for s in shares]) if len(shares) > 1 else np.array(shares[0], np.int64).ravel()
+        one = shares[0] if len(shares) == 1 else None
+        if donate and isinstance(one, np.ndarray) and one.dtype == np.int64 and one.flags.c_contiguous and one.ndim:
+            flat = one.reshape(-1)
+        else:  # a new array (sent without a copy: the caller may change its own arrays afterwards)
+            flat = np.concatenate([np.ascontiguousarray(s, np.int64).ravel() for s in shares]) if len(shares) > 1 else np.array(shares[0], np.int64).ravel()
         if allreduce.use_split(self.world_size, flat.nbytes):
             total = allreduce.open_split(self.node, self.rank, self.world_size, flat.view(np.uint8),
                                          [(0, flat.nbytes, True)], tag).view(np.int64)

@@ -32,7 +32,11 @@ def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, s
     if getattr(rt, "_dry", False):  # shape-only planning run: skip the local products
         return np.zeros(out_shape, np.int64)
     own = mat.own()
-    d, e = rt.open([x - own["a"], y - own["b"]], "beaver")
+    masked = np.empty(x.size + y.size, np.int64)  # both openings in one buffer: no concatenation copy
+    np.subtract(x, own["a"], out=masked[: x.size].reshape(x.shape))
+    np.subtract(y, own["b"], out=masked[x.size :].reshape(y.shape))
+    (de,) = rt.open([masked], "beaver", donate=True)
+    d, e = de[: x.size].reshape(x.shape), de[x.size :].reshape(y.shape)
     z = op(d, own["b"])
     if op is ring.matmul:  # the GEMM adds its second product in place: no temporary
         ring.matmul(x, e, out=z, accumulate=True)
@@ -53,11 +57,11 @@ def _mul_truncated(rt, x: np.ndarray, y: np.ndarray, f: int) -> np.ndarray:
     masked = np.empty(2 * n, np.int64)  # both openings in one buffer: no concatenation copy
     np.subtract(x.reshape(-1), own["a"].reshape(-1), out=masked[:n])
     np.subtract(y.reshape(-1), own["b"].reshape(-1), out=masked[n:])
-    (de,) = rt.open([masked], "beaver")
+    (de,) = rt.open([masked], "beaver", donate=True)
     zr = np.empty(n, np.int64)
     offset = truncation.OFFSET if rt.rank == 0 else np.int64(0)
     fb.product_masked(de[:n], own["b"].reshape(-1), x.reshape(-1), de[n:], mat.get()["cr"].reshape(-1), offset, zr)
-    (copen,) = rt.open([zr], "trunc")
+    (copen,) = rt.open([zr], "trunc", donate=True)
     return truncation.finish(rt, copen, f, mat).reshape(x.shape)
 
 

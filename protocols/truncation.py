@@ -38,7 +38,7 @@ def truncate(rt, x: np.ndarray, f: int, material=None) -> np.ndarray:
     z = np.add(x, own["r"], dtype=np.int64, out=np.empty(np.shape(x), np.int64))  # an array even for 0-d
     if rt.rank == 0:
         z += OFFSET
-    (c,) = rt.open([z], "trunc")
+    (c,) = rt.open([z], "trunc", donate=True)
     return finish(rt, c, f, mat)
 
 
