@@ -216,11 +216,11 @@ def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_
     return out
 
 
-def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, muls, delay: int = 0, mat=None):
+def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, y, delay: int = 0, mat=None):
     """Generator: bits [sign * (x - t) < 0] for (t, sign) in bounds, one comparison of x
-    against all the t (one shared opening), with fused products bit_i * muls()[i] (muls
-    called in the last round). `mat`: the comparison's material if requested ahead
-    (ltz_request(rt, x.size, 1, rows=len(bounds)))."""
+    against all the t (one shared opening), with fused products bit_i * y() (y called in
+    the last round; one masked opening of it serves every row). `mat`: the comparison's
+    material if requested ahead (ltz_request(rt, x.size, 1, rows=len(bounds), shared_y=True))."""
     # [x > t] = 1 - [x < t + 1 ulp]: every row is a less-than against a threshold
     ts = [_enc(t, f) + (0 if sgn > 0 else 1) for t, sgn in bounds]
     if delay:
@@ -228,16 +228,16 @@ def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, muls,
     held = []
 
     def ys():
-        held.append(np.stack(muls()))
+        held.append(y())
         return held
 
-    bits, (prods,) = yield from ltz_steps(rt, X, 1, ys, mat=mat, thresholds=ts)
+    bits, (prods,) = yield from ltz_steps(rt, X, 1, ys, mat=mat, thresholds=ts, shared_y=True)
     for i, (_, sgn) in enumerate(bounds):
         if sgn < 0:
             bits[i] = -bits[i]
             if rt.rank == 0:
                 bits[i] += 1
-            prods[i] = held[0][i] - prods[i]
+            prods[i] = held[0] - prods[i]
     return bits, prods
 
 
@@ -260,10 +260,10 @@ def _exp(x: SharedTensor, fast: bool) -> SharedTensor:
     # Dealer requests in the order the rounds need them: the first chain step and the
     # comparison both finish round 1; the later chain steps are dealt while it runs.
     mats = _exp_requests(rt, X.shape, f, 1, steps=slice(0, 1), fast=fast)
-    lt = ltz_request(rt, X.size, 1, rows=2)
+    lt = ltz_request(rt, X.size, 1, rows=2, shared_y=True)
     mats += _exp_requests(rt, X.shape, f, 1, steps=slice(1, None), fast=fast)
     chain = _exp_chain(rt, X, f, 1, hold, "y", mats=mats, fast=fast)
-    sel = _selection(rt, X, [(EXP_LO, 1), (EXP_HI, -1)], f, lambda: [hold["y"][0], hold["y"][0]], mat=lt)
+    sel = _selection(rt, X, [(EXP_LO, 1), (EXP_HI, -1)], f, lambda: hold["y"][0], mat=lt)
     with rt.scope("exp"):
         _, (bits, prods) = run(rt, chain, sel)
     y = hold["y"][0]
@@ -356,7 +356,7 @@ def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hol
     inner = ks[1:-1]
 
     # one opening of a for every threshold; the products b a only on the two edge rows
-    bits, (eprod,) = yield from ltz_steps(rt, A, 1, lambda: [np.stack([A, A])], mul_rows=2,
+    bits, (eprod,) = yield from ltz_steps(rt, A, 1, lambda: [A], mul_rows=2, shared_y=True,
                                           thresholds=[_enc(2.0**k, f) for k in [lo, hi] + inner])
     b_lo, b_hi, mb = bits[0, ...], bits[1, ...], bits[2:]
     c_lo = np.int64(round((2.0**lo - 2.0**-f) * 2**f))

@@ -36,15 +36,20 @@ def _ltz_many(parts: list[SharedTensor], muls: list[SharedTensor | None] | None 
     return out, prod_out
 
 
-def _ltz_at(x: SharedTensor, ts: list[int], muls: list[SharedTensor] | None = None):
+def _ltz_at(x: SharedTensor, ts: list[int], muls: list[SharedTensor] | None = None, same: SharedTensor | None = None):
     """[x < t] for public ring values t (in x's units), rows of one comparison run that
     share x's masked opening (protocols.comparison thresholds): 8 bytes per element per
     peer less for each row after the first. muls: one tensor per row (x's shape) to
-    multiply by that row's bit, fused."""
+    multiply by that row's bit, fused; or `same`: one tensor every row's bit multiplies
+    (one masked opening of it for all rows)."""
     rt = x.rt
-    ys = (lambda: [np.stack([q.share for q in muls])]) if muls else None
+    if same is not None:
+        muls, ys = [same] * len(ts), lambda: [same.share]
+    else:
+        ys = (lambda: [np.stack([q.share for q in muls])]) if muls else None
     with rt.scope("ltz"):
-        bits, prods = run(rt, comparison.ltz_steps(rt, x.share, 1 if muls else 0, ys, thresholds=ts))[0]
+        bits, prods = run(rt, comparison.ltz_steps(rt, x.share, 1 if muls else 0, ys, thresholds=ts,
+                                                   shared_y=same is not None))[0]
     out = [SharedTensor(rt, bits[i, ...], 0) for i in range(len(ts))]  # [i, ...]: 0-d arrays stay arrays
     return out, [SharedTensor(rt, prods[0][i, ...], q.fbits) for i, q in enumerate(muls)] if muls else []
 
@@ -143,9 +148,13 @@ def clamp(x: SharedTensor, min=None, max=None) -> SharedTensor:
         if np.any(np.asarray(min) > np.asarray(max)):
             raise ValueError("clamp: min must not exceed max")
         lo, hi = x - min, x - max
-        if np.ndim(min) == 0 and np.ndim(max) == 0:  # public scalars: one shared opening of x
-            t = [int(fixedpoint.encode(v, x.fbits)) for v in (min, max)]
-            _, (blo, bhi) = _ltz_at(x, t, [lo, hi])
+        t = [int(fixedpoint.encode(v, x.fbits)) for v in (min, max)] if np.ndim(min) == 0 and np.ndim(max) == 0 else None
+        if t is not None and all(ti == v * 2.0**x.fbits for ti, v in zip(t, (min, max))) and lo.fbits == x.fbits:
+            # public scalars on x's grid: one shared opening of x
+            (bl, bh), (pl, ph) = _ltz_at(x, t, same=x)  # b x for both bits, x opened masked once
+            # b (x - t) = b x - b t, with t at x's precision: exact ring arithmetic
+            blo = SharedTensor(x.rt, pl.share - bl.share * np.int64(t[0]), x.fbits)
+            bhi = SharedTensor(x.rt, ph.share - bh.share * np.int64(t[1]), x.fbits)
         else:
             _, (blo, bhi) = _ltz_many([lo, hi], [lo, hi])
         return (lo - blo) - (hi - bhi) + min

@@ -184,7 +184,8 @@ class LtzBundle(Kind):
     daBits ([s], <s> packed 64 per word) for the B2A; and for each of k fused products a mask [m_j]
     with [m_j s]. With `rows` R > 1 the n elements are R comparisons of one value
     against R public thresholds: they share the edaBit (r, <r>, <P> of n / R elements);
-    the fused products then cover the first `mrows` rows only (default all).
+    the fused products then cover the first `mrows` rows only (default all), and with
+    `ym` = 1 every row multiplies the same y, so m_j is one row long and repeats.
     """
 
     @staticmethod
@@ -193,11 +194,16 @@ class LtzBundle(Kind):
         return n // R * int(p.get("mrows", R))
 
     @staticmethod
+    def _nmask(p) -> int:
+        """Length of each mask m_j: one row's when the rows share y ('ym'), else all product rows'."""
+        return int(p["n"]) // int(p.get("rows", 1)) if int(p.get("ym", 0)) else LtzBundle._nm(p)
+
+    @staticmethod
     def _check(p) -> None:
         n, k, R = int(p["n"]), int(p.get("k", 0)), int(p.get("rows", 1))
-        K = int(p.get("mrows", R))
-        if n <= 0 or R <= 0 or n % (64 * R) or not 0 <= k <= 8 or not 0 < K <= R:
-            raise DealerError(f"malformed comparison request n={n} rows={R} mrows={K} k={k}")
+        K, ym = int(p.get("mrows", R)), int(p.get("ym", 0))
+        if n <= 0 or R <= 0 or n % (64 * R) or not 0 <= k <= 8 or not 0 < K <= R or ym not in (0, 1):
+            raise DealerError(f"malformed comparison request n={n} rows={R} mrows={K} k={k} ym={ym}")
 
     def own(self, p):
         self._check(p)
@@ -205,7 +211,7 @@ class LtzBundle(Kind):
         out = [("r", (n // R,), "a")]
         for w in LTZ_LEVELS:
             out += [(f"a{w}", (n // w,), "x"), (f"b{w}", (n // w,), "x")]
-        return out + [(f"m{j}", (self._nm(p),), "a") for j in range(k)]
+        return out + [(f"m{j}", (self._nmask(p),), "a") for j in range(k)]
 
     def corrected(self, p):
         n, k, R = int(p["n"]), int(p.get("k", 0)), int(p.get("rows", 1))
@@ -224,8 +230,10 @@ class LtzBundle(Kind):
         sb = private((n // 64,))  # the daBits, packed 64 per word (bit j % 64 of word j // 64)
         s = np.unpackbits(sb.view(np.uint8), bitorder="little").astype(np.int64)
         out["sb"], out["s"] = sb, s
+        nm = self._nm(p)
         for j in range(k):
-            out[f"ms{j}"] = own[f"m{j}"] * s[: self._nm(p)]
+            m = own[f"m{j}"]
+            out[f"ms{j}"] = np.tile(m, nm // m.size) * s[:nm]  # a shared mask repeats per row
         return out
 
     def deal_into(self, p, own, private, out, sub):
@@ -247,8 +255,13 @@ class LtzBundle(Kind):
         np.bitwise_xor(sbits, views["sb"][1], out=views["sb"][0])
         none = np.zeros(0, np.int64)
         bitlt.deal_dabits(sbits, none, views["s"][1], views["s"][0])
+        nm = self._nm(p)
         for j in range(k):
-            bitlt.deal_dabits(sbits, own[f"m{j}"], views[f"ms{j}"][1], views[f"ms{j}"][0])
+            m = own[f"m{j}"]
+            o, sb_ = views[f"ms{j}"]
+            for lo in range(0, nm, m.size):  # a shared mask ('ym'): row by row (rows are whole words of sbits)
+                hi = lo + m.size
+                bitlt.deal_dabits(sbits[lo // 64 :], m, sb_[lo:hi], o[lo:hi])
 
 class TruncPowers(Kind):
     """Truncation tuple extended with powers (protocols.powers): r uniform, S0 = -(r >> k),

@@ -18,7 +18,8 @@ Method (DESIGN.md section 6, one round saved):
     [b y] = v y + (1 - 2v)(d [s] + [m s]).
 Rounds: 7. Bytes sent per element per peer: 8 (c) + 8 + 4 + 2 + 1 + 0.125 (levels)
 + 1 (the B2A bit) = 24.1, plus 8 per fused product. Comparing one x against R public
-thresholds opens x + r once and shares the edaBit: 8 + 16.1 R bytes. Local work: one fused
+thresholds opens x + r once and shares the edaBit: 8 + 16.1 R bytes; products of every
+row with the same y share y's mask too (8 bytes, not 8 R). Local work: one fused
 pass per level (kernels.bitlt). Error: none (exact for all 2^64
 ring values).
 References: Damgard et al., "Unconditionally secure constant-rounds MPC for equality,
@@ -41,16 +42,19 @@ LO = {w: bitlt.period_mask(2 * w) for w in LEVELS}
 PAIR = {w: LO[w] | np.int64(LO[w] << 1) for w in LEVELS}
 
 
-def request(rt, n: int, n_muls: int = 0, rows: int = 1, mul_rows: int | None = None):
+def request(rt, n: int, n_muls: int = 0, rows: int = 1, mul_rows: int | None = None, shared_y: bool = False):
     """Ask the dealer for one comparison's material ahead of use (n elements; with rows R,
     n elements compared against R thresholds each, sharing one mask; the fused products
-    on the first mul_rows rows, default all)."""
+    on the first mul_rows rows, default all; shared_y: every row multiplies the same y,
+    so each product has one mask for all rows)."""
     npad = -(-max(n, 1) // PAD) * PAD
     if rows == 1:
         return rt.dealer.request("ltz", n=npad, k=int(n_muls))
     p = dict(n=npad * int(rows), k=int(n_muls), rows=int(rows))
     if mul_rows is not None and mul_rows != rows:
         p["mrows"] = int(mul_rows)
+    if shared_y and n_muls:
+        p["ym"] = 1
     return rt.dealer.request("ltz", **p)
 
 
@@ -68,7 +72,7 @@ def _and_open(X, Y):
 
 
 def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.ndarray]] | None = None, mat=None,
-              thresholds=None, mul_rows: int | None = None):
+              thresholds=None, mul_rows: int | None = None, shared_y: bool = False):
     """Generator: [x < 0] (int64 shares of 0/1) and [[x < 0] * y_j] for the n_muls
     arrays `muls()` returns (called in the last round; each of the result's shape).
     `mat`: the dealer material, if requested ahead with `request`.
@@ -78,14 +82,17 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     row (c - t_i is the opening of x - t_i), and the rows share the edaBit: 8 bytes
     per element per peer and 16 dealer bytes less for each row after the first.
     `mul_rows` K: the products are for the first K rows only (muls() then returns
-    arrays of shape (K, *x.shape))."""
+    arrays of shape (K, *x.shape)). `shared_y`: every row multiplies the same y (muls()
+    returns arrays of x's shape): one masked opening of y serves all K rows, 8 bytes
+    per element per peer less for each row after the first (request with shared_y too)."""
     shape, n = x.shape, x.size
     npad = -(-max(n, 1) // PAD) * PAD
     R = 1 if thresholds is None else len(thresholds)
     K = R if mul_rows is None else int(mul_rows)
     if n_muls and not 0 < K <= R:
         raise ValueError(f"mul_rows must be in 1..{R} (the comparison's rows), got {K}")
-    mat = mat if mat is not None else request(rt, n, n_muls, R, K)
+    shared_y = bool(shared_y and n_muls and thresholds is not None)
+    mat = mat if mat is not None else request(rt, n, n_muls, R, K, shared_y)
     own = mat.own()
     z = np.empty(npad, np.int64)
     np.add(x.reshape(-1), own["r"][:n], out=z[:n])
@@ -122,8 +129,9 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     keep = x.size  # real elements per row
 
     def padded(y):
-        f = bufpool.empty(K * per).reshape(K, per)
-        f[:, :keep] = y.reshape(K, keep)
+        rows = 1 if shared_y else K
+        f = bufpool.empty(rows * per).reshape(rows, per)
+        f[:, :keep] = y.reshape(rows, keep)
         f[:, keep:] = 0
         return f.reshape(-1)
 
@@ -138,7 +146,10 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     nk = K * per
     for j, (y, d) in enumerate(zip(ys, ds)):
         out = bufpool.empty(nk)
-        bitlt.b2a_product(v[:nk], y, d, m["s"][:nk], m[f"ms{j}"], out)
+        ms = m[f"ms{j}"]
+        for lo in range(0, nk, y.size):  # each row with the same y when shared_y
+            hi = lo + y.size
+            bitlt.b2a_product(v[lo:hi], y, d, m["s"][lo:hi], ms[lo:hi], out[lo:hi])
         prods.append(unpadded(out, K))
     return unpadded(bit, R), prods
 

@@ -180,6 +180,20 @@ def test_ltz_against_several_thresholds_shares_one_opening(n, xs, ts, seed):
         assert op.shape == (K, x.size)
         np.testing.assert_array_equal(op, np.where(want[:K] == 1, y[:K], 0))
 
+    def fn_same(rt):  # every product row with the same y: one masked opening of y
+        X = share_from(rt, x, 0, fbits=0)
+        Y = share_from(rt, y[0], rt.world_size - 1, fbits=0)
+        s0 = rt.stats()
+        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, 1, lambda: [Y.share], thresholds=list(t),
+                                                mul_rows=K, shared_y=True))
+        s1 = rt.stats()
+        return rt.open([b, p]), (s1["bytes_sent"] - s0["bytes_sent"]) / x.size / (rt.world_size - 1)
+
+    for (ob, op), sent in run(fn_same, n):
+        np.testing.assert_array_equal(ob, want)
+        np.testing.assert_array_equal(op, np.where(want[:K] == 1, y[0][None, :], 0))
+        assert sent <= 8 + t.size * 18.3 + 8, f"{sent:.2f} bytes per element per peer with one shared y"
+
 
 @pytest.mark.parametrize("n", NS)
 @pytest.mark.parametrize("shape", [(), (1,), (63,), (65,), (3, 5, 7), (0,), (2, 0, 3)])
