@@ -9,7 +9,9 @@ in two rounds instead of one, and no party learns more than the opened value: th
 chunk sums it receives are chunks of that value.
 
 The runtime splits an opening when N >= 3 and the buffer is at least SPLIT_BYTES long
-(env MPCRT_SPLIT_OPEN_BYTES; 0 splits every opening, -1 none). The default, 512 KiB,
+(env MPCRT_SPLIT_OPEN_BYTES; 0 splits every opening, -1 none; every party must use the
+same value, or the first split opening fails with a ProtocolError on the frame's shape).
+The default, 512 KiB,
 is where the bytes saved (2/3 L at N = 3) take about as long on a link as one more
 one-way delay: 340 KiB at 0.25 ms and 10 Gbit/s (LAN) and at 25 ms and 100 Mbit/s (WAN).
 """

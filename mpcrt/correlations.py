@@ -406,8 +406,13 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
     own = {}
     for n, _, how in own_layout(k, p):
         op = np.bitwise_xor if how == "x" else np.add
-        acc = parts[0][0][n].copy()  # an array even when 0-d
-        for s in parts[1:]:
+        first = parts[0][0][n]
+        acc = bufpool.empty(first.size).view(first.dtype)[: first.size].reshape(first.shape)  # an array even when 0-d
+        if len(parts) > 1:  # one pass: the first two summed straight into acc (no copy first)
+            op(first, parts[1][0][n], out=acc)
+        else:
+            acc[...] = first
+        for s in parts[2:]:
             op(acc, s[0][n], out=acc)
         own[n] = acc
     corr = k.corrected(p)
