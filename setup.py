@@ -1,8 +1,9 @@
-"""Build hook for the one C extension; everything else is in pyproject.toml.
+"""Build hook for the C extensions; everything else is in pyproject.toml.
 
-`mpcrt.kernels._gemm64` is the AVX-512 ring GEMM (kernels/gemm64.c). It is optional:
-where it cannot be compiled, the install goes on and ring matmuls use torch's int64
-GEMM (kernels/gemm.py picks at import).
+`mpcrt.kernels._gemm64` is the AVX-512 ring GEMM (kernels/gemm64.c), `mpcrt.kernels._aesctr`
+the VAES AES-128-CTR keystream (kernels/aesctr.c). Both are optional: where one cannot be
+compiled, the install goes on and the pure-Python path takes over (torch's int64 GEMM,
+`cryptography`'s AES-CTR; kernels/gemm.py and kernels/prg.py pick at import).
 """
 from setuptools import Extension, setup
 
@@ -13,6 +14,12 @@ setup(
             sources=["kernels/gemm64.c"],
             extra_compile_args=["-O3", "-std=c11"],
             optional=True,
-        )
+        ),
+        Extension(
+            "mpcrt.kernels._aesctr",
+            sources=["kernels/aesctr.c"],
+            extra_compile_args=["-O3", "-std=c11"],
+            optional=True,
+        ),
     ]
 )

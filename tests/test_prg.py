@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mpcrt.kernels import prg as prg_mod
 from mpcrt.kernels.prg import PRG, SEED_BYTES, new_seed
 
 SEEDS = st.binary(min_size=16, max_size=16)
@@ -106,3 +107,26 @@ def test_seed_validation_and_new_seed():
 
 def test_zero_words():
     assert PRG(bytes(16)).words(3, 0).shape == (0,)
+
+
+@pytest.mark.skipif(not prg_mod.NATIVE, reason="the VAES keystream (kernels/aesctr.c) is not built or the CPU lacks VAES")
+@settings(max_examples=40, deadline=None)
+@given(SEEDS, STREAMS, st.sampled_from([0, 1, 15, 16, 17, 255, 256, 257, 511, 4097, 65536 + 9, 1 << 20]))
+def test_native_keystream_equals_cryptography(seed, stream, nbytes):
+    """kernels/aesctr.c against cryptography's AES-128-CTR on the same counter block, at
+    sizes around its 256-byte main loop and its one-block and partial-block tails."""
+    out = np.full(nbytes + 8, 0xA5, np.uint8)
+    prg_mod._aesctr.keystream(seed, stream, out[:nbytes])
+    ref = Cipher(algorithms.AES(seed), modes.CTR(stream.to_bytes(8, "big") + b"\0" * 8)).encryptor().update(b"\0" * nbytes)
+    assert out[:nbytes].tobytes() == ref
+    assert np.all(out[nbytes:] == 0xA5), "wrote past the end of its buffer"
+
+
+@pytest.mark.skipif(not prg_mod.NATIVE, reason="the VAES keystream is not built or the CPU lacks VAES")
+def test_native_and_fallback_prg_agree(monkeypatch):
+    seed = bytes(range(16))
+    native = [PRG(seed).words(s, n) for s, n in [(0, 1000), (5, 3), (2**64 - 1, 100001)]]
+    monkeypatch.setattr(prg_mod, "NATIVE", False)
+    fallback = [PRG(seed).words(s, n) for s, n in [(0, 1000), (5, 3), (2**64 - 1, 100001)]]
+    for a, b in zip(native, fallback):
+        assert np.array_equal(a, b)
