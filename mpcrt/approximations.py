@@ -140,7 +140,7 @@ def _beaver_steps(rt, x: np.ndarray, y: np.ndarray, mat=None):
     """Generator (1 round): [x * y] elementwise, no truncation (`mat`: a triple requested ahead)."""
     mat = mat if mat is not None else rt.dealer.request("triple", a=x.shape, b=y.shape)
     own = mat.own()
-    (d, e), _ = yield Open(add=[x - own["a"], y - own["b"]])
+    (d, e), _ = yield Open(add=[x - own["a"], y - own["b"]], fresh=True)
     z = d * own["b"]
     z += x * e
     z += mat.get()["c"]
@@ -324,7 +324,7 @@ def _sigmoid_share(x: SharedTensor, scale_in: int = 1) -> np.ndarray:
         a = h_mats[2].own()["a"]
 
         def open_mask():
-            (e,), _ = yield Open(add=[y - a])
+            (e,), _ = yield Open(add=[y - a], fresh=True)
             return e
 
         zs, e = run(rt, _exp_chain(rt, neg_abs, f, 3, hold, "z", out_bits=F, mats=chain_mats), open_mask())

@@ -125,8 +125,12 @@ class Runtime:
         self._count_round()
         return _unflatten(total, shares)
 
-    def open_mixed(self, adds: list[np.ndarray], xors: list[np.ndarray], tag: str = "open") -> tuple[list, list]:
-        """One round opening additive int64 shares and XOR shares (any dtype) together."""
+    def open_mixed(self, adds: list[np.ndarray], xors: list[np.ndarray], tag: str = "open",
+                   donate: bool = False) -> tuple[list, list]:
+        """One round opening additive int64 shares and XOR shares (any dtype) together.
+        donate=True: the caller never changes these arrays again, so (for direct
+        openings) each goes out as its own message, as it is, instead of being copied
+        into one."""
         if not adds and not xors:
             return [], []
         if self._dry:
@@ -134,6 +138,8 @@ class Runtime:
         shapes = [np.shape(a) for a in adds] + [np.shape(a) for a in xors]  # ascontiguousarray makes 0-d 1-d
         parts = [np.ascontiguousarray(a, np.int64) for a in adds] + [np.ascontiguousarray(a) for a in xors]
         sizes = [p.nbytes for p in parts]
+        if donate and not allreduce.use_split(self.world_size, sum(sizes)):
+            return self._open_parts(parts, len(adds), shapes, tag)
         buf = bufpool.empty(-(-sum(sizes) // 8)).view(np.uint8)[: sum(sizes)]  # pooled: no fresh pages
         off = 0
         for p, k in zip(parts, sizes):
@@ -168,6 +174,22 @@ class Runtime:
             (out_a if i < len(adds) else out_x).append(seg.view(p.dtype).reshape(shape))
             off += k
         return out_a, out_x
+
+    def _open_parts(self, parts: list[np.ndarray], n_add: int, shapes: list, tag: str) -> tuple[list, list]:
+        """open_mixed's direct round with one message per part, each sent without a copy."""
+        for j in self.peers:
+            for p in parts:
+                self.node.send(j, tag, p)
+        got = [[self.node.recv(j, tag, dtype=p.dtype, shape=p.shape) for p in parts] for j in self.peers]
+        self._count_round()
+        out = []
+        for i, (p, shape) in enumerate(zip(parts, shapes)):
+            op = np.add if i < n_add else np.bitwise_xor
+            seg = op(p, got[0][i], out=bufpool.empty(-(-p.nbytes // 8)).view(p.dtype)[: p.size].reshape(p.shape))
+            for g in got[1:]:
+                op(seg, g[i], out=seg)
+            out.append(seg.reshape(shape))
+        return out[:n_add], out[n_add:]
 
     def open_to(self, share: np.ndarray, to: int, tag: str = "reveal") -> np.ndarray | None:
         """Open one ring array to party `to` only (one round); None on the others."""

@@ -67,7 +67,7 @@ def _repeat(a: np.ndarray, R: int) -> np.ndarray:
 
 def _and_open(X, Y):
     """Generator step: open the masked operands of a word AND (one round)."""
-    _, (D, F) = yield Open(xor=[X, Y])
+    _, (D, F) = yield Open(xor=[X, Y], fresh=True)
     return D.view(np.int64), F.view(np.int64)
 
 
@@ -97,7 +97,7 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     z = np.empty(npad, np.int64)
     np.add(x.reshape(-1), own["r"][:n], out=z[:n])
     z[n:] = own["r"][n:]
-    (c,), _ = yield Open(add=[z])  # round 1
+    (c,), _ = yield Open(add=[z], fresh=True)  # round 1
     m = mat.get()
     first = rt.rank == 0
     rb, P = m["rb"], m["P"]
@@ -139,7 +139,7 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
         return v.reshape(rows, per)[:, :keep].reshape((rows,) + shape[1:] if thresholds is not None else shape)
 
     ys = [padded(y) for y in (muls() if n_muls else [])]
-    ds, (v,) = yield Open(add=[y - m[f"m{j}"] for j, y in enumerate(ys)], xor=[vmask])
+    ds, (v,) = yield Open(add=[y - m[f"m{j}"] for j, y in enumerate(ys)], xor=[vmask], fresh=True)
     bit = bufpool.empty(npad)
     bitlt.b2a(v, m["s"], first, bit)
     prods = []

@@ -46,7 +46,7 @@ def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int, mat=None):
     z = np.add(x, own["r"], out=np.empty(np.shape(x), np.int64))  # an array even for 0-d
     if rt.rank == 0:
         z += OFFSET
-    (c,), _ = yield Open(add=[z])
+    (c,), _ = yield Open(add=[z], fresh=True)
     m = mat.get()
     S = _stacked(m, [f"S{j}" for j in range(1, J + 1)], c.size)
     out = fused.combine(c.reshape(-1), S, m["M"].reshape(J, -1), k, rt.rank == 0)
@@ -78,7 +78,7 @@ def trunc_mul_steps(rt, x: np.ndarray, k: int, y: np.ndarray, e: np.ndarray, mat
     z = x + own["r"]
     if rt.rank == 0:
         z += OFFSET
-    (c,), _ = yield Open(add=[z])
+    (c,), _ = yield Open(add=[z], fresh=True)
     m = mat.get()
     C, w = _public_parts(c, k)
     T = ring.const(1 << (64 - k))

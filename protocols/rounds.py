@@ -18,6 +18,12 @@ import numpy as np
 class Open:
     add: list = dataclasses.field(default_factory=list)  # int64 additive shares
     xor: list = dataclasses.field(default_factory=list)  # XOR shares (uint64 or uint8)
+    # fresh: the arrays were made for this opening and nobody changes them again, so
+    # they may be sent as they are (no copy into one message); see Runtime.open_mixed
+    fresh: bool = False
+
+    def sends_fresh(self) -> bool:
+        return self.fresh or not (self.add or self.xor)
 
 
 Steps = Generator[Open, tuple, object]
@@ -40,7 +46,8 @@ def lockstep(*gens: Steps) -> Steps:
                 active.remove(i)
         if not asks:
             break
-        got_a, got_x = yield Open(add=[a for o in asks.values() for a in o.add], xor=[a for o in asks.values() for a in o.xor])
+        got_a, got_x = yield Open(add=[a for o in asks.values() for a in o.add], xor=[a for o in asks.values() for a in o.xor],
+                                  fresh=all(o.sends_fresh() for o in asks.values()))
         ia = ix = 0
         for i, o in asks.items():
             replies[i] = (got_a[ia : ia + len(o.add)], got_x[ix : ix + len(o.xor)])
@@ -61,7 +68,7 @@ def _drive(rt, gen: Steps):
             ask = gen.send(reply)
         except StopIteration as e:
             return e.value
-        reply = rt.open_mixed(ask.add, ask.xor)
+        reply = rt.open_mixed(ask.add, ask.xor, donate=ask.fresh)
 
 
 def run1(rt, gen: Steps):
