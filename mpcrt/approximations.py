@@ -11,8 +11,11 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
 - exp: u = x/27, e^u by a quartic (relative-error fit), cubed three times
   (e^x = (e^u)^27), each cube one truncation-with-powers round, then one truncation
   to f bits: a 5-round chain whose dealer tuples are all requested at its start.
-  Exact selection gives 0 below -16 and e^10.5 above 10.5. 7 rounds (the
-  comparison's). Error: |err| <= max(3e-3 e^x, 2^-14) on [-10, 10] (rel 1.5e-3 on
+  Its first step opens nothing: the range comparison's masked opening of x, times the
+  odd public scale beta, is its truncation's opening (the dealer deals the powers of
+  beta r with the comparison's edaBit r). Exact selection gives 0 below -16 and
+  e^10.5 above 10.5, both products sharing one masked opening of e^x. 7 rounds (the
+  comparison's); 80.5 bytes per element per peer, 22.5 dealer words. Error: |err| <= max(3e-3 e^x, 2^-14) on [-10, 10] (rel 1.5e-3 on
   [0, 10]; below e^x ~ 2^-6 the 16-bit output's own rounding dominates), abs < 2e-5
   below -10. softmax uses a precise chain (more bits in the cubes, 3 more dealer
   words per element): rel 9e-4 on [0, 10].
@@ -181,6 +184,12 @@ def _exp_requests(rt, shape: tuple, f: int, J_out: int, out_bits: int | None = N
     return [powers.request(rt, shape, k, J) for k, J in _exp_plan(f, J_out, ob, fast)[steps]]
 
 
+def _exp_beta() -> int:
+    """The public scale of x in the chain's first step, 2^EXP_B c4^(1/4) / 27, made odd
+    (so that beta r is uniform when that step reuses a comparison's mask r)."""
+    return int(round(2**EXP_B * float(EXP_POLY[4]) ** 0.25 / 27)) | 1
+
+
 def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_bits: int | None = None,
                mats: list | None = None, fast: bool = False):
     """Generator (5 rounds): e^x at `out_bits` (default f) bits, and its powers up to J_out,
@@ -200,8 +209,11 @@ def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_
     steps = [(k, J, mat) for (k, J), mat in zip(plan, mats)]
     c0, c1, c2, c3, c4 = (float(c) for c in EXP_POLY)
     k4 = c4 ** 0.25
-    beta = np.int64(round(2**EXP_B * k4 / 27))
-    v = yield from powers.trunc_pow_steps(rt, X * beta, *steps[0])  # v^j at 15 j bits
+    if mats[0] is None:  # step 1 rides on a comparison's opening of x (exp): its powers land in hold
+        yield Open()
+        v = hold[key + ":v"]
+    else:
+        v = yield from powers.trunc_pow_steps(rt, X * _exp_beta(), *steps[0])  # v^j at 15 j bits
     q = X * np.int64(round(c1 / 27 * 2 ** (60 - f)))
     q += np.int64(round(c2 / k4**2 * 2**30)) * v[1]
     q += np.int64(round(c3 / k4**3 * 2**15)) * v[2]
@@ -216,7 +228,8 @@ def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_
     return out
 
 
-def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, y, delay: int = 0, mat=None):
+def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, y, delay: int = 0, mat=None,
+               powers=None, on_powers=None):
     """Generator: bits [sign * (x - t) < 0] for (t, sign) in bounds, one comparison of x
     against all the t (one shared opening), with fused products bit_i * y() (y called in
     the last round; one masked opening of it serves every row). `mat`: the comparison's
@@ -231,7 +244,8 @@ def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, y, de
         held.append(y())
         return held
 
-    bits, (prods,) = yield from ltz_steps(rt, X, 1, ys, mat=mat, thresholds=ts, shared_y=True)
+    bits, (prods,) = yield from ltz_steps(rt, X, 1, ys, mat=mat, thresholds=ts, shared_y=True,
+                                          powers=powers, on_powers=on_powers)
     for i, (_, sgn) in enumerate(bounds):
         if sgn < 0:
             bits[i] = -bits[i]
@@ -259,13 +273,18 @@ def _exp(x: SharedTensor, fast: bool) -> SharedTensor:
     hold: dict = {}
     # Dealer requests in the order the rounds need them: the first chain step and the
     # comparison both finish round 1; the later chain steps are dealt while it runs.
-    mats = _exp_requests(rt, X.shape, f, 1, steps=slice(0, 1), fast=fast)
-    lt = ltz_request(rt, X.size, 1, rows=2, shared_y=True)
-    mats += _exp_requests(rt, X.shape, f, 1, steps=slice(1, None), fast=fast)
+    # The comparison's opening of x also opens beta x for the chain's first step (its
+    # powers tuple comes with the comparison's material); the later chain steps are
+    # requested next, in the order the rounds need them, and dealt while round 1 runs.
+    k0, J0 = _exp_plan(f, 1, f, fast)[0]
+    pw = (k0, J0, _exp_beta())
+    lt = ltz_request(rt, X.size, 1, rows=2, shared_y=True, powers=pw)
+    mats = [None] + _exp_requests(rt, X.shape, f, 1, steps=slice(1, None), fast=fast)
     chain = _exp_chain(rt, X, f, 1, hold, "y", mats=mats, fast=fast)
-    sel = _selection(rt, X, [(EXP_LO, 1), (EXP_HI, -1)], f, lambda: hold["y"][0], mat=lt)
+    sel = _selection(rt, X, [(EXP_LO, 1), (EXP_HI, -1)], f, lambda: hold["y"][0], mat=lt,
+                     powers=pw, on_powers=lambda v: hold.__setitem__("y:v", v))
     with rt.scope("exp"):
-        _, (bits, prods) = run(rt, chain, sel)
+        (bits, prods), _ = run(rt, sel, chain)  # sel first: it hands the chain its powers after round 1
     y = hold["y"][0]
     b_hi = bits[1, ...]  # [i, ...]: a 0-d array (not a numpy scalar) for 0-d inputs
     out = y - prods[0, ...] - prods[1, ...] + b_hi * np.int64(round(math.exp(EXP_HI) * 2**f))

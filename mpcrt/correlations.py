@@ -186,6 +186,9 @@ class LtzBundle(Kind):
     against R public thresholds: they share the edaBit (r, <r>, <P> of n / R elements);
     the fused products then cover the first `mrows` rows only (default all), and with
     `ym` = 1 every row multiplies the same y, so m_j is one row long and repeats.
+    With `pw` = [k, J, beta] (beta odd) it also carries the TruncPowers tuple of
+    beta r (S1..SJ, M): the comparison's opening c = x + r then also opens
+    beta x + beta r, so a truncation-with-powers of beta x needs no opening of its own.
     """
 
     @staticmethod
@@ -205,8 +208,22 @@ class LtzBundle(Kind):
         if n <= 0 or R <= 0 or n % (64 * R) or not 0 <= k <= 8 or not 0 < K <= R or ym not in (0, 1):
             raise DealerError(f"malformed comparison request n={n} rows={R} mrows={K} k={k} ym={ym}")
 
+    @staticmethod
+    def _pw(p):
+        """(k, J, beta) of the powers tuple riding on r ('pw'), or None."""
+        pw = p.get("pw")
+        if pw is None:
+            return None
+        if not (isinstance(pw, list) and len(pw) == 3 and all(isinstance(v, int) for v in pw)):
+            raise DealerError(f"malformed powers parameters {pw!r}")
+        k, J, beta = pw
+        if not (0 < k < 63 and 1 <= J <= 8 and beta % 2 == 1 and -(2**63) <= beta < 2**63):
+            raise DealerError(f"powers parameters out of range: k={k} J={J} beta={beta} (beta must be odd)")
+        return k, J, beta
+
     def own(self, p):
         self._check(p)
+        self._pw(p)
         n, k, R = int(p["n"]), int(p.get("k", 0)), int(p.get("rows", 1))
         out = [("r", (n // R,), "a")]
         for w in LTZ_LEVELS:
@@ -218,7 +235,16 @@ class LtzBundle(Kind):
         out = [("rb", (n // R,), "x"), ("P", (n // R,), "x")]
         out += [(f"c{w}", (n // w,), "x") for w in LTZ_LEVELS]
         out += [("sb", (n // 64,), "x"), ("s", (n,), "a")]
-        return out + [(f"ms{j}", (self._nm(p),), "a") for j in range(k)]
+        out += [(f"ms{j}", (self._nm(p),), "a") for j in range(k)]
+        return out + self._pw_entries(p)
+
+    def _pw_entries(self, p) -> list:
+        pw = self._pw(p)
+        if pw is None:
+            return []
+        kp, J, _ = pw
+        n1 = int(p["n"]) // int(p.get("rows", 1))
+        return TruncPowers().corrected({"shape": [n1], "k": kp, "J": J})
 
     def deal(self, p, own, private):
         n, k = int(p["n"]), int(p.get("k", 0))
@@ -234,6 +260,10 @@ class LtzBundle(Kind):
         for j in range(k):
             m = own[f"m{j}"]
             out[f"ms{j}"] = np.tile(m, nm // m.size) * s[:nm]  # a shared mask repeats per row
+        pw = self._pw(p)
+        if pw is not None:  # powers of the truncation of beta x, masked by beta r (uniform: beta odd)
+            kp, J, beta = pw
+            out.update(TruncPowers().deal({"shape": [r.size], "k": kp, "J": J}, {"r": r * np.int64(beta)}, private))
         return out
 
     def deal_into(self, p, own, private, out, sub):
@@ -242,10 +272,15 @@ class LtzBundle(Kind):
         if sub is None:
             sub = np.zeros_like(out)
         views, off = {}, 0
-        for name, shape, _ in self.corrected(p):
+        tail = self._pw_entries(p)
+        for name, shape, _ in self.corrected(p)[: len(self.corrected(p)) - len(tail)]:
             size = int(np.prod(shape, dtype=np.int64))
             views[name] = (out[off : off + size], sub[off : off + size])
             off += size
+        if tail:  # the powers tuple of beta r, as TruncPowers deals it (its M may be 32-bit)
+            kp, J, beta = self._pw(p)
+            rb_ = np.multiply(own["r"], np.int64(beta), out=bufpool.empty(own["r"].size))
+            TruncPowers().deal_into({"shape": [rb_.size], "k": kp, "J": J}, {"r": rb_}, private, out[off:], sub[off:])
         bitlt.deal_pairs(own["r"], views["rb"][1], views["P"][1], views["rb"][0], views["P"][0])
         for w in LTZ_LEVELS:
             o, sb_ = views[f"c{w}"]

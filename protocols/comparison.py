@@ -34,6 +34,9 @@ from typing import Callable
 import numpy as np
 
 from mpcrt.kernels import bitlt, bufpool
+from mpcrt.kernels import powers as powers_kernel
+from mpcrt.protocols import truncation
+from mpcrt.protocols.powers import stacked
 from mpcrt.protocols.rounds import Open, run1
 
 PAD = 64
@@ -42,19 +45,23 @@ LO = {w: bitlt.period_mask(2 * w) for w in LEVELS}
 PAIR = {w: LO[w] | np.int64(LO[w] << 1) for w in LEVELS}
 
 
-def request(rt, n: int, n_muls: int = 0, rows: int = 1, mul_rows: int | None = None, shared_y: bool = False):
+def request(rt, n: int, n_muls: int = 0, rows: int = 1, mul_rows: int | None = None, shared_y: bool = False,
+            powers: tuple[int, int, int] | None = None):
     """Ask the dealer for one comparison's material ahead of use (n elements; with rows R,
     n elements compared against R thresholds each, sharing one mask; the fused products
     on the first mul_rows rows, default all; shared_y: every row multiplies the same y,
-    so each product has one mask for all rows)."""
+    so each product has one mask for all rows; powers (k, J, beta): also the tuple of a
+    truncation-with-powers of beta x that reuses the comparison's opening, see ltz_steps)."""
     npad = -(-max(n, 1) // PAD) * PAD
-    if rows == 1:
+    if rows == 1 and powers is None:
         return rt.dealer.request("ltz", n=npad, k=int(n_muls))
     p = dict(n=npad * int(rows), k=int(n_muls), rows=int(rows))
     if mul_rows is not None and mul_rows != rows:
         p["mrows"] = int(mul_rows)
     if shared_y and n_muls:
         p["ym"] = 1
+    if powers is not None:
+        p["pw"] = [int(v) for v in powers]
     return rt.dealer.request("ltz", **p)
 
 
@@ -72,7 +79,8 @@ def _and_open(X, Y):
 
 
 def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.ndarray]] | None = None, mat=None,
-              thresholds=None, mul_rows: int | None = None, shared_y: bool = False):
+              thresholds=None, mul_rows: int | None = None, shared_y: bool = False,
+              powers: tuple[int, int, int] | None = None, on_powers: Callable[[list], None] | None = None):
     """Generator: [x < 0] (int64 shares of 0/1) and [[x < 0] * y_j] for the n_muls
     arrays `muls()` returns (called in the last round; each of the result's shape).
     `mat`: the dealer material, if requested ahead with `request`.
@@ -84,7 +92,12 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     `mul_rows` K: the products are for the first K rows only (muls() then returns
     arrays of shape (K, *x.shape)). `shared_y`: every row multiplies the same y (muls()
     returns arrays of x's shape): one masked opening of y serves all K rows, 8 bytes
-    per element per peer less for each row after the first (request with shared_y too)."""
+    per element per peer less for each row after the first (request with shared_y too).
+    `powers` (k, J, beta), beta odd: after round 1, on_powers gets [(beta x >> k)^j] for
+    j = 1..J (x's shape, as protocols.powers.trunc_pow_steps would give them): the
+    opened c = x + r is also beta x + beta r, and the dealer dealt the powers tuple of
+    beta r with the comparison's material (request with the same powers). A chain
+    running in lockstep saves that step's opening (8 bytes per element per peer)."""
     shape, n = x.shape, x.size
     npad = -(-max(n, 1) // PAD) * PAD
     R = 1 if thresholds is None else len(thresholds)
@@ -92,7 +105,7 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     if n_muls and not 0 < K <= R:
         raise ValueError(f"mul_rows must be in 1..{R} (the comparison's rows), got {K}")
     shared_y = bool(shared_y and n_muls and thresholds is not None)
-    mat = mat if mat is not None else request(rt, n, n_muls, R, K, shared_y)
+    mat = mat if mat is not None else request(rt, n, n_muls, R, K, shared_y, powers)
     own = mat.own()
     z = np.empty(npad, np.int64)
     np.add(x.reshape(-1), own["r"][:n], out=z[:n])
@@ -100,6 +113,13 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     (c,), _ = yield Open(add=[z], fresh=True)  # round 1
     m = mat.get()
     first = rt.rank == 0
+    if powers is not None:
+        kp, J, beta = powers
+        ct = c[:n] * np.int64(beta)
+        ct += truncation.OFFSET  # as party 0 adds before a truncation's own opening
+        S = stacked(m, [f"S{j}" for j in range(1, J + 1)], npad)[:, :n]
+        out = powers_kernel.combine(ct, S, m["M"].reshape(J, npad)[:, :n], kp, first)
+        on_powers([o.reshape(x.shape) for o in out])
     rb, P = m["rb"], m["P"]
     if thresholds is not None:  # the rows' openings c - t_i, and the shared edaBit repeated per row
         shape = (R,) + shape

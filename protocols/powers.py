@@ -48,12 +48,12 @@ def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int, mat=None):
         z += OFFSET
     (c,), _ = yield Open(add=[z], fresh=True)
     m = mat.get()
-    S = _stacked(m, [f"S{j}" for j in range(1, J + 1)], c.size)
+    S = stacked(m, [f"S{j}" for j in range(1, J + 1)], c.size)
     out = fused.combine(c.reshape(-1), S, m["M"].reshape(J, -1), k, rt.rank == 0)
     return [o.reshape(c.shape) for o in out]
 
 
-def _stacked(m: dict, names: list[str], n: int) -> np.ndarray:
+def stacked(m: dict, names: list[str], n: int) -> np.ndarray:
     """The named arrays as one (len(names), n) array: a view when they lie back to back
     in one buffer (as the dealer and the PRG lay them out), else a copy."""
     first = m[names[0]]

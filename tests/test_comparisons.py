@@ -613,3 +613,47 @@ def test_share_of_0d_value_keeps_shape():
 
     for shapes in run(fn, 2):
         assert shapes == ((), ()), shapes
+
+
+@pytest.mark.parametrize("n", NS)
+def test_ltz_hands_out_powers_of_beta_x_from_its_opening(n):
+    """ltz_steps(powers=(k, J, beta)): the comparison's opening of x also gives the
+    truncation-with-powers of beta x (exp's first step): u = beta x >> k up to +1, and
+    u^j exactly mod 2^64, with no opening of its own; the comparison bits stay exact."""
+    k, J, beta = 29, 4, 1234567
+    rng = np.random.default_rng(n)
+    x = np.concatenate([np.array([0, 1, -1, 2**40, -(2**40), 3 * 2**38], np.int64),
+                        rng.integers(-(2**41), 2**41, 5000, dtype=np.int64)])  # |beta x| < 2^62
+    ts = [0, -(2**20)]
+
+    def fn(rt):
+        X = share_from(rt, x, 0, fbits=0)
+        got = {}
+        s0 = rt.stats()
+        b, _ = run1(rt, comparison.ltz_steps(rt, X.share, 0, None, thresholds=ts, powers=(k, J, beta),
+                                             on_powers=lambda v: got.setdefault("v", v)))
+        s1 = rt.stats()
+        return rt.open([b] + got["v"]), s1["rounds"] - s0["rounds"]
+
+    want_bits = ((x[None, :] - np.array(ts, np.int64)[:, None]) < 0).astype(np.int64)
+    floor_u = (x.astype(object) * beta) >> k
+    for opened, r in run(fn, n):
+        bits, pw = opened[0], opened[1:]
+        assert r == LTZ_ROUNDS
+        np.testing.assert_array_equal(bits, want_bits)
+        u = pw[0]
+        assert all(int(a) - int(w) in (0, 1) for a, w in zip(u, floor_u))
+        with np.errstate(over="ignore"):
+            acc = u.copy()
+            for j in range(1, J):
+                acc = acc * u
+                np.testing.assert_array_equal(pw[j], acc)
+
+
+def test_dealer_refuses_malformed_powers_parameters():
+    from mpcrt import correlations
+    from mpcrt.errors import DealerError
+
+    for pw in ([29, 4, 2], [0, 4, 1], [29, 9, 1], [29, 4], "x"):
+        with pytest.raises(DealerError):
+            correlations.LtzBundle().own(dict(n=128, k=0, pw=pw))
