@@ -140,6 +140,28 @@ class TruncPair(Kind):
         return True
 
 
+class Truncated(Kind):
+    """A Beaver product kind (matmul, conv2d, broadcast elementwise) fused with a
+    truncation tuple, as TripleTrunc for same-shape products: [c + r] in place of [c]
+    (r the dealer's private randomness), [r >> f], [msb r]; params: the base kind's and f.
+    One request and one masked opening of the product instead of a triple and a pair."""
+
+    def __init__(self, base: Kind):
+        self.base = base
+
+    def own(self, p):
+        return self.base.own(p)
+
+    def corrected(self, p):
+        ((_, s, _),) = self.base.corrected(p)
+        return [("cr", s, "a"), ("r_hi", s, "a"), ("r_msb", s, _msb_how(int(p["f"])))]
+
+    def deal(self, p, own, private):
+        c = self.base.deal(p, own, private)["c"]
+        r = private(c.shape)
+        return {"cr": c + r, "r_hi": ring.lshr(r, int(p["f"])), "r_msb": ring.msb(r)}
+
+
 class TripleTrunc(Kind):
     """A Beaver triple fused with a truncation tuple, for x * y >> f in two rounds
     (protocols.beaver): [c + r] in place of [c], so [r] needs no shares of its own (the
@@ -360,6 +382,9 @@ KINDS: dict[str, Kind] = {
     "conv2d": ConvTriple(),
     "trunc": TruncPair(),
     "triple_trunc": TripleTrunc(),
+    "triple_bc_trunc": Truncated(Triple()),
+    "matmul_trunc": Truncated(MatmulTriple()),
+    "conv2d_trunc": Truncated(ConvTriple()),
 }
 
 

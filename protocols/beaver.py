@@ -8,8 +8,8 @@ two local products per party (the textbook form needs three).
 Rounds: 1 (+1 if `shift` asks for the truncation of protocols.truncation).
 Bytes sent per party: 8 (|x| + |y|)(N - 1), plus 8 |z| (N - 1) for the truncation.
 The product carries the sum of the operands' fractional bits; `shift` truncates it.
-An elementwise product with truncation uses one fused tuple ([a], [b], [ab + r],
-[r >> f], [msb r]): the share of z is opened as z + r directly. Dealer requests go
+A product with truncation uses one fused tuple ([a], [b], [ab + r], [r >> f], [msb r];
+correlations.TripleTrunc and Truncated): the share of z is opened as z + r directly. Dealer requests go
 out before the first round, so the dealer computes while the parties exchange;
 party 0 reads its corrections last for the same reason.
 Reference: D. Beaver, "Efficient multiparty protocols using circuit randomization",
@@ -27,8 +27,10 @@ from mpcrt.protocols import truncation
 def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, shift: int, **params) -> np.ndarray:
     if shift and op is np.multiply and x.shape == y.shape:
         return _mul_truncated(rt, x, y, shift)
-    mat = rt.dealer.request(kind, a=x.shape, b=y.shape, **params)
-    tmat = truncation.request(rt, out_shape, shift) if shift else None
+    if shift:  # one dealer tuple for the product and its truncation (correlations.Truncated)
+        mat = rt.dealer.request(("triple_bc" if kind == "triple" else kind) + "_trunc", a=x.shape, b=y.shape, f=shift, **params)
+    else:
+        mat = rt.dealer.request(kind, a=x.shape, b=y.shape, **params)
     if getattr(rt, "_dry", False):  # shape-only planning run: skip the local products
         return np.zeros(out_shape, np.int64)
     own = mat.own()
@@ -42,8 +44,14 @@ def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, s
         ring.matmul(x, e, out=z, accumulate=True)
     else:
         z += op(x, e)
-    z += mat.get()["c"]
-    return truncation.truncate(rt, z, shift, tmat) if shift else z
+    if not shift:
+        z += mat.get()["c"]
+        return z
+    z += mat.get()["cr"]  # the product masked by the dealer's r: opened as the truncation's c
+    if rt.rank == 0:
+        z += truncation.OFFSET
+    (c,) = rt.open([z], "trunc", donate=True)
+    return truncation.finish(rt, c, shift, mat)
 
 
 def _mul_truncated(rt, x: np.ndarray, y: np.ndarray, f: int) -> np.ndarray:

@@ -224,3 +224,34 @@ def test_malformed_comparison_requests_are_refused(p):
 
     with pytest.raises(DealerError, match="malformed comparison request"):
         correlations.LtzBundle().own(p)
+
+
+@pytest.mark.parametrize("N", [2, 3])
+@pytest.mark.parametrize(
+    "name,p,prod",
+    [
+        ("matmul_trunc", dict(a=[5, 7], b=[7, 3], f=16), ring.matmul),
+        ("matmul_trunc", dict(a=[2, 4, 6], b=[6, 5], f=40), ring.matmul),  # batched; msb as int64
+        ("triple_bc_trunc", dict(a=[4, 1], b=[1, 6], f=16), np.multiply),  # broadcast
+    ],
+)
+def test_truncated_product_tuples_are_consistent(N, name, p, prod):
+    """correlations.Truncated: the parties' shares sum to a b + r, r >> f and msb r for one
+    r (the dealer's), with party 0's corrections from the dealer and the rest from seeds."""
+    prgs = [PRG(bytes([i + 1]) * 16) for i in range(N)]
+
+    def priv(stream, shape):
+        return PRG(b"\x09" * 16).words(stream, int(np.prod(shape))).reshape(shape)
+
+    kind = correlations.kind(name)
+    corr = correlations.split(correlations.deal(prgs, priv, 11, name, p), kind.corrected(p))
+    parts = [correlations.expand_party(prgs[i], 11, name, p, i) for i in range(N)]
+    with np.errstate(over="ignore"):
+        tot = {k: corr[k] + sum(q[k] for q in parts[1:]) for k in ("cr", "r_hi", "r_msb")}
+        a, b = sum(q["a"] for q in parts), sum(q["b"] for q in parts)
+        r = tot["cr"] - prod(a, b)
+    f = p["f"]
+    assert np.array_equal(tot["r_hi"], ring.lshr(r, f))
+    msb = ring.msb(r)
+    assert np.array_equal(tot["r_msb"], msb.astype(tot["r_msb"].dtype))
+    assert tot["r_msb"].dtype == (np.uint32 if f <= 32 else np.int64)

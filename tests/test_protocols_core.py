@@ -640,7 +640,7 @@ def test_preprocess_then_run_online_without_dealer_traffic(n):
     want = (a * b + (a @ b.T) * 0.5).sum(axis=0)
     close(all_equal([r[0] for r in res]), want, 200 * ulp())
     for z, nplan, fetched, ready, used, dealer_msgs, left in res:
-        assert nplan == fetched == ready == used == 4  # x*y fused with its truncation, a matmul triple, 2 truncations
+        assert nplan == fetched == ready == used == 3  # x*y and the matmul each fused with its truncation, 1 truncation
         assert dealer_msgs == []  # the online run never talks to the dealer
         assert left == 0
 
