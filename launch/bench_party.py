@@ -8,9 +8,10 @@ For each (op, size), after W untimed warm-up calls:
   material while the protocol runs), t1, barrier. A repeat's time is the slowest
   party's t1 - t0. The closing barrier is outside the timed interval, so the time is
   the op's own (as benchmarks/crypten_side.py times CrypTen).
-- offline + online, R times: barrier, `rt.preprocess(op)` (dry run to record the
-  requests, fetch and expand all dealer material) timed as offline, barrier, then the
-  op timed as above with every dealer request already served (online).
+- offline + online, R times: barrier, `rt.preprocess(plan)` (fetch and expand all the
+  dealer material of the op's plan, recorded once beforehand by an untimed dry run)
+  timed as offline, barrier, then the op timed as above with every dealer request
+  already served (online).
 
 Rounds and bytes are counted between t0 and t1 (the barriers are not in them).
 Party 0 gathers every party's figures and (re)writes OUT_PATH after each job, so a
@@ -66,10 +67,11 @@ def run_job(rt, op: str, size: int | None, repeats: int, warmup: int) -> dict:
         e2e.append(t)
         e2e_stats.append(st)
     online, offline, online_stats = [], [], []
+    plan = rt.plan(fn)  # the dry run that records the requests: not part of the fetch
     for _ in range(repeats):
         barrier(rt)
         t0 = time.perf_counter()
-        rt.preprocess(fn)
+        rt.preprocess(plan)
         offline.append(time.perf_counter() - t0)
         t, out, st = timed(rt, fn)
         online.append(t)
