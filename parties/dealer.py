@@ -3,9 +3,16 @@
 It never receives a party's input, share or output: only (request number, kind,
 parameters) from party 0, and it sends back party 0's corrections. It exits when
 every party said goodbye, or with an error when a party vanished first.
+
+Requests are dealt by a small thread pool (`MPCRT_DEALER_THREADS`, default 2: the
+kernels and the AES keystream release the GIL), so while one large request is dealt
+the next ones are too; the main thread alone talks to the sockets and sends the
+corrections in request order.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import logging
 import os
 import sys
@@ -37,6 +44,9 @@ class Dealer:
         self._private = PRG(new_seed())
         self.requests_served = 0
         self.busy_seconds = self.deal_seconds = self.send_seconds = 0.0
+        threads = max(1, int(os.environ.get("MPCRT_DEALER_THREADS", "2")))
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="deal")
+        self._pending: collections.deque = collections.deque()  # futures of dealt requests, in request order
 
     def _private_words(self, stream: int, shape: tuple) -> np.ndarray:
         return self._private.ring(stream, [shape])[0]
@@ -46,7 +56,10 @@ class Dealer:
         hello, bye = set(), set()
         last = start = time.monotonic()
         while len(bye) < self.n:
-            got = self.node.recv_any(timeout=1.0)
+            self._send_ready()
+            got = self.node.recv_any(timeout=0.002 if self._pending else 1.0)
+            if got is None and self._pending:
+                continue  # what was asked is sent before a vanished party can stop the dealer
             if got is None:
                 if len(hello) < self.n and time.monotonic() - start > self.node.timeout:
                     missing = sorted(set(range(self.n)) - hello)
@@ -68,6 +81,7 @@ class Dealer:
                     raise ProtocolError(self.node.names[peer], "only party 0 may send dealer requests")
                 self._serve_batch(payload)
             elif tag == "bye":
+                self._send_ready(wait=True)
                 bye.add(peer)
             else:
                 raise ProtocolError(self.node.names[peer], f"unexpected op tag {tag!r} at the dealer")
@@ -83,16 +97,27 @@ class Dealer:
             if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], int) and isinstance(item[1], str) and isinstance(item[2], dict)):
                 raise ProtocolError("party 0", f"malformed dealer request item {item!r}")
             n, kind, p = item
-            t1 = time.perf_counter()
-            flat = correlations.deal(self.prgs, self._private_words, n, kind, p)
+            self._pending.append(self._pool.submit(self._deal, n, kind, p))
+        self.busy_seconds += time.perf_counter() - t0
+
+    def _deal(self, n: int, kind: str, p: dict) -> np.ndarray:
+        t1 = time.perf_counter()
+        flat = correlations.deal(self.prgs, self._private_words, n, kind, p)
+        self.deal_seconds += time.perf_counter() - t1
+        return flat
+
+    def _send_ready(self, wait: bool = False) -> None:
+        """Send the corrections dealt so far, in request order (all of them if `wait`);
+        a request whose dealing failed raises its error here."""
+        while self._pending and (wait or self._pending[0].done()):
+            flat = self._pending.popleft().result()
             t2 = time.perf_counter()
             self.node.send(0, "corr", flat)
             self.send_seconds += time.perf_counter() - t2
-            self.deal_seconds += t2 - t1
             self.requests_served += 1
-        self.busy_seconds += time.perf_counter() - t0
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         log.info("served %d requests, busy %.3f s (dealing %.3f s, sending %.3f s)", self.requests_served, self.busy_seconds, self.deal_seconds, self.send_seconds)
         self.node.close(barrier=False)
 
