@@ -11,8 +11,7 @@ chunk sums it receives are chunks of that value.
 The runtime splits an opening when N >= 3 and the buffer is at least SPLIT_BYTES long
 (env MPCRT_SPLIT_OPEN_BYTES; 0 splits every opening, -1 none; every party must use the
 same value, or the first split opening fails with a ProtocolError on the frame's shape).
-The default, 512 KiB,
-is where the bytes saved (2/3 L at N = 3) take about as long on a link as one more
+The default, 512 KiB, is where the bytes saved (2/3 L at N = 3) take about as long on a link as one more
 one-way delay: 340 KiB at 0.25 ms and 10 Gbit/s (LAN) and at 25 ms and 100 Mbit/s (WAN).
 """
 from __future__ import annotations
@@ -33,8 +32,7 @@ def use_split(world_size: int, nbytes: int) -> bool:
 
 def bounds(nbytes: int, n: int) -> list[int]:
     """Chunk edges: n chunks of about equal size, inner edges on multiples of 8 bytes."""
-    edges = [((nbytes * i) // n) & ~7 for i in range(n)] + [nbytes]
-    return edges
+    return [((nbytes * i) // n) & ~7 for i in range(n)] + [nbytes]
 
 
 def reduce_into(acc: np.ndarray, other: np.ndarray, segs: list[tuple[int, int, bool]], lo: int) -> None:

@@ -267,12 +267,10 @@ def _exp_precise(x: SharedTensor) -> SharedTensor:
 
 
 def _exp(x: SharedTensor, fast: bool) -> SharedTensor:
-    """exp by the fast chain (rel 4e-3) or the precise one (rel 1e-3, for softmax)."""
+    """exp by the fast chain or the precise one (for softmax); errors in the module docstring."""
     rt, f = x.rt, x.rt.precision
     X = _at_f(x)
     hold: dict = {}
-    # Dealer requests in the order the rounds need them: the first chain step and the
-    # comparison both finish round 1; the later chain steps are dealt while it runs.
     # The comparison's opening of x also opens beta x for the chain's first step (its
     # powers tuple comes with the comparison's material); the later chain steps are
     # requested next, in the order the rounds need them, and dealt while round 1 runs.

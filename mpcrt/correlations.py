@@ -141,10 +141,12 @@ class TruncPair(Kind):
 
 
 class Truncated(Kind):
-    """A Beaver product kind (matmul, conv2d, broadcast elementwise) fused with a
-    truncation tuple, as TripleTrunc for same-shape products: [c + r] in place of [c]
-    (r the dealer's private randomness), [r >> f], [msb r]; params: the base kind's and f.
-    One request and one masked opening of the product instead of a triple and a pair."""
+    """A Beaver product kind (elementwise, matmul, conv2d) fused with a truncation tuple:
+    [c + r] in place of [c] (r the dealer's private randomness, so [r] needs no shares of
+    its own: the parties open their product's share + [c + r] + 2^62 directly), [r >> f],
+    [msb r] as TruncPair; params: the base kind's and f. One request and one masked
+    opening of the product instead of a triple and a pair, and 8 bytes less PRG output
+    per element per party and per dealer share."""
 
     def __init__(self, base: Kind):
         self.base = base
@@ -162,30 +164,19 @@ class Truncated(Kind):
         return {"cr": c + r, "r_hi": ring.lshr(r, int(p["f"])), "r_msb": ring.msb(r)}
 
 
-class TripleTrunc(Kind):
-    """A Beaver triple fused with a truncation tuple, for x * y >> f in two rounds
-    (protocols.beaver): [c + r] in place of [c], so [r] needs no shares of its own (the
-    parties open d b + x e + [c + r] + 2^62 directly), and [r >> f], [msb r] as TruncPair.
-    r is the dealer's private randomness. Saves 8 bytes of PRG output per element per
-    party and per dealer share against a Triple plus a TruncPair."""
+class TripleTrunc(Truncated):
+    """Truncated elementwise triple, with one fused dealer pass when a and b have the same shape."""
 
-    def own(self, p):
-        s = _shape(p["shape"])
-        return [("a", s), ("b", s)]
-
-    def corrected(self, p):
-        s = _shape(p["shape"])
-        return [("cr", s, "a"), ("r_hi", s, "a"), ("r_msb", s, _msb_how(int(p["f"])))]
-
-    def deal(self, p, own, private):
-        r = private(_shape(p["shape"]))
-        return {"cr": own["a"] * own["b"] + r, "r_hi": ring.lshr(r, int(p["f"])), "r_msb": ring.msb(r)}
+    def __init__(self):
+        super().__init__(Triple())
 
     def deal_two(self, p, s0, s1, out, private) -> bool:
+        if tuple(p["a"]) != tuple(p["b"]):
+            return False  # broadcasting: the generic path
         f, corr = int(p["f"]), self.corrected(p)
         _pad_odd_a32(out, corr)
         v = split(out, corr)
-        r = private(_shape(p["shape"])).reshape(-1)
+        r = private(_shape(p["a"])).reshape(-1)
         flat = lambda d, nm: d[nm].reshape(-1)  # noqa: E731
         fb.deal_triple_trunc(flat(s0, "a"), flat(s1, "a"), flat(s0, "b"), flat(s1, "b"), r, np.int64(f),
                              ring.const((1 << (64 - f)) - 1), flat(s1, "cr"), flat(s1, "r_hi"), flat(s1, "r_msb"),
@@ -294,8 +285,8 @@ class LtzBundle(Kind):
         if sub is None:
             sub = np.zeros_like(out)
         views, off = {}, 0
-        tail = self._pw_entries(p)
-        for name, shape, _ in self.corrected(p)[: len(self.corrected(p)) - len(tail)]:
+        corr, tail = self.corrected(p), self._pw_entries(p)
+        for name, shape, _ in corr[: len(corr) - len(tail)]:
             size = int(np.prod(shape, dtype=np.int64))
             views[name] = (out[off : off + size], sub[off : off + size])
             off += size
@@ -382,7 +373,6 @@ KINDS: dict[str, Kind] = {
     "conv2d": ConvTriple(),
     "trunc": TruncPair(),
     "triple_trunc": TripleTrunc(),
-    "triple_bc_trunc": Truncated(Triple()),
     "matmul_trunc": Truncated(MatmulTriple()),
     "conv2d_trunc": Truncated(ConvTriple()),
 }

@@ -9,7 +9,7 @@ Rounds: 1 (+1 if `shift` asks for the truncation of protocols.truncation).
 Bytes sent per party: 8 (|x| + |y|)(N - 1), plus 8 |z| (N - 1) for the truncation.
 The product carries the sum of the operands' fractional bits; `shift` truncates it.
 A product with truncation uses one fused tuple ([a], [b], [ab + r], [r >> f], [msb r];
-correlations.TripleTrunc and Truncated): the share of z is opened as z + r directly. Dealer requests go
+correlations.Truncated): the share of z is opened as z + r directly. Dealer requests go
 out before the first round, so the dealer computes while the parties exchange;
 party 0 reads its corrections last for the same reason.
 Reference: D. Beaver, "Efficient multiparty protocols using circuit randomization",
@@ -25,12 +25,9 @@ from mpcrt.protocols import truncation
 
 
 def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, shift: int, **params) -> np.ndarray:
-    if shift and op is np.multiply and x.shape == y.shape:
-        return _mul_truncated(rt, x, y, shift)
-    if shift:  # one dealer tuple for the product and its truncation (correlations.Truncated)
-        mat = rt.dealer.request(("triple_bc" if kind == "triple" else kind) + "_trunc", a=x.shape, b=y.shape, f=shift, **params)
-    else:
-        mat = rt.dealer.request(kind, a=x.shape, b=y.shape, **params)
+    if shift:  # one dealer tuple serves the product and its truncation (correlations.Truncated)
+        kind, params["f"] = kind + "_trunc", shift
+    mat = rt.dealer.request(kind, a=x.shape, b=y.shape, **params)
     if getattr(rt, "_dry", False):  # shape-only planning run: skip the local products
         return np.zeros(out_shape, np.int64)
     own = mat.own()
@@ -39,38 +36,24 @@ def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, s
     np.subtract(y, own["b"], out=masked[x.size :].reshape(y.shape))
     (de,) = rt.open([masked], "beaver", donate=True)
     d, e = de[: x.size].reshape(x.shape), de[x.size :].reshape(y.shape)
-    z = op(d, own["b"])
-    if op is ring.matmul:  # the GEMM adds its second product in place: no temporary
-        ring.matmul(x, e, out=z, accumulate=True)
+    offset = truncation.OFFSET if rt.rank == 0 else np.int64(0)
+    if shift and op is np.multiply and x.shape == y.shape:  # the masked product in one pass (kernels.beaver)
+        z = np.empty(out_shape, np.int64)
+        fb.product_masked(d.reshape(-1), own["b"].reshape(-1), x.reshape(-1), e.reshape(-1),
+                          mat.get()["cr"].reshape(-1), offset, z.reshape(-1))
     else:
-        z += op(x, e)
-    if not shift:
-        z += mat.get()["c"]
-        return z
-    z += mat.get()["cr"]  # the product masked by the dealer's r: opened as the truncation's c
-    if rt.rank == 0:
-        z += truncation.OFFSET
+        z = op(d, own["b"])
+        if op is ring.matmul:  # the GEMM adds its second product in place: no temporary
+            ring.matmul(x, e, out=z, accumulate=True)
+        else:
+            z += op(x, e)
+        if not shift:
+            z += mat.get()["c"]
+            return z
+        z += mat.get()["cr"]  # the product masked by the dealer's r: opened as the truncation's c
+        z += offset
     (c,) = rt.open([z], "trunc", donate=True)
     return truncation.finish(rt, c, shift, mat)
-
-
-def _mul_truncated(rt, x: np.ndarray, y: np.ndarray, f: int) -> np.ndarray:
-    """[x * y >> f] for equal shapes from one fused dealer tuple (correlations.TripleTrunc):
-    the product's share is never formed unmasked; each local step is one pass (kernels.beaver)."""
-    mat = rt.dealer.request("triple_trunc", shape=x.shape, f=f)
-    if getattr(rt, "_dry", False):
-        return np.zeros(x.shape, np.int64)
-    own = mat.own()
-    n = x.size
-    masked = np.empty(2 * n, np.int64)  # both openings in one buffer: no concatenation copy
-    np.subtract(x.reshape(-1), own["a"].reshape(-1), out=masked[:n])
-    np.subtract(y.reshape(-1), own["b"].reshape(-1), out=masked[n:])
-    (de,) = rt.open([masked], "beaver", donate=True)
-    zr = np.empty(n, np.int64)
-    offset = truncation.OFFSET if rt.rank == 0 else np.int64(0)
-    fb.product_masked(de[:n], own["b"].reshape(-1), x.reshape(-1), de[n:], mat.get()["cr"].reshape(-1), offset, zr)
-    (copen,) = rt.open([zr], "trunc", donate=True)
-    return truncation.finish(rt, copen, f, mat).reshape(x.shape)
 
 
 def mul(rt, x: np.ndarray, y: np.ndarray, shift: int = 0) -> np.ndarray:

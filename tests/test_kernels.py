@@ -108,9 +108,9 @@ def _generic(kind_cls, prgs, priv, p, name):
         ("trunc", dict(shape=[4, 25], f=16), correlations.TruncPair),
         ("trunc", dict(shape=[3, 33], f=16), correlations.TruncPair),  # msb as uint32, odd count
         ("trunc", dict(shape=[4, 25], f=40), correlations.TruncPair),  # f > 32: msb as int64
-        ("triple_trunc", dict(shape=[4, 25], f=16), correlations.TripleTrunc),
-        ("triple_trunc", dict(shape=[99], f=20), correlations.TripleTrunc),
-        ("triple_trunc", dict(shape=[2, 7], f=40), correlations.TripleTrunc),
+        ("triple_trunc", dict(a=[4, 25], b=[4, 25], f=16), correlations.TripleTrunc),
+        ("triple_trunc", dict(a=[99], b=[99], f=20), correlations.TripleTrunc),
+        ("triple_trunc", dict(a=[2, 7], b=[2, 7], f=40), correlations.TripleTrunc),
     ],
 )
 def test_fused_dealer_equals_generic(N, name, p, cls):
@@ -232,7 +232,7 @@ def test_malformed_comparison_requests_are_refused(p):
     [
         ("matmul_trunc", dict(a=[5, 7], b=[7, 3], f=16), ring.matmul),
         ("matmul_trunc", dict(a=[2, 4, 6], b=[6, 5], f=40), ring.matmul),  # batched; msb as int64
-        ("triple_bc_trunc", dict(a=[4, 1], b=[1, 6], f=16), np.multiply),  # broadcast
+        ("triple_trunc", dict(a=[4, 1], b=[1, 6], f=16), np.multiply),  # broadcast
     ],
 )
 def test_truncated_product_tuples_are_consistent(N, name, p, prod):
