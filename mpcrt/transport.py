@@ -156,6 +156,11 @@ class Node:
         for m in self._mon:
             self._poller.register(m, zmq.POLLIN)
         self._poller.register(self._router_mon, zmq.POLLIN)
+        self._wake_r, self._wake_w = os.pipe()  # wake(): another thread ends a recv_any wait at once
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._woken = False
         self._routed: set[int] = set()  # peers that dialled us (we reply through the router)
 
     @staticmethod
@@ -221,10 +226,23 @@ class Node:
         frames = self._inbox[peer].popleft()
         return self._decode(peer, name, frames, tag, dtype, shape)
 
+    def wake(self) -> None:
+        """Thread-safe: make a recv_any that is waiting (or the next one) return None now."""
+        if self._closed:
+            return
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:  # the pipe is full: a wake-up is pending anyway
+            pass
+
     def recv_any(self, timeout: float | None = None) -> tuple[int, dict, np.ndarray] | None:
-        """Next frame from any peer, in arrival order (used by the dealer's serve loop)."""
+        """Next frame from any peer, in arrival order (used by the dealer's serve loop);
+        None after `timeout` seconds, or as soon as another thread called wake()."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
+            if self._woken:
+                self._woken = False
+                return None
             for peer, q in self._inbox.items():
                 if q:
                     frames = q.popleft()
@@ -267,6 +285,13 @@ class Node:
         events = dict(self._poller.poll(timeout_ms))
         if not events:
             return
+        if self._wake_r in events:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+            self._woken = True
         if self.router in events:
             while True:
                 try:
@@ -365,6 +390,8 @@ class Node:
                 m.close(0)
         if self._auth is not None:
             self._auth.stop()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
         self.ctx.term()
 
 

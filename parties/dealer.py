@@ -7,7 +7,7 @@ every party said goodbye, or with an error when a party vanished first.
 Requests are dealt by a small thread pool (`MPCRT_DEALER_THREADS`, default 2: the
 kernels and the AES keystream release the GIL), so while one large request is dealt
 the next ones are too; the main thread alone talks to the sockets and sends the
-corrections in request order.
+corrections in request order, woken by each finished deal (no polling interval).
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class Dealer:
         last = start = time.monotonic()
         while len(bye) < self.n:
             self._send_ready()
-            got = self.node.recv_any(timeout=0.002 if self._pending else 1.0)
+            got = self.node.recv_any(timeout=1.0)  # a finished deal wakes it (Node.wake)
             if got is None and self._pending:
                 continue  # what was asked is sent before a vanished party can stop the dealer
             if got is None:
@@ -97,7 +97,9 @@ class Dealer:
             if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], int) and isinstance(item[1], str) and isinstance(item[2], dict)):
                 raise ProtocolError("party 0", f"malformed dealer request item {item!r}")
             n, kind, p = item
-            self._pending.append(self._pool.submit(self._deal, n, kind, p))
+            fut = self._pool.submit(self._deal, n, kind, p)
+            fut.add_done_callback(lambda _: self.node.wake())
+            self._pending.append(fut)
         self.busy_seconds += time.perf_counter() - t0
 
     def _deal(self, n: int, kind: str, p: dict) -> np.ndarray:
@@ -117,7 +119,7 @@ class Dealer:
             self.requests_served += 1
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)  # no deal may wake a closed node
         log.info("served %d requests, busy %.3f s (dealing %.3f s, sending %.3f s)", self.requests_served, self.busy_seconds, self.deal_seconds, self.send_seconds)
         self.node.close(barrier=False)
 

@@ -448,3 +448,18 @@ def test_dealer_disappearing_gives_peer_failure_naming_the_dealer():
     assert "dealer" in str(errors[0])
     assert errors["t0"] < 8
     assert isinstance(errors.get(1), PeerFailure) and "party 0" in str(errors[1])
+
+
+def test_wake_ends_a_recv_any_wait_from_another_thread(plain_node):
+    """The dealer's workers wake its serve loop when a deal is done (no polling interval)."""
+    plain_node = plain_node[0]
+    timer = threading.Timer(0.05, plain_node.wake)
+    t0 = time.monotonic()
+    timer.start()
+    assert plain_node.recv_any(timeout=10.0) is None
+    assert time.monotonic() - t0 < 5.0
+    plain_node.wake()  # a wake-up before the wait ends the next wait, once
+    assert plain_node.recv_any(timeout=10.0) is None
+    t0 = time.monotonic()
+    assert plain_node.recv_any(timeout=0.2) is None
+    assert time.monotonic() - t0 >= 0.15
