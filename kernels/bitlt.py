@@ -24,6 +24,86 @@ def period_mask(period: int) -> np.int64:
     return np.int64(m - (1 << 64) if m >= 1 << 63 else m)
 
 
+def dead_bits(coarse: int) -> dict[int, tuple[int, int]]:
+    """With the low `coarse` bits of both BitLT operands zeroed (a coarse comparison,
+    protocols.comparison), the bits of each AND round (w = 2, 4, 8, 16: (X, Y); 64: the
+    last) that carry only public constants: the low DX bits of X and DY bits of Y.
+    At round w a packed word holds, for combination g, the hi group's eq (X) and the lo
+    group's (lt, eq) (Y) at bits [2 w g, 2 w (g + 1)); a group is dead when all its
+    input bits lie below `coarse`: its (lt, eq) is (0, 1), so X reads all ones and Y 0xAA..
+    there (with the AND masks zero at those bits, as party and dealer both make them)."""
+    out = {}
+    for w in (2, 4, 8, 16):
+        dx = 2 * w * (coarse // (2 * w))
+        dy = 2 * w * ((coarse - w) // (2 * w) + 1) if coarse >= w else 0
+        out[w] = (min(dx, 64), min(dy, 64))
+    out[64] = (0, 0)
+    return out
+
+
+def live_mask(dead: int) -> np.int64:
+    """Ones above the low `dead` bits."""
+    return np.int64(-1 << dead) if dead < 64 else np.int64(0)
+
+
+@njit
+def pack_live(X, dead, out):  # pragma: no cover - compiled
+    """The high 64 - dead bits (dead = 8, 16 or 32) of each word of X, back to back in the
+    words of `out` (8, 4 or 2 words of X in 7, 3 or 1 words of out; X.size a multiple of 8, 4 or 2)."""
+    if dead == 16:
+        for i in range(X.size // 4):
+            a = np.uint64(X[4 * i]) >> np.uint64(16)
+            b = np.uint64(X[4 * i + 1]) >> np.uint64(16)
+            c = np.uint64(X[4 * i + 2]) >> np.uint64(16)
+            d = np.uint64(X[4 * i + 3]) >> np.uint64(16)
+            out[3 * i] = np.int64(a | (b << np.uint64(48)))
+            out[3 * i + 1] = np.int64((b >> np.uint64(16)) | (c << np.uint64(32)))
+            out[3 * i + 2] = np.int64((c >> np.uint64(32)) | (d << np.uint64(16)))
+    elif dead == 32:
+        for i in range(X.size // 2):
+            out[i] = np.int64((np.uint64(X[2 * i]) >> np.uint64(32)) | (np.uint64(X[2 * i + 1]) & np.uint64(0xFFFFFFFF00000000)))
+    else:  # 8: seven bytes of each of 8 words
+        for i in range(X.size // 8):
+            acc = np.uint64(0)
+            for j in range(8):
+                v = np.uint64(X[8 * i + j]) >> np.uint64(8)
+                sh = 56 * j
+                lo = sh & 63
+                acc |= v << np.uint64(lo)
+                if lo + 56 >= 64:
+                    out[7 * i + (sh >> 6)] = np.int64(acc)
+                    acc = v >> np.uint64(64 - lo) if lo > 0 else np.uint64(0)
+
+
+@njit
+def unpack_live(P, dead, fill, out):  # pragma: no cover - compiled
+    """Inverse of pack_live: words whose high 64 - dead bits come from P, low bits from `fill`."""
+    low = np.uint64(fill) & ((np.uint64(1) << np.uint64(dead)) - np.uint64(1))
+    if dead == 16:
+        m48 = np.uint64(0xFFFFFFFFFFFF)
+        for i in range(out.size // 4):
+            p0, p1, p2 = np.uint64(P[3 * i]), np.uint64(P[3 * i + 1]), np.uint64(P[3 * i + 2])
+            out[4 * i] = np.int64(((p0 & m48) << np.uint64(16)) | low)
+            out[4 * i + 1] = np.int64((((p0 >> np.uint64(48)) | (p1 << np.uint64(16))) & m48) << np.uint64(16) | low)
+            out[4 * i + 2] = np.int64((((p1 >> np.uint64(32)) | (p2 << np.uint64(32))) & m48) << np.uint64(16) | low)
+            out[4 * i + 3] = np.int64(((p2 >> np.uint64(16)) << np.uint64(16)) | low)
+    elif dead == 32:
+        for i in range(P.size):
+            p = np.uint64(P[i])
+            out[2 * i] = np.int64((p << np.uint64(32)) | low)
+            out[2 * i + 1] = np.int64((p & np.uint64(0xFFFFFFFF00000000)) | low)
+    else:  # 8
+        m56 = np.uint64(0xFFFFFFFFFFFFFF)
+        for i in range(out.size // 8):
+            for j in range(8):
+                sh = 56 * j
+                w, b = sh >> 6, sh & 63
+                v = np.uint64(P[7 * i + w]) >> np.uint64(b)
+                if b + 56 > 64:
+                    v |= np.uint64(P[7 * i + w + 1]) << np.uint64(64 - b)
+                out[8 * i + j] = np.int64(((v & m56) << np.uint64(8)) | low)
+
+
 @njit
 def level1(c, rb, P, first, out):  # pragma: no cover - compiled
     """Width-1 level from the opened c and <r>, <P>: pairs (lt at 2i, eq at 2i + 1)."""
@@ -123,6 +203,18 @@ def b2a_product(v, y, d, s, ms, out):  # pragma: no cover - compiled
     for e in range(out.size):
         ve = np.int64(v[e])
         out[e] = ve * y[e] + (1 - 2 * ve) * (d[e] * s[e] + ms[e])
+
+
+@njit
+def b2a_product_trunc(v, y, cy, k, low, off, T, s, sS, sM, out):  # pragma: no cover - compiled
+    """[b y] for y = x >> k from its truncation opening cy (protocols.powers: y = C + S,
+    C = (cy >> k) - 2^(62-k) public, S = S0 + w m T): v y + (1 - 2v)(C [s] + [s S0] + w T [s m])."""
+    for e in range(out.size):
+        ve = np.int64(v[e])
+        ce = cy[e]
+        C = ((ce >> k) & low) - off
+        w = np.int64(ce >= 0)
+        out[e] = ve * y[e] + (1 - 2 * ve) * (C * s[e] + sS[e] + w * T * np.int64(sM[e]))
 
 
 # ------------------------------------------------------------------ dealer side

@@ -13,9 +13,12 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   to f bits: a 5-round chain whose dealer tuples are all requested at its start.
   Its first step opens nothing: the range comparison's masked opening of x, times the
   odd public scale beta, is its truncation's opening (the dealer deals the powers of
-  beta r with the comparison's edaBit r). Exact selection gives 0 below -16 and
-  e^10.5 above 10.5, both products sharing one masked opening of e^x. 7 rounds (the
-  comparison's); 80.5 bytes per element per peer, 22.5 dealer words. Error: |err| <= max(3e-3 e^x, 2^-14) on [-10, 10] (rel 1.5e-3 on
+  beta r with the comparison's edaBit r). Selection gives 0 below -15 and e^11.5
+  above 11.5 by two coarse comparison rows (bits 16..63 of x - t: either answer on
+  the 1-wide windows [-16, -15) and (10.5, 11.5], where the chain is valid, exact
+  elsewhere; 25% fewer bytes), and their products with e^x open nothing: the chain's
+  last truncation carries [s S0], [s msb r] for the rows' daBits s. 7 rounds (the
+  comparison's); 63.25 bytes per element per peer, 23.5 dealer words. Error: |err| <= max(3e-3 e^x, 2^-14) on [-10, 10] (rel 1.5e-3 on
   [0, 10]; below e^x ~ 2^-6 the 16-bit output's own rounding dominates), abs < 2e-5
   below -10. softmax uses a precise chain (more bits in the cubes, 3 more dealer
   words per element): rel 9e-4 on [0, 10].
@@ -46,14 +49,14 @@ from numpy.polynomial import chebyshev as _cheb
 
 from mpcrt.protocols import powers
 from mpcrt.protocols.comparison import ltz_steps
-from mpcrt.protocols.comparison import PAD
+from mpcrt.protocols.comparison import PAD, YTrunc
 from mpcrt.protocols.comparison import request as ltz_request
 from mpcrt.protocols.rounds import Open, run
 from mpcrt.tensor import SharedTensor
 
 F = 16  # internal fractional bits of the pipelines
 G = 12  # fractional bits of polynomial coefficients
-EXP_LO, EXP_HI = -16.0, 10.5
+EXP_LO, EXP_HI = -16.0, 11.5  # the exp chain's range; its coarse selection's 1-wide windows lie inside
 SIG_BOUND = 16.0
 
 
@@ -164,6 +167,13 @@ def _at_f(x: SharedTensor) -> np.ndarray:
     return x.share << np.int64(f - x.fbits)
 
 
+
+
+def _coarse(f: int) -> int:
+    """Low bits exp's range rows may ignore: a window of width 2^(L - f) <= 1 below each threshold."""
+    return 16 if f >= 16 else 8 if f >= 8 else 0
+
+
 EXP_B = 28  # fractional bits of the public scale of x in the first step
 
 
@@ -223,17 +233,21 @@ def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_
     p = yield from powers.trunc_pow_steps(rt, q, *steps[1])  # q at 20, q^3 at 60 (fast: 15, 45)
     p = yield from powers.trunc_pow_steps(rt, p[2], *steps[2])  # q^3 at 18, q^9 at 54 (fast: 15, 45)
     p = yield from powers.trunc_pow_steps(rt, p[2], *steps[3])  # q^9 at 15, q^27 at 45
-    out = yield from powers.trunc_pow_steps(rt, p[2], *steps[4])  # e^x at ob bits
+    opened: list = []
+    out = yield from powers.trunc_pow_steps(rt, p[2], *steps[4], opened=opened)  # e^x at ob bits
+    hold[key + ":c"] = opened[0]  # the last truncation's opening (exp's products reuse it)
     hold[key] = out
     return out
 
 
 def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, y, delay: int = 0, mat=None,
-               powers=None, on_powers=None):
+               powers=None, on_powers=None, coarse: int = 0, trunc_y: int = 0):
     """Generator: bits [sign * (x - t) < 0] for (t, sign) in bounds, one comparison of x
     against all the t (one shared opening), with fused products bit_i * y() (y called in
     the last round; one masked opening of it serves every row). `mat`: the comparison's
-    material if requested ahead (ltz_request(rt, x.size, 1, rows=len(bounds), shared_y=True))."""
+    material if requested ahead (ltz_request(rt, x.size, 1, rows=len(bounds), shared_y=True)).
+    `coarse` (16): each bit may take either value within 2^(16 - f) below its threshold
+    (protocols.comparison; 25% fewer bytes), exact elsewhere."""
     # [x > t] = 1 - [x < t + 1 ulp]: every row is a less-than against a threshold
     ts = [_enc(t, f) + (0 if sgn > 0 else 1) for t, sgn in bounds]
     if delay:
@@ -241,11 +255,12 @@ def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, y, de
     held = []
 
     def ys():
-        held.append(y())
-        return held
+        vals = y() if trunc_y else [y()]  # trunc_y: [y, the opening of the truncation that made y]
+        held.append(vals[0])
+        return vals
 
     bits, (prods,) = yield from ltz_steps(rt, X, 1, ys, mat=mat, thresholds=ts, shared_y=True,
-                                          powers=powers, on_powers=on_powers)
+                                          powers=powers, on_powers=on_powers, coarse=coarse, trunc_y=trunc_y)
     for i, (_, sgn) in enumerate(bounds):
         if sgn < 0:
             bits[i] = -bits[i]
@@ -274,13 +289,15 @@ def _exp(x: SharedTensor, fast: bool) -> SharedTensor:
     # The comparison's opening of x also opens beta x for the chain's first step (its
     # powers tuple comes with the comparison's material); the later chain steps are
     # requested next, in the order the rounds need them, and dealt while round 1 runs.
-    k0, J0 = _exp_plan(f, 1, f, fast)[0]
-    pw = (k0, J0, _exp_beta())
-    lt = ltz_request(rt, X.size, 1, rows=2, shared_y=True, powers=pw)
-    mats = [None] + _exp_requests(rt, X.shape, f, 1, steps=slice(1, None), fast=fast)
+    plan = _exp_plan(f, 1, f, fast)
+    pw = (*plan[0], _exp_beta())
+    k5 = plan[4][0]
+    lt = ltz_request(rt, X.size, 1, rows=2, shared_y=True, powers=pw, coarse=_coarse(f), trunc_y=k5)
+    mats = [None] + _exp_requests(rt, X.shape, f, 1, steps=slice(1, 4), fast=fast) + [YTrunc(lt, X.size, X.shape)]
     chain = _exp_chain(rt, X, f, 1, hold, "y", mats=mats, fast=fast)
-    sel = _selection(rt, X, [(EXP_LO, 1), (EXP_HI, -1)], f, lambda: hold["y"][0], mat=lt,
-                     powers=pw, on_powers=lambda v: hold.__setitem__("y:v", v))
+    # coarse rows: [x < -15] may read either way on [-16, -15), [x > 11.5] on (10.5, 11.5]
+    sel = _selection(rt, X, [(EXP_LO + 1, 1), (EXP_HI, -1)], f, lambda: [hold["y"][0], hold["y:c"]], mat=lt,
+                     powers=pw, on_powers=lambda v: hold.__setitem__("y:v", v), coarse=_coarse(f), trunc_y=k5)
     with rt.scope("exp"):
         (bits, prods), _ = run(rt, sel, chain)  # sel first: it hands the chain its powers after round 1
     y = hold["y"][0]

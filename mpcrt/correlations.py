@@ -187,6 +187,7 @@ class TripleTrunc(Truncated):
 LOW63 = np.int64((1 << 63) - 1)
 EVEN = ring.const(0x5555555555555555)
 LTZ_LEVELS = (2, 4, 8, 16, 64)  # packing widths of BitLT rounds 2-6 (64: the last level)
+COARSE_BITS = (0, 8, 16)  # low bits a coarse comparison ignores (protocols.comparison)
 
 
 class LtzBundle(Kind):
@@ -202,6 +203,12 @@ class LtzBundle(Kind):
     With `pw` = [k, J, beta] (beta odd) it also carries the TruncPowers tuple of
     beta r (S1..SJ, M): the comparison's opening c = x + r then also opens
     beta x + beta r, so a truncation-with-powers of beta x needs no opening of its own.
+    With `cb` = L (0, 8 or 16) the comparison is coarse (protocols.comparison): the AND
+    masks a, b are zero at the bits bitlt.dead_bits(L) marks, on every party and here.
+    With `tk` = k (needs k = 1 product and 'ym'): the shared y is a truncation y = x >> k
+    whose tuple this bundle carries (r' in place of the mask m_0: [r'], [S0 = -(r' >> k)],
+    [msb r'] as yS1, yM) with [s S0] and [s msb r'] per product row (sS, sM) in place of
+    [m_0 s]: y's truncation opening then also serves the products, which open nothing.
     """
 
     @staticmethod
@@ -220,6 +227,19 @@ class LtzBundle(Kind):
         K, ym = int(p.get("mrows", R)), int(p.get("ym", 0))
         if n <= 0 or R <= 0 or n % (64 * R) or not 0 <= k <= 8 or not 0 < K <= R or ym not in (0, 1):
             raise DealerError(f"malformed comparison request n={n} rows={R} mrows={K} k={k} ym={ym}")
+        tk = int(p.get("tk", 0))
+        if tk and not (0 < tk < 63 and k == 1 and ym == 1):
+            raise DealerError(f"a truncated y (tk={tk}) needs 0 < tk < 63, k = 1 product and ym = 1")
+        if int(p.get("cb", 0)) not in COARSE_BITS:
+            raise DealerError(f"coarse comparison bits must be one of {COARSE_BITS}, got {p.get('cb')!r}")
+
+    @staticmethod
+    def _and_masks(p) -> dict:
+        """{w: (mask of a, mask of b)} for a coarse comparison ('cb'), else {}."""
+        L = int(p.get("cb", 0))
+        if not L:
+            return {}
+        return {w: (bitlt.live_mask(dx), bitlt.live_mask(dy)) for w, (dx, dy) in bitlt.dead_bits(L).items()}
 
     @staticmethod
     def _pw(p):
@@ -241,6 +261,8 @@ class LtzBundle(Kind):
         out = [("r", (n // R,), "a")]
         for w in LTZ_LEVELS:
             out += [(f"a{w}", (n // w,), "x"), (f"b{w}", (n // w,), "x")]
+        if int(p.get("tk", 0)):
+            return out + [("tr", (n // R,), "a")]
         return out + [(f"m{j}", (self._nmask(p),), "a") for j in range(k)]
 
     def corrected(self, p):
@@ -248,7 +270,12 @@ class LtzBundle(Kind):
         out = [("rb", (n // R,), "x"), ("P", (n // R,), "x")]
         out += [(f"c{w}", (n // w,), "x") for w in LTZ_LEVELS]
         out += [("sb", (n // 64,), "x"), ("s", (n,), "a")]
-        out += [(f"ms{j}", (self._nm(p),), "a") for j in range(k)]
+        tk = int(p.get("tk", 0))
+        if tk:
+            h = "a32" if tk <= 32 else "a"  # msb terms enter times 2^(64 - tk)
+            out += [("yS1", (n // R,), "a"), ("yM", (n // R,), h), ("sS", (self._nm(p),), "a"), ("sM", (self._nm(p),), h)]
+        else:
+            out += [(f"ms{j}", (self._nm(p),), "a") for j in range(k)]
         return out + self._pw_entries(p)
 
     def _pw_entries(self, p) -> list:
@@ -264,12 +291,21 @@ class LtzBundle(Kind):
         r = own["r"]
         rl = r & LOW63
         out = {"rb": r, "P": ring.lshr(rl, 1) & rl & EVEN}
+        masks = self._and_masks(p)
         for w in LTZ_LEVELS:
             out[f"c{w}"] = own[f"a{w}"] & own[f"b{w}"]
+            if w in masks:
+                out[f"c{w}"] &= masks[w][0] & masks[w][1]
         sb = private((n // 64,))  # the daBits, packed 64 per word (bit j % 64 of word j // 64)
         s = np.unpackbits(sb.view(np.uint8), bitorder="little").astype(np.int64)
         out["sb"], out["s"] = sb, s
         nm = self._nm(p)
+        tk = int(p.get("tk", 0))
+        if tk:
+            tr = own["tr"]
+            s0, mr = -ring.lshr(tr, tk), ring.msb(tr)
+            out.update(yS1=s0, yM=mr, sS=np.tile(s0, nm // s0.size) * s[:nm], sM=np.tile(mr, nm // mr.size) * s[:nm])
+            k = 0
         for j in range(k):
             m = own[f"m{j}"]
             out[f"ms{j}"] = np.tile(m, nm // m.size) * s[:nm]  # a shared mask repeats per row
@@ -286,24 +322,41 @@ class LtzBundle(Kind):
             sub = np.zeros_like(out)
         views, off = {}, 0
         corr, tail = self.corrected(p), self._pw_entries(p)
-        for name, shape, _ in corr[: len(corr) - len(tail)]:
+        for name, shape, how, o, w in _spans(corr[: len(corr) - len(tail)]):
             size = int(np.prod(shape, dtype=np.int64))
-            views[name] = (out[off : off + size], sub[off : off + size])
-            off += size
+            views[name] = (_as(out[o : o + w], size, how), _as(sub[o : o + w], size, how))
+            off = o + w
         if tail:  # the powers tuple of beta r, as TruncPowers deals it (its M may be 32-bit)
             kp, J, beta = self._pw(p)
             rb_ = np.multiply(own["r"], np.int64(beta), out=bufpool.empty(own["r"].size))
             TruncPowers().deal_into({"shape": [rb_.size], "k": kp, "J": J}, {"r": rb_}, private, out[off:], sub[off:])
         bitlt.deal_pairs(own["r"], views["rb"][1], views["P"][1], views["rb"][0], views["P"][0])
+        masks = self._and_masks(p)
         for w in LTZ_LEVELS:
             o, sb_ = views[f"c{w}"]
             np.bitwise_and(own[f"a{w}"], own[f"b{w}"], out=o)
+            if w in masks:
+                o &= masks[w][0] & masks[w][1]
             o ^= sb_
         sbits = private((n // 64,))
         np.bitwise_xor(sbits, views["sb"][1], out=views["sb"][0])
         none = np.zeros(0, np.int64)
         bitlt.deal_dabits(sbits, none, views["s"][1], views["s"][0])
         nm = self._nm(p)
+        tk = int(p.get("tk", 0))
+        if tk:  # y's truncation tuple and its products with the daBits, row by row
+            tr = own["tr"]
+            s0 = np.negative(ring.lshr(tr, tk))
+            mr = ring.msb(tr)
+            for nmv, val in (("yS1", s0), ("yM", mr)):
+                o, sb_ = views[nmv]
+                np.subtract(val.astype(o.dtype, copy=False), sb_, out=o)
+            for nmv, val in (("sS", s0), ("sM", mr)):
+                o, sb_ = views[nmv]
+                for lo in range(0, nm, val.size):
+                    hi = lo + val.size
+                    bitlt.deal_dabits(sbits[lo // 64 :], val, sb_[lo:hi], o[lo:hi])
+            k = 0
         for j in range(k):
             m = own[f"m{j}"]
             o, sb_ = views[f"ms{j}"]

@@ -16,12 +16,15 @@ Method (DESIGN.md section 6, one round saved):
  3. B2A with a daBit ([s], <s>) (round 7): open v = b xor s, [b] = v + (1 - 2v)[s].
     A fused product uses a dealer mask m: open d = y - m in the same round,
     [b y] = v y + (1 - 2v)(d [s] + [m s]).
-Rounds: 7. Bytes sent per element per peer: 8 (c) + 8 + 4 + 2 + 1 + 0.125 (levels)
-+ 1 (the B2A bit) = 24.1, plus 8 per fused product. Comparing one x against R public
-thresholds opens x + r once and shares the edaBit: 8 + 16.1 R bytes; products of every
-row with the same y share y's mask too (8 bytes, not 8 R). Local work: one fused
-pass per level (kernels.bitlt). Error: none (exact for all 2^64
-ring values).
+Rounds: 7. Bytes sent per element per peer: 8 (c) + 8 + 4 + 2 + 1 + 0.25 (levels)
++ 0.125 (the B2A bit, packed) = 23.4, plus 8 per fused product. Comparing one x against
+R public thresholds opens x + r once and shares the edaBit: 8 + 15.4 R bytes; products
+of every row with the same y share y's mask too (8 bytes, not 8 R), or open nothing
+when y comes out of a truncation whose tuple the comparison carries (trunc_y). Range
+checks that tolerate a window below each threshold compare bits 16..63 only
+(coarse): 8 + 11.6 R bytes. Local work: one fused
+pass per level (kernels.bitlt). Error: none (exact for all 2^64 ring values; coarse rows:
+see ltz_steps).
 References: Damgard et al., "Unconditionally secure constant-rounds MPC for equality,
 comparison, bits and exponentiation" (TCC 2006) for bitwise LT; Escudero et al.,
 "Improved primitives for MPC over mixed arithmetic-binary circuits" (CRYPTO 2020)
@@ -33,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from mpcrt.kernels import bitlt, bufpool
+from mpcrt.kernels import bitlt, bufpool, ring
 from mpcrt.kernels import powers as powers_kernel
 from mpcrt.protocols import truncation
 from mpcrt.protocols.powers import stacked
@@ -46,16 +49,21 @@ PAIR = {w: LO[w] | np.int64(LO[w] << 1) for w in LEVELS}
 
 
 def request(rt, n: int, n_muls: int = 0, rows: int = 1, mul_rows: int | None = None, shared_y: bool = False,
-            powers: tuple[int, int, int] | None = None):
+            powers: tuple[int, int, int] | None = None, coarse: int = 0, trunc_y: int = 0):
     """Ask the dealer for one comparison's material ahead of use (n elements; with rows R,
     n elements compared against R thresholds each, sharing one mask; the fused products
     on the first mul_rows rows, default all; shared_y: every row multiplies the same y,
     so each product has one mask for all rows; powers (k, J, beta): also the tuple of a
-    truncation-with-powers of beta x that reuses the comparison's opening, see ltz_steps)."""
+    truncation-with-powers of beta x that reuses the comparison's opening, see ltz_steps;
+    coarse, trunc_y: see ltz_steps; with trunc_y, `YTrunc(mat, n)` is y's truncation tuple)."""
     npad = -(-max(n, 1) // PAD) * PAD
-    if rows == 1 and powers is None:
+    if rows == 1 and powers is None and not coarse:
         return rt.dealer.request("ltz", n=npad, k=int(n_muls))
     p = dict(n=npad * int(rows), k=int(n_muls), rows=int(rows))
+    if coarse:
+        p["cb"] = int(coarse)
+    if trunc_y:
+        p["tk"] = int(trunc_y)
     if mul_rows is not None and mul_rows != rows:
         p["mrows"] = int(mul_rows)
     if shared_y and n_muls:
@@ -65,6 +73,21 @@ def request(rt, n: int, n_muls: int = 0, rows: int = 1, mul_rows: int | None = N
     return rt.dealer.request("ltz", **p)
 
 
+class YTrunc:
+    """The truncation tuple of y that a comparison requested with trunc_y carries, as the
+    material protocols.powers.trunc_pow_steps takes (J = 1) for y = x >> k, x of n elements."""
+
+    def __init__(self, mat, n: int, shape: tuple):
+        self.mat, self.n, self.shape = mat, n, tuple(shape)
+
+    def own(self) -> dict:
+        return {"r": self.mat.own()["tr"][: self.n].reshape(self.shape)}
+
+    def get(self) -> dict:
+        m = self.mat.get()
+        return {"S1": m["yS1"][: self.n], "M": m["yM"][: self.n]}
+
+
 def _repeat(a: np.ndarray, R: int) -> np.ndarray:
     """a repeated R times, end to end (in a pooled buffer)."""
     out = bufpool.empty(R * a.size).reshape(R, a.size)
@@ -72,15 +95,39 @@ def _repeat(a: np.ndarray, R: int) -> np.ndarray:
     return out.reshape(-1)
 
 
-def _and_open(X, Y):
-    """Generator step: open the masked operands of a word AND (one round)."""
-    _, (D, F) = yield Open(xor=[X, Y], fresh=True)
-    return D.view(np.int64), F.view(np.int64)
+X_DEAD, Y_DEAD = np.int64(-1), np.int64(-0x5555555555555556)  # dead groups open as eq = 1; (lt, eq) = (0, 1)
+
+
+def _live(X, dead: int):
+    """The live (high 64 - dead) bits of the words in X, packed back to back."""
+    if not dead:
+        return X
+    out = np.empty(X.size * (64 - dead) // 64, np.int64)
+    bitlt.pack_live(X, dead, out)
+    return out
+
+
+def _with_dead(opened, m: int, dead: int, fill: np.int64):
+    """m words from their opened live bits, the dead low bits set to their public value."""
+    if not dead:
+        return opened.view(np.int64)
+    D = np.empty(m, np.int64)
+    bitlt.unpack_live(opened.view(np.int64), dead, fill, D)
+    return D
+
+
+def _and_open(X, Y, dead: tuple[int, int] = (0, 0)):
+    """Generator step: open the masked operands of a word AND (one round); of a coarse
+    comparison's words only the live bits travel (`dead`: dead low bits of X, of Y)."""
+    dx, dy = dead
+    _, (D, F) = yield Open(xor=[_live(X, dx), _live(Y, dy)], fresh=True)
+    return _with_dead(D, X.size, dx, X_DEAD), _with_dead(F, Y.size, dy, Y_DEAD)
 
 
 def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.ndarray]] | None = None, mat=None,
               thresholds=None, mul_rows: int | None = None, shared_y: bool = False,
-              powers: tuple[int, int, int] | None = None, on_powers: Callable[[list], None] | None = None):
+              powers: tuple[int, int, int] | None = None, on_powers: Callable[[list], None] | None = None,
+              coarse: int = 0, trunc_y: int = 0):
     """Generator: [x < 0] (int64 shares of 0/1) and [[x < 0] * y_j] for the n_muls
     arrays `muls()` returns (called in the last round; each of the result's shape).
     `mat`: the dealer material, if requested ahead with `request`.
@@ -97,7 +144,16 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     j = 1..J (x's shape, as protocols.powers.trunc_pow_steps would give them): the
     opened c = x + r is also beta x + beta r, and the dealer dealt the powers tuple of
     beta r with the comparison's material (request with the same powers). A chain
-    running in lockstep saves that step's opening (8 bytes per element per peer)."""
+    running in lockstep saves that step's opening (8 bytes per element per peer).
+    `coarse` L (0, 8 or 16): compare only bits L..63 of x - t, for range checks that
+    tolerate either answer when -2^L <= x - t < 0 (and, beyond any fixed-point value,
+    when x - t >= 2^63 - 2^L, as signed ring elements), exact everywhere else: BitLT on both operands with their low L bits zeroed, whose
+    dead groups are public constants, so rounds 2-5 open only their live bits:
+    11.5 instead of 15.25 bytes per element per row (L = 16). Request with the same L.
+    `trunc_y` k (with n_muls = 1 and shared_y): y is the truncation x' >> k done with
+    the tuple this comparison's material carries (YTrunc(mat, n, shape), used by the
+    caller before the last round), and muls() returns [y, c'] with c' that truncation's
+    opening: the products then open nothing (8 bytes per element per peer less)."""
     shape, n = x.shape, x.size
     npad = -(-max(n, 1) // PAD) * PAD
     R = 1 if thresholds is None else len(thresholds)
@@ -105,7 +161,10 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     if n_muls and not 0 < K <= R:
         raise ValueError(f"mul_rows must be in 1..{R} (the comparison's rows), got {K}")
     shared_y = bool(shared_y and n_muls and thresholds is not None)
-    mat = mat if mat is not None else request(rt, n, n_muls, R, K, shared_y, powers)
+    if trunc_y and not (n_muls == 1 and shared_y):
+        raise ValueError("trunc_y needs one fused product with shared_y")
+    mat = mat if mat is not None else request(rt, n, n_muls, R, K, shared_y, powers, coarse, trunc_y)
+    dead = bitlt.dead_bits(coarse) if coarse else None
     own = mat.own()
     z = np.empty(npad, np.int64)
     np.add(x.reshape(-1), own["r"][:n], out=z[:n])
@@ -121,6 +180,9 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
         out = powers_kernel.combine(ct, S, m["M"].reshape(J, npad)[:, :n], kp, first)
         on_powers([o.reshape(x.shape) for o in out])
     rb, P = m["rb"], m["P"]
+    if coarse:  # zero the low bits of both operands: c below, <r> and <P> share by share
+        hi = bitlt.live_mask(coarse)
+        rb, P = rb & hi, P & hi
     if thresholds is not None:  # the rows' openings c - t_i, and the shared edaBit repeated per row
         shape = (R,) + shape
         ts = np.asarray(thresholds, np.int64)
@@ -130,12 +192,14 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
         npad = R * npad  # rows are padded each: the result drops the pads below
 
     W = bufpool.empty(npad)
-    bitlt.level1(c, rb, P, first, W)  # level 1 (width 1) is local
+    bitlt.level1(c if not coarse else c & bitlt.live_mask(coarse), rb, P, first, W)  # level 1 (width 1) is local
     for w in LEVELS:  # rounds 2-5
         a, b = m[f"a{w}"], m[f"b{w}"]
+        if coarse:  # the AND masks are zero at dead bits (the dealer dealt c for these)
+            a, b = a & bitlt.live_mask(dead[w][0]), b & bitlt.live_mask(dead[w][1])
         X, Y = np.empty(npad // w, np.int64), np.empty(npad // w, np.int64)
         bitlt.pack_level(W, w, LO[w], PAIR[w], a, b, X, Y)
-        D, F = yield from _and_open(X, Y)
+        D, F = yield from _and_open(X, Y, dead[w] if coarse else (0, 0))
         bitlt.finish_level(W, w, LO[w], PAIR[w], D, F, a, b, m[f"c{w}"], first)
     a, b = m["a64"], m["b64"]  # round 6: the last level, one AND per element
     X, Y = np.empty(npad // 64, np.int64), np.empty(npad // 64, np.int64)
@@ -159,11 +223,23 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
         return v.reshape(rows, per)[:, :keep].reshape((rows,) + shape[1:] if thresholds is not None else shape)
 
     ys = [padded(y) for y in (muls() if n_muls else [])]
-    ds, (v,) = yield Open(add=[y - m[f"m{j}"] for j, y in enumerate(ys)], xor=[vmask], fresh=True)
+    if trunc_y:  # [y, its truncation's opening]: the products open nothing
+        ys, cy = ys[:1], ys[1]
+    ds, (v,) = yield Open(add=[] if trunc_y else [y - m[f"m{j}"] for j, y in enumerate(ys)],
+                          xor=[np.packbits(vmask, bitorder="little")], fresh=True)
+    v = np.unpackbits(v, bitorder="little")  # the B2A bits travel packed, 8 per byte
     bit = bufpool.empty(npad)
     bitlt.b2a(v, m["s"], first, bit)
     prods = []
     nk = K * per
+    if trunc_y:
+        k = int(trunc_y)
+        y, out = ys[0], bufpool.empty(nk)
+        consts = (np.int64(k), ring.const((1 << (64 - k)) - 1), np.int64(1 << (62 - k)), ring.const(1 << (64 - k)))
+        for lo in range(0, nk, y.size):
+            hi = lo + y.size
+            bitlt.b2a_product_trunc(v[lo:hi], y, cy, *consts, m["s"][lo:hi], m["sS"][lo:hi], m["sM"][lo:hi], out[lo:hi])
+        return unpadded(bit, R), [unpadded(out, K)]
     for j, (y, d) in enumerate(zip(ys, ds)):
         out = bufpool.empty(nk)
         ms = m[f"ms{j}"]

@@ -38,15 +38,18 @@ def request(rt, shape: tuple, k: int, J: int):
     return rt.dealer.request("truncpow", shape=tuple(shape), k=int(k), J=int(J))
 
 
-def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int, mat=None):
+def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int, mat=None, opened: list | None = None):
     """Generator (1 round): [(x >> k)^j] for j = 1..J, list in that order.
-    `mat`: the tuple if requested ahead (`request` with the same shape, k, J)."""
+    `mat`: the tuple if requested ahead (`request` with the same shape, k, J);
+    `opened`: a list the public opening c is appended to (for a later fused product)."""
     mat = mat if mat is not None else request(rt, x.shape, k, J)
     own = mat.own()
     z = np.add(x, own["r"], out=np.empty(np.shape(x), np.int64))  # an array even for 0-d
     if rt.rank == 0:
         z += OFFSET
     (c,), _ = yield Open(add=[z], fresh=True)
+    if opened is not None:
+        opened.append(c)
     m = mat.get()
     S = stacked(m, [f"S{j}" for j in range(1, J + 1)], c.size)
     out = fused.combine(c.reshape(-1), S, m["M"].reshape(J, -1), k, rt.rank == 0)

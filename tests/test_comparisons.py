@@ -196,6 +196,90 @@ def test_ltz_against_several_thresholds_shares_one_opening(n, xs, ts, seed):
 
 
 @pytest.mark.parametrize("n", NS)
+@pytest.mark.parametrize("coarse", [8, 16])
+@HSET
+@given(xs=ring_arrays, ts=st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=3), seed=st.integers(0, 2**32 - 1))
+def test_coarse_rows_are_exact_outside_their_window(n, coarse, xs, ts, seed):
+    """coarse=L: each row's bit is exact for every ring x with x - t outside [-2^L, 0)
+    and [2^63 - 2^L, 2^63) (both answers allowed there; the second window lies beyond any
+    fixed-point value), products exact for the bit given; rounds 2-5 send
+    only live bits: <= 8 + 12.3 R (+ 8 for the shared y) bytes per element per peer at L = 16."""
+    rng = np.random.default_rng(seed)
+    t = np.array(ts, np.int64)
+    w = np.int64(1 << coarse)
+    near = np.concatenate([t, t - 1, t + 1, t - w, t - w - 1, t - w + 1, t - w // 2])
+    x = np.concatenate([EDGES, xs, near, rng.integers(I64_MIN, I64_MAX, 3000, dtype=np.int64, endpoint=True),
+                        (t[:, None] + rng.integers(-4 * w, 4 * w, (t.size, 500))).reshape(-1)])
+    y = rng.integers(I64_MIN, I64_MAX, size=x.size, dtype=np.int64, endpoint=True)
+
+    def fn(rt):
+        X = share_from(rt, x, 0, fbits=0)
+        Y = share_from(rt, y, rt.world_size - 1, fbits=0)
+        s0 = rt.stats()
+        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, 1, lambda: [Y.share], thresholds=list(t),
+                                                shared_y=True, coarse=coarse))
+        s1 = rt.stats()
+        ob, op = rt.open([b, p])
+        return s1["rounds"] - s0["rounds"], ob, op, (s1["bytes_sent"] - s0["bytes_sent"]) / x.size / (rt.world_size - 1)
+
+    with np.errstate(over="ignore"):
+        d = x[None, :] - t[:, None]
+    want = (d < 0).astype(np.int64)
+    window = ((d < 0) & (d >= -w)) | (d >= I64_MAX - w + 1)
+    for r, ob, op, sent in run(fn, n):
+        assert r == LTZ_ROUNDS
+        bad = np.argwhere((ob != want) & ~window)
+        assert bad.size == 0, f"{len(bad)} wrong results outside the window, e.g. {bad[:3].tolist()}"
+        assert np.all((ob == 0) | (ob == 1))
+        np.testing.assert_array_equal(op, np.where(ob == 1, y[None, :], 0))
+        if coarse == 16:
+            assert sent <= 8 + t.size * 12.3 + 8, f"{sent:.2f} bytes per element per peer, {t.size} coarse rows"
+
+
+@pytest.mark.parametrize("n", NS)
+@pytest.mark.parametrize("k", [20, 40])
+def test_products_with_a_truncated_y_open_nothing(n, k):
+    """trunc_y=k: y = x' >> k truncated with the tuple the comparison carries (YTrunc);
+    the rows' products b y come from that truncation's opening, and the last round
+    opens only the packed B2A bits (<= 1 byte per element per peer, rows included)."""
+    from mpcrt.protocols import powers
+    from mpcrt.protocols.rounds import run as run_gens
+
+    rng = np.random.default_rng(k + n)
+    m = 4000
+    x = np.concatenate([EDGES[:1000], rng.integers(I64_MIN, I64_MAX, m, dtype=np.int64, endpoint=True)])
+    xp = rng.integers(-(2**60), 2**60, x.size, dtype=np.int64)
+    t = [0, -(1 << 30)]
+
+    def fn(rt):
+        X = share_from(rt, x, 0, fbits=0).share
+        XP = share_from(rt, xp, rt.world_size - 1, fbits=0).share
+        mat = comparison.request(rt, x.size, 1, rows=2, shared_y=True, trunc_y=k)
+        hold = {}
+
+        def chain():
+            opened = []
+            (y,) = yield from powers.trunc_pow_steps(rt, XP, k, 1, mat=comparison.YTrunc(mat, x.size, x.shape), opened=opened)
+            hold["y"], hold["c"] = y, opened[0]
+
+        s0 = rt.stats()
+        (b, (p,)), _ = run_gens(rt, comparison.ltz_steps(rt, X, 1, lambda: [hold["y"], hold["c"]], mat=mat, thresholds=t,
+                                                         shared_y=True, trunc_y=k), chain())
+        s1 = rt.stats()
+        ob, op, oy = rt.open([b, p, hold["y"]])
+        return ob, op, oy, s1["rounds"] - s0["rounds"], (s1["bytes_sent"] - s0["bytes_sent"]) / x.size / (rt.world_size - 1)
+
+    with np.errstate(over="ignore"):
+        want = ((x[None, :] - np.array(t, np.int64)[:, None]) < 0).astype(np.int64)
+    for ob, op, oy, r, sent in run(fn, n):
+        assert r == LTZ_ROUNDS
+        np.testing.assert_array_equal(ob, want)
+        assert np.all((oy == xp >> k) | (oy == (xp >> k) + 1))  # the truncation: exact up to +1
+        np.testing.assert_array_equal(op, np.where(want == 1, oy[None, :], 0))
+        assert sent <= 8 + 8 + 2 * 16.3, f"{sent:.2f} bytes per element per peer"
+
+
+@pytest.mark.parametrize("n", NS)
 @pytest.mark.parametrize("shape", [(), (1,), (63,), (65,), (3, 5, 7), (0,), (2, 0, 3)])
 def test_ltz_shapes(n, shape):
     """Any shape, including sizes that are not a multiple of the 64-element packing."""

@@ -102,6 +102,10 @@ def _generic(kind_cls, prgs, priv, p, name):
         ("ltz", dict(n=1280, k=2, rows=2, ym=1), correlations.LtzBundle),
         ("ltz", dict(n=1280, k=1, rows=2, ym=1, pw=[29, 4, 1234567]), correlations.LtzBundle),  # + powers of beta r, M 32-bit
         ("ltz", dict(n=640, k=0, pw=[40, 3, -99]), correlations.LtzBundle),  # M 64-bit
+        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16), correlations.LtzBundle),  # coarse: AND masks zero at dead bits
+        ("ltz", dict(n=640, k=0, cb=8), correlations.LtzBundle),
+        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345]), correlations.LtzBundle),  # y truncated, M 32-bit
+        ("ltz", dict(n=1920, k=1, rows=3, mrows=2, ym=1, tk=40), correlations.LtzBundle),  # y truncated, M 64-bit
         ("truncpow", dict(shape=[3, 50], k=40, J=3), correlations.TruncPowers),
         ("truncpow", dict(shape=[3, 51], k=29, J=4), correlations.TruncPowers),  # M as uint32, odd count
         ("triple", dict(a=[200], b=[200]), correlations.Triple),
