@@ -229,6 +229,32 @@ def deal_pairs(r, sub_rb, sub_P, out_rb, out_P):  # pragma: no cover - compiled
 
 
 @njit
+def deal_and2(a0, a1, b0, b1, mask, sub, out):  # pragma: no cover - compiled
+    """Two parties: correction of <c> = ((a0 ^ a1) & (b0 ^ b1) & mask) xor party 1's share."""
+    for i in range(out.size):
+        out[i] = ((a0[i] ^ a1[i]) & (b0[i] ^ b1[i]) & mask) ^ sub[i]
+
+
+@njit
+def deal_ytrunc(tr0, tr1, k, low, sbits, rows, sub_yS, sub_yM, sub_sS, sub_sM, yS, yM, sS, sM):  # pragma: no cover - compiled
+    """Two parties: corrections of a truncated y's tuple (S0 = -(r >> k), m = msb r, r = tr0 + tr1)
+    and of its products with the daBits of `rows` rows ([s S0], [s m]); the m arrays may be
+    uint32 (shares mod 2^32: the stores wrap)."""
+    n1 = tr0.size
+    for e in range(n1):
+        r = tr0[e] + tr1[e]
+        s0 = -((r >> k) & low)
+        m = np.int64(r < 0)
+        yS[e] = s0 - sub_yS[e]
+        yM[e] = m - sub_yM[e]
+        for j in range(rows):
+            i = j * n1 + e
+            s = (sbits[i >> 6] >> (i & 63)) & 1
+            sS[i] = s * s0 - sub_sS[i]
+            sM[i] = s * m - sub_sM[i]
+
+
+@njit
 def deal_dabits(sb, mask, sub_s, out_s):  # pragma: no cover - compiled
     """Correction of [s] (or of [m s] when mask is given) for the daBits packed in sb."""
     has_mask = mask.size > 0

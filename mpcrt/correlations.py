@@ -28,6 +28,24 @@ from mpcrt.kernels import powers as fused
 from mpcrt.kernels import ring
 
 Shape = tuple
+PARALLEL_MIN = 1 << 18  # words: a deal this big runs its independent passes on threads
+_pool = None
+
+
+def _parallel(*fns) -> list:
+    """Run independent dealer passes concurrently (the kernels and the AES keystream release
+    the GIL); results in order. The dealer deals several requests at once too, so this only
+    helps the big ones, which otherwise hold party 0 waiting on one thread."""
+    global _pool
+    if len(fns) == 1:
+        return [fns[0]()]
+    if _pool is None:
+        import concurrent.futures
+
+        _pool = concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="deal-pass")
+    futs = [_pool.submit(f) for f in fns[1:]]
+    first = fns[0]()
+    return [first] + [f.result() for f in futs]
 
 
 def _shape(v) -> Shape:
@@ -54,6 +72,11 @@ class Kind:
 
     def corrected(self, p: dict) -> list[tuple[str, Shape, str]]:
         raise NotImplementedError
+
+    def paired(self, p: dict) -> set:
+        """`own` names a two-party deal_into takes as the pair of shares (not summed), to
+        fuse the sum into its own pass."""
+        return set()
 
     def deal(self, p: dict, own: dict[str, np.ndarray], private) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -254,6 +277,9 @@ class LtzBundle(Kind):
             raise DealerError(f"powers parameters out of range: k={k} J={J} beta={beta} (beta must be odd)")
         return k, J, beta
 
+    def paired(self, p):
+        return {f"{x}{w}" for w in LTZ_LEVELS for x in "ab"} | {"tr"}
+
     def own(self, p):
         self._check(p)
         self._pw(p)
@@ -326,24 +352,48 @@ class LtzBundle(Kind):
             size = int(np.prod(shape, dtype=np.int64))
             views[name] = (_as(out[o : o + w], size, how), _as(sub[o : o + w], size, how))
             off = o + w
+        passes = []
         if tail:  # the powers tuple of beta r, as TruncPowers deals it (its M may be 32-bit)
             kp, J, beta = self._pw(p)
             rb_ = np.multiply(own["r"], np.int64(beta), out=bufpool.empty(own["r"].size))
-            TruncPowers().deal_into({"shape": [rb_.size], "k": kp, "J": J}, {"r": rb_}, private, out[off:], sub[off:])
-        bitlt.deal_pairs(own["r"], views["rb"][1], views["P"][1], views["rb"][0], views["P"][0])
-        masks = self._and_masks(p)
-        for w in LTZ_LEVELS:
-            o, sb_ = views[f"c{w}"]
-            np.bitwise_and(own[f"a{w}"], own[f"b{w}"], out=o)
-            if w in masks:
-                o &= masks[w][0] & masks[w][1]
-            o ^= sb_
+            passes.append(lambda: TruncPowers().deal_into({"shape": [rb_.size], "k": kp, "J": J}, {"r": rb_}, private,
+                                                          out[off:], sub[off:]))
         sbits = private((n // 64,))
-        np.bitwise_xor(sbits, views["sb"][1], out=views["sb"][0])
-        none = np.zeros(0, np.int64)
-        bitlt.deal_dabits(sbits, none, views["s"][1], views["s"][0])
-        nm = self._nm(p)
-        tk = int(p.get("tk", 0))
+        masks = self._and_masks(p)
+
+        def edabits_and_triples():
+            bitlt.deal_pairs(own["r"], views["rb"][1], views["P"][1], views["rb"][0], views["P"][0])
+            for w in LTZ_LEVELS:
+                o, sb_ = views[f"c{w}"]
+                a, b = own[f"a{w}"], own[f"b{w}"]
+                mask = masks[w][0] & masks[w][1] if w in masks else np.int64(-1)
+                if isinstance(a, tuple):  # two parties' shares: summed in the same pass
+                    bitlt.deal_and2(a[0], a[1], b[0], b[1], mask, sb_, o)
+                    continue
+                np.bitwise_and(a, b, out=o)
+                if w in masks:
+                    o &= mask
+                o ^= sb_
+            np.bitwise_xor(sbits, views["sb"][1], out=views["sb"][0])
+            bitlt.deal_dabits(sbits, np.zeros(0, np.int64), views["s"][1], views["s"][0])
+
+        passes.insert(0, edabits_and_triples)
+        passes.append(lambda: self._deal_products(p, own, sbits, views))
+        if n < PARALLEL_MIN:
+            for f in passes:
+                f()
+        else:
+            _parallel(*passes)
+
+    def _deal_products(self, p, own, sbits, views) -> None:
+        """Corrections of the fused products' terms with the daBits: [m_j s], or with a
+        truncated y ('tk') its tuple and [s S0], [s msb r']."""
+        k, nm, tk = int(p.get("k", 0)), self._nm(p), int(p.get("tk", 0))
+        if tk and isinstance(own["tr"], tuple):  # two parties: one fused pass
+            (tr0, tr1), v = own["tr"], views
+            bitlt.deal_ytrunc(tr0, tr1, np.int64(tk), ring.const((1 << (64 - tk)) - 1), sbits, nm // tr0.size,
+                              v["yS1"][1], v["yM"][1], v["sS"][1], v["sM"][1], v["yS1"][0], v["yM"][0], v["sS"][0], v["sM"][0])
+            return
         if tk:  # y's truncation tuple and its products with the daBits, row by row
             tr = own["tr"]
             s0 = np.negative(ring.lshr(tr, tk))
@@ -356,13 +406,14 @@ class LtzBundle(Kind):
                 for lo in range(0, nm, val.size):
                     hi = lo + val.size
                     bitlt.deal_dabits(sbits[lo // 64 :], val, sb_[lo:hi], o[lo:hi])
-            k = 0
+            return
         for j in range(k):
             m = own[f"m{j}"]
             o, sb_ = views[f"ms{j}"]
             for lo in range(0, nm, m.size):  # a shared mask ('ym'): row by row (rows are whole words of sbits)
                 hi = lo + m.size
                 bitlt.deal_dabits(sbits[lo // 64 :], m, sb_[lo:hi], o[lo:hi])
+
 
 class TruncPowers(Kind):
     """Truncation tuple extended with powers (protocols.powers): r uniform, S0 = -(r >> k),
@@ -469,6 +520,28 @@ def split(flat: np.ndarray, entries: list) -> dict[str, np.ndarray]:
             for nm, s, how, off, w in _spans(entries)}
 
 
+GROUP_WORDS = (30 << 20) // 8  # framing.SINGLE_MAX: a reply part up to this size travels as one frame
+
+
+def reply_parts(entries: list) -> list[tuple[int, int, list]]:
+    """How the dealer sends party 0 one request's corrections: consecutive entries grouped
+    into parts of at most GROUP_WORDS words (an entry larger than that alone), each part
+    one message: (first word, end word, its entries). Each part then arrives as one frame
+    that party 0 uses in place, where one big message would be chunked and reassembled
+    (a copy of every word)."""
+    parts, cur, lo, off = [], [], 0, 0
+    for e in entries:
+        w = _words(e[1], e[2])
+        if cur and off + w - lo > GROUP_WORDS:
+            parts.append((lo, off, cur))
+            cur, lo = [], off
+        cur.append(e)
+        off += w
+    if cur or not parts:
+        parts.append((lo, off, cur))
+    return parts
+
+
 def flat_words(entries: list) -> int:
     return sum(_words(s, how) for _, s, how in entries)
 
@@ -500,14 +573,20 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
     party's shares are subtracted inside the kind's fused kernel where it has one.
     """
     k = kind(name)
-    parts = [_expand(prg, stream, name, p, i) for i, prg in enumerate(prgs)]
+    jobs = [lambda i=i, prg=prg: _expand(prg, stream, name, p, i) for i, prg in enumerate(prgs)]
+    big = flat_words(own_layout(k, p)) >= PARALLEL_MIN
+    parts = _parallel(*jobs) if big else [j() for j in jobs]
     priv = lambda shape: private(stream, shape)  # noqa: E731
     if len(parts) == 2 and hasattr(k, "deal_two"):
         out = bufpool.empty(parts[1][1].size - parts[1][2])
         if k.deal_two(p, parts[0][0], parts[1][0], out, priv):
             return out
     own = {}
+    paired = k.paired(p) if len(parts) == 2 and hasattr(k, "deal_into") else set()
     for n, _, how in own_layout(k, p):
+        if n in paired:  # deal_into sums this pair in its own fused pass
+            own[n] = (parts[0][0][n], parts[1][0][n])
+            continue
         op = np.bitwise_xor if how == "x" else np.add
         first = parts[0][0][n]
         acc = bufpool.empty(first.size).view(first.dtype)[: first.size].reshape(first.shape)  # an array even when 0-d

@@ -52,7 +52,7 @@ class DealerClient:
         self._ready: dict[int, dict] = {}
         self._planned: dict[int, tuple[str, dict]] = {}
         self._corr: dict[int, np.ndarray] = {}
-        self._awaiting: collections.deque[int] = collections.deque()  # party 0: sent, reply not read
+        self._awaiting: collections.deque[tuple[int, int]] = collections.deque()  # party 0: (request, reply parts) sent, not read
         self._announced: dict[int, tuple[str, dict]] = {}  # numbered ahead, handed out lazily by request()
         self._sent_ahead: set[int] = set()  # party 0: announced numbers already sent to the dealer
         self._abandoned: set[int] = set()  # sent ahead but never used: replies dropped
@@ -155,7 +155,7 @@ class DealerClient:
     def _send(self, batch: list) -> None:
         raw = msgpack.packb([[n, k, p] for n, k, p in batch], use_bin_type=True)
         self.node.send(self.dealer_id, "req", np.frombuffer(raw, np.uint8))
-        self._awaiting.extend(n for n, _, _ in batch)
+        self._awaiting.extend((n, len(correlations.reply_parts(correlations.kind(k).corrected(p)))) for n, k, p in batch)
 
     def _expand(self, n: int) -> dict[str, np.ndarray]:
         kind, p = self._requests[n]
@@ -167,8 +167,8 @@ class DealerClient:
             return own
         flat = self._corr.pop(n, None)
         while flat is None:  # replies come in request order; keep those of other requests
-            m = self._awaiting.popleft()
-            got = self.node.recv(self.dealer_id, "corr", dtype=np.int64)
+            m, nparts = self._awaiting.popleft()
+            got = [self.node.recv(self.dealer_id, "corr", dtype=np.int64) for _ in range(nparts)]
             if m == n:
                 flat = got
             elif m in self._abandoned:
@@ -180,9 +180,11 @@ class DealerClient:
         return out
 
     @staticmethod
-    def _split(kind, p, flat) -> dict:
-        corr = correlations.kind(kind).corrected(p)
-        need = correlations.flat_words(corr)
-        if flat.size != need:
-            raise ProtocolError("dealer", f"correction for {kind} has {flat.size} words, expected {need}")
-        return correlations.split(flat, corr)
+    def _split(kind, p, got: list) -> dict:
+        """The named corrections from the reply's parts (correlations.reply_parts)."""
+        out = {}
+        for (lo, hi, entries), flat in zip(correlations.reply_parts(correlations.kind(kind).corrected(p)), got):
+            if flat.size != hi - lo:
+                raise ProtocolError("dealer", f"correction for {kind} has a part of {flat.size} words, expected {hi - lo}")
+            out.update(correlations.split(flat, entries))
+        return out

@@ -99,7 +99,7 @@ class Dealer:
             n, kind, p = item
             fut = self._pool.submit(self._deal, n, kind, p)
             fut.add_done_callback(lambda _: self.node.wake())
-            self._pending.append(fut)
+            self._pending.append((fut, kind, p))
         self.busy_seconds += time.perf_counter() - t0
 
     def _deal(self, n: int, kind: str, p: dict) -> np.ndarray:
@@ -111,10 +111,12 @@ class Dealer:
     def _send_ready(self, wait: bool = False) -> None:
         """Send the corrections dealt so far, in request order (all of them if `wait`);
         a request whose dealing failed raises its error here."""
-        while self._pending and (wait or self._pending[0].done()):
-            flat = self._pending.popleft().result()
+        while self._pending and (wait or self._pending[0][0].done()):
+            fut, kind, p = self._pending.popleft()
+            flat = fut.result()
             t2 = time.perf_counter()
-            self.node.send(0, "corr", flat)
+            for lo, hi, _ in correlations.reply_parts(correlations.kind(kind).corrected(p)):
+                self.node.send(0, "corr", flat[lo:hi])  # one frame per part, used in place
             self.send_seconds += time.perf_counter() - t2
             self.requests_served += 1
 

@@ -127,6 +127,20 @@ def test_fused_dealer_equals_generic(N, name, p, cls):
     assert np.array_equal(fused, _generic(cls, prgs, priv, p, name))
 
 
+@pytest.mark.parametrize("N", [2, 3])
+def test_big_ltz_deal_on_threads_equals_generic(N):
+    """A bundle of >= correlations.PARALLEL_MIN words runs its passes (and the parties'
+    expansions) on threads: the same corrections as the generic numpy path."""
+    prgs = [PRG(bytes([i + 1]) * 16) for i in range(N)]
+
+    def priv(stream, shape):
+        return PRG(b"\x09" * 16).words(stream, int(np.prod(shape))).reshape(shape)
+
+    p = dict(n=2 * correlations.PARALLEL_MIN, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345])
+    fused = correlations.deal(prgs, priv, 7, "ltz", p)
+    assert np.array_equal(fused, _generic(correlations.LtzBundle, prgs, priv, p, "ltz"))
+
+
 def test_ltz_dabits_are_bits_and_packed():
     prgs = [PRG(bytes([i + 1]) * 16) for i in range(2)]
 
