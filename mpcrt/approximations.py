@@ -292,8 +292,12 @@ def _exp(x: SharedTensor, fast: bool) -> SharedTensor:
     plan = _exp_plan(f, 1, f, fast)
     pw = (*plan[0], _exp_beta())
     k5 = plan[4][0]
-    lt = ltz_request(rt, X.size, 1, rows=2, shared_y=True, powers=pw, coarse=_coarse(f), trunc_y=k5)
-    mats = [None] + _exp_requests(rt, X.shape, f, 1, steps=slice(1, 4), fast=fast) + [YTrunc(lt, X.size, X.shape)]
+    # the comparison's material in two requests: what rounds 1-5 use first, then the chain's
+    # second step, then the daBit half (rounds 5-7), then the chain's later steps
+    lt = ltz_request(rt, X.size, 1, rows=2, shared_y=True, powers=pw, coarse=_coarse(f), trunc_y=k5, halves=True)
+    mats = [None] + _exp_requests(rt, X.shape, f, 1, steps=slice(1, 2), fast=fast)
+    mats += [None, None, YTrunc(lt.request_da(), X.size, X.shape)]
+    mats[2:4] = _exp_requests(rt, X.shape, f, 1, steps=slice(2, 4), fast=fast)
     chain = _exp_chain(rt, X, f, 1, hold, "y", mats=mats, fast=fast)
     # coarse rows: [x < -15] may read either way on [-16, -15), [x > 11.5] on (10.5, 11.5]
     sel = _selection(rt, X, [(EXP_LO + 1, 1), (EXP_HI, -1)], f, lambda: [hold["y"][0], hold["y:c"]], mat=lt,

@@ -232,6 +232,9 @@ class LtzBundle(Kind):
     whose tuple this bundle carries (r' in place of the mask m_0: [r'], [S0 = -(r' >> k)],
     [msb r'] as yS1, yM) with [s S0] and [s msb r'] per product row (sS, sM) in place of
     [m_0 s]: y's truncation opening then also serves the products, which open nothing.
+    `part` 1 or 2 deals half of the bundle as its own request: 1 the edaBit, the AND
+    triples and the powers tuple (what rounds 1-5 use), 2 the daBits and the product terms
+    (rounds 6-7), so that party 0 gets the first half while the dealer deals the rest.
     """
 
     @staticmethod
@@ -253,6 +256,8 @@ class LtzBundle(Kind):
         tk = int(p.get("tk", 0))
         if tk and not (0 < tk < 63 and k == 1 and ym == 1):
             raise DealerError(f"a truncated y (tk={tk}) needs 0 < tk < 63, k = 1 product and ym = 1")
+        if int(p.get("part", 0)) not in (0, 1, 2):
+            raise DealerError(f"comparison bundle part must be 0, 1 or 2, got {p.get('part')!r}")
         if int(p.get("cb", 0)) not in COARSE_BITS:
             raise DealerError(f"coarse comparison bits must be one of {COARSE_BITS}, got {p.get('cb')!r}")
 
@@ -280,29 +285,44 @@ class LtzBundle(Kind):
     def paired(self, p):
         return {f"{x}{w}" for w in LTZ_LEVELS for x in "ab"} | {"tr"}
 
+    @staticmethod
+    def _parts(p) -> tuple[bool, bool]:
+        """(has the edaBit half, has the daBit half)."""
+        part = int(p.get("part", 0))
+        return part != 2, part != 1
+
     def own(self, p):
         self._check(p)
         self._pw(p)
         n, k, R = int(p["n"]), int(p.get("k", 0)), int(p.get("rows", 1))
-        out = [("r", (n // R,), "a")]
-        for w in LTZ_LEVELS:
-            out += [(f"a{w}", (n // w,), "x"), (f"b{w}", (n // w,), "x")]
+        eda, da = self._parts(p)
+        out = []
+        if eda:
+            out += [("r", (n // R,), "a")]
+            for w in LTZ_LEVELS:
+                out += [(f"a{w}", (n // w,), "x"), (f"b{w}", (n // w,), "x")]
+        if not da:
+            return out
         if int(p.get("tk", 0)):
             return out + [("tr", (n // R,), "a")]
         return out + [(f"m{j}", (self._nmask(p),), "a") for j in range(k)]
 
     def corrected(self, p):
         n, k, R = int(p["n"]), int(p.get("k", 0)), int(p.get("rows", 1))
-        out = [("rb", (n // R,), "x"), ("P", (n // R,), "x")]
-        out += [(f"c{w}", (n // w,), "x") for w in LTZ_LEVELS]
-        out += [("sb", (n // 64,), "x"), ("s", (n,), "a")]
-        tk = int(p.get("tk", 0))
-        if tk:
-            h = "a32" if tk <= 32 else "a"  # msb terms enter times 2^(64 - tk)
-            out += [("yS1", (n // R,), "a"), ("yM", (n // R,), h), ("sS", (self._nm(p),), "a"), ("sM", (self._nm(p),), h)]
-        else:
-            out += [(f"ms{j}", (self._nm(p),), "a") for j in range(k)]
-        return out + self._pw_entries(p)
+        eda, da = self._parts(p)
+        out = []
+        if eda:
+            out += [("rb", (n // R,), "x"), ("P", (n // R,), "x")]
+            out += [(f"c{w}", (n // w,), "x") for w in LTZ_LEVELS]
+        if da:
+            out += [("sb", (n // 64,), "x"), ("s", (n,), "a")]
+            tk = int(p.get("tk", 0))
+            if tk:
+                h = "a32" if tk <= 32 else "a"  # msb terms enter times 2^(64 - tk)
+                out += [("yS1", (n // R,), "a"), ("yM", (n // R,), h), ("sS", (self._nm(p),), "a"), ("sM", (self._nm(p),), h)]
+            else:
+                out += [(f"ms{j}", (self._nm(p),), "a") for j in range(k)]
+        return out + (self._pw_entries(p) if eda else [])
 
     def _pw_entries(self, p) -> list:
         pw = self._pw(p)
@@ -314,14 +334,23 @@ class LtzBundle(Kind):
 
     def deal(self, p, own, private):
         n, k = int(p["n"]), int(p.get("k", 0))
-        r = own["r"]
-        rl = r & LOW63
-        out = {"rb": r, "P": ring.lshr(rl, 1) & rl & EVEN}
-        masks = self._and_masks(p)
-        for w in LTZ_LEVELS:
-            out[f"c{w}"] = own[f"a{w}"] & own[f"b{w}"]
-            if w in masks:
-                out[f"c{w}"] &= masks[w][0] & masks[w][1]
+        eda, da = self._parts(p)
+        out = {}
+        if eda:
+            r = own["r"]
+            rl = r & LOW63
+            out = {"rb": r, "P": ring.lshr(rl, 1) & rl & EVEN}
+            masks = self._and_masks(p)
+            for w in LTZ_LEVELS:
+                out[f"c{w}"] = own[f"a{w}"] & own[f"b{w}"]
+                if w in masks:
+                    out[f"c{w}"] &= masks[w][0] & masks[w][1]
+            pw = self._pw(p)
+            if pw is not None:  # powers of the truncation of beta x, masked by beta r (uniform: beta odd)
+                kp, J, beta = pw
+                out.update(TruncPowers().deal({"shape": [r.size], "k": kp, "J": J}, {"r": r * np.int64(beta)}, private))
+        if not da:
+            return out
         sb = private((n // 64,))  # the daBits, packed 64 per word (bit j % 64 of word j // 64)
         s = np.unpackbits(sb.view(np.uint8), bitorder="little").astype(np.int64)
         out["sb"], out["s"] = sb, s
@@ -335,10 +364,6 @@ class LtzBundle(Kind):
         for j in range(k):
             m = own[f"m{j}"]
             out[f"ms{j}"] = np.tile(m, nm // m.size) * s[:nm]  # a shared mask repeats per row
-        pw = self._pw(p)
-        if pw is not None:  # powers of the truncation of beta x, masked by beta r (uniform: beta odd)
-            kp, J, beta = pw
-            out.update(TruncPowers().deal({"shape": [r.size], "k": kp, "J": J}, {"r": r * np.int64(beta)}, private))
         return out
 
     def deal_into(self, p, own, private, out, sub):
@@ -347,7 +372,8 @@ class LtzBundle(Kind):
         if sub is None:
             sub = np.zeros_like(out)
         views, off = {}, 0
-        corr, tail = self.corrected(p), self._pw_entries(p)
+        eda, da = self._parts(p)
+        corr, tail = self.corrected(p), (self._pw_entries(p) if eda else [])
         for name, shape, how, o, w in _spans(corr[: len(corr) - len(tail)]):
             size = int(np.prod(shape, dtype=np.int64))
             views[name] = (_as(out[o : o + w], size, how), _as(sub[o : o + w], size, how))
@@ -358,7 +384,7 @@ class LtzBundle(Kind):
             rb_ = np.multiply(own["r"], np.int64(beta), out=bufpool.empty(own["r"].size))
             passes.append(lambda: TruncPowers().deal_into({"shape": [rb_.size], "k": kp, "J": J}, {"r": rb_}, private,
                                                           out[off:], sub[off:]))
-        sbits = private((n // 64,))
+        sbits = private((n // 64,)) if da else None
         masks = self._and_masks(p)
 
         def edabits_and_triples():
@@ -374,11 +400,16 @@ class LtzBundle(Kind):
                 if w in masks:
                     o &= mask
                 o ^= sb_
+
+        def dabits_and_products():
             np.bitwise_xor(sbits, views["sb"][1], out=views["sb"][0])
             bitlt.deal_dabits(sbits, np.zeros(0, np.int64), views["s"][1], views["s"][0])
+            self._deal_products(p, own, sbits, views)
 
-        passes.insert(0, edabits_and_triples)
-        passes.append(lambda: self._deal_products(p, own, sbits, views))
+        if eda:
+            passes.insert(0, edabits_and_triples)
+        if da:
+            passes.append(dabits_and_products)
         if n < PARALLEL_MIN:
             for f in passes:
                 f()

@@ -49,15 +49,16 @@ PAIR = {w: LO[w] | np.int64(LO[w] << 1) for w in LEVELS}
 
 
 def request(rt, n: int, n_muls: int = 0, rows: int = 1, mul_rows: int | None = None, shared_y: bool = False,
-            powers: tuple[int, int, int] | None = None, coarse: int = 0, trunc_y: int = 0):
+            powers: tuple[int, int, int] | None = None, coarse: int = 0, trunc_y: int = 0, halves: bool = False):
     """Ask the dealer for one comparison's material ahead of use (n elements; with rows R,
     n elements compared against R thresholds each, sharing one mask; the fused products
     on the first mul_rows rows, default all; shared_y: every row multiplies the same y,
     so each product has one mask for all rows; powers (k, J, beta): also the tuple of a
     truncation-with-powers of beta x that reuses the comparison's opening, see ltz_steps;
-    coarse, trunc_y: see ltz_steps; with trunc_y, `YTrunc(mat, n)` is y's truncation tuple)."""
+    coarse, trunc_y: see ltz_steps; with trunc_y, `YTrunc(mat, n)` is y's truncation tuple;
+    halves: two requests, see Halves)."""
     npad = -(-max(n, 1) // PAD) * PAD
-    if rows == 1 and powers is None and not coarse:
+    if rows == 1 and powers is None and not coarse and not halves:
         return rt.dealer.request("ltz", n=npad, k=int(n_muls))
     p = dict(n=npad * int(rows), k=int(n_muls), rows=int(rows))
     if coarse:
@@ -70,7 +71,26 @@ def request(rt, n: int, n_muls: int = 0, rows: int = 1, mul_rows: int | None = N
         p["ym"] = 1
     if powers is not None:
         p["pw"] = [int(v) for v in powers]
+    if halves:
+        return Halves(rt, p)
     return rt.dealer.request("ltz", **p)
+
+
+class Halves:
+    """A comparison's material requested as two dealer requests (request(..., halves=True)):
+    `eda` (edaBit, AND triples, powers: rounds 1-5) now, `da` (daBits and product terms:
+    rounds 6-7) when the caller calls request_da(), after the requests its own early
+    rounds need, so that party 0 gets what it uses first without waiting for the rest."""
+
+    def __init__(self, rt, params: dict):
+        self.rt, self.params = rt, params
+        self.eda = rt.dealer.request("ltz", **params, part=1)
+        self.da = None
+
+    def request_da(self):
+        if self.da is None:
+            self.da = self.rt.dealer.request("ltz", **self.params, part=2)
+        return self.da
 
 
 class YTrunc:
@@ -165,6 +185,9 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
         raise ValueError("trunc_y needs one fused product with shared_y")
     mat = mat if mat is not None else request(rt, n, n_muls, R, K, shared_y, powers, coarse, trunc_y)
     dead = bitlt.dead_bits(coarse) if coarse else None
+    halves = mat if isinstance(mat, Halves) else None
+    if halves is not None:
+        mat = halves.eda
     own = mat.own()
     z = np.empty(npad, np.int64)
     np.add(x.reshape(-1), own["r"][:n], out=z[:n])
@@ -172,6 +195,7 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     (c,), _ = yield Open(add=[z], fresh=True)  # round 1
     m = mat.get()
     first = rt.rank == 0
+    md = m if halves is None else None  # the daBit half, fetched when round 6 needs it
     if powers is not None:
         kp, J, beta = powers
         ct = c[:n] * np.int64(beta)
@@ -206,7 +230,9 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     bitlt.pack_last(W, a, b, X, Y)
     D, F = yield from _and_open(X, Y)
     vmask = np.empty(npad, np.uint8)
-    bitlt.finish_last(W, D, F, a, b, m["c64"], first, rb, c, m["sb"], vmask)
+    if md is None:
+        md = halves.request_da().get()
+    bitlt.finish_last(W, D, F, a, b, m["c64"], first, rb, c, md["sb"], vmask)
 
     # round 7: B2A with the daBit, fused products opened alongside
     per = npad // R  # padded length of one row
@@ -225,11 +251,11 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     ys = [padded(y) for y in (muls() if n_muls else [])]
     if trunc_y:  # [y, its truncation's opening]: the products open nothing
         ys, cy = ys[:1], ys[1]
-    ds, (v,) = yield Open(add=[] if trunc_y else [y - m[f"m{j}"] for j, y in enumerate(ys)],
+    ds, (v,) = yield Open(add=[] if trunc_y else [y - md[f"m{j}"] for j, y in enumerate(ys)],
                           xor=[np.packbits(vmask, bitorder="little")], fresh=True)
     v = np.unpackbits(v, bitorder="little")  # the B2A bits travel packed, 8 per byte
     bit = bufpool.empty(npad)
-    bitlt.b2a(v, m["s"], first, bit)
+    bitlt.b2a(v, md["s"], first, bit)
     prods = []
     nk = K * per
     if trunc_y:
@@ -238,14 +264,14 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
         consts = (np.int64(k), ring.const((1 << (64 - k)) - 1), np.int64(1 << (62 - k)), ring.const(1 << (64 - k)))
         for lo in range(0, nk, y.size):
             hi = lo + y.size
-            bitlt.b2a_product_trunc(v[lo:hi], y, cy, *consts, m["s"][lo:hi], m["sS"][lo:hi], m["sM"][lo:hi], out[lo:hi])
+            bitlt.b2a_product_trunc(v[lo:hi], y, cy, *consts, md["s"][lo:hi], md["sS"][lo:hi], md["sM"][lo:hi], out[lo:hi])
         return unpadded(bit, R), [unpadded(out, K)]
     for j, (y, d) in enumerate(zip(ys, ds)):
         out = bufpool.empty(nk)
-        ms = m[f"ms{j}"]
+        ms = md[f"ms{j}"]
         for lo in range(0, nk, y.size):  # each row with the same y when shared_y
             hi = lo + y.size
-            bitlt.b2a_product(v[lo:hi], y, d, m["s"][lo:hi], ms[lo:hi], out[lo:hi])
+            bitlt.b2a_product(v[lo:hi], y, d, md["s"][lo:hi], ms[lo:hi], out[lo:hi])
         prods.append(unpadded(out, K))
     return unpadded(bit, R), prods
 

@@ -237,11 +237,12 @@ def test_coarse_rows_are_exact_outside_their_window(n, coarse, xs, ts, seed):
 
 
 @pytest.mark.parametrize("n", NS)
-@pytest.mark.parametrize("k", [20, 40])
-def test_products_with_a_truncated_y_open_nothing(n, k):
+@pytest.mark.parametrize("k,halves", [(20, False), (40, False), (29, True)])
+def test_products_with_a_truncated_y_open_nothing(n, k, halves):
     """trunc_y=k: y = x' >> k truncated with the tuple the comparison carries (YTrunc);
     the rows' products b y come from that truncation's opening, and the last round
-    opens only the packed B2A bits (<= 1 byte per element per peer, rows included)."""
+    opens only the packed B2A bits (<= 1 byte per element per peer, rows included).
+    halves: the same material as two dealer requests (comparison.Halves)."""
     from mpcrt.protocols import powers
     from mpcrt.protocols.rounds import run as run_gens
 
@@ -254,12 +255,13 @@ def test_products_with_a_truncated_y_open_nothing(n, k):
     def fn(rt):
         X = share_from(rt, x, 0, fbits=0).share
         XP = share_from(rt, xp, rt.world_size - 1, fbits=0).share
-        mat = comparison.request(rt, x.size, 1, rows=2, shared_y=True, trunc_y=k)
+        mat = comparison.request(rt, x.size, 1, rows=2, shared_y=True, trunc_y=k, halves=halves)
+        ymat = mat.request_da() if halves else mat
         hold = {}
 
         def chain():
             opened = []
-            (y,) = yield from powers.trunc_pow_steps(rt, XP, k, 1, mat=comparison.YTrunc(mat, x.size, x.shape), opened=opened)
+            (y,) = yield from powers.trunc_pow_steps(rt, XP, k, 1, mat=comparison.YTrunc(ymat, x.size, x.shape), opened=opened)
             hold["y"], hold["c"] = y, opened[0]
 
         s0 = rt.stats()

@@ -106,6 +106,9 @@ def _generic(kind_cls, prgs, priv, p, name):
         ("ltz", dict(n=640, k=0, cb=8), correlations.LtzBundle),
         ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345]), correlations.LtzBundle),  # y truncated, M 32-bit
         ("ltz", dict(n=1920, k=1, rows=3, mrows=2, ym=1, tk=40), correlations.LtzBundle),  # y truncated, M 64-bit
+        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=1), correlations.LtzBundle),  # halves
+        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=2), correlations.LtzBundle),
+        ("ltz", dict(n=1280, k=2, rows=2, part=2), correlations.LtzBundle),
         ("truncpow", dict(shape=[3, 50], k=40, J=3), correlations.TruncPowers),
         ("truncpow", dict(shape=[3, 51], k=29, J=4), correlations.TruncPowers),  # M as uint32, odd count
         ("triple", dict(a=[200], b=[200]), correlations.Triple),
@@ -136,9 +139,10 @@ def test_big_ltz_deal_on_threads_equals_generic(N):
     def priv(stream, shape):
         return PRG(b"\x09" * 16).words(stream, int(np.prod(shape))).reshape(shape)
 
-    p = dict(n=2 * correlations.PARALLEL_MIN, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345])
-    fused = correlations.deal(prgs, priv, 7, "ltz", p)
-    assert np.array_equal(fused, _generic(correlations.LtzBundle, prgs, priv, p, "ltz"))
+    for part in (0, 1, 2):
+        p = dict(n=2 * correlations.PARALLEL_MIN, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=part)
+        fused = correlations.deal(prgs, priv, 7, "ltz", p)
+        assert np.array_equal(fused, _generic(correlations.LtzBundle, prgs, priv, p, "ltz"))
 
 
 def test_ltz_dabits_are_bits_and_packed():
