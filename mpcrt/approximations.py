@@ -18,7 +18,8 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   the 1-wide windows [-16, -15) and (10.5, 11.5], where the chain is valid, exact
   elsewhere; 25% fewer bytes), and their products with e^x open nothing: the chain's
   last truncation carries [s S0], [s msb r] for the rows' daBits s. 7 rounds (the
-  comparison's); 63.25 bytes per element per peer, 23.5 dealer words. Error: |err| <= max(3e-3 e^x, 2^-14) on [-10, 10] (rel 1.5e-3 on
+  comparison's); 63.25 bytes per element per peer (CrypTen: 64), 251.5 dealer bytes (31.4
+  words, the chain's 22.5 of them; the comparison's material in two requests). Error: |err| <= max(3e-3 e^x, 2^-14) on [-10, 10] (rel 1.5e-3 on
   [0, 10]; below e^x ~ 2^-6 the 16-bit output's own rounding dominates), abs < 2e-5
   below -10. softmax uses a precise chain (more bits in the cubes, 3 more dealer
   words per element): rel 9e-4 on [0, 10].
