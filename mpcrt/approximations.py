@@ -168,8 +168,6 @@ def _at_f(x: SharedTensor) -> np.ndarray:
     return x.share << np.int64(f - x.fbits)
 
 
-
-
 def _coarse(f: int) -> int:
     """Low bits exp's range rows may ignore: a window of width 2^(L - f) <= 1 below each threshold."""
     return 16 if f >= 16 else 8 if f >= 8 else 0
@@ -292,17 +290,18 @@ def _exp(x: SharedTensor, fast: bool) -> SharedTensor:
     # requested next, in the order the rounds need them, and dealt while round 1 runs.
     plan = _exp_plan(f, 1, f, fast)
     pw = (*plan[0], _exp_beta())
-    k5 = plan[4][0]
-    # the comparison's material in two requests: what rounds 1-5 use first, then the chain's
-    # second step, then the daBit half (rounds 5-7), then the chain's later steps
-    lt = ltz_request(rt, X.size, 1, rows=2, shared_y=True, powers=pw, coarse=_coarse(f), trunc_y=k5, halves=True)
-    mats = [None] + _exp_requests(rt, X.shape, f, 1, steps=slice(1, 2), fast=fast)
-    mats += [None, None, YTrunc(lt.request_da(), X.size, X.shape)]
-    mats[2:4] = _exp_requests(rt, X.shape, f, 1, steps=slice(2, 4), fast=fast)
-    chain = _exp_chain(rt, X, f, 1, hold, "y", mats=mats, fast=fast)
+    k5, coarse = plan[4][0], _coarse(f)
+    # dealer requests in the order the rounds use them: the comparison's first half, the
+    # chain's second step, the comparison's daBit half (which carries the chain's last
+    # truncation, rounds 5-7), then the chain's third and fourth steps
+    lt = ltz_request(rt, X.size, 1, rows=2, shared_y=True, powers=pw, coarse=coarse, trunc_y=k5, halves=True)
+    step2 = _exp_requests(rt, X.shape, f, 1, steps=slice(1, 2), fast=fast)
+    last = YTrunc(lt.request_da(), X.size, X.shape)
+    steps34 = _exp_requests(rt, X.shape, f, 1, steps=slice(2, 4), fast=fast)
+    chain = _exp_chain(rt, X, f, 1, hold, "y", mats=[None, *step2, *steps34, last], fast=fast)
     # coarse rows: [x < -15] may read either way on [-16, -15), [x > 11.5] on (10.5, 11.5]
     sel = _selection(rt, X, [(EXP_LO + 1, 1), (EXP_HI, -1)], f, lambda: [hold["y"][0], hold["y:c"]], mat=lt,
-                     powers=pw, on_powers=lambda v: hold.__setitem__("y:v", v), coarse=_coarse(f), trunc_y=k5)
+                     powers=pw, on_powers=lambda v: hold.__setitem__("y:v", v), coarse=coarse, trunc_y=k5)
     with rt.scope("exp"):
         (bits, prods), _ = run(rt, sel, chain)  # sel first: it hands the chain its powers after round 1
     y = hold["y"][0]

@@ -18,10 +18,13 @@ The dealer's own secrets (random bits) come from its private PRG.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import threading
 
 import numpy as np
 
+from mpcrt import framing
 from mpcrt.errors import DealerError
 from mpcrt.kernels import beaver as fb
 from mpcrt.kernels import bitlt
@@ -32,6 +35,7 @@ from mpcrt.kernels import ring
 Shape = tuple
 PARALLEL_MIN = 1 << 18  # words: a deal this big runs its independent passes on threads
 _pool = None
+_pool_lock = threading.Lock()  # the dealer's worker threads may ask for the pool at once
 
 
 def _parallel(*fns) -> list:
@@ -41,10 +45,9 @@ def _parallel(*fns) -> list:
     global _pool
     if len(fns) == 1:
         return [fns[0]()]
-    if _pool is None:
-        import concurrent.futures
-
-        _pool = concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="deal-pass")
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="deal-pass")
     futs = [_pool.submit(f) for f in fns[1:]]
     first = fns[0]()
     return [first] + [f.result() for f in futs]
@@ -265,11 +268,12 @@ class LtzBundle(Kind):
 
     @staticmethod
     def _and_masks(p) -> dict:
-        """{w: (mask of a, mask of b)} for a coarse comparison ('cb'), else {}."""
+        """{w: mask of c = a b} for a coarse comparison ('cb'; a and b are zero at their dead
+        bits, so c is zero at either's), else {}."""
         L = int(p.get("cb", 0))
         if not L:
             return {}
-        return {w: (bitlt.live_mask(dx), bitlt.live_mask(dy)) for w, (dx, dy) in bitlt.dead_bits(L).items()}
+        return {w: bitlt.live_mask(dx) & bitlt.live_mask(dy) for w, (dx, dy) in bitlt.dead_bits(L).items()}
 
     @staticmethod
     def _pw(p):
@@ -344,9 +348,7 @@ class LtzBundle(Kind):
             out = {"rb": r, "P": ring.lshr(rl, 1) & rl & EVEN}
             masks = self._and_masks(p)
             for w in LTZ_LEVELS:
-                out[f"c{w}"] = own[f"a{w}"] & own[f"b{w}"]
-                if w in masks:
-                    out[f"c{w}"] &= masks[w][0] & masks[w][1]
+                out[f"c{w}"] = own[f"a{w}"] & own[f"b{w}"] & masks.get(w, np.int64(-1))
             pw = self._pw(p)
             if pw is not None:  # powers of the truncation of beta x, masked by beta r (uniform: beta odd)
                 kp, J, beta = pw
@@ -394,7 +396,7 @@ class LtzBundle(Kind):
             for w in LTZ_LEVELS:
                 o, sb_ = views[f"c{w}"]
                 a, b = own[f"a{w}"], own[f"b{w}"]
-                mask = masks[w][0] & masks[w][1] if w in masks else np.int64(-1)
+                mask = masks.get(w, np.int64(-1))
                 if isinstance(a, tuple):  # two parties' shares: summed in the same pass
                     bitlt.deal_and2(a[0], a[1], b[0], b[1], mask, sb_, o)
                     continue
@@ -559,7 +561,7 @@ def split(flat: np.ndarray, entries: list) -> dict[str, np.ndarray]:
             for nm, s, how, off, w in _spans(entries)}
 
 
-GROUP_WORDS = (30 << 20) // 8  # framing.SINGLE_MAX: a reply part up to this size travels as one frame
+GROUP_WORDS = framing.SINGLE_MAX // 8  # a reply part up to this size travels as one frame
 
 
 def reply_parts(entries: list) -> list[tuple[int, int, list]]:

@@ -216,7 +216,7 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
         npad = R * npad  # rows are padded each: the result drops the pads below
 
     W = bufpool.empty(npad)
-    bitlt.level1(c if not coarse else c & bitlt.live_mask(coarse), rb, P, first, W)  # level 1 (width 1) is local
+    bitlt.level1(c & hi if coarse else c, rb, P, first, W)  # level 1 (width 1) is local
     for w in LEVELS:  # rounds 2-5
         a, b = m[f"a{w}"], m[f"b{w}"]
         if coarse:  # the AND masks are zero at dead bits (the dealer dealt c for these)
