@@ -48,6 +48,7 @@ import math
 import numpy as np
 from numpy.polynomial import chebyshev as _cheb
 
+from mpcrt.comparisons import max_
 from mpcrt.protocols import powers
 from mpcrt.protocols.comparison import ltz_steps
 from mpcrt.protocols.comparison import PAD, YTrunc
@@ -555,7 +556,7 @@ def sqrt(x: SharedTensor) -> SharedTensor:
 @_lookahead
 def softmax(x: SharedTensor, dim: int = -1) -> SharedTensor:
     """exp(x - max) / sum(exp(x - max)) along dim."""
-    m = x.max(dim=dim, keepdim=True)
+    m = max_(x, dim, keepdim=True)  # values only (x.max(dim) also finds the indices)
     e = _exp_precise(x - m)  # softmax's abs 1e-3 on outputs near 1 wants exp's precise chain
     s = e.sum(dim=dim, keepdim=True)
     return e * s.reciprocal()
@@ -563,6 +564,6 @@ def softmax(x: SharedTensor, dim: int = -1) -> SharedTensor:
 
 @_lookahead
 def log_softmax(x: SharedTensor, dim: int = -1) -> SharedTensor:
-    m = x.max(dim=dim, keepdim=True)
+    m = max_(x, dim, keepdim=True)  # values only (x.max(dim) also finds the indices)
     d = x - m
     return d - _exp_precise(d).sum(dim=dim, keepdim=True).log()

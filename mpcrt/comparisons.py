@@ -194,6 +194,34 @@ def min_(x: SharedTensor, dim: int | None = None, keepdim: bool = False) -> Shar
     return -max_(-x, dim, keepdim)
 
 
+def _relu_diff(a: SharedTensor, b) -> SharedTensor:
+    """relu(a - b) for a shared or public b, broadcasting (one ltz with the product fused)."""
+    d = a - b
+    _, (bd,) = _ltz_many([d], [d])
+    return d - bd
+
+
+def maximum(a: SharedTensor, b) -> SharedTensor:
+    """Elementwise max(a, b) (torch.maximum) for a shared or public b, broadcasting: 7 rounds."""
+    return _relu_diff(a, b) + b
+
+
+def minimum(a: SharedTensor, b) -> SharedTensor:
+    """Elementwise min(a, b) (torch.minimum): a - relu(a - b), 7 rounds."""
+    return a - _relu_diff(a, b)
+
+
+def max_with_indices(x: SharedTensor, dim: int, keepdim: bool = False) -> tuple[SharedTensor, SharedTensor]:
+    """(values, indices) of the largest elements along `dim`, as torch.max(x, dim): one
+    comparison tree serves both (the indices cost argmax's two extra runs)."""
+    dim = dim % x.ndim if x.ndim else 0
+    if x.ndim == 0:
+        return x, SharedTensor(x.rt, np.zeros((), np.int64), 0)
+    m = max_(x, dim, keepdim=True)
+    idx = _first_index(x, m, dim, keepdim, one_hot=False)
+    return (m if keepdim else m.squeeze(dim)), idx
+
+
 def argmax(x: SharedTensor, dim: int | None = None, keepdim: bool = False, one_hot: bool = False) -> SharedTensor:
     """Index of the first largest element along `dim` (a shared integer), or its one-hot mask.
 
@@ -204,6 +232,10 @@ def argmax(x: SharedTensor, dim: int | None = None, keepdim: bool = False, one_h
         x, dim = x.reshape(-1), 0
     dim = dim % x.ndim
     m = max_(x, dim, keepdim=True)
+    return _first_index(x, m, dim, keepdim, one_hot)
+
+
+def _first_index(x: SharedTensor, m: SharedTensor, dim: int, keepdim: bool, one_hot: bool) -> SharedTensor:
     is_max = 1 - lt(x, m)  # fbits 0
     before = SharedTensor(x.rt, np.cumsum(is_max.share, axis=dim) - is_max.share, 0)
     # first maximum: is_max and no maximum before it (count < 1)
@@ -211,8 +243,7 @@ def argmax(x: SharedTensor, dim: int | None = None, keepdim: bool = False, one_h
     if one_hot:
         return first
     idx = np.arange(x.shape[dim]).reshape([-1 if i == dim else 1 for i in range(x.ndim)])
-    out = SharedTensor(x.rt, (first.share * idx).sum(axis=dim, keepdims=keepdim), 0)
-    return out
+    return SharedTensor(x.rt, (first.share * idx).sum(axis=dim, keepdims=keepdim), 0)
 
 
 def maxpool2d(x: SharedTensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> SharedTensor:

@@ -9,7 +9,7 @@ and free; arithmetic follows torch broadcasting.
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -21,6 +21,14 @@ from mpcrt.protocols import beaver, truncation
 
 def _is_public(v) -> bool:
     return not isinstance(v, SharedTensor)
+
+
+class MinMax(NamedTuple):
+    """What `x.max(dim)` / `x.min(dim)` return, as torch.return_types.max: values and
+    the (shared, integer) indices of the first extreme element along dim."""
+
+    values: "SharedTensor"
+    indices: "SharedTensor"
 
 
 class SharedTensor:
@@ -408,16 +416,41 @@ class SharedTensor:
 
     clip = clamp
 
-    def max(self, dim: int | None = None, keepdim: bool = False) -> "SharedTensor":
-        """Largest element along dim (values only; see argmax for indices)."""
+    def max(self, dim=None, keepdim: bool = False):
+        """As torch.max: `x.max()` the largest element; `x.max(dim)` a named pair
+        (values, indices) along dim, the first index on ties; `x.max(other)` the
+        elementwise maximum with a shared or public tensor (as torch.maximum)."""
         from mpcrt import comparisons
 
-        return comparisons.max_(self, dim, keepdim)
+        if dim is None:
+            return comparisons.max_(self, None, keepdim)
+        if isinstance(dim, numbers.Integral) and not isinstance(dim, bool):
+            return MinMax(*comparisons.max_with_indices(self, int(dim), keepdim))
+        return comparisons.maximum(self, dim)
 
-    def min(self, dim: int | None = None, keepdim: bool = False) -> "SharedTensor":
+    def min(self, dim=None, keepdim: bool = False):
+        """As torch.min: the smallest element, (values, indices) along dim, or the
+        elementwise minimum with another tensor."""
         from mpcrt import comparisons
 
-        return comparisons.min_(self, dim, keepdim)
+        if dim is None:
+            return comparisons.min_(self, None, keepdim)
+        if isinstance(dim, numbers.Integral) and not isinstance(dim, bool):
+            v, i = comparisons.max_with_indices(-self, int(dim), keepdim)
+            return MinMax(-v, i)
+        return comparisons.minimum(self, dim)
+
+    def maximum(self, other) -> "SharedTensor":
+        """Elementwise max with a shared or public tensor (torch.maximum)."""
+        from mpcrt import comparisons
+
+        return comparisons.maximum(self, other)
+
+    def minimum(self, other) -> "SharedTensor":
+        """Elementwise min with a shared or public tensor (torch.minimum)."""
+        from mpcrt import comparisons
+
+        return comparisons.minimum(self, other)
 
     def argmax(self, dim: int | None = None, keepdim: bool = False, one_hot: bool = False) -> "SharedTensor":
         from mpcrt import comparisons

@@ -581,16 +581,19 @@ def test_max_min_argmax_like_torch(n, shape, seed, ties):
         for d in (0, 1, 2, -1, None):
             k = a.size if d is None else a.shape[d]
             r0 = rounds(rt)
-            m = A.max(dim=d)
+            m = A.max(dim=d)  # d given: (values, indices) as torch.max
             rm = rounds(rt) - r0
             r0 = rounds(rt)
             am = A.argmax(dim=d)
             ra = rounds(rt) - r0
+            mn = A.min(dim=d)
             res[d] = dict(
                 k=k, rm=rm, ra=ra,
-                max=m.reveal(), argmax=opened(rt, am),
-                min=A.min(dim=d).reveal(), argmin=opened(rt, A.argmin(dim=d)),
-                max_keep=A.max(dim=d, keepdim=True).reveal() if d is not None else None,
+                max=(m if d is None else m.values).reveal(), argmax=opened(rt, am),
+                max_idx=None if d is None else opened(rt, m.indices),
+                min=(mn if d is None else mn.values).reveal(), argmin=opened(rt, A.argmin(dim=d)),
+                min_idx=None if d is None else opened(rt, mn.indices),
+                max_keep=A.max(dim=d, keepdim=True).values.reveal() if d is not None else None,
                 onehot=opened(rt, A.argmax(dim=d, one_hot=True)) if d is not None else None,
             )
         return res
@@ -598,7 +601,7 @@ def test_max_min_argmax_like_torch(n, shape, seed, ties):
     for res in run(fn, n):
         for d, r in res.items():
             lg = math.ceil(math.log2(r["k"])) if r["k"] > 1 else 0
-            assert r["rm"] == LTZ_ROUNDS * lg, (d, r["rm"])
+            assert r["rm"] == LTZ_ROUNDS * lg + (0 if d is None else 2 * LTZ_ROUNDS), (d, r["rm"])
             assert r["ra"] == LTZ_ROUNDS * lg + 2 * LTZ_ROUNDS, (d, r["ra"])
             if d is None:
                 assert_close(r["max"], ta.max().numpy(), TOL, "max")
@@ -610,6 +613,8 @@ def test_max_min_argmax_like_torch(n, shape, seed, ties):
             assert_close(r["min"], ta.min(dim=d).values.numpy(), TOL, f"min dim={d}")
             assert_close(r["max_keep"], ta.max(dim=d, keepdim=True).values.numpy(), TOL, f"max keepdim dim={d}")
             np.testing.assert_array_equal(r["argmax"], ta.argmax(dim=d).numpy(), err_msg=f"argmax dim={d}")
+            np.testing.assert_array_equal(r["max_idx"], ta.max(dim=d).indices.numpy(), err_msg=f"max indices dim={d}")
+            np.testing.assert_array_equal(r["min_idx"], ta.argmin(dim=d).numpy(), err_msg=f"min indices dim={d}")
             np.testing.assert_array_equal(r["argmin"], ta.argmin(dim=d).numpy(), err_msg=f"argmin dim={d}")
             oh = F.one_hot(ta.argmax(dim=d), a.shape[d]).movedim(-1, d % a.ndim).numpy()
             np.testing.assert_array_equal(r["onehot"], oh, err_msg=f"one_hot dim={d}")
@@ -629,6 +634,34 @@ def test_argmax_first_maximum_on_ties():
         np.testing.assert_array_equal(an, t.argmin(dim=1).numpy())
         np.testing.assert_array_equal(af, t.argmax().numpy())
         np.testing.assert_array_equal(a0, t.argmax(dim=0).numpy())
+
+
+@pytest.mark.parametrize("n", NS)
+@HSET
+@given(a=real_arrays, data=st.data())
+def test_maximum_minimum_elementwise_like_torch(n, a, data):
+    b = data.draw(hnp.arrays(np.float64, a.shape, elements=reals), label="b")
+    row = data.draw(hnp.arrays(np.float64, a.shape[-1:], elements=reals), label="row")  # broadcasts
+    c = data.draw(reals, label="c")
+
+    def fn(rt):
+        A = share_from(rt, a, 0)
+        B = share_from(rt, b, rt.world_size - 1)
+        r0 = rounds(rt)
+        mx = A.max(B)  # torch.max(input, other): elementwise
+        r_max = rounds(rt) - r0
+        return (r_max, mx.reveal(), A.min(B).reveal(), A.maximum(torch.tensor(row)).reveal(),
+                A.minimum(row).reveal(), A.maximum(c).reveal(), B.minimum(A).reveal())
+
+    qa, qb, qr, qc = q(a), q(b), q(row), float(q(c))
+    ta, tb, tr = torch.tensor(qa), torch.tensor(qb), torch.tensor(qr)
+    wants = [torch.maximum(ta, tb), torch.minimum(ta, tb), torch.maximum(ta, tr), torch.minimum(ta, tr),
+             torch.clamp(ta, min=qc), torch.minimum(tb, ta)]
+    for r_max, *gots in run(fn, n):
+        assert r_max == LTZ_ROUNDS
+        for i, (g, w) in enumerate(zip(gots, wants)):
+            assert g.shape == tuple(w.shape), (i, g.shape, w.shape)
+            assert_close(g, w.numpy(), TOL, f"maximum/minimum #{i}")
 
 
 # ================================================================ maxpool2d
