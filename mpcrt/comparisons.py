@@ -163,6 +163,19 @@ def clamp(x: SharedTensor, min=None, max=None) -> SharedTensor:
     return -relu(max - x) + max
 
 
+def clamp_excess(x: SharedTensor, bound: float) -> tuple[SharedTensor, SharedTensor]:
+    """(clamp(x, -bound, bound), relu(x - bound)) from one comparison run (7 rounds):
+    for functions that are x plus a bounded term beyond the bound (GELU, SiLU), so the
+    bounded part never multiplies a huge x. `bound` must lie on x's fixed-point grid."""
+    t = [int(fixedpoint.encode(v, x.fbits)) for v in (-bound, bound)]
+    if any(ti != v * 2.0**x.fbits for ti, v in zip(t, (-bound, bound))):
+        raise ValueError(f"clamp_excess: bound {bound} is not on the {x.fbits}-bit grid")
+    (bl, bh), (pl, ph) = _ltz_at(x, t, same=x)
+    relu_lo = (x + bound) - SharedTensor(x.rt, pl.share - bl.share * np.int64(t[0]), x.fbits)  # relu(x + bound)
+    relu_hi = (x - bound) - SharedTensor(x.rt, ph.share - bh.share * np.int64(t[1]), x.fbits)  # relu(x - bound)
+    return relu_lo - relu_hi - bound, relu_hi
+
+
 def _pairwise_max(a: SharedTensor, b: SharedTensor) -> SharedTensor:
     """max(a, b) = b + relu(a - b), 7 rounds."""
     d = a - b

@@ -220,11 +220,11 @@ def test_garbage_graph_bytes():
 
 
 # --------------------------------------------------------- errors at import
-class WithGelu(nn.Module):
+class WithElu(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 4)
-        self.act = nn.GELU()
+        self.act = nn.ELU()
 
     def forward(self, x):
         return self.act(self.fc(x))
@@ -243,8 +243,8 @@ class WithBranch(nn.Module):
 
 
 def test_unsupported_layer_names_op_and_node():
-    with pytest.raises(UnsupportedLayerError, match=r"GELU.*module 'act'.*fx node 'act'"):
-        mnn.trace(WithGelu(), torch.zeros(1, 4))
+    with pytest.raises(UnsupportedLayerError, match=r"ELU.*module 'act'.*fx node 'act'"):
+        mnn.trace(WithElu(), torch.zeros(1, 4))
     with pytest.raises(UnsupportedLayerError, match=r"torch\.sort.*fx node 'sort'"):
         mnn.trace(WithSort(), torch.zeros(1, 4))
     with pytest.raises(ModelImportError, match="torch.fx could not trace WithBranch"):
@@ -264,12 +264,12 @@ def _catch(fn):
 
 def test_unsupported_layer_fails_on_every_party():
     def prog(rt):
-        return mnn.from_torch(WithGelu() if rt.rank == 0 else None, torch.zeros(1, 4) if rt.rank == 0 else None, src=0, rt=rt)
+        return mnn.from_torch(WithElu() if rt.rank == 0 else None, torch.zeros(1, 4) if rt.rank == 0 else None, src=0, rt=rt)
 
     errs = run_parties(_catch(prog), 3, timeout=20)
-    assert isinstance(errs[0], UnsupportedLayerError) and "GELU" in str(errs[0])
+    assert isinstance(errs[0], UnsupportedLayerError) and "ELU" in str(errs[0])
     for e in errs[1:]:  # the others hear it from the owner instead of waiting for weights
-        assert isinstance(e, ModelImportError) and "party 0" in str(e) and "GELU" in str(e)
+        assert isinstance(e, ModelImportError) and "party 0" in str(e) and "ELU" in str(e)
 
 
 def test_wrong_input_shape_is_a_clear_error_everywhere():
@@ -408,6 +408,41 @@ def test_sigmoid_tanh_softmax_match_torch():
         ref = model(x).double().numpy()
     (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=30)[1]
     assert float(np.abs(got - ref).max()) <= APPROX_TOL
+
+
+class TransformerBlock(nn.Module):
+    """Attention, LayerNorm, GELU/SiLU/ReLU6/Hardtanh and LogSoftmax: a transformer-style model."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Linear(6, 16)
+        self.ln1, self.ln2 = nn.LayerNorm(16), nn.LayerNorm(16, elementwise_affine=False)
+        self.q, self.k, self.v = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+        self.ff = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16))
+        self.silu, self.r6, self.ht = nn.SiLU(), nn.ReLU6(), nn.Hardtanh(-2.0, 2.0)
+        self.head = nn.Linear(16, 5)
+        self.out = nn.LogSoftmax(dim=-1)
+
+    def forward(self, x):  # B, T = 4, 6
+        h = self.ln1(self.emb(x))
+        att = torch.softmax(self.q(h) @ self.k(h).transpose(1, 2) / 4.0, dim=-1)
+        h = h + att @ self.v(h)
+        h = h + self.ff(self.ln2(h))
+        h = self.silu(h) + self.r6(h * 4) + self.ht(h) + F.gelu(h, approximate="tanh") + F.relu6(h - 1)
+        h = F.layer_norm(F.silu(h), (16,), eps=1e-3)
+        return self.out(self.head(h.mean(dim=1)))
+
+
+def test_transformer_style_layers_match_torch():
+    model = _build(TransformerBlock, 3)
+    x = torch.randn(3, 4, 6)
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    g, _ = mnn.trace(model, x[:1])
+    assert {"gelu", "silu", "hardtanh", "layer_norm", "log_softmax"} <= {n["op"] for n in g.nodes}
+    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=60)[1]
+    assert got.shape == ref.shape
+    assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
 
 
 # --------------------------------------------------------------- digits

@@ -12,8 +12,8 @@ weights are secret-shared. Nobody else needs the model's code.
     probs = model(x).softmax(dim=1).reveal(to=1)      # only party 1 learns the result
 
 Supported: see SUPPORTED (Linear, Conv2d, BatchNorm folded into the preceding
-Conv2d/Linear or as a per-channel affine layer, ReLU, LeakyReLU, Sigmoid, Tanh,
-Softmax, Max/Avg/AdaptiveAvgPool2d, Flatten, Dropout and Identity, residual
+Conv2d/Linear or as a per-channel affine layer, LayerNorm, ReLU, LeakyReLU, ReLU6,
+Hardtanh, GELU, SiLU, Sigmoid, Tanh, Softmax, LogSoftmax, Max/Avg/AdaptiveAvgPool2d, Flatten, Dropout and Identity, residual
 additions, reshape/view/flatten/cat/permute, arithmetic with constants, sizes).
 Anything else raises UnsupportedLayerError naming the op and the fx node.
 

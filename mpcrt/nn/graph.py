@@ -72,6 +72,11 @@ IR_OPS: dict[str, inspect.Signature] = {
     "tanh": _s(lambda input: None),
     "exp": _s(lambda input: None),
     "softmax": _s(lambda input, dim: None),
+    "log_softmax": _s(lambda input, dim: None),
+    "gelu": _s(lambda input, approximate="none": None),
+    "silu": _s(lambda input: None),
+    "hardtanh": _s(lambda input, min_val=-1.0, max_val=1.0: None),
+    "layer_norm": _s(lambda input, normalized_shape, weight=None, bias=None, eps=1e-5: None),
     "max_pool2d": _s(lambda input, kernel_size, stride=None, padding=0, dilation=1: None),
     "avg_pool2d": _s(lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None: None),
     "adaptive_avg_pool2d": _s(lambda input, output_size: None),
@@ -100,7 +105,8 @@ IR_OPS: dict[str, inspect.Signature] = {
 GETATTR_NAMES = ("shape", "ndim", "T", "mT")
 #: ops that need a nonlinear SharedTensor method, and which
 NONLINEAR_METHODS = {"relu": "relu", "leaky_relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "exp": "exp",
-                     "softmax": "softmax", "max_pool2d": "maxpool2d"}
+                     "softmax": "softmax", "log_softmax": "log_softmax", "max_pool2d": "maxpool2d", "gelu": "gelu",
+                     "silu": "silu", "hardtanh": "clamp", "layer_norm": "layer_norm"}
 
 
 # ----------------------------------------------------------------- the graph
@@ -564,6 +570,20 @@ class _Tracer:
         if isinstance(mod, tnn.Softmax):
             dim = mod.dim if mod.dim is not None else _implicit_softmax_dim(self.in_shape(n))
             return go("softmax", dim=int(dim))
+        if isinstance(mod, tnn.LogSoftmax):
+            dim = mod.dim if mod.dim is not None else _implicit_softmax_dim(self.in_shape(n))
+            return go("log_softmax", dim=int(dim))
+        if isinstance(mod, tnn.GELU):
+            return go("gelu", approximate=str(mod.approximate))
+        if isinstance(mod, tnn.SiLU):
+            return go("silu")
+        if isinstance(mod, tnn.Hardtanh):  # ReLU6 too
+            return go("hardtanh", min_val=float(mod.min_val), max_val=float(mod.max_val))
+        if isinstance(mod, tnn.LayerNorm):
+            w = None if mod.weight is None else self.param(mod.weight.detach().double().numpy(), t + ".weight")
+            b = None if mod.bias is None else self.param(mod.bias.detach().double().numpy(), t + ".bias")
+            return go("layer_norm", normalized_shape=[int(v) for v in mod.normalized_shape], weight=w, bias=b,
+                      eps=float(mod.eps))
         if isinstance(mod, tnn.MaxPool2d):
             _check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
             return go("max_pool2d", kernel_size=self.enc(mod.kernel_size, n), stride=self.enc(mod.stride, n),
@@ -730,8 +750,11 @@ def _nonneg_fixes():
             if isinstance(p, list) or (isinstance(p, Node) and p.meta.get("tensor_meta") is not None):
                 raise UnsupportedLayerError(f"advanced (tensor or list) indexing at fx node '{n.name}'")
 
+    def relu6(tr, n, a):  # F.relu6(x) = hardtanh(x, 0, 6)
+        return ("hardtanh", {"input": a["input"], "min_val": 0.0, "max_val": 6.0})
+
     return dict(no_out=no_out, softmax=softmax, maxpool=maxpool, conv=conv, div=div, varargs=varargs,
-                dim_method=dim_method, getattr_fix=getattr_fix, getitem_fix=getitem_fix)
+                dim_method=dim_method, getattr_fix=getattr_fix, getitem_fix=getitem_fix, relu6=relu6)
 
 
 def _tables():
@@ -771,6 +794,13 @@ def _tables():
         torch.exp: ("exp", unary, None),
         F.softmax: ("softmax", S(lambda input, dim=None, _stacklevel=3, dtype=None: None), fx["softmax"]),
         torch.softmax: ("softmax", S(lambda input, dim, dtype=None: None), fx["softmax"]),
+        F.log_softmax: ("log_softmax", S(lambda input, dim=None, _stacklevel=3, dtype=None: None), fx["softmax"]),
+        torch.log_softmax: ("log_softmax", S(lambda input, dim, dtype=None: None), fx["softmax"]),
+        F.gelu: ("gelu", S(lambda input, approximate="none": None), None),
+        F.silu: ("silu", S(lambda input, inplace=False: None), None),
+        F.hardtanh: ("hardtanh", S(lambda input, min_val=-1.0, max_val=1.0, inplace=False: None), None),
+        F.relu6: ("hardtanh", S(lambda input, inplace=False: None), fx["relu6"]),
+        F.layer_norm: ("layer_norm", S(lambda input, normalized_shape, weight=None, bias=None, eps=1e-5: None), None),
         F.max_pool2d: ("max_pool2d", S(lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False: None), fx["maxpool"]),
         F.avg_pool2d: ("avg_pool2d", S(lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None: None), None),
         F.adaptive_avg_pool2d: ("adaptive_avg_pool2d", S(lambda input, output_size: None), None),
@@ -800,6 +830,7 @@ def _tables():
         "sigmoid": ("sigmoid", S(lambda self: None), None), "tanh": ("tanh", S(lambda self: None), None),
         "exp": ("exp", S(lambda self: None), None),
         "softmax": ("softmax", S(lambda self, dim, dtype=None: None), fx["softmax"]),
+        "log_softmax": ("log_softmax", S(lambda self, dim, dtype=None: None), fx["softmax"]),
         "view": ("reshape", S(lambda self, *shape: None), fx["varargs"]("shape")),
         "reshape": ("reshape", S(lambda self, *shape: None), fx["varargs"]("shape")),
         "flatten": ("flatten", S(lambda self, start_dim=0, end_dim=-1: None), None),
@@ -835,14 +866,14 @@ _FUNCTIONS = _LazyTable(0)
 _METHODS = _LazyTable(1)
 
 SUPPORTED_MODULES = (
-    "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
-    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
+    "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU", "ReLU6", "Hardtanh", "GELU",
+    "SiLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
 )
 SUPPORTED_FUNCTIONS = (
     "+ - * / // unary-, @, indexing, getattr(x, 'shape'), torch.add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/"
-    "softmax/flatten/reshape/permute/transpose/unsqueeze/squeeze/cat/concat/sum/mean, F.relu/leaky_relu/sigmoid/"
-    "tanh/softmax/max_pool2d/avg_pool2d/adaptive_avg_pool2d/dropout/dropout2d/linear/conv2d, tensor methods "
-    "add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/softmax/view/reshape/flatten/permute/transpose/unsqueeze/"
+    "softmax/log_softmax/flatten/reshape/permute/transpose/unsqueeze/squeeze/cat/concat/sum/mean, F.relu/leaky_relu/"
+    "relu6/hardtanh/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool2d/avg_pool2d/adaptive_avg_pool2d/dropout/dropout2d/linear/conv2d, tensor methods "
+    "add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/softmax/log_softmax/view/reshape/flatten/permute/transpose/unsqueeze/"
     "squeeze/contiguous/size/dim/sum/mean"
 )
 SUPPORTED = {"modules": SUPPORTED_MODULES, "functions": SUPPORTED_FUNCTIONS}

@@ -141,6 +141,21 @@ class TorchOps(_Common):
     def softmax(self, input, dim):
         return self.torch.softmax(input, dim)
 
+    def log_softmax(self, input, dim):
+        return self.torch.log_softmax(input, dim)
+
+    def gelu(self, input, approximate="none"):
+        return self.F.gelu(input, approximate=approximate)
+
+    def silu(self, input):
+        return self.F.silu(input)
+
+    def hardtanh(self, input, min_val=-1.0, max_val=1.0):
+        return self.F.hardtanh(input, min_val, max_val)
+
+    def layer_norm(self, input, normalized_shape, weight=None, bias=None, eps=1e-5):
+        return self.F.layer_norm(input, tuple(normalized_shape), weight, bias, eps)
+
     def max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1):
         return self.F.max_pool2d(input, kernel_size, stride, padding, dilation)
 
@@ -194,6 +209,21 @@ class SharedOps(_Common):
 
     def softmax(self, input, dim):
         return self._nl(input, "softmax", dim)
+
+    def log_softmax(self, input, dim):
+        return self._nl(input, "log_softmax", dim)
+
+    def gelu(self, input, approximate="none"):
+        return self._nl(input, "gelu", approximate)
+
+    def silu(self, input):
+        return self._nl(input, "silu")
+
+    def hardtanh(self, input, min_val=-1.0, max_val=1.0):
+        return self._nl(input, "clamp", min_val, max_val)
+
+    def layer_norm(self, input, normalized_shape, weight=None, bias=None, eps=1e-5):
+        return self._nl(input, "layer_norm", normalized_shape, weight, bias, eps)
 
     def max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1):
         _check4(input, "max_pool2d")

@@ -1,0 +1,130 @@
+"""Layer activations and normalization (mpcrt.activations) against torch in float64.
+
+Tolerances at 16 fractional bits ("err <= tol": |got - ref| <= max(rel |ref|, abs)):
+* gelu (erf and tanh forms): abs 1e-3 on [-8, 8], and for every input the format
+  holds (|x| up to 2^45) rel 1e-4 beyond 8 (the result is x or 0 there);
+* silu: abs 1e-3 on [-8, 8] (the sigmoid's 2e-4 times |x|), rel 1e-4 beyond;
+* hardtanh, relu6: exact up to the fixed-point grid (2^-15);
+* layer_norm (input std 0.3 to 30): abs 5e-3 on its unit-scale outputs (a variance of v
+  ulps carries ~1/v relative error at 16 bits: std 0.1 gives ~0.5%).
+Rounds: gelu 30 (tanh form 28), silu 24, hardtanh 7.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mpcrt.launch.inprocess import run_parties
+
+NS = [2, 3]
+HSET = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+GRID = np.concatenate([np.linspace(-8, 8, 6401), [0.0, 2.0**-16, -(2.0**-16), 6.0, -6.0, 6 + 2.0**-16, -6 - 2.0**-16]])
+FAR = np.array([8.5, -8.5, 16.0, -16.0, 100.0, -100.0, 3000.0, -3000.0, 2.0**30, -(2.0**30), 2.0**45, -(2.0**45)])
+
+
+def run(fn, n=2, *args, precision=16):
+    return run_parties(fn, n, *args, precision=precision, timeout=30.0, join_timeout=120)
+
+
+def q(a, f=16) -> np.ndarray:
+    return np.rint(np.asarray(a, np.float64) * 2.0**f) / 2.0**f
+
+
+def check(got, ref, rel, ab, what):
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    assert got.shape == ref.shape, (what, got.shape, ref.shape)
+    err, tol = np.abs(got - ref), np.maximum(rel * np.abs(ref), ab)
+    assert np.all(err <= tol), f"{what}: worst err {err.max():.3g} at ref {ref.ravel()[np.argmax(err / tol)]:.6g}"
+
+
+def ref(fn, x, **kw):
+    return fn(torch.tensor(q(x)), **kw).numpy()
+
+
+def applied(rt, xs, *calls):
+    """Share xs from party 0; for each (method, args) the revealed result and its rounds."""
+    x = rt.share(xs if rt.rank == 0 else None, src=0)
+    out = []
+    for name, args in calls:
+        r0 = rt.stats()["rounds"]
+        y = getattr(x, name)(*args)
+        r = rt.stats()["rounds"] - r0
+        out.append((y.reveal(), r))
+    return out
+
+
+@pytest.mark.parametrize("n", NS)
+def test_gelu_silu_on_a_dense_grid_and_far_out(n):
+    x = np.concatenate([GRID, FAR])
+    calls = [("gelu", ()), ("gelu", ("tanh",)), ("silu", ())]
+    k = GRID.size
+    for (g, rg), (gt, rgt), (s, rs) in run(lambda rt: applied(rt, x, *calls), n):
+        check(g[:k], ref(F.gelu, GRID), 0.0, 1e-3, "gelu on [-8, 8]")
+        check(gt[:k], ref(F.gelu, GRID, approximate="tanh"), 0.0, 1e-3, "gelu tanh on [-8, 8]")
+        check(s[:k], ref(F.silu, GRID), 0.0, 1e-3, "silu on [-8, 8]")
+        check(g[k:], ref(F.gelu, FAR), 1e-4, 1e-3, "gelu beyond 8")
+        check(gt[k:], ref(F.gelu, FAR, approximate="tanh"), 1e-4, 1e-3, "gelu tanh beyond 8")
+        check(s[k:], ref(F.silu, FAR), 1e-4, 1e-3, "silu beyond 8")
+        assert (rg, rgt, rs) == (30, 28, 24), (rg, rgt, rs)
+
+
+@HSET
+@given(seed=st.integers(0, 2**32 - 1), lo=st.floats(-10, 5), width=st.floats(0, 10))
+def test_hardtanh_relu6_exact(seed, lo, width):
+    x = np.random.default_rng(seed).uniform(-20, 20, 500)
+    x[:4] = [lo, lo + width, 0.0, 6.0]  # the bounds themselves
+    hi = lo + width
+    out = run(lambda rt: applied(rt, x, ("hardtanh", (lo, hi)), ("relu6", ())), 3)
+    for (h, rh), (r6, _) in out:
+        check(h, np.clip(q(x), q(lo), q(hi)), 0.0, 2.0**-15, "hardtanh")
+        check(r6, np.clip(q(x), 0.0, 6.0), 0.0, 2.0**-15, "relu6")
+        assert rh == 7
+
+
+def test_hardtanh_rejects_inverted_bounds():
+    def fn(rt):
+        x = rt.share(np.zeros(3) if rt.rank == 0 else None, src=0)
+        with pytest.raises(ValueError, match="exceeds max_val"):
+            x.hardtanh(1.0, -1.0)
+        return True
+
+    assert all(run(fn, 2))
+
+
+@pytest.mark.parametrize("n", NS)
+@HSET
+@given(seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([0.3, 1.0, 30.0]), last=st.sampled_from([1, 2]))
+def test_layer_norm_like_torch(n, seed, scale, last):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0.5, scale, (3, 4, 8))
+    w, b = rng.normal(1, 0.3, a.shape[-last:]), rng.normal(0, 0.3, a.shape[-last:])
+    shape = a.shape[-last:]
+
+    def fn(rt):
+        x = rt.share(a if rt.rank == 1 else None, src=1)
+        W = rt.share(w if rt.rank == 0 else None, src=0)
+        return (x.layer_norm(shape, W, b).reveal(), x.layer_norm(shape).reveal(),
+                x.layer_norm(list(shape), weight=w, eps=1e-2).reveal())
+
+    ta = torch.tensor(q(a))
+    want = [F.layer_norm(ta, shape, torch.tensor(w), torch.tensor(b)), F.layer_norm(ta, shape),
+            F.layer_norm(ta, shape, torch.tensor(w), eps=1e-2)]
+    for got in run(fn, n):
+        for i, (g, r) in enumerate(zip(got, want)):
+            check(g, r.numpy(), 0.0, 5e-3, f"layer_norm #{i} (scale {scale}, last {last})")
+
+
+def test_layer_norm_shape_mismatch_is_a_shape_error():
+    from mpcrt.errors import ShapeError
+
+    def fn(rt):
+        x = rt.share(np.zeros((2, 5)) if rt.rank == 0 else None, src=0)
+        with pytest.raises(ShapeError, match="layer_norm over"):
+            x.layer_norm(4)
+        return True
+
+    assert all(run(fn, 2))
