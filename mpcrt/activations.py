@@ -20,11 +20,16 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   is held at f bits, so a small one loses precision: measured abs err 1.5e-4 for input
   std 2, 2.7e-4 at std 0.3, 5.5e-3 at std 0.1 (outputs of unit scale). 2 + 16 + 2 (+2
   with a shared weight) rounds.
+
+Above 24 fractional bits (20 for gelu) these compute at 24 (20) bits, where their
+products stay below 2^62 (and gelu's coefficients keep 16 bits), and return at the
+runtime's precision: one truncation round more, the error of that computation.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -40,6 +45,28 @@ _A = 2.0 * math.sqrt(2.0 / math.pi)
 GELU_TANH = (_A, 0.044715 * _A, 0.0)  # torch's approximate="tanh": 0.5(1 + tanh(u)) = sigmoid(2u)
 
 
+def _capped(bits: int) -> Callable:
+    """Decorator: run the layer at min(precision, bits) fractional bits (x truncated to
+    them, 1 round) and return its result at the runtime's precision."""
+    def deco(fn: Callable[..., SharedTensor]) -> Callable[..., SharedTensor]:
+        @functools.wraps(fn)
+        def wrapper(x: SharedTensor, *args, **kwargs) -> SharedTensor:
+            rt, f = x.rt, x.rt.precision
+            if f <= bits:
+                return fn(x, *args, **kwargs)
+            rt.precision = bits  # every party does the same: dealer requests and rounds agree
+            try:
+                y = fn(x.to_precision(), *args, **kwargs)
+            finally:
+                rt.precision = f
+            return SharedTensor(rt, y.share << np.int64(f - y.fbits), f)
+
+        return wrapper
+
+    return deco
+
+
+@_capped(20)  # z's coefficients get g = 56 - 2f bits: 16 at f = 20 (at 24 only 8, and c ~ -7e-4 would vanish)
 def gelu(x: SharedTensor, approximate: str = "none") -> SharedTensor:
     """torch.nn.functional.gelu: x Phi(x) (approximate="none") or its tanh form."""
     if approximate not in ("none", "tanh"):
@@ -68,6 +95,7 @@ def _at_f(x: SharedTensor) -> SharedTensor:
     return x if x.fbits == f else SharedTensor(x.rt, x.share << np.int64(f - x.fbits), f)
 
 
+@_capped(24)
 def silu(x: SharedTensor) -> SharedTensor:
     """torch.nn.functional.silu: x sigmoid(x)."""
     x = _at_f(x)
@@ -82,6 +110,7 @@ def hardtanh(x: SharedTensor, min_val: float = -1.0, max_val: float = 1.0) -> Sh
     return x.clamp(min_val, max_val)
 
 
+@_capped(24)  # (x - mean)^2 of unit-scale rows at 2f bits stays below 2^62
 def layer_norm(x: SharedTensor, normalized_shape: Sequence[int] | int, weight=None, bias=None,
                eps: float = 1e-5) -> SharedTensor:
     """torch.nn.functional.layer_norm over the last len(normalized_shape) dims; weight and

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("launch", help="run a script on N local parties and a dealer")
     p.add_argument("-n", type=int, default=2, help="number of parties (>= 2)")
-    p.add_argument("--precision", type=int, default=16, help="fractional bits of the fixed-point encoding")
+    p.add_argument("--precision", type=int, default=16, help="fractional bits f of the fixed-point encoding (default 16; products need |x*y| < 2^(62-2f): 1e9 at 16, 4e6 at 20, 16384 at 24)")
     p.add_argument("--insecure-plaintext", action="store_true", help="NO encryption/authentication (benchmarks only)")
     p.add_argument("--timeout", type=float, default=None, help="receive timeout in seconds (default 60)")
     p.add_argument("script")

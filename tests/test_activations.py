@@ -128,3 +128,30 @@ def test_layer_norm_shape_mismatch_is_a_shape_error():
         return True
 
     assert all(run(fn, 2))
+
+
+@pytest.mark.parametrize("prec", [12, 28])
+def test_layers_at_other_precisions(prec):
+    """At 12 bits the layers hold their tolerances scaled to the coarser grid; at 28 bits
+    they compute at 24 bits (gelu at 20) and return at 28: a product of t and p at
+    2f + g bits would pass 2^62 there (gelu's error was ~3.6 before the cap), and so
+    would layer_norm's squared deviations of unit-scale inputs."""
+    xs = np.concatenate([np.linspace(-8, 8, 161), [0.0, 6.0, -6.0, 20.0, -20.0]])
+    rows = np.random.default_rng(3).normal(0.0, 2.0, (4, 32))
+
+    def fn(rt):
+        x = rt.share(xs if rt.rank == 0 else None, src=0)
+        r = rt.share(rows if rt.rank == 1 else None, src=1)
+        out = [x.gelu().reveal(), x.gelu(approximate="tanh").reveal(), x.silu().reveal(),
+               r.layer_norm(32).reveal(), x.relu6().reveal()]
+        return out, (x.gelu().fbits, r.layer_norm(32).fbits)
+
+    (g, gt, s, ln, r6), fbits = run(fn, 2, precision=prec)[0]
+    assert fbits == (prec, prec)
+    ab = 2e-3 if prec == 12 else 1e-3  # 12 bits: the output grid (2^-12) and the sigmoid's 16-bit budget
+    t = torch.tensor(q(xs, prec))
+    check(g, F.gelu(t).numpy(), 1e-3, ab, f"gelu at {prec} bits")
+    check(gt, F.gelu(t, approximate="tanh").numpy(), 1e-3, ab, f"gelu tanh at {prec} bits")
+    check(s, F.silu(t).numpy(), 1e-3, 4 * ab, f"silu at {prec} bits")
+    check(ln, F.layer_norm(torch.tensor(q(rows, prec)), (32,)).numpy(), 0, 5e-3, f"layer_norm at {prec} bits")
+    check(r6, F.relu6(t).numpy(), 0, 2.0 ** (1 - prec), f"relu6 at {prec} bits")
