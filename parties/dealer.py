@@ -122,7 +122,9 @@ class Dealer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)  # no deal may wake a closed node
-        log.info("served %d requests, busy %.3f s (dealing %.3f s, sending %.3f s)", self.requests_served, self.busy_seconds, self.deal_seconds, self.send_seconds)
+        cpu = os.times()
+        log.info("served %d requests, busy %.3f s (dealing %.3f s, sending %.3f s); process CPU user %.3f s, sys %.3f s",
+                 self.requests_served, self.busy_seconds, self.deal_seconds, self.send_seconds, cpu.user, cpu.system)
         self.node.close(barrier=False)
 
 

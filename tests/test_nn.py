@@ -251,6 +251,9 @@ def test_unsupported_layer_names_op_and_node():
         mnn.trace(WithBranch(), torch.zeros(1, 4))
     with pytest.raises(ShapeError, match="does not fit"):
         mnn.trace(LinearBN(), torch.zeros(1, 7))
+    # a token lookup: named (with the one-hot Linear that replaces it), not a float-dtype error
+    with pytest.raises(UnsupportedLayerError, match=r"Embedding \(module '0'\).*one-hot.*nn\.Linear\(10, 4, bias=False\)"):
+        mnn.trace(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)), torch.tensor([[1, 2]]))
 
 
 def _catch(fn):

@@ -341,6 +341,7 @@ class _Tracer:
         gm.graph.eliminate_dead_code()
         self.gm = gm
         self.modules = dict(gm.named_modules())
+        self._refuse_lookups(gm)
         try:
             with torch.no_grad():
                 reference = self.model(self.x.clone())  # first: ShapeProp prints tracebacks on failure
@@ -363,6 +364,19 @@ class _Tracer:
         graph = Graph.from_bytes(graph.to_bytes())  # what the other parties will read
         self._self_check(graph, reference)
         return graph, self.arrays
+
+    def _refuse_lookups(self, gm) -> None:
+        """Embedding layers index by integer tokens, which the float example (and a shared
+        input) cannot be: say so before the example run fails with a dtype error."""
+        import torch.nn as tnn
+
+        for n in gm.graph.nodes:
+            mod = self.modules.get(n.target) if n.op == "call_module" else None
+            if isinstance(mod, (tnn.Embedding, tnn.EmbeddingBag)):
+                raise UnsupportedLayerError(
+                    f"{type(mod).__name__} (module '{n.target}') at fx node '{n.name}': a lookup by a secret token "
+                    "index is not supported; share one-hot inputs instead and replace it by "
+                    f"nn.Linear({mod.num_embeddings}, {mod.embedding_dim}, bias=False) with weight = embedding.weight.T")
 
     def _self_check(self, graph: Graph, reference) -> None:
         """The graph, run in plaintext float64, must reproduce the model on the example."""
