@@ -15,13 +15,17 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
 - silu: t sigmoid(t) + relu(x - 16), t = clamp(x, -16, 16) (Swish). 24 rounds; abs
   2e-4 (measured), x or ~0 beyond +-16.
 - hardtanh / relu6: clamp to public bounds (exact, 7 rounds).
+- hardswish: t (t + 3) / 6 + relu(x - 3), t = clamp(x, -3, 3) from one comparison run
+  (x never multiplies itself beyond the clamp), the 1/6 folded into the product's
+  truncation: 9 rounds, error a few ulps.
+  hardsigmoid: clamp(x, -3, 3) / 6 + 1/2 (8 rounds).
 - layer_norm: (x - mean) rsqrt(var + eps) over the last dims, then the affine weight
   and bias. rsqrt is rel 1e-3 on [2^-10, 2^14) (clamped beyond); the variance itself
   is held at f bits, so a small one loses precision: measured abs err 1.5e-4 for input
   std 2, 2.7e-4 at std 0.3, 5.5e-3 at std 0.1 (outputs of unit scale). 2 + 16 + 2 (+2
   with a shared weight) rounds.
 
-Above 24 fractional bits (20 for gelu) these compute at 24 (20) bits, where their
+Above 24 fractional bits (20 for gelu and hardswish) these compute at 24 (20) bits, where their
 products stay below 2^62 (and gelu's coefficients keep 16 bits), and return at the
 runtime's precision: one truncation round more, the error of that computation.
 """
@@ -101,6 +105,25 @@ def silu(x: SharedTensor) -> SharedTensor:
     x = _at_f(x)
     t, above = clamp_excess(x, SILU_CLAMP)
     return t * t.sigmoid() + above
+
+
+@_capped(20)  # 1/6 gets g = 60 - 2f >= 20 bits
+def hardswish(x: SharedTensor) -> SharedTensor:
+    """torch.nn.functional.hardswish: x relu6(x + 3) / 6."""
+    rt, f = x.rt, x.rt.precision
+    x = _at_f(x)
+    t, above = clamp_excess(x, 3.0)
+    g = min(28, 60 - 2 * f)  # |t (t + 3) 2^(2f + g) / 6| <= 3 2^(2f + g) < 2^62
+    p = t.share * np.int64(round(2**g / 6))  # (t + 3) / 6 at f + g bits
+    if rt.rank == 0:
+        p += np.int64(round(3 * 2 ** (f + g) / 6))
+    with rt.scope("mul"):
+        return SharedTensor(rt, beaver.mul(rt, t.share, p, f + g), f) + above
+
+
+def hardsigmoid(x: SharedTensor) -> SharedTensor:
+    """torch.nn.functional.hardsigmoid: relu6(x + 3) / 6."""
+    return _at_f(x).clamp(-3.0, 3.0) * (1.0 / 6.0) + 0.5
 
 
 def hardtanh(x: SharedTensor, min_val: float = -1.0, max_val: float = 1.0) -> SharedTensor:

@@ -506,6 +506,18 @@ class SharedTensor:
 
         return activations.silu(self)
 
+    def hardswish(self) -> "SharedTensor":
+        """torch.nn.functional.hardswish (x relu6(x + 3) / 6): 9 rounds, a few ulps."""
+        from mpcrt import activations
+
+        return activations.hardswish(self)
+
+    def hardsigmoid(self) -> "SharedTensor":
+        """torch.nn.functional.hardsigmoid (relu6(x + 3) / 6): 8 rounds, a few ulps."""
+        from mpcrt import activations
+
+        return activations.hardsigmoid(self)
+
     def hardtanh(self, min_val: float = -1.0, max_val: float = 1.0) -> "SharedTensor":
         from mpcrt import activations
 

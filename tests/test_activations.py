@@ -7,7 +7,8 @@ Tolerances at 16 fractional bits ("err <= tol": |got - ref| <= max(rel |ref|, ab
 * hardtanh, relu6: exact up to the fixed-point grid (2^-15);
 * layer_norm (input std 0.3 to 30): abs 5e-3 on its unit-scale outputs (a variance of v
   ulps carries ~1/v relative error at 16 bits: std 0.1 gives ~0.5%).
-Rounds: gelu 30 (tanh form 28), silu 24, hardtanh 7.
+* hardswish, hardsigmoid: a few ulps everywhere (2^-13, 2^-14).
+Rounds: gelu 30 (tanh form 28), silu 24, hardtanh 7, hardswish 9, hardsigmoid 8.
 """
 from __future__ import annotations
 
@@ -85,6 +86,17 @@ def test_hardtanh_relu6_exact(seed, lo, width):
         assert rh == 7
 
 
+@pytest.mark.parametrize("n", NS)
+def test_hardswish_hardsigmoid_like_torch(n):
+    """Within a few ulps on [-8, 8] (the clamp's bounds -3, 3 included) and for every
+    input the format holds (x itself, or 0, beyond +-3)."""
+    x = np.concatenate([GRID, FAR, [3.0, -3.0, 3 + 2.0**-16, -3 - 2.0**-16]])
+    for (hs, rs), (hg, rg) in run(lambda rt: applied(rt, x, ("hardswish", ()), ("hardsigmoid", ())), n):
+        check(hs, ref(F.hardswish, x), 1e-9, 2.0**-13, "hardswish")
+        check(hg, ref(F.hardsigmoid, x), 0.0, 2.0**-14, "hardsigmoid")
+        assert (rs, rg) == (9, 8), (rs, rg)
+
+
 def test_hardtanh_rejects_inverted_bounds():
     def fn(rt):
         x = rt.share(np.zeros(3) if rt.rank == 0 else None, src=0)
@@ -143,10 +155,10 @@ def test_layers_at_other_precisions(prec):
         x = rt.share(xs if rt.rank == 0 else None, src=0)
         r = rt.share(rows if rt.rank == 1 else None, src=1)
         out = [x.gelu().reveal(), x.gelu(approximate="tanh").reveal(), x.silu().reveal(),
-               r.layer_norm(32).reveal(), x.relu6().reveal()]
+               r.layer_norm(32).reveal(), x.relu6().reveal(), x.hardswish().reveal()]
         return out, (x.gelu().fbits, r.layer_norm(32).fbits)
 
-    (g, gt, s, ln, r6), fbits = run(fn, 2, precision=prec)[0]
+    (g, gt, s, ln, r6, hs), fbits = run(fn, 2, precision=prec)[0]
     assert fbits == (prec, prec)
     ab = 2e-3 if prec == 12 else 1e-3  # 12 bits: the output grid (2^-12) and the sigmoid's 16-bit budget
     t = torch.tensor(q(xs, prec))
@@ -155,3 +167,4 @@ def test_layers_at_other_precisions(prec):
     check(s, F.silu(t).numpy(), 1e-3, 4 * ab, f"silu at {prec} bits")
     check(ln, F.layer_norm(torch.tensor(q(rows, prec)), (32,)).numpy(), 0, 5e-3, f"layer_norm at {prec} bits")
     check(r6, F.relu6(t).numpy(), 0, 2.0 ** (1 - prec), f"relu6 at {prec} bits")
+    check(hs, F.hardswish(t).numpy(), 1e-9, 2.0 ** (3 - min(prec, 20)), f"hardswish at {prec} bits")

@@ -448,6 +448,64 @@ def test_transformer_style_layers_match_torch():
     assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
 
 
+class MobileStyle(nn.Module):
+    """Hardswish/Hardsigmoid (MobileNetV3), clamps, integer powers, abs and the
+    approximations called as torch functions and tensor methods, a hand-written RMSNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.hs, self.hsig = nn.Hardswish(), nn.Hardsigmoid()
+        self.fc = nn.Linear(4, 6)
+
+    def forward(self, x):
+        y = self.hs(self.conv(x))
+        y = F.hardswish(self.dw(y)) * self.hsig(y) + F.hardsigmoid(y).clamp(max=0.8)
+        v = y.mean([2, 3])
+        v = torch.clamp(self.fc(v), -2.0, 2.0) + v.abs().sum(1, keepdim=True) + torch.clamp_min(v, 0.1).sum(1, keepdim=True)
+        v = v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-3) + x.abs().mean() ** 2
+        w = v.abs() + 0.5
+        return v + torch.sqrt(w) + w.reciprocal() + torch.log(w) + w.square() * 0.1 + v ** 3 * 0.01
+
+
+def test_mobile_style_ops_match_torch():
+    model = _build(MobileStyle, 4)
+    x = torch.randn(3, 2, 6, 6) * 2
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    g, _ = mnn.trace(model, x[:1])
+    assert {"hardswish", "hardsigmoid", "clamp", "abs", "pow", "rsqrt", "sqrt", "reciprocal", "log"} <= {n["op"] for n in g.nodes}
+    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=60)[1]
+    assert got.shape == ref.shape
+    assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
+
+
+class PowBy(nn.Module):
+    def __init__(self, e):
+        super().__init__()
+        self.e = e
+
+    def forward(self, x):
+        return x ** self.e
+
+
+class ClampByTensor(nn.Module):
+    def forward(self, x):
+        return torch.clamp(x, min=x.mean())
+
+
+def test_unsupported_powers_and_clamps_are_named():
+    with pytest.raises(UnsupportedLayerError, match=r"exponent 0\.5 .*public integer"):
+        mnn.trace(PowBy(0.5), torch.ones(1, 3))
+    with pytest.raises(UnsupportedLayerError, match=r"exponent -1 "):
+        mnn.trace(PowBy(-1), torch.ones(1, 3))
+    with pytest.raises(UnsupportedLayerError, match="clamp by tensor bounds"):
+        mnn.trace(ClampByTensor(), torch.ones(1, 3))
+    g, _ = mnn.trace(PowBy(2.0), torch.ones(1, 3))  # an integral float exponent is an integer power
+    assert [n["args"].get("exponent") for n in g.nodes if n["op"] == "pow"] == [2]
+
+
 # --------------------------------------------------------------- digits
 def _demo():
     spec = importlib.util.spec_from_file_location("digits_demo", ROOT / "examples" / "digits_demo.py")

@@ -13,8 +13,10 @@ weights are secret-shared. Nobody else needs the model's code.
 
 Supported: see SUPPORTED (Linear, Conv2d, BatchNorm folded into the preceding
 Conv2d/Linear or as a per-channel affine layer, LayerNorm, ReLU, LeakyReLU, ReLU6,
-Hardtanh, GELU, SiLU, Sigmoid, Tanh, Softmax, LogSoftmax, Max/Avg/AdaptiveAvgPool2d, Flatten, Dropout and Identity, residual
-additions, reshape/view/flatten/cat/permute, arithmetic with constants, sizes).
+Hardtanh, Hardswish, Hardsigmoid, GELU, SiLU, Sigmoid, Tanh, Softmax, LogSoftmax,
+Max/Avg/AdaptiveAvgPool2d, Flatten, Dropout and Identity, residual additions,
+reshape/view/flatten/cat/permute, arithmetic with constants, clamp, abs, integer
+powers, exp/log/sqrt/rsqrt/reciprocal, sizes).
 Anything else raises UnsupportedLayerError naming the op and the fx node.
 
 Model files (`save`/`load`): one .npz holding the msgpack graph and the folded

@@ -76,6 +76,15 @@ IR_OPS: dict[str, inspect.Signature] = {
     "gelu": _s(lambda input, approximate="none": None),
     "silu": _s(lambda input: None),
     "hardtanh": _s(lambda input, min_val=-1.0, max_val=1.0: None),
+    "clamp": _s(lambda input, min=None, max=None: None),
+    "hardswish": _s(lambda input: None),
+    "hardsigmoid": _s(lambda input: None),
+    "abs": _s(lambda input: None),
+    "sqrt": _s(lambda input: None),
+    "rsqrt": _s(lambda input: None),
+    "reciprocal": _s(lambda input: None),
+    "log": _s(lambda input: None),
+    "pow": _s(lambda input, exponent: None),  # a non-negative integer exponent
     "layer_norm": _s(lambda input, normalized_shape, weight=None, bias=None, eps=1e-5: None),
     "max_pool2d": _s(lambda input, kernel_size, stride=None, padding=0, dilation=1: None),
     "avg_pool2d": _s(lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None: None),
@@ -106,7 +115,9 @@ GETATTR_NAMES = ("shape", "ndim", "T", "mT")
 #: ops that need a nonlinear SharedTensor method, and which
 NONLINEAR_METHODS = {"relu": "relu", "leaky_relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "exp": "exp",
                      "softmax": "softmax", "log_softmax": "log_softmax", "max_pool2d": "maxpool2d", "gelu": "gelu",
-                     "silu": "silu", "hardtanh": "clamp", "layer_norm": "layer_norm"}
+                     "silu": "silu", "hardtanh": "clamp", "layer_norm": "layer_norm", "clamp": "clamp",
+                     "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "abs": "abs", "sqrt": "sqrt",
+                     "rsqrt": "rsqrt", "reciprocal": "reciprocal", "log": "log"}
 
 
 # ----------------------------------------------------------------- the graph
@@ -591,6 +602,10 @@ class _Tracer:
             return go("gelu", approximate=str(mod.approximate))
         if isinstance(mod, tnn.SiLU):
             return go("silu")
+        if isinstance(mod, tnn.Hardswish):
+            return go("hardswish")
+        if isinstance(mod, tnn.Hardsigmoid):
+            return go("hardsigmoid")
         if isinstance(mod, tnn.Hardtanh):  # ReLU6 too
             return go("hardtanh", min_val=float(mod.min_val), max_val=float(mod.max_val))
         if isinstance(mod, tnn.LayerNorm):
@@ -767,8 +782,40 @@ def _nonneg_fixes():
     def relu6(tr, n, a):  # F.relu6(x) = hardtanh(x, 0, 6)
         return ("hardtanh", {"input": a["input"], "min_val": 0.0, "max_val": 6.0})
 
+    def public_number(v) -> bool:
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+
+    def clamp(tr, n, a):
+        if a.pop("out", None) is not None:
+            raise UnsupportedLayerError(f"out= at fx node '{n.name}'")
+        if not (public_number(a.get("min")) and public_number(a.get("max"))):
+            raise UnsupportedLayerError(f"clamp by tensor bounds at fx node '{n.name}' (public numbers only)")
+        if a.get("min") is None and a.get("max") is None:
+            raise UnsupportedLayerError(f"clamp without bounds at fx node '{n.name}'")
+        return ("clamp", {"input": a["input"], "min": a.get("min"), "max": a.get("max")})
+
+    def clamp_min(tr, n, a):
+        return clamp(tr, n, {"input": a["input"], "min": a["min"]})
+
+    def clamp_max(tr, n, a):
+        return clamp(tr, n, {"input": a["input"], "max": a["max"]})
+
+    def pow_(tr, n, a):
+        if a.pop("out", None) is not None:
+            raise UnsupportedLayerError(f"out= at fx node '{n.name}'")
+        e, base = a["exponent"], a["input"]
+        if not (isinstance(e, (int, float)) and not isinstance(e, bool) and float(e).is_integer() and 0 <= e <= 64):
+            raise UnsupportedLayerError(f"power with exponent {e!r} at fx node '{n.name}' (a public integer in 0..64 only)")
+        if public_number(base):
+            raise UnsupportedLayerError(f"a number raised to a tensor power at fx node '{n.name}'")
+        return ("pow", {"input": base, "exponent": int(e)})
+
+    def square(tr, n, a):
+        return ("pow", {"input": a["input"], "exponent": 2})
+
     return dict(no_out=no_out, softmax=softmax, maxpool=maxpool, conv=conv, div=div, varargs=varargs,
-                dim_method=dim_method, getattr_fix=getattr_fix, getitem_fix=getitem_fix, relu6=relu6)
+                dim_method=dim_method, getattr_fix=getattr_fix, getitem_fix=getitem_fix, relu6=relu6, clamp=clamp,
+                clamp_min=clamp_min, clamp_max=clamp_max, pow=pow_, square=square)
 
 
 def _tables():
@@ -814,6 +861,20 @@ def _tables():
         F.silu: ("silu", S(lambda input, inplace=False: None), None),
         F.hardtanh: ("hardtanh", S(lambda input, min_val=-1.0, max_val=1.0, inplace=False: None), None),
         F.relu6: ("hardtanh", S(lambda input, inplace=False: None), fx["relu6"]),
+        F.hardswish: ("hardswish", S(lambda input, inplace=False: None), None),
+        F.hardsigmoid: ("hardsigmoid", S(lambda input, inplace=False: None), None),
+        torch.clamp: ("clamp", S(lambda input, min=None, max=None, *, out=None: None), fx["clamp"]),
+        torch.clip: ("clamp", S(lambda input, min=None, max=None, *, out=None: None), fx["clamp"]),
+        torch.clamp_min: ("clamp", S(lambda input, min: None), fx["clamp_min"]),
+        torch.clamp_max: ("clamp", S(lambda input, max: None), fx["clamp_max"]),
+        torch.abs: ("abs", S(lambda input, *, out=None: None), fx["no_out"]),
+        torch.sqrt: ("sqrt", S(lambda input, *, out=None: None), fx["no_out"]),
+        torch.rsqrt: ("rsqrt", S(lambda input, *, out=None: None), fx["no_out"]),
+        torch.reciprocal: ("reciprocal", S(lambda input, *, out=None: None), fx["no_out"]),
+        torch.log: ("log", S(lambda input, *, out=None: None), fx["no_out"]),
+        operator.pow: ("pow", S(lambda input, exponent: None), fx["pow"]),
+        torch.pow: ("pow", S(lambda input, exponent, *, out=None: None), fx["pow"]),
+        torch.square: ("pow", S(lambda input, *, out=None: None), fx["square"]),
         F.layer_norm: ("layer_norm", S(lambda input, normalized_shape, weight=None, bias=None, eps=1e-5: None), None),
         F.max_pool2d: ("max_pool2d", S(lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False: None), fx["maxpool"]),
         F.avg_pool2d: ("avg_pool2d", S(lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None: None), None),
@@ -843,6 +904,18 @@ def _tables():
         "relu": ("relu", S(lambda self: None), None), "relu_": ("relu", S(lambda self: None), None),
         "sigmoid": ("sigmoid", S(lambda self: None), None), "tanh": ("tanh", S(lambda self: None), None),
         "exp": ("exp", S(lambda self: None), None),
+        "clamp": ("clamp", S(lambda self, min=None, max=None: None), fx["clamp"]),
+        "clip": ("clamp", S(lambda self, min=None, max=None: None), fx["clamp"]),
+        "clamp_": ("clamp", S(lambda self, min=None, max=None: None), fx["clamp"]),
+        "clamp_min": ("clamp", S(lambda self, min: None), fx["clamp_min"]),
+        "clamp_max": ("clamp", S(lambda self, max: None), fx["clamp_max"]),
+        "abs": ("abs", S(lambda self: None), None),
+        "sqrt": ("sqrt", S(lambda self: None), None),
+        "rsqrt": ("rsqrt", S(lambda self: None), None),
+        "reciprocal": ("reciprocal", S(lambda self: None), None),
+        "log": ("log", S(lambda self: None), None),
+        "pow": ("pow", S(lambda self, exponent: None), fx["pow"]),
+        "square": ("pow", S(lambda self: None), fx["square"]),
         "softmax": ("softmax", S(lambda self, dim, dtype=None: None), fx["softmax"]),
         "log_softmax": ("log_softmax", S(lambda self, dim, dtype=None: None), fx["softmax"]),
         "view": ("reshape", S(lambda self, *shape: None), fx["varargs"]("shape")),
@@ -880,14 +953,15 @@ _FUNCTIONS = _LazyTable(0)
 _METHODS = _LazyTable(1)
 
 SUPPORTED_MODULES = (
-    "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU", "ReLU6", "Hardtanh", "GELU",
+    "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU", "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "GELU",
     "SiLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
 )
 SUPPORTED_FUNCTIONS = (
-    "+ - * / // unary-, @, indexing, getattr(x, 'shape'), torch.add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/"
+    "+ - * / // ** (integer powers) unary-, @, indexing, getattr(x, 'shape'), torch.add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/"
+    "log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
     "softmax/log_softmax/flatten/reshape/permute/transpose/unsqueeze/squeeze/cat/concat/sum/mean, F.relu/leaky_relu/"
-    "relu6/hardtanh/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool2d/avg_pool2d/adaptive_avg_pool2d/dropout/dropout2d/linear/conv2d, tensor methods "
-    "add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/softmax/log_softmax/view/reshape/flatten/permute/transpose/unsqueeze/"
-    "squeeze/contiguous/size/dim/sum/mean"
+    "relu6/hardtanh/hardswish/hardsigmoid/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool2d/avg_pool2d/adaptive_avg_pool2d/dropout/dropout2d/linear/conv2d, tensor methods "
+    "add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
+    "softmax/log_softmax/view/reshape/flatten/permute/transpose/unsqueeze/squeeze/contiguous/size/dim/sum/mean"
 )
 SUPPORTED = {"modules": SUPPORTED_MODULES, "functions": SUPPORTED_FUNCTIONS}

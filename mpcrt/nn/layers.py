@@ -12,8 +12,10 @@ Cost of each layer under MPC (N parties, one round = everyone sends once):
 * avg_pool2d, adaptive_avg_pool2d: linear with public weights: sums are exact
   (integer weights, no truncation), then one multiplication by a public 1/count
   (1 truncation round). Non-overlapping windows are plain reshaped sums.
-* relu, sigmoid, tanh, exp, softmax, max_pool2d: the SharedTensor methods of the
-  same names (comparison-based or approximations; see mpcrt.tensor).
+* relu, sigmoid, tanh, exp, softmax, max_pool2d, clamp, abs, hardswish, hardsigmoid,
+  sqrt, rsqrt, reciprocal, log: the SharedTensor methods of the same names
+  (comparison-based or approximations; see mpcrt.tensor); pow: repeated squaring
+  (2 rounds per product).
 * flatten, reshape, permute, cat, identity, dropout, additions: local, free.
 """
 from __future__ import annotations
@@ -106,6 +108,9 @@ class _Common:
     def leaky_relu(self, input, negative_slope=0.01):
         return input * negative_slope + self.relu(input) * (1.0 - negative_slope)
 
+    def pow(self, input, exponent):
+        return input ** int(exponent)
+
 
 class TorchOps(_Common):
     """Plaintext reference (float64 torch tensors): the model owner's self-check and tests."""
@@ -155,6 +160,30 @@ class TorchOps(_Common):
 
     def layer_norm(self, input, normalized_shape, weight=None, bias=None, eps=1e-5):
         return self.F.layer_norm(input, tuple(normalized_shape), weight, bias, eps)
+
+    def clamp(self, input, min=None, max=None):
+        return self.torch.clamp(input, min, max)
+
+    def hardswish(self, input):
+        return self.F.hardswish(input)
+
+    def hardsigmoid(self, input):
+        return self.F.hardsigmoid(input)
+
+    def abs(self, input):
+        return self.torch.abs(input)
+
+    def sqrt(self, input):
+        return self.torch.sqrt(input)
+
+    def rsqrt(self, input):
+        return self.torch.rsqrt(input)
+
+    def reciprocal(self, input):
+        return self.torch.reciprocal(input)
+
+    def log(self, input):
+        return self.torch.log(input)
 
     def max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1):
         return self.F.max_pool2d(input, kernel_size, stride, padding, dilation)
@@ -224,6 +253,30 @@ class SharedOps(_Common):
 
     def layer_norm(self, input, normalized_shape, weight=None, bias=None, eps=1e-5):
         return self._nl(input, "layer_norm", normalized_shape, weight, bias, eps)
+
+    def clamp(self, input, min=None, max=None):
+        return self._nl(input, "clamp", min, max)
+
+    def hardswish(self, input):
+        return self._nl(input, "hardswish")
+
+    def hardsigmoid(self, input):
+        return self._nl(input, "hardsigmoid")
+
+    def abs(self, input):
+        return self._nl(input, "abs")
+
+    def sqrt(self, input):
+        return self._nl(input, "sqrt")
+
+    def rsqrt(self, input):
+        return self._nl(input, "rsqrt")
+
+    def reciprocal(self, input):
+        return self._nl(input, "reciprocal")
+
+    def log(self, input):
+        return self._nl(input, "log")
 
     def max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1):
         _check4(input, "max_pool2d")
