@@ -481,6 +481,36 @@ def test_mobile_style_ops_match_torch():
     assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
 
 
+class Audio1d(nn.Module):
+    """Conv1d (stride, padding='same', dilation, groups) with folded BatchNorm1d, 1-d pools."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn = nn.Conv1d(2, 6, 5, stride=2, padding=2), nn.BatchNorm1d(6)
+        self.c2 = nn.Conv1d(6, 6, 3, padding="same", dilation=2, groups=3, bias=False)
+        self.bn2, self.pool = nn.BatchNorm1d(6), nn.MaxPool1d(3, 2, padding=1)
+        self.avg, self.ada, self.fc = nn.AvgPool1d(2), nn.AdaptiveAvgPool1d(3), nn.Linear(18, 4)
+
+    def forward(self, x):
+        y = self.pool(F.relu(self.bn(self.c1(x))))
+        y = self.avg(F.relu(self.bn2(self.c2(y)) + y))
+        return self.fc(self.ada(y).flatten(1))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_conv1d_and_1d_pools_match_torch(n):
+    model = _build(Audio1d, 5)
+    x = torch.randn(3, 2, 40)
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    g, _ = mnn.trace(model, x[:1])
+    ops = g.op_counts()
+    assert ops.get("conv2d") == 2 and "affine" not in ops  # both BatchNorm1d folded into their Conv1d
+    (got,) = run_parties(_run_models, n, [model], [x], 0, 1, timeout=60)[1]
+    assert got.shape == ref.shape
+    assert float(np.abs(got - ref).max()) <= 1e-3, float(np.abs(got - ref).max())
+
+
 class PowBy(nn.Module):
     def __init__(self, e):
         super().__init__()

@@ -11,10 +11,10 @@ weights are secret-shared. Nobody else needs the model's code.
     x = rt.share(images if rt.rank == 1 else None, src=1)
     probs = model(x).softmax(dim=1).reveal(to=1)      # only party 1 learns the result
 
-Supported: see SUPPORTED (Linear, Conv2d, BatchNorm folded into the preceding
-Conv2d/Linear or as a per-channel affine layer, LayerNorm, ReLU, LeakyReLU, ReLU6,
+Supported: see SUPPORTED (Linear, Conv1d/2d, BatchNorm folded into the preceding
+Conv/Linear or as a per-channel affine layer, LayerNorm, ReLU, LeakyReLU, ReLU6,
 Hardtanh, Hardswish, Hardsigmoid, GELU, SiLU, Sigmoid, Tanh, Softmax, LogSoftmax,
-Max/Avg/AdaptiveAvgPool2d, Flatten, Dropout and Identity, residual additions,
+Max/Avg/AdaptiveAvgPool 1d and 2d, Flatten, Dropout and Identity, residual additions,
 reshape/view/flatten/cat/permute, arithmetic with constants, clamp, abs, integer
 powers, exp/log/sqrt/rsqrt/reciprocal, sizes).
 Anything else raises UnsupportedLayerError naming the op and the fx node.

@@ -478,7 +478,7 @@ class _Tracer:
             layer = self.modules[prev.target]
             ok = (isinstance(bn, tnn.BatchNorm2d) and isinstance(layer, tnn.Conv2d)) or (
                 isinstance(bn, tnn.BatchNorm1d) and isinstance(layer, tnn.Linear) and len(self.in_shape(n) or ()) == 2
-            )
+            ) or (isinstance(bn, tnn.BatchNorm1d) and isinstance(layer, tnn.Conv1d))
             if not ok:
                 continue
             scale, shift = _bn_affine(bn)
@@ -509,6 +509,44 @@ class _Tracer:
             self.ref_of[n] = self._call(n, _METHODS.get(n.target), _describe(n))
         else:  # pragma: no cover
             raise UnsupportedLayerError(f"fx node kind {n.op!r} at '{n.name}'")
+
+    def _module_1d(self, n, mod, x, t: str, what: str) -> dict:
+        """Conv1d and the 1-d pools as their 2-d ops on (N, C, 1, L): unsqueeze, op, squeeze
+        (the squeeze carries the fx node's name, so layer-by-layer checks see (N, C, L))."""
+        import torch.nn as tnn
+
+        shape = self.in_shape(n)
+        if shape is not None and len(shape) != 3:
+            raise ShapeError(f"{what} needs an (N, C, L) input at fx node '{n.name}', got {len(shape)}-d")
+        u = self.emit("unsqueeze", {"input": x, "dim": 2}, n.name + ":2d", what)
+
+        def go2d(op, **kw):
+            y = self.emit(op, {"input": u, **kw}, n.name + ":" + op, what)
+            return self.emit("squeeze", {"input": y, "dim": 2}, n.name, what)
+
+        if isinstance(mod, tnn.Conv1d):
+            if mod.padding_mode != "zeros":
+                raise UnsupportedLayerError(f"{what} with padding_mode={mod.padding_mode!r} at fx node '{n.name}' (only 'zeros')")
+            pad = _conv_padding(mod.padding, mod.kernel_size, mod.dilation, what, n.name)
+            w, b = mod.weight.detach().double().numpy(), None if mod.bias is None else mod.bias.detach().double().numpy()
+            if n in self.folded:
+                w, b, bn_name = self.folded[n]
+                t = f"{t}+{bn_name}"
+            return go2d("conv2d", weight=self.param(w[:, :, None, :], t + ".weight"),
+                        bias=None if b is None else self.param(b, t + ".bias"), stride=[1, _one(mod.stride)],
+                        padding=[0, int(pad[0])], dilation=[1, _one(mod.dilation)], groups=int(mod.groups))
+        if isinstance(mod, tnn.MaxPool1d):
+            _check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
+            k = _one(mod.kernel_size)
+            return go2d("max_pool2d", kernel_size=[1, k], stride=[1, _one(mod.stride if mod.stride is not None else k)],
+                        padding=[0, _one(mod.padding)], dilation=[1, _one(mod.dilation)])
+        if isinstance(mod, tnn.AvgPool1d):
+            k = _one(mod.kernel_size)
+            return go2d("avg_pool2d", kernel_size=[1, k], stride=[1, _one(mod.stride if mod.stride is not None else k)],
+                        padding=[0, _one(mod.padding)], ceil_mode=bool(mod.ceil_mode),
+                        count_include_pad=bool(mod.count_include_pad), divisor_override=None)
+        out = mod.output_size  # AdaptiveAvgPool1d
+        return go2d("adaptive_avg_pool2d", output_size=[1, None if out is None else _one(out)])
 
     def _get_attr(self, n) -> dict:
         import torch
@@ -574,6 +612,8 @@ class _Tracer:
                 t = f"{t}+{bn_name}"
             return go("conv2d", weight=self.param(w, t + ".weight"), bias=None if b is None else self.param(b, t + ".bias"),
                       stride=list(mod.stride), padding=pad, dilation=list(mod.dilation), groups=int(mod.groups))
+        if isinstance(mod, (tnn.Conv1d, tnn.MaxPool1d, tnn.AvgPool1d, tnn.AdaptiveAvgPool1d)):
+            return self._module_1d(n, mod, x, t, what)
         if isinstance(mod, (tnn.BatchNorm1d, tnn.BatchNorm2d)):
             if mod.running_mean is None:
                 raise UnsupportedLayerError(f"{what} with track_running_stats=False at fx node '{n.name}' "
@@ -630,6 +670,10 @@ class _Tracer:
         raise UnsupportedLayerError(
             f"unsupported layer {what} at fx node '{n.name}'; supported layers: {', '.join(SUPPORTED_MODULES)}"
         )
+
+
+def _one(v) -> int:
+    return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
 
 
 def _pool_before_relu(nodes: list, output) -> None:
@@ -953,8 +997,8 @@ _FUNCTIONS = _LazyTable(0)
 _METHODS = _LazyTable(1)
 
 SUPPORTED_MODULES = (
-    "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU", "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "GELU",
-    "SiLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
+    "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU", "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "GELU",
+    "SiLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
 )
 SUPPORTED_FUNCTIONS = (
     "+ - * / // ** (integer powers) unary-, @, indexing, getattr(x, 'shape'), torch.add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/"
