@@ -259,12 +259,21 @@ def _first_index(x: SharedTensor, m: SharedTensor, dim: int, keepdim: bool, one_
     return SharedTensor(x.rt, (first.share * idx).sum(axis=dim, keepdims=keepdim), 0)
 
 
+def _pool_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> tuple[int, int]:
+    """torch's pooled length, and the extra padding at the end its last window needs
+    (ceil_mode: a last, partial window, which must start inside the input or the left padding)."""
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out, max(0, (out - 1) * s + d * (k - 1) + 1 - (size + 2 * p))
+
+
 def maxpool2d(x: SharedTensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> SharedTensor:
-    """torch.nn.functional.max_pool2d on NCHW (padding counts as -infinity)."""
+    """torch.nn.functional.max_pool2d on NCHW (padding, and ceil_mode's partial last
+    windows, count as -infinity)."""
     if x.ndim not in (3, 4):
         raise ShapeError(f"maxpool2d needs (N)CHW input, got {x.shape}")
-    if ceil_mode:
-        raise NotImplementedError("maxpool2d(ceil_mode=True) is not supported; use ceil_mode=False")
     squeeze = x.ndim == 3
     if squeeze:
         x = x.unsqueeze(0)
@@ -272,14 +281,13 @@ def maxpool2d(x: SharedTensor, kernel_size, stride=None, padding=0, dilation=1, 
     st = (kh, kw) if stride is None else ((stride, stride) if isinstance(stride, int) else tuple(stride))
     ph, pw = (padding, padding) if isinstance(padding, int) else tuple(padding)
     dh, dw = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
-    if ph or pw:
-        neg = -fixedpoint.max_value(x.fbits) / 4 if x.fbits else -(2.0**40)
-        x = x.pad((pw, pw, ph, ph), value=neg)
-    n, c, h, w = x.shape
-    oh = (h - dh * (kh - 1) - 1) // st[0] + 1
-    ow = (w - dw * (kw - 1) - 1) // st[1] + 1
+    oh, eh = _pool_size(x.shape[-2], kh, st[0], ph, dh, ceil_mode)
+    ow, ew = _pool_size(x.shape[-1], kw, st[1], pw, dw, ceil_mode)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"maxpool2d: window {kh}x{kw} does not fit input {x.shape}")
+    if ph or pw or eh or ew:
+        neg = -fixedpoint.max_value(x.fbits) / 4 if x.fbits else -(2.0**40)
+        x = x.pad((pw, pw + ew, ph, ph + eh), value=neg)
     windows = []
     for i in range(kh):
         for j in range(kw):

@@ -462,11 +462,11 @@ class SharedTensor:
 
         return comparisons.argmax(-self, dim, keepdim, one_hot)
 
-    def maxpool2d(self, kernel_size, stride=None, padding=0, dilation=1) -> "SharedTensor":
+    def maxpool2d(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> "SharedTensor":
         """torch.nn.functional.max_pool2d (NCHW)."""
         from mpcrt import comparisons
 
-        return comparisons.maxpool2d(self, kernel_size, stride, padding, dilation)
+        return comparisons.maxpool2d(self, kernel_size, stride, padding, dilation, ceil_mode)
 
     max_pool2d = maxpool2d
 

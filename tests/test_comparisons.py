@@ -674,6 +674,9 @@ POOLS = [
     dict(kernel_size=3, stride=2),
     dict(kernel_size=2, stride=2, dilation=2),
     dict(kernel_size=1),
+    dict(kernel_size=2, stride=2, ceil_mode=True),  # 7x8: a partial last row of windows
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=(3, 2), stride=(3, 3), ceil_mode=True),  # a partial last window in both dims
 ]
 
 
@@ -682,7 +685,7 @@ POOLS = [
 @given(seed=st.integers(0, 2**32 - 1), ties=st.booleans())
 def test_maxpool2d_like_torch(n, seed, ties):
     """maxpool2d vs torch.nn.functional.max_pool2d for several kernel / stride / padding /
-    dilation on NCHW and CHW inputs (negative inputs make the padding matter);
+    dilation / ceil_mode on NCHW and CHW inputs (negative inputs make the padding matter);
     rounds 7 ceil(log2(kh kw))."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-4, 0, size=(2, 3, 7, 8)) / 2.0 if ties else rng.uniform(-50, 50, size=(2, 3, 7, 8))

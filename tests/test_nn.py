@@ -497,6 +497,29 @@ class Audio1d(nn.Module):
         return self.fc(self.ada(y).flatten(1))
 
 
+class CeilPools(nn.Module):
+    """max pooling with ceil_mode=True (GoogLeNet, SqueezeNet): partial last windows."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.p = nn.Conv2d(2, 3, 3), nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.p1 = nn.MaxPool1d(2, ceil_mode=True)
+
+    def forward(self, x):  # 10x10 -> conv 8x8 -> pool 4x4 (floor: 3x3)
+        y = F.max_pool2d(self.p(F.relu(self.c(x))), 3, 2, ceil_mode=True)  # 4x4 -> 2x2 (floor: 1x1)
+        return self.p1(y.flatten(2)).flatten(1)  # 4 -> 2
+
+
+def test_ceil_mode_max_pools_match_torch():
+    model = _build(CeilPools, 6)
+    x = torch.randn(2, 2, 10, 10)
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=60)[1]
+    assert got.shape == ref.shape == (2, 6)
+    assert float(np.abs(got - ref).max()) <= 1e-3, float(np.abs(got - ref).max())
+
+
 @pytest.mark.parametrize("n", [2, 3])
 def test_conv1d_and_1d_pools_match_torch(n):
     model = _build(Audio1d, 5)

@@ -86,7 +86,7 @@ IR_OPS: dict[str, inspect.Signature] = {
     "log": _s(lambda input: None),
     "pow": _s(lambda input, exponent: None),  # a non-negative integer exponent
     "layer_norm": _s(lambda input, normalized_shape, weight=None, bias=None, eps=1e-5: None),
-    "max_pool2d": _s(lambda input, kernel_size, stride=None, padding=0, dilation=1: None),
+    "max_pool2d": _s(lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False: None),
     "avg_pool2d": _s(lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None: None),
     "adaptive_avg_pool2d": _s(lambda input, output_size: None),
     "flatten": _s(lambda input, start_dim=0, end_dim=-1: None),
@@ -539,7 +539,7 @@ class _Tracer:
             _check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
             k = _one(mod.kernel_size)
             return go2d("max_pool2d", kernel_size=[1, k], stride=[1, _one(mod.stride if mod.stride is not None else k)],
-                        padding=[0, _one(mod.padding)], dilation=[1, _one(mod.dilation)])
+                        padding=[0, _one(mod.padding)], dilation=[1, _one(mod.dilation)], ceil_mode=bool(mod.ceil_mode))
         if isinstance(mod, tnn.AvgPool1d):
             k = _one(mod.kernel_size)
             return go2d("avg_pool2d", kernel_size=[1, k], stride=[1, _one(mod.stride if mod.stride is not None else k)],
@@ -656,7 +656,7 @@ class _Tracer:
         if isinstance(mod, tnn.MaxPool2d):
             _check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
             return go("max_pool2d", kernel_size=self.enc(mod.kernel_size, n), stride=self.enc(mod.stride, n),
-                      padding=self.enc(mod.padding, n), dilation=self.enc(mod.dilation, n))
+                      padding=self.enc(mod.padding, n), dilation=self.enc(mod.dilation, n), ceil_mode=bool(mod.ceil_mode))
         if isinstance(mod, tnn.AvgPool2d):
             return go("avg_pool2d", kernel_size=self.enc(mod.kernel_size, n), stride=self.enc(mod.stride, n),
                       padding=self.enc(mod.padding, n), ceil_mode=bool(mod.ceil_mode),
@@ -728,8 +728,6 @@ def _conv_padding(padding, kernel, dilation, what, name) -> list:
 
 
 def _check_maxpool(ceil_mode, return_indices, what, name) -> None:
-    if ceil_mode:
-        raise UnsupportedLayerError(f"{what} with ceil_mode=True at fx node '{name}'")
     if return_indices:
         raise UnsupportedLayerError(f"{what} with return_indices=True at fx node '{name}' (indices would reveal data)")
 

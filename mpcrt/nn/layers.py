@@ -185,8 +185,8 @@ class TorchOps(_Common):
     def log(self, input):
         return self.torch.log(input)
 
-    def max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1):
-        return self.F.max_pool2d(input, kernel_size, stride, padding, dilation)
+    def max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        return self.F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
 
     def avg_pool2d(self, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
         return self.F.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
@@ -278,13 +278,14 @@ class SharedOps(_Common):
     def log(self, input):
         return self._nl(input, "log")
 
-    def max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1):
+    def max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         _check4(input, "max_pool2d")
         k = _pair(kernel_size)
         s = k if stride is None or stride == () else _pair(stride)
+        extra = {"ceil_mode": True} if ceil_mode else {}
         if _pair(dilation) == (1, 1):
-            return self._nl(input, "maxpool2d", k, stride=s, padding=_pair(padding))
-        return self._nl(input, "maxpool2d", k, stride=s, padding=_pair(padding), dilation=_pair(dilation))
+            return self._nl(input, "maxpool2d", k, stride=s, padding=_pair(padding), **extra)
+        return self._nl(input, "maxpool2d", k, stride=s, padding=_pair(padding), dilation=_pair(dilation), **extra)
 
     def avg_pool2d(self, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
         import torch
