@@ -14,6 +14,15 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   every input the format holds (measured; torch's erf GELU as reference).
 - silu: t sigmoid(t) + relu(x - 16), t = clamp(x, -16, 16) (Swish). 24 rounds; abs
   2e-4 (measured), x or ~0 beyond +-16.
+- elu(alpha): relu(x) + alpha (e^min(x, 0) - 1), min(x, 0) = x - relu(x), e^ by exp's
+  precise chain: 14 rounds (+1 for a non-integer alpha), abs err 5.5e-4 alpha (measured
+  on [-20, 20] and far out). selu and celu are elu with torch's constants / a scaled input
+  (those scalings are products with public reals: |x| < 2^(62-2f), 2^30 at 16 bits).
+- softplus(beta): (relu(b) + log1p(e^-|b|)) / beta, b = beta x, with |b| and relu(b) from
+  one comparison and log1p(z) on [0, 1] by a quartic (7e-5) whose one truncation takes
+  all its terms: 19 rounds (+1 for beta != 1); abs err 3e-4 / beta (measured, rel 6e-4
+  for every input the format holds); torch's linear regime beyond `threshold` differs
+  from log(1 + e^(beta x)) / beta by < e^-threshold.
 - hardtanh / relu6: clamp to public bounds (exact, 7 rounds).
 - hardswish: t (t + 3) / 6 + relu(x - 3), t = clamp(x, -3, 3) from one comparison run
   (x never multiplies itself beyond the clamp), the 1/6 folded into the product's
@@ -37,9 +46,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from mpcrt.approximations import _exp_precise, _fit
 from mpcrt.comparisons import clamp_excess
 from mpcrt.protocols import beaver
-from mpcrt.tensor import SharedTensor
+from mpcrt.protocols.comparison import ltz_steps
+from mpcrt.protocols.rounds import run
+from mpcrt.tensor import SharedTensor, stack
 
 GELU_CLAMP = 6.0  # |x| beyond: sigmoid(z) saturates exactly (z(6) = 20.1 > 16)
 SILU_CLAMP = 16.0  # the sigmoid saturates beyond +-16
@@ -124,6 +136,57 @@ def hardswish(x: SharedTensor) -> SharedTensor:
 def hardsigmoid(x: SharedTensor) -> SharedTensor:
     """torch.nn.functional.hardsigmoid: relu6(x + 3) / 6."""
     return _at_f(x).clamp(-3.0, 3.0) * (1.0 / 6.0) + 0.5
+
+
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805  # torch.nn.SELU's constants
+LOG1P_POLY = _fit(np.log1p, 0.0, 1.0, 4)  # max error 7e-5 on [0, 1]
+P_BITS = 24  # fractional bits of softplus's polynomial coefficients
+
+
+def elu(x: SharedTensor, alpha: float = 1.0) -> SharedTensor:
+    """torch.nn.functional.elu: x for x > 0, alpha (e^x - 1) otherwise."""
+    x = _at_f(x)
+    r = x.relu()
+    e = _exp_precise(x - r)  # e^min(x, 0), in (0, 1]: ~0 below -15
+    return r + (e - 1.0) * (int(alpha) if float(alpha).is_integer() else float(alpha))
+
+
+def selu(x: SharedTensor) -> SharedTensor:
+    """torch.nn.functional.selu: scale * elu(x, alpha) with torch's constants."""
+    return elu(x, SELU_ALPHA) * SELU_SCALE
+
+
+def celu(x: SharedTensor, alpha: float = 1.0) -> SharedTensor:
+    """torch.nn.functional.celu: max(0, x) + min(0, alpha (e^(x / alpha) - 1))."""
+    if alpha == 0:
+        raise ValueError("celu: alpha must not be 0")
+    return elu(x * (1.0 / alpha), 1.0) * alpha if alpha != 1 else elu(x, 1.0)
+
+
+@_capped(20)  # the polynomial's terms at f + P_BITS bits stay below 2^62
+def softplus(x: SharedTensor, beta: float = 1.0, threshold: float = 20.0) -> SharedTensor:
+    """torch.nn.functional.softplus: log(1 + e^(beta x)) / beta (torch's linear regime
+    beyond `threshold` differs from this by < e^-threshold)."""
+    if beta <= 0:
+        raise ValueError(f"softplus: beta must be positive, got {beta}")
+    rt, f = x.rt, x.rt.precision
+    b = _at_f(x)
+    if beta != 1:
+        b = _at_f(b * float(beta))
+    B = b.share
+    with rt.scope("abs"):  # [b < 0] b from one comparison: |b| = b - 2 [b < 0] b, relu(b) = b - [b < 0] b
+        ((_, (nb,)),) = run(rt, ltz_steps(rt, B, 1, lambda: [B]))
+    z = _exp_precise(SharedTensor(rt, 2 * nb - B, f))  # e^-|b| in (0, 1]
+    z2 = z * z
+    p34 = stack([z, z2]) * z2  # z^3 and z^4 in one product
+    g = P_BITS  # log1p(z) = sum c_j z^j at f + g bits (z <= 1), then one truncation
+    acc = z.share * np.int64(round(float(LOG1P_POLY[1]) * 2**g))
+    for c, t in zip(LOG1P_POLY[2:], (z2, p34[0], p34[1])):
+        acc = acc + t.share * np.int64(round(float(c) * 2**g))
+    if rt.rank == 0:
+        acc = acc + np.int64(round(float(LOG1P_POLY[0]) * 2 ** (f + g)))
+    out = SharedTensor(rt, acc, f + g).to_precision() + SharedTensor(rt, B - nb, f)
+    return out if beta == 1 else out * (1.0 / float(beta))
 
 
 def hardtanh(x: SharedTensor, min_val: float = -1.0, max_val: float = 1.0) -> SharedTensor:

@@ -506,6 +506,30 @@ class SharedTensor:
 
         return activations.silu(self)
 
+    def elu(self, alpha: float = 1.0) -> "SharedTensor":
+        """torch.nn.functional.elu: 14 rounds, abs err 5.5e-4 alpha."""
+        from mpcrt import activations
+
+        return activations.elu(self, alpha)
+
+    def selu(self) -> "SharedTensor":
+        """torch.nn.functional.selu."""
+        from mpcrt import activations
+
+        return activations.selu(self)
+
+    def celu(self, alpha: float = 1.0) -> "SharedTensor":
+        """torch.nn.functional.celu."""
+        from mpcrt import activations
+
+        return activations.celu(self, alpha)
+
+    def softplus(self, beta: float = 1.0, threshold: float = 20.0) -> "SharedTensor":
+        """torch.nn.functional.softplus: 19 rounds, abs err 3e-4 / beta."""
+        from mpcrt import activations
+
+        return activations.softplus(self, beta, threshold)
+
     def hardswish(self) -> "SharedTensor":
         """torch.nn.functional.hardswish (x relu6(x + 3) / 6): 9 rounds, a few ulps."""
         from mpcrt import activations

@@ -7,8 +7,10 @@ Tolerances at 16 fractional bits ("err <= tol": |got - ref| <= max(rel |ref|, ab
 * hardtanh, relu6: exact up to the fixed-point grid (2^-15);
 * layer_norm (input std 0.3 to 30): abs 5e-3 on its unit-scale outputs (a variance of v
   ulps carries ~1/v relative error at 16 bits: std 0.1 gives ~0.5%).
-* hardswish, hardsigmoid: a few ulps everywhere (2^-13, 2^-14).
-Rounds: gelu 30 (tanh form 28), silu 24, hardtanh 7, hardswish 9, hardsigmoid 8.
+* hardswish, hardsigmoid: a few ulps everywhere (2^-13, 2^-14);
+* elu/selu/celu: abs 1e-3 (alpha-scaled), softplus abs 5e-4 / beta, rel 1e-3 far out.
+Rounds: gelu 30 (tanh form 28), silu 24, hardtanh 7, hardswish 9, hardsigmoid 8, elu 14,
+softplus 19.
 """
 from __future__ import annotations
 
@@ -95,6 +97,24 @@ def test_hardswish_hardsigmoid_like_torch(n):
         check(hs, ref(F.hardswish, x), 1e-9, 2.0**-13, "hardswish")
         check(hg, ref(F.hardsigmoid, x), 0.0, 2.0**-14, "hardsigmoid")
         assert (rs, rg) == (9, 8), (rs, rg)
+
+
+@pytest.mark.parametrize("n", NS)
+def test_elu_family_and_softplus_like_torch(n):
+    """elu (alpha 1 and 0.5), selu, celu: abs 1e-3 alpha-scaled on [-8, 8], rel 1e-4 far out
+    (x itself, or -alpha); softplus (beta 1, 2, 0.5): abs 5e-4 / beta on [-8, 8], rel 1e-3 beyond."""
+    x = np.concatenate([GRID[::4], FAR[np.abs(FAR) < 2.0**29]])  # selu/celu scale x by a public real: |x| < 2^(62-2f)
+    k = GRID[::4].size
+    calls = [("elu", ()), ("elu", (0.5,)), ("selu", ()), ("celu", (2.0,)), ("softplus", ()), ("softplus", (2.0,)),
+             ("softplus", (0.5,))]
+    refs = [ref(F.elu, x), ref(F.elu, x, alpha=0.5), ref(F.selu, x), ref(F.celu, x, alpha=2.0), ref(F.softplus, x),
+            ref(F.softplus, x, beta=2.0), ref(F.softplus, x, beta=0.5)]
+    tols = [1e-3, 5e-4, 2e-3, 2e-3, 5e-4, 2.5e-4, 1e-3]
+    for out in run(lambda rt: applied(rt, x, *calls), n):
+        for (name, args), (got, r), want, tol in zip(calls, out, refs, tols):
+            check(got[:k], want[:k], 0.0, tol, f"{name}{args} on [-8, 8]")
+            check(got[k:], want[k:], 1e-3, tol, f"{name}{args} beyond 8")
+        assert [r for _, r in out] == [14, 15, 16, 15, 19, 20, 20], [r for _, r in out]
 
 
 def test_hardtanh_rejects_inverted_bounds():

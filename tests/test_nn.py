@@ -220,11 +220,11 @@ def test_garbage_graph_bytes():
 
 
 # --------------------------------------------------------- errors at import
-class WithElu(nn.Module):
+class WithMish(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 4)
-        self.act = nn.ELU()
+        self.act = nn.Mish()
 
     def forward(self, x):
         return self.act(self.fc(x))
@@ -243,8 +243,8 @@ class WithBranch(nn.Module):
 
 
 def test_unsupported_layer_names_op_and_node():
-    with pytest.raises(UnsupportedLayerError, match=r"ELU.*module 'act'.*fx node 'act'"):
-        mnn.trace(WithElu(), torch.zeros(1, 4))
+    with pytest.raises(UnsupportedLayerError, match=r"Mish.*module 'act'.*fx node 'act'"):
+        mnn.trace(WithMish(), torch.zeros(1, 4))
     with pytest.raises(UnsupportedLayerError, match=r"torch\.sort.*fx node 'sort'"):
         mnn.trace(WithSort(), torch.zeros(1, 4))
     with pytest.raises(ModelImportError, match="torch.fx could not trace WithBranch"):
@@ -267,12 +267,12 @@ def _catch(fn):
 
 def test_unsupported_layer_fails_on_every_party():
     def prog(rt):
-        return mnn.from_torch(WithElu() if rt.rank == 0 else None, torch.zeros(1, 4) if rt.rank == 0 else None, src=0, rt=rt)
+        return mnn.from_torch(WithMish() if rt.rank == 0 else None, torch.zeros(1, 4) if rt.rank == 0 else None, src=0, rt=rt)
 
     errs = run_parties(_catch(prog), 3, timeout=20)
-    assert isinstance(errs[0], UnsupportedLayerError) and "ELU" in str(errs[0])
+    assert isinstance(errs[0], UnsupportedLayerError) and "Mish" in str(errs[0])
     for e in errs[1:]:  # the others hear it from the owner instead of waiting for weights
-        assert isinstance(e, ModelImportError) and "party 0" in str(e) and "ELU" in str(e)
+        assert isinstance(e, ModelImportError) and "party 0" in str(e) and "Mish" in str(e)
 
 
 def test_wrong_input_shape_is_a_clear_error_everywhere():
@@ -532,6 +532,32 @@ def test_conv1d_and_1d_pools_match_torch(n):
     (got,) = run_parties(_run_models, n, [model], [x], 0, 1, timeout=60)[1]
     assert got.shape == ref.shape
     assert float(np.abs(got - ref).max()) <= 1e-3, float(np.abs(got - ref).max())
+
+
+class SmoothActs(nn.Module):
+    """ELU, SELU, CELU and Softplus as modules and functions."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(6, 12), nn.Linear(12, 4)
+        self.elu, self.selu, self.celu, self.sp = nn.ELU(0.7), nn.SELU(), nn.CELU(1.5), nn.Softplus(beta=2.0)
+
+    def forward(self, x):
+        h = self.l1(x) * 3
+        h = self.elu(h) + self.selu(h) * 0.5 + self.celu(h) + F.elu(h) - F.softplus(h) + self.sp(h) + F.celu(h)
+        return self.l2(h)
+
+
+def test_elu_selu_celu_softplus_match_torch():
+    model = _build(SmoothActs, 7)
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    g, _ = mnn.trace(model, x[:1])
+    assert {"elu", "selu", "celu", "softplus"} <= {n["op"] for n in g.nodes}
+    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=60)[1]
+    assert got.shape == ref.shape
+    assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
 
 
 class PowBy(nn.Module):

@@ -13,7 +13,7 @@ weights are secret-shared. Nobody else needs the model's code.
 
 Supported: see SUPPORTED (Linear, Conv1d/2d, BatchNorm folded into the preceding
 Conv/Linear or as a per-channel affine layer, LayerNorm, ReLU, LeakyReLU, ReLU6,
-Hardtanh, Hardswish, Hardsigmoid, GELU, SiLU, Sigmoid, Tanh, Softmax, LogSoftmax,
+Hardtanh, Hardswish, Hardsigmoid, ELU, SELU, CELU, Softplus, GELU, SiLU, Sigmoid, Tanh, Softmax, LogSoftmax,
 Max/Avg/AdaptiveAvgPool 1d and 2d, Flatten, Dropout and Identity, residual additions,
 reshape/view/flatten/cat/permute, arithmetic with constants, clamp, abs, integer
 powers, exp/log/sqrt/rsqrt/reciprocal, sizes).

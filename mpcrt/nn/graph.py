@@ -78,6 +78,10 @@ IR_OPS: dict[str, inspect.Signature] = {
     "hardtanh": _s(lambda input, min_val=-1.0, max_val=1.0: None),
     "clamp": _s(lambda input, min=None, max=None: None),
     "hardswish": _s(lambda input: None),
+    "elu": _s(lambda input, alpha=1.0: None),
+    "selu": _s(lambda input: None),
+    "celu": _s(lambda input, alpha=1.0: None),
+    "softplus": _s(lambda input, beta=1.0, threshold=20.0: None),
     "hardsigmoid": _s(lambda input: None),
     "abs": _s(lambda input: None),
     "sqrt": _s(lambda input: None),
@@ -116,7 +120,8 @@ GETATTR_NAMES = ("shape", "ndim", "T", "mT")
 NONLINEAR_METHODS = {"relu": "relu", "leaky_relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "exp": "exp",
                      "softmax": "softmax", "log_softmax": "log_softmax", "max_pool2d": "maxpool2d", "gelu": "gelu",
                      "silu": "silu", "hardtanh": "clamp", "layer_norm": "layer_norm", "clamp": "clamp",
-                     "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "abs": "abs", "sqrt": "sqrt",
+                     "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "elu": "elu", "selu": "selu",
+                     "celu": "celu", "softplus": "softplus", "abs": "abs", "sqrt": "sqrt",
                      "rsqrt": "rsqrt", "reciprocal": "reciprocal", "log": "log"}
 
 
@@ -644,6 +649,14 @@ class _Tracer:
             return go("silu")
         if isinstance(mod, tnn.Hardswish):
             return go("hardswish")
+        if isinstance(mod, tnn.ELU):
+            return go("elu", alpha=float(mod.alpha))
+        if isinstance(mod, tnn.SELU):
+            return go("selu")
+        if isinstance(mod, tnn.CELU):
+            return go("celu", alpha=float(mod.alpha))
+        if isinstance(mod, tnn.Softplus):
+            return go("softplus", beta=float(mod.beta), threshold=float(mod.threshold))
         if isinstance(mod, tnn.Hardsigmoid):
             return go("hardsigmoid")
         if isinstance(mod, tnn.Hardtanh):  # ReLU6 too
@@ -905,6 +918,10 @@ def _tables():
         F.relu6: ("hardtanh", S(lambda input, inplace=False: None), fx["relu6"]),
         F.hardswish: ("hardswish", S(lambda input, inplace=False: None), None),
         F.hardsigmoid: ("hardsigmoid", S(lambda input, inplace=False: None), None),
+        F.elu: ("elu", S(lambda input, alpha=1.0, inplace=False: None), None),
+        F.selu: ("selu", S(lambda input, inplace=False: None), None),
+        F.celu: ("celu", S(lambda input, alpha=1.0, inplace=False: None), None),
+        F.softplus: ("softplus", S(lambda input, beta=1.0, threshold=20.0: None), None),
         torch.clamp: ("clamp", S(lambda input, min=None, max=None, *, out=None: None), fx["clamp"]),
         torch.clip: ("clamp", S(lambda input, min=None, max=None, *, out=None: None), fx["clamp"]),
         torch.clamp_min: ("clamp", S(lambda input, min: None), fx["clamp_min"]),
@@ -995,14 +1012,14 @@ _FUNCTIONS = _LazyTable(0)
 _METHODS = _LazyTable(1)
 
 SUPPORTED_MODULES = (
-    "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU", "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "GELU",
+    "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU", "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "ELU", "SELU", "CELU", "Softplus", "GELU",
     "SiLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
 )
 SUPPORTED_FUNCTIONS = (
     "+ - * / // ** (integer powers) unary-, @, indexing, getattr(x, 'shape'), torch.add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/"
     "log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
     "softmax/log_softmax/flatten/reshape/permute/transpose/unsqueeze/squeeze/cat/concat/sum/mean, F.relu/leaky_relu/"
-    "relu6/hardtanh/hardswish/hardsigmoid/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool2d/avg_pool2d/adaptive_avg_pool2d/dropout/dropout2d/linear/conv2d, tensor methods "
+    "relu6/hardtanh/hardswish/hardsigmoid/elu/selu/celu/softplus/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool2d/avg_pool2d/adaptive_avg_pool2d/dropout/dropout2d/linear/conv2d, tensor methods "
     "add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
     "softmax/log_softmax/view/reshape/flatten/permute/transpose/unsqueeze/squeeze/contiguous/size/dim/sum/mean"
 )

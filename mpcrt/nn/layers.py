@@ -13,6 +13,7 @@ Cost of each layer under MPC (N parties, one round = everyone sends once):
   (integer weights, no truncation), then one multiplication by a public 1/count
   (1 truncation round). Non-overlapping windows are plain reshaped sums.
 * relu, sigmoid, tanh, exp, softmax, max_pool2d, clamp, abs, hardswish, hardsigmoid,
+  elu, selu, celu, softplus,
   sqrt, rsqrt, reciprocal, log: the SharedTensor methods of the same names
   (comparison-based or approximations; see mpcrt.tensor); pow: repeated squaring
   (2 rounds per product).
@@ -167,6 +168,18 @@ class TorchOps(_Common):
     def hardswish(self, input):
         return self.F.hardswish(input)
 
+    def elu(self, input, alpha=1.0):
+        return self.F.elu(input, alpha)
+
+    def selu(self, input):
+        return self.F.selu(input)
+
+    def celu(self, input, alpha=1.0):
+        return self.F.celu(input, alpha)
+
+    def softplus(self, input, beta=1.0, threshold=20.0):
+        return self.F.softplus(input, beta, threshold)
+
     def hardsigmoid(self, input):
         return self.F.hardsigmoid(input)
 
@@ -259,6 +272,18 @@ class SharedOps(_Common):
 
     def hardswish(self, input):
         return self._nl(input, "hardswish")
+
+    def elu(self, input, alpha=1.0):
+        return self._nl(input, "elu", alpha)
+
+    def selu(self, input):
+        return self._nl(input, "selu")
+
+    def celu(self, input, alpha=1.0):
+        return self._nl(input, "celu", alpha)
+
+    def softplus(self, input, beta=1.0, threshold=20.0):
+        return self._nl(input, "softplus", beta, threshold)
 
     def hardsigmoid(self, input):
         return self._nl(input, "hardsigmoid")
