@@ -23,6 +23,10 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   all its terms: 19 rounds (+1 for beta != 1); abs err 3e-4 / beta (measured, rel 6e-4
   for every input the format holds); torch's linear regime beyond `threshold` differs
   from log(1 + e^(beta x)) / beta by < e^-threshold.
+- mish: x tanh(softplus(x)) (36 rounds; abs err ~4e-4 max(1, |x|)).
+- prelu: relu(x) + w min(x, 0) with a shared or public per-channel w (9 rounds).
+- group_norm / instance_norm: layer_norm over each group of channels, then the
+  per-channel affine (errors as layer_norm's).
 - hardtanh / relu6: clamp to public bounds (exact, 7 rounds).
 - hardswish: t (t + 3) / 6 + relu(x - 3), t = clamp(x, -3, 3) from one comparison run
   (x never multiplies itself beyond the clamp), the 1/6 folded into the product's
@@ -217,3 +221,48 @@ def layer_norm(x: SharedTensor, normalized_shape: Sequence[int] | int, weight=No
     if bias is not None:
         y = y + bias
     return y
+
+
+def _per_channel(v, ndim: int):
+    """A (C,) weight as (1, C, 1, ...) for an input of `ndim` dims (shared or public)."""
+    shape = (1, -1) + (1,) * (ndim - 2)
+    return v.reshape(*shape) if isinstance(v, SharedTensor) else np.asarray(v, np.float64).reshape(shape)
+
+
+def group_norm(x: SharedTensor, num_groups: int, weight=None, bias=None, eps: float = 1e-5) -> SharedTensor:
+    """torch.nn.functional.group_norm on (N, C, *): layer_norm over each group's C/G
+    channels and positions, then the per-channel weight and bias (instance norm: G = C)."""
+    from mpcrt.errors import ShapeError
+
+    if x.ndim < 2 or int(num_groups) <= 0 or x.shape[1] % int(num_groups):
+        raise ShapeError(f"group_norm: {num_groups} groups need an (N, C, ...) input with C divisible by them, got {x.shape}")
+    shape, g = tuple(x.shape), int(num_groups)
+    per = math.prod(shape[1:]) // g
+    y = layer_norm(x.reshape(shape[0], g, per), per, eps=eps).reshape(*shape)
+    if weight is not None:
+        y = y * _per_channel(weight, len(shape))
+    if bias is not None:
+        y = y + _per_channel(bias, len(shape))
+    return y
+
+
+def prelu(x: SharedTensor, weight) -> SharedTensor:
+    """torch.nn.functional.prelu: relu(x) + weight min(x, 0), weight (shared or public) of
+    one value or one per channel (dim 1). 7 rounds + one product (2)."""
+    x = _at_f(x)
+    r = x.relu()
+    w = weight
+    size = w.numel() if isinstance(w, SharedTensor) else np.size(w)
+    if size != 1:
+        w = _per_channel(w, x.ndim)
+    elif isinstance(w, SharedTensor):
+        w = w.reshape(())
+    else:
+        w = float(np.asarray(w).reshape(()))
+    return r + (x - r) * w
+
+
+def mish(x: SharedTensor) -> SharedTensor:
+    """torch.nn.functional.mish: x tanh(softplus(x)). 19 + 15 + 2 rounds; abs err ~4e-4 |x|."""
+    x = _at_f(x)
+    return x * softplus(x).tanh()

@@ -530,6 +530,24 @@ class SharedTensor:
 
         return activations.softplus(self, beta, threshold)
 
+    def mish(self) -> "SharedTensor":
+        """torch.nn.functional.mish: x tanh(softplus(x))."""
+        from mpcrt import activations
+
+        return activations.mish(self)
+
+    def prelu(self, weight) -> "SharedTensor":
+        """torch.nn.functional.prelu (weight: one value or one per channel, shared or public)."""
+        from mpcrt import activations
+
+        return activations.prelu(self, weight)
+
+    def group_norm(self, num_groups: int, weight=None, bias=None, eps: float = 1e-5) -> "SharedTensor":
+        """torch.nn.functional.group_norm on (N, C, *)."""
+        from mpcrt import activations
+
+        return activations.group_norm(self, num_groups, weight, bias, eps)
+
     def hardswish(self) -> "SharedTensor":
         """torch.nn.functional.hardswish (x relu6(x + 3) / 6): 9 rounds, a few ulps."""
         from mpcrt import activations

@@ -117,6 +117,46 @@ def test_elu_family_and_softplus_like_torch(n):
         assert [r for _, r in out] == [14, 15, 16, 15, 19, 20, 20], [r for _, r in out]
 
 
+@pytest.mark.parametrize("n", NS)
+def test_group_norm_prelu_mish_like_torch(n):
+    """group_norm (shared weight, public bias; instance norm as G = C) within layer_norm's
+    5e-3; prelu exact up to the product's truncation (shared per-channel and public single
+    weights); mish abs 4e-4 max(1, |x|)."""
+    rng = np.random.default_rng(11)
+    a = rng.normal(0.3, 2.0, (2, 6, 4, 4))
+    w, b, pw = rng.normal(1, 0.2, 6), rng.normal(0, 0.2, 6), rng.uniform(0, 0.5, 6)
+    xm = np.concatenate([GRID[::8], FAR[np.abs(FAR) < 2.0**29]])
+
+    def fn(rt):
+        x = rt.share(a if rt.rank == 0 else None, src=0)
+        W = rt.share(w if rt.rank == 1 else None, src=1)
+        P = rt.share(pw if rt.rank == 1 else None, src=1)
+        m = rt.share(xm if rt.rank == 0 else None, src=0)
+        return (x.group_norm(3, W, b).reveal(), x.group_norm(6).reveal(), x.prelu(P).reveal(),
+                x.prelu(0.25).reveal(), m.mish().reveal())
+
+    t = torch.tensor(q(a))
+    for g3, g6, p1, p2, mi in run(fn, n):
+        check(g3, F.group_norm(t, 3, torch.tensor(w), torch.tensor(b)).numpy(), 0.0, 5e-3, "group_norm")
+        check(g6, F.instance_norm(t).numpy(), 0.0, 5e-3, "instance norm (G = C)")
+        check(p1, F.prelu(t, torch.tensor(pw)).numpy(), 0.0, 2.0**-13, "prelu per channel")
+        check(p2, F.prelu(t, torch.tensor([0.25], dtype=torch.float64)).numpy(), 0.0, 2.0**-14, "prelu")
+        want = ref(F.mish, xm)
+        assert np.all(np.abs(mi - want) <= 4e-4 * np.maximum(1.0, np.abs(xm))), float(np.abs(mi - want).max())
+
+
+def test_group_norm_needs_divisible_channels():
+    from mpcrt.errors import ShapeError
+
+    def fn(rt):
+        x = rt.share(np.zeros((2, 6, 3)) if rt.rank == 0 else None, src=0)
+        with pytest.raises(ShapeError, match="divisible"):
+            x.group_norm(4)
+        return True
+
+    assert all(run(fn, 2))
+
+
 def test_hardtanh_rejects_inverted_bounds():
     def fn(rt):
         x = rt.share(np.zeros(3) if rt.rank == 0 else None, src=0)

@@ -220,11 +220,11 @@ def test_garbage_graph_bytes():
 
 
 # --------------------------------------------------------- errors at import
-class WithMish(nn.Module):
+class WithSoftshrink(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 4)
-        self.act = nn.Mish()
+        self.act = nn.Softshrink()
 
     def forward(self, x):
         return self.act(self.fc(x))
@@ -243,8 +243,8 @@ class WithBranch(nn.Module):
 
 
 def test_unsupported_layer_names_op_and_node():
-    with pytest.raises(UnsupportedLayerError, match=r"Mish.*module 'act'.*fx node 'act'"):
-        mnn.trace(WithMish(), torch.zeros(1, 4))
+    with pytest.raises(UnsupportedLayerError, match=r"Softshrink.*module 'act'.*fx node 'act'"):
+        mnn.trace(WithSoftshrink(), torch.zeros(1, 4))
     with pytest.raises(UnsupportedLayerError, match=r"torch\.sort.*fx node 'sort'"):
         mnn.trace(WithSort(), torch.zeros(1, 4))
     with pytest.raises(ModelImportError, match="torch.fx could not trace WithBranch"):
@@ -267,12 +267,12 @@ def _catch(fn):
 
 def test_unsupported_layer_fails_on_every_party():
     def prog(rt):
-        return mnn.from_torch(WithMish() if rt.rank == 0 else None, torch.zeros(1, 4) if rt.rank == 0 else None, src=0, rt=rt)
+        return mnn.from_torch(WithSoftshrink() if rt.rank == 0 else None, torch.zeros(1, 4) if rt.rank == 0 else None, src=0, rt=rt)
 
     errs = run_parties(_catch(prog), 3, timeout=20)
-    assert isinstance(errs[0], UnsupportedLayerError) and "Mish" in str(errs[0])
+    assert isinstance(errs[0], UnsupportedLayerError) and "Softshrink" in str(errs[0])
     for e in errs[1:]:  # the others hear it from the owner instead of waiting for weights
-        assert isinstance(e, ModelImportError) and "party 0" in str(e) and "Mish" in str(e)
+        assert isinstance(e, ModelImportError) and "party 0" in str(e) and "Softshrink" in str(e)
 
 
 def test_wrong_input_shape_is_a_clear_error_everywhere():
@@ -556,6 +556,42 @@ def test_elu_selu_celu_softplus_match_torch():
     g, _ = mnn.trace(model, x[:1])
     assert {"elu", "selu", "celu", "softplus"} <= {n["op"] for n in g.nodes}
     (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=60)[1]
+    assert got.shape == ref.shape
+    assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
+
+
+class NormsAndGates(nn.Module):
+    """GroupNorm, InstanceNorm2d (instance statistics, and running statistics), PReLU
+    (per channel and single), Mish, their functional forms, repeat and expand."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.gn, self.inorm = nn.GroupNorm(4, 8), nn.InstanceNorm2d(8, affine=True)
+        self.irun = nn.InstanceNorm2d(8, track_running_stats=True)
+        self.pr, self.pr1, self.mish = nn.PReLU(8, 0.1), nn.PReLU(), nn.Mish()
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y = self.pr(self.gn(self.conv(x))) + self.mish(self.inorm(x.repeat(1, 3, 1, 1)[:, :8] * 2))
+        y = self.pr1(y) + self.irun(y) * 0.5 + F.group_norm(y, 2) + F.instance_norm(y) + F.mish(y) * 0.1
+        y = y + y.mean((2, 3), keepdim=True).expand(-1, -1, 5, 5) * 0.5
+        return self.fc(y.mean((2, 3)))
+
+
+def test_group_instance_norm_prelu_mish_match_torch():
+    model = _build(NormsAndGates, 8)
+    with torch.no_grad():
+        model.irun.running_mean.uniform_(-1, 1)
+        model.irun.running_var.uniform_(0.5, 2.0)
+        model.inorm.weight.uniform_(0.5, 1.5)
+        model.inorm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    g, _ = mnn.trace(model, x[:1])
+    assert {"group_norm", "prelu", "mish", "affine"} <= {n["op"] for n in g.nodes}
+    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=90)[1]
     assert got.shape == ref.shape
     assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
 

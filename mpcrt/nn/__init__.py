@@ -12,7 +12,7 @@ weights are secret-shared. Nobody else needs the model's code.
     probs = model(x).softmax(dim=1).reveal(to=1)      # only party 1 learns the result
 
 Supported: see SUPPORTED (Linear, Conv1d/2d, BatchNorm folded into the preceding
-Conv/Linear or as a per-channel affine layer, LayerNorm, ReLU, LeakyReLU, ReLU6,
+Conv/Linear or as a per-channel affine layer, LayerNorm, GroupNorm, InstanceNorm, PReLU, Mish, ReLU, LeakyReLU, ReLU6,
 Hardtanh, Hardswish, Hardsigmoid, ELU, SELU, CELU, Softplus, GELU, SiLU, Sigmoid, Tanh, Softmax, LogSoftmax,
 Max/Avg/AdaptiveAvgPool 1d and 2d, Flatten, Dropout and Identity, residual additions,
 reshape/view/flatten/cat/permute, arithmetic with constants, clamp, abs, integer

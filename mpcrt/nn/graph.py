@@ -82,6 +82,9 @@ IR_OPS: dict[str, inspect.Signature] = {
     "selu": _s(lambda input: None),
     "celu": _s(lambda input, alpha=1.0: None),
     "softplus": _s(lambda input, beta=1.0, threshold=20.0: None),
+    "mish": _s(lambda input: None),
+    "prelu": _s(lambda input, weight: None),
+    "group_norm": _s(lambda input, num_groups, weight=None, bias=None, eps=1e-5: None),
     "hardsigmoid": _s(lambda input: None),
     "abs": _s(lambda input: None),
     "sqrt": _s(lambda input: None),
@@ -96,6 +99,8 @@ IR_OPS: dict[str, inspect.Signature] = {
     "flatten": _s(lambda input, start_dim=0, end_dim=-1: None),
     "reshape": _s(lambda input, shape: None),
     "permute": _s(lambda input, dims: None),
+    "repeat": _s(lambda input, sizes: None),
+    "expand": _s(lambda input, sizes: None),
     "transpose": _s(lambda input, dim0, dim1: None),
     "unsqueeze": _s(lambda input, dim: None),
     "squeeze": _s(lambda input, dim=None: None),
@@ -121,7 +126,8 @@ NONLINEAR_METHODS = {"relu": "relu", "leaky_relu": "relu", "sigmoid": "sigmoid",
                      "softmax": "softmax", "log_softmax": "log_softmax", "max_pool2d": "maxpool2d", "gelu": "gelu",
                      "silu": "silu", "hardtanh": "clamp", "layer_norm": "layer_norm", "clamp": "clamp",
                      "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "elu": "elu", "selu": "selu",
-                     "celu": "celu", "softplus": "softplus", "abs": "abs", "sqrt": "sqrt",
+                     "celu": "celu", "softplus": "softplus", "mish": "mish", "prelu": "prelu",
+                     "group_norm": "group_norm", "abs": "abs", "sqrt": "sqrt",
                      "rsqrt": "rsqrt", "reciprocal": "reciprocal", "log": "log"}
 
 
@@ -657,6 +663,24 @@ class _Tracer:
             return go("celu", alpha=float(mod.alpha))
         if isinstance(mod, tnn.Softplus):
             return go("softplus", beta=float(mod.beta), threshold=float(mod.threshold))
+        if isinstance(mod, tnn.Mish):
+            return go("mish")
+        if isinstance(mod, tnn.PReLU):
+            return go("prelu", weight=self.param(mod.weight.detach().double().numpy(), t + ".weight"))
+        if isinstance(mod, tnn.GroupNorm):
+            w = None if mod.weight is None else self.param(mod.weight.detach().double().numpy(), t + ".weight")
+            b = None if mod.bias is None else self.param(mod.bias.detach().double().numpy(), t + ".bias")
+            return go("group_norm", num_groups=int(mod.num_groups), weight=w, bias=b, eps=float(mod.eps))
+        if isinstance(mod, (tnn.InstanceNorm1d, tnn.InstanceNorm2d)):
+            shape = self.in_shape(n)
+            if shape is not None and len(shape) != (3 if isinstance(mod, tnn.InstanceNorm1d) else 4):
+                raise ShapeError(f"{what} gets a {len(shape)}-d input at fx node '{n.name}' (batched inputs only)")
+            if mod.track_running_stats and mod.running_mean is not None:  # eval mode: the running statistics
+                scale, shift = _bn_affine(mod)
+                return go("affine", scale=self.param(scale, t + ".scale"), shift=self.param(shift, t + ".shift"))
+            w = self.param(mod.weight.detach().double().numpy(), t + ".weight") if mod.affine else None
+            b = self.param(mod.bias.detach().double().numpy(), t + ".bias") if mod.affine else None
+            return go("group_norm", num_groups=int(mod.num_features), weight=w, bias=b, eps=float(mod.eps))
         if isinstance(mod, tnn.Hardsigmoid):
             return go("hardsigmoid")
         if isinstance(mod, tnn.Hardtanh):  # ReLU6 too
@@ -868,9 +892,18 @@ def _nonneg_fixes():
     def square(tr, n, a):
         return ("pow", {"input": a["input"], "exponent": 2})
 
+    def instance_norm(tr, n, a):
+        if not a.get("use_input_stats", True):
+            raise UnsupportedLayerError(f"instance_norm with use_input_stats=False at fx node '{n.name}'")
+        shape = tr.in_shape(n)
+        if shape is None or len(shape) < 3:
+            raise UnsupportedLayerError(f"instance_norm on an input of unknown or unbatched shape at fx node '{n.name}'")
+        return ("group_norm", {"input": a["input"], "num_groups": int(shape[1]), "weight": a.get("weight"),
+                               "bias": a.get("bias"), "eps": a.get("eps", 1e-5)})
+
     return dict(no_out=no_out, softmax=softmax, maxpool=maxpool, conv=conv, div=div, varargs=varargs,
                 dim_method=dim_method, getattr_fix=getattr_fix, getitem_fix=getitem_fix, relu6=relu6, clamp=clamp,
-                clamp_min=clamp_min, clamp_max=clamp_max, pow=pow_, square=square)
+                clamp_min=clamp_min, clamp_max=clamp_max, pow=pow_, square=square, instance_norm=instance_norm)
 
 
 def _tables():
@@ -922,6 +955,11 @@ def _tables():
         F.selu: ("selu", S(lambda input, inplace=False: None), None),
         F.celu: ("celu", S(lambda input, alpha=1.0, inplace=False: None), None),
         F.softplus: ("softplus", S(lambda input, beta=1.0, threshold=20.0: None), None),
+        F.mish: ("mish", S(lambda input, inplace=False: None), None),
+        F.prelu: ("prelu", S(lambda input, weight: None), None),
+        F.group_norm: ("group_norm", S(lambda input, num_groups, weight=None, bias=None, eps=1e-5: None), None),
+        F.instance_norm: ("group_norm", S(lambda input, running_mean=None, running_var=None, weight=None, bias=None,
+                                            use_input_stats=True, momentum=0.1, eps=1e-5: None), fx["instance_norm"]),
         torch.clamp: ("clamp", S(lambda input, min=None, max=None, *, out=None: None), fx["clamp"]),
         torch.clip: ("clamp", S(lambda input, min=None, max=None, *, out=None: None), fx["clamp"]),
         torch.clamp_min: ("clamp", S(lambda input, min: None), fx["clamp_min"]),
@@ -981,6 +1019,8 @@ def _tables():
         "reshape": ("reshape", S(lambda self, *shape: None), fx["varargs"]("shape")),
         "flatten": ("flatten", S(lambda self, start_dim=0, end_dim=-1: None), None),
         "permute": ("permute", S(lambda self, *dims: None), fx["varargs"]("dims")),
+        "repeat": ("repeat", S(lambda self, *sizes: None), fx["varargs"]("sizes")),
+        "expand": ("expand", S(lambda self, *sizes: None), fx["varargs"]("sizes")),
         "transpose": ("transpose", S(lambda self, dim0, dim1: None), None),
         "unsqueeze": ("unsqueeze", S(lambda self, dim: None), None),
         "squeeze": ("squeeze", S(lambda self, dim=None: None), None),
@@ -1012,15 +1052,15 @@ _FUNCTIONS = _LazyTable(0)
 _METHODS = _LazyTable(1)
 
 SUPPORTED_MODULES = (
-    "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU", "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "ELU", "SELU", "CELU", "Softplus", "GELU",
+    "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU", "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "ELU", "SELU", "CELU", "Softplus", "Mish", "PReLU", "GroupNorm", "InstanceNorm1d/2d", "GELU",
     "SiLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
 )
 SUPPORTED_FUNCTIONS = (
     "+ - * / // ** (integer powers) unary-, @, indexing, getattr(x, 'shape'), torch.add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/"
     "log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
     "softmax/log_softmax/flatten/reshape/permute/transpose/unsqueeze/squeeze/cat/concat/sum/mean, F.relu/leaky_relu/"
-    "relu6/hardtanh/hardswish/hardsigmoid/elu/selu/celu/softplus/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool2d/avg_pool2d/adaptive_avg_pool2d/dropout/dropout2d/linear/conv2d, tensor methods "
+    "relu6/hardtanh/hardswish/hardsigmoid/elu/selu/celu/softplus/mish/prelu/group_norm/instance_norm/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool2d/avg_pool2d/adaptive_avg_pool2d/dropout/dropout2d/linear/conv2d, tensor methods "
     "add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
-    "softmax/log_softmax/view/reshape/flatten/permute/transpose/unsqueeze/squeeze/contiguous/size/dim/sum/mean"
+    "softmax/log_softmax/view/reshape/flatten/permute/repeat/expand/transpose/unsqueeze/squeeze/contiguous/size/dim/sum/mean"
 )
 SUPPORTED = {"modules": SUPPORTED_MODULES, "functions": SUPPORTED_FUNCTIONS}

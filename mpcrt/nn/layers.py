@@ -13,7 +13,7 @@ Cost of each layer under MPC (N parties, one round = everyone sends once):
   (integer weights, no truncation), then one multiplication by a public 1/count
   (1 truncation round). Non-overlapping windows are plain reshaped sums.
 * relu, sigmoid, tanh, exp, softmax, max_pool2d, clamp, abs, hardswish, hardsigmoid,
-  elu, selu, celu, softplus,
+  elu, selu, celu, softplus, mish, prelu, group_norm,
   sqrt, rsqrt, reciprocal, log: the SharedTensor methods of the same names
   (comparison-based or approximations; see mpcrt.tensor); pow: repeated squaring
   (2 rounds per product).
@@ -78,6 +78,12 @@ class _Common:
 
     def permute(self, input, dims):
         return input.permute(*_unwrap(dims))
+
+    def repeat(self, input, sizes):
+        return input.repeat(*_unwrap(sizes))
+
+    def expand(self, input, sizes):
+        return input.expand(*_unwrap(sizes))
 
     def transpose(self, input, dim0, dim1):
         return input.transpose(dim0, dim1)
@@ -179,6 +185,15 @@ class TorchOps(_Common):
 
     def softplus(self, input, beta=1.0, threshold=20.0):
         return self.F.softplus(input, beta, threshold)
+
+    def mish(self, input):
+        return self.F.mish(input)
+
+    def prelu(self, input, weight):
+        return self.F.prelu(input, weight)
+
+    def group_norm(self, input, num_groups, weight=None, bias=None, eps=1e-5):
+        return self.F.group_norm(input, num_groups, weight, bias, eps)
 
     def hardsigmoid(self, input):
         return self.F.hardsigmoid(input)
@@ -284,6 +299,15 @@ class SharedOps(_Common):
 
     def softplus(self, input, beta=1.0, threshold=20.0):
         return self._nl(input, "softplus", beta, threshold)
+
+    def mish(self, input):
+        return self._nl(input, "mish")
+
+    def prelu(self, input, weight):
+        return self._nl(input, "prelu", weight)
+
+    def group_norm(self, input, num_groups, weight=None, bias=None, eps=1e-5):
+        return self._nl(input, "group_norm", num_groups, weight, bias, eps)
 
     def hardsigmoid(self, input):
         return self._nl(input, "hardsigmoid")
