@@ -14,16 +14,20 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   every input the format holds (measured; torch's erf GELU as reference).
 - silu: t sigmoid(t) + relu(x - 16), t = clamp(x, -16, 16) (Swish). 24 rounds; abs
   2e-4 (measured), x or ~0 beyond +-16.
-- elu(alpha): relu(x) + alpha (e^min(x, 0) - 1), min(x, 0) = x - relu(x), e^ by exp's
-  precise chain: 14 rounds (+1 for a non-integer alpha), abs err 5.5e-4 alpha (measured
+- elu(alpha): relu(x) + alpha [x < 0] (e^min(x, 0) - 1), the bit and min(x, 0) from one
+  comparison, e^ by exp's precise chain, the bit's product (1 round) keeping x > 0
+  exact: 15 rounds (+1 for a non-integer alpha), abs err 5.5e-4 alpha (measured
   on [-20, 20] and far out). selu and celu are elu with torch's constants / a scaled input
   (those scalings are products with public reals: |x| < 2^(62-2f), 2^30 at 16 bits).
 - softplus(beta): (relu(b) + log1p(e^-|b|)) / beta, b = beta x, with |b| and relu(b) from
-  one comparison and log1p(z) on [0, 1] by a quartic (7e-5) whose one truncation takes
+  one comparison and log1p(z) on [0, 1] by a quartic through 0 (8e-5; softplus(-inf) is
+  exactly 0) whose one truncation takes
   all its terms: 19 rounds (+1 for beta != 1); abs err 3e-4 / beta (measured, rel 6e-4
   for every input the format holds); torch's linear regime beyond `threshold` differs
   from log(1 + e^(beta x)) / beta by < e^-threshold.
-- mish: x tanh(softplus(x)) (36 rounds; abs err ~4e-4 max(1, |x|)).
+- mish: x n / (n + 2), n = e^x (e^x + 2) (= x tanh(softplus(x))), as n r for x < 0 and
+  1 - 2 r for x >= 0, r = 1 / (n + 2): 46 rounds; abs err 6e-4 on [-20, 20] (measured), rel
+  3e-5 beyond 20, exactly 0 below -15.
 - prelu: relu(x) + w min(x, 0) with a shared or public per-channel w (9 rounds).
 - group_norm / instance_norm: layer_norm over each group of channels, then the
   per-channel affine (errors as layer_norm's).
@@ -38,7 +42,7 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   std 2, 2.7e-4 at std 0.3, 5.5e-3 at std 0.1 (outputs of unit scale). 2 + 16 + 2 (+2
   with a shared weight) rounds.
 
-Above 24 fractional bits (20 for gelu and hardswish) these compute at 24 (20) bits, where their
+Above 24 fractional bits (20 for gelu, hardswish and softplus) these compute at 24 (20) bits, where their
 products stay below 2^62 (and gelu's coefficients keep 16 bits), and return at the
 runtime's precision: one truncation round more, the error of that computation.
 """
@@ -72,14 +76,17 @@ def _capped(bits: int) -> Callable:
         @functools.wraps(fn)
         def wrapper(x: SharedTensor, *args, **kwargs) -> SharedTensor:
             rt, f = x.rt, x.rt.precision
-            if f <= bits:
-                return fn(x, *args, **kwargs)
-            rt.precision = bits  # every party does the same: dealer requests and rounds agree
-            try:
-                y = fn(x.to_precision(), *args, **kwargs)
-            finally:
-                rt.precision = f
-            return SharedTensor(rt, y.share << np.int64(f - y.fbits), f)
+            with np.errstate(over="ignore"):  # ring arithmetic wraps by design (numpy warns on 0-d)
+                if f <= bits:
+                    return fn(x, *args, **kwargs)
+                rt.precision = bits  # every party does the same: dealer requests and rounds agree
+                try:
+                    y = fn(x.to_precision(), *args, **kwargs)
+                finally:
+                    rt.precision = f
+                if y.fbits > f:  # e.g. an untruncated shared bias at 2f bits was added
+                    return y.to_precision()
+                return SharedTensor(rt, y.share << np.int64(f - y.fbits), f)
 
         return wrapper
 
@@ -137,40 +144,59 @@ def hardswish(x: SharedTensor) -> SharedTensor:
         return SharedTensor(rt, beaver.mul(rt, t.share, p, f + g), f) + above
 
 
+@_capped(24)
 def hardsigmoid(x: SharedTensor) -> SharedTensor:
     """torch.nn.functional.hardsigmoid: relu6(x + 3) / 6."""
     return _at_f(x).clamp(-3.0, 3.0) * (1.0 / 6.0) + 0.5
 
 
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805  # torch.nn.SELU's constants
-LOG1P_POLY = _fit(np.log1p, 0.0, 1.0, 4)  # max error 7e-5 on [0, 1]
+def _fit_through_zero(fn, deg: int) -> np.ndarray:
+    """Coefficients (c0 = 0, c1..c_deg) of a least-squares fit of fn on (0, 1] at Chebyshev
+    points with no constant term, so that fn(0) = 0 is exact (softplus(-inf) = 0)."""
+    z = np.cos(np.linspace(0, np.pi, 4001)) * 0.5 + 0.5
+    z = z[z > 0]
+    c, *_ = np.linalg.lstsq(np.stack([z**j for j in range(1, deg + 1)], 1), fn(z), rcond=None)
+    return np.concatenate([[0.0], c])
+
+
+LOG1P_POLY = _fit_through_zero(np.log1p, 4)  # max error 8.2e-5 on [0, 1], exact at 0
+SOFTPLUS_EXACT_THRESHOLD = 10.0  # below this, torch's linear regime (x itself) is applied exactly
 P_BITS = 24  # fractional bits of softplus's polynomial coefficients
 
 
+@_capped(24)
 def elu(x: SharedTensor, alpha: float = 1.0) -> SharedTensor:
     """torch.nn.functional.elu: x for x > 0, alpha (e^x - 1) otherwise."""
-    x = _at_f(x)
-    r = x.relu()
-    e = _exp_precise(x - r)  # e^min(x, 0), in (0, 1]: ~0 below -15
-    return r + (e - 1.0) * (int(alpha) if float(alpha).is_integer() else float(alpha))
+    rt, f = x.rt, x.rt.precision
+    X = _at_f(x).share
+    with rt.scope("relu"):  # b = [x < 0] and b x = min(x, 0) from one comparison
+        ((b, (nb,)),) = run(rt, ltz_steps(rt, X, 1, lambda: [X]))
+    e = _exp_precise(SharedTensor(rt, nb, f))  # e^min(x, 0), in (0, 1]: ~0 below -15
+    with rt.scope("mul"):  # b (e - 1): exactly 0 for x >= 0 (exp's own error at 0 stays out), 1 round
+        neg = SharedTensor(rt, beaver.mul(rt, b, (e - 1.0).share, 0), f)
+    return SharedTensor(rt, X - nb, f) + neg * (int(alpha) if float(alpha).is_integer() else float(alpha))
 
 
+@_capped(24)
 def selu(x: SharedTensor) -> SharedTensor:
     """torch.nn.functional.selu: scale * elu(x, alpha) with torch's constants."""
     return elu(x, SELU_ALPHA) * SELU_SCALE
 
 
+@_capped(24)
 def celu(x: SharedTensor, alpha: float = 1.0) -> SharedTensor:
-    """torch.nn.functional.celu: max(0, x) + min(0, alpha (e^(x / alpha) - 1))."""
-    if alpha == 0:
-        raise ValueError("celu: alpha must not be 0")
+    """torch.nn.functional.celu: max(0, x) + min(0, alpha (e^(x / alpha) - 1)), alpha > 0."""
+    if not alpha > 0:
+        raise ValueError(f"celu: alpha must be positive here, got {alpha} (a negative alpha is not supported)")
     return elu(x * (1.0 / alpha), 1.0) * alpha if alpha != 1 else elu(x, 1.0)
 
 
 @_capped(20)  # the polynomial's terms at f + P_BITS bits stay below 2^62
 def softplus(x: SharedTensor, beta: float = 1.0, threshold: float = 20.0) -> SharedTensor:
-    """torch.nn.functional.softplus: log(1 + e^(beta x)) / beta (torch's linear regime
-    beyond `threshold` differs from this by < e^-threshold)."""
+    """torch.nn.functional.softplus: log(1 + e^(beta x)) / beta, and x where beta x >
+    threshold (for thresholds of at least 10 the two differ by < e^-threshold / beta, under
+    3 ulps at 16 bits, and the extra comparison is skipped)."""
     if beta <= 0:
         raise ValueError(f"softplus: beta must be positive, got {beta}")
     rt, f = x.rt, x.rt.precision
@@ -190,7 +216,12 @@ def softplus(x: SharedTensor, beta: float = 1.0, threshold: float = 20.0) -> Sha
     if rt.rank == 0:
         acc = acc + np.int64(round(float(LOG1P_POLY[0]) * 2 ** (f + g)))
     out = SharedTensor(rt, acc, f + g).to_precision() + SharedTensor(rt, B - nb, f)
-    return out if beta == 1 else out * (1.0 / float(beta))
+    out = out if beta == 1 else out * (1.0 / float(beta))
+    if threshold < SOFTPLUS_EXACT_THRESHOLD:
+        from mpcrt.tensor import where
+
+        out = where(b > float(threshold), _at_f(x), out)
+    return out
 
 
 def hardtanh(x: SharedTensor, min_val: float = -1.0, max_val: float = 1.0) -> SharedTensor:
@@ -229,6 +260,7 @@ def _per_channel(v, ndim: int):
     return v.reshape(*shape) if isinstance(v, SharedTensor) else np.asarray(v, np.float64).reshape(shape)
 
 
+@_capped(24)
 def group_norm(x: SharedTensor, num_groups: int, weight=None, bias=None, eps: float = 1e-5) -> SharedTensor:
     """torch.nn.functional.group_norm on (N, C, *): layer_norm over each group's C/G
     channels and positions, then the per-channel weight and bias (instance norm: G = C)."""
@@ -246,13 +278,18 @@ def group_norm(x: SharedTensor, num_groups: int, weight=None, bias=None, eps: fl
     return y
 
 
+@_capped(24)
 def prelu(x: SharedTensor, weight) -> SharedTensor:
     """torch.nn.functional.prelu: relu(x) + weight min(x, 0), weight (shared or public) of
     one value or one per channel (dim 1). 7 rounds + one product (2)."""
+    from mpcrt.errors import ShapeError
+
     x = _at_f(x)
-    r = x.relu()
     w = weight
     size = w.numel() if isinstance(w, SharedTensor) else np.size(w)
+    if size != 1 and (x.ndim < 2 or x.shape[1] != size):
+        raise ShapeError(f"prelu: {size} weights need an input with {size} channels in dim 1, got shape {x.shape}")
+    r = x.relu()
     if size != 1:
         w = _per_channel(w, x.ndim)
     elif isinstance(w, SharedTensor):
@@ -262,7 +299,16 @@ def prelu(x: SharedTensor, weight) -> SharedTensor:
     return r + (x - r) * w
 
 
+@_capped(24)
 def mish(x: SharedTensor) -> SharedTensor:
-    """torch.nn.functional.mish: x tanh(softplus(x)). 19 + 15 + 2 rounds; abs err ~4e-4 |x|."""
+    """torch.nn.functional.mish: x tanh(softplus(x)) = x n / (n + 2), n = e^x (e^x + 2).
+    With r = 1 / (n + 2): n r for x < 0 (relative accuracy as n -> 0, so mish -> 0 far
+    left instead of x times tanh's absolute error at 0) and 1 - 2 r for x >= 0 (no
+    reciprocal range limit as n grows). 46 rounds; abs err 6e-4 on [-20, 20]."""
     x = _at_f(x)
-    return x * softplus(x).tanh()
+    neg = x < 0
+    u = _exp_precise(x)  # e^x: 0 below -15, e^11.5 above 11.5 (tanh(softplus) = 1 - 2e-10 there)
+    n = u * (u + 2.0)
+    r = (n + 2.0).reciprocal()
+    small, large = n * r, 1.0 - r * 2
+    return x * (large + neg * (small - large))

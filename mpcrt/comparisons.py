@@ -145,8 +145,9 @@ def clamp(x: SharedTensor, min=None, max=None) -> SharedTensor:
     if min is None and max is None:
         return x
     if min is not None and max is not None:
-        if np.any(np.asarray(min) > np.asarray(max)):
-            raise ValueError("clamp: min must not exceed max")
+        if np.any(np.asarray(min) > np.asarray(max)):  # torch: min(max(x, min), max) = max there
+            m = np.minimum(np.asarray(min, np.float64), np.asarray(max, np.float64))
+            min = float(m) if m.ndim == 0 else m
         lo, hi = x - min, x - max
         t = [int(fixedpoint.encode(v, x.fbits)) for v in (min, max)] if np.ndim(min) == 0 and np.ndim(max) == 0 else None
         if t is not None and all(ti == v * 2.0**x.fbits for ti, v in zip(t, (min, max))) and lo.fbits == x.fbits:

@@ -511,14 +511,19 @@ def test_relu_abs_sign_clamp(n, a, lo, width):
                 assert_close(got, ref, TOL, name + " vs float64")
 
 
-def test_clamp_rejects_min_above_max():
-    def fn(rt):
-        A = share_from(rt, np.zeros(3), 0)
-        with pytest.raises(ValueError):
-            A.clamp(2.0, 1.0)
-        return True
+def test_clamp_min_above_max_gives_max_like_torch():
+    """torch.clamp(x, min, max) = min(max(x, min), max): max wherever min > max (scalars
+    and elementwise bounds)."""
+    a = np.array([-3.0, 0.5, 4.0])
+    lo, hi = np.array([2.0, -1.0, 0.0]), np.array([1.0, 1.0, 1.0])
 
-    assert all(run(fn, 2))
+    def fn(rt):
+        A = share_from(rt, a, 0)
+        return A.clamp(2.0, 1.0).reveal(), A.clamp(lo, hi).reveal()
+
+    for s, e in run(fn, 2):
+        assert np.array_equal(s, torch.clamp(torch.tensor(a), 2.0, 1.0).numpy())
+        assert np.array_equal(e, torch.clamp(torch.tensor(a), torch.tensor(lo), torch.tensor(hi)).numpy())
 
 
 # ================================================================= where

@@ -203,6 +203,13 @@ def test_save_load_archive(tmp_path):
                                   "name": "g", "target": "g"}), "attribute"),
     (lambda d: d["params"][0].update(shape=[-1]), "parameter"),
     (lambda d: d.update(output={"ref": 10_000}), "earlier node"),
+    # a model owner must not make the peers allocate without bound
+    (lambda d: d["nodes"].append({"op": "repeat", "args": {"input": {"ref": 0}, "sizes": [1 << 12, 1 << 12]},
+                                  "name": "r", "target": "r"}), "repeat"),
+    (lambda d: d["nodes"].append({"op": "expand", "args": {"input": {"ref": 0}, "sizes": [1 << 30, 1 << 30]},
+                                  "name": "e", "target": "e"}), "expand"),
+    (lambda d: d["nodes"].append({"op": "pow", "args": {"input": {"ref": 0}, "exponent": 1 << 40},
+                                  "name": "p", "target": "p"}), "power"),
 ])
 def test_malformed_graph_is_refused(mutate, match):
     graph, _ = mnn.trace(_build(LinearBN, 0), torch.zeros(1, 12))
@@ -594,6 +601,24 @@ def test_group_instance_norm_prelu_mish_match_torch():
     (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=90)[1]
     assert got.shape == ref.shape
     assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
+
+
+def test_instance_norm_channels_celu_alpha_softplus_threshold_on_import():
+    """InstanceNorm2d(affine=False) normalizes each of the input's channels whatever its
+    num_features (torch only warns); CELU with a negative alpha is named as unsupported;
+    Softplus(threshold=1) takes x beyond the threshold, as torch does."""
+    inorm = nn.Sequential(nn.Conv2d(2, 8, 1), nn.InstanceNorm2d(4))
+    soft = nn.Sequential(nn.Linear(3, 6), nn.Softplus(beta=2.0, threshold=1.0), nn.Linear(6, 2))
+    torch.manual_seed(9)
+    xs = [torch.randn(2, 2, 5, 5), torch.randn(4, 3) * 2]
+    with torch.no_grad():
+        refs = [inorm(xs[0]).double().numpy(), soft(xs[1]).double().numpy()]
+    with pytest.raises(UnsupportedLayerError, match="alpha"):
+        mnn.trace(nn.Sequential(nn.CELU(-1.0)), torch.zeros(1, 3))
+    got = run_parties(_run_models, 2, [inorm, soft], xs, 0, 1, timeout=60)[1]
+    for g, r in zip(got, refs):
+        assert g.shape == r.shape
+        assert float(np.abs(g - r).max()) <= 5e-3, float(np.abs(g - r).max())
 
 
 class PowBy(nn.Module):

@@ -37,6 +37,8 @@ VERSION = 1
 MAX_GRAPH_BYTES = 64 << 20  # a serialised graph larger than this is refused
 MAX_NODES = 200_000
 MAX_PARAM_ELEMENTS = 1 << 31  # about 2 billion weights (16 GiB of shares)
+MAX_POW = 64  # largest integer power a graph may take
+MAX_REPEAT = 1 << 20  # largest total tiling factor of a repeat node (peers allocate what it asks)
 MAX_NDIM = 8
 _MAX_DEPTH = 6
 _MAX_LIST = 4096
@@ -243,6 +245,16 @@ def _validate(d) -> None:
                 raise _bad(f"node #{i} refers to parameter {ix!r} of {len(params)}")
         elif n["op"] == "getattr" and n["args"]["name"] not in GETATTR_NAMES:
             raise _bad(f"node #{i} reads attribute {n['args']['name']!r} (allowed: {GETATTR_NAMES})")
+        elif n["op"] == "pow":
+            e = n["args"]["exponent"]
+            if not isinstance(e, int) or isinstance(e, bool) or not 0 <= e <= MAX_POW:
+                raise _bad(f"node #{i} raises to the power {e!r} (an integer in 0..{MAX_POW})")
+        elif n["op"] in ("repeat", "expand"):
+            sizes = n["args"]["sizes"]
+            ok = isinstance(sizes, list) and len(sizes) <= MAX_NDIM and all(
+                isinstance(v, int) and not isinstance(v, bool) and -1 <= v < 1 << 31 for v in sizes)
+            if not ok or math.prod(max(1, v) for v in sizes) > (MAX_REPEAT if n["op"] == "repeat" else MAX_PARAM_ELEMENTS):
+                raise _bad(f"node #{i} ({n['op']}) sizes {sizes!r:.80}: too large or not small integers")
     if n_inputs != 1:
         raise _bad(f"{n_inputs} input nodes (exactly one is supported)")
     _check_value(d["output"], len(nodes), 0)
@@ -660,6 +672,8 @@ class _Tracer:
         if isinstance(mod, tnn.SELU):
             return go("selu")
         if isinstance(mod, tnn.CELU):
+            if not mod.alpha > 0:
+                raise UnsupportedLayerError(f"{what} with alpha={mod.alpha} at fx node '{n.name}' (positive alpha only)")
             return go("celu", alpha=float(mod.alpha))
         if isinstance(mod, tnn.Softplus):
             return go("softplus", beta=float(mod.beta), threshold=float(mod.threshold))
@@ -680,7 +694,8 @@ class _Tracer:
                 return go("affine", scale=self.param(scale, t + ".scale"), shift=self.param(shift, t + ".shift"))
             w = self.param(mod.weight.detach().double().numpy(), t + ".weight") if mod.affine else None
             b = self.param(mod.bias.detach().double().numpy(), t + ".bias") if mod.affine else None
-            return go("group_norm", num_groups=int(mod.num_features), weight=w, bias=b, eps=float(mod.eps))
+            channels = int(shape[1]) if shape is not None else int(mod.num_features)  # torch uses the input's (affine=False)
+            return go("group_norm", num_groups=channels, weight=w, bias=b, eps=float(mod.eps))
         if isinstance(mod, tnn.Hardsigmoid):
             return go("hardsigmoid")
         if isinstance(mod, tnn.Hardtanh):  # ReLU6 too
