@@ -527,6 +527,22 @@ def test_ceil_mode_max_pools_match_torch():
     assert float(np.abs(got - ref).max()) <= 1e-3, float(np.abs(got - ref).max())
 
 
+class Functional1d(nn.Module):
+    """F.conv1d with a parameter weight (padding='same', groups), F.max_pool1d (ceil_mode),
+    F.avg_pool1d and F.adaptive_avg_pool1d."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 1, 3) * 0.5)
+        self.b = nn.Parameter(torch.randn(4) * 0.1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):  # (N, 2, 21)
+        y = F.conv1d(x, self.w, self.b, padding="same", groups=2)
+        y = F.max_pool1d(F.relu(y), 2, ceil_mode=True) + F.avg_pool1d(y, 3, 2, 1)[..., :11]
+        return self.fc(F.adaptive_avg_pool1d(y, 2).flatten(1))
+
+
 @pytest.mark.parametrize("n", [2, 3])
 def test_conv1d_and_1d_pools_match_torch(n):
     model = _build(Audio1d, 5)
@@ -536,9 +552,14 @@ def test_conv1d_and_1d_pools_match_torch(n):
     g, _ = mnn.trace(model, x[:1])
     ops = g.op_counts()
     assert ops.get("conv2d") == 2 and "affine" not in ops  # both BatchNorm1d folded into their Conv1d
-    (got,) = run_parties(_run_models, n, [model], [x], 0, 1, timeout=60)[1]
-    assert got.shape == ref.shape
+    fmodel = _build(Functional1d, 6)
+    fx = torch.randn(3, 2, 21)
+    with torch.no_grad():
+        fref = fmodel(fx).double().numpy()
+    got, fgot = run_parties(_run_models, n, [model, fmodel], [x, fx], 0, 1, timeout=60)[1]
+    assert got.shape == ref.shape and fgot.shape == fref.shape
     assert float(np.abs(got - ref).max()) <= 1e-3, float(np.abs(got - ref).max())
+    assert float(np.abs(fgot - fref).max()) <= 1e-3, float(np.abs(fgot - fref).max())
 
 
 class SmoothActs(nn.Module):

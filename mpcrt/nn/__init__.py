@@ -14,7 +14,7 @@ weights are secret-shared. Nobody else needs the model's code.
 Supported: see SUPPORTED (Linear, Conv1d/2d, BatchNorm folded into the preceding
 Conv/Linear or as a per-channel affine layer, LayerNorm, GroupNorm, InstanceNorm, PReLU, Mish, ReLU, LeakyReLU, ReLU6,
 Hardtanh, Hardswish, Hardsigmoid, ELU, SELU, CELU, Softplus, GELU, SiLU, Sigmoid, Tanh, Softmax, LogSoftmax,
-Max/Avg/AdaptiveAvgPool 1d and 2d, Flatten, Dropout and Identity, residual additions,
+Max/Avg/AdaptiveAvgPool 1d and 2d (modules and F. functions; F.conv1d too), Flatten, Dropout and Identity, residual additions,
 reshape/view/flatten/cat/permute, arithmetic with constants, clamp, abs, integer
 powers, exp/log/sqrt/rsqrt/reciprocal, sizes).
 Anything else raises UnsupportedLayerError naming the op and the fx node.

@@ -907,6 +907,54 @@ def _nonneg_fixes():
     def square(tr, n, a):
         return ("pow", {"input": a["input"], "exponent": 2})
 
+    def one_d(op2d, build):
+        """F.*1d as the 2-d op on (N, C, 1, L): unsqueeze, op, squeeze (the squeeze carries
+        the fx node's name). build(tr, n, a) gives the 2-d op's other arguments."""
+        def fix(tr, n, a):
+            what = _describe(n)
+            shape = tr.in_shape(n)
+            if shape is not None and len(shape) != 3:
+                raise UnsupportedLayerError(f"{what} on a {len(shape)}-d input at fx node '{n.name}' (batched (N, C, L) only)")
+            u = tr.emit("unsqueeze", {"input": tr.enc(a["input"], n), "dim": 2}, n.name + ":2d", what)
+            y = tr.emit(op2d, {"input": u, **build(tr, n, a)}, n.name + ":" + op2d, what)
+            return tr.emit("squeeze", {"input": y, "dim": 2}, n.name, what)
+        return fix
+
+    def first(v) -> int:
+        return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
+
+    def conv1d(tr, n, a):
+        w = a["weight"]
+        wm = getattr(w, "meta", {}).get("tensor_meta")
+        if wm is None or len(wm.shape) != 3:
+            raise UnsupportedLayerError(f"conv1d with a weight of unknown shape at fx node '{n.name}'")
+        pad = a.get("padding", 0)
+        pad = _conv_padding(pad, (int(wm.shape[2]),), (first(a.get("dilation", 1)),), _describe(n), n.name)[0] \
+            if isinstance(pad, str) else first(pad)
+        w4 = tr.emit("unsqueeze", {"input": tr.enc(w, n), "dim": 2}, n.name + ":weight2d", _describe(n))
+        b = a.get("bias")
+        return {"weight": w4, "bias": None if b is None else tr.enc(b, n), "stride": [1, first(a.get("stride", 1))],
+                "padding": [0, int(pad)], "dilation": [1, first(a.get("dilation", 1))], "groups": int(a.get("groups", 1))}
+
+    def max_pool1d(tr, n, a):
+        _check_maxpool(False, a.get("return_indices", False), _describe(n), n.name)
+        k = first(a["kernel_size"])
+        st = a.get("stride")
+        return {"kernel_size": [1, k], "stride": [1, k if st is None or st == () or st == [] else first(st)],
+                "padding": [0, first(a.get("padding", 0))], "dilation": [1, first(a.get("dilation", 1))],
+                "ceil_mode": bool(a.get("ceil_mode", False))}
+
+    def avg_pool1d(tr, n, a):
+        k = first(a["kernel_size"])
+        st = a.get("stride")
+        return {"kernel_size": [1, k], "stride": [1, k if st is None or st == () or st == [] else first(st)],
+                "padding": [0, first(a.get("padding", 0))], "ceil_mode": bool(a.get("ceil_mode", False)),
+                "count_include_pad": bool(a.get("count_include_pad", True)), "divisor_override": None}
+
+    def adaptive_avg_pool1d(tr, n, a):
+        out = a["output_size"]
+        return {"output_size": [1, None if out is None else first(out)]}
+
     def instance_norm(tr, n, a):
         if not a.get("use_input_stats", True):
             raise UnsupportedLayerError(f"instance_norm with use_input_stats=False at fx node '{n.name}'")
@@ -918,7 +966,9 @@ def _nonneg_fixes():
 
     return dict(no_out=no_out, softmax=softmax, maxpool=maxpool, conv=conv, div=div, varargs=varargs,
                 dim_method=dim_method, getattr_fix=getattr_fix, getitem_fix=getitem_fix, relu6=relu6, clamp=clamp,
-                clamp_min=clamp_min, clamp_max=clamp_max, pow=pow_, square=square, instance_norm=instance_norm)
+                clamp_min=clamp_min, clamp_max=clamp_max, pow=pow_, square=square, instance_norm=instance_norm,
+                conv1d=one_d("conv2d", conv1d), max_pool1d=one_d("max_pool2d", max_pool1d),
+                avg_pool1d=one_d("avg_pool2d", avg_pool1d), adaptive_avg_pool1d=one_d("adaptive_avg_pool2d", adaptive_avg_pool1d))
 
 
 def _tables():
@@ -1003,6 +1053,12 @@ def _tables():
         F.dropout: ("identity", S(lambda input, p=0.5, training=True, inplace=False: None), None),
         F.dropout2d: ("identity", S(lambda input, p=0.5, training=True, inplace=False: None), None),
         F.linear: ("linear", S(lambda input, weight, bias=None: None), None),
+        F.conv1d: ("conv2d", S(lambda input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1: None), fx["conv1d"]),
+        F.max_pool1d: ("max_pool2d", S(lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                                       return_indices=False: None), fx["max_pool1d"]),
+        F.avg_pool1d: ("avg_pool2d", S(lambda input, kernel_size, stride=None, padding=0, ceil_mode=False,
+                                       count_include_pad=True: None), fx["avg_pool1d"]),
+        F.adaptive_avg_pool1d: ("adaptive_avg_pool2d", S(lambda input, output_size: None), fx["adaptive_avg_pool1d"]),
         F.conv2d: ("conv2d", S(lambda input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1: None), fx["conv"]),
     }
     methods = {
@@ -1074,7 +1130,7 @@ SUPPORTED_FUNCTIONS = (
     "+ - * / // ** (integer powers) unary-, @, indexing, getattr(x, 'shape'), torch.add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/"
     "log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
     "softmax/log_softmax/flatten/reshape/permute/transpose/unsqueeze/squeeze/cat/concat/sum/mean, F.relu/leaky_relu/"
-    "relu6/hardtanh/hardswish/hardsigmoid/elu/selu/celu/softplus/mish/prelu/group_norm/instance_norm/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool2d/avg_pool2d/adaptive_avg_pool2d/dropout/dropout2d/linear/conv2d, tensor methods "
+    "relu6/hardtanh/hardswish/hardsigmoid/elu/selu/celu/softplus/mish/prelu/group_norm/instance_norm/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool1d/2d/avg_pool1d/2d/adaptive_avg_pool1d/2d/dropout/dropout2d/linear/conv1d/conv2d, tensor methods "
     "add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
     "softmax/log_softmax/view/reshape/flatten/permute/repeat/expand/transpose/unsqueeze/squeeze/contiguous/size/dim/sum/mean"
 )
