@@ -37,7 +37,9 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   truncation: 9 rounds, error a few ulps.
   hardsigmoid: clamp(x, -3, 3) / 6 + 1/2 (8 rounds).
 - layer_norm: (x - mean) rsqrt(var + eps) over the last dims, then the affine weight
-  and bias. rsqrt is rel 1e-3 on [2^-10, 2^14) (clamped beyond); the variance itself
+  and bias. rsqrt (rel 1e-3, with up to 8 more fractional bits) covers every variance
+  the format can form, 2^-f to 2^(62-2f) (plain rsqrt stops at 2^14); the squared
+  deviations need |x - mean| < 2^(31-f) (std up to ~5000 at 16 bits); the variance itself
   is held at f bits, so a small one loses precision: measured abs err 1.5e-4 for input
   std 2, 2.7e-4 at std 0.3, 5.5e-3 at std 0.1 (outputs of unit scale). 2 + 16 + 2 (+2
   with a shared weight) rounds.
@@ -54,7 +56,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from mpcrt.approximations import _exp_precise, _fit
+from mpcrt.approximations import _exp_precise, _fit, _rsqrt
 from mpcrt.comparisons import clamp_excess
 from mpcrt.protocols import beaver
 from mpcrt.protocols.comparison import ltz_steps
@@ -246,7 +248,17 @@ def layer_norm(x: SharedTensor, normalized_shape: Sequence[int] | int, weight=No
     x = _at_f(x)
     d = x - x.mean(dim=dims, keepdim=True)
     var = (d * d).mean(dim=dims, keepdim=True)
-    y = d * (var + eps).rsqrt()
+    # rsqrt over every variance the format can give ((d d) < 2^(62-2f)), not just rsqrt's
+    # stated [2^-10, 2^14): one comparison row per factor of 4, on one value per row
+    # rsqrt with `extra` more fractional bits (1/std of a wide row has few at f bits):
+    # the product d rsqrt, |y| <= sqrt(n), at 2f + extra bits stays below 2^62
+    f, n = x.rt.precision, math.prod(shape)
+    lo, hi = -(f + f % 2), (62 - 2 * f) - (62 - 2 * f) % 2
+    extra = max(0, min(8, (hi + 2) // 2, 60 - 2 * f - math.ceil(math.log2(math.sqrt(n) + 1))))
+    r = _rsqrt(var + eps, lo, hi, extra)[0]
+    d = _at_f(d)
+    with x.rt.scope("mul"):  # at the share level: SharedTensor's * would first cut r back to f bits
+        y = SharedTensor(x.rt, beaver.mul(x.rt, d.share, np.broadcast_to(r.share, d.shape), f + extra), f)
     if weight is not None:
         y = y * weight
     if bias is not None:

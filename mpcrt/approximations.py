@@ -515,15 +515,17 @@ def rsqrt(x: SharedTensor) -> SharedTensor:
     return _rsqrt(x)[0]
 
 
-def _rsqrt(x: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
-    """rsqrt(x) and x clamped from above (sqrt = that * rsqrt stays bounded, sqrt(0) = 0)."""
+def _rsqrt(x: SharedTensor, lo: int = RSQRT_LO, hi: int = RSQRT_HI, extra: int = 0) -> tuple[SharedTensor, SharedTensor]:
+    """rsqrt(x) (at f + extra fractional bits, extra <= (hi + 2) / 2) and x clamped from
+    above (sqrt = that * rsqrt stays bounded, sqrt(0) = 0), for x in [2^lo, 2^hi) (lo, hi
+    even; one comparison row per factor of 4 between them)."""
     rt, f = x.rt, x.rt.precision
     A = _at_f(x)
     hold: dict = {}
     with rt.scope("rsqrt"):
-        (bits,) = run(rt, _normalize_steps(rt, A, f, RSQRT_LO, RSQRT_HI, 2, hold))
+        (bits,) = run(rt, _normalize_steps(rt, A, f, lo, hi, 2, hold))
         ks = hold["ks"]
-        top = RSQRT_HI + 2  # even
+        top = hi + 2  # even
         sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (top - k))  # m = a sig / 2^top in [1/4, 1)
         half = _indicator_weights(rt, bits, ks, lambda k: 2 ** ((top - k) // 2))  # rsqrt(a) = rsqrt(m) half / 2^(top/2)
 
@@ -542,8 +544,8 @@ def _rsqrt(x: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
             return yf
 
         (yf,) = run(rt, main())
-        (out,) = run(rt, _then_trunc(rt, yf, half, top // 2))
-    return SharedTensor(rt, out, f), SharedTensor(rt, hold["clamped_top"], f)
+        (out,) = run(rt, _then_trunc(rt, yf, half, top // 2 - extra))
+    return SharedTensor(rt, out, f + extra), SharedTensor(rt, hold["clamped_top"], f)
 
 
 @_lookahead(elementwise=True)

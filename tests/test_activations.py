@@ -258,6 +258,24 @@ def test_layer_norm_like_torch(n, seed, scale, last):
             check(g, r.numpy(), 0.0, 5e-3, f"layer_norm #{i} (scale {scale}, last {last})")
 
 
+@pytest.mark.parametrize("n", NS)
+def test_layer_norm_of_wide_rows(n):
+    """Rows with std 300 and 3000 (variance up to ~2^23): layer_norm's rsqrt covers every
+    variance the format forms (plain rsqrt clamps at 2^14: the output was ~2.3x too large
+    at std 300) and keeps 8 more fractional bits (1/3000 at 16 bits is 22 ulps)."""
+    rng = np.random.default_rng(15)
+    a = np.concatenate([rng.normal(5.0, 300.0, (2, 32)), rng.normal(-40.0, 3000.0, (2, 32))])
+
+    def fn(rt):
+        x = rt.share(a if rt.rank == 0 else None, src=0)
+        return x.layer_norm(32).reveal(), x.reshape(1, 4, 32).group_norm(4).reveal()
+
+    want = F.layer_norm(torch.tensor(q(a)), (32,)).numpy()
+    for ln, gn in run(fn, n):
+        check(ln, want, 0.0, 5e-3, "layer_norm of wide rows")
+        check(gn.reshape(4, 32), want, 0.0, 5e-3, "group_norm of wide rows")
+
+
 def test_layer_norm_shape_mismatch_is_a_shape_error():
     from mpcrt.errors import ShapeError
 
