@@ -36,13 +36,14 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   (x never multiplies itself beyond the clamp), the 1/6 folded into the product's
   truncation: 9 rounds, error a few ulps.
   hardsigmoid: clamp(x, -3, 3) / 6 + 1/2 (8 rounds).
-- layer_norm: (x - mean) rsqrt(var + eps) over the last dims, then the affine weight
-  and bias. rsqrt (rel 1e-3, with up to 8 more fractional bits) covers every variance
-  the format can form, 2^-f to 2^(62-2f) (plain rsqrt stops at 2^14); the squared
-  deviations need |x - mean| < 2^(31-f) (std up to ~5000 at 16 bits); the variance itself
-  is held at f bits, so a small one loses precision: measured abs err 1.5e-4 for input
-  std 2, 2.7e-4 at std 0.3, 5.5e-3 at std 0.1 (outputs of unit scale). 2 + 16 + 2 (+2
-  with a shared weight) rounds.
+- layer_norm: (x - mean) sqrt(n) rsqrt(S + n eps), S = sum (x - mean)^2 held at 2f - log2 n
+  bits (not the variance at f bits, which lost a small variance's precision: std 0.05
+  had 164 ulps), sqrt(n) in rsqrt's public weights, rsqrt kept at up to 20 more
+  fractional bits; then the affine weight and bias. rsqrt covers every S the format forms
+  to within 8x (plain rsqrt stops at 2^14); the squared deviations need
+  |x - mean| < 2^(31-f) (std up to ~5000 at 16 bits). Measured abs err at 16 bits, rows of
+  16 / 768 / 4096: <= 3.7e-4 / 1.3e-3 / 3.5e-4 for std 0.05 to 3000, 3e-4 / 3.2e-3 / 5.2e-4
+  at std 0.02 (outputs of unit scale). 21 rounds (+2 with a shared weight).
 
 Above 24 fractional bits (20 for gelu, hardswish and softplus) these compute at 24 (20) bits, where their
 products stay below 2^62 (and gelu's coefficients keep 16 bits), and return at the
@@ -246,19 +247,27 @@ def layer_norm(x: SharedTensor, normalized_shape: Sequence[int] | int, weight=No
         raise ShapeError(f"layer_norm over {list(shape)} needs an input ending in those dims, got shape {x.shape}")
     dims = tuple(range(x.ndim - k, x.ndim))
     x = _at_f(x)
-    d = x - x.mean(dim=dims, keepdim=True)
-    var = (d * d).mean(dim=dims, keepdim=True)
-    # rsqrt over every variance the format can give ((d d) < 2^(62-2f)), not just rsqrt's
-    # stated [2^-10, 2^14): one comparison row per factor of 4, on one value per row
-    # rsqrt with `extra` more fractional bits (1/std of a wide row has few at f bits):
-    # the product d rsqrt, |y| <= sqrt(n), at 2f + extra bits stays below 2^62
-    f, n = x.rt.precision, math.prod(shape)
-    lo, hi = -(f + f % 2), (62 - 2 * f) - (62 - 2 * f) % 2
-    extra = max(0, min(8, (hi + 2) // 2, 60 - 2 * f - math.ceil(math.log2(math.sqrt(n) + 1))))
-    r = _rsqrt(var + eps, lo, hi, extra)[0]
-    d = _at_f(d)
-    with x.rt.scope("mul"):  # at the share level: SharedTensor's * would first cut r back to f bits
-        y = SharedTensor(x.rt, beaver.mul(x.rt, d.share, np.broadcast_to(r.share, d.shape), f + extra), f)
+    rt, f, n = x.rt, x.rt.precision, math.prod(shape)
+    d = _at_f(x - x.mean(dim=dims, keepdim=True))
+    # S = sum (x - mean)^2 at fa = 2f - t bits (t = log2 n: the sum cannot wrap) instead of
+    # the variance at f bits: a small variance keeps its relative precision (std 0.05 had
+    # 164 ulps at 16 bits), and y = d sqrt(n) rsqrt(S + n eps) with sqrt(n) in rsqrt's
+    # public weights. rsqrt covers S in [2^-fa, 2^(59 - fa)), every sum the format forms
+    # up to a factor 8 (std up to ~1e4 at 16 bits; plain rsqrt stops at 2^14).
+    t = max(0, math.ceil(math.log2(n)))
+    fa = 2 * f - t
+    with rt.scope("mul"):
+        sq = beaver.mul(rt, d.share, d.share, t)  # (x - mean)^2 at 2f - t bits
+    S = sq.sum(axis=dims, keepdims=True)
+    if rt.rank == 0:
+        S = S + np.int64(round(n * eps * 2.0**fa))
+    lo, hi = -(fa + fa % 2), (59 - fa) - (59 - fa) % 2
+    half_n = math.log2(math.sqrt(n) + 1)
+    extra = max(0, min(20, (hi + 2) // 2, 60 - 2 * f - math.ceil(half_n)))  # |y| <= sqrt(n) at 2f + extra bits
+    sb = max(0, 14 - math.floor(half_n))  # sqrt(n) 2^sb in the weights: >= 14 significant bits
+    r = _rsqrt(SharedTensor(rt, S, fa), lo, hi, extra, scale=math.sqrt(n), scale_bits=sb)[0]  # rsqrt(var)
+    with rt.scope("mul"):  # at the share level: SharedTensor's * would first cut r back to f bits
+        y = SharedTensor(rt, beaver.mul(rt, d.share, np.broadcast_to(r.share, d.shape), f + extra), f)
     if weight is not None:
         y = y * weight
     if bias is not None:

@@ -515,25 +515,30 @@ def rsqrt(x: SharedTensor) -> SharedTensor:
     return _rsqrt(x)[0]
 
 
-def _rsqrt(x: SharedTensor, lo: int = RSQRT_LO, hi: int = RSQRT_HI, extra: int = 0) -> tuple[SharedTensor, SharedTensor]:
-    """rsqrt(x) (at f + extra fractional bits, extra <= (hi + 2) / 2) and x clamped from
-    above (sqrt = that * rsqrt stays bounded, sqrt(0) = 0), for x in [2^lo, 2^hi) (lo, hi
-    even; one comparison row per factor of 4 between them)."""
+def _rsqrt(x: SharedTensor, lo: int = RSQRT_LO, hi: int = RSQRT_HI, extra: int = 0,
+           scale: float = 1.0, scale_bits: int = 0) -> tuple[SharedTensor, SharedTensor]:
+    """scale * rsqrt(x) (at f + extra fractional bits, extra <= (hi + 2) / 2) and x clamped
+    from above (sqrt = that * rsqrt stays bounded, sqrt(0) = 0), for x in [2^lo, 2^hi) (lo,
+    hi even; one comparison row per factor of 4 between them). x may carry more fractional
+    bits than f (fa), if 2^(hi + 2 + fa) < 2^62; the public `scale` rides in the final
+    product's weights at `scale_bits` more bits."""
     rt, f = x.rt, x.rt.precision
-    A = _at_f(x)
+    fa = x.fbits if x.fbits > f else f
+    A = x.share if x.fbits > f else _at_f(x)
     hold: dict = {}
     with rt.scope("rsqrt"):
-        (bits,) = run(rt, _normalize_steps(rt, A, f, lo, hi, 2, hold))
+        (bits,) = run(rt, _normalize_steps(rt, A, fa, lo, hi, 2, hold))
         ks = hold["ks"]
         top = hi + 2  # even
         sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (top - k))  # m = a sig / 2^top in [1/4, 1)
-        half = _indicator_weights(rt, bits, ks, lambda k: 2 ** ((top - k) // 2))  # rsqrt(a) = rsqrt(m) half / 2^(top/2)
+        # rsqrt(a) = rsqrt(m) half / 2^(top/2)
+        half = _indicator_weights(rt, bits, ks, lambda k: int(round(scale * 2 ** ((top - k) // 2 + scale_bits))))
 
         Ac = hold["clamped"]
 
         def main():
             mx = yield from _beaver_steps(rt, Ac, sig)
-            ms = yield from powers.trunc_pow_steps(rt, mx, f + top - F, 3)
+            ms = yield from powers.trunc_pow_steps(rt, mx, fa + top - F, 3)
             y0 = _poly3(rt, ms, RSQRT_POLY)
             y, y2 = yield from powers.trunc_pow_steps(rt, y0, 2 * F + G, 2)
             my2 = yield from _beaver_steps(rt, ms[0], y2)  # m y^2 at 3F
@@ -544,8 +549,8 @@ def _rsqrt(x: SharedTensor, lo: int = RSQRT_LO, hi: int = RSQRT_HI, extra: int =
             return yf
 
         (yf,) = run(rt, main())
-        (out,) = run(rt, _then_trunc(rt, yf, half, top // 2 - extra))
-    return SharedTensor(rt, out, f + extra), SharedTensor(rt, hold["clamped_top"], f)
+        (out,) = run(rt, _then_trunc(rt, yf, half, top // 2 - extra + scale_bits))
+    return SharedTensor(rt, out, f + extra), SharedTensor(rt, hold["clamped_top"], fa)
 
 
 @_lookahead(elementwise=True)
