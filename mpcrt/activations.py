@@ -254,25 +254,46 @@ def layer_norm(x: SharedTensor, normalized_shape: Sequence[int] | int, weight=No
     # 164 ulps at 16 bits), and y = d sqrt(n) rsqrt(S + n eps) with sqrt(n) in rsqrt's
     # public weights. rsqrt covers S in [2^-fa, 2^(59 - fa)), every sum the format forms
     # up to a factor 8 (std up to ~1e4 at 16 bits; plain rsqrt stops at 2^14).
-    t = max(0, math.ceil(math.log2(n)))
-    fa = 2 * f - t
-    with rt.scope("mul"):
-        sq = beaver.mul(rt, d.share, d.share, t)  # (x - mean)^2 at 2f - t bits
-    S = sq.sum(axis=dims, keepdims=True)
-    if rt.rank == 0:
-        S = S + np.int64(round(n * eps * 2.0**fa))
-    lo, hi = -(fa + fa % 2), (59 - fa) - (59 - fa) % 2
-    half_n = math.log2(math.sqrt(n) + 1)
-    extra = max(0, min(20, (hi + 2) // 2, 60 - 2 * f - math.ceil(half_n)))  # |y| <= sqrt(n) at 2f + extra bits
-    sb = max(0, 14 - math.floor(half_n))  # sqrt(n) 2^sb in the weights: >= 14 significant bits
-    r = _rsqrt(SharedTensor(rt, S, fa), lo, hi, extra, scale=math.sqrt(n), scale_bits=sb)[0]  # rsqrt(var)
-    with rt.scope("mul"):  # at the share level: SharedTensor's * would first cut r back to f bits
-        y = SharedTensor(rt, beaver.mul(rt, d.share, np.broadcast_to(r.share, d.shape), f + extra), f)
+    y = _times_rsqrt_sumsq(d, dims, math.sqrt(n), n * eps)
     if weight is not None:
         y = y * weight
     if bias is not None:
         y = y + bias
     return y
+
+
+def _times_rsqrt_sumsq(d: SharedTensor, dims: tuple, scale: float, add: float) -> SharedTensor:
+    """d * scale / sqrt(sum over dims of d^2 + add), with the sum held at 2f - log2 n bits
+    (n the number of summed elements: the sum cannot wrap) rather than a mean at f bits,
+    and rsqrt over every such sum the format forms (to within 8x), its result kept at up
+    to 20 more fractional bits with `scale` in its public weights (layer_norm: sqrt(n),
+    n eps; normalize: 1, eps^2). Needs |result| <= sqrt(n)."""
+    rt, f = d.rt, d.rt.precision
+    n = math.prod(d.shape[i] for i in dims) if dims else 1
+    d = _at_f(d)
+    t = max(0, math.ceil(math.log2(max(n, 1))))
+    fa = 2 * f - t
+    with rt.scope("mul"):
+        sq = beaver.mul(rt, d.share, d.share, t)  # d^2 at 2f - t bits
+    S = sq.sum(axis=dims, keepdims=True)
+    if rt.rank == 0:
+        S = S + np.int64(round(add * 2.0**fa))
+    lo, hi = -(fa + fa % 2), (59 - fa) - (59 - fa) % 2
+    half_n = math.log2(math.sqrt(n) + 1)
+    extra = max(0, min(20, (hi + 2) // 2, 60 - 2 * f - math.ceil(half_n)))  # |y| <= sqrt(n) at 2f + extra bits
+    sb = max(0, 14 - math.floor(math.log2(max(scale, 1.0))))  # scale 2^sb in the weights: >= 14 significant bits
+    r = _rsqrt(SharedTensor(rt, S, fa), lo, hi, extra, scale=scale, scale_bits=sb)[0]
+    with rt.scope("mul"):  # at the share level: SharedTensor's * would first cut r back to f bits
+        return SharedTensor(rt, beaver.mul(rt, d.share, np.broadcast_to(r.share, d.shape), f + extra), f)
+
+
+@_capped(24)
+def normalize(x: SharedTensor, dim: int = 1, eps: float = 1e-12) -> SharedTensor:
+    """torch.nn.functional.normalize with p = 2: x / max(||x||, eps) along dim (for norms
+    above 2^-f; the sum of squares at 2f - log2 n bits as in layer_norm)."""
+    x = _at_f(x)
+    d = dim % x.ndim if x.ndim else 0
+    return _times_rsqrt_sumsq(x, (d,), 1.0, eps * eps)
 
 
 def _per_channel(v, ndim: int):

@@ -5,7 +5,7 @@ Tolerances at 16 fractional bits ("err <= tol": |got - ref| <= max(rel |ref|, ab
   holds (|x| up to 2^45) rel 1e-4 beyond 8 (the result is x or 0 there);
 * silu: abs 1e-3 on [-8, 8] (the sigmoid's 2e-4 times |x|), rel 1e-4 beyond;
 * hardtanh, relu6: exact up to the fixed-point grid (2^-15);
-* layer_norm (input std 0.02 to 3000): abs 5e-3 on its unit-scale outputs (1e-3 on rows
+* layer_norm (input std 0.02 to 3000): abs 5e-3 on its unit-scale outputs (2e-3 on rows
   of 16).
 * hardswish, hardsigmoid: a few ulps everywhere (2^-13, 2^-14);
 * elu/selu/celu: abs 1e-3 (alpha-scaled), softplus abs 5e-4 / beta, rel 1e-3 far out.
@@ -290,7 +290,7 @@ def test_layer_norm_of_narrow_rows():
         for g, a in zip(got, rows):
             check(g, F.layer_norm(torch.tensor(q(a)), a.shape[-1:]).numpy(), 0.0, 5e-3, f"layer_norm std {a.std():.2f} n {a.shape[-1]}")
             if a.shape[-1] == 16:
-                check(g, F.layer_norm(torch.tensor(q(a)), a.shape[-1:]).numpy(), 0.0, 1e-3, "layer_norm narrow, n 16")
+                check(g, F.layer_norm(torch.tensor(q(a)), a.shape[-1:]).numpy(), 0.0, 2e-3, "layer_norm narrow, n 16")
 
 
 def test_layer_norm_shape_mismatch_is_a_shape_error():

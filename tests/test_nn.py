@@ -642,6 +642,45 @@ def test_instance_norm_channels_celu_alpha_softplus_threshold_on_import():
         assert float(np.abs(g - r).max()) <= 5e-3, float(np.abs(g - r).max())
 
 
+class TensorOps(nn.Module):
+    """chunk/split/stack/bmm/t, F.pad, comparisons with where and float(), maximum and
+    max(dim).values, amax, var/std/norm, F.normalize, F.interpolate (nearest, bilinear at a
+    fractional scale) and nn.Upsample (bilinear, align_corners)."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(8, 8)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+        self.head = nn.Linear(8 + 8 + 4 + 1 + 1 + 3, 4)
+
+    def forward(self, x):  # (B, 8)
+        y = self.l(x)
+        a, b = torch.chunk(y, 2, dim=-1)
+        c = torch.stack(y.split(4, dim=-1), 1).sum(1) + torch.bmm(a.unsqueeze(2), b.unsqueeze(1)).sum(-1)
+        g = torch.where(y > 0.1, y, y * 0.1) + (y <= -0.5).float() * 2 + torch.maximum(y, -y * 0.5)
+        stats = torch.cat([y.var(-1, keepdim=True) + torch.std(y, dim=-1, keepdim=True), y.norm(dim=-1, keepdim=True)], -1)
+        img = F.pad(c.reshape(-1, 1, 2, 2), (1, 1, 0, 1))  # (B, 1, 3, 4)
+        u = F.interpolate(img, scale_factor=1.5, mode="bilinear") .mean((2, 3)) + self.up(img).amax(-1).mean(-1)
+        v = F.interpolate(img, size=(5, 7), mode="nearest").flatten(1)[:, :3]
+        z = torch.cat([F.normalize(g, dim=-1), torch.max(g, dim=-1, keepdim=True).values.expand(-1, 8), a.t().t() * b,
+                       u.reshape(-1, 1), stats[:, :1] * 0.01, v], -1)
+        return self.head(z)
+
+
+def test_tensor_ops_match_torch():
+    model = _build(TensorOps, 10)
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    g, _ = mnn.trace(model, x)
+    ops = {n["op"] for n in g.nodes}
+    assert {"chunk", "split", "stack", "compare", "cast", "where", "maximum", "max", "amax", "var", "std", "norm",
+            "normalize", "pad", "resize"} <= ops, ops
+    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=90)[1]
+    assert got.shape == ref.shape
+    assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
+
+
 class PowBy(nn.Module):
     def __init__(self, e):
         super().__init__()

@@ -15,8 +15,10 @@ Supported: see SUPPORTED (Linear, Conv1d/2d, BatchNorm folded into the preceding
 Conv/Linear or as a per-channel affine layer, LayerNorm, GroupNorm, InstanceNorm, PReLU, Mish, ReLU, LeakyReLU, ReLU6,
 Hardtanh, Hardswish, Hardsigmoid, ELU, SELU, CELU, Softplus, GELU, SiLU, Sigmoid, Tanh, Softmax, LogSoftmax,
 Max/Avg/AdaptiveAvgPool 1d and 2d (modules and F. functions; F.conv1d too), Flatten, Dropout and Identity, residual additions,
-reshape/view/flatten/cat/permute, arithmetic with constants, clamp, abs, integer
-powers, exp/log/sqrt/rsqrt/reciprocal, sizes).
+reshape/view/flatten/cat/stack/chunk/split/permute/t, bmm, F.pad, Upsample and
+F.interpolate (nearest, bilinear), comparisons and torch.where, max/min/amax/argmax,
+var/std/norm, F.normalize, arithmetic with constants, clamp, abs, integer powers,
+exp/log/sqrt/rsqrt/reciprocal, sizes; not einsum).
 Anything else raises UnsupportedLayerError naming the op and the fx node.
 
 Model files (`save`/`load`): one .npz holding the msgpack graph and the folded

@@ -102,6 +102,26 @@ IR_OPS: dict[str, inspect.Signature] = {
     "reshape": _s(lambda input, shape: None),
     "permute": _s(lambda input, dims: None),
     "repeat": _s(lambda input, sizes: None),
+    "stack": _s(lambda tensors, dim=0: None),
+    "chunk": _s(lambda input, chunks, dim=0: None),
+    "split": _s(lambda input, split_size_or_sections, dim=0: None),
+    "pad": _s(lambda input, pad, value=0.0: None),
+    "compare": _s(lambda input, other, op: None),
+    "cast": _s(lambda input: None),
+    "where": _s(lambda condition, input, other: None),
+    "maximum": _s(lambda input, other: None),
+    "minimum": _s(lambda input, other: None),
+    "max": _s(lambda input, dim=None, keepdim=False: None),
+    "min": _s(lambda input, dim=None, keepdim=False: None),
+    "amax": _s(lambda input, dim, keepdim=False: None),
+    "amin": _s(lambda input, dim, keepdim=False: None),
+    "argmax": _s(lambda input, dim=None, keepdim=False: None),
+    "argmin": _s(lambda input, dim=None, keepdim=False: None),
+    "var": _s(lambda input, dim=None, correction=1, keepdim=False: None),
+    "std": _s(lambda input, dim=None, correction=1, keepdim=False: None),
+    "norm": _s(lambda input, dim=None, keepdim=False: None),
+    "normalize": _s(lambda input, dim=1, eps=1e-12: None),
+    "resize": _s(lambda input, size, mode="nearest", align_corners=None, scale=None: None),
     "expand": _s(lambda input, sizes: None),
     "transpose": _s(lambda input, dim0, dim1: None),
     "unsqueeze": _s(lambda input, dim: None),
@@ -122,14 +142,16 @@ IR_OPS: dict[str, inspect.Signature] = {
     "getitem": _s(lambda input, index: None),
 }
 #: attributes `getattr` may read (anything else is refused on decode)
-GETATTR_NAMES = ("shape", "ndim", "T", "mT")
+GETATTR_NAMES = ("shape", "ndim", "T", "mT", "values", "indices")
 #: ops that need a nonlinear SharedTensor method, and which
 NONLINEAR_METHODS = {"relu": "relu", "leaky_relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "exp": "exp",
                      "softmax": "softmax", "log_softmax": "log_softmax", "max_pool2d": "maxpool2d", "gelu": "gelu",
                      "silu": "silu", "hardtanh": "clamp", "layer_norm": "layer_norm", "clamp": "clamp",
                      "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "elu": "elu", "selu": "selu",
                      "celu": "celu", "softplus": "softplus", "mish": "mish", "prelu": "prelu",
-                     "group_norm": "group_norm", "abs": "abs", "sqrt": "sqrt",
+                     "group_norm": "group_norm", "compare": "ltz", "where": "ltz", "maximum": "maximum",
+                     "minimum": "minimum", "max": "max", "min": "min", "amax": "max", "amin": "min",
+                     "argmax": "argmax", "argmin": "argmin", "std": "sqrt", "norm": "sqrt", "normalize": "rsqrt", "abs": "abs", "sqrt": "sqrt",
                      "rsqrt": "rsqrt", "reciprocal": "reciprocal", "log": "log"}
 
 
@@ -679,6 +701,16 @@ class _Tracer:
             return go("softplus", beta=float(mod.beta), threshold=float(mod.threshold))
         if isinstance(mod, tnn.Mish):
             return go("mish")
+        if isinstance(mod, tnn.Upsample):  # UpsamplingNearest2d / UpsamplingBilinear2d too
+            tm = n.meta.get("tensor_meta")
+            if tm is None or len(tm.shape) != 4 or mod.mode not in ("nearest", "nearest-exact", "bilinear"):
+                raise UnsupportedLayerError(f"{what} with mode={mod.mode!r} (or not 4-d) at fx node '{n.name}' "
+                                            "(nearest, nearest-exact and bilinear on NCHW)")
+            sf, scale = mod.scale_factor, None
+            if sf is not None and not mod.recompute_scale_factor:
+                scale = [float(v) for v in sf] if isinstance(sf, (tuple, list)) else [float(sf)] * 2
+            return go("resize", size=[int(v) for v in tm.shape[-2:]], mode=str(mod.mode),
+                      align_corners=mod.align_corners, scale=scale)
         if isinstance(mod, tnn.PReLU):
             return go("prelu", weight=self.param(mod.weight.detach().double().numpy(), t + ".weight"))
         if isinstance(mod, tnn.GroupNorm):
@@ -955,6 +987,79 @@ def _nonneg_fixes():
         out = a["output_size"]
         return {"output_size": [1, None if out is None else first(out)]}
 
+    def compare_as(op):
+        def fix(tr, n, a):
+            return ("compare", {"input": a["input"], "other": a["other"], "op": op})
+        return fix
+
+    def cast(tr, n, a):
+        dt = a.get("dtype")
+        import torch
+
+        if dt is not None and dt not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            raise UnsupportedLayerError(f"{_describe(n)} to {dt} at fx node '{n.name}' (floating dtypes only)")
+        return ("cast", {"input": a["input"]})
+
+    def max_or_maximum(op2):
+        def fix(tr, n, a):
+            from torch.fx import Node
+
+            other = a.get("dim")
+            if isinstance(other, Node):  # torch.max(x, y): elementwise
+                return (op2, {"input": a["input"], "other": other})
+            return None
+        return fix
+
+    def one_dim(tr, n, a):
+        dim = a.get("dim")
+        if isinstance(dim, (tuple, list)):
+            if len(dim) != 1:
+                raise UnsupportedLayerError(f"{_describe(n)} over several dims at fx node '{n.name}' (one dim only)")
+            a["dim"] = int(dim[0])
+
+    def var_std(tr, n, a):
+        dim, unbiased, corr = a.get("dim"), a.pop("unbiased", None), a.get("correction")
+        if isinstance(dim, bool):  # torch.var(x, False): the old positional unbiased
+            unbiased, dim = dim, None
+        if corr is None:
+            corr = 1 if unbiased is None or unbiased else 0
+        a.update(dim=dim, correction=int(corr))
+
+    def norm_fix(tr, n, a):
+        p = a.pop("p", "fro")
+        if p not in (2, 2.0, "fro", None) or a.pop("dtype", None) is not None:
+            raise UnsupportedLayerError(f"{_describe(n)} with p={p!r} at fx node '{n.name}' (the 2-norm only)")
+
+    def normalize_fix(tr, n, a):
+        if a.pop("p", 2.0) not in (2, 2.0) or a.pop("out", None) is not None:
+            raise UnsupportedLayerError(f"normalize with p != 2 or out= at fx node '{n.name}'")
+
+    def t_fix(tr, n, a):
+        shape = tr.in_shape(n)
+        if shape is not None and len(shape) < 2:
+            return ("identity", {"input": a["input"]})
+        return ("transpose", {"input": a["input"], "dim0": 0, "dim1": 1})
+
+    def pad_fix(tr, n, a):
+        mode, pad = a.pop("mode", "constant"), a.get("pad")
+        if mode != "constant" or not all(isinstance(p, int) and p >= 0 for p in pad):
+            raise UnsupportedLayerError(f"pad with mode={mode!r} or negative widths at fx node '{n.name}' (constant, >= 0)")
+        if a.get("value") is None:
+            a["value"] = 0.0
+
+    def interpolate(tr, n, a):
+        tm = n.meta.get("tensor_meta")
+        mode = a.get("mode", "nearest")
+        if tm is None or len(tm.shape) != 4 or mode not in ("nearest", "nearest-exact", "bilinear") or a.get("antialias"):
+            raise UnsupportedLayerError(f"interpolate with mode={mode!r} (or antialias, or not 4-d) at fx node '{n.name}' "
+                                        "(nearest, nearest-exact and bilinear on NCHW)")
+        sf = a.get("scale_factor")
+        scale = None
+        if sf is not None and not a.get("recompute_scale_factor"):
+            scale = [float(v) for v in sf] if isinstance(sf, (tuple, list)) else [float(sf)] * 2
+        return ("resize", {"input": a["input"], "size": [int(v) for v in tm.shape[-2:]], "mode": mode,
+                           "align_corners": a.get("align_corners"), "scale": scale})
+
     def instance_norm(tr, n, a):
         if not a.get("use_input_stats", True):
             raise UnsupportedLayerError(f"instance_norm with use_input_stats=False at fx node '{n.name}'")
@@ -967,6 +1072,8 @@ def _nonneg_fixes():
     return dict(no_out=no_out, softmax=softmax, maxpool=maxpool, conv=conv, div=div, varargs=varargs,
                 dim_method=dim_method, getattr_fix=getattr_fix, getitem_fix=getitem_fix, relu6=relu6, clamp=clamp,
                 clamp_min=clamp_min, clamp_max=clamp_max, pow=pow_, square=square, instance_norm=instance_norm,
+                compare_as=compare_as, cast=cast, max_or_maximum=max_or_maximum, one_dim=one_dim, var_std=var_std,
+                norm_fix=norm_fix, normalize_fix=normalize_fix, t_fix=t_fix, pad_fix=pad_fix, interpolate=interpolate,
                 conv1d=one_d("conv2d", conv1d), max_pool1d=one_d("max_pool2d", max_pool1d),
                 avg_pool1d=one_d("avg_pool2d", avg_pool1d), adaptive_avg_pool1d=one_d("adaptive_avg_pool2d", adaptive_avg_pool1d))
 
@@ -1048,6 +1155,34 @@ def _tables():
         torch.unsqueeze: ("unsqueeze", S(lambda input, dim: None), None),
         torch.squeeze: ("squeeze", S(lambda input, dim=None: None), None),
         torch.cat: ("cat", S(lambda tensors, dim=0, *, out=None: None), fx["no_out"]),
+        torch.stack: ("stack", S(lambda tensors, dim=0, *, out=None: None), fx["no_out"]),
+        torch.chunk: ("chunk", S(lambda input, chunks, dim=0: None), None),
+        torch.split: ("split", S(lambda tensor, split_size_or_sections, dim=0: None),
+                      lambda t, n, a: ("split", {"input": a.pop("tensor"), **a})),
+        torch.bmm: ("matmul", S(lambda input, mat2, *, out=None: None),
+                    lambda t, n, a: ("matmul", {"input": a["input"], "other": a["mat2"]})),
+        F.pad: ("pad", S(lambda input, pad, mode="constant", value=None: None), fx["pad_fix"]),
+        F.interpolate: ("resize", S(lambda input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                                    recompute_scale_factor=None, antialias=False: None), fx["interpolate"]),
+        F.normalize: ("normalize", S(lambda input, p=2.0, dim=1, eps=1e-12, out=None: None), fx["normalize_fix"]),
+        operator.lt: ("compare", bin_, fx["compare_as"]("lt")), operator.le: ("compare", bin_, fx["compare_as"]("le")),
+        operator.gt: ("compare", bin_, fx["compare_as"]("gt")), operator.ge: ("compare", bin_, fx["compare_as"]("ge")),
+        operator.eq: ("compare", bin_, fx["compare_as"]("eq")), operator.ne: ("compare", bin_, fx["compare_as"]("ne")),
+        torch.lt: ("compare", bin_, fx["compare_as"]("lt")), torch.le: ("compare", bin_, fx["compare_as"]("le")),
+        torch.gt: ("compare", bin_, fx["compare_as"]("gt")), torch.ge: ("compare", bin_, fx["compare_as"]("ge")),
+        torch.eq: ("compare", bin_, fx["compare_as"]("eq")), torch.ne: ("compare", bin_, fx["compare_as"]("ne")),
+        torch.where: ("where", S(lambda condition, input, other: None), None),
+        torch.maximum: ("maximum", S(lambda input, other, *, out=None: None), fx["no_out"]),
+        torch.minimum: ("minimum", S(lambda input, other, *, out=None: None), fx["no_out"]),
+        torch.max: ("max", S(lambda input, dim=None, keepdim=False, *, out=None: None), fx["max_or_maximum"]("maximum")),
+        torch.min: ("min", S(lambda input, dim=None, keepdim=False, *, out=None: None), fx["max_or_maximum"]("minimum")),
+        torch.amax: ("amax", S(lambda input, dim, keepdim=False, *, out=None: None), fx["one_dim"]),
+        torch.amin: ("amin", S(lambda input, dim, keepdim=False, *, out=None: None), fx["one_dim"]),
+        torch.argmax: ("argmax", S(lambda input, dim=None, keepdim=False: None), None),
+        torch.argmin: ("argmin", S(lambda input, dim=None, keepdim=False: None), None),
+        torch.var: ("var", S(lambda input, dim=None, unbiased=None, keepdim=False, *, correction=None: None), fx["var_std"]),
+        torch.std: ("std", S(lambda input, dim=None, unbiased=None, keepdim=False, *, correction=None: None), fx["var_std"]),
+        torch.norm: ("norm", S(lambda input, p="fro", dim=None, keepdim=False, out=None, dtype=None: None), fx["norm_fix"]),
         torch.concat: ("cat", S(lambda tensors, dim=0, *, out=None: None), fx["no_out"]),
         torch.sum: ("sum", sumlike, dtype_none), torch.mean: ("mean", sumlike, dtype_none),
         F.dropout: ("identity", S(lambda input, p=0.5, training=True, inplace=False: None), None),
@@ -1091,6 +1226,32 @@ def _tables():
         "flatten": ("flatten", S(lambda self, start_dim=0, end_dim=-1: None), None),
         "permute": ("permute", S(lambda self, *dims: None), fx["varargs"]("dims")),
         "repeat": ("repeat", S(lambda self, *sizes: None), fx["varargs"]("sizes")),
+        "chunk": ("chunk", S(lambda self, chunks, dim=0: None), None),
+        "split": ("split", S(lambda self, split_size, dim=0: None),
+                  lambda t, n, a: ("split", {"input": a["input"], "split_size_or_sections": a["split_size"], "dim": a["dim"]})),
+        "bmm": ("matmul", S(lambda self, mat2: None), lambda t, n, a: ("matmul", {"input": a["input"], "other": a["mat2"]})),
+        "t": ("transpose", S(lambda self: None), fx["t_fix"]),
+        "lt": ("compare", S(lambda self, other: None), fx["compare_as"]("lt")),
+        "le": ("compare", S(lambda self, other: None), fx["compare_as"]("le")),
+        "gt": ("compare", S(lambda self, other: None), fx["compare_as"]("gt")),
+        "ge": ("compare", S(lambda self, other: None), fx["compare_as"]("ge")),
+        "eq": ("compare", S(lambda self, other: None), fx["compare_as"]("eq")),
+        "ne": ("compare", S(lambda self, other: None), fx["compare_as"]("ne")),
+        "float": ("cast", S(lambda self, memory_format=None: None), fx["cast"]),
+        "double": ("cast", S(lambda self, memory_format=None: None), fx["cast"]),
+        "to": ("cast", S(lambda self, dtype=None, non_blocking=False, copy=False, memory_format=None: None), fx["cast"]),
+        "type_as": ("cast", S(lambda self, other: None), fx["cast"]),
+        "maximum": ("maximum", S(lambda self, other: None), None),
+        "minimum": ("minimum", S(lambda self, other: None), None),
+        "max": ("max", S(lambda self, dim=None, keepdim=False: None), fx["max_or_maximum"]("maximum")),
+        "min": ("min", S(lambda self, dim=None, keepdim=False: None), fx["max_or_maximum"]("minimum")),
+        "amax": ("amax", S(lambda self, dim, keepdim=False: None), fx["one_dim"]),
+        "amin": ("amin", S(lambda self, dim, keepdim=False: None), fx["one_dim"]),
+        "argmax": ("argmax", S(lambda self, dim=None, keepdim=False: None), None),
+        "argmin": ("argmin", S(lambda self, dim=None, keepdim=False: None), None),
+        "var": ("var", S(lambda self, dim=None, unbiased=None, keepdim=False, *, correction=None: None), fx["var_std"]),
+        "std": ("std", S(lambda self, dim=None, unbiased=None, keepdim=False, *, correction=None: None), fx["var_std"]),
+        "norm": ("norm", S(lambda self, p="fro", dim=None, keepdim=False, dtype=None: None), fx["norm_fix"]),
         "expand": ("expand", S(lambda self, *sizes: None), fx["varargs"]("sizes")),
         "transpose": ("transpose", S(lambda self, dim0, dim1: None), None),
         "unsqueeze": ("unsqueeze", S(lambda self, dim: None), None),
@@ -1123,15 +1284,19 @@ _FUNCTIONS = _LazyTable(0)
 _METHODS = _LazyTable(1)
 
 SUPPORTED_MODULES = (
-    "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU", "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "ELU", "SELU", "CELU", "Softplus", "Mish", "PReLU", "GroupNorm", "InstanceNorm1d/2d", "GELU",
+    "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU", "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "ELU", "SELU", "CELU", "Softplus", "Mish", "Upsample", "PReLU", "GroupNorm", "InstanceNorm1d/2d", "GELU",
     "SiLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
 )
 SUPPORTED_FUNCTIONS = (
-    "+ - * / // ** (integer powers) unary-, @, indexing, getattr(x, 'shape'), torch.add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/"
+    "+ - * / // ** (integer powers) unary-, @, < <= > >= == !=, indexing, getattr(x, 'shape'/'values'/'indices'), "
+    "torch.add/sub/mul/div/neg/matmul/bmm/relu/sigmoid/tanh/exp/where/maximum/minimum/max/min/amax/amin/argmax/argmin/"
+    "var/std/norm/stack/chunk/split/"
     "log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
     "softmax/log_softmax/flatten/reshape/permute/transpose/unsqueeze/squeeze/cat/concat/sum/mean, F.relu/leaky_relu/"
-    "relu6/hardtanh/hardswish/hardsigmoid/elu/selu/celu/softplus/mish/prelu/group_norm/instance_norm/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool1d/2d/avg_pool1d/2d/adaptive_avg_pool1d/2d/dropout/dropout2d/linear/conv1d/conv2d, tensor methods "
+    "relu6/hardtanh/hardswish/hardsigmoid/pad/interpolate/normalize/elu/selu/celu/softplus/mish/prelu/group_norm/instance_norm/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool1d/2d/avg_pool1d/2d/adaptive_avg_pool1d/2d/dropout/dropout2d/linear/conv1d/conv2d, tensor methods "
     "add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
-    "softmax/log_softmax/view/reshape/flatten/permute/repeat/expand/transpose/unsqueeze/squeeze/contiguous/size/dim/sum/mean"
+    "softmax/log_softmax/view/reshape/flatten/permute/repeat/expand/transpose/t/unsqueeze/squeeze/contiguous/size/dim/sum/mean/"
+    "chunk/split/bmm/lt/le/gt/ge/eq/ne/float/double/to(float dtype)/type_as/maximum/minimum/max/min/amax/amin/argmax/argmin/"
+    "var/std/norm"
 )
 SUPPORTED = {"modules": SUPPORTED_MODULES, "functions": SUPPORTED_FUNCTIONS}

@@ -118,6 +118,74 @@ class _Common:
     def pow(self, input, exponent):
         return input ** int(exponent)
 
+    def compare(self, input, other, op):
+        return _COMPARE[op](input, other)
+
+    def cast(self, input):
+        return input
+
+    def chunk(self, input, chunks, dim=0):
+        size = input.shape[dim]
+        step = -(-size // int(chunks))
+        return self._pieces(input, list(range(0, size, step)) + [size], dim)
+
+    def split(self, input, split_size_or_sections, dim=0):
+        size = input.shape[dim]
+        if isinstance(split_size_or_sections, int):
+            cuts = list(range(0, size, split_size_or_sections)) + [size]
+        else:
+            cuts = [0]
+            for k in split_size_or_sections:
+                cuts.append(cuts[-1] + int(k))
+        return self._pieces(input, cuts, dim)
+
+    @staticmethod
+    def _pieces(input, cuts, dim):
+        d = dim % input.ndim
+        pre = (slice(None),) * d
+        return tuple(input[pre + (slice(a, b),)] for a, b in zip(cuts[:-1], cuts[1:]) if b > a)
+
+    def max(self, input, dim=None, keepdim=False):
+        return input.max() if dim is None else input.max(dim, keepdim)
+
+    def min(self, input, dim=None, keepdim=False):
+        return input.min() if dim is None else input.min(dim, keepdim)
+
+    def amax(self, input, dim, keepdim=False):
+        return input.max(dim, keepdim)[0]
+
+    def amin(self, input, dim, keepdim=False):
+        return input.min(dim, keepdim)[0]
+
+    def argmax(self, input, dim=None, keepdim=False):
+        return input.argmax(dim, keepdim)
+
+    def argmin(self, input, dim=None, keepdim=False):
+        return input.argmin(dim, keepdim)
+
+    def var(self, input, dim=None, correction=1, keepdim=False):
+        n = input.numel() if dim is None else int(np.prod([input.shape[d] for d in _dims(dim)]))
+        d = input - (input.mean() if dim is None else input.mean(dim=dim, keepdim=True))
+        s = (d * d).sum() if dim is None else (d * d).sum(dim=dim, keepdim=keepdim)
+        return s * (1.0 / max(n - correction, 1))
+
+    def std(self, input, dim=None, correction=1, keepdim=False):
+        return self.sqrt(self.var(input, dim, correction, keepdim))
+
+    def norm(self, input, dim=None, keepdim=False):
+        s = (input * input).sum() if dim is None else (input * input).sum(dim=dim, keepdim=keepdim)
+        return self.sqrt(s)
+
+    def resize(self, input, size, mode="nearest", align_corners=None, scale=None):
+        """F.interpolate / nn.Upsample to `size` (fixed at import): separable public
+        matrices, each row torch's own weights (taken from torch on unit vectors; with
+        the model's scale factors where it gave them, as torch indexes by those)."""
+        sh, sw = (None, None) if scale is None else scale
+        mh = _interp_matrix(input.shape[-2], size[0], mode, align_corners, sh)
+        mw = _interp_matrix(input.shape[-1], size[1], mode, align_corners, sw)
+        y = self._public_matmul(input, mw.T)  # (..., H, OW)
+        return self._public_matmul(y.transpose(-1, -2), mh.T).transpose(-1, -2)
+
 
 class TorchOps(_Common):
     """Plaintext reference (float64 torch tensors): the model owner's self-check and tests."""
@@ -170,6 +238,35 @@ class TorchOps(_Common):
 
     def clamp(self, input, min=None, max=None):
         return self.torch.clamp(input, min, max)
+
+    def cast(self, input):
+        return input.to(self.torch.float64) if isinstance(input, self.torch.Tensor) else input
+
+    def where(self, condition, input, other):
+        t = self.torch
+        cond = condition.bool() if isinstance(condition, t.Tensor) else t.as_tensor(condition).bool()
+        return t.where(cond, t.as_tensor(input, dtype=t.float64), t.as_tensor(other, dtype=t.float64))
+
+    def maximum(self, input, other):
+        return self.torch.maximum(input, self.torch.as_tensor(other, dtype=input.dtype))
+
+    def minimum(self, input, other):
+        return self.torch.minimum(input, self.torch.as_tensor(other, dtype=input.dtype))
+
+    def stack(self, tensors, dim=0):
+        return self.torch.stack(list(tensors), dim)
+
+    def pad(self, input, pad, value=0.0):
+        return self.F.pad(input, list(pad), "constant", value)
+
+    def normalize(self, input, dim=1, eps=1e-12):
+        return self.F.normalize(input, 2.0, dim, eps)
+
+    @staticmethod
+    def _public_matmul(x, m):
+        import torch
+
+        return x @ torch.as_tensor(m, dtype=torch.float64)
 
     def hardswish(self, input):
         return self.F.hardswish(input)
@@ -285,6 +382,34 @@ class SharedOps(_Common):
     def clamp(self, input, min=None, max=None):
         return self._nl(input, "clamp", min, max)
 
+    def where(self, condition, input, other):
+        from mpcrt.tensor import where
+
+        return where(condition, input, other)
+
+    def maximum(self, input, other):
+        return self._nl(input, "maximum", other)
+
+    def minimum(self, input, other):
+        return self._nl(input, "minimum", other)
+
+    def stack(self, tensors, dim=0):
+        from mpcrt.tensor import stack
+
+        return stack(list(tensors), dim)
+
+    def pad(self, input, pad, value=0.0):
+        return input.pad([int(p) for p in pad], value)
+
+    def normalize(self, input, dim=1, eps=1e-12):
+        from mpcrt import activations
+
+        return activations.normalize(input, dim, eps)
+
+    @staticmethod
+    def _public_matmul(x, m):
+        return x @ m
+
     def hardswish(self, input):
         return self._nl(input, "hardswish")
 
@@ -387,6 +512,35 @@ class SharedOps(_Common):
         from mpcrt.tensor import cat
 
         return cat(list(tensors), dim)
+
+
+import operator as _operator
+
+_COMPARE = {"lt": _operator.lt, "le": _operator.le, "gt": _operator.gt, "ge": _operator.ge, "eq": _operator.eq,
+            "ne": _operator.ne}
+
+
+def _dims(dim) -> tuple:
+    return tuple(dim) if isinstance(dim, (tuple, list)) else (dim,)
+
+
+def _interp_matrix(n_in: int, n_out: int, mode: str, align_corners, scale=None) -> np.ndarray:
+    """(n_out, n_in) weights of torch's 1-d interpolation along one axis: torch applied to
+    the unit vectors (nearest, nearest-exact, bilinear/linear are separable)."""
+    import torch
+    import torch.nn.functional as F
+
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, 1, 1, n_in)
+    m2 = {"linear": "bilinear"}.get(mode, mode)
+    kw = {} if m2 in ("nearest", "nearest-exact") else {"align_corners": bool(align_corners)}
+    if scale is not None:
+        out = F.interpolate(eye, scale_factor=(1.0, float(scale)), mode=m2, **kw)
+        if out.shape[-1] != n_out:
+            raise ShapeError(f"interpolate: scale {scale} gives {out.shape[-1]} columns from {n_in}, expected {n_out}")
+    else:
+        out = F.interpolate(eye, size=(1, n_out), mode=m2, **kw)
+    m = out.reshape(n_in, n_out).T.numpy()
+    return np.rint(m).astype(np.int64) if m2 in ("nearest", "nearest-exact") else m
 
 
 def _check4(x, what: str) -> None:
