@@ -36,11 +36,11 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   (x never multiplies itself beyond the clamp), the 1/6 folded into the product's
   truncation: 9 rounds, error a few ulps.
   hardsigmoid: clamp(x, -3, 3) / 6 + 1/2 (8 rounds).
-- layer_norm: (x - mean) sqrt(n) rsqrt(S + n eps), S = sum (x - mean)^2 held at 2f - log2 n
-  bits (not the variance at f bits, which lost a small variance's precision: std 0.05
+- layer_norm: (x - mean) sqrt(n) rsqrt(S + n eps), S = sum (x - mean)^2 held at
+  2f - log2 n - 4 bits (not the variance at f bits, which lost a small variance's precision: std 0.05
   had 164 ulps), sqrt(n) in rsqrt's public weights, rsqrt kept at up to 20 more
   fractional bits; then the affine weight and bias. rsqrt covers every S the format forms
-  to within 8x (plain rsqrt stops at 2^14); the squared deviations need
+  (plain rsqrt stops at 2^14); the squared deviations need
   |x - mean| < 2^(31-f) (std up to ~5000 at 16 bits). Measured abs err at 16 bits, rows of
   16 / 768 / 4096: <= 3.7e-4 / 1.3e-3 / 3.5e-4 for std 0.05 to 3000, 3e-4 / 3.2e-3 / 5.2e-4
   at std 0.02 (outputs of unit scale). 21 rounds (+2 with a shared weight).
@@ -249,11 +249,11 @@ def layer_norm(x: SharedTensor, normalized_shape: Sequence[int] | int, weight=No
     x = _at_f(x)
     rt, f, n = x.rt, x.rt.precision, math.prod(shape)
     d = _at_f(x - x.mean(dim=dims, keepdim=True))
-    # S = sum (x - mean)^2 at fa = 2f - t bits (t = log2 n: the sum cannot wrap) instead of
+    # S = sum (x - mean)^2 at fa = 2f - t - 4 bits (t = log2 n: the sum cannot wrap) instead of
     # the variance at f bits: a small variance keeps its relative precision (std 0.05 had
     # 164 ulps at 16 bits), and y = d sqrt(n) rsqrt(S + n eps) with sqrt(n) in rsqrt's
     # public weights. rsqrt covers S in [2^-fa, 2^(59 - fa)), every sum the format forms
-    # up to a factor 8 (std up to ~1e4 at 16 bits; plain rsqrt stops at 2^14).
+    # (|x - mean| < 2^(31 - f); plain rsqrt stops at 2^14).
     y = _times_rsqrt_sumsq(d, dims, math.sqrt(n), n * eps)
     if weight is not None:
         y = y * weight
@@ -263,18 +263,20 @@ def layer_norm(x: SharedTensor, normalized_shape: Sequence[int] | int, weight=No
 
 
 def _times_rsqrt_sumsq(d: SharedTensor, dims: tuple, scale: float, add: float) -> SharedTensor:
-    """d * scale / sqrt(sum over dims of d^2 + add), with the sum held at 2f - log2 n bits
-    (n the number of summed elements: the sum cannot wrap) rather than a mean at f bits,
-    and rsqrt over every such sum the format forms (to within 8x), its result kept at up
+    """d * scale / sqrt(sum over dims of d^2 + add), with the sum held at 2f - log2 n - 4
+    bits (n the number of summed elements: the sum cannot wrap) rather than a mean at f
+    bits, and rsqrt over every such sum the format forms, its result kept at up
     to 20 more fractional bits with `scale` in its public weights (layer_norm: sqrt(n),
     n eps; normalize: 1, eps^2). Needs |result| <= sqrt(n)."""
     rt, f = d.rt, d.rt.precision
     n = math.prod(d.shape[i] for i in dims) if dims else 1
     d = _at_f(d)
+    # each d^2 < 2^(62 - 2f), so S < 2^(t + 62 - 2f): at fa = 2f - t - 4 bits rsqrt's range
+    # (S < 2^(59 - fa), even) covers all of it
     t = max(0, math.ceil(math.log2(max(n, 1))))
-    fa = 2 * f - t
+    fa = 2 * f - t - 4
     with rt.scope("mul"):
-        sq = beaver.mul(rt, d.share, d.share, t)  # d^2 at 2f - t bits
+        sq = beaver.mul(rt, d.share, d.share, t + 4)  # d^2 at fa bits
     S = sq.sum(axis=dims, keepdims=True)
     if rt.rank == 0:
         S = S + np.int64(round(add * 2.0**fa))
@@ -282,7 +284,7 @@ def _times_rsqrt_sumsq(d: SharedTensor, dims: tuple, scale: float, add: float) -
     half_n = math.log2(math.sqrt(n) + 1)
     extra = max(0, min(20, (hi + 2) // 2, 60 - 2 * f - math.ceil(half_n)))  # |y| <= sqrt(n) at 2f + extra bits
     sb = max(0, 14 - math.floor(math.log2(max(scale, 1.0))))  # scale 2^sb in the weights: >= 14 significant bits
-    r = _rsqrt(SharedTensor(rt, S, fa), lo, hi, extra, scale=scale, scale_bits=sb)[0]
+    r = _rsqrt(SharedTensor(rt, S, fa), lo, hi, extra, scale=scale, scale_bits=sb, wide=True)[0]
     with rt.scope("mul"):  # at the share level: SharedTensor's * would first cut r back to f bits
         return SharedTensor(rt, beaver.mul(rt, d.share, np.broadcast_to(r.share, d.shape), f + extra), f)
 
@@ -290,7 +292,7 @@ def _times_rsqrt_sumsq(d: SharedTensor, dims: tuple, scale: float, add: float) -
 @_capped(24)
 def normalize(x: SharedTensor, dim: int = 1, eps: float = 1e-12) -> SharedTensor:
     """torch.nn.functional.normalize with p = 2: x / max(||x||, eps) along dim (for norms
-    above 2^-f; the sum of squares at 2f - log2 n bits as in layer_norm)."""
+    above 2^-f; the sum of squares at 2f - log2 n - 4 bits as in layer_norm)."""
     x = _at_f(x)
     d = dim % x.ndim if x.ndim else 0
     return _times_rsqrt_sumsq(x, (d,), 1.0, eps * eps)

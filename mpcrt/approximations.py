@@ -516,15 +516,16 @@ def rsqrt(x: SharedTensor) -> SharedTensor:
 
 
 def _rsqrt(x: SharedTensor, lo: int = RSQRT_LO, hi: int = RSQRT_HI, extra: int = 0,
-           scale: float = 1.0, scale_bits: int = 0) -> tuple[SharedTensor, SharedTensor]:
+           scale: float = 1.0, scale_bits: int = 0, wide: bool = False) -> tuple[SharedTensor, SharedTensor]:
     """scale * rsqrt(x) (at f + extra fractional bits, extra <= (hi + 2) / 2) and x clamped
     from above (sqrt = that * rsqrt stays bounded, sqrt(0) = 0), for x in [2^lo, 2^hi) (lo,
     hi even; one comparison row per factor of 4 between them). x may carry more fractional
-    bits than f (fa), if 2^(hi + 2 + fa) < 2^62; the public `scale` rides in the final
-    product's weights at `scale_bits` more bits."""
+    bits than f (fa) when `wide` and 2^(hi + 2 + fa) < 2^62 (else it is truncated to f); the
+    public `scale` rides in the final product's weights at `scale_bits` more bits."""
     rt, f = x.rt, x.rt.precision
-    fa = x.fbits if x.fbits > f else f
-    A = x.share if x.fbits > f else _at_f(x)
+    wide = wide and x.fbits > f and hi + 2 + x.fbits <= 61
+    fa = x.fbits if wide else f
+    A = x.share if wide else _at_f(x)
     hold: dict = {}
     with rt.scope("rsqrt"):
         (bits,) = run(rt, _normalize_steps(rt, A, fa, lo, hi, 2, hold))

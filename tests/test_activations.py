@@ -293,6 +293,27 @@ def test_layer_norm_of_narrow_rows():
                 check(g, F.layer_norm(torch.tensor(q(a)), a.shape[-1:]).numpy(), 0.0, 2e-3, "layer_norm narrow, n 16")
 
 
+@pytest.mark.parametrize("prec", [16, 24])
+def test_wide_inputs_and_spread_rows_at_high_precision(prec):
+    """rsqrt/sqrt of an untruncated product (2f bits: 48 at f = 24) are truncated first
+    (kept wide they passed 2^62: rsqrt gave -47 for 0.30); layer_norm's sum of squares
+    keeps 4 bits of headroom so rsqrt's range covers it (a row [0, 0, 100] at 24 bits came
+    out 2.8x too flat)."""
+    m = np.array([[3.0, 2.0], [1.0, 4.0]])
+    row = np.array([[0.0, 0.0, 100.0], [1.0, -2.0, 30.0]])
+
+    def fn(rt):
+        x = rt.share(m if rt.rank == 0 else None, src=0)
+        y = x.matmul(x, truncate=False)
+        r = rt.share(row if rt.rank == 1 else None, src=1)
+        return y.rsqrt().reveal(), y.sqrt().reveal(), r.layer_norm(3).reveal()
+
+    rs, sq, ln = run(fn, 2, precision=prec)[0]
+    check(rs, 1 / np.sqrt(m @ m), 1e-2, 2.0**-12, "rsqrt of a 2f-bit product")
+    check(sq, np.sqrt(m @ m), 1e-2, 2.0**-12, "sqrt of a 2f-bit product")
+    check(ln, F.layer_norm(torch.tensor(row), (3,)).numpy(), 0.0, 1e-3, "layer_norm of a spread row")
+
+
 def test_layer_norm_shape_mismatch_is_a_shape_error():
     from mpcrt.errors import ShapeError
 
