@@ -248,7 +248,7 @@ def layer_norm(x: SharedTensor, normalized_shape: Sequence[int] | int, weight=No
     dims = tuple(range(x.ndim - k, x.ndim))
     x = _at_f(x)
     rt, f, n = x.rt, x.rt.precision, math.prod(shape)
-    d = _at_f(x - x.mean(dim=dims, keepdim=True))
+    d = x - x.mean(dim=dims, keepdim=True)
     # S = sum (x - mean)^2 at fa = 2f - t - 4 bits (t = log2 n: the sum cannot wrap) instead of
     # the variance at f bits: a small variance keeps its relative precision (std 0.05 had
     # 164 ulps at 16 bits), and y = d sqrt(n) rsqrt(S + n eps) with sqrt(n) in rsqrt's

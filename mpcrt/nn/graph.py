@@ -563,35 +563,42 @@ class _Tracer:
         shape = self.in_shape(n)
         if shape is not None and len(shape) != 3:
             raise ShapeError(f"{what} needs an (N, C, L) input at fx node '{n.name}', got {len(shape)}-d")
-        u = self.emit("unsqueeze", {"input": x, "dim": 2}, n.name + ":2d", what)
-
-        def go2d(op, **kw):
-            y = self.emit(op, {"input": u, **kw}, n.name + ":" + op, what)
-            return self.emit("squeeze", {"input": y, "dim": 2}, n.name, what)
-
         if isinstance(mod, tnn.Conv1d):
-            if mod.padding_mode != "zeros":
-                raise UnsupportedLayerError(f"{what} with padding_mode={mod.padding_mode!r} at fx node '{n.name}' (only 'zeros')")
+            self._check_conv(mod, what, n)
             pad = _conv_padding(mod.padding, mod.kernel_size, mod.dilation, what, n.name)
-            w, b = mod.weight.detach().double().numpy(), None if mod.bias is None else mod.bias.detach().double().numpy()
-            if n in self.folded:
-                w, b, bn_name = self.folded[n]
-                t = f"{t}+{bn_name}"
-            return go2d("conv2d", weight=self.param(w[:, :, None, :], t + ".weight"),
-                        bias=None if b is None else self.param(b, t + ".bias"), stride=[1, _one(mod.stride)],
-                        padding=[0, int(pad[0])], dilation=[1, _one(mod.dilation)], groups=int(mod.groups))
+            w, b, t = self._layer_weights(n, mod, t)
+            return self._emit_1d(n, x, "conv2d", what, weight=self.param(w[:, :, None, :], t + ".weight"),
+                                 bias=None if b is None else self.param(b, t + ".bias"), stride=[1, _one(mod.stride)],
+                                 padding=[0, int(pad[0])], dilation=[1, _one(mod.dilation)], groups=int(mod.groups))
         if isinstance(mod, tnn.MaxPool1d):
             _check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
-            k = _one(mod.kernel_size)
-            return go2d("max_pool2d", kernel_size=[1, k], stride=[1, _one(mod.stride if mod.stride is not None else k)],
-                        padding=[0, _one(mod.padding)], dilation=[1, _one(mod.dilation)], ceil_mode=bool(mod.ceil_mode))
+            return self._emit_1d(n, x, "max_pool2d", what, **_max_pool1d_args(
+                mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode))
         if isinstance(mod, tnn.AvgPool1d):
-            k = _one(mod.kernel_size)
-            return go2d("avg_pool2d", kernel_size=[1, k], stride=[1, _one(mod.stride if mod.stride is not None else k)],
-                        padding=[0, _one(mod.padding)], ceil_mode=bool(mod.ceil_mode),
-                        count_include_pad=bool(mod.count_include_pad), divisor_override=None)
-        out = mod.output_size  # AdaptiveAvgPool1d
-        return go2d("adaptive_avg_pool2d", output_size=[1, None if out is None else _one(out)])
+            return self._emit_1d(n, x, "avg_pool2d", what, **_avg_pool1d_args(
+                mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode, mod.count_include_pad))
+        return self._emit_1d(n, x, "adaptive_avg_pool2d", what, **_adaptive_pool1d_args(mod.output_size))
+
+    def _emit_1d(self, n, x: dict, op2d: str, what: str, **kw) -> dict:
+        """A 1-d op as its 2-d op on (N, C, 1, L): unsqueeze, op, squeeze (the squeeze
+        carries the fx node's name, so layer-by-layer checks see (N, C, L))."""
+        u = self.emit("unsqueeze", {"input": x, "dim": 2}, n.name + ":2d", what)
+        y = self.emit(op2d, {"input": u, **kw}, n.name + ":" + op2d, what)
+        return self.emit("squeeze", {"input": y, "dim": 2}, n.name, what)
+
+    def _layer_weights(self, n, mod, t: str) -> tuple:
+        """(weight, bias or None, parameter name) of a Linear/Conv module, with a BatchNorm
+        folded in where _plan_folds chose to."""
+        w, b = mod.weight.detach().double().numpy(), None if mod.bias is None else mod.bias.detach().double().numpy()
+        if n in self.folded:
+            w, b, bn_name = self.folded[n]
+            t = f"{t}+{bn_name}"
+        return w, b, t
+
+    @staticmethod
+    def _check_conv(mod, what: str, n) -> None:
+        if mod.padding_mode != "zeros":
+            raise UnsupportedLayerError(f"{what} with padding_mode={mod.padding_mode!r} at fx node '{n.name}' (only 'zeros')")
 
     def _get_attr(self, n) -> dict:
         import torch
@@ -642,19 +649,12 @@ class _Tracer:
             return self.emit(op, {"input": x, **kw}, n.name, what)
 
         if isinstance(mod, tnn.Linear):
-            w, b = (mod.weight.detach().double().numpy(), None if mod.bias is None else mod.bias.detach().double().numpy())
-            if n in self.folded:
-                w, b, bn_name = self.folded[n]
-                t = f"{t}+{bn_name}"
+            w, b, t = self._layer_weights(n, mod, t)
             return go("linear", weight=self.param(w, t + ".weight"), bias=None if b is None else self.param(b, t + ".bias"))
         if isinstance(mod, tnn.Conv2d):
-            if mod.padding_mode != "zeros":
-                raise UnsupportedLayerError(f"{what} with padding_mode={mod.padding_mode!r} at fx node '{n.name}' (only 'zeros')")
+            self._check_conv(mod, what, n)
             pad = _conv_padding(mod.padding, mod.kernel_size, mod.dilation, what, n.name)
-            w, b = mod.weight.detach().double().numpy(), None if mod.bias is None else mod.bias.detach().double().numpy()
-            if n in self.folded:
-                w, b, bn_name = self.folded[n]
-                t = f"{t}+{bn_name}"
+            w, b, t = self._layer_weights(n, mod, t)
             return go("conv2d", weight=self.param(w, t + ".weight"), bias=None if b is None else self.param(b, t + ".bias"),
                       stride=list(mod.stride), padding=pad, dilation=list(mod.dilation), groups=int(mod.groups))
         if isinstance(mod, (tnn.Conv1d, tnn.MaxPool1d, tnn.AvgPool1d, tnn.AdaptiveAvgPool1d)):
@@ -702,15 +702,8 @@ class _Tracer:
         if isinstance(mod, tnn.Mish):
             return go("mish")
         if isinstance(mod, tnn.Upsample):  # UpsamplingNearest2d / UpsamplingBilinear2d too
-            tm = n.meta.get("tensor_meta")
-            if tm is None or len(tm.shape) != 4 or mod.mode not in ("nearest", "nearest-exact", "bilinear"):
-                raise UnsupportedLayerError(f"{what} with mode={mod.mode!r} (or not 4-d) at fx node '{n.name}' "
-                                            "(nearest, nearest-exact and bilinear on NCHW)")
-            sf, scale = mod.scale_factor, None
-            if sf is not None and not mod.recompute_scale_factor:
-                scale = [float(v) for v in sf] if isinstance(sf, (tuple, list)) else [float(sf)] * 2
-            return go("resize", size=[int(v) for v in tm.shape[-2:]], mode=str(mod.mode),
-                      align_corners=mod.align_corners, scale=scale)
+            return go("resize", **_resize_args(n, str(mod.mode), mod.align_corners, mod.scale_factor,
+                                               mod.recompute_scale_factor, False, what))
         if isinstance(mod, tnn.PReLU):
             return go("prelu", weight=self.param(mod.weight.detach().double().numpy(), t + ".weight"))
         if isinstance(mod, tnn.GroupNorm):
@@ -758,6 +751,42 @@ class _Tracer:
 
 def _one(v) -> int:
     return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
+
+
+def _stride_1d(stride, k: int) -> int:
+    return k if stride is None or stride in ((), []) else _one(stride)
+
+
+def _max_pool1d_args(kernel_size, stride, padding, dilation, ceil_mode) -> dict:
+    """max_pool2d's arguments for a 1-d max pool on (N, C, 1, L)."""
+    k = _one(kernel_size)
+    return {"kernel_size": [1, k], "stride": [1, _stride_1d(stride, k)], "padding": [0, _one(padding)],
+            "dilation": [1, _one(dilation)], "ceil_mode": bool(ceil_mode)}
+
+
+def _avg_pool1d_args(kernel_size, stride, padding, ceil_mode, count_include_pad) -> dict:
+    """avg_pool2d's arguments for a 1-d average pool on (N, C, 1, L)."""
+    k = _one(kernel_size)
+    return {"kernel_size": [1, k], "stride": [1, _stride_1d(stride, k)], "padding": [0, _one(padding)],
+            "ceil_mode": bool(ceil_mode), "count_include_pad": bool(count_include_pad), "divisor_override": None}
+
+
+def _adaptive_pool1d_args(output_size) -> dict:
+    return {"output_size": [1, None if output_size is None else _one(output_size)]}
+
+
+def _resize_args(n, mode: str, align_corners, scale_factor, recompute, antialias, what: str) -> dict:
+    """The resize op's arguments for nn.Upsample / F.interpolate: the output size as fx
+    recorded it, and the model's scale factors where torch indexes by them."""
+    tm = n.meta.get("tensor_meta")
+    if tm is None or len(tm.shape) != 4 or mode not in ("nearest", "nearest-exact", "bilinear") or antialias:
+        raise UnsupportedLayerError(f"{what} with mode={mode!r} (or antialias, or not 4-d) at fx node '{n.name}' "
+                                    "(nearest, nearest-exact and bilinear on NCHW)")
+    scale = None
+    if scale_factor is not None and not recompute:
+        sf = scale_factor
+        scale = [float(v) for v in sf] if isinstance(sf, (tuple, list)) else [float(sf)] * 2
+    return {"size": [int(v) for v in tm.shape[-2:]], "mode": mode, "align_corners": align_corners, "scale": scale}
 
 
 def _pool_before_relu(nodes: list, output) -> None:
@@ -940,20 +969,15 @@ def _nonneg_fixes():
         return ("pow", {"input": a["input"], "exponent": 2})
 
     def one_d(op2d, build):
-        """F.*1d as the 2-d op on (N, C, 1, L): unsqueeze, op, squeeze (the squeeze carries
-        the fx node's name). build(tr, n, a) gives the 2-d op's other arguments."""
+        """F.*1d as the 2-d op on (N, C, 1, L) (Tracer._emit_1d); build(tr, n, a) gives the
+        2-d op's other arguments."""
         def fix(tr, n, a):
             what = _describe(n)
             shape = tr.in_shape(n)
             if shape is not None and len(shape) != 3:
                 raise UnsupportedLayerError(f"{what} on a {len(shape)}-d input at fx node '{n.name}' (batched (N, C, L) only)")
-            u = tr.emit("unsqueeze", {"input": tr.enc(a["input"], n), "dim": 2}, n.name + ":2d", what)
-            y = tr.emit(op2d, {"input": u, **build(tr, n, a)}, n.name + ":" + op2d, what)
-            return tr.emit("squeeze", {"input": y, "dim": 2}, n.name, what)
+            return tr._emit_1d(n, tr.enc(a["input"], n), op2d, what, **build(tr, n, a))
         return fix
-
-    def first(v) -> int:
-        return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
 
     def conv1d(tr, n, a):
         w = a["weight"]
@@ -961,31 +985,24 @@ def _nonneg_fixes():
         if wm is None or len(wm.shape) != 3:
             raise UnsupportedLayerError(f"conv1d with a weight of unknown shape at fx node '{n.name}'")
         pad = a.get("padding", 0)
-        pad = _conv_padding(pad, (int(wm.shape[2]),), (first(a.get("dilation", 1)),), _describe(n), n.name)[0] \
-            if isinstance(pad, str) else first(pad)
+        pad = _conv_padding(pad, (int(wm.shape[2]),), (_one(a.get("dilation", 1)),), _describe(n), n.name)[0] \
+            if isinstance(pad, str) else _one(pad)
         w4 = tr.emit("unsqueeze", {"input": tr.enc(w, n), "dim": 2}, n.name + ":weight2d", _describe(n))
         b = a.get("bias")
-        return {"weight": w4, "bias": None if b is None else tr.enc(b, n), "stride": [1, first(a.get("stride", 1))],
-                "padding": [0, int(pad)], "dilation": [1, first(a.get("dilation", 1))], "groups": int(a.get("groups", 1))}
+        return {"weight": w4, "bias": None if b is None else tr.enc(b, n), "stride": [1, _one(a.get("stride", 1))],
+                "padding": [0, int(pad)], "dilation": [1, _one(a.get("dilation", 1))], "groups": int(a.get("groups", 1))}
 
     def max_pool1d(tr, n, a):
         _check_maxpool(False, a.get("return_indices", False), _describe(n), n.name)
-        k = first(a["kernel_size"])
-        st = a.get("stride")
-        return {"kernel_size": [1, k], "stride": [1, k if st is None or st == () or st == [] else first(st)],
-                "padding": [0, first(a.get("padding", 0))], "dilation": [1, first(a.get("dilation", 1))],
-                "ceil_mode": bool(a.get("ceil_mode", False))}
+        return _max_pool1d_args(a["kernel_size"], a.get("stride"), a.get("padding", 0), a.get("dilation", 1),
+                                a.get("ceil_mode", False))
 
     def avg_pool1d(tr, n, a):
-        k = first(a["kernel_size"])
-        st = a.get("stride")
-        return {"kernel_size": [1, k], "stride": [1, k if st is None or st == () or st == [] else first(st)],
-                "padding": [0, first(a.get("padding", 0))], "ceil_mode": bool(a.get("ceil_mode", False)),
-                "count_include_pad": bool(a.get("count_include_pad", True)), "divisor_override": None}
+        return _avg_pool1d_args(a["kernel_size"], a.get("stride"), a.get("padding", 0), a.get("ceil_mode", False),
+                                a.get("count_include_pad", True))
 
     def adaptive_avg_pool1d(tr, n, a):
-        out = a["output_size"]
-        return {"output_size": [1, None if out is None else first(out)]}
+        return _adaptive_pool1d_args(a["output_size"])
 
     def compare_as(op):
         def fix(tr, n, a):
@@ -1048,17 +1065,9 @@ def _nonneg_fixes():
             a["value"] = 0.0
 
     def interpolate(tr, n, a):
-        tm = n.meta.get("tensor_meta")
-        mode = a.get("mode", "nearest")
-        if tm is None or len(tm.shape) != 4 or mode not in ("nearest", "nearest-exact", "bilinear") or a.get("antialias"):
-            raise UnsupportedLayerError(f"interpolate with mode={mode!r} (or antialias, or not 4-d) at fx node '{n.name}' "
-                                        "(nearest, nearest-exact and bilinear on NCHW)")
-        sf = a.get("scale_factor")
-        scale = None
-        if sf is not None and not a.get("recompute_scale_factor"):
-            scale = [float(v) for v in sf] if isinstance(sf, (tuple, list)) else [float(sf)] * 2
-        return ("resize", {"input": a["input"], "size": [int(v) for v in tm.shape[-2:]], "mode": mode,
-                           "align_corners": a.get("align_corners"), "scale": scale})
+        return ("resize", {"input": a["input"], **_resize_args(
+            n, a.get("mode", "nearest"), a.get("align_corners"), a.get("scale_factor"),
+            a.get("recompute_scale_factor"), a.get("antialias"), "interpolate")})
 
     def instance_norm(tr, n, a):
         if not a.get("use_input_stats", True):
