@@ -4,8 +4,10 @@ Large 2-D products (and each matrix of a batched one) go to `_gemm64`, the AVX-5
 kernel of gemm64.c (a 1024^3 product in ~53 ms on one core here, torch ~72 ms), with
 rows split across MPCRT_THREADS threads (the C call releases the GIL). Small products,
 CPUs without AVX-512, and installs where the extension could not be compiled use
-torch's int64 matmul, which wraps modulo 2^64 the same way. Both give the same ring
-result bit for bit; tests/test_gemm.py checks the kernel against torch.
+torch's int64 matmul, which wraps modulo 2^64 the same way. With MPCRT_DEVICE=cuda
+(`mpcrt launch --device cuda`) products of at least GPU_MIN_MACS multiply-adds run on
+the GPU instead (kernels.cuda_gemm). All give the same ring result bit for bit;
+tests/test_gemm.py checks each kernel against torch.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from mpcrt.errors import ConfigError
 
 try:
     from mpcrt.kernels import _gemm64
@@ -23,6 +27,8 @@ except ImportError:  # the optional extension was not built: torch only
     NATIVE = False
 
 MIN_MACS = 1 << 18  # below this the call overheads dominate and torch is as fast
+GPU_MIN_MACS = 1 << 24  # below this the PCIe copies and the launch cost more than the CPU GEMM
+DEVICES = ("cpu", "cuda")
 _pool: ThreadPoolExecutor | None = None
 _torch = None
 
@@ -38,6 +44,21 @@ def torch():
             t.set_num_threads(int(n))
         _torch = t
     return _torch
+
+
+def device() -> str:
+    """Where large ring GEMMs run: MPCRT_DEVICE, "cpu" (default) or "cuda"."""
+    d = (os.environ.get("MPCRT_DEVICE") or "cpu").lower()
+    if d not in DEVICES:
+        raise ConfigError(f"MPCRT_DEVICE={d!r}: use one of {', '.join(DEVICES)}")
+    return d
+
+
+def _use_gpu(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.ndim < 2 or b.ndim < 2 or device() != "cuda":
+        return False
+    batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
+    return batch * a.shape[-2] * a.shape[-1] * b.shape[-1] >= GPU_MIN_MACS
 
 
 def threads() -> int:
@@ -74,6 +95,10 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, accumula
     """
     a = np.ascontiguousarray(a, dtype=np.int64)
     b = np.ascontiguousarray(b, dtype=np.int64)
+    if _use_gpu(a, b):
+        from mpcrt.kernels import cuda_gemm
+
+        return _into(cuda_gemm.matmul(a, b), out, accumulate)
     if _use_native(a, b):
         batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         shape = tuple(batch) + (a.shape[-2], b.shape[-1])
@@ -87,7 +112,10 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, accumula
             _native_2d(np.ascontiguousarray(ab[idx]), np.ascontiguousarray(bb[idx]), out[idx], accumulate)
         return out
     t = torch()
-    r = t.matmul(t.from_numpy(a), t.from_numpy(b)).numpy()
+    return _into(t.matmul(t.from_numpy(a), t.from_numpy(b)).numpy(), out, accumulate)
+
+
+def _into(r: np.ndarray, out: np.ndarray | None, accumulate: bool) -> np.ndarray:
     if out is None:
         return r
     if accumulate:

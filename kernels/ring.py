@@ -83,7 +83,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, accumula
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
-    """Ring 2-D convolution (NCHW input, OIHW weight) via im2col and int64 GEMM."""
+    """Ring 2-D convolution (NCHW input, OIHW weight) via im2col and int64 GEMM (torch's, or
+    the GPU's under MPCRT_DEVICE=cuda)."""
     torch = _t()
     tx = torch.from_numpy(np.ascontiguousarray(x))
     tw = torch.from_numpy(np.ascontiguousarray(w))
@@ -93,9 +94,13 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups
     oh = (h + 2 * _pair(padding)[0] - _pair(dilation)[0] * (kh - 1) - 1) // _pair(stride)[0] + 1
     ow = (wd + 2 * _pair(padding)[1] - _pair(dilation)[1] * (kw - 1) - 1) // _pair(stride)[1] + 1
     cols = cols.view(n, groups, cg * kh * kw, oh * ow)
-    wg = tw.view(groups, o // groups, cg * kh * kw)
-    out = torch.matmul(wg.unsqueeze(0), cols)  # n, g, o/g, L
-    return out.reshape(n, o, oh, ow).numpy()
+    wg = tw.view(groups, o // groups, cg * kh * kw).unsqueeze(0).numpy()
+    cols = cols.numpy()
+    if gemm._use_gpu(wg, cols):  # MPCRT_DEVICE=cuda and a large product
+        out = gemm.matmul(wg, cols)
+    else:
+        out = torch.matmul(torch.from_numpy(wg), torch.from_numpy(cols)).numpy()  # n, g, o/g, L
+    return out.reshape(n, o, oh, ow)
 
 
 def _pair(v):

@@ -562,7 +562,7 @@ def to_markdown(doc: dict) -> str:
     m = doc["meta"]
     mach = m.get("machine", {})
     lines = [f"Run {m['when']}: `{m['command']}`; {mach.get('cpu_count')} CPUs ({mach.get('cpu', '?')}), "
-             f"git {mach.get('git', '?')}, load {m['loadavg_1m_before']} before, {m['repeats']} repeats after "
+             f"GEMMs on {mach.get('device', 'cpu')}, git {mach.get('git', '?')}, load {m['loadavg_1m_before']} before, {m['repeats']} repeats after "
              f"{m['warmup']} warm-up; times: median (min-max) in seconds.", ""]
     rows = doc["rows"]
     lines += ["| op | size | N | network | channels | e2e s | online s | offline s | rounds | MB sent/party "
@@ -640,6 +640,7 @@ def machine_info() -> dict:
             info[mod] = __import__(mod).__version__
         except Exception:
             pass
+    info["device"] = os.environ.get("MPCRT_DEVICE") or "cpu"  # where large GEMMs ran (--device / MPCRT_DEVICE)
     try:
         r = subprocess.run(["git", "-C", REPO_ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True,
                            timeout=5)

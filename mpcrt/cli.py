@@ -9,7 +9,8 @@ import sys
 def _launch(a) -> int:
     from mpcrt.launch.local import launch
 
-    return launch(a.n, a.script, a.args, precision=a.precision, insecure=a.insecure_plaintext, timeout=a.timeout)
+    return launch(a.n, a.script, a.args, precision=a.precision, insecure=a.insecure_plaintext, timeout=a.timeout,
+                  env_extra={"MPCRT_DEVICE": a.device})
 
 
 def _node_env(a) -> None:
@@ -25,6 +26,7 @@ def _node_env(a) -> None:
 def _party(a) -> int:
     from mpcrt.parties.party import run_cluster_party
 
+    os.environ["MPCRT_DEVICE"] = a.device
     return run_cluster_party("mpcrt party", a.cluster, a.rank, a.key, a.insecure_plaintext, a.timeout, a.script, a.args)
 
 
@@ -32,6 +34,7 @@ def _dealer(a) -> int:
     from mpcrt.parties.dealer import main
 
     _node_env(a)
+    os.environ["MPCRT_DEVICE"] = a.device
     return main()
 
 
@@ -44,6 +47,12 @@ def _keygen(a) -> int:
     return 0
 
 
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=("cpu", "cuda"), default=os.environ.get("MPCRT_DEVICE", "cpu"),
+                   help="where large ring matmuls and convolutions run: cpu (default) or cuda "
+                        "(needs CuPy and a GPU: pip install 'mpcrt[gpu]')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mpcrt", description="Secure multi-party computation on tensors.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -53,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", type=int, default=16, help="fractional bits f of the fixed-point encoding (default 16; products need |x*y| < 2^(62-2f): 1e9 at 16, 4e6 at 20, 16384 at 24)")
     p.add_argument("--insecure-plaintext", action="store_true", help="NO encryption/authentication (benchmarks only)")
     p.add_argument("--timeout", type=float, default=None, help="receive timeout in seconds (default 60)")
+    _device_arg(p)
     p.add_argument("script")
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=_launch)
@@ -63,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--key", help="this node's secret key file (from `mpcrt keygen`)")
         p.add_argument("--insecure-plaintext", action="store_true", help="NO encryption/authentication")
         p.add_argument("--timeout", type=float, default=None)
+        _device_arg(p)
         if name == "party":
             p.add_argument("--rank", type=int, required=True)
             p.add_argument("script")

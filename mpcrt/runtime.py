@@ -433,6 +433,7 @@ def init(precision: int | None = None, timeout: float | None = None) -> Runtime:
     if timeout is None:
         timeout = float(env.get("MPCRT_TIMEOUT", DEFAULT_TIMEOUT))
     _set_threads(cluster.world_size)
+    _check_device()
     t0 = time.perf_counter()
     rt = Runtime(cluster, int(env["MPCRT_RANK"]), secret, precision=precision, timeout=timeout, insecure=insecure)
     log.debug("party %d ready in %.2fs", rt.rank, time.perf_counter() - t0)
@@ -446,6 +447,14 @@ def _close_at_exit(rt: Runtime) -> None:
         rt.close()
     except MpcError:
         rt.abort()
+
+
+def _check_device() -> None:
+    """Fail at start, not at the first large matmul, when --device cuda cannot be served."""
+    from mpcrt.kernels import cuda_gemm, gemm
+
+    if gemm.device() == "cuda":
+        cuda_gemm.cupy()
 
 
 def _set_threads(world_size: int) -> None:

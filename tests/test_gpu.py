@@ -1,0 +1,152 @@
+"""The GPU ring GEMM (kernels.cuda_gemm) against torch's int64 matmul on the CPU, which wraps
+modulo 2^64: both kernels, every tile edge, batches and broadcasting, accumulation, the
+dispatch under MPCRT_DEVICE=cuda, convolutions, and a secret-shared matmul and conv2d
+between parties. Skipped where CuPy or a GPU is missing; the device selection's errors
+are tested everywhere."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mpcrt.errors import ConfigError
+from mpcrt.kernels import cuda_gemm, gemm, ring
+from test_kernels import words  # random words led by the edge values
+
+torch = gemm.torch()
+HAVE_GPU = cuda_gemm.available()
+gpu = pytest.mark.skipif(not HAVE_GPU, reason="needs CuPy and a CUDA GPU")
+KERNELS = ("int64", "fp64")
+
+
+def ref(a, b):
+    return torch.matmul(torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))).numpy()
+
+
+def test_device_setting_is_checked(monkeypatch):
+    monkeypatch.setenv("MPCRT_DEVICE", "tpu")
+    with pytest.raises(ConfigError, match="MPCRT_DEVICE"):
+        gemm.matmul(words(1, (70, 70)), words(2, (70, 70)))
+    monkeypatch.setenv("MPCRT_DEVICE", "cpu")
+    a, b = words(1, (70, 70)), words(2, (70, 70))
+    assert (gemm.matmul(a, b) == ref(a, b)).all()
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="checks the error where no GPU is usable")
+def test_cuda_without_gpu_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("MPCRT_DEVICE", "cuda")
+    monkeypatch.setattr(gemm, "GPU_MIN_MACS", 0)
+    with pytest.raises(ConfigError, match="--device cpu"):
+        gemm.matmul(words(1, (8, 8)), words(2, (8, 8)))
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_edge_values_and_python_reference(kernel):
+    edge = np.array([0, 1, -1, 2**63 - 1, -(2**63), 2**62, 65535, 65536, -65536], np.int64)
+    a = np.resize(edge, (9, 9)).T.copy()
+    b = np.resize(edge[::-1], (9, 9)).copy()
+    got = cuda_gemm.matmul(a, b, kernel).astype(np.uint64).astype(object)
+    exact = [[sum(int(a[i, t]) * int(b[t, j]) for t in range(9)) % 2**64 for j in range(9)] for i in range(9)]
+    assert (got == np.array(exact, dtype=object)).all()
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", KERNELS)
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 140), k=st.integers(1, 300), m=st.integers(1, 140), seed=st.integers(0, 2**31))
+def test_every_tile_edge(kernel, n, k, m, seed):
+    a, b = words(seed, (n, k)), words(seed + 1, (k, m))
+    assert (cuda_gemm.matmul(a, b, kernel) == ref(a, b)).all()
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("sa,sb", [((3, 5, 7), (3, 7, 6)), ((5, 7), (4, 7, 6)), ((2, 1, 5, 7), (3, 7, 6)),
+                                   ((4, 5, 7), (7, 6)), ((1, 65, 70), (2, 70, 66))])
+def test_batched_and_broadcast(kernel, sa, sb):
+    a, b = words(11, sa), words(12, sb)
+    assert (cuda_gemm.matmul(a, b, kernel) == ref(a, b)).all()
+
+
+@gpu
+@pytest.mark.gpu
+def test_int64_kernel_accumulates_and_handles_empty():
+    cp = cuda_gemm.cupy()
+    a, b, c = words(1, (70, 33)), words(2, (33, 80)), words(3, (70, 80))
+    out = cp.asarray(c)
+    cuda_gemm.matmul_int64_dev(cp.asarray(a), cp.asarray(b), out, accumulate=True)
+    assert (cp.asnumpy(out) == c + ref(a, b)).all()
+    z = cuda_gemm.matmul_int64_dev(cp.asarray(a[:, :0]), cp.asarray(b[:0]))
+    assert z.shape == (70, 80) and not cp.asnumpy(z).any()
+
+
+@gpu
+@pytest.mark.gpu
+def test_fp64_splits_long_inner_sizes(monkeypatch):
+    monkeypatch.setattr(cuda_gemm, "MAX_K_FP64", 64)  # exercise the chunking on a small product
+    a, b = words(5, (30, 200)), words(6, (200, 20))
+    assert (cuda_gemm.matmul(a, b, "fp64") == ref(a, b)).all()
+
+
+@gpu
+@pytest.mark.gpu
+def test_dispatch_out_accumulate_and_conv(monkeypatch):
+    monkeypatch.setenv("MPCRT_DEVICE", "cuda")
+    monkeypatch.setattr(gemm, "GPU_MIN_MACS", 1)
+    calls = []
+    real = cuda_gemm.matmul
+    monkeypatch.setattr(cuda_gemm, "matmul", lambda a, b, kernel="int64": calls.append(1) or real(a, b, kernel))
+    a, b = words(7, (2, 50, 40)), words(8, (40, 30))
+    assert (gemm.matmul(a, b) == ref(a, b)).all()
+    out = words(9, (2, 50, 30))
+    want = out + ref(a, b)
+    gemm.matmul(a, b, out=out, accumulate=True)
+    assert (out == want).all()
+    x, w = words(10, (2, 4, 9, 9)), words(11, (6, 2, 3, 3))
+    got = ring.conv2d(x, w, stride=2, padding=1, groups=2)
+    monkeypatch.setenv("MPCRT_DEVICE", "cpu")
+    assert (got == ring.conv2d(x, w, stride=2, padding=1, groups=2)).all()
+    assert len(calls) == 3
+
+
+def _shared_matmul_and_conv(rt, a, b, x, w):
+    y = rt.share(a if rt.rank == 0 else None, src=0) @ rt.share(b if rt.rank == 1 else None, src=1)
+    z = rt.share(x if rt.rank == 1 else None, src=1).conv2d(rt.share(w if rt.rank == 0 else None, src=0), padding=1)
+    return y.reveal(), z.reveal()
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [2, 3])
+def test_parties_on_the_gpu(monkeypatch, n):
+    """The parties' and the dealer's products on the GPU give the float64 reference."""
+    from mpcrt.launch.inprocess import run_parties
+
+    monkeypatch.setenv("MPCRT_DEVICE", "cuda")
+    monkeypatch.setattr(gemm, "GPU_MIN_MACS", 1)
+    calls = []
+    real = cuda_gemm.matmul
+    monkeypatch.setattr(cuda_gemm, "matmul", lambda a, b, kernel="int64": calls.append(1) or real(a, b, kernel))
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(64, 96)), rng.normal(size=(96, 80))
+    x, w = rng.normal(size=(2, 3, 12, 12)), rng.normal(size=(5, 3, 3, 3))
+    outs = run_parties(_shared_matmul_and_conv, n, a, b, x, w, insecure=True)
+    tconv = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
+    for y, z in outs:
+        assert np.abs(y - a @ b).max() < 2e-3
+        assert np.abs(z - tconv).max() < 2e-3
+    assert len(calls) >= 2 * (n + 1)  # every party's and the dealer's matmul and conv
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="checks the error where no GPU is usable")
+def test_launch_device_cuda_without_gpu_stops_at_start(cli, write_script):
+    script = write_script("import mpcrt\nrt = mpcrt.init()\nprint('started')\n")
+    r = cli.run(["launch", "-n", "2", "--device", "cuda", script], timeout=60)
+    assert r.returncode != 0 and r.left == []
+    assert "started" not in r.stdout
+    assert "--device cpu" in r.output
