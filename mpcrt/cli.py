@@ -47,7 +47,8 @@ def _keygen(a) -> int:
     return 0
 
 
-def _device_arg(p: argparse.ArgumentParser) -> None:
+def add_device_argument(p) -> None:
+    """--device cpu|cuda (default: MPCRT_DEVICE, else cpu); the command sets MPCRT_DEVICE from it."""
     p.add_argument("--device", choices=("cpu", "cuda"), default=os.environ.get("MPCRT_DEVICE", "cpu"),
                    help="where large ring matmuls and convolutions run: cpu (default) or cuda "
                         "(needs CuPy and a GPU: pip install 'mpcrt[gpu]')")
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", type=int, default=16, help="fractional bits f of the fixed-point encoding (default 16; products need |x*y| < 2^(62-2f): 1e9 at 16, 4e6 at 20, 16384 at 24)")
     p.add_argument("--insecure-plaintext", action="store_true", help="NO encryption/authentication (benchmarks only)")
     p.add_argument("--timeout", type=float, default=None, help="receive timeout in seconds (default 60)")
-    _device_arg(p)
+    add_device_argument(p)
     p.add_argument("script")
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=_launch)
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--key", help="this node's secret key file (from `mpcrt keygen`)")
         p.add_argument("--insecure-plaintext", action="store_true", help="NO encryption/authentication")
         p.add_argument("--timeout", type=float, default=None)
-        _device_arg(p)
+        add_device_argument(p)
         if name == "party":
             p.add_argument("--rank", type=int, required=True)
             p.add_argument("script")

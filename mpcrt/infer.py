@@ -46,6 +46,8 @@ import time
 
 import numpy as np
 
+from mpcrt.cli import add_device_argument
+
 ROLE_HELP = "the same on every party"
 
 
@@ -74,6 +76,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--precision", type=int, default=16, metavar="F", help="with -n: fractional bits (a cluster file sets its own)")
     w.add_argument("--insecure-plaintext", action="store_true", help="NO encryption/authentication (benchmarks only)")
     w.add_argument("--timeout", type=float, default=None, metavar="S", help="receive timeout in seconds")
+    add_device_argument(w)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -109,6 +112,7 @@ def run(a) -> int:
     if a.local_n is not None and a.cluster:
         print("mpcrt infer: pass either -n N (all parties here) or --cluster/--rank (one party), not both", file=sys.stderr)
         return 2
+    os.environ["MPCRT_DEVICE"] = a.device  # the local parties and the dealer inherit it
     if a.local_n is not None:
         from mpcrt.launch.local import launch
 
