@@ -19,3 +19,12 @@ from mpcrt.runtime import Runtime, init  # noqa: F401
 from mpcrt.tensor import SharedTensor, cat, stack, where  # noqa: F401
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`mpcrt.nn` on first use (model import needs torch, which takes a second to import)."""
+    if name == "nn":
+        import importlib
+
+        return importlib.import_module("mpcrt.nn")
+    raise AttributeError(f"module 'mpcrt' has no attribute {name!r}")

@@ -830,3 +830,13 @@ def test_resnet18_matches_plaintext():
     scale = float(np.abs(ref).max())
     print(f"\nResNet-18 1x3x32x32: max |MPC - torch| = {err:.2e} (max |logit| {scale:.2f})")
     assert err <= APPROX_TOL * max(1.0, scale)
+
+
+def test_mpcrt_nn_is_reachable_as_an_attribute():
+    """`import mpcrt` then `mpcrt.nn.from_torch` (as the README writes it) works in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "import mpcrt; print(mpcrt.nn.from_torch.__name__)"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "from_torch", r.stderr

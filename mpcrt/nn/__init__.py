@@ -18,7 +18,9 @@ Max/Avg/AdaptiveAvgPool 1d and 2d (modules and F. functions; F.conv1d too), Flat
 reshape/view/flatten/cat/stack/chunk/split/permute/t, bmm, F.pad, Upsample and
 F.interpolate (nearest, bilinear), comparisons and torch.where, max/min/amax/argmax,
 var/std/norm, F.normalize, arithmetic with constants, clamp, abs, integer powers,
-exp/log/sqrt/rsqrt/reciprocal, sizes; not einsum).
+exp/log/sqrt/rsqrt/reciprocal, sizes and arithmetic on them, attention: F.scaled_dot_product_attention
+(causal or with a float mask), nn.MultiheadAttention (its output), TransformerEncoderLayer and
+TransformerEncoder without masks; not einsum, not Embedding).
 Anything else raises UnsupportedLayerError naming the op and the fx node.
 
 Model files (`save`/`load`): one .npz holding the msgpack graph and the folded

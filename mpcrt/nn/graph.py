@@ -93,7 +93,9 @@ IR_OPS: dict[str, inspect.Signature] = {
     "rsqrt": _s(lambda input: None),
     "reciprocal": _s(lambda input: None),
     "log": _s(lambda input: None),
-    "pow": _s(lambda input, exponent: None),  # a non-negative integer exponent
+    "pow": _s(lambda input, exponent: None),  # tensors: an integer in 0..64; sizes (public numbers): any real
+    # softmax(q k^T scale + mask) v over the last two dims (F.scaled_dot_product_attention)
+    "attention": _s(lambda input, key, value, attn_mask=None, is_causal=False, scale=None: None),
     "layer_norm": _s(lambda input, normalized_shape, weight=None, bias=None, eps=1e-5: None),
     "max_pool2d": _s(lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False: None),
     "avg_pool2d": _s(lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None: None),
@@ -152,7 +154,7 @@ NONLINEAR_METHODS = {"relu": "relu", "leaky_relu": "relu", "sigmoid": "sigmoid",
                      "group_norm": "group_norm", "compare": "ltz", "where": "ltz", "maximum": "maximum",
                      "minimum": "minimum", "max": "max", "min": "min", "amax": "max", "amin": "min",
                      "argmax": "argmax", "argmin": "argmin", "std": "sqrt", "norm": "sqrt", "normalize": "rsqrt", "abs": "abs", "sqrt": "sqrt",
-                     "rsqrt": "rsqrt", "reciprocal": "reciprocal", "log": "log"}
+                     "rsqrt": "rsqrt", "reciprocal": "reciprocal", "log": "log", "attention": "softmax"}
 
 
 # ----------------------------------------------------------------- the graph
@@ -268,9 +270,9 @@ def _validate(d) -> None:
         elif n["op"] == "getattr" and n["args"]["name"] not in GETATTR_NAMES:
             raise _bad(f"node #{i} reads attribute {n['args']['name']!r} (allowed: {GETATTR_NAMES})")
         elif n["op"] == "pow":
-            e = n["args"]["exponent"]
-            if not isinstance(e, int) or isinstance(e, bool) or not 0 <= e <= MAX_POW:
-                raise _bad(f"node #{i} raises to the power {e!r} (an integer in 0..{MAX_POW})")
+            e = n["args"]["exponent"]  # non-integers apply to sizes only (layers.pow refuses them on tensors)
+            if not isinstance(e, (int, float)) or isinstance(e, bool) or not -MAX_POW <= e <= MAX_POW:
+                raise _bad(f"node #{i} raises to the power {e!r} (a number in -{MAX_POW}..{MAX_POW})")
         elif n["op"] in ("repeat", "expand"):
             sizes = n["args"]["sizes"]
             ok = isinstance(sizes, list) and len(sizes) <= MAX_NDIM and all(
@@ -386,8 +388,9 @@ class _Tracer:
         from torch.fx import symbolic_trace
         from torch.fx.passes.shape_prop import ShapeProp
 
+        root = _wrapped(self.model) if isinstance(self.model, _transformer_types()) else self.model
         try:
-            gm = symbolic_trace(self.model)
+            gm = symbolic_trace(root)
         except Exception as e:
             raise ModelImportError(
                 f"torch.fx could not trace {type(self.model).__name__}: {type(e).__name__}: {e}. "
@@ -398,6 +401,7 @@ class _Tracer:
         self.gm = gm
         self.modules = dict(gm.named_modules())
         self._refuse_lookups(gm)
+        self._refuse_attention_weights(gm)
         try:
             with torch.no_grad():
                 reference = self.model(self.x.clone())  # first: ShapeProp prints tracebacks on failure
@@ -433,6 +437,17 @@ class _Tracer:
                     f"{type(mod).__name__} (module '{n.target}') at fx node '{n.name}': a lookup by a secret token "
                     "index is not supported; share one-hot inputs instead and replace it by "
                     f"nn.Linear({mod.num_embeddings}, {mod.embedding_dim}, bias=False) with weight = embedding.weight.T")
+
+    def _refuse_attention_weights(self, gm) -> None:
+        """nn.MultiheadAttention returns (output, weights): only the output is imported."""
+        import torch.nn as tnn
+
+        for n in gm.graph.nodes:
+            if n.op == "call_module" and isinstance(self.modules.get(n.target), tnn.MultiheadAttention):
+                if any(u.op != "call_function" or u.target is not operator.getitem or u.args[1] != 0 for u in n.users):
+                    raise UnsupportedLayerError(
+                        f"the attention weights of nn.MultiheadAttention (module '{n.target}', fx node '{n.name}'): "
+                        "only its output, attn(q, k, v)[0], can be imported")
 
     def _self_check(self, graph: Graph, reference) -> None:
         """The graph, run in plaintext float64, must reproduce the model on the example."""
@@ -600,6 +615,142 @@ class _Tracer:
         if mod.padding_mode != "zeros":
             raise UnsupportedLayerError(f"{what} with padding_mode={mod.padding_mode!r} at fx node '{n.name}' (only 'zeros')")
 
+    # ------------------------------------------------------- transformers
+    @staticmethod
+    def _no_masks(n, what: str) -> None:
+        for k, v in n.kwargs.items():
+            if v not in (None, False):
+                raise UnsupportedLayerError(
+                    f"{what} at fx node '{n.name}' with {k}=...: masks are not supported (a causal model can use "
+                    "F.scaled_dot_product_attention(q, k, v, is_causal=True))")
+        if len(n.args) != 1:
+            raise UnsupportedLayerError(f"{what} at fx node '{n.name}' with {len(n.args)} positional arguments (the input only)")
+
+    def _lin(self, x, w, b, pname: str, name: str, what: str) -> dict:
+        """A linear layer with the given float64 weight (out, in) and bias (or None)."""
+        return self.emit("linear", {"input": x, "weight": self.param(w, pname + ".weight"),
+                                    "bias": None if b is None else self.param(b, pname + ".bias")}, name, what)
+
+    def _layer_norm(self, x, mod, pname: str, name: str, what: str) -> dict:
+        w = None if mod.weight is None else self.param(mod.weight.detach().double().numpy(), pname + ".weight")
+        b = None if mod.bias is None else self.param(mod.bias.detach().double().numpy(), pname + ".bias")
+        return self.emit("layer_norm", {"input": x, "normalized_shape": [int(v) for v in mod.normalized_shape],
+                                        "weight": w, "bias": b, "eps": float(mod.eps)}, name, what)
+
+    def _mha(self, n, mod, t: str, what: str, name: str | None = None, args=None, kwargs=None) -> dict:
+        """nn.MultiheadAttention(q, k, v) in eval mode, as IR: the in-projections (the
+        1/sqrt(head_dim) scale folded into the query's weights; one linear when q, k and v are
+        the same tensor), heads split by reshape/transpose, `attention`, the out-projection."""
+        args = n.args if args is None else args
+        kw = dict(zip(("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask"), args))
+        kw.update(n.kwargs if kwargs is None else kwargs)
+        name = n.name if name is None else name
+        for k in ("key_padding_mask", "attn_mask"):
+            if kw.get(k) is not None:
+                raise UnsupportedLayerError(f"{what} at fx node '{n.name}' with {k}: masks are not supported (a causal "
+                                            "model can use F.scaled_dot_product_attention(q, k, v, is_causal=True))")
+        if kw.get("is_causal"):
+            raise UnsupportedLayerError(f"{what} at fx node '{n.name}' with is_causal (torch needs a mask with it)")
+        if mod.bias_k is not None or mod.add_zero_attn:
+            raise UnsupportedLayerError(f"{what} with add_bias_kv or add_zero_attn at fx node '{n.name}'")
+        if not all(k in kw for k in ("query", "key", "value")):
+            raise UnsupportedLayerError(f"{what} at fx node '{n.name}' needs query, key and value")
+        shapes = [tuple(a.meta["tensor_meta"].shape) if hasattr(a, "meta") and a.meta.get("tensor_meta") is not None
+                  else None for a in (kw["query"], kw["key"], kw["value"])]
+        if any(s is None or len(s) != 3 for s in shapes):
+            raise ShapeError(f"{what} at fx node '{n.name}': batched 3-d query, key and value only, got {shapes}")
+        E, H = int(mod.embed_dim), int(mod.num_heads)
+        D = E // H
+        bf = bool(mod.batch_first)
+        c = 1.0 / math.sqrt(D)
+        if mod.in_proj_weight is not None:
+            W = mod.in_proj_weight.detach().double().numpy()
+            Wq, Wk, Wv = W[:E], W[E:2 * E], W[2 * E:]
+        else:
+            Wq, Wk, Wv = (getattr(mod, f"{p}_proj_weight").detach().double().numpy() for p in "qkv")
+        B = mod.in_proj_bias.detach().double().numpy() if mod.in_proj_bias is not None else None
+        bq, bk, bv = (None, None, None) if B is None else (B[:E], B[E:2 * E], B[2 * E:])
+
+        def batch_first(v):
+            v = self.enc(v, n)
+            return v if bf else self.emit("transpose", {"input": v, "dim0": 0, "dim1": 1}, name + ":bf", what)
+
+        q_in, k_in, v_in = kw["query"], kw["key"], kw["value"]
+        if q_in is k_in is v_in:
+            x = batch_first(q_in)
+            bqkv = None if B is None else np.concatenate([bq * c, bk, bv])
+            qkv = self._lin(x, np.concatenate([Wq * c, Wk, Wv]), bqkv, t + ".in_proj", name + ":qkv", what)
+            parts = self.emit("chunk", {"input": qkv, "chunks": 3, "dim": -1}, name + ":split", what)
+            q, k, v = (self.emit("getitem", {"input": parts, "index": i}, f"{name}:{'qkv'[i]}", what) for i in range(3))
+        else:
+            q = self._lin(batch_first(q_in), Wq * c, None if bq is None else bq * c, t + ".q_proj", name + ":q", what)
+            k = self._lin(batch_first(k_in), Wk, bk, t + ".k_proj", name + ":k", what)
+            v = self._lin(batch_first(v_in), Wv, bv, t + ".v_proj", name + ":v", what)
+
+        def dims(x, tag):  # (batch, length) of a (B, L, E) value, as graph values: any batch and length
+            sh = self.emit("getattr", {"input": x, "name": "shape"}, f"{name}:{tag}shape", what)
+            return [self.emit("getitem", {"input": sh, "index": i}, f"{name}:{tag}dim{i}", what) for i in (0, 1)]
+
+        def heads(x, tag):
+            x = self.emit("reshape", {"input": x, "shape": dims(x, tag) + [H, D]}, f"{name}:{tag}heads", what)
+            return self.emit("transpose", {"input": x, "dim0": 1, "dim1": 2}, f"{name}:{tag}bhld", what)
+
+        bl = dims(q, "o")
+        o = self.emit("attention", {"input": heads(q, "q"), "key": heads(k, "k"), "value": heads(v, "v"),
+                                    "attn_mask": None, "is_causal": False, "scale": 1.0}, name + ":attention", what)
+        o = self.emit("transpose", {"input": o, "dim0": 1, "dim1": 2}, name + ":blhd", what)
+        o = self.emit("reshape", {"input": o, "shape": bl + [E]}, name + ":concat", what)
+        op = mod.out_proj
+        out = self._lin(o, op.weight.detach().double().numpy(),
+                        None if op.bias is None else op.bias.detach().double().numpy(), t + ".out_proj",
+                        name if bf else name + ":out", what)
+        return out if bf else self.emit("transpose", {"input": out, "dim0": 0, "dim1": 1}, name, what)
+
+    def _encoder_layer(self, n, mod, x, shape, t: str, what: str, name: str) -> dict:
+        """nn.TransformerEncoderLayer (eval, no masks): self-attention and the feed-forward
+        block, each with its residual and LayerNorm (before with norm_first, else after)."""
+        import torch.nn as tnn
+        import torch.nn.functional as F
+
+        act = mod.activation
+        if getattr(mod, "activation_relu_or_gelu", 0) == 1 or act is F.relu or isinstance(act, tnn.ReLU):
+            act_op = ("relu", {})
+        elif getattr(mod, "activation_relu_or_gelu", 0) == 2 or act is F.gelu:
+            act_op = ("gelu", {"approximate": "none"})
+        elif isinstance(act, tnn.GELU):
+            act_op = ("gelu", {"approximate": str(act.approximate)})
+        else:
+            raise UnsupportedLayerError(f"{what}: activation {act!r:.60} (relu or gelu only)")
+        # self_attn sees the layer's input node's metadata (its shapes) for q, k and v
+        src = n.args[0]
+
+        def sa(v, tag):
+            ref = self.ref_of.get(src)
+            self.ref_of[src] = v  # the attention reads its input through enc(src)
+            try:
+                return self._mha(n, mod.self_attn, t + ".self_attn", what, f"{name}:{tag}", (src, src, src), {})
+            finally:
+                self.ref_of[src] = ref
+
+        def ff(v, tag):
+            w1, b1 = mod.linear1.weight.detach().double().numpy(), mod.linear1.bias
+            h = self._lin(v, w1, None if b1 is None else b1.detach().double().numpy(), t + ".linear1", f"{name}:{tag}1", what)
+            h = self.emit(act_op[0], {"input": h, **act_op[1]}, f"{name}:{tag}act", what)
+            w2, b2 = mod.linear2.weight.detach().double().numpy(), mod.linear2.bias
+            return self._lin(h, w2, None if b2 is None else b2.detach().double().numpy(), t + ".linear2", f"{name}:{tag}2", what)
+
+        def add(a, b, tag):
+            return self.emit("add", {"input": a, "other": b, "alpha": 1}, f"{name}:{tag}", what)
+
+        def norm(v, m, tag, final=False):
+            return self._layer_norm(v, m, f"{t}.{tag}", name if final else f"{name}:{tag}", what)
+
+        if mod.norm_first:
+            x = add(x, sa(norm(x, mod.norm1, "norm1"), "sa"), "res1")
+            return self.emit("add", {"input": x, "other": ff(norm(x, mod.norm2, "norm2"), "ff"), "alpha": 1}, name, what)
+        x = norm(add(x, sa(x, "sa"), "res1"), mod.norm1, "norm1")
+        return norm(add(x, ff(x, "ff"), "res2"), mod.norm2, "norm2", final=True)
+
     def _get_attr(self, n) -> dict:
         import torch
 
@@ -639,6 +790,21 @@ class _Tracer:
 
         mod = self.modules[n.target]
         what = f"{type(mod).__module__}.{type(mod).__name__} (module '{n.target}')"
+        if isinstance(mod, tnn.MultiheadAttention):
+            return [self._mha(n, mod, str(n.target), what), None]  # (output, weights): [0] only
+        if isinstance(mod, (tnn.TransformerEncoderLayer, tnn.TransformerEncoder)):
+            self._no_masks(n, what)
+            x = self.enc(n.args[0], n)
+            shape = self.in_shape(n)
+            if isinstance(mod, tnn.TransformerEncoderLayer):
+                return self._encoder_layer(n, mod, x, shape, str(n.target), what, n.name)
+            for i, layer in enumerate(mod.layers):
+                last = i == len(mod.layers) - 1 and mod.norm is None
+                x = self._encoder_layer(n, layer, x, shape, f"{n.target}.layers.{i}", what,
+                                        n.name if last else f"{n.name}:layer{i}")
+            if mod.norm is not None:
+                x = self._layer_norm(x, mod.norm, f"{n.target}.norm", n.name, what)
+            return x
         if n.kwargs or len(n.args) != 1:
             raise UnsupportedLayerError(f"{what} at fx node '{n.name}' called with {len(n.args)} positional and "
                                         f"{len(n.kwargs)} keyword arguments (one input expected)")
@@ -747,6 +913,36 @@ class _Tracer:
         raise UnsupportedLayerError(
             f"unsupported layer {what} at fx node '{n.name}'; supported layers: {', '.join(SUPPORTED_MODULES)}"
         )
+
+
+def _is_size(v) -> bool:
+    """An fx node computing a public number from sizes (x.shape[-1], x.size(1) // 2, ...)."""
+    from torch.fx import Node
+
+    return isinstance(v, Node) and v.meta.get("type") in (int, float)
+
+
+def _wrapped(model):
+    """A transformer block given as the model itself, inside a module whose forward calls it:
+    fx traces a root's forward, and torch's transformer forwards branch on their inputs;
+    as a call inside a root they are one leaf node that _Tracer._module decomposes."""
+    import torch.nn as tnn
+
+    class Root(tnn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m(x)
+
+    return Root(model)
+
+
+def _transformer_types() -> tuple:
+    import torch.nn as tnn
+
+    return (tnn.TransformerEncoderLayer, tnn.TransformerEncoder)
 
 
 def _one(v) -> int:
@@ -918,6 +1114,18 @@ def _nonneg_fixes():
             a[name] = list(v)
         return fix
 
+    def sdpa(tr, n, a):
+        a["input"] = a.pop("query")
+        if a.pop("dropout_p") not in (0, 0.0) or a.pop("enable_gqa"):
+            raise UnsupportedLayerError(f"scaled_dot_product_attention with dropout or enable_gqa at fx node '{n.name}'")
+        m = a["attn_mask"]
+        tm = getattr(m, "meta", {}).get("tensor_meta") if m is not None else None
+        if m is not None and (tm is None or not tm.dtype.is_floating_point):
+            raise UnsupportedLayerError(f"scaled_dot_product_attention with a boolean or constant attn_mask at fx node "
+                                        f"'{n.name}' (an additive float mask computed by the model, or is_causal=True)")
+        if a["scale"] is not None and not public_number(a["scale"]):
+            raise UnsupportedLayerError(f"scaled_dot_product_attention with a non-constant scale at fx node '{n.name}'")
+
     def dim_method(tr, n, a):  # x.dim() -> getattr ndim
         return ("getattr", {"input": a["input"], "name": "ndim"})
 
@@ -959,6 +1167,8 @@ def _nonneg_fixes():
         if a.pop("out", None) is not None:
             raise UnsupportedLayerError(f"out= at fx node '{n.name}'")
         e, base = a["exponent"], a["input"]
+        if _is_size(base) and public_number(e):  # e.g. head_dim ** -0.5: public arithmetic on sizes
+            return ("pow", {"input": base, "exponent": float(e) if not float(e).is_integer() else int(e)})
         if not (isinstance(e, (int, float)) and not isinstance(e, bool) and float(e).is_integer() and 0 <= e <= 64):
             raise UnsupportedLayerError(f"power with exponent {e!r} at fx node '{n.name}' (a public integer in 0..64 only)")
         if public_number(base):
@@ -1078,7 +1288,7 @@ def _nonneg_fixes():
         return ("group_norm", {"input": a["input"], "num_groups": int(shape[1]), "weight": a.get("weight"),
                                "bias": a.get("bias"), "eps": a.get("eps", 1e-5)})
 
-    return dict(no_out=no_out, softmax=softmax, maxpool=maxpool, conv=conv, div=div, varargs=varargs,
+    return dict(no_out=no_out, softmax=softmax, sdpa=sdpa, maxpool=maxpool, conv=conv, div=div, varargs=varargs,
                 dim_method=dim_method, getattr_fix=getattr_fix, getitem_fix=getitem_fix, relu6=relu6, clamp=clamp,
                 clamp_min=clamp_min, clamp_max=clamp_max, pow=pow_, square=square, instance_norm=instance_norm,
                 compare_as=compare_as, cast=cast, max_or_maximum=max_or_maximum, one_dim=one_dim, var_std=var_std,
@@ -1123,6 +1333,8 @@ def _tables():
         torch.tanh: ("tanh", unary, None), F.tanh: ("tanh", unary, None),
         torch.exp: ("exp", unary, None),
         F.softmax: ("softmax", S(lambda input, dim=None, _stacklevel=3, dtype=None: None), fx["softmax"]),
+        F.scaled_dot_product_attention: ("attention", S(lambda query, key, value, attn_mask=None, dropout_p=0.0,
+                                                          is_causal=False, scale=None, enable_gqa=False: None), fx["sdpa"]),
         torch.softmax: ("softmax", S(lambda input, dim, dtype=None: None), fx["softmax"]),
         F.log_softmax: ("log_softmax", S(lambda input, dim=None, _stacklevel=3, dtype=None: None), fx["softmax"]),
         torch.log_softmax: ("log_softmax", S(lambda input, dim, dtype=None: None), fx["softmax"]),
@@ -1295,14 +1507,15 @@ _METHODS = _LazyTable(1)
 SUPPORTED_MODULES = (
     "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU", "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "ELU", "SELU", "CELU", "Softplus", "Mish", "Upsample", "PReLU", "GroupNorm", "InstanceNorm1d/2d", "GELU",
     "SiLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
+    "MultiheadAttention (no masks; output only)", "TransformerEncoderLayer (relu/gelu, no masks)", "TransformerEncoder",
 )
 SUPPORTED_FUNCTIONS = (
-    "+ - * / // ** (integer powers) unary-, @, < <= > >= == !=, indexing, getattr(x, 'shape'/'values'/'indices'), "
+    "+ - * / // ** (integer powers; any power of a size) unary-, @, < <= > >= == !=, indexing, getattr(x, 'shape'/'values'/'indices'), "
     "torch.add/sub/mul/div/neg/matmul/bmm/relu/sigmoid/tanh/exp/where/maximum/minimum/max/min/amax/amin/argmax/argmin/"
     "var/std/norm/stack/chunk/split/"
     "log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
     "softmax/log_softmax/flatten/reshape/permute/transpose/unsqueeze/squeeze/cat/concat/sum/mean, F.relu/leaky_relu/"
-    "relu6/hardtanh/hardswish/hardsigmoid/pad/interpolate/normalize/elu/selu/celu/softplus/mish/prelu/group_norm/instance_norm/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool1d/2d/avg_pool1d/2d/adaptive_avg_pool1d/2d/dropout/dropout2d/linear/conv1d/conv2d, tensor methods "
+    "scaled_dot_product_attention (is_causal, scale, float attn_mask)/relu6/hardtanh/hardswish/hardsigmoid/pad/interpolate/normalize/elu/selu/celu/softplus/mish/prelu/group_norm/instance_norm/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool1d/2d/avg_pool1d/2d/adaptive_avg_pool1d/2d/dropout/dropout2d/linear/conv1d/conv2d, tensor methods "
     "add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
     "softmax/log_softmax/view/reshape/flatten/permute/repeat/expand/transpose/t/unsqueeze/squeeze/contiguous/size/dim/sum/mean/"
     "chunk/split/bmm/lt/le/gt/ge/eq/ne/float/double/to(float dtype)/type_as/maximum/minimum/max/min/amax/amin/argmax/argmin/"
