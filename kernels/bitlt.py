@@ -105,19 +105,27 @@ def unpack_live(P, dead, fill, out):  # pragma: no cover - compiled
 
 
 @njit
-def level1(c, rb, P, first, out):  # pragma: no cover - compiled
-    """Width-1 level from the opened c and <r>, <P>: pairs (lt at 2i, eq at 2i + 1)."""
-    for e in range(c.size):
-        A = ~c[e] | np.int64(-0x8000000000000000)  # bit 63 reads as 0 in c (set in ~c)
-        R = rb[e] & np.int64(0x7FFFFFFFFFFFFFFF)
-        R1 = R >> 1  # R >= 0: arithmetic = logical
-        A1 = (A >> 1) & np.int64(0x7FFFFFFFFFFFFFFF)
-        p = P[e]
-        LT = (((A & R) ^ R1) & A1) ^ (A & p)
-        EQ = (A1 & R) ^ (A & R1) ^ p
-        if first:
-            EQ ^= A1 & A
-        out[e] = (LT & np.int64(0x5555555555555555)) | ((EQ & np.int64(0x5555555555555555)) << 1)
+def level1(c, hi, rb, P, first, out):  # pragma: no cover - compiled
+    """Width-1 level from the opened c and <r>, <P>: pairs (lt at 2i, eq at 2i + 1).
+    c holds R rows (a comparison against R thresholds, c - t_i each) of rb.size entries,
+    all against the one edaBit r; `hi` masks every operand (a coarse comparison's live
+    bits; -1: all). No subtraction here: numba marks int64 arithmetic no-signed-wrap,
+    and LLVM may then turn a sign test of a difference into a comparison that does
+    not wrap."""
+    n = rb.size
+    for k in range(c.size // n):
+        for i in range(n):
+            e = k * n + i
+            A = ~(c[e] & hi) | np.int64(-0x8000000000000000)  # bit 63 reads as 0 in c (set in ~c)
+            R = rb[i] & hi & np.int64(0x7FFFFFFFFFFFFFFF)
+            R1 = R >> 1  # R >= 0: arithmetic = logical
+            A1 = (A >> 1) & np.int64(0x7FFFFFFFFFFFFFFF)
+            p = P[i] & hi
+            LT = (((A & R) ^ R1) & A1) ^ (A & p)
+            EQ = (A1 & R) ^ (A & R1) ^ p
+            if first:
+                EQ ^= A1 & A
+            out[e] = (LT & np.int64(0x5555555555555555)) | ((EQ & np.int64(0x5555555555555555)) << 1)
 
 
 @njit
@@ -176,17 +184,22 @@ def pack_last(W, a, b, X, Y):  # pragma: no cover - compiled
 def finish_last(W, D, F, a, b, c, first, rb, cpub, sb, out):  # pragma: no cover - compiled
     """msb(x) share = lt_hi ^ eq_hi lt_lo ^ msb(r) [^ msb(c)], xor'ed with the daBit's
     packed boolean share sb (element j at bit j % 64 of word j // 64): the byte to open
-    for the B2A."""
+    for the B2A. cpub holds R rows of rb.size entries, all against the one edaBit r."""
     m = D.size
+    n = rb.size
     z = np.empty(m, np.int64)
     _and_share(D, F, a, b, c, first, z)
+    i = 0  # j % n, advanced with j (j runs 0, 1, ... in this loop order)
     for k in range(64):
-        for i in range(m):
-            j = k * m + i
-            bit = ((W[j] >> 32) ^ (z[i] >> k) ^ (rb[j] >> 63) ^ (sb[j >> 6] >> (j & 63))) & 1
+        for q in range(m):
+            j = k * m + q
+            bit = ((W[j] >> 32) ^ (z[q] >> k) ^ (rb[i] >> 63) ^ (sb[j >> 6] >> (j & 63))) & 1
             if first:
                 bit ^= (cpub[j] >> 63) & 1
             out[j] = bit
+            i += 1
+            if i == n:
+                i = 0
 
 
 @njit

@@ -25,7 +25,7 @@ import numpy as np
 from mpcrt.errors import ConfigError
 
 LIMB = 16
-MAX_GRID_Z = 65535
+MAX_GRID = 65535  # blocks along a grid's y and z
 MAX_K_FP64 = 1 << 19  # entries of one limb GEMM < k 2^32, four summed < k 2^34 <= 2^53
 
 _KERNEL_SRC = r"""
@@ -34,11 +34,12 @@ typedef unsigned long long u64;
 #define TN 64
 #define TK 16
 extern "C" __global__ void ring_gemm(const u64* __restrict__ A, const u64* __restrict__ B, u64* __restrict__ C,
-                                     int M, int N, int K, long long sA, long long sB, int accumulate) {
+                                     int M, int N, int K, long long sA, long long sB, int accumulate,
+                                     int row_base) {
     __shared__ u64 As[TK][TM + 1];
     __shared__ u64 Bs[TK][TN];
     const int t = threadIdx.x, tx = t % 16, ty = t / 16;
-    const int row0 = blockIdx.y * TM, col0 = blockIdx.x * TN;
+    const int row0 = row_base + blockIdx.y * TM, col0 = blockIdx.x * TN;
     const u64* a = A + sA * blockIdx.z;
     const u64* b = B + sB * blockIdx.z;
     u64* c = C + (long long)M * N * blockIdx.z;
@@ -135,8 +136,6 @@ def matmul_int64_dev(a, b, out=None, accumulate: bool = False):
     n, k = a.shape[-2:]
     m = b.shape[-1]
     nb = int(np.prod(batch)) if batch else 1
-    a3 = _batch_view(cp, a, batch, n, k)
-    b3 = _batch_view(cp, b, batch, k, m)
     if out is None:
         out, accumulate = cp.empty(tuple(batch) + (n, m), cp.int64), False
     if n * m * nb == 0:
@@ -145,14 +144,19 @@ def matmul_int64_dev(a, b, out=None, accumulate: bool = False):
         if not accumulate:
             out.fill(0)
         return out
+    a3 = _batch_view(cp, a, batch, n, k)
+    b3 = _batch_view(cp, b, batch, k, m)
     sa = a3.strides[0] // 8 if a3.shape[0] > 1 else 0
     sb = b3.strides[0] // 8 if b3.shape[0] > 1 else 0
     o3 = out.reshape(nb, n, m)
-    for z0 in range(0, nb, MAX_GRID_Z):  # CUDA grids hold at most 65535 blocks along z
-        z1 = min(nb, z0 + MAX_GRID_Z)
-        grid = ((m + 63) // 64, (n + 63) // 64, z1 - z0)
-        _ring_kernel()(grid, (256,), (a3[z0:z1] if sa else a3, b3[z0:z1] if sb else b3, o3[z0:z1], np.int32(n),
-                                      np.int32(m), np.int32(k), np.int64(sa), np.int64(sb), np.int32(1 if accumulate else 0)))
+    row_blocks = (n + 63) // 64
+    for z0 in range(0, nb, MAX_GRID):  # CUDA grids hold at most 65535 blocks along y and z
+        z1 = min(nb, z0 + MAX_GRID)
+        for y0 in range(0, row_blocks, MAX_GRID):
+            grid = ((m + 63) // 64, min(MAX_GRID, row_blocks - y0), z1 - z0)
+            _ring_kernel()(grid, (256,), (a3[z0:z1] if sa else a3, b3[z0:z1] if sb else b3, o3[z0:z1], np.int32(n),
+                                          np.int32(m), np.int32(k), np.int64(sa), np.int64(sb),
+                                          np.int32(1 if accumulate else 0), np.int32(64 * y0)))
     return out
 
 

@@ -5,7 +5,10 @@ expressions each one is a pass over memory with its own temporary (a 1M-element
 truncation-with-cube was ~40 passes). A fused loop does it in one pass. int64
 arithmetic in numba wraps modulo 2^64 like numpy's, so kernels compute in the ring
 directly; logical shifts are written as arithmetic shifts plus a mask, and no kernel
-mixes int64 with uint64 (numba would promote the pair to float64).
+mixes int64 with uint64 (numba would promote the pair to float64). One caveat:
+numba marks int64 add/sub as no-signed-wrap, so LLVM may rewrite the sign of a
+difference, (a - b) >> 63, as the comparison a < b, which does not wrap (it did, in
+a comparison kernel, for b = -2^63): take differences whose sign matters in numpy.
 
 `cache=True` keeps the compiled code in __pycache__, so a party process pays the
 compile (about a second per kernel) once per machine, not once per run.

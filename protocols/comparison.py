@@ -108,13 +108,6 @@ class YTrunc:
         return {"S1": m["yS1"][: self.n], "M": m["yM"][: self.n]}
 
 
-def _repeat(a: np.ndarray, R: int) -> np.ndarray:
-    """a repeated R times, end to end (in a pooled buffer)."""
-    out = bufpool.empty(R * a.size).reshape(R, a.size)
-    out[...] = a
-    return out.reshape(-1)
-
-
 X_DEAD, Y_DEAD = np.int64(-1), np.int64(-0x5555555555555556)  # dead groups open as eq = 1; (lt, eq) = (0, 1)
 
 
@@ -204,19 +197,17 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
         out = powers_kernel.combine(ct, S, m["M"].reshape(J, npad)[:, :n], kp, first)
         on_powers([o.reshape(x.shape) for o in out])
     rb, P = m["rb"], m["P"]
-    if coarse:  # zero the low bits of both operands: c below, <r> and <P> share by share
-        hi = bitlt.live_mask(coarse)
-        rb, P = rb & hi, P & hi
-    if thresholds is not None:  # the rows' openings c - t_i, and the shared edaBit repeated per row
+    # coarse: the low bits of both operands are zeroed (c - t_i, and <r>, <P> share by share)
+    hi = bitlt.live_mask(coarse) if coarse else np.int64(-1)
+    if thresholds is not None:  # the rows' openings c - t_i, all against the one edaBit
         shape = (R,) + shape
         ts = np.asarray(thresholds, np.int64)
         c = np.subtract(c[None, :], ts[:, None], out=bufpool.empty(R * npad).reshape(R, npad)).reshape(-1)
-        if R > 1:
-            rb, P = _repeat(rb, R), _repeat(P, R)
-        npad = R * npad  # rows are padded each: the result drops the pads below
+    per = npad  # padded length of one row: the result drops the pads below
+    npad = R * npad
 
     W = bufpool.empty(npad)
-    bitlt.level1(c & hi if coarse else c, rb, P, first, W)  # level 1 (width 1) is local
+    bitlt.level1(c, hi, rb, P, first, W)  # level 1 (width 1) is local
     for w in LEVELS:  # rounds 2-5
         a, b = m[f"a{w}"], m[f"b{w}"]
         if coarse:  # the AND masks are zero at dead bits (the dealer dealt c for these)
@@ -235,7 +226,6 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     bitlt.finish_last(W, D, F, a, b, m["c64"], first, rb, c, md["sb"], vmask)
 
     # round 7: B2A with the daBit, fused products opened alongside
-    per = npad // R  # padded length of one row
     keep = x.size  # real elements per row
 
     def padded(y):

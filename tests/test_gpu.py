@@ -83,6 +83,17 @@ def test_int64_kernel_accumulates_and_handles_empty():
     assert (cp.asnumpy(out) == c + ref(a, b)).all()
     z = cuda_gemm.matmul_int64_dev(cp.asarray(a[:, :0]), cp.asarray(b[:0]))
     assert z.shape == (70, 80) and not cp.asnumpy(z).any()
+    z = cuda_gemm.matmul_int64_dev(cp.zeros((3, 4, 0), cp.int64), cp.zeros((3, 0, 5), cp.int64))
+    assert z.shape == (3, 4, 5) and not cp.asnumpy(z).any()
+
+
+@gpu
+@pytest.mark.gpu
+def test_grids_are_cut_at_the_block_limits(monkeypatch):
+    monkeypatch.setattr(cuda_gemm, "MAX_GRID", 2)  # rows and batches in several launches
+    a, b = words(13, (5, 300, 20)), words(14, (5, 20, 70))
+    assert (cuda_gemm.matmul(a, b) == ref(a, b)).all()
+    assert (cuda_gemm.matmul(a[0], b) == ref(a[0], b)).all()
 
 
 @gpu

@@ -166,3 +166,24 @@ def test_unsupported_attention_variants_are_named():
 
     with pytest.raises(UnsupportedLayerError, match="integers 0..64"):  # a forged graph's fractional power of a tensor
         TorchOps().pow(torch.ones(3, dtype=torch.float64), 0.5)
+
+
+def test_sizes_stay_integers_and_scale_from_sizes():
+    """An integer power of a size is still an integer (a slice bound); a scale computed
+    from sizes reaches scaled_dot_product_attention; a tanh GELU stays tanh."""
+
+    class Sizes(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = nn.Linear(4, 12)
+
+        def forward(self, x):
+            q, k, v = self.l(x).chunk(3, -1)
+            y = F.scaled_dot_product_attention(q, k, v, scale=q.size(-1) ** -0.5 * 2)
+            return y.flatten(1)[:, : x.shape[1] ** 2]
+
+    torch.manual_seed(6)
+    _check(Sizes(), torch.randn(2, 3, 4))
+    layer = nn.TransformerEncoderLayer(8, 2, 16, activation=nn.GELU(approximate="tanh"), batch_first=True)
+    g, _ = mnn.trace(layer.eval(), torch.randn(1, 3, 8))
+    assert [n["args"]["approximate"] for n in g.nodes if n["op"] == "gelu"] == ["tanh"]

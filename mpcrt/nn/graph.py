@@ -712,13 +712,13 @@ class _Tracer:
         import torch.nn as tnn
         import torch.nn.functional as F
 
-        act = mod.activation
-        if getattr(mod, "activation_relu_or_gelu", 0) == 1 or act is F.relu or isinstance(act, tnn.ReLU):
-            act_op = ("relu", {})
-        elif getattr(mod, "activation_relu_or_gelu", 0) == 2 or act is F.gelu:
-            act_op = ("gelu", {"approximate": "none"})
-        elif isinstance(act, tnn.GELU):
+        act = mod.activation  # a module first: its own settings (GELU's approximate) count
+        if isinstance(act, tnn.GELU):
             act_op = ("gelu", {"approximate": str(act.approximate)})
+        elif isinstance(act, tnn.ReLU) or act is F.relu:
+            act_op = ("relu", {})
+        elif act is F.gelu:
+            act_op = ("gelu", {"approximate": "none"})
         else:
             raise UnsupportedLayerError(f"{what}: activation {act!r:.60} (relu or gelu only)")
         # self_attn sees the layer's input node's metadata (its shapes) for q, k and v
@@ -1123,7 +1123,7 @@ def _nonneg_fixes():
         if m is not None and (tm is None or not tm.dtype.is_floating_point):
             raise UnsupportedLayerError(f"scaled_dot_product_attention with a boolean or constant attn_mask at fx node "
                                         f"'{n.name}' (an additive float mask computed by the model, or is_causal=True)")
-        if a["scale"] is not None and not public_number(a["scale"]):
+        if a["scale"] is not None and not (public_number(a["scale"]) or _is_size(a["scale"])):
             raise UnsupportedLayerError(f"scaled_dot_product_attention with a non-constant scale at fx node '{n.name}'")
 
     def dim_method(tr, n, a):  # x.dim() -> getattr ndim

@@ -128,6 +128,8 @@ class _Common:
 
     def pow(self, input, exponent):
         if isinstance(input, (int, float, np.integer, np.floating)):  # a size: public arithmetic
+            if isinstance(input, (int, np.integer)) and float(exponent).is_integer() and exponent >= 0:
+                return int(input) ** int(exponent)  # stays a size (a slice bound, a shape)
             return float(input) ** exponent
         if not float(exponent).is_integer() or not 0 <= exponent <= 64:
             raise UnsupportedLayerError(f"a tensor raised to the power {exponent!r} (integers 0..64 only)")
