@@ -187,3 +187,46 @@ def test_sizes_stay_integers_and_scale_from_sizes():
     layer = nn.TransformerEncoderLayer(8, 2, 16, activation=nn.GELU(approximate="tanh"), batch_first=True)
     g, _ = mnn.trace(layer.eval(), torch.randn(1, 3, 8))
     assert [n["args"]["approximate"] for n in g.nodes if n["op"] == "gelu"] == ["tanh"]
+
+
+def stochastic_depth(input, p, mode, training=True):
+    """Stands in for torchvision.ops.stochastic_depth (the identity in eval mode)."""
+    return input
+
+
+stochastic_depth.__module__ = "torchvision.ops.stochastic_depth"
+torch.fx.wrap("stochastic_depth")
+
+
+class TinyViT(nn.Module):
+    """torchvision's VisionTransformer pattern: size asserts, patches by a strided conv, a
+    class token expanded to the batch, learned positions, MultiheadAttention blocks,
+    stochastic depth (identity in eval), the class token's logits."""
+
+    def __init__(self, d=16, classes=5):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, d))
+        self.pos = nn.Parameter(torch.randn(1, 5, d) * 0.1)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, 2, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        torch._assert(h == 8, "height")
+        torch._assert(w == 8, "width")
+        x = self.patch(x).reshape(n, -1, 4).permute(0, 2, 1)
+        x = torch.cat([self.cls.expand(n, -1, -1), x], dim=1) + self.pos
+        y = self.ln1(x)
+        x = x + stochastic_depth(self.attn(y, y, y, need_weights=False)[0], 0.1, "row", self.training)
+        x = x + self.mlp(self.ln2(x))
+        return self.head(x[:, 0])
+
+
+def test_vision_transformer_pattern():
+    torch.manual_seed(7)
+    g, _ = mnn.trace(TinyViT().eval(), torch.randn(1, 3, 8, 8))
+    assert any(n["op"] == "expand" and isinstance(n["args"]["sizes"][0], dict) for n in g.nodes)  # the batch
+    _check(TinyViT().train(), torch.randn(3, 3, 8, 8))  # import traces in eval mode: stochastic depth is the identity

@@ -274,10 +274,12 @@ def _validate(d) -> None:
             if not isinstance(e, (int, float)) or isinstance(e, bool) or not -MAX_POW <= e <= MAX_POW:
                 raise _bad(f"node #{i} raises to the power {e!r} (a number in -{MAX_POW}..{MAX_POW})")
         elif n["op"] in ("repeat", "expand"):
-            sizes = n["args"]["sizes"]
+            sizes = n["args"]["sizes"]  # expand may take sizes computed from the input's (the batch): checked when run
             ok = isinstance(sizes, list) and len(sizes) <= MAX_NDIM and all(
-                isinstance(v, int) and not isinstance(v, bool) and -1 <= v < 1 << 31 for v in sizes)
-            if not ok or math.prod(max(1, v) for v in sizes) > (MAX_REPEAT if n["op"] == "repeat" else MAX_PARAM_ELEMENTS):
+                (isinstance(v, int) and not isinstance(v, bool) and -1 <= v < 1 << 31)
+                or (n["op"] == "expand" and isinstance(v, dict) and "ref" in v) for v in sizes)
+            known = [v for v in sizes if isinstance(v, int)] if ok else []
+            if not ok or math.prod(max(1, v) for v in known) > (MAX_REPEAT if n["op"] == "repeat" else MAX_PARAM_ELEMENTS):
                 raise _bad(f"node #{i} ({n['op']}) sizes {sizes!r:.80}: too large or not small integers")
     if n_inputs != 1:
         raise _bad(f"{n_inputs} input nodes (exactly one is supported)")
@@ -564,11 +566,27 @@ class _Tracer:
         elif n.op == "call_module":
             self.ref_of[n] = self._module(n)
         elif n.op == "call_function":
-            self.ref_of[n] = self._call(n, _FUNCTIONS.get(_key(n.target)), _describe(n))
+            spec = _FUNCTIONS.get(_key(n.target))
+            if _qualname(n.target) == "torch._assert" and all(_is_size(a) or isinstance(a, (bool, str)) for a in n.args):
+                self.ref_of[n] = None  # a check on public sizes (true for the example; the ops check the rest)
+                return
+            if spec is None and _qualname(n.target) in _EVAL_IDENTITIES:
+                self.ref_of[n] = self._eval_identity(n, _qualname(n.target))
+                return
+            self.ref_of[n] = self._call(n, spec, _describe(n))
         elif n.op == "call_method":
             self.ref_of[n] = self._call(n, _METHODS.get(n.target), _describe(n))
         else:  # pragma: no cover
             raise UnsupportedLayerError(f"fx node kind {n.op!r} at '{n.name}'")
+
+    def _eval_identity(self, n, name: str) -> dict:
+        """A function that is the identity in eval mode (torchvision's stochastic_depth)."""
+        params = _EVAL_IDENTITIES[name]
+        a = dict(zip(params, n.args))
+        a.update(n.kwargs)
+        if a.get("training") or n.meta.get("tensor_meta") is None:
+            raise UnsupportedLayerError(f"{name} in training mode at fx node '{n.name}' (call model.eval() first)")
+        return self.emit("identity", {"input": self.enc(a["input"], n)}, n.name, name)
 
     def _module_1d(self, n, mod, x, t: str, what: str) -> dict:
         """Conv1d and the 1-d pools as their 2-d ops on (N, C, 1, L): unsqueeze, op, squeeze
@@ -910,6 +928,8 @@ class _Tracer:
             return go("flatten", start_dim=int(mod.start_dim), end_dim=int(mod.end_dim))
         if isinstance(mod, (tnn.Dropout, tnn.Dropout1d, tnn.Dropout2d, tnn.Dropout3d, tnn.AlphaDropout, tnn.Identity)):
             return go("identity")
+        if _qualname(type(mod)) in _EVAL_IDENTITY_MODULES and not mod.training:
+            return go("identity")
         raise UnsupportedLayerError(
             f"unsupported layer {what} at fx node '{n.name}'; supported layers: {', '.join(SUPPORTED_MODULES)}"
         )
@@ -919,7 +939,7 @@ def _is_size(v) -> bool:
     """An fx node computing a public number from sizes (x.shape[-1], x.size(1) // 2, ...)."""
     from torch.fx import Node
 
-    return isinstance(v, Node) and v.meta.get("type") in (int, float)
+    return isinstance(v, Node) and v.meta.get("type") in (int, float, bool)
 
 
 def _wrapped(model):
@@ -1065,6 +1085,16 @@ def _describe(n) -> str:
     if name.startswith("_VariableFunctionsClass."):  # torch.sort and friends (C builtins)
         mod, name = "torch", name.split(".", 1)[1]
     return f"{mod + '.' if mod else ''}{name}"
+
+
+#: functions and modules of optional libraries that are the identity in eval mode (by name:
+#: the library need not be installed), with the functions' positional parameters
+_EVAL_IDENTITIES = {"torchvision.ops.stochastic_depth.stochastic_depth": ("input", "p", "mode", "training")}
+_EVAL_IDENTITY_MODULES = ("torchvision.ops.stochastic_depth.StochasticDepth",)
+
+
+def _qualname(obj) -> str:
+    return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
 
 
 def _key(fn):
@@ -1507,7 +1537,7 @@ _METHODS = _LazyTable(1)
 SUPPORTED_MODULES = (
     "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "ReLU", "LeakyReLU", "ReLU6", "Hardtanh", "Hardswish", "Hardsigmoid", "ELU", "SELU", "CELU", "Softplus", "Mish", "Upsample", "PReLU", "GroupNorm", "InstanceNorm1d/2d", "GELU",
     "SiLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
-    "MultiheadAttention (no masks; output only)", "TransformerEncoderLayer (relu/gelu, no masks)", "TransformerEncoder",
+    "torchvision's StochasticDepth (eval)", "MultiheadAttention (no masks; output only)", "TransformerEncoderLayer (relu/gelu, no masks)", "TransformerEncoder",
 )
 SUPPORTED_FUNCTIONS = (
     "+ - * / // ** (integer powers; any power of a size) unary-, @, < <= > >= == !=, indexing, getattr(x, 'shape'/'values'/'indices'), "
@@ -1515,7 +1545,7 @@ SUPPORTED_FUNCTIONS = (
     "var/std/norm/stack/chunk/split/"
     "log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
     "softmax/log_softmax/flatten/reshape/permute/transpose/unsqueeze/squeeze/cat/concat/sum/mean, F.relu/leaky_relu/"
-    "scaled_dot_product_attention (is_causal, scale, float attn_mask)/relu6/hardtanh/hardswish/hardsigmoid/pad/interpolate/normalize/elu/selu/celu/softplus/mish/prelu/group_norm/instance_norm/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool1d/2d/avg_pool1d/2d/adaptive_avg_pool1d/2d/dropout/dropout2d/linear/conv1d/conv2d, tensor methods "
+    "torch._assert on sizes, torchvision.ops.stochastic_depth (eval), scaled_dot_product_attention (is_causal, scale, float attn_mask)/relu6/hardtanh/hardswish/hardsigmoid/pad/interpolate/normalize/elu/selu/celu/softplus/mish/prelu/group_norm/instance_norm/gelu/silu/sigmoid/tanh/softmax/log_softmax/layer_norm/max_pool1d/2d/avg_pool1d/2d/adaptive_avg_pool1d/2d/dropout/dropout2d/linear/conv1d/conv2d, tensor methods "
     "add/sub/mul/div/neg/matmul/relu/sigmoid/tanh/exp/log/sqrt/rsqrt/reciprocal/abs/pow/square/clamp/clip/clamp_min/clamp_max/"
     "softmax/log_softmax/view/reshape/flatten/permute/repeat/expand/transpose/t/unsqueeze/squeeze/contiguous/size/dim/sum/mean/"
     "chunk/split/bmm/lt/le/gt/ge/eq/ne/float/double/to(float dtype)/type_as/maximum/minimum/max/min/amax/amin/argmax/argmin/"

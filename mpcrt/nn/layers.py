@@ -32,7 +32,7 @@ import math
 import numpy as np
 
 from mpcrt.errors import MpcError, ShapeError
-from mpcrt.nn.graph import NONLINEAR_METHODS, UnsupportedLayerError, refs_of, resolve
+from mpcrt.nn.graph import MAX_PARAM_ELEMENTS, NONLINEAR_METHODS, UnsupportedLayerError, refs_of, resolve
 
 
 MASKED = 4096.0  # what a causal mask subtracts from a score (torch: inf)
@@ -94,7 +94,10 @@ class _Common:
         return input.repeat(*_unwrap(sizes))
 
     def expand(self, input, sizes):
-        return input.expand(*_unwrap(sizes))
+        sizes = _unwrap(sizes)
+        if math.prod(max(1, s) for s in sizes) > MAX_PARAM_ELEMENTS:  # sizes from graph values: bounded here
+            raise ShapeError(f"expand to {sizes}: more than {MAX_PARAM_ELEMENTS} elements")
+        return input.expand(*sizes)
 
     def transpose(self, input, dim0, dim1):
         return input.transpose(dim0, dim1)
