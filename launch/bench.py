@@ -1,7 +1,7 @@
 """`mpcrt bench`: protocol benchmarks with real party processes and the dealer.
 
     mpcrt bench [--parties 2,3] [--ops mul,matmul,ltz,relu] [--sizes 1e6,matmul=256:1024]
-                [--network none|lan|wan|DELAY_MS:RATE_MBIT[,...]] [--repeats 3] [--warmup 1]
+                [--network none|lan|wan|DELAY_MS:RATE_MBIT[,...]] [--repeats 3] [--warmup 3]
                 [--out DIR] [--plots] [--crypten] [--insecure-plaintext] [--timeout S]
 
 For each network and each number of parties, one run of launch/bench_party.py on N
@@ -43,6 +43,11 @@ from mpcrt.launch.workloads import WORKLOADS
 PARTY_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_party.py")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRYPTEN_SIDE = os.environ.get("MPCRT_CRYPTEN_SIDE", os.path.join(REPO_ROOT, "benchmarks", "crypten_side.py"))
+# Untimed calls of each job before the timed ones. The first 2-4 calls after another job
+# ran slow on a 2-core machine with all processes on it (matmul 256 at N = 3: 15-40 ms,
+# then 7 ms; the delay sat on party 0's dealer request-to-reply path after a heavy dealer
+# phase): 3 warm-ups measure the steady state, for CrypTen alike.
+WARMUP = 3
 CRYPTEN_NOT_IMPORTABLE = 3  # crypten_side.py's exit status when `import crypten` fails
 DEFAULT_OPS = "mul,matmul,ltz,relu"
 RECV_TIMEOUT = 120.0  # seconds a party waits for one message before PeerFailure
@@ -177,7 +182,7 @@ def _tail(text: str, k: int = 4000) -> str:
     return text[-k:]
 
 
-def run_local(n: int, jobs, repeats: int = 3, warmup: int = 1, insecure: bool = False, *, timeout: float = 1200.0,
+def run_local(n: int, jobs, repeats: int = 3, warmup: int = WARMUP, insecure: bool = False, *, timeout: float = 1200.0,
               verbose: bool = False) -> dict:
     """Run the jobs on n parties + the dealer on loopback (`mpcrt launch` in a subprocess,
     stopped with SIGINT, then SIGKILL, after `timeout` seconds). Returns bench_party's JSON,
@@ -248,7 +253,7 @@ def _collect(out: str, err: str | None, log, n: int) -> dict:
     return res
 
 
-def run_netsim(n: int, jobs, net: Network, repeats: int = 3, warmup: int = 1, insecure: bool = False, *,
+def run_netsim(n: int, jobs, net: Network, repeats: int = 3, warmup: int = WARMUP, insecure: bool = False, *,
                timeout: float = 1200.0, verbose: bool = False, validate_seconds: float = 1.0) -> tuple[dict, dict]:
     """Run the jobs with each party and the dealer in its own network namespace (NetSim with
     n + 1 nodes, torn down on return or on any error). Validates the network first.
@@ -916,7 +921,8 @@ def add_parser(sub) -> None:
                         "default per op (--list)")
     p.add_argument("--network", default="none", help="none|lan|wan|DELAY_MS:RATE_MBIT, or a comma list (default none)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up calls (default 1)")
+    p.add_argument("--warmup", type=int, default=WARMUP,
+                   help=f"untimed warm-up calls of each job, CrypTen's too (default {WARMUP})")
     p.add_argument("--insecure-plaintext", action="store_true", help="plaintext channels (as CrypTen uses)")
     p.add_argument("--out", default="bench-results", help="folder for the JSON results and plots (default bench-results)")
     p.add_argument("--plots", action="store_true", help="also write PNG plots (needs matplotlib)")
