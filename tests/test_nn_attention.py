@@ -13,6 +13,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mpcrt.nn as mnn
 from mpcrt.launch.inprocess import run_parties
@@ -230,3 +232,23 @@ def test_vision_transformer_pattern():
     g, _ = mnn.trace(TinyViT().eval(), torch.randn(1, 3, 8, 8))
     assert any(n["op"] == "expand" and isinstance(n["args"]["sizes"][0], dict) for n in g.nodes)  # the batch
     _check(TinyViT().train(), torch.randn(3, 3, 8, 8))  # import traces in eval mode: stochastic depth is the identity
+
+
+class _Sdpa(nn.Module):
+    def __init__(self, d, causal, scale):
+        super().__init__()
+        self.l, self.d, self.causal, self.scale = nn.Linear(d, 3 * d), d, causal, scale
+
+    def forward(self, x):
+        q, k, v = self.l(x).chunk(3, -1)
+        return F.scaled_dot_product_attention(q, k[:, 1:], v[:, 1:], is_causal=self.causal, scale=self.scale)
+
+
+@settings(max_examples=8, deadline=None)
+@given(B=st.integers(1, 3), L=st.integers(2, 12), d=st.sampled_from([2, 4, 8]), causal=st.booleans(),
+       scale=st.sampled_from([None, 0.25, 2.0]), spread=st.sampled_from([0.1, 1.0, 4.0]), seed=st.integers(0, 2**16))
+def test_attention_property(B, L, d, causal, scale, spread, seed):
+    """Random batch, query length L against L - 1 keys (causal masks top-left aligned, as
+    torch), head sizes, scales and score spreads: within TOL of torch in float64."""
+    torch.manual_seed(seed)
+    _check(_Sdpa(d, causal, scale), torch.randn(B, L, d) * spread)
