@@ -741,6 +741,16 @@ def main(a) -> int:
     if a.repeats < 1 or a.warmup < 0:
         print("mpcrt bench: --repeats >= 1 and --warmup >= 0", file=sys.stderr)
         return 2
+    if a.device == "cuda":
+        from mpcrt.errors import ConfigError
+        from mpcrt.kernels import cuda_gemm
+
+        try:
+            cuda_gemm.cupy()
+        except ConfigError as e:
+            print(f"mpcrt bench: {e}", file=sys.stderr)
+            return 2
+    os.environ["MPCRT_DEVICE"] = a.device  # the launched parties and dealer inherit it
     if any(n.simulated for n in networks):
         from mpcrt.launch.netsim import NetSimUnavailable, check_available
 
@@ -924,6 +934,9 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup", type=int, default=WARMUP,
                    help=f"untimed warm-up calls of each job, CrypTen's too (default {WARMUP})")
     p.add_argument("--insecure-plaintext", action="store_true", help="plaintext channels (as CrypTen uses)")
+    from mpcrt.cli import add_device_argument
+
+    add_device_argument(p)
     p.add_argument("--out", default="bench-results", help="folder for the JSON results and plots (default bench-results)")
     p.add_argument("--plots", action="store_true", help="also write PNG plots (needs matplotlib)")
     p.add_argument("--crypten", action="store_true",

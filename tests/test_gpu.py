@@ -161,3 +161,10 @@ def test_launch_device_cuda_without_gpu_stops_at_start(cli, write_script):
     assert r.returncode != 0 and r.left == []
     assert "started" not in r.stdout
     assert "--device cpu" in r.output
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="checks the error where no GPU is usable")
+def test_bench_device_cuda_without_gpu_is_a_usage_error(cli, tmp_path):
+    r = cli.run(["bench", "--parties", "2", "--ops", "matmul", "--sizes", "matmul=8", "--repeats", "1",
+                 "--device", "cuda", "--out", str(tmp_path)], timeout=60)
+    assert r.returncode == 2 and "--device cpu" in r.output and r.left == []
