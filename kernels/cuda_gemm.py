@@ -196,6 +196,15 @@ def matmul_fp64_dev(a, b):
     return out.view(cp.int64)
 
 
+def matmul2(a1: np.ndarray, b1: np.ndarray, a2: np.ndarray, b2: np.ndarray) -> np.ndarray:
+    """Host int64 arrays: a1 @ b1 + a2 @ b2 mod 2^64 (both products of one shape, as in a
+    Beaver matmul), the sum taken on the GPU: one download instead of two and no host add."""
+    cp = cupy()
+    out = matmul_int64_dev(cp.asarray(a1), cp.asarray(b1))
+    matmul_int64_dev(cp.asarray(a2), cp.asarray(b2), out, accumulate=True)
+    return cp.asnumpy(out)
+
+
 def matmul(a: np.ndarray, b: np.ndarray, kernel: str = "int64") -> np.ndarray:
     """Host int64 arrays, at least 2-D: a @ b mod 2^64 computed on the GPU, returned on the host.
     kernel: "int64" (default) or "fp64" (see the module docstring)."""

@@ -115,6 +115,18 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, accumula
     return _into(t.matmul(t.from_numpy(a), t.from_numpy(b)).numpy(), out, accumulate)
 
 
+def matmul2(a1: np.ndarray, b1: np.ndarray, a2: np.ndarray, b2: np.ndarray) -> np.ndarray:
+    """a1 @ b1 + a2 @ b2 modulo 2^64 for two products of the same result shape (a Beaver
+    matmul's two local products); on the GPU the sum stays there until the end."""
+    a1, b1, a2, b2 = (np.ascontiguousarray(v, dtype=np.int64) for v in (a1, b1, a2, b2))
+    if _use_gpu(a1, b1) and _use_gpu(a2, b2):
+        from mpcrt.kernels import cuda_gemm
+
+        return cuda_gemm.matmul2(a1, b1, a2, b2)
+    out = matmul(a1, b1)
+    return matmul(a2, b2, out=out, accumulate=True)
+
+
 def _into(r: np.ndarray, out: np.ndarray | None, accumulate: bool) -> np.ndarray:
     if out is None:
         return r

@@ -82,6 +82,11 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, accumula
     return gemm.matmul(a, b, out, accumulate)
 
 
+def matmul2(a1: np.ndarray, b1: np.ndarray, a2: np.ndarray, b2: np.ndarray) -> np.ndarray:
+    """a1 @ b1 + a2 @ b2 (one result shape); see kernels.gemm.matmul2."""
+    return gemm.matmul2(a1, b1, a2, b2)
+
+
 def conv2d(x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
     """Ring 2-D convolution (NCHW input, OIHW weight) via im2col and int64 GEMM (torch's, or
     the GPU's under MPCRT_DEVICE=cuda)."""

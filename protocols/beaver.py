@@ -42,10 +42,10 @@ def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, s
         fb.product_masked(d.reshape(-1), own["b"].reshape(-1), x.reshape(-1), e.reshape(-1),
                           mat.get()["cr"].reshape(-1), offset, z.reshape(-1))
     else:
-        z = op(d, own["b"])
-        if op is ring.matmul:  # the GEMM adds its second product in place: no temporary
-            ring.matmul(x, e, out=z, accumulate=True)
+        if op is ring.matmul:  # both GEMMs in one call: the second adds in place (on the GPU: one download)
+            z = ring.matmul2(d, own["b"], x, e)
         else:
+            z = op(d, own["b"])
             z += op(x, e)
         if not shift:
             z += mat.get()["c"]

@@ -71,3 +71,10 @@ def test_out_shape_checked():
             gemm.matmul(a, b, out=np.empty((128, 127), np.int64))
     out = np.ones((128, 128), np.int64)
     assert (gemm.matmul(a, b, out=out, accumulate=True) == 1 + ref(a, b)).all()
+
+
+def test_two_products_summed():
+    """kernels.gemm.matmul2 (a Beaver matmul's two local products) = a1 @ b1 + a2 @ b2."""
+    for sa, sb in (((70, 300), (300, 90)), ((3, 5, 7), (7, 6)), ((2, 1, 5, 7), (3, 7, 6))):
+        a1, b1, a2, b2 = words(21, sa), words(22, sb), words(23, sa), words(24, sb)
+        assert (gemm.matmul2(a1, b1, a2, b2) == ref(a1, b1) + ref(a2, b2)).all()

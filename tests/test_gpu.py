@@ -89,6 +89,18 @@ def test_int64_kernel_accumulates_and_handles_empty():
 
 @gpu
 @pytest.mark.gpu
+@pytest.mark.parametrize("sa,sb", [((70, 33), (33, 80)), ((3, 5, 7), (7, 6)), ((2, 1, 5, 7), (3, 7, 6))])
+def test_two_products_summed_on_the_gpu(monkeypatch, sa, sb):
+    a1, b1, a2, b2 = words(15, sa), words(16, sb), words(17, sa), words(18, sb)
+    want = ref(a1, b1) + ref(a2, b2)
+    assert (cuda_gemm.matmul2(a1, b1, a2, b2) == want).all()
+    monkeypatch.setenv("MPCRT_DEVICE", "cuda")
+    monkeypatch.setattr(gemm, "GPU_MIN_MACS", 1)
+    assert (gemm.matmul2(a1, b1, a2, b2) == want).all()
+
+
+@gpu
+@pytest.mark.gpu
 def test_grids_are_cut_at_the_block_limits(monkeypatch):
     monkeypatch.setattr(cuda_gemm, "MAX_GRID", 2)  # rows and batches in several launches
     a, b = words(13, (5, 300, 20)), words(14, (5, 20, 70))
@@ -140,9 +152,10 @@ def test_parties_on_the_gpu(monkeypatch, n):
 
     monkeypatch.setenv("MPCRT_DEVICE", "cuda")
     monkeypatch.setattr(gemm, "GPU_MIN_MACS", 1)
-    calls = []
-    real = cuda_gemm.matmul
+    calls, fused = [], []
+    real, real2 = cuda_gemm.matmul, cuda_gemm.matmul2
     monkeypatch.setattr(cuda_gemm, "matmul", lambda a, b, kernel="int64": calls.append(1) or real(a, b, kernel))
+    monkeypatch.setattr(cuda_gemm, "matmul2", lambda *ops: fused.append(1) or real2(*ops))
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(64, 96)), rng.normal(size=(96, 80))
     x, w = rng.normal(size=(2, 3, 12, 12)), rng.normal(size=(5, 3, 3, 3))
@@ -151,7 +164,8 @@ def test_parties_on_the_gpu(monkeypatch, n):
     for y, z in outs:
         assert np.abs(y - a @ b).max() < 2e-3
         assert np.abs(z - tconv).max() < 2e-3
-    assert len(calls) >= 2 * (n + 1)  # every party's and the dealer's matmul and conv
+    assert len(fused) == n  # every party's Beaver matmul: both products in one GPU call
+    assert len(calls) >= 2 * n + 2  # every party's two conv products, the dealer's matmul and conv
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="checks the error where no GPU is usable")
