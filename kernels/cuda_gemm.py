@@ -196,6 +196,39 @@ def matmul_fp64_dev(a, b):
     return out.view(cp.int64)
 
 
+def conv2d_dev(x, w, stride, padding, dilation, groups: int, out=None, accumulate: bool = False):
+    """Device arrays: out (+)= conv2d(x, w) mod 2^64 (NCHW, OIHW), im2col on the GPU (the
+    host sends x, not its kh kw times larger columns) and the int64 kernel."""
+    cp = cupy()
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    xp = cp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+    patches = [xp[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw]
+               for i in range(kh) for j in range(kw)]
+    cols = cp.stack(patches, axis=2).reshape(n, groups, cg * kh * kw, oh * ow)  # torch's unfold order
+    wg = w.reshape(1, groups, o // groups, cg * kh * kw)
+    if out is not None:
+        out = out.reshape(n, groups, o // groups, oh * ow)
+    return matmul_int64_dev(wg, cols, out, accumulate).reshape(n, o, oh, ow)
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
+    """Host int64 arrays: conv2d(x, w) mod 2^64 on the GPU (stride, padding, dilation as pairs)."""
+    cp = cupy()
+    return cp.asnumpy(conv2d_dev(cp.asarray(x), cp.asarray(w), stride, padding, dilation, groups))
+
+
+def conv2d2(x1, w1, x2, w2, stride, padding, dilation, groups: int) -> np.ndarray:
+    """Host int64 arrays: conv2d(x1, w1) + conv2d(x2, w2) (one result shape) summed on the GPU."""
+    cp = cupy()
+    out = conv2d_dev(cp.asarray(x1), cp.asarray(w1), stride, padding, dilation, groups)
+    conv2d_dev(cp.asarray(x2), cp.asarray(w2), stride, padding, dilation, groups, out, accumulate=True)
+    return cp.asnumpy(out)
+
+
 def matmul2(a1: np.ndarray, b1: np.ndarray, a2: np.ndarray, b2: np.ndarray) -> np.ndarray:
     """Host int64 arrays: a1 @ b1 + a2 @ b2 mod 2^64 (both products of one shape, as in a
     Beaver matmul), the sum taken on the GPU: one download instead of two and no host add."""

@@ -58,7 +58,12 @@ def _use_gpu(a: np.ndarray, b: np.ndarray) -> bool:
     if a.ndim < 2 or b.ndim < 2 or device() != "cuda":
         return False
     batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
-    return batch * a.shape[-2] * a.shape[-1] * b.shape[-1] >= GPU_MIN_MACS
+    return use_gpu_for(batch * a.shape[-2] * a.shape[-1] * b.shape[-1])
+
+
+def use_gpu_for(macs: int) -> bool:
+    """True where a product of `macs` multiply-adds goes to the GPU (MPCRT_DEVICE=cuda)."""
+    return macs >= GPU_MIN_MACS and device() == "cuda"
 
 
 def threads() -> int:

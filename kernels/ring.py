@@ -89,7 +89,11 @@ def matmul2(a1: np.ndarray, b1: np.ndarray, a2: np.ndarray, b2: np.ndarray) -> n
 
 def conv2d(x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
     """Ring 2-D convolution (NCHW input, OIHW weight) via im2col and int64 GEMM (torch's, or
-    the GPU's under MPCRT_DEVICE=cuda)."""
+    the GPU's under MPCRT_DEVICE=cuda, im2col included)."""
+    if _conv_on_gpu(x.shape, w.shape, stride, padding, dilation):
+        from mpcrt.kernels import cuda_gemm
+
+        return cuda_gemm.conv2d(as_ring(x), as_ring(w), _pair(stride), _pair(padding), _pair(dilation), groups)
     torch = _t()
     tx = torch.from_numpy(np.ascontiguousarray(x))
     tw = torch.from_numpy(np.ascontiguousarray(w))
@@ -99,13 +103,27 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups
     oh = (h + 2 * _pair(padding)[0] - _pair(dilation)[0] * (kh - 1) - 1) // _pair(stride)[0] + 1
     ow = (wd + 2 * _pair(padding)[1] - _pair(dilation)[1] * (kw - 1) - 1) // _pair(stride)[1] + 1
     cols = cols.view(n, groups, cg * kh * kw, oh * ow)
-    wg = tw.view(groups, o // groups, cg * kh * kw).unsqueeze(0).numpy()
-    cols = cols.numpy()
-    if gemm._use_gpu(wg, cols):  # MPCRT_DEVICE=cuda and a large product
-        out = gemm.matmul(wg, cols)
-    else:
-        out = torch.matmul(torch.from_numpy(wg), torch.from_numpy(cols)).numpy()  # n, g, o/g, L
-    return out.reshape(n, o, oh, ow)
+    wg = tw.view(groups, o // groups, cg * kh * kw)
+    out = torch.matmul(wg.unsqueeze(0), cols)  # n, g, o/g, L
+    return out.reshape(n, o, oh, ow).numpy()
+
+
+def conv2d2(x1, w1, x2, w2, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+    """conv2d(x1, w1) + conv2d(x2, w2) (one result shape: a Beaver convolution's two local
+    products); on the GPU the sum stays there until the end."""
+    if _conv_on_gpu(x1.shape, w1.shape, stride, padding, dilation):
+        from mpcrt.kernels import cuda_gemm
+
+        return cuda_gemm.conv2d2(as_ring(x1), as_ring(w1), as_ring(x2), as_ring(w2), _pair(stride), _pair(padding),
+                                 _pair(dilation), groups)
+    z = conv2d(x1, w1, stride, padding, dilation, groups)
+    z += conv2d(x2, w2, stride, padding, dilation, groups)
+    return z
+
+
+def _conv_on_gpu(xs: tuple, ws: tuple, stride, padding, dilation) -> bool:
+    n, o, oh, ow = conv2d_shape(xs, ws, stride, padding, dilation)
+    return gemm.use_gpu_for(n * o * ws[1] * ws[2] * ws[3] * oh * ow)
 
 
 def _pair(v):

@@ -24,7 +24,10 @@ from mpcrt.kernels import ring
 from mpcrt.protocols import truncation
 
 
-def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, shift: int, **params) -> np.ndarray:
+def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, shift: int, op2=None,
+            **params) -> np.ndarray:
+    """op(x, y) of shares by a dealer triple; op2(a1, b1, a2, b2) = op(a1, b1) + op(a2, b2) in
+    one call where the kernels fuse them (matmul, conv: one GPU round trip)."""
     if shift:  # one dealer tuple serves the product and its truncation (correlations.Truncated)
         kind, params["f"] = kind + "_trunc", shift
     mat = rt.dealer.request(kind, a=x.shape, b=y.shape, **params)
@@ -42,8 +45,8 @@ def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, s
         fb.product_masked(d.reshape(-1), own["b"].reshape(-1), x.reshape(-1), e.reshape(-1),
                           mat.get()["cr"].reshape(-1), offset, z.reshape(-1))
     else:
-        if op is ring.matmul:  # both GEMMs in one call: the second adds in place (on the GPU: one download)
-            z = ring.matmul2(d, own["b"], x, e)
+        if op2 is not None:  # both products in one call: the second adds in place (on the GPU: one download)
+            z = op2(d, own["b"], x, e)
         else:
             z = op(d, own["b"])
             z += op(x, e)
@@ -63,7 +66,7 @@ def mul(rt, x: np.ndarray, y: np.ndarray, shift: int = 0) -> np.ndarray:
 
 def matmul(rt, x: np.ndarray, y: np.ndarray, shift: int = 0) -> np.ndarray:
     """[x @ y] with torch.matmul semantics (2-D, batched, broadcast), then >> shift."""
-    return _beaver(rt, x, y, "matmul", ring.matmul, ring.matmul_shape(x.shape, y.shape), shift)
+    return _beaver(rt, x, y, "matmul", ring.matmul, ring.matmul_shape(x.shape, y.shape), shift, ring.matmul2)
 
 
 def conv2d(rt, x: np.ndarray, w: np.ndarray, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups: int = 1, shift: int = 0) -> np.ndarray:
@@ -72,5 +75,6 @@ def conv2d(rt, x: np.ndarray, w: np.ndarray, stride=(1, 1), padding=(0, 0), dila
     out = ring.conv2d_shape(x.shape, w.shape, s, p, d)
     return _beaver(
         rt, x, w, "conv2d", lambda u, v: ring.conv2d(u, v, s, p, d, groups), out, shift,
+        lambda u1, v1, u2, v2: ring.conv2d2(u1, v1, u2, v2, s, p, d, groups),
         stride=s, padding=p, dilation=d, groups=groups,
     )

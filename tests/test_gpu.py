@@ -101,6 +101,21 @@ def test_two_products_summed_on_the_gpu(monkeypatch, sa, sb):
 
 @gpu
 @pytest.mark.gpu
+@pytest.mark.parametrize("xs, ws, stride, padding, dilation, groups", [
+    ((2, 4, 9, 9), (6, 2, 3, 3), 2, 1, 1, 2), ((1, 3, 8, 8), (5, 3, 3, 3), 1, 1, 1, 1),
+    ((2, 4, 10, 7), (4, 1, 3, 2), (2, 1), (1, 0), (2, 1), 4), ((3, 2, 5, 5), (2, 2, 1, 1), 1, 0, 1, 1)])
+def test_convolutions_with_im2col_on_the_gpu(monkeypatch, xs, ws, stride, padding, dilation, groups):
+    x1, w1, x2, w2 = words(19, xs), words(20, ws), words(21, xs), words(22, ws)
+    want1 = ring.conv2d(x1, w1, stride, padding, dilation, groups)
+    want2 = want1 + ring.conv2d(x2, w2, stride, padding, dilation, groups)
+    monkeypatch.setenv("MPCRT_DEVICE", "cuda")
+    monkeypatch.setattr(gemm, "GPU_MIN_MACS", 1)
+    assert (ring.conv2d(x1, w1, stride, padding, dilation, groups) == want1).all()
+    assert (ring.conv2d2(x1, w1, x2, w2, stride, padding, dilation, groups) == want2).all()
+
+
+@gpu
+@pytest.mark.gpu
 def test_grids_are_cut_at_the_block_limits(monkeypatch):
     monkeypatch.setattr(cuda_gemm, "MAX_GRID", 2)  # rows and batches in several launches
     a, b = words(13, (5, 300, 20)), words(14, (5, 20, 70))
@@ -122,8 +137,9 @@ def test_dispatch_out_accumulate_and_conv(monkeypatch):
     monkeypatch.setenv("MPCRT_DEVICE", "cuda")
     monkeypatch.setattr(gemm, "GPU_MIN_MACS", 1)
     calls = []
-    real = cuda_gemm.matmul
+    real, real_conv = cuda_gemm.matmul, cuda_gemm.conv2d
     monkeypatch.setattr(cuda_gemm, "matmul", lambda a, b, kernel="int64": calls.append(1) or real(a, b, kernel))
+    monkeypatch.setattr(cuda_gemm, "conv2d", lambda *a: calls.append(1) or real_conv(*a))
     a, b = words(7, (2, 50, 40)), words(8, (40, 30))
     assert (gemm.matmul(a, b) == ref(a, b)).all()
     out = words(9, (2, 50, 30))
@@ -152,10 +168,9 @@ def test_parties_on_the_gpu(monkeypatch, n):
 
     monkeypatch.setenv("MPCRT_DEVICE", "cuda")
     monkeypatch.setattr(gemm, "GPU_MIN_MACS", 1)
-    calls, fused = [], []
-    real, real2 = cuda_gemm.matmul, cuda_gemm.matmul2
-    monkeypatch.setattr(cuda_gemm, "matmul", lambda a, b, kernel="int64": calls.append(1) or real(a, b, kernel))
-    monkeypatch.setattr(cuda_gemm, "matmul2", lambda *ops: fused.append(1) or real2(*ops))
+    calls = {"matmul": [], "matmul2": [], "conv2d": [], "conv2d2": []}
+    for name, got in calls.items():
+        monkeypatch.setattr(cuda_gemm, name, lambda *a, _f=getattr(cuda_gemm, name), _g=got, **k: _g.append(1) or _f(*a, **k))
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(64, 96)), rng.normal(size=(96, 80))
     x, w = rng.normal(size=(2, 3, 12, 12)), rng.normal(size=(5, 3, 3, 3))
@@ -164,8 +179,8 @@ def test_parties_on_the_gpu(monkeypatch, n):
     for y, z in outs:
         assert np.abs(y - a @ b).max() < 2e-3
         assert np.abs(z - tconv).max() < 2e-3
-    assert len(fused) == n  # every party's Beaver matmul: both products in one GPU call
-    assert len(calls) >= 2 * n + 2  # every party's two conv products, the dealer's matmul and conv
+    # every party's Beaver matmul and conv: both products in one GPU call; the dealer's triples
+    assert {k: len(v) for k, v in calls.items()} == {"matmul": 1, "matmul2": n, "conv2d": 1, "conv2d2": n}
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="checks the error where no GPU is usable")

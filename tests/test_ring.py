@@ -294,3 +294,12 @@ def test_conv2d_exact_hypothesis(n, c, h, o, k, stride, padding, data):
     x = np.array(data.draw(st.lists(I64, min_size=n * c * h * h, max_size=n * c * h * h)), np.int64).reshape(n, c, h, h)
     w = np.array(data.draw(st.lists(I64, min_size=o * c * k * k, max_size=o * c * k * k)), np.int64).reshape(o, c, k, k)
     assert same(ring.conv2d(x, w, stride, padding), ref_conv2d(x, w, stride, padding))
+
+
+def test_conv2d2_is_the_sum_of_two_convolutions():
+    """ring.conv2d2 (a Beaver convolution's two local products, fused on the GPU) on the CPU."""
+    from test_kernels import words
+
+    x1, w1, x2, w2 = words(31, (2, 4, 9, 9)), words(32, (6, 2, 3, 3)), words(33, (2, 4, 9, 9)), words(34, (6, 2, 3, 3))
+    want = ring.conv2d(x1, w1, 2, 1, 1, 2) + ring.conv2d(x2, w2, 2, 1, 1, 2)
+    assert (ring.conv2d2(x1, w1, x2, w2, 2, 1, 1, 2) == want).all()
