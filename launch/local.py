@@ -72,6 +72,21 @@ def _pump(stream, prefix: str, out, lock: threading.Lock) -> None:
     stream.close()
 
 
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def blas_thread_env(n: int, env: dict) -> dict:
+    """BLAS/OpenMP thread caps for n parties and the dealer sharing this host (those the
+    user set are kept): MPCRT_THREADS if set, else cpu_count // (n + 1), at least 1.
+
+    numpy's OpenBLAS starts a worker per core, and after each float matmul (a script's own
+    reference, an import's self-check) the idle workers spin for tens of milliseconds: on 2
+    cores that took 15-30 ms of CPU from the protocol in each of the next 2-3 calls (a
+    256 x 256 secret matmul at N = 3: 20-40 ms instead of 7)."""
+    t = env.get("MPCRT_THREADS") or str(max(1, (os.cpu_count() or 1) // (n + 1)))
+    return {v: t for v in BLAS_THREAD_VARS if v not in env}
+
+
 def launch(
     n: int,
     script: str,
@@ -99,6 +114,7 @@ def launch(
         cluster, key_paths = make_local_cluster(n, workdir, precision)
         base = dict(os.environ)
         base.update(env_extra or {})
+        base.update(blas_thread_env(n, base))
         base.update({"MPCRT_CLUSTER": cluster, "MPCRT_PRECISION": str(precision), "PYTHONUNBUFFERED": "1",
                      "MPCRT_INSECURE": "1" if insecure else "0"})
         if timeout is not None:

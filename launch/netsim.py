@@ -560,6 +560,9 @@ class NetSim:
         if self.cluster_path is None:
             self.write_cluster()
         e = dict(os.environ if base is None else base)
+        from mpcrt.launch.local import blas_thread_env
+
+        e.update(blas_thread_env(self.n - 1, e))
         e.update({"MPCRT_CLUSTER": self.cluster_path, "MPCRT_RANK": str(i), "MPCRT_SECRET_KEY": self.key_paths[i],
                   "MPCRT_PRECISION": str(self.precision), "PYTHONUNBUFFERED": "1",
                   "MPCRT_INSECURE": "1" if self.insecure else "0"})

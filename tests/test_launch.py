@@ -327,3 +327,15 @@ def test_party_with_a_key_not_in_the_cluster_fails_cleanly(cli, tmp_path, write_
         pytest.fail("the dealer still runs 15 s after both parties exited (it never gives up on a "
                     "party that never said hello)")
     assert dealer.returncode != 0
+
+
+def test_blas_threads_are_capped_per_process():
+    """Parties and the dealer sharing a host get OPENBLAS/OMP/MKL thread caps (OpenBLAS's idle
+    workers spin after each float matmul and take cores from the protocol); a user's own
+    setting wins."""
+    from mpcrt.launch.local import BLAS_THREAD_VARS, blas_thread_env
+
+    got = blas_thread_env(3, {})
+    assert set(got) == set(BLAS_THREAD_VARS) and all(int(v) >= 1 for v in got.values())
+    assert blas_thread_env(2, {"MPCRT_THREADS": "4"})["OMP_NUM_THREADS"] == "4"
+    assert "OPENBLAS_NUM_THREADS" not in blas_thread_env(2, {"OPENBLAS_NUM_THREADS": "8"})
