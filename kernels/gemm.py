@@ -54,6 +54,15 @@ def device() -> str:
     return d
 
 
+def check_device() -> None:
+    """Fail at start, not at the first large product, when MPCRT_DEVICE=cuda cannot be served
+    (ConfigError saying what to install); nothing to check for the CPU."""
+    if device() == "cuda":
+        from mpcrt.kernels import cuda_gemm
+
+        cuda_gemm.cupy()
+
+
 def _use_gpu(a: np.ndarray, b: np.ndarray) -> bool:
     if a.ndim < 2 or b.ndim < 2 or device() != "cuda":
         return False

@@ -43,10 +43,10 @@ from mpcrt.launch.workloads import WORKLOADS
 PARTY_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_party.py")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRYPTEN_SIDE = os.environ.get("MPCRT_CRYPTEN_SIDE", os.path.join(REPO_ROOT, "benchmarks", "crypten_side.py"))
-# Untimed calls of each job before the timed ones. The first 2-4 calls after another job
-# ran slow on a 2-core machine with all processes on it (matmul 256 at N = 3: 15-40 ms,
-# then 7 ms; the delay sat on party 0's dealer request-to-reply path after a heavy dealer
-# phase): 3 warm-ups measure the steady state, for CrypTen alike.
+# Untimed calls of each job before the timed ones, for CrypTen alike: 3 measure the steady
+# state. (The first 2-4 calls after another job used to run slow on 2 cores, matmul 256 at
+# N = 3 in 15-40 ms instead of 7: numpy's OpenBLAS workers spinning after the job's float64
+# reference; launch.local.blas_thread_env now caps them.)
 WARMUP = 3
 CRYPTEN_NOT_IMPORTABLE = 3  # crypten_side.py's exit status when `import crypten` fails
 DEFAULT_OPS = "mul,matmul,ltz,relu"
@@ -741,16 +741,15 @@ def main(a) -> int:
     if a.repeats < 1 or a.warmup < 0:
         print("mpcrt bench: --repeats >= 1 and --warmup >= 0", file=sys.stderr)
         return 2
-    if a.device == "cuda":
-        from mpcrt.errors import ConfigError
-        from mpcrt.kernels import cuda_gemm
-
-        try:
-            cuda_gemm.cupy()
-        except ConfigError as e:
-            print(f"mpcrt bench: {e}", file=sys.stderr)
-            return 2
     os.environ["MPCRT_DEVICE"] = a.device  # the launched parties and dealer inherit it
+    from mpcrt.errors import ConfigError
+    from mpcrt.kernels import gemm
+
+    try:
+        gemm.check_device()
+    except ConfigError as e:
+        print(f"mpcrt bench: {e}", file=sys.stderr)
+        return 2
     if any(n.simulated for n in networks):
         from mpcrt.launch.netsim import NetSimUnavailable, check_available
 

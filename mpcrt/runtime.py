@@ -19,7 +19,7 @@ from mpcrt import allreduce, fixedpoint
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import DealerClient
 from mpcrt.errors import ConfigError, MpcError, ShapeError
-from mpcrt.kernels import allocator, bufpool
+from mpcrt.kernels import allocator, bufpool, gemm
 from mpcrt.kernels.prg import PRG, new_seed
 from mpcrt.transport import DEFAULT_TIMEOUT, Node
 
@@ -433,7 +433,7 @@ def init(precision: int | None = None, timeout: float | None = None) -> Runtime:
     if timeout is None:
         timeout = float(env.get("MPCRT_TIMEOUT", DEFAULT_TIMEOUT))
     _set_threads(cluster.world_size)
-    _check_device()
+    gemm.check_device()  # --device cuda without CuPy or a GPU: stop here, not at the first large matmul
     t0 = time.perf_counter()
     rt = Runtime(cluster, int(env["MPCRT_RANK"]), secret, precision=precision, timeout=timeout, insecure=insecure)
     log.debug("party %d ready in %.2fs", rt.rank, time.perf_counter() - t0)
@@ -447,14 +447,6 @@ def _close_at_exit(rt: Runtime) -> None:
         rt.close()
     except MpcError:
         rt.abort()
-
-
-def _check_device() -> None:
-    """Fail at start, not at the first large matmul, when --device cuda cannot be served."""
-    from mpcrt.kernels import cuda_gemm, gemm
-
-    if gemm.device() == "cuda":
-        cuda_gemm.cupy()
 
 
 def _set_threads(world_size: int) -> None:

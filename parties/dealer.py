@@ -24,7 +24,7 @@ import numpy as np
 from mpcrt import correlations
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.errors import MpcError, ProtocolError
-from mpcrt.kernels import allocator, cuda_gemm, gemm
+from mpcrt.kernels import allocator, gemm
 from mpcrt.kernels.prg import PRG, new_seed
 from mpcrt.transport import DEFAULT_TIMEOUT, Node
 
@@ -136,8 +136,7 @@ def main() -> int:
         cluster = load_cluster(env["MPCRT_CLUSTER"])
         insecure = env.get("MPCRT_INSECURE", "0") == "1"
         secret = None if insecure else load_secret_key(env.get("MPCRT_SECRET_KEY", ""))
-        if gemm.device() == "cuda":  # the matmul and conv triples' products go to the GPU
-            cuda_gemm.cupy()
+        gemm.check_device()  # the matmul and conv triples' products may go to the GPU
         d = Dealer(cluster, secret, insecure=insecure, timeout=float(env.get("MPCRT_TIMEOUT", DEFAULT_TIMEOUT)))
     except MpcError as e:
         print(f"dealer: {type(e).__name__}: {e}", file=sys.stderr)

@@ -622,7 +622,7 @@ class _Tracer:
     def _layer_weights(self, n, mod, t: str) -> tuple:
         """(weight, bias or None, parameter name) of a Linear/Conv module, with a BatchNorm
         folded in where _plan_folds chose to."""
-        w, b = mod.weight.detach().double().numpy(), None if mod.bias is None else mod.bias.detach().double().numpy()
+        w, b = _np(mod.weight), _np(mod.bias)
         if n in self.folded:
             w, b, bn_name = self.folded[n]
             t = f"{t}+{bn_name}"
@@ -649,11 +649,15 @@ class _Tracer:
         return self.emit("linear", {"input": x, "weight": self.param(w, pname + ".weight"),
                                     "bias": None if b is None else self.param(b, pname + ".bias")}, name, what)
 
+    def opt_param(self, array, name: str) -> dict | None:
+        """`param` of an optional array (a module's weight or bias that may be None)."""
+        return None if array is None else self.param(_np(array), name)
+
     def _layer_norm(self, x, mod, pname: str, name: str, what: str) -> dict:
-        w = None if mod.weight is None else self.param(mod.weight.detach().double().numpy(), pname + ".weight")
-        b = None if mod.bias is None else self.param(mod.bias.detach().double().numpy(), pname + ".bias")
         return self.emit("layer_norm", {"input": x, "normalized_shape": [int(v) for v in mod.normalized_shape],
-                                        "weight": w, "bias": b, "eps": float(mod.eps)}, name, what)
+                                        "weight": self.opt_param(mod.weight, pname + ".weight"),
+                                        "bias": self.opt_param(mod.bias, pname + ".bias"), "eps": float(mod.eps)},
+                         name, what)
 
     def _mha(self, n, mod, t: str, what: str, name: str | None = None, args=None, kwargs=None) -> dict:
         """nn.MultiheadAttention(q, k, v) in eval mode, as IR: the in-projections (the
@@ -682,11 +686,11 @@ class _Tracer:
         bf = bool(mod.batch_first)
         c = 1.0 / math.sqrt(D)
         if mod.in_proj_weight is not None:
-            W = mod.in_proj_weight.detach().double().numpy()
+            W = _np(mod.in_proj_weight)
             Wq, Wk, Wv = W[:E], W[E:2 * E], W[2 * E:]
         else:
-            Wq, Wk, Wv = (getattr(mod, f"{p}_proj_weight").detach().double().numpy() for p in "qkv")
-        B = mod.in_proj_bias.detach().double().numpy() if mod.in_proj_bias is not None else None
+            Wq, Wk, Wv = (_np(getattr(mod, f"{p}_proj_weight")) for p in "qkv")
+        B = _np(mod.in_proj_bias)
         bq, bk, bv = (None, None, None) if B is None else (B[:E], B[E:2 * E], B[2 * E:])
 
         def batch_first(v):
@@ -719,8 +723,7 @@ class _Tracer:
         o = self.emit("transpose", {"input": o, "dim0": 1, "dim1": 2}, name + ":blhd", what)
         o = self.emit("reshape", {"input": o, "shape": bl + [E]}, name + ":concat", what)
         op = mod.out_proj
-        out = self._lin(o, op.weight.detach().double().numpy(),
-                        None if op.bias is None else op.bias.detach().double().numpy(), t + ".out_proj",
+        out = self._lin(o, _np(op.weight), _np(op.bias), t + ".out_proj",
                         name if bf else name + ":out", what)
         return out if bf else self.emit("transpose", {"input": out, "dim0": 0, "dim1": 1}, name, what)
 
@@ -751,11 +754,9 @@ class _Tracer:
                 self.ref_of[src] = ref
 
         def ff(v, tag):
-            w1, b1 = mod.linear1.weight.detach().double().numpy(), mod.linear1.bias
-            h = self._lin(v, w1, None if b1 is None else b1.detach().double().numpy(), t + ".linear1", f"{name}:{tag}1", what)
+            h = self._lin(v, _np(mod.linear1.weight), _np(mod.linear1.bias), t + ".linear1", f"{name}:{tag}1", what)
             h = self.emit(act_op[0], {"input": h, **act_op[1]}, f"{name}:{tag}act", what)
-            w2, b2 = mod.linear2.weight.detach().double().numpy(), mod.linear2.bias
-            return self._lin(h, w2, None if b2 is None else b2.detach().double().numpy(), t + ".linear2", f"{name}:{tag}2", what)
+            return self._lin(h, _np(mod.linear2.weight), _np(mod.linear2.bias), t + ".linear2", f"{name}:{tag}2", what)
 
         def add(a, b, tag):
             return self.emit("add", {"input": a, "other": b, "alpha": 1}, f"{name}:{tag}", what)
@@ -889,11 +890,10 @@ class _Tracer:
             return go("resize", **_resize_args(n, str(mod.mode), mod.align_corners, mod.scale_factor,
                                                mod.recompute_scale_factor, False, what))
         if isinstance(mod, tnn.PReLU):
-            return go("prelu", weight=self.param(mod.weight.detach().double().numpy(), t + ".weight"))
+            return go("prelu", weight=self.param(_np(mod.weight), t + ".weight"))
         if isinstance(mod, tnn.GroupNorm):
-            w = None if mod.weight is None else self.param(mod.weight.detach().double().numpy(), t + ".weight")
-            b = None if mod.bias is None else self.param(mod.bias.detach().double().numpy(), t + ".bias")
-            return go("group_norm", num_groups=int(mod.num_groups), weight=w, bias=b, eps=float(mod.eps))
+            return go("group_norm", num_groups=int(mod.num_groups), weight=self.opt_param(mod.weight, t + ".weight"),
+                      bias=self.opt_param(mod.bias, t + ".bias"), eps=float(mod.eps))
         if isinstance(mod, (tnn.InstanceNorm1d, tnn.InstanceNorm2d)):
             shape = self.in_shape(n)
             if shape is not None and len(shape) != (3 if isinstance(mod, tnn.InstanceNorm1d) else 4):
@@ -901,8 +901,8 @@ class _Tracer:
             if mod.track_running_stats and mod.running_mean is not None:  # eval mode: the running statistics
                 scale, shift = _bn_affine(mod)
                 return go("affine", scale=self.param(scale, t + ".scale"), shift=self.param(shift, t + ".shift"))
-            w = self.param(mod.weight.detach().double().numpy(), t + ".weight") if mod.affine else None
-            b = self.param(mod.bias.detach().double().numpy(), t + ".bias") if mod.affine else None
+            w = self.opt_param(mod.weight, t + ".weight") if mod.affine else None
+            b = self.opt_param(mod.bias, t + ".bias") if mod.affine else None
             channels = int(shape[1]) if shape is not None else int(mod.num_features)  # torch uses the input's (affine=False)
             return go("group_norm", num_groups=channels, weight=w, bias=b, eps=float(mod.eps))
         if isinstance(mod, tnn.Hardsigmoid):
@@ -910,10 +910,7 @@ class _Tracer:
         if isinstance(mod, tnn.Hardtanh):  # ReLU6 too
             return go("hardtanh", min_val=float(mod.min_val), max_val=float(mod.max_val))
         if isinstance(mod, tnn.LayerNorm):
-            w = None if mod.weight is None else self.param(mod.weight.detach().double().numpy(), t + ".weight")
-            b = None if mod.bias is None else self.param(mod.bias.detach().double().numpy(), t + ".bias")
-            return go("layer_norm", normalized_shape=[int(v) for v in mod.normalized_shape], weight=w, bias=b,
-                      eps=float(mod.eps))
+            return self._layer_norm(x, mod, t, n.name, what)
         if isinstance(mod, tnn.MaxPool2d):
             _check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
             return go("max_pool2d", kernel_size=self.enc(mod.kernel_size, n), stride=self.enc(mod.stride, n),
@@ -933,6 +930,11 @@ class _Tracer:
         raise UnsupportedLayerError(
             f"unsupported layer {what} at fx node '{n.name}'; supported layers: {', '.join(SUPPORTED_MODULES)}"
         )
+
+
+def _np(t):
+    """A torch tensor (a module's parameter) as a float64 numpy array; None stays None."""
+    return None if t is None else t.detach().double().numpy()
 
 
 def _is_size(v) -> bool:
