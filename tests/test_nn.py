@@ -154,6 +154,19 @@ def _run_models(rt, models, inputs, owner=0, data=1):
     return out
 
 
+def _matches_torch(model, x, ops=(), timeout=60, trace_x=None):
+    """Import `model` (traced on x[:1], or trace_x), check its graph uses `ops`, run it on x
+    under MPC (2 parties) and compare with torch: same shape, within APPROX_TOL."""
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    g, _ = mnn.trace(model, x[:1] if trace_x is None else trace_x)
+    got_ops = {n["op"] for n in g.nodes}
+    assert set(ops) <= got_ops, got_ops
+    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=timeout)[1]
+    assert got.shape == ref.shape
+    assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
+
+
 # ---------------------------------------------------------------- graph
 def test_graph_roundtrip_msgpack_and_plaintext_replay():
     model = _build(Residual, 1)
@@ -444,15 +457,8 @@ class TransformerBlock(nn.Module):
 
 
 def test_transformer_style_layers_match_torch():
-    model = _build(TransformerBlock, 3)
-    x = torch.randn(3, 4, 6)
-    with torch.no_grad():
-        ref = model(x).double().numpy()
-    g, _ = mnn.trace(model, x[:1])
-    assert {"gelu", "silu", "hardtanh", "layer_norm", "log_softmax"} <= {n["op"] for n in g.nodes}
-    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=60)[1]
-    assert got.shape == ref.shape
-    assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
+    _matches_torch(_build(TransformerBlock, 3), torch.randn(3, 4, 6),
+                   {"gelu", "silu", "hardtanh", "layer_norm", "log_softmax"})
 
 
 class MobileStyle(nn.Module):
@@ -477,15 +483,8 @@ class MobileStyle(nn.Module):
 
 
 def test_mobile_style_ops_match_torch():
-    model = _build(MobileStyle, 4)
-    x = torch.randn(3, 2, 6, 6) * 2
-    with torch.no_grad():
-        ref = model(x).double().numpy()
-    g, _ = mnn.trace(model, x[:1])
-    assert {"hardswish", "hardsigmoid", "clamp", "abs", "pow", "rsqrt", "sqrt", "reciprocal", "log"} <= {n["op"] for n in g.nodes}
-    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=60)[1]
-    assert got.shape == ref.shape
-    assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
+    _matches_torch(_build(MobileStyle, 4), torch.randn(3, 2, 6, 6) * 2,
+                   {"hardswish", "hardsigmoid", "clamp", "abs", "pow", "rsqrt", "sqrt", "reciprocal", "log"})
 
 
 class Audio1d(nn.Module):
@@ -577,15 +576,7 @@ class SmoothActs(nn.Module):
 
 
 def test_elu_selu_celu_softplus_match_torch():
-    model = _build(SmoothActs, 7)
-    x = torch.randn(5, 6)
-    with torch.no_grad():
-        ref = model(x).double().numpy()
-    g, _ = mnn.trace(model, x[:1])
-    assert {"elu", "selu", "celu", "softplus"} <= {n["op"] for n in g.nodes}
-    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=60)[1]
-    assert got.shape == ref.shape
-    assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
+    _matches_torch(_build(SmoothActs, 7), torch.randn(5, 6), {"elu", "selu", "celu", "softplus"})
 
 
 class NormsAndGates(nn.Module):
@@ -614,14 +605,7 @@ def test_group_instance_norm_prelu_mish_match_torch():
         model.irun.running_var.uniform_(0.5, 2.0)
         model.inorm.weight.uniform_(0.5, 1.5)
         model.inorm.bias.uniform_(-0.5, 0.5)
-    x = torch.randn(2, 3, 5, 5)
-    with torch.no_grad():
-        ref = model(x).double().numpy()
-    g, _ = mnn.trace(model, x[:1])
-    assert {"group_norm", "prelu", "mish", "affine"} <= {n["op"] for n in g.nodes}
-    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=90)[1]
-    assert got.shape == ref.shape
-    assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
+    _matches_torch(model, torch.randn(2, 3, 5, 5), {"group_norm", "prelu", "mish", "affine"}, timeout=90)
 
 
 def test_instance_norm_channels_celu_alpha_softplus_threshold_on_import():
@@ -670,15 +654,8 @@ class TensorOps(nn.Module):
 def test_tensor_ops_match_torch():
     model = _build(TensorOps, 10)
     x = torch.randn(4, 8)
-    with torch.no_grad():
-        ref = model(x).double().numpy()
-    g, _ = mnn.trace(model, x)
-    ops = {n["op"] for n in g.nodes}
-    assert {"chunk", "split", "stack", "compare", "cast", "where", "maximum", "max", "amax", "var", "std", "norm",
-            "normalize", "pad", "resize"} <= ops, ops
-    (got,) = run_parties(_run_models, 2, [model], [x], 0, 1, timeout=90)[1]
-    assert got.shape == ref.shape
-    assert float(np.abs(got - ref).max()) <= APPROX_TOL, float(np.abs(got - ref).max())
+    _matches_torch(model, x, {"chunk", "split", "stack", "compare", "cast", "where", "maximum", "max", "amax", "var",
+                              "std", "norm", "normalize", "pad", "resize"}, timeout=90, trace_x=x)
 
 
 class PowBy(nn.Module):
