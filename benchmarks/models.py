@@ -641,7 +641,7 @@ def summarize(res: dict) -> dict:
         online_dealer_bytes_received=max(s["dealer_bytes_received"] for s in last_on),
         max_sent_mb=max(s["bytes_sent"] for s in last_e2e) / 1e6,
         max_sent_plus_received_mb=max(s["bytes_sent"] + s["bytes_received"] for s in last_e2e) / 1e6,
-        dealer_to_p0_mb=last_e2e[0]["dealer_bytes_received"] / 1e6,
+        dealer_mb=sum(s["dealer_bytes_received"] for s in last_e2e) / 1e6,  # to all parties (corrections rotate)
         maxrss_mb=[round(p["maxrss_mb"]) for p in pp],
         check=res.get("check"),
         session_wall_s=res.get("session_wall_s"), loadavg_before=res.get("loadavg_before"),
@@ -677,12 +677,12 @@ def print_table(rows: list[dict], crypten: dict, out=None) -> None:
         print(f"{r['model']:<14}{r['parties']:>2} {r['channels'][:5]:<6}{r['e2e_s']:>9.3f}{min(r['e2e_all_s']):>8.3f}"
               f"{r['online_s']:>10.3f}{min(r['online_all_s']):>8.3f}"
               f"{r['offline_s']:>10.3f}{r['rounds']:>7}{r['max_sent_mb']:>9.2f}{r['max_sent_plus_received_mb']:>9.2f}"
-              f"{r['dealer_to_p0_mb']:>9.2f}{_agree(r):>9}{(err if err is not None else float('nan')):>9.1e}"
+              f"{r['dealer_mb']:>9.2f}{_agree(r):>9}{(err if err is not None else float('nan')):>9.1e}"
               f"{ct:>10}{ratio:>7}", file=out)
     print("e2e: dealer on line; online: dealer material fetched ahead by rt.preprocess (offline = that fetch);\n"
           "median (and min) over the repeats of the slowest party; rounds and MB from the e2e run (max over parties);\n"
           "MB sent: most any party sent; MB s+r: most any party sent + received (CrypTen's byte count is\n"
-          "about this); MB dlr: dealer to party 0; agree: argmax equal to the plaintext model's;\n"
+          "about this); MB dlr: dealer to the parties, all together; agree: argmax equal to the plaintext model's;\n"
           "x CT: mpcrt e2e / CrypTen (TTP on line), plaintext channels only (CrypTen's are plaintext).", file=out)
 
 

@@ -367,7 +367,7 @@ def summarize(res: dict, net: Network, channels: str) -> list[dict]:
             "rounds": r["rounds"],
             "bytes_sent_per_party": sent, "bytes_received_per_party": recv, "link_bytes_per_party": link,
             "mb_sent_per_party": sent / 1e6,
-            "dealer_bytes_to_p0": pp[0]["dealer_bytes_received"],
+            "dealer_bytes": sum(p["dealer_bytes_received"] for p in pp),  # to all parties (corrections rotate)
             "online_dealer_bytes": max(p["online_dealer_bytes_received"] for p in pp),
             "max_abs_err": r["max_abs_err"],
             "stats_varied": any(p.get("stats_varied") for p in pp),
@@ -396,10 +396,10 @@ def print_table(rows: list[dict], out=None) -> None:
     for r in rows:
         print(f"{r['op']:<11}{_size(r):>9}{r['parties']:>3} {r['network']:<9}{r['channels'][:5]:<6}"
               f"{r['e2e_s']:>9.4f}{_pm(r, 'e2e'):>8.4f}{r['online_s']:>10.4f}{_pm(r, 'online'):>8.4f}"
-              f"{r['offline_s']:>10.4f}{r['rounds']:>7}{r['mb_sent_per_party']:>10.2f}{r['dealer_bytes_to_p0'] / 1e6:>9.2f}"
+              f"{r['offline_s']:>10.4f}{r['rounds']:>7}{r['mb_sent_per_party']:>10.2f}{r['dealer_bytes'] / 1e6:>9.2f}"
               f"{r['max_abs_err']:>10.2e}", file=out)
     print("e2e: dealer on line; online: dealer material fetched ahead (offline = that fetch); median of the "
-          "repeats, ± half their range; MB/party: most any party sent; MB dlr: dealer to party 0 (e2e)", file=out)
+          "repeats, ± half their range; MB/party: most any party sent; MB dlr: dealer to the parties, all together (e2e)", file=out)
 
 
 def print_bounds(rows: list[dict], out=None) -> None:
@@ -576,7 +576,7 @@ def to_markdown(doc: dict) -> str:
     for r in rows:
         lines.append(f"| {r['op']} | {_size(r)} | {r['parties']} | {r['network']} | {r['channels']} | {_fmt_t(r, 'e2e')} "
                      f"| {_fmt_t(r, 'online')} | {_fmt_t(r, 'offline')} | {r['rounds']} | {r['mb_sent_per_party']:.2f} "
-                     f"| {r['dealer_bytes_to_p0'] / 1e6:.2f} | {r['max_abs_err']:.2g} | {_pct(r.get('others_cpu_share'))} |")
+                     f"| {r['dealer_bytes'] / 1e6:.2f} | {r['max_abs_err']:.2g} | {_pct(r.get('others_cpu_share'))} |")
     b = [r for r in rows if "bound_online_s" in r]
     if b:
         lines += ["", "| op | size | N | network | rounds | MB link/party | rounds x d | bytes/rate | bound s "

@@ -12,7 +12,7 @@ import threading
 from typing import Any, Callable
 
 from mpcrt.cluster import Cluster
-from mpcrt.errors import MpcError
+from mpcrt.errors import MpcError, PeerFailure
 from mpcrt.launch.local import loopback_cluster
 from mpcrt.parties.dealer import Dealer
 from mpcrt.runtime import Runtime
@@ -34,7 +34,9 @@ def run_parties(
 ) -> list[Any]:
     """Call fn(rt, *args) on every party; return the list of results by rank.
 
-    If any party raises, the first exception (by rank) is re-raised after all threads end.
+    If any party raises, the first exception (by rank) that is not a PeerFailure (the
+    cause, where the others only saw a peer go) is re-raised after all threads end, else
+    the first one; the dealer's error comes after the parties'.
     """
     cluster, secrets_ = local_cluster(n, precision)
     results: list[Any] = [None] * n
@@ -74,7 +76,10 @@ def run_parties(
     threads[0].join(10)
     if any(t.is_alive() for t in threads[1:]):
         raise MpcError(f"parties still running after {join_timeout} s")
-    for e in errors:
-        if e is not None:
+    raised = [e for e in errors if e is not None] + dealer_err
+    for e in raised:
+        if not isinstance(e, PeerFailure):
             raise e
+    if raised:
+        raise raised[0]
     return results

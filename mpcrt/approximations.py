@@ -13,13 +13,17 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   to f bits: a 5-round chain whose dealer tuples are all requested at its start.
   Its first step opens nothing: the range comparison's masked opening of x, times the
   odd public scale beta, is its truncation's opening (the dealer deals the powers of
-  beta r with the comparison's edaBit r). Selection gives 0 below -15 and e^11.5
+  beta r for the comparison's edaBit r, as a request of its own after the comparison's
+  first half, and the chain waits a round for it: round 2 waits only for that first
+  half; each cube's powers go straight into the next step's input, one fused pass,
+  kernels.powers.poly). Selection gives 0 below -15 and e^11.5
   above 11.5 by two coarse comparison rows (bits 16..63 of x - t: either answer on
   the 1-wide windows [-16, -15) and (10.5, 11.5], where the chain is valid, exact
   elsewhere; 25% fewer bytes), and their products with e^x open nothing: the chain's
   last truncation carries [s S0], [s msb r] for the rows' daBits s. 7 rounds (the
   comparison's); 63.25 bytes per element per peer (CrypTen: 64), 251.5 dealer bytes (31.4
-  words, the chain's 22.5 of them; the comparison's material in two requests). Error: |err| <= max(3e-3 e^x, 2^-14) on [-10, 10] (rel 1.5e-3 on
+  words, the chain's 22.5 of them; the comparison's material in three requests).
+  Error: |err| <= max(3e-3 e^x, 2^-14) on [-10, 10] (rel 1.5e-3 on
   [0, 10]; below e^x ~ 2^-6 the 16-bit output's own rounding dominates), abs < 2e-5
   below -10. softmax uses a precise chain (more bits in the cubes, 3 more dealer
   words per element): rel 9e-4 on [0, 10].
@@ -94,7 +98,7 @@ def _elementwise_plan(fn, x: SharedTensor, args, kwargs) -> list:
     out = []
     for kind, p in plan:
         q = {k: (list(x.shape) if k in ("shape", "a", "b") and v == [1] else v) for k, v in p.items()}
-        if kind == "ltz":
+        if kind in ("ltz", "ltzpow"):
             q["n"] = npad * int(q.get("rows", 1))
         out.append((kind, q))
     return out
@@ -202,8 +206,9 @@ def _exp_beta() -> int:
 
 def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_bits: int | None = None,
                mats: list | None = None, fast: bool = False):
-    """Generator (5 rounds): e^x at `out_bits` (default f) bits, and its powers up to J_out,
-    valid for x in [EXP_LO, EXP_HI]; garbage (never used) outside.
+    """Generator (5 rounds; 6 when step 1 rides on a comparison, mats[0] None, which must
+    run after this generator in each round): e^x at `out_bits` (default f) bits, and its
+    powers up to J_out, valid for x in [EXP_LO, EXP_HI]; garbage (never used) outside.
 
     e^x = q^27 with q = c0 + c1 u + ... + c4 u^4, u = x/27 (a relative-error fit). The chain
     amplifies q's relative error 27 times, so: the linear term comes exactly from x;
@@ -219,22 +224,21 @@ def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_
     steps = [(k, J, mat) for (k, J), mat in zip(plan, mats)]
     c0, c1, c2, c3, c4 = (float(c) for c in EXP_POLY)
     k4 = c4 ** 0.25
-    if mats[0] is None:  # step 1 rides on a comparison's opening of x (exp): its powers land in hold
-        yield Open()
-        v = hold[key + ":v"]
+    # q = c0 + (c1 / 27) x + (c2 / k4^2) v^2 + (c3 / k4^3) v^3 + v^4 at 60 bits (v^j at 15 j bits)
+    coef = [round(c0 * 2**60), 0, round(c2 / k4**2 * 2**30), round(c3 / k4**3 * 2**15), 1]
+    xcoef = round(c1 / 27 * 2 ** (60 - f))
+    if mats[0] is None:  # step 1 rides on a comparison's opening of x (exp), its RidingPowers in hold
+        yield Open()  # round 1: the comparison's opening
+        yield Open()  # round 2: the comparison's alone, while the powers tuple arrives
+        q = hold[key + ":v"].poly(coef, X, xcoef)
     else:
-        v = yield from powers.trunc_pow_steps(rt, X * _exp_beta(), *steps[0])  # v^j at 15 j bits
-    q = X * np.int64(round(c1 / 27 * 2 ** (60 - f)))
-    q += np.int64(round(c2 / k4**2 * 2**30)) * v[1]
-    q += np.int64(round(c3 / k4**3 * 2**15)) * v[2]
-    q += v[3]
-    if rt.rank == 0:
-        q += np.int64(round(c0 * 2**60))
-    p = yield from powers.trunc_pow_steps(rt, q, *steps[1])  # q at 20, q^3 at 60 (fast: 15, 45)
-    p = yield from powers.trunc_pow_steps(rt, p[2], *steps[2])  # q^3 at 18, q^9 at 54 (fast: 15, 45)
-    p = yield from powers.trunc_pow_steps(rt, p[2], *steps[3])  # q^9 at 15, q^27 at 45
+        q = yield from powers.trunc_poly_steps(rt, X * _exp_beta(), *steps[0][:2], coef, X, xcoef, mat=steps[0][2])
+    cube = [0, 0, 0, 1]
+    p = yield from powers.trunc_poly_steps(rt, q, *steps[1][:2], cube, mat=steps[1][2])  # q^3 at 45 (precise: 60)
+    p = yield from powers.trunc_poly_steps(rt, p, *steps[2][:2], cube, mat=steps[2][2])  # q^9 at 45 (54)
+    p = yield from powers.trunc_poly_steps(rt, p, *steps[3][:2], cube, mat=steps[3][2])  # q^27 at 45
     opened: list = []
-    out = yield from powers.trunc_pow_steps(rt, p[2], *steps[4], opened=opened)  # e^x at ob bits
+    out = yield from powers.trunc_pow_steps(rt, p, *steps[4], opened=opened)  # e^x at ob bits
     hold[key + ":c"] = opened[0]  # the last truncation's opening (exp's products reuse it)
     hold[key] = out
     return out
@@ -287,24 +291,23 @@ def _exp(x: SharedTensor, fast: bool) -> SharedTensor:
     X = _at_f(x)
     hold: dict = {}
     # The comparison's opening of x also opens beta x for the chain's first step (its
-    # powers tuple comes with the comparison's material); the later chain steps are
-    # requested next, in the order the rounds need them, and dealt while round 1 runs.
+    # powers tuple is the request right after the comparison's first half); the chain
+    # waits one round for it (the comparison has two rounds to spare after the chain),
+    # so round 2 waits only for the comparison's first half. Dealer requests in the
+    # order the rounds use them: comparison half 1, its powers, the chain's steps 2-4,
+    # then the comparison's daBit half, which carries the chain's last truncation (round 6).
     plan = _exp_plan(f, 1, f, fast)
     pw = (*plan[0], _exp_beta())
     k5, coarse = plan[4][0], _coarse(f)
-    # dealer requests in the order the rounds use them: the comparison's first half, the
-    # chain's second step, the comparison's daBit half (which carries the chain's last
-    # truncation, rounds 5-7), then the chain's third and fourth steps
     lt = ltz_request(rt, X.size, 1, rows=2, shared_y=True, powers=pw, coarse=coarse, trunc_y=k5, halves=True)
-    step2 = _exp_requests(rt, X.shape, f, 1, steps=slice(1, 2), fast=fast)
+    steps234 = _exp_requests(rt, X.shape, f, 1, steps=slice(1, 4), fast=fast)
     last = YTrunc(lt.request_da(), X.size, X.shape)
-    steps34 = _exp_requests(rt, X.shape, f, 1, steps=slice(2, 4), fast=fast)
-    chain = _exp_chain(rt, X, f, 1, hold, "y", mats=[None, *step2, *steps34, last], fast=fast)
+    chain = _exp_chain(rt, X, f, 1, hold, "y", mats=[None, *steps234, last], fast=fast)
     # coarse rows: [x < -15] may read either way on [-16, -15), [x > 11.5] on (10.5, 11.5]
     sel = _selection(rt, X, [(EXP_LO + 1, 1), (EXP_HI, -1)], f, lambda: [hold["y"][0], hold["y:c"]], mat=lt,
                      powers=pw, on_powers=lambda v: hold.__setitem__("y:v", v), coarse=coarse, trunc_y=k5)
     with rt.scope("exp"):
-        (bits, prods), _ = run(rt, sel, chain)  # sel first: it hands the chain its powers after round 1
+        _, (bits, prods) = run(rt, chain, sel)  # chain first: it hands sel y before sel's last round
     y = hold["y"][0]
     b_hi = bits[1, ...]  # [i, ...]: a 0-d array (not a numpy scalar) for 0-d inputs
     out = y - prods[0, ...] - prods[1, ...] + b_hi * np.int64(round(math.exp(EXP_HI) * 2**f))

@@ -5,13 +5,15 @@ PRG(seed_i), the seed party i agreed with the dealer. A kind lists its arrays in
 two groups:
 
 * `own`:       every party expands its share from its PRG (their sum is the value);
-* `corrected`: parties 1..N-1 expand their share from the PRG too, party 0 gets a
-               correction from the dealer so that the shares sum (or XOR) to the
-               value the dealer derived from the `own` values.
+* `corrected`: all parties but one expand their share from the PRG too; that one,
+               the request's corrected party (`corrected_party`: k mod N, so the
+               dealer's traffic and the receiving work rotate over the parties),
+               gets a correction from the dealer so that the shares sum (or XOR) to
+               the value the dealer derived from the `own` values.
 
-Party 0 expands only the `own` prefix of its stream. The dealer expands all
-streams, computes the true values and sends party 0 one message per request,
-whatever N is. Sharing is additive mod 2^64 ('a'), XOR of 64-bit words ('x'), or
+The corrected party expands only the `own` prefix of its stream. The dealer expands
+all streams, computes the true values and sends the corrected party one message per
+request (in parts, see reply_parts), whatever N is. Sharing is additive mod 2^64 ('a'), XOR of 64-bit words ('x'), or
 additive mod 2^32 ('a32': uint32 values packed two per word, for values a protocol
 only ever uses multiplied by 2^32 or more, so their high half never matters).
 The dealer's own secrets (random bits) come from its private PRG.
@@ -486,6 +488,53 @@ class TruncPowers(Kind):
         fused.deal(r, int(p["k"]), J, sS, sM, *blocks(out))
 
 
+class LtzPowers(Kind):
+    """The powers tuple of beta r for a comparison bundle's edaBit r, as a request of its own
+    (protocols.comparison.Halves): `back` requests earlier is an 'ltz' part-1 request with
+    the same n and rows, whose `own` stream starts with r (n / rows words); every party
+    already holds its share of r from there, so this kind has no `own` arrays and the
+    dealer re-expands that prefix of each party's earlier stream (`borrowed`). Its
+    corrections are TruncPowers' for beta r (beta odd, so beta r is uniform), k and J
+    from `pw` = [k, J, beta]. Dealt apart from the bundle so that the comparison's early
+    rounds do not wait for it."""
+
+    @staticmethod
+    def _sub(p) -> dict:
+        n, R = int(p["n"]), int(p.get("rows", 1))
+        back = p.get("back")
+        if n <= 0 or R <= 0 or n % R or not isinstance(back, int) or back < 1:
+            raise DealerError(f"malformed comparison powers request n={n} rows={R} back={back!r}")
+        kp, J, _ = LtzBundle._pw(p) or (None, None, None)
+        if kp is None:
+            raise DealerError("a comparison powers request needs pw = [k, J, beta]")
+        return {"shape": [n // R], "k": kp, "J": J}
+
+    def own(self, p):
+        self._sub(p)
+        return []
+
+    def corrected(self, p):
+        return TruncPowers().corrected(self._sub(p))
+
+    def borrowed(self, prgs: list, stream: int, p: dict) -> dict[str, np.ndarray]:
+        """beta r, r summed from the first n / rows words of every party's stream `stream - back`."""
+        sub, back = self._sub(p), int(p["back"])
+        if stream - back < 0:
+            raise DealerError(f"comparison powers request {stream} refers back {back} requests, before the first")
+        n1 = sub["shape"][0]
+        r = prgs[0].words(stream - back, n1)
+        for prg in prgs[1:]:
+            r += prg.words(stream - back, n1)
+        r *= np.int64(p["pw"][2])
+        return {"r": r}
+
+    def deal(self, p, own, private):
+        return TruncPowers().deal(self._sub(p), own, private)
+
+    def deal_into(self, p, own, private, out, sub):
+        TruncPowers().deal_into(self._sub(p), own, private, out, sub)
+
+
 class MulMask(Kind):
     """A mask [a] for a value y to be multiplied later by a truncated value, with the
     products [S0 a] and [m a] of a TruncPowers request of the same shape (protocols.powers)."""
@@ -507,6 +556,7 @@ KINDS: dict[str, Kind] = {
     "truncpow": TruncPowers(),
     "truncmul": MulMask(),
     "ltz": LtzBundle(),
+    "ltzpow": LtzPowers(),
     "triple": Triple(),
     "matmul": MatmulTriple(),
     "conv2d": ConvTriple(),
@@ -587,19 +637,25 @@ def flat_words(entries: list) -> int:
     return sum(_words(s, how) for _, s, how in entries)
 
 
-def _expand(prg, stream: int, name: str, p: dict, rank: int) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+def corrected_party(stream: int, world: int) -> int:
+    """The party that gets request `stream`'s corrections from the dealer: the requests
+    rotate over the parties, so no one party receives (and waits for) all of them."""
+    return stream % world
+
+
+def _expand(prg, stream: int, name: str, p: dict, corrected: bool) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
     """(arrays by name, the whole flat stream, words in its `own` prefix)."""
     k = kind(name)
     own = own_layout(k, p)
-    corr = k.corrected(p) if rank else []
+    corr = [] if corrected else k.corrected(p)
     nown = flat_words(own)
     flat = prg.words(stream, nown + flat_words(corr))
     return split(flat, own + corr), flat, nown
 
 
-def expand_party(prg, stream: int, name: str, p: dict, rank: int) -> dict[str, np.ndarray]:
-    """A party's PRG-derived arrays for request `stream` (party 0: the own prefix only)."""
-    return _expand(prg, stream, name, p, rank)[0]
+def expand_party(prg, stream: int, name: str, p: dict, corrected: bool) -> dict[str, np.ndarray]:
+    """A party's PRG-derived arrays for request `stream` (the corrected party's: the own prefix only)."""
+    return _expand(prg, stream, name, p, corrected)[0]
 
 
 def _unshare(how: str):
@@ -608,13 +664,16 @@ def _unshare(how: str):
 
 
 def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
-    """Dealer side: party 0's corrections for request `stream`, flat in `corrected` order.
+    """Dealer side: the corrected party's corrections for request `stream` (prgs: every
+    party's, by rank), flat in `corrected` order.
 
     The corrections are written straight into the buffer that is sent; the first other
     party's shares are subtracted inside the kind's fused kernel where it has one.
     """
     k = kind(name)
-    jobs = [lambda i=i, prg=prg: _expand(prg, stream, name, p, i) for i, prg in enumerate(prgs)]
+    c = corrected_party(stream, len(prgs))
+    order = [c] + [i for i in range(len(prgs)) if i != c]  # the corrected party's arrays first
+    jobs = [lambda i=i: _expand(prgs[i], stream, name, p, i == c) for i in order]
     big = flat_words(own_layout(k, p)) >= PARALLEL_MIN
     parts = _parallel(*jobs) if big else [j() for j in jobs]
     priv = lambda shape: private(stream, shape)  # noqa: E731
@@ -638,6 +697,8 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
         for s in parts[2:]:
             op(acc, s[0][n], out=acc)
         own[n] = acc
+    if hasattr(k, "borrowed"):  # arrays the parties hold from an earlier request
+        own.update(k.borrowed(prgs, stream, p))
     corr = k.corrected(p)
     out = bufpool.empty(flat_words(corr))
     _pad_odd_a32(out, corr)

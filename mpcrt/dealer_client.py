@@ -1,10 +1,13 @@
 """A party's side of the dealer: numbered requests, seed expansion, prefetching.
 
-Every call of `request` takes the next request number. Parties 1..N-1 expand their
-shares from their seed and never talk to the dealer. Party 0 sends the request
-(kind, params) at once, so the dealer computes while the protocol runs, and reads
-the correction when the protocol needs it. `prefetch` takes a recorded plan and
-fetches everything ahead, so the online phase never waits on the dealer.
+Every call of `request` takes the next request number. Party 0 sends the request
+(kind, params) at once, so the dealer computes while the protocol runs. Each request
+has one corrected party (correlations.corrected_party: the requests rotate over the
+parties): it reads the dealer's correction when the protocol needs it, the others
+expand their shares from their seed. Every party runs the same program, so each
+knows which replies come to it, in order; a reply's tag carries its request number.
+`prefetch` takes a recorded plan and fetches everything ahead, so the online phase
+never waits on the dealer.
 """
 from __future__ import annotations
 
@@ -18,11 +21,17 @@ from mpcrt.errors import ProtocolError
 from mpcrt.kernels.prg import PRG
 
 
+def reply_tag(n: int) -> str:
+    """The frame tag of the dealer's reply to request n."""
+    return f"corr{n}"
+
+
 class Material:
     """The arrays of one request.
 
     `own()`: this party's PRG-expanded arrays, available at once. `get()`: all arrays,
-    for party 0 including the dealer's corrections (waits for them if needed).
+    for the request's corrected party including the dealer's corrections (waits for
+    them if needed).
     """
 
     __slots__ = ("_client", "_n", "_own", "_value")
@@ -44,18 +53,18 @@ class Material:
 
 
 class DealerClient:
-    def __init__(self, node, rank: int, dealer_id: int, seed: bytes):
-        self.node, self.rank, self.dealer_id = node, rank, dealer_id
+    def __init__(self, node, rank: int, world: int, dealer_id: int, seed: bytes):
+        self.node, self.rank, self.world, self.dealer_id = node, rank, world, dealer_id
         self.prg = PRG(seed)
         self.counter = 0
         self._requests: dict[int, tuple[str, dict]] = {}
         self._ready: dict[int, dict] = {}
         self._planned: dict[int, tuple[str, dict]] = {}
         self._corr: dict[int, np.ndarray] = {}
-        self._awaiting: collections.deque[tuple[int, int]] = collections.deque()  # party 0: (request, reply parts) sent, not read
+        self._awaiting: collections.deque[tuple[int, int]] = collections.deque()  # (request, reply parts) due here, not read
         self._announced: dict[int, tuple[str, dict]] = {}  # numbered ahead, handed out lazily by request()
-        self._sent_ahead: set[int] = set()  # party 0: announced numbers already sent to the dealer
-        self._abandoned: set[int] = set()  # sent ahead but never used: replies dropped
+        self._sent_ahead: set[int] = set()  # announced numbers party 0 already sent to the dealer
+        self._abandoned: set[int] = set()  # sent ahead, never used, due here: replies dropped
         self.recording: list | None = None
         self.log: list | None = None  # when a list, request() appends (kind, params)
 
@@ -75,8 +84,8 @@ class DealerClient:
             if self._announced[n] == (kind, p):
                 self.counter += 1
                 self._requests[n] = self._announced.pop(n)
-                if self.rank == 0 and n not in self._sent_ahead:
-                    self._send([(n, kind, p)])
+                if n not in self._sent_ahead:
+                    self._dispatch([(n, kind, p)])
                 self._sent_ahead.discard(n)
                 return Material(self, n)
             self.abandon()  # the run left the announced plan: skip what is left of it
@@ -92,8 +101,7 @@ class DealerClient:
                 )
             return Material(self, n, self._ready.pop(n))
         self._requests[n] = (kind, p)
-        if self.rank == 0:
-            self._send([(n, kind, p)])
+        self._dispatch([(n, kind, p)])
         return Material(self, n)
 
     def prefetch(self, plan: list[tuple[str, dict]]) -> None:
@@ -107,8 +115,8 @@ class DealerClient:
                 continue
             self._requests[n] = (kind, p)
             batch.append((n, kind, p))
-        if self.rank == 0 and batch:
-            self._send(batch)
+        if batch:
+            self._dispatch(batch)
         for n, kind, p in batch:
             self._ready[n] = self._complete(n, self._expand(n))
             self._planned[n] = (kind, p)
@@ -117,34 +125,34 @@ class DealerClient:
         """Number the requests of `plan` from the current counter; party 0 sends them to
         the dealer now (if `send`), without waiting: the dealer deals them while the
         program runs and `request` hands them out in order (sending any not sent yet).
-        Every party calls this at the same point with the same plan (`send` may differ:
-        it only matters on party 0). Returns False (and does nothing) if other requests
-        are outstanding."""
+        Every party calls this at the same point with the same plan and `send` (the
+        parties a reply goes to count on it; a mismatch shows as a tag error). Returns
+        False (and does nothing) if other requests are outstanding."""
         if not plan or self._planned or self._announced:
             return False
         batch = [(self.counter + i, kind, p) for i, (kind, p) in enumerate(plan)]
         self._announced = {n: (kind, p) for n, kind, p in batch}
-        if self.rank == 0 and send:
-            self._send(batch)
+        if send:
+            self._dispatch(batch)
             self._sent_ahead = set(self._announced)
         return True
 
     @staticmethod
     def correction_bytes(plan: list[tuple[str, dict]]) -> int:
-        """What party 0 would receive for `plan`."""
+        """What the dealer would send for `plan` (to all parties together)."""
         return 8 * sum(correlations.flat_words(correlations.kind(k).corrected(p)) for k, p in plan)
 
     def abandon(self) -> None:
         """Give up the announced requests not used yet: their numbers are skipped (on every
-        party alike, as every party runs the same program) and party 0 drops their replies."""
+        party alike, as every party runs the same program) and the parties they were due
+        to drop their replies."""
         if self._announced:
             self.counter = max(self.counter, max(self._announced) + 1)
-            if self.rank == 0:
-                gone = self._sent_ahead & set(self._announced)
-                got = gone & set(self._corr)  # replies already read while waiting for others
-                for n in got:
-                    del self._corr[n]
-                self._abandoned.update(gone - got)
+            gone = {n for n in self._sent_ahead & set(self._announced) if self._due_here(n)}
+            got = gone & set(self._corr)  # replies already read while waiting for others
+            for n in got:
+                del self._corr[n]
+            self._abandoned.update(gone - got)
             self._announced, self._sent_ahead = {}, set()
 
     @property
@@ -152,23 +160,30 @@ class DealerClient:
         """How many requests are fetched ahead and not yet used."""
         return len(self._planned)
 
-    def _send(self, batch: list) -> None:
-        raw = msgpack.packb([[n, k, p] for n, k, p in batch], use_bin_type=True)
-        self.node.send(self.dealer_id, "req", np.frombuffer(raw, np.uint8))
-        self._awaiting.extend((n, len(correlations.reply_parts(correlations.kind(k).corrected(p)))) for n, k, p in batch)
+    def _due_here(self, n: int) -> bool:
+        """Whether request n's corrections come to this party."""
+        return correlations.corrected_party(n, self.world) == self.rank
+
+    def _dispatch(self, batch: list) -> None:
+        """Party 0 sends the requests to the dealer; every party notes the replies due to it."""
+        if self.rank == 0:
+            raw = msgpack.packb([[n, k, p] for n, k, p in batch], use_bin_type=True)
+            self.node.send(self.dealer_id, "req", np.frombuffer(raw, np.uint8))
+        self._awaiting.extend((n, len(correlations.reply_parts(correlations.kind(k).corrected(p))))
+                              for n, k, p in batch if self._due_here(n))
 
     def _expand(self, n: int) -> dict[str, np.ndarray]:
         kind, p = self._requests[n]
-        return correlations.expand_party(self.prg, n, kind, p, self.rank)
+        return correlations.expand_party(self.prg, n, kind, p, self._due_here(n))
 
     def _complete(self, n: int, own: dict) -> dict[str, np.ndarray]:
         kind, p = self._requests.pop(n)
-        if self.rank != 0:
+        if not self._due_here(n):
             return own
         flat = self._corr.pop(n, None)
         while flat is None:  # replies come in request order; keep those of other requests
             m, nparts = self._awaiting.popleft()
-            got = [self.node.recv(self.dealer_id, "corr", dtype=np.int64) for _ in range(nparts)]
+            got = [self.node.recv(self.dealer_id, reply_tag(m), dtype=np.int64) for _ in range(nparts)]
             if m == n:
                 flat = got
             elif m in self._abandoned:

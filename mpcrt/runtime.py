@@ -24,7 +24,7 @@ from mpcrt.kernels.prg import PRG, new_seed
 from mpcrt.transport import DEFAULT_TIMEOUT, Node
 
 log = logging.getLogger("mpcrt")
-LOOKAHEAD_MB = int(os.environ.get("MPCRT_LOOKAHEAD_MB", "2048"))
+LOOKAHEAD_MB = int(os.environ.get("MPCRT_LOOKAHEAD_MB", "2048"))  # the same on every party
 MAX_PLANS = 1024  # lookahead plans kept per runtime
 
 _current: "Runtime | None" = None
@@ -80,7 +80,7 @@ class Runtime:
         # a seed with the dealer (over the encrypted channel), then one per pair of parties
         self.node.send(self.dealer_id, "hello", np.zeros(0, np.int64))
         seed = self.node.recv(self.dealer_id, "seed", dtype=np.uint8, shape=(16,))
-        self.dealer = DealerClient(self.node, self.rank, self.dealer_id, bytes(seed))
+        self.dealer = DealerClient(self.node, self.rank, self.world_size, self.dealer_id, bytes(seed))
         self._pair: dict[int, PRG] = {}
         self._pair_ctr: dict[int, int] = {}
         for j in range(self.rank + 1, self.world_size):
@@ -342,7 +342,8 @@ class Runtime:
         for that first run (a list of (kind, params)). A run that asks for something else
         abandons the rest of the announced plan (correct, just not ahead). A plan whose
         corrections exceed MPCRT_LOOKAHEAD_MB (default 2048) is asked for on demand, not
-        at the start (party 0 would hold all of it at once). Nested blocks and dry runs
+        at the start (the parties would hold all of it at once; every party must use the
+        same value, as each counts on the replies due to it). Nested blocks and dry runs
         pass through. Every party enters the same blocks in the same order.
         """
         if self._looking_ahead or self._dry:

@@ -1,8 +1,9 @@
 """The dealer process: agrees a seed with each party, then serves party 0's requests.
 
 It never receives a party's input, share or output: only (request number, kind,
-parameters) from party 0, and it sends back party 0's corrections. It exits when
-every party said goodbye, or with an error when a party vanished first.
+parameters) from party 0, and it sends each request's corrections to that request's
+corrected party (correlations.corrected_party: they rotate over the parties). It
+exits when every party said goodbye, or with an error when a party vanished first.
 
 Requests are dealt by a small thread pool (`MPCRT_DEALER_THREADS`, default 2: the
 kernels and the AES keystream release the GIL), so while one large request is dealt
@@ -23,6 +24,7 @@ import numpy as np
 
 from mpcrt import correlations
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
+from mpcrt.dealer_client import reply_tag
 from mpcrt.errors import MpcError, ProtocolError
 from mpcrt.kernels import allocator, gemm
 from mpcrt.kernels.prg import PRG, new_seed
@@ -47,18 +49,20 @@ class Dealer:
         threads = max(1, int(os.environ.get("MPCRT_DEALER_THREADS", "2")))
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="deal")
         self._pending: collections.deque = collections.deque()  # futures of dealt requests, in request order
+        self._hello: set[int] = set()  # parties sent their seed: a reply to one goes after its seed
 
     def _private_words(self, stream: int, shape: tuple) -> np.ndarray:
         return self._private.ring(stream, [shape])[0]
 
     def serve(self, idle_timeout: float | None = None) -> None:
         """Serve until all parties said bye. Raises PeerFailure-like errors on a vanished party."""
-        hello, bye = set(), set()
+        hello, bye = self._hello, set()
         last = start = time.monotonic()
         while len(bye) < self.n:
             self._send_ready()
             got = self.node.recv_any(timeout=1.0)  # a finished deal wakes it (Node.wake)
-            if got is None and self._pending:
+            waiting = self._pending and correlations.corrected_party(self._pending[0][1], self.n) in hello
+            if got is None and waiting:
                 continue  # what was asked is sent before a vanished party can stop the dealer
             if got is None:
                 if len(hello) < self.n and time.monotonic() - start > self.node.timeout:
@@ -99,7 +103,7 @@ class Dealer:
             n, kind, p = item
             fut = self._pool.submit(self._deal, n, kind, p)
             fut.add_done_callback(lambda _: self.node.wake())
-            self._pending.append((fut, kind, p))
+            self._pending.append((fut, n, kind, p))
         self.busy_seconds += time.perf_counter() - t0
 
     def _deal(self, n: int, kind: str, p: dict) -> np.ndarray:
@@ -112,11 +116,14 @@ class Dealer:
         """Send the corrections dealt so far, in request order (all of them if `wait`);
         a request whose dealing failed raises its error here."""
         while self._pending and (wait or self._pending[0][0].done()):
-            fut, kind, p = self._pending.popleft()
+            to = correlations.corrected_party(self._pending[0][1], self.n)
+            if to not in self._hello:  # party 0 asked before this party said hello: its seed goes first
+                break
+            fut, n, kind, p = self._pending.popleft()
             flat = fut.result()
             t2 = time.perf_counter()
             for lo, hi, _ in correlations.reply_parts(correlations.kind(kind).corrected(p)):
-                self.node.send(0, "corr", flat[lo:hi])  # one frame per part, used in place
+                self.node.send(to, reply_tag(n), flat[lo:hi])  # one frame per part, used in place
             self.send_seconds += time.perf_counter() - t2
             self.requests_served += 1
 

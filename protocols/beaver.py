@@ -11,7 +11,7 @@ The product carries the sum of the operands' fractional bits; `shift` truncates 
 A product with truncation uses one fused tuple ([a], [b], [ab + r], [r >> f], [msb r];
 correlations.Truncated): the share of z is opened as z + r directly. Dealer requests go
 out before the first round, so the dealer computes while the parties exchange;
-party 0 reads its corrections last for the same reason.
+the corrected party reads its corrections last for the same reason.
 Reference: D. Beaver, "Efficient multiparty protocols using circuit randomization",
 CRYPTO 1991.
 """

@@ -76,15 +76,46 @@ def request(rt, n: int, n_muls: int = 0, rows: int = 1, mul_rows: int | None = N
     return rt.dealer.request("ltz", **p)
 
 
+class RidingPowers:
+    """The truncation-with-powers of beta x that rides on a comparison's opening
+    c = x + r (ltz_steps' `powers`): its public part is known after round 1; its dealer
+    tuple is read when first used, so a consumer that waits a round lets the dealer's
+    reply arrive while that round runs."""
+
+    def __init__(self, rt, ct: np.ndarray, mat, k: int, J: int, npad: int, shape: tuple):
+        self.rt, self.ct, self.mat, self.k, self.J, self.npad, self.shape = rt, ct, mat, k, J, npad, shape
+
+    def _tuple(self):
+        m, n, J = self.mat.get(), self.ct.size, self.J
+        S = stacked(m, [f"S{j}" for j in range(1, J + 1)], self.npad)[:, :n]
+        return S, m["M"].reshape(J, self.npad)[:, :n]
+
+    def all(self) -> list[np.ndarray]:
+        """[(beta x >> k)^j] for j = 1..J, each of x's shape."""
+        out = powers_kernel.combine(self.ct, *self._tuple(), self.k, self.rt.rank == 0)
+        return [o.reshape(self.shape) for o in out]
+
+    def poly(self, coef, X: np.ndarray | None = None, xcoef: int = 0) -> np.ndarray:
+        """[coef[0] + xcoef X + sum_j coef[j] u^j], u = beta x >> k, in one pass (x's shape)."""
+        out = powers_kernel.poly(self.ct, *self._tuple(), self.k, self.rt.rank == 0, coef, X, xcoef)
+        return out.reshape(self.shape)
+
+
 class Halves:
-    """A comparison's material requested as two dealer requests (request(..., halves=True)):
-    `eda` (edaBit, AND triples, powers: rounds 1-5) now, `da` (daBits and product terms:
-    rounds 6-7) when the caller calls request_da(), after the requests its own early
-    rounds need, so that party 0 gets what it uses first without waiting for the rest."""
+    """A comparison's material requested in parts (request(..., halves=True)): `eda`
+    (edaBit and AND triples: rounds 1-5) now, `pw` (the powers tuple of beta r, if
+    `powers`: an 'ltzpow' request right after, read only when the powers are used), and
+    `da` (daBits and product terms: rounds 6-7) when the caller calls request_da(), after
+    the requests its own early rounds need, so that each part's corrected party gets
+    what it uses first without waiting for the rest."""
 
     def __init__(self, rt, params: dict):
-        self.rt, self.params = rt, params
-        self.eda = rt.dealer.request("ltz", **params, part=1)
+        self.rt, self.params = rt, {k: v for k, v in params.items() if k != "pw"}
+        self.eda = rt.dealer.request("ltz", **self.params, part=1)
+        # the powers tuple (if any) as a third request right after: rounds 2 on need it, not round 1's reply
+        self.pw = None
+        if "pw" in params:
+            self.pw = rt.dealer.request("ltzpow", n=params["n"], rows=params["rows"], pw=params["pw"], back=1)
         self.da = None
 
     def request_da(self):
@@ -153,11 +184,13 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     arrays of shape (K, *x.shape)). `shared_y`: every row multiplies the same y (muls()
     returns arrays of x's shape): one masked opening of y serves all K rows, 8 bytes
     per element per peer less for each row after the first (request with shared_y too).
-    `powers` (k, J, beta), beta odd: after round 1, on_powers gets [(beta x >> k)^j] for
-    j = 1..J (x's shape, as protocols.powers.trunc_pow_steps would give them): the
-    opened c = x + r is also beta x + beta r, and the dealer dealt the powers tuple of
-    beta r with the comparison's material (request with the same powers). A chain
-    running in lockstep saves that step's opening (8 bytes per element per peer).
+    `powers` (k, J, beta), beta odd: after round 1, on_powers gets a RidingPowers, whose
+    all() gives [(beta x >> k)^j] for j = 1..J (x's shape, as protocols.powers.trunc_pow_steps
+    would) and poly() a polynomial in them: the opened c = x + r is also beta x + beta r,
+    and the dealer dealt the powers tuple of beta r with the comparison's material
+    (request with the same powers; with halves, as a request of its own that is read
+    when the powers are used). A chain running in lockstep saves that step's opening
+    (8 bytes per element per peer).
     `coarse` L (0, 8 or 16): compare only bits L..63 of x - t, for range checks that
     tolerate either answer when -2^L <= x - t < 0 (and, beyond any fixed-point value,
     when x - t >= 2^63 - 2^L, as signed ring elements), exact everywhere else: BitLT on both operands with their low L bits zeroed, whose
@@ -193,9 +226,7 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
         kp, J, beta = powers
         ct = c[:n] * np.int64(beta)
         ct += truncation.OFFSET  # as party 0 adds before a truncation's own opening
-        S = stacked(m, [f"S{j}" for j in range(1, J + 1)], npad)[:, :n]
-        out = powers_kernel.combine(ct, S, m["M"].reshape(J, npad)[:, :n], kp, first)
-        on_powers([o.reshape(x.shape) for o in out])
+        on_powers(RidingPowers(rt, ct, mat if halves is None else halves.pw, kp, J, npad, x.shape))
     rb, P = m["rb"], m["P"]
     # coarse: the low bits of both operands are zeroed (c - t_i, and <r>, <P> share by share)
     hi = bitlt.live_mask(coarse) if coarse else np.int64(-1)

@@ -56,6 +56,23 @@ def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int, mat=None, opened: list | 
     return [o.reshape(c.shape) for o in out]
 
 
+def trunc_poly_steps(rt, x: np.ndarray, k: int, J: int, coef, X: np.ndarray | None = None, xcoef: int = 0, mat=None):
+    """Generator (1 round): [sum_j coef[j] u^j + xcoef X] for u = x >> k (coef[0] the constant
+    term, J + 1 public ring values; X a shared array of x's shape or None): a truncation
+    with powers whose powers go straight into the polynomial (one fused pass, no [u^j] stored).
+    `mat` as for trunc_pow_steps (request with the same shape, k, J)."""
+    mat = mat if mat is not None else request(rt, x.shape, k, J)
+    own = mat.own()
+    z = np.add(x, own["r"], out=np.empty(np.shape(x), np.int64))
+    if rt.rank == 0:
+        z += OFFSET
+    (c,), _ = yield Open(add=[z], fresh=True)
+    m = mat.get()
+    S = stacked(m, [f"S{j}" for j in range(1, J + 1)], c.size)
+    out = fused.poly(c.reshape(-1), S, m["M"].reshape(J, -1), k, rt.rank == 0, coef, X, xcoef)
+    return out.reshape(c.shape)
+
+
 def stacked(m: dict, names: list[str], n: int) -> np.ndarray:
     """The named arrays as one (len(names), n) array: a view when they lie back to back
     in one buffer (as the dealer and the PRG lay them out), else a copy."""

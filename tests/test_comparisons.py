@@ -743,29 +743,36 @@ def test_share_of_0d_value_keeps_shape():
 
 
 @pytest.mark.parametrize("n", NS)
-def test_ltz_hands_out_powers_of_beta_x_from_its_opening(n):
+@pytest.mark.parametrize("halves", [False, True])
+def test_ltz_hands_out_powers_of_beta_x_from_its_opening(n, halves):
     """ltz_steps(powers=(k, J, beta)): the comparison's opening of x also gives the
     truncation-with-powers of beta x (exp's first step): u = beta x >> k up to +1, and
-    u^j exactly mod 2^64, with no opening of its own; the comparison bits stay exact."""
+    u^j exactly mod 2^64, with no opening of its own, and a polynomial in u (plus a
+    multiple of x) in one fused pass; the comparison bits stay exact. With halves the
+    powers tuple is a request of its own (ltzpow), read only when the powers are used."""
     k, J, beta = 29, 4, 1234567
     rng = np.random.default_rng(n)
     x = np.concatenate([np.array([0, 1, -1, 2**40, -(2**40), 3 * 2**38], np.int64),
                         rng.integers(-(2**41), 2**41, 5000, dtype=np.int64)])  # |beta x| < 2^62
     ts = [0, -(2**20)]
+    coef = [int(v) for v in rng.integers(-(2**62), 2**62, J + 1)]
+    xcoef = -987654321
 
     def fn(rt):
         X = share_from(rt, x, 0, fbits=0)
         got = {}
         s0 = rt.stats()
-        b, _ = run1(rt, comparison.ltz_steps(rt, X.share, 0, None, thresholds=ts, powers=(k, J, beta),
+        mat = comparison.request(rt, x.size, 0, rows=2, powers=(k, J, beta), halves=True) if halves else None
+        b, _ = run1(rt, comparison.ltz_steps(rt, X.share, 0, None, mat=mat, thresholds=ts, powers=(k, J, beta),
                                              on_powers=lambda v: got.setdefault("v", v)))
         s1 = rt.stats()
-        return rt.open([b] + got["v"]), s1["rounds"] - s0["rounds"]
+        riding = got["v"]
+        return rt.open([b] + riding.all() + [riding.poly(coef, X.share, xcoef)]), s1["rounds"] - s0["rounds"]
 
     want_bits = ((x[None, :] - np.array(ts, np.int64)[:, None]) < 0).astype(np.int64)
     floor_u = (x.astype(object) * beta) >> k
     for opened, r in run(fn, n):
-        bits, pw = opened[0], opened[1:]
+        bits, pw, poly = opened[0], opened[1:-1], opened[-1]
         assert r == LTZ_ROUNDS
         np.testing.assert_array_equal(bits, want_bits)
         u = pw[0]
@@ -775,6 +782,9 @@ def test_ltz_hands_out_powers_of_beta_x_from_its_opening(n):
             for j in range(1, J):
                 acc = acc * u
                 np.testing.assert_array_equal(pw[j], acc)
+        want = [(coef[0] + xcoef * int(xe) + sum(coef[j] * int(ue) ** j for j in range(1, J + 1))) % 2**64
+                for xe, ue in zip(x, u)]
+        assert [int(v) % 2**64 for v in poly] == want
 
 
 def test_dealer_refuses_malformed_powers_parameters():

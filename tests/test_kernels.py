@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpcrt import correlations
+from mpcrt.errors import DealerError
 from mpcrt.kernels import bufpool, ring
 from mpcrt.kernels import powers as kp
 from mpcrt.kernels.prg import PRG
@@ -63,6 +64,28 @@ def test_trunc_pow_combine_matches_numpy(J, k, seed, rank0):
 
 
 @settings(max_examples=40, deadline=None)
+@given(J=st.integers(1, 5), k=st.integers(1, 62), seed=st.integers(0, 2**32), rank0=st.booleans(), with_x=st.booleans(),
+       m32=st.booleans())
+def test_trunc_pow_poly_matches_combine(J, k, seed, rank0, with_x, m32):
+    """poly: coef[0] (party 0) + xcoef X + sum_j coef[j] u^j from the same inputs as combine,
+    in one pass, for the written-out J (3, 4) and the general loop; random edge-laden coefficients."""
+    n = 83
+    c, S, M = words(seed, n), words(seed + 1, (J, n)), words(seed + 2, (J, n))
+    if m32 and k <= 32:
+        M = M.astype(np.uint32)
+    coef = [int(v) for v in words(seed + 3, J + 1)]
+    X, xcoef = (words(seed + 4, n), int(words(seed + 5, 1)[0])) if with_x else (None, 0)
+    U = kp.combine(c, S, M, k, rank0)
+    with np.errstate(over="ignore"):
+        want = np.full(n, np.int64(coef[0]) if rank0 else np.int64(0))
+        for j in range(J):
+            want += np.int64(coef[j + 1]) * U[j]
+        if with_x:
+            want += np.int64(xcoef) * X
+    assert np.array_equal(kp.poly(c, S, M, k, rank0, coef, X, xcoef), want)
+
+
+@settings(max_examples=40, deadline=None)
 @given(J=st.integers(1, 5), k=st.integers(1, 62), seed=st.integers(0, 2**32), with_sub=st.booleans())
 def test_trunc_pow_deal_matches_numpy(J, k, seed, with_sub):
     n = 101
@@ -109,6 +132,8 @@ def _generic(kind_cls, prgs, priv, p, name):
         ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=1), correlations.LtzBundle),  # halves
         ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=2), correlations.LtzBundle),
         ("ltz", dict(n=1280, k=2, rows=2, part=2), correlations.LtzBundle),
+        ("ltzpow", dict(n=1280, rows=2, pw=[29, 4, 12345], back=1), correlations.LtzPowers),  # M 32-bit
+        ("ltzpow", dict(n=640, rows=1, pw=[40, 3, -99], back=3), correlations.LtzPowers),  # M 64-bit
         ("truncpow", dict(shape=[3, 50], k=40, J=3), correlations.TruncPowers),
         ("truncpow", dict(shape=[3, 51], k=29, J=4), correlations.TruncPowers),  # M as uint32, odd count
         ("triple", dict(a=[200], b=[200]), correlations.Triple),
@@ -145,6 +170,45 @@ def test_big_ltz_deal_on_threads_equals_generic(N):
         assert np.array_equal(fused, _generic(correlations.LtzBundle, prgs, priv, p, "ltz"))
 
 
+@pytest.mark.parametrize("N", [2, 3])
+def test_ltzpow_deals_the_powers_of_an_earlier_bundles_r(N):
+    """An 'ltzpow' request `back` requests after an ltz part-1 request deals the same
+    values (the powers tuple of beta r for that bundle's r) as the bundle's own 'pw'
+    entries would, each shared afresh; it refuses a reference before the first request."""
+    prgs = [PRG(bytes([i + 1]) * 16) for i in range(N)]
+
+    def priv(stream, shape):
+        return PRG(b"\x09" * 16).words(stream, int(np.prod(shape))).reshape(shape)
+
+    def values(stream, name, p, entries):
+        """The dealt values of `entries` (the tail of `name`'s corrections): all parties' shares summed."""
+        corr = correlations.kind(name).corrected(p)
+        tail = len(corr) - len(entries)
+        flat = correlations.deal(prgs, priv, stream, name, p)
+        c = correlations.corrected_party(stream, N)
+        got = [correlations.split(flat, corr)] + [correlations.expand_party(prg, stream, name, p, False)
+                                                 for i, prg in enumerate(prgs) if i != c]
+        out = {}
+        with np.errstate(over="ignore"):
+            for nm, _, how in corr[tail:]:
+                v = sum(g[nm].astype(np.int64) for g in got)  # wraps mod 2^64
+                out[nm] = v & 0xFFFFFFFF if how == "a32" else v
+        return out
+
+    bundle = dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345])
+    entries = correlations.LtzBundle()._pw_entries(bundle)
+    want = values(7, "ltz", dict(bundle, part=1), entries)
+    p = dict(n=1280, rows=2, pw=[29, 4, 12345], back=2)
+    got = values(9, "ltzpow", p, entries)
+    assert want.keys() == got.keys()
+    for nm in want:
+        assert np.array_equal(np.asarray(want[nm]), np.asarray(got[nm])), nm
+    with pytest.raises(DealerError):
+        correlations.deal(prgs, priv, 1, "ltzpow", p)
+    with pytest.raises(DealerError):
+        correlations.kind("ltzpow").own(dict(p, back=0))
+
+
 def test_ltz_dabits_are_bits_and_packed():
     prgs = [PRG(bytes([i + 1]) * 16) for i in range(2)]
 
@@ -152,8 +216,9 @@ def test_ltz_dabits_are_bits_and_packed():
         return PRG(b"\x09" * 16).words(stream, int(np.prod(shape))).reshape(shape)
 
     p = dict(n=256, k=1)
-    out = correlations.deal(prgs, priv, 3, "ltz", p)
-    party1 = correlations.expand_party(prgs[1], 3, "ltz", p, 1)
+    out = correlations.deal(prgs, priv, 3, "ltz", p)  # request 3's corrections go to party 1
+    assert correlations.corrected_party(3, 2) == 1
+    other = correlations.expand_party(prgs[0], 3, "ltz", p, False)  # party 0 expands its shares
     shapes = correlations.correction_shapes("ltz", p)
     names = [n for n, _, _ in correlations.LtzBundle().corrected(p)]
     off, got = 0, {}
@@ -161,8 +226,8 @@ def test_ltz_dabits_are_bits_and_packed():
         sz = int(np.prod(s))
         got[nm] = out[off : off + sz]
         off += sz
-    s = got["s"] + party1["s"]
-    sb = got["sb"] ^ party1["sb"]
+    s = got["s"] + other["s"]
+    sb = got["sb"] ^ other["sb"]
     assert set(np.unique(s)) <= {0, 1}
     assert np.array_equal(s, np.unpackbits(sb.view(np.uint8), bitorder="little").astype(np.int64))
 
@@ -259,7 +324,7 @@ def test_malformed_comparison_requests_are_refused(p):
 )
 def test_truncated_product_tuples_are_consistent(N, name, p, prod):
     """correlations.Truncated: the parties' shares sum to a b + r, r >> f and msb r for one
-    r (the dealer's), with party 0's corrections from the dealer and the rest from seeds."""
+    r (the dealer's), with the corrected party's corrections from the dealer and the rest from seeds."""
     prgs = [PRG(bytes([i + 1]) * 16) for i in range(N)]
 
     def priv(stream, shape):
@@ -267,9 +332,10 @@ def test_truncated_product_tuples_are_consistent(N, name, p, prod):
 
     kind = correlations.kind(name)
     corr = correlations.split(correlations.deal(prgs, priv, 11, name, p), kind.corrected(p))
-    parts = [correlations.expand_party(prgs[i], 11, name, p, i) for i in range(N)]
+    c = correlations.corrected_party(11, N)
+    parts = [correlations.expand_party(prgs[i], 11, name, p, i == c) for i in range(N)]
     with np.errstate(over="ignore"):
-        tot = {k: corr[k] + sum(q[k] for q in parts[1:]) for k in ("cr", "r_hi", "r_msb")}
+        tot = {k: corr[k] + sum(q[k] for i, q in enumerate(parts) if i != c) for k in ("cr", "r_hi", "r_msb")}
         a, b = sum(q["a"] for q in parts), sum(q["b"] for q in parts)
         r = tot["cr"] - prod(a, b)
     f = p["f"]

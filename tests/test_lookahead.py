@@ -10,8 +10,8 @@ from mpcrt.launch.inprocess import run_parties
 
 def _count_sends(rt):
     calls = []
-    orig = rt.dealer._send
-    rt.dealer._send = lambda batch: (calls.append(len(batch)), orig(batch))[1]
+    orig = rt.dealer._dispatch
+    rt.dealer._dispatch = lambda batch: (calls.append(len(batch)), orig(batch))[1]
     return calls
 
 
@@ -31,7 +31,7 @@ def test_second_call_announces_its_plan_and_agrees(n):
     for first, second, _, _ in res:
         np.testing.assert_allclose(first, 1 / vals, rtol=2e-3)
         np.testing.assert_allclose(second, first, atol=2e-4)
-    _, _, k1, later = res[0]  # party 0 is the one that talks to the dealer
+    _, _, k1, later = res[0]  # party 0 is the one that sends the requests
     assert k1 > 5, "the first call asks on demand, request by request"
     assert len(later) == 1 and later[0] == k1, "the second call sends its whole plan in one batch"
 
