@@ -129,14 +129,15 @@ def level1(c, hi, rb, P, first, out):  # pragma: no cover - compiled
 
 
 @njit
-def pack_level(W, w, lo, pair, a, b, X, Y):  # pragma: no cover - compiled
-    """For level w: X = (eq_hi beside lt_lo and eq_lo) xor a, Y = (lt_lo, eq_lo) xor b,
-    w element chunks packed into one word (unit 2; chunk k at shift 2k, bits disjoint,
-    so xor packs). Every kept bit comes from at most bit 63: arithmetic shifts are safe."""
+def pack_level(W, w, lo, pair, a, b, am, bm, X, Y):  # pragma: no cover - compiled
+    """For level w: X = (eq_hi beside lt_lo and eq_lo) xor (a & am), Y = (lt_lo, eq_lo) xor
+    (b & bm), w element chunks packed into one word (unit 2; chunk k at shift 2k, bits
+    disjoint, so xor packs); am, bm: the AND masks' live bits (-1: all). Every kept bit
+    comes from at most bit 63: arithmetic shifts are safe."""
     m = X.size
     for i in range(m):
-        X[i] = a[i]
-        Y[i] = b[i]
+        X[i] = a[i] & am
+        Y[i] = b[i] & bm
     for k in range(w):
         for i in range(m):
             v = W[k * m + i]
@@ -146,20 +147,21 @@ def pack_level(W, w, lo, pair, a, b, X, Y):  # pragma: no cover - compiled
 
 
 @njit
-def _and_share(D, F, a, b, c, first, z):  # pragma: no cover - compiled
+def _and_share(D, F, a, b, am, bm, c, first, z):  # pragma: no cover - compiled
     for i in range(z.size):
-        v = c[i] ^ (D[i] & b[i]) ^ (F[i] & a[i])
+        v = c[i] ^ (D[i] & b[i] & bm) ^ (F[i] & a[i] & am)
         if first:
             v ^= D[i] & F[i]
         z[i] = v
 
 
 @njit
-def finish_level(W, w, lo, pair, D, F, a, b, c, first):  # pragma: no cover - compiled
-    """The AND's output share, unpacked, folded into W in place: W = lt_hi ^ (eq_hi lt_lo, eq_hi eq_lo)."""
+def finish_level(W, w, lo, pair, D, F, a, b, am, bm, c, first):  # pragma: no cover - compiled
+    """The AND's output share (masks a & am, b & bm), unpacked, folded into W in place:
+    W = lt_hi ^ (eq_hi lt_lo, eq_hi eq_lo)."""
     m = D.size
     z = np.empty(m, np.int64)
-    _and_share(D, F, a, b, c, first, z)
+    _and_share(D, F, a, b, am, bm, c, first, z)
     for k in range(w):
         for i in range(m):
             j = k * m + i
@@ -188,7 +190,7 @@ def finish_last(W, D, F, a, b, c, first, rb, cpub, sb, out):  # pragma: no cover
     m = D.size
     n = rb.size
     z = np.empty(m, np.int64)
-    _and_share(D, F, a, b, c, first, z)
+    _and_share(D, F, a, b, np.int64(-1), np.int64(-1), c, first, z)
     i = 0  # j % n, advanced with j (j runs 0, 1, ... in this loop order)
     for k in range(64):
         for q in range(m):

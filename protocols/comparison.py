@@ -241,12 +241,12 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     bitlt.level1(c, hi, rb, P, first, W)  # level 1 (width 1) is local
     for w in LEVELS:  # rounds 2-5
         a, b = m[f"a{w}"], m[f"b{w}"]
-        if coarse:  # the AND masks are zero at dead bits (the dealer dealt c for these)
-            a, b = a & bitlt.live_mask(dead[w][0]), b & bitlt.live_mask(dead[w][1])
+        # coarse: the AND masks are zero at dead bits (the dealer dealt c for these); the kernels mask them
+        am, bm = (bitlt.live_mask(dead[w][0]), bitlt.live_mask(dead[w][1])) if coarse else (np.int64(-1), np.int64(-1))
         X, Y = np.empty(npad // w, np.int64), np.empty(npad // w, np.int64)
-        bitlt.pack_level(W, w, LO[w], PAIR[w], a, b, X, Y)
+        bitlt.pack_level(W, w, LO[w], PAIR[w], a, b, am, bm, X, Y)
         D, F = yield from _and_open(X, Y, dead[w] if coarse else (0, 0))
-        bitlt.finish_level(W, w, LO[w], PAIR[w], D, F, a, b, m[f"c{w}"], first)
+        bitlt.finish_level(W, w, LO[w], PAIR[w], D, F, a, b, am, bm, m[f"c{w}"], first)
     a, b = m["a64"], m["b64"]  # round 6: the last level, one AND per element
     X, Y = np.empty(npad // 64, np.int64), np.empty(npad // 64, np.int64)
     bitlt.pack_last(W, a, b, X, Y)
