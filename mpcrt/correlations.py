@@ -40,13 +40,17 @@ _pool = None
 _pool_lock = threading.Lock()  # the dealer's worker threads may ask for the pool at once
 
 
+PASS_THREADS = 4  # threads one deal's independent passes may use (the dealer sets it from its CPU share)
+
+
 def _parallel(*fns) -> list:
     """Run independent dealer passes concurrently (the kernels and the AES keystream release
     the GIL); results in order. The dealer deals several requests at once too, so this only
-    helps the big ones, which otherwise hold party 0 waiting on one thread."""
+    helps the big ones, which otherwise hold a party waiting on one thread. With
+    PASS_THREADS = 1 (a host whose cores the parties already fill) the passes run in turn."""
     global _pool
-    if len(fns) == 1:
-        return [fns[0]()]
+    if len(fns) == 1 or PASS_THREADS <= 1:
+        return [f() for f in fns]
     with _pool_lock:
         if _pool is None:
             _pool = concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="deal-pass")

@@ -5,10 +5,13 @@ parameters) from party 0, and it sends each request's corrections to that reques
 corrected party (correlations.corrected_party: they rotate over the parties). It
 exits when every party said goodbye, or with an error when a party vanished first.
 
-Requests are dealt by a small thread pool (`MPCRT_DEALER_THREADS`, default 2: the
-kernels and the AES keystream release the GIL), so while one large request is dealt
-the next ones are too; the main thread alone talks to the sockets and sends the
-corrections in request order, woken by each finished deal (no polling interval).
+Requests are dealt by a small thread pool (the kernels and the AES keystream release
+the GIL), so while one large request is dealt the next ones are too; the main thread
+alone talks to the sockets and sends the corrections in request order, woken by each
+finished deal (no polling interval). Its size, `MPCRT_DEALER_THREADS`, defaults to 2
+where the host has cores to spare (MPCRT_THREADS, else cores // (N + 1), at least 2),
+else 1, with one deal's passes in turn too: on a host the parties already fill (2
+cores, 2 parties) more dealer threads only slowed the transfer a party waits for.
 """
 from __future__ import annotations
 
@@ -46,7 +49,9 @@ class Dealer:
         self._private = PRG(new_seed())
         self.requests_served = 0
         self.busy_seconds = self.deal_seconds = self.send_seconds = 0.0
-        threads = max(1, int(os.environ.get("MPCRT_DEALER_THREADS", "2")))
+        share = int(os.environ.get("MPCRT_THREADS") or max(1, (os.cpu_count() or 1) // (self.n + 1)))
+        threads = max(1, int(os.environ.get("MPCRT_DEALER_THREADS") or min(2, share)))
+        correlations.PASS_THREADS = min(share, 4)
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="deal")
         self._pending: collections.deque = collections.deque()  # futures of dealt requests, in request order
         self._hello: set[int] = set()  # parties sent their seed: a reply to one goes after its seed

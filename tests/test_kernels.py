@@ -156,9 +156,12 @@ def test_fused_dealer_equals_generic(N, name, p, cls):
 
 
 @pytest.mark.parametrize("N", [2, 3])
-def test_big_ltz_deal_on_threads_equals_generic(N):
+@pytest.mark.parametrize("pass_threads", [1, 4])
+def test_big_ltz_deal_on_threads_equals_generic(N, pass_threads, monkeypatch):
     """A bundle of >= correlations.PARALLEL_MIN words runs its passes (and the parties'
-    expansions) on threads: the same corrections as the generic numpy path."""
+    expansions) on threads, or in turn (PASS_THREADS = 1): the same corrections as the
+    generic numpy path."""
+    monkeypatch.setattr(correlations, "PASS_THREADS", pass_threads)
     prgs = [PRG(bytes([i + 1]) * 16) for i in range(N)]
 
     def priv(stream, shape):
