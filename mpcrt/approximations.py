@@ -17,12 +17,15 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   first half, and the chain waits a round for it: round 2 waits only for that first
   half; each cube's powers go straight into the next step's input, one fused pass,
   kernels.powers.poly). Selection gives 0 below -15 and e^11.5
-  above 11.5 by two coarse comparison rows (bits 16..63 of x - t: either answer on
-  the 1-wide windows [-16, -15) and (10.5, 11.5], where the chain is valid, exact
-  elsewhere; 25% fewer bytes), and their products with e^x open nothing: the chain's
-  last truncation carries [s S0], [s msb r] for the rows' daBits s. 7 rounds (the
-  comparison's); 63.25 bytes per element per peer (CrypTen: 64), 251.5 dealer bytes (31.4
-  words, the chain's 22.5 of them; the comparison's material in three requests).
+  above 11.5 by two coarse comparison rows, [x < -15] and [x <= 11.5] (bits 16..63 of
+  x - t: either answer on the 1-wide windows [-16, -15) and (10.5, 11.5], where the
+  chain is valid, exact elsewhere; 25% fewer bytes). The first implies the second, so
+  their xor is the in-range bit, and one product row gives [in range] e^x (the dealer
+  deals that row's daBit terms for s_0 xor s_1; 12 dealer bytes per element fewer than
+  a product per row); it opens nothing: the chain's last truncation carries [t S0],
+  [t msb r] for that daBit t. out = [in range] e^x + (1 - [x <= 11.5]) e^11.5. 7 rounds
+  (the comparison's); 63.25 bytes per element per peer (CrypTen: 64), 239.5 dealer bytes
+  (29.9 words, the chain's 22.5 of them; the comparison's material in three requests).
   Error: |err| <= max(3e-3 e^x, 2^-14) on [-10, 10] (rel 1.5e-3 on
   [0, 10]; below e^x ~ 2^-6 the 16-bit output's own rounding dominates), abs < 2e-5
   below -10. softmax uses a precise chain (more bits in the cubes, 3 more dealer
@@ -159,11 +162,6 @@ def _beaver_steps(rt, x: np.ndarray, y: np.ndarray, mat=None):
     return z
 
 
-def _idle(k: int):
-    for _ in range(k):
-        yield Open()
-
-
 def _at_f(x: SharedTensor) -> np.ndarray:
     """x's share at the runtime precision (integer tensors are scaled up)."""
     f = x.rt.precision
@@ -244,36 +242,6 @@ def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_
     return out
 
 
-def _selection(rt, X: np.ndarray, bounds: list[tuple[float, int]], f: int, y, delay: int = 0, mat=None,
-               powers=None, on_powers=None, coarse: int = 0, trunc_y: int = 0):
-    """Generator: bits [sign * (x - t) < 0] for (t, sign) in bounds, one comparison of x
-    against all the t (one shared opening), with fused products bit_i * y() (y called in
-    the last round; one masked opening of it serves every row). `mat`: the comparison's
-    material if requested ahead (ltz_request(rt, x.size, 1, rows=len(bounds), shared_y=True)).
-    `coarse` (16): each bit may take either value within 2^(16 - f) below its threshold
-    (protocols.comparison; 25% fewer bytes), exact elsewhere."""
-    # [x > t] = 1 - [x < t + 1 ulp]: every row is a less-than against a threshold
-    ts = [_enc(t, f) + (0 if sgn > 0 else 1) for t, sgn in bounds]
-    if delay:
-        yield from _idle(delay)
-    held = []
-
-    def ys():
-        vals = y() if trunc_y else [y()]  # trunc_y: [y, the opening of the truncation that made y]
-        held.append(vals[0])
-        return vals
-
-    bits, (prods,) = yield from ltz_steps(rt, X, 1, ys, mat=mat, thresholds=ts, shared_y=True,
-                                          powers=powers, on_powers=on_powers, coarse=coarse, trunc_y=trunc_y)
-    for i, (_, sgn) in enumerate(bounds):
-        if sgn < 0:
-            bits[i] = -bits[i]
-            if rt.rank == 0:
-                bits[i] += 1
-            prods[i] = held[0] - prods[i]
-    return bits, prods
-
-
 # -------------------------------------------------------------------- exp
 @_lookahead(elementwise=True)
 def exp(x: SharedTensor) -> SharedTensor:
@@ -299,18 +267,24 @@ def _exp(x: SharedTensor, fast: bool) -> SharedTensor:
     plan = _exp_plan(f, 1, f, fast)
     pw = (*plan[0], _exp_beta())
     k5, coarse = plan[4][0], _coarse(f)
-    lt = ltz_request(rt, X.size, 1, rows=2, shared_y=True, powers=pw, coarse=coarse, trunc_y=k5, halves=True)
+    # Rows [x < -15] and [x <= 11.5] (coarse: either answer on [-16, -15) and (10.5, 11.5]);
+    # the first implies the second, so their xor is the in-range bit, and one product row,
+    # [in range] e^x, serves both (xor_rows): out = [in range] e^x + (1 - [x <= 11.5]) e^11.5.
+    ts = [_enc(EXP_LO + 1, f), _enc(EXP_HI, f) + 1]
+    lt = ltz_request(rt, X.size, 1, rows=2, mul_rows=1, shared_y=True, powers=pw, coarse=coarse, trunc_y=k5,
+                     halves=True, xor_rows=True)
     steps234 = _exp_requests(rt, X.shape, f, 1, steps=slice(1, 4), fast=fast)
     last = YTrunc(lt.request_da(), X.size, X.shape)
     chain = _exp_chain(rt, X, f, 1, hold, "y", mats=[None, *steps234, last], fast=fast)
-    # coarse rows: [x < -15] may read either way on [-16, -15), [x > 11.5] on (10.5, 11.5]
-    sel = _selection(rt, X, [(EXP_LO + 1, 1), (EXP_HI, -1)], f, lambda: [hold["y"][0], hold["y:c"]], mat=lt,
-                     powers=pw, on_powers=lambda v: hold.__setitem__("y:v", v), coarse=coarse, trunc_y=k5)
+    sel = ltz_steps(rt, X, 1, lambda: [hold["y"][0], hold["y:c"]], mat=lt, thresholds=ts, mul_rows=1, shared_y=True,
+                    powers=pw, on_powers=lambda v: hold.__setitem__("y:v", v), coarse=coarse, trunc_y=k5,
+                    xor_rows=True)
     with rt.scope("exp"):
-        _, (bits, prods) = run(rt, chain, sel)  # chain first: it hands sel y before sel's last round
-    y = hold["y"][0]
-    b_hi = bits[1, ...]  # [i, ...]: a 0-d array (not a numpy scalar) for 0-d inputs
-    out = y - prods[0, ...] - prods[1, ...] + b_hi * np.int64(round(math.exp(EXP_HI) * 2**f))
+        _, (bits, (prods,)) = run(rt, chain, sel)  # chain first: it hands sel y before sel's last round
+    sat = np.int64(round(math.exp(EXP_HI) * 2**f))
+    out = prods[0, ...] - bits[1, ...] * sat  # [i, ...]: a 0-d array (not a numpy scalar) for 0-d inputs
+    if rt.rank == 0:
+        out += sat
     return SharedTensor(rt, out, f)
 
 

@@ -246,6 +246,9 @@ class LtzBundle(Kind):
     `part` 1 or 2 deals half of the bundle as its own request: 1 the edaBit, the AND
     triples and the powers tuple (what rounds 1-5 use), 2 the daBits and the product terms
     (rounds 6-7), so that party 0 gets the first half while the dealer deals the rest.
+    With `xr` = 1 (rows >= 2) row 0's arithmetic daBit, and its product terms, are those
+    of s_0 xor s_1 (the boolean daBits stay as they are): the comparison then gives
+    b_0 xor b_1 and its products (exp's in-range bit, as [x < lo] implies [x < hi]).
     """
 
     @staticmethod
@@ -271,6 +274,8 @@ class LtzBundle(Kind):
             raise DealerError(f"comparison bundle part must be 0, 1 or 2, got {p.get('part')!r}")
         if int(p.get("cb", 0)) not in COARSE_BITS:
             raise DealerError(f"coarse comparison bits must be one of {COARSE_BITS}, got {p.get('cb')!r}")
+        if int(p.get("xr", 0)) not in (0, 1) or (int(p.get("xr", 0)) and R < 2):
+            raise DealerError(f"xr (row 0 as the xor of rows 0 and 1) must be 0 or 1, and 1 needs rows >= 2, got {p.get('xr')!r}")
 
     @staticmethod
     def _and_masks(p) -> dict:
@@ -362,7 +367,7 @@ class LtzBundle(Kind):
         if not da:
             return out
         sb = private((n // 64,))  # the daBits, packed 64 per word (bit j % 64 of word j // 64)
-        s = np.unpackbits(sb.view(np.uint8), bitorder="little").astype(np.int64)
+        s = np.unpackbits(self._arith_dabits(p, sb).view(np.uint8), bitorder="little").astype(np.int64)
         out["sb"], out["s"] = sb, s
         nm = self._nm(p)
         tk = int(p.get("tk", 0))
@@ -378,7 +383,7 @@ class LtzBundle(Kind):
 
     def deal_into(self, p, own, private, out, sub):
         """Fused: every correction written into `out` in one or two passes (kernels.bitlt)."""
-        n, k = int(p["n"]), int(p.get("k", 0))
+        n = int(p["n"])
         if sub is None:
             sub = np.zeros_like(out)
         views, off = {}, 0
@@ -395,6 +400,7 @@ class LtzBundle(Kind):
             passes.append(lambda: TruncPowers().deal_into({"shape": [rb_.size], "k": kp, "J": J}, {"r": rb_}, private,
                                                           out[off:], sub[off:]))
         sbits = private((n // 64,)) if da else None
+        abits = self._arith_dabits(p, sbits) if da else None  # what the arithmetic daBits and products use
         masks = self._and_masks(p)
 
         def edabits_and_triples():
@@ -413,8 +419,8 @@ class LtzBundle(Kind):
 
         def dabits_and_products():
             np.bitwise_xor(sbits, views["sb"][1], out=views["sb"][0])
-            bitlt.deal_dabits(sbits, np.zeros(0, np.int64), views["s"][1], views["s"][0])
-            self._deal_products(p, own, sbits, views)
+            bitlt.deal_dabits(abits, np.zeros(0, np.int64), views["s"][1], views["s"][0])
+            self._deal_products(p, own, abits, views)
 
         if eda:
             passes.insert(0, edabits_and_triples)
@@ -425,6 +431,17 @@ class LtzBundle(Kind):
                 f()
         else:
             _parallel(*passes)
+
+    @staticmethod
+    def _arith_dabits(p, sb: np.ndarray) -> np.ndarray:
+        """The packed daBits the arithmetic shares and products are of: sb itself, or with
+        'xr' row 0's words xor row 1's (rows are whole words: n is a multiple of 64 R)."""
+        if not int(p.get("xr", 0)):
+            return sb
+        w1 = sb.size // int(p["rows"])
+        out = sb.copy()
+        out[:w1] ^= sb[w1 : 2 * w1]
+        return out
 
     def _deal_products(self, p, own, sbits, views) -> None:
         """Corrections of the fused products' terms with the daBits: [m_j s], or with a

@@ -49,16 +49,17 @@ PAIR = {w: LO[w] | np.int64(LO[w] << 1) for w in LEVELS}
 
 
 def request(rt, n: int, n_muls: int = 0, rows: int = 1, mul_rows: int | None = None, shared_y: bool = False,
-            powers: tuple[int, int, int] | None = None, coarse: int = 0, trunc_y: int = 0, halves: bool = False):
+            powers: tuple[int, int, int] | None = None, coarse: int = 0, trunc_y: int = 0, halves: bool = False,
+            xor_rows: bool = False):
     """Ask the dealer for one comparison's material ahead of use (n elements; with rows R,
     n elements compared against R thresholds each, sharing one mask; the fused products
     on the first mul_rows rows, default all; shared_y: every row multiplies the same y,
     so each product has one mask for all rows; powers (k, J, beta): also the tuple of a
     truncation-with-powers of beta x that reuses the comparison's opening, see ltz_steps;
-    coarse, trunc_y: see ltz_steps; with trunc_y, `YTrunc(mat, n)` is y's truncation tuple;
-    halves: two requests, see Halves)."""
+    coarse, trunc_y, xor_rows: see ltz_steps; with trunc_y, `YTrunc(mat, n)` is y's truncation
+    tuple; halves: two requests, see Halves)."""
     npad = -(-max(n, 1) // PAD) * PAD
-    if rows == 1 and powers is None and not coarse and not halves:
+    if rows == 1 and powers is None and not coarse and not halves and not xor_rows:
         return rt.dealer.request("ltz", n=npad, k=int(n_muls))
     p = dict(n=npad * int(rows), k=int(n_muls), rows=int(rows))
     if coarse:
@@ -71,6 +72,8 @@ def request(rt, n: int, n_muls: int = 0, rows: int = 1, mul_rows: int | None = N
         p["ym"] = 1
     if powers is not None:
         p["pw"] = [int(v) for v in powers]
+    if xor_rows:
+        p["xr"] = 1
     if halves:
         return Halves(rt, p)
     return rt.dealer.request("ltz", **p)
@@ -171,7 +174,7 @@ def _and_open(X, Y, dead: tuple[int, int] = (0, 0)):
 def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.ndarray]] | None = None, mat=None,
               thresholds=None, mul_rows: int | None = None, shared_y: bool = False,
               powers: tuple[int, int, int] | None = None, on_powers: Callable[[list], None] | None = None,
-              coarse: int = 0, trunc_y: int = 0):
+              coarse: int = 0, trunc_y: int = 0, xor_rows: bool = False):
     """Generator: [x < 0] (int64 shares of 0/1) and [[x < 0] * y_j] for the n_muls
     arrays `muls()` returns (called in the last round; each of the result's shape).
     `mat`: the dealer material, if requested ahead with `request`.
@@ -199,7 +202,11 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     `trunc_y` k (with n_muls = 1 and shared_y): y is the truncation x' >> k done with
     the tuple this comparison's material carries (YTrunc(mat, n, shape), used by the
     caller before the last round), and muls() returns [y, c'] with c' that truncation's
-    opening: the products then open nothing (8 bytes per element per peer less)."""
+    opening: the products then open nothing (8 bytes per element per peer less).
+    `xor_rows` (thresholds, R >= 2): row 0 is [x < t_0] xor [x < t_1], and so are its
+    products (the dealer deals row 0's arithmetic daBit and product terms for s_0 xor s_1;
+    request with the same flag): a band t_0 <= x < t_1 and its product for the price of
+    one product row, where a caller would otherwise multiply both."""
     shape, n = x.shape, x.size
     npad = -(-max(n, 1) // PAD) * PAD
     R = 1 if thresholds is None else len(thresholds)
@@ -209,7 +216,9 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     shared_y = bool(shared_y and n_muls and thresholds is not None)
     if trunc_y and not (n_muls == 1 and shared_y):
         raise ValueError("trunc_y needs one fused product with shared_y")
-    mat = mat if mat is not None else request(rt, n, n_muls, R, K, shared_y, powers, coarse, trunc_y)
+    if xor_rows and R < 2:
+        raise ValueError("xor_rows needs two or more thresholds")
+    mat = mat if mat is not None else request(rt, n, n_muls, R, K, shared_y, powers, coarse, trunc_y, xor_rows=xor_rows)
     dead = bitlt.dead_bits(coarse) if coarse else None
     halves = mat if isinstance(mat, Halves) else None
     if halves is not None:
@@ -275,6 +284,8 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
     ds, (v,) = yield Open(add=[] if trunc_y else [y - md[f"m{j}"] for j, y in enumerate(ys)],
                           xor=[np.packbits(vmask, bitorder="little")], fresh=True)
     v = np.unpackbits(v, bitorder="little")  # the B2A bits travel packed, 8 per byte
+    if xor_rows:  # (b_0 xor s_0) xor (b_1 xor s_1) opens b_0 xor b_1 under the dealer's s_0 xor s_1
+        v[:per] ^= v[per : 2 * per]
     bit = bufpool.empty(npad)
     bitlt.b2a(v, md["s"], first, bit)
     prods = []

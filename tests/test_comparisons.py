@@ -282,6 +282,65 @@ def test_products_with_a_truncated_y_open_nothing(n, k, halves):
 
 
 @pytest.mark.parametrize("n", NS)
+@pytest.mark.parametrize("trunc,rows,coarse", [(False, 2, 0), (False, 3, 16), (True, 2, 16)])
+def test_xor_rows_gives_the_band_and_its_product(n, trunc, rows, coarse):
+    """xor_rows: row 0 is [x < t_0] xor [x < t_1] (the band t_0 <= x < t_1 when t_0 <= t_1),
+    the other rows as they are, and the one product row is row 0's bit times y; with a
+    truncated y (exp's case, halves) as well. The dealer deals row 0's arithmetic daBit
+    and product terms for s_0 xor s_1, so no extra opening: the same rounds."""
+    from mpcrt.protocols import powers
+    from mpcrt.protocols.rounds import run as run_gens
+
+    rng = np.random.default_rng(rows + 10 * n + trunc)
+    t = [-(1 << 24), 1 << 26, 1 << 30][:rows]
+    w = 1 << coarse
+    x = np.concatenate([EDGES[:1000], rng.integers(I64_MIN, I64_MAX, 2000, dtype=np.int64, endpoint=True),
+                        (np.array(t)[:, None] + rng.integers(-3 * w - 5, 3 * w + 5, (rows, 500))).reshape(-1)])
+    y = rng.integers(-(2**60), 2**60, x.size, dtype=np.int64)
+    k = 29
+
+    def fn(rt):
+        X = share_from(rt, x, 0, fbits=0).share
+        Y = share_from(rt, y, rt.world_size - 1, fbits=0).share
+        s0 = rt.stats()
+        if not trunc:
+            b, (p,) = run1(rt, comparison.ltz_steps(rt, X, 1, lambda: [Y], thresholds=t, mul_rows=1, shared_y=True,
+                                                    coarse=coarse, xor_rows=True))
+            s1 = rt.stats()
+            return rt.open([b, p]) + [y], s1["rounds"] - s0["rounds"]
+        mat = comparison.request(rt, x.size, 1, rows=rows, mul_rows=1, shared_y=True, coarse=coarse, trunc_y=k,
+                                 halves=True, xor_rows=True)
+        ymat = mat.request_da()
+        hold = {}
+
+        def chain():
+            opened = []
+            (yt,) = yield from powers.trunc_pow_steps(rt, Y, k, 1, mat=comparison.YTrunc(ymat, x.size, x.shape), opened=opened)
+            hold["y"], hold["c"] = yt, opened[0]
+
+        (b, (p,)), _ = run_gens(rt, comparison.ltz_steps(rt, X, 1, lambda: [hold["y"], hold["c"]], mat=mat, thresholds=t,
+                                                         mul_rows=1, shared_y=True, coarse=coarse, trunc_y=k,
+                                                         xor_rows=True), chain())
+        s1 = rt.stats()
+        return rt.open([b, p, hold["y"]]), s1["rounds"] - s0["rounds"]
+
+    with np.errstate(over="ignore"):
+        d = x[None, :] - np.array(t, np.int64)[:, None]
+    lt = (d < 0).astype(np.int64)
+    window = ((d < 0) & (d >= -w)) | (d >= I64_MAX - w + 1) if coarse else np.zeros(d.shape, bool)
+    for (ob, op, oy), r in run(fn, n):
+        assert r == LTZ_ROUNDS
+        assert np.all((ob == 0) | (ob == 1)) and op.shape == (1, x.size)
+        sure = ~window[0] & ~window[1]
+        np.testing.assert_array_equal(ob[0][sure], (lt[0] ^ lt[1])[sure])
+        for j in range(1, rows):
+            np.testing.assert_array_equal(ob[j][~window[j]], lt[j][~window[j]])
+        np.testing.assert_array_equal(op[0], np.where(ob[0] == 1, oy, 0))  # the product of the bit it gave
+        if trunc:
+            assert np.all((oy == y >> k) | (oy == (y >> k) + 1))
+
+
+@pytest.mark.parametrize("n", NS)
 @pytest.mark.parametrize("shape", [(), (1,), (63,), (65,), (3, 5, 7), (0,), (2, 0, 3)])
 def test_ltz_shapes(n, shape):
     """Any shape, including sizes that are not a multiple of the 64-element packing."""

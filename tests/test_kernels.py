@@ -132,6 +132,8 @@ def _generic(kind_cls, prgs, priv, p, name):
         ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=1), correlations.LtzBundle),  # halves
         ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=2), correlations.LtzBundle),
         ("ltz", dict(n=1280, k=2, rows=2, part=2), correlations.LtzBundle),
+        ("ltz", dict(n=1280, k=1, rows=2, mrows=1, ym=1, cb=16, tk=29, xr=1, part=2), correlations.LtzBundle),  # row 0: s0 xor s1
+        ("ltz", dict(n=1920, k=1, rows=3, mrows=1, ym=1, xr=1), correlations.LtzBundle),
         ("ltzpow", dict(n=1280, rows=2, pw=[29, 4, 12345], back=1), correlations.LtzPowers),  # M 32-bit
         ("ltzpow", dict(n=640, rows=1, pw=[40, 3, -99], back=3), correlations.LtzPowers),  # M 64-bit
         ("truncpow", dict(shape=[3, 50], k=40, J=3), correlations.TruncPowers),
