@@ -641,7 +641,7 @@ def summarize(res: dict) -> dict:
         online_dealer_bytes_received=max(s["dealer_bytes_received"] for s in last_on),
         max_sent_mb=max(s["bytes_sent"] for s in last_e2e) / 1e6,
         max_sent_plus_received_mb=max(s["bytes_sent"] + s["bytes_received"] for s in last_e2e) / 1e6,
-        dealer_mb=sum(s["dealer_bytes_received"] for s in last_e2e) / 1e6,  # to all parties (corrections rotate)
+        dealer_mb=sum(s["dealer_bytes_received"] for s in last_e2e) / 1e6,  # to all parties (to whichever is corrected)
         maxrss_mb=[round(p["maxrss_mb"]) for p in pp],
         check=res.get("check"),
         session_wall_s=res.get("session_wall_s"), loadavg_before=res.get("loadavg_before"),

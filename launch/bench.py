@@ -367,7 +367,7 @@ def summarize(res: dict, net: Network, channels: str) -> list[dict]:
             "rounds": r["rounds"],
             "bytes_sent_per_party": sent, "bytes_received_per_party": recv, "link_bytes_per_party": link,
             "mb_sent_per_party": sent / 1e6,
-            "dealer_bytes": sum(p["dealer_bytes_received"] for p in pp),  # to all parties (corrections rotate)
+            "dealer_bytes": sum(p["dealer_bytes_received"] for p in pp),  # to all parties (to whichever is corrected)
             "online_dealer_bytes": max(p["online_dealer_bytes_received"] for p in pp),
             "max_abs_err": r["max_abs_err"],
             "stats_varied": any(p.get("stats_varied") for p in pp),

@@ -2,8 +2,8 @@
 
 Every call of `request` takes the next request number. Party 0 sends the request
 (kind, params) at once, so the dealer computes while the protocol runs. Each request
-has one corrected party (correlations.corrected_party: the requests rotate over the
-parties): it reads the dealer's correction when the protocol needs it, the others
+has one corrected party (correlations.corrected_party: party 0, though any choice
+works): it reads the dealer's correction when the protocol needs it, the others
 expand their shares from their seed. Every party runs the same program, so each
 knows which replies come to it, in order; a reply's tag carries its request number.
 `prefetch` takes a recorded plan and fetches everything ahead, so the online phase

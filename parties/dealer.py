@@ -2,7 +2,7 @@
 
 It never receives a party's input, share or output: only (request number, kind,
 parameters) from party 0, and it sends each request's corrections to that request's
-corrected party (correlations.corrected_party: they rotate over the parties). It
+corrected party (correlations.corrected_party: party 0). It
 exits when every party said goodbye, or with an error when a party vanished first.
 
 Requests are dealt by a small thread pool (the kernels and the AES keystream release

@@ -221,9 +221,9 @@ def test_ltz_dabits_are_bits_and_packed():
         return PRG(b"\x09" * 16).words(stream, int(np.prod(shape))).reshape(shape)
 
     p = dict(n=256, k=1)
-    out = correlations.deal(prgs, priv, 3, "ltz", p)  # request 3's corrections go to party 1
-    assert correlations.corrected_party(3, 2) == 1
-    other = correlations.expand_party(prgs[0], 3, "ltz", p, False)  # party 0 expands its shares
+    out = correlations.deal(prgs, priv, 3, "ltz", p)  # the corrected party's corrections
+    c = correlations.corrected_party(3, 2)
+    other = correlations.expand_party(prgs[1 - c], 3, "ltz", p, False)  # the other party expands its shares
     shapes = correlations.correction_shapes("ltz", p)
     names = [n for n, _, _ in correlations.LtzBundle().corrected(p)]
     off, got = 0, {}
