@@ -57,7 +57,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from mpcrt.approximations import _exp_precise, _fit, _rsqrt
+from mpcrt.approximations import _exp_precise, _rsqrt
 from mpcrt.comparisons import clamp_excess
 from mpcrt.protocols import beaver
 from mpcrt.protocols.comparison import ltz_steps
@@ -247,7 +247,7 @@ def layer_norm(x: SharedTensor, normalized_shape: Sequence[int] | int, weight=No
         raise ShapeError(f"layer_norm over {list(shape)} needs an input ending in those dims, got shape {x.shape}")
     dims = tuple(range(x.ndim - k, x.ndim))
     x = _at_f(x)
-    rt, f, n = x.rt, x.rt.precision, math.prod(shape)
+    n = math.prod(shape)
     d = x - x.mean(dim=dims, keepdim=True)
     # S = sum (x - mean)^2 at fa = 2f - t - 4 bits (t = log2 n: the sum cannot wrap) instead of
     # the variance at f bits: a small variance keeps its relative precision (std 0.05 had
