@@ -173,7 +173,7 @@ def _and_open(X, Y, dead: tuple[int, int] = (0, 0)):
 
 def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.ndarray]] | None = None, mat=None,
               thresholds=None, mul_rows: int | None = None, shared_y: bool = False,
-              powers: tuple[int, int, int] | None = None, on_powers: Callable[[list], None] | None = None,
+              powers: tuple[int, int, int] | None = None, on_powers: Callable[["RidingPowers"], None] | None = None,
               coarse: int = 0, trunc_y: int = 0, xor_rows: bool = False):
     """Generator: [x < 0] (int64 shares of 0/1) and [[x < 0] * y_j] for the n_muls
     arrays `muls()` returns (called in the last round; each of the result's shape).
