@@ -79,6 +79,14 @@ def threads() -> int:
     return max(1, int(os.environ.get("MPCRT_THREADS") or 1))
 
 
+def cpu_share(world_size: int, env=None) -> int:
+    """Threads each process of a local session may use: MPCRT_THREADS if set, else the
+    host's cores shared by the world_size parties and the dealer, at least 1."""
+    env = os.environ if env is None else env
+    n = env.get("MPCRT_THREADS")
+    return int(n) if n else max(1, (os.cpu_count() or 1) // (world_size + 1))
+
+
 def _native_2d(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool) -> None:
     """out (+)= a @ b for C-contiguous 2-D int64 arrays, split by rows across threads."""
     global _pool

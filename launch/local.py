@@ -19,6 +19,7 @@ import threading
 import time
 
 from mpcrt.cluster import Cluster, format_cluster, write_secret_key
+from mpcrt.kernels import gemm
 from mpcrt.transport import generate_keypair
 
 GRACE_SECONDS = 8.0
@@ -83,7 +84,7 @@ def blas_thread_env(n: int, env: dict) -> dict:
     reference, an import's self-check) the idle workers spin for tens of milliseconds: on 2
     cores that took 15-30 ms of CPU from the protocol in each of the next 2-3 calls (a
     256 x 256 secret matmul at N = 3: 20-40 ms instead of 7)."""
-    t = env.get("MPCRT_THREADS") or str(max(1, (os.cpu_count() or 1) // (n + 1)))
+    t = str(gemm.cpu_share(n, env))
     return {v: t for v in BLAS_THREAD_VARS if v not in env}
 
 

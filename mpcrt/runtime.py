@@ -24,7 +24,7 @@ from mpcrt.kernels.prg import PRG, new_seed
 from mpcrt.transport import DEFAULT_TIMEOUT, Node
 
 log = logging.getLogger("mpcrt")
-LOOKAHEAD_MB = int(os.environ.get("MPCRT_LOOKAHEAD_MB", "2048"))  # the same on every party
+LOOKAHEAD_MB = int(os.environ.get("MPCRT_LOOKAHEAD_MB", "2048"))
 MAX_PLANS = 1024  # lookahead plans kept per runtime
 
 _current: "Runtime | None" = None
@@ -342,8 +342,8 @@ class Runtime:
         for that first run (a list of (kind, params)). A run that asks for something else
         abandons the rest of the announced plan (correct, just not ahead). A plan whose
         corrections exceed MPCRT_LOOKAHEAD_MB (default 2048) is asked for on demand, not
-        at the start (the parties would hold all of it at once; every party must use the
-        same value, as each counts on the replies due to it). Nested blocks and dry runs
+        at the start (the corrected party would hold all of it at once; the parties replies
+        go to must use the same value, see DealerClient.announce). Nested blocks and dry runs
         pass through. Every party enters the same blocks in the same order.
         """
         if self._looking_ahead or self._dry:
@@ -451,6 +451,4 @@ def _close_at_exit(rt: Runtime) -> None:
 
 
 def _set_threads(world_size: int) -> None:
-    n = os.environ.get("MPCRT_THREADS")
-    threads = int(n) if n else max(1, (os.cpu_count() or 1) // (world_size + 1))
-    os.environ.setdefault("MPCRT_THREADS", str(threads))
+    os.environ.setdefault("MPCRT_THREADS", str(gemm.cpu_share(world_size)))

@@ -49,7 +49,7 @@ class Dealer:
         self._private = PRG(new_seed())
         self.requests_served = 0
         self.busy_seconds = self.deal_seconds = self.send_seconds = 0.0
-        share = int(os.environ.get("MPCRT_THREADS") or max(1, (os.cpu_count() or 1) // (self.n + 1)))
+        share = gemm.cpu_share(self.n)
         threads = max(1, int(os.environ.get("MPCRT_DEALER_THREADS") or min(2, share)))
         correlations.PASS_THREADS = min(share, 4)
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="deal")
@@ -66,8 +66,7 @@ class Dealer:
         while len(bye) < self.n:
             self._send_ready()
             got = self.node.recv_any(timeout=1.0)  # a finished deal wakes it (Node.wake)
-            waiting = self._pending and correlations.corrected_party(self._pending[0][1], self.n) in hello
-            if got is None and waiting:
+            if got is None and self._head_sendable():
                 continue  # what was asked is sent before a vanished party can stop the dealer
             if got is None:
                 if len(hello) < self.n and time.monotonic() - start > self.node.timeout:
@@ -117,16 +116,19 @@ class Dealer:
         self.deal_seconds += time.perf_counter() - t1
         return flat
 
+    def _head_sendable(self) -> bool:
+        """A request is pending and its corrected party has its seed (party 0 may ask before
+        another party said hello; that party's seed must reach it first)."""
+        return bool(self._pending) and correlations.corrected_party(self._pending[0][1], self.n) in self._hello
+
     def _send_ready(self, wait: bool = False) -> None:
         """Send the corrections dealt so far, in request order (all of them if `wait`);
         a request whose dealing failed raises its error here."""
-        while self._pending and (wait or self._pending[0][0].done()):
-            to = correlations.corrected_party(self._pending[0][1], self.n)
-            if to not in self._hello:  # party 0 asked before this party said hello: its seed goes first
-                break
+        while self._head_sendable() and (wait or self._pending[0][0].done()):
             fut, n, kind, p = self._pending.popleft()
             flat = fut.result()
             t2 = time.perf_counter()
+            to = correlations.corrected_party(n, self.n)
             for lo, hi, _ in correlations.reply_parts(correlations.kind(kind).corrected(p)):
                 self.node.send(to, reply_tag(n), flat[lo:hi])  # one frame per part, used in place
             self.send_seconds += time.perf_counter() - t2
