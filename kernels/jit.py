@@ -24,3 +24,9 @@ except ImportError as e:  # pragma: no cover - numba is a hard dependency
 def njit(fn):
     """Compile `fn` without the GIL, cached on disk, with wrapping int64 arithmetic."""
     return numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")(fn)
+
+
+def njit_inline(fn):
+    """A per-element helper of the fused kernels, inlined into its callers at the numba IR
+    level (so their loops still vectorize); the same settings as njit."""
+    return numba.njit(inline="always", cache=True, nogil=True, boundscheck=False, error_model="numpy")(fn)
