@@ -39,7 +39,7 @@ import numpy as np
 from mpcrt.kernels import bitlt, bufpool, ring
 from mpcrt.kernels import powers as powers_kernel
 from mpcrt.protocols import truncation
-from mpcrt.protocols.powers import stacked
+from mpcrt.protocols.powers import tuple_arrays
 from mpcrt.protocols.rounds import Open, run1
 
 PAD = 64
@@ -89,9 +89,7 @@ class RidingPowers:
         self.rt, self.ct, self.mat, self.k, self.J, self.npad, self.shape = rt, ct, mat, k, J, npad, shape
 
     def _tuple(self):
-        m, n, J = self.mat.get(), self.ct.size, self.J
-        S = stacked(m, [f"S{j}" for j in range(1, J + 1)], self.npad)[:, :n]
-        return S, m["M"].reshape(J, self.npad)[:, :n]
+        return tuple_arrays(self.mat.get(), self.J, self.npad, self.ct.size)
 
     def all(self) -> list[np.ndarray]:
         """[(beta x >> k)^j] for j = 1..J, each of x's shape."""

@@ -38,21 +38,26 @@ def request(rt, shape: tuple, k: int, J: int):
     return rt.dealer.request("truncpow", shape=tuple(shape), k=int(k), J=int(J))
 
 
-def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int, mat=None, opened: list | None = None):
-    """Generator (1 round): [(x >> k)^j] for j = 1..J, list in that order.
-    `mat`: the tuple if requested ahead (`request` with the same shape, k, J);
-    `opened`: a list the public opening c is appended to (for a later fused product)."""
+def _open_steps(rt, x: np.ndarray, k: int, J: int, mat):
+    """Generator (1 round): open x + r (+ OFFSET on party 0) with the tuple `mat` (requested
+    here if None); returns (c, S, M), the opening and the tuple's (J, n) arrays."""
     mat = mat if mat is not None else request(rt, x.shape, k, J)
     own = mat.own()
     z = np.add(x, own["r"], out=np.empty(np.shape(x), np.int64))  # an array even for 0-d
     if rt.rank == 0:
         z += OFFSET
     (c,), _ = yield Open(add=[z], fresh=True)
+    return (c, *tuple_arrays(mat.get(), J, c.size, c.size))
+
+
+def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int, mat=None, opened: list | None = None):
+    """Generator (1 round): [(x >> k)^j] for j = 1..J, list in that order.
+    `mat`: the tuple if requested ahead (`request` with the same shape, k, J);
+    `opened`: a list the public opening c is appended to (for a later fused product)."""
+    c, S, M = yield from _open_steps(rt, x, k, J, mat)
     if opened is not None:
         opened.append(c)
-    m = mat.get()
-    S = stacked(m, [f"S{j}" for j in range(1, J + 1)], c.size)
-    out = fused.combine(c.reshape(-1), S, m["M"].reshape(J, -1), k, rt.rank == 0)
+    out = fused.combine(c.reshape(-1), S, M, k, rt.rank == 0)
     return [o.reshape(c.shape) for o in out]
 
 
@@ -61,16 +66,16 @@ def trunc_poly_steps(rt, x: np.ndarray, k: int, J: int, coef, X: np.ndarray | No
     term, J + 1 public ring values; X a shared array of x's shape or None): a truncation
     with powers whose powers go straight into the polynomial (one fused pass, no [u^j] stored).
     `mat` as for trunc_pow_steps (request with the same shape, k, J)."""
-    mat = mat if mat is not None else request(rt, x.shape, k, J)
-    own = mat.own()
-    z = np.add(x, own["r"], out=np.empty(np.shape(x), np.int64))
-    if rt.rank == 0:
-        z += OFFSET
-    (c,), _ = yield Open(add=[z], fresh=True)
-    m = mat.get()
-    S = stacked(m, [f"S{j}" for j in range(1, J + 1)], c.size)
-    out = fused.poly(c.reshape(-1), S, m["M"].reshape(J, -1), k, rt.rank == 0, coef, X, xcoef)
-    return out.reshape(c.shape)
+    c, S, M = yield from _open_steps(rt, x, k, J, mat)
+    return fused.poly(c.reshape(-1), S, M, k, rt.rank == 0, coef, X, xcoef).reshape(c.shape)
+
+
+def tuple_arrays(m: dict, J: int, npad: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(S, M) of a truncation-with-powers tuple's arrays m, laid out for npad elements
+    (a comparison pads to whole words): [S0^j] and [m S0^l] as (J, n) arrays (views where
+    the arrays lie back to back, see stacked)."""
+    S = stacked(m, [f"S{j}" for j in range(1, J + 1)], npad)
+    return S[:, :n], m["M"].reshape(J, npad)[:, :n]
 
 
 def stacked(m: dict, names: list[str], n: int) -> np.ndarray:
