@@ -24,7 +24,8 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   deals that row's daBit terms for s_0 xor s_1; 12 dealer bytes per element fewer than
   a product per row); it opens nothing: the chain's last truncation carries [t S0],
   [t msb r] for that daBit t. out = [in range] e^x + (1 - [x <= 11.5]) e^11.5. 7 rounds
-  (the comparison's); 63.25 bytes per element per peer (CrypTen: 64), 239.5 dealer bytes
+  (the comparison's); 53.25 bytes per element per peer (CrypTen: 64; the three cubes' openings
+  send only the bits their truncations keep, 4 or 5 bytes: rounds.Top), 239.5 dealer bytes
   (29.9 words, the chain's 22.5 of them; the comparison's material in three requests).
   Error: |err| <= max(3e-3 e^x, 2^-14) on [-10, 10] (rel 1.5e-3 on
   [0, 10]; below e^x ~ 2^-6 the 16-bit output's own rounding dominates), abs < 2e-5
@@ -232,9 +233,11 @@ def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_
     else:
         q = yield from powers.trunc_poly_steps(rt, X * _exp_beta(), *steps[0][:2], coef, X, xcoef, mat=steps[0][2])
     cube = [0, 0, 0, 1]
-    p = yield from powers.trunc_poly_steps(rt, q, *steps[1][:2], cube, mat=steps[1][2])  # q^3 at 45 (precise: 60)
-    p = yield from powers.trunc_poly_steps(rt, p, *steps[2][:2], cube, mat=steps[2][2])  # q^9 at 45 (54)
-    p = yield from powers.trunc_poly_steps(rt, p, *steps[3][:2], cube, mat=steps[3][2])  # q^27 at 45
+    # the cubes' openings send only the bits their truncations keep (4-5 bytes, not 8): their
+    # inputs q, q^3, q^9 are positive in range and the extra -1 ulp is within the error budget
+    p = yield from powers.trunc_poly_steps(rt, q, *steps[1][:2], cube, mat=steps[1][2], top=True)  # q^3 at 45 (precise: 60)
+    p = yield from powers.trunc_poly_steps(rt, p, *steps[2][:2], cube, mat=steps[2][2], top=True)  # q^9 at 45 (54)
+    p = yield from powers.trunc_poly_steps(rt, p, *steps[3][:2], cube, mat=steps[3][2], top=True)  # q^27 at 45
     opened: list = []
     out = yield from powers.trunc_pow_steps(rt, p, *steps[4], opened=opened)  # e^x at ob bits
     hold[key + ":c"] = opened[0]  # the last truncation's opening (exp's products reuse it)

@@ -19,8 +19,9 @@ from mpcrt import allreduce, fixedpoint
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import DealerClient
 from mpcrt.errors import ConfigError, MpcError, ShapeError
-from mpcrt.kernels import allocator, bufpool, gemm
+from mpcrt.kernels import allocator, bufpool, gemm, topbytes
 from mpcrt.kernels.prg import PRG, new_seed
+from mpcrt.protocols.rounds import Top
 from mpcrt.transport import DEFAULT_TIMEOUT, Node
 
 log = logging.getLogger("mpcrt")
@@ -125,70 +126,102 @@ class Runtime:
         self._count_round()
         return _unflatten(total, shares)
 
-    def open_mixed(self, adds: list[np.ndarray], xors: list[np.ndarray], tag: str = "open",
+    def open_mixed(self, adds: list, xors: list[np.ndarray], tag: str = "open",
                    donate: bool = False) -> tuple[list, list]:
         """One round opening additive int64 shares and XOR shares (any dtype) together.
-        donate=True: the caller never changes these arrays again, so (for direct
-        openings) each goes out as its own message, as it is, instead of being copied
-        into one."""
+        An additive entry may be a rounds.Top: only its top bytes travel, and its opening
+        is c - d, low bits zero (see Top). donate=True: the caller never changes these
+        arrays again, so (for direct openings) each goes out as its own message, as it
+        is, instead of being copied into one."""
         if not adds and not xors:
             return [], []
+        plain = [a.share if isinstance(a, Top) else a for a in adds]  # for shapes and sizes
         if self._dry:
-            return [np.zeros(a.shape, np.int64) for a in adds], [np.zeros(a.shape, a.dtype) for a in xors]
-        shapes = [np.shape(a) for a in adds] + [np.shape(a) for a in xors]  # ascontiguousarray makes 0-d 1-d
-        parts = [np.ascontiguousarray(a, np.int64) for a in adds] + [np.ascontiguousarray(a) for a in xors]
-        sizes = [p.nbytes for p in parts]
-        if donate and not allreduce.use_split(self.world_size, sum(sizes)):
-            return self._open_parts(parts, len(adds), shapes, tag)
-        buf = bufpool.empty(-(-sum(sizes) // 8)).view(np.uint8)[: sum(sizes)]  # pooled: no fresh pages
-        off = 0
-        for p, k in zip(parts, sizes):
-            buf[off : off + k] = p.reshape(-1).view(np.uint8)
-            off += k
-        if allreduce.use_split(self.world_size, buf.size):
-            segs, off = [], 0
-            for i, k in enumerate(sizes):
-                segs.append((off, off + k, i < len(adds)))
-                off += k
-            total = allreduce.open_split(self.node, self.rank, self.world_size, buf, segs, tag)
-            self._count_round(2)
-            out, off = [], 0
-            for p, k, shape in zip(parts, sizes, shapes):
-                out.append(total[off : off + k].view(p.dtype).reshape(shape) if off % p.dtype.itemsize == 0
-                           else total[off : off + k].copy().view(p.dtype).reshape(shape))
-                off += k
-            return out[: len(adds)], out[len(adds) :]
+            return [np.zeros(np.shape(a), np.int64) for a in plain], [np.zeros(a.shape, a.dtype) for a in xors]
+        shapes = [np.shape(a) for a in plain] + [np.shape(a) for a in xors]  # ascontiguousarray makes 0-d 1-d
+        full = sum(8 * int(np.size(a)) for a in plain) + sum(np.asarray(a).nbytes for a in xors)
+        if allreduce.use_split(self.world_size, full):  # two steps: Top entries open in full
+            full_adds = [a.full() if isinstance(a, Top) else a for a in adds]
+            parts = [np.ascontiguousarray(a, np.int64) for a in full_adds] + [np.ascontiguousarray(a) for a in xors]
+            return self._open_split(parts, len(adds), shapes, tag)
+        # wire parts, and per opened entry: (kind, first part, number of parts, Top bytes)
+        parts, plan = [], []
+        for a in adds:
+            if isinstance(a, Top):
+                packed = topbytes.pack(a.share, a.nbytes, a.plus, a.add)
+                plan.append(("t", len(parts), len(packed), a.nbytes))
+                parts += packed
+            else:
+                plan.append(("a", len(parts), 1, 8))
+                parts.append(np.ascontiguousarray(a, np.int64))
+        for a in xors:
+            plan.append(("x", len(parts), 1, 0))
+            parts.append(np.ascontiguousarray(a))
+        if donate or any(k == "t" for k, *_ in plan):  # packed parts are new arrays: no copy needed
+            mine, got = self._exchange_parts(parts, tag)
+        else:
+            mine, got = self._exchange_copy(parts, tag)
+        self._count_round()
+        out = []
+        for (kind, i, cnt, nb), shape in zip(plan, shapes):
+            if kind == "t":
+                n = mine[i].size
+                res = topbytes.unpack_sum([mine[i : i + cnt], *[g[i : i + cnt] for g in got]], nb, bufpool.empty(n)[:n])
+            else:
+                op = np.add if kind == "a" else np.bitwise_xor
+                p = mine[i]
+                res = op(p, got[0][i], out=bufpool.empty(-(-p.nbytes // 8)).view(p.dtype)[: p.size])
+                for g in got[1:]:
+                    op(res, g[i], out=res)
+            out.append(res.reshape(shape))
+        return out[: len(adds)], out[len(adds) :]
+
+    def _exchange_parts(self, parts: list[np.ndarray], tag: str) -> tuple[list, list]:
+        """Every part to every peer as its own message, sent without a copy; returns
+        (my parts flat, each peer's parts flat)."""
+        mine = [p.reshape(-1) for p in parts]
+        for j in self.peers:
+            for p in mine:
+                self.node.send(j, tag, p)
+        got = [[self.node.recv(j, tag, dtype=p.dtype, shape=(p.size,)) for p in parts] for j in self.peers]
+        return mine, got
+
+    def _exchange_copy(self, parts: list[np.ndarray], tag: str) -> tuple[list, list]:
+        """The parts copied into one message per peer (each at an offset that is a multiple
+        of 8 bytes); returns views as _exchange_parts does. The message is sent without a
+        copy, so my views into it must not be changed."""
+        offs, off = [], 0
+        for p in parts:
+            offs.append(off)
+            off += -(-p.nbytes // 8) * 8
+        buf = bufpool.empty(off // 8).view(np.uint8)  # pooled: no fresh pages
+        for p, o, end in zip(parts, offs, offs[1:] + [off]):
+            buf[o : o + p.nbytes] = p.reshape(-1).view(np.uint8)
+            buf[o + p.nbytes : end] = 0  # padding: never send stale memory
         for j in self.peers:
             self.node.send(j, tag, buf)
         got = [self.node.recv(j, tag, dtype=np.uint8, shape=buf.shape) for j in self.peers]
-        self._count_round()
-        out_a, out_x, off = [], [], 0
-        for i, (p, k, shape) in enumerate(zip(parts, sizes, shapes)):
-            # buf is still being sent (zero-copy): the sum goes to a new array, in one pass
-            dt = p.dtype if off % p.dtype.itemsize == 0 else np.dtype(np.uint8)
-            op = np.add if i < len(adds) else np.bitwise_xor
-            mine = buf[off : off + k].view(dt)
-            seg = op(mine, got[0][off : off + k].view(dt), out=bufpool.empty(-(-k // 8)).view(dt)[: k // dt.itemsize])
-            for g in got[1:]:
-                op(seg, g[off : off + k].view(dt), out=seg)
-            (out_a if i < len(adds) else out_x).append(seg.view(p.dtype).reshape(shape))
-            off += k
-        return out_a, out_x
 
-    def _open_parts(self, parts: list[np.ndarray], n_add: int, shapes: list, tag: str) -> tuple[list, list]:
-        """open_mixed's direct round with one message per part, each sent without a copy."""
-        for j in self.peers:
-            for p in parts:
-                self.node.send(j, tag, p)
-        got = [[self.node.recv(j, tag, dtype=p.dtype, shape=p.shape) for p in parts] for j in self.peers]
-        self._count_round()
-        out = []
-        for i, (p, shape) in enumerate(zip(parts, shapes)):
-            op = np.add if i < n_add else np.bitwise_xor
-            seg = op(p, got[0][i], out=bufpool.empty(-(-p.nbytes // 8)).view(p.dtype)[: p.size].reshape(p.shape))
-            for g in got[1:]:
-                op(seg, g[i], out=seg)
-            out.append(seg.reshape(shape))
+        def views(b):
+            return [b[o : o + p.nbytes].view(p.dtype) for p, o in zip(parts, offs)]
+        return views(buf), [views(g) for g in got]
+
+    def _open_split(self, parts: list[np.ndarray], n_add: int, shapes: list, tag: str) -> tuple[list, list]:
+        """open_mixed in two steps (mpcrt.allreduce): parts back to back in one buffer."""
+        sizes = [p.nbytes for p in parts]
+        buf = bufpool.empty(-(-sum(sizes) // 8)).view(np.uint8)[: sum(sizes)]
+        segs, off = [], 0
+        for i, (p, k) in enumerate(zip(parts, sizes)):
+            buf[off : off + k] = p.reshape(-1).view(np.uint8)
+            segs.append((off, off + k, i < n_add))
+            off += k
+        total = allreduce.open_split(self.node, self.rank, self.world_size, buf, segs, tag)
+        self._count_round(2)
+        out, off = [], 0
+        for p, k, shape in zip(parts, sizes, shapes):
+            out.append(total[off : off + k].view(p.dtype).reshape(shape) if off % p.dtype.itemsize == 0
+                       else total[off : off + k].copy().view(p.dtype).reshape(shape))
+            off += k
         return out[:n_add], out[n_add:]
 
     def open_to(self, share: np.ndarray, to: int, tag: str = "reveal") -> np.ndarray | None:

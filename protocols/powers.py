@@ -7,6 +7,9 @@ and [m S0^l], so every power of S, (S0 + w m T)^j = S0^j + w sum_i binom(j, i) T
 (T = 2^(64-k); m^i = m), is a public combination of dealer shares, and
 u^j = sum_i binom(j, i) C^(j-i) [S^i] is local. Ring identities: exact mod 2^64.
 u carries the truncation's error (0 or +1 ulp); powers are those of that u.
+With `top=True` each party sends only the top 4-6 bytes of its share of the opening
+(protocols.rounds.Top): c is then known up to d < N 2^s below it, which moves u by -1
+with probability <= 1/16 (error -1..+1 ulp) and saves 3-4 of the 8 bytes.
 Rounds: 1. Bytes per element per peer: 8. Dealer: 2J words per element (1.5J when k <= 32:
 the [m S0^l] only matter mod 2^k, so they travel as 32-bit values).
 
@@ -21,7 +24,7 @@ import numpy as np
 
 from mpcrt.kernels import powers as fused
 from mpcrt.kernels import ring
-from mpcrt.protocols.rounds import Open, run1
+from mpcrt.protocols.rounds import Open, narrow, run1
 
 OFFSET = np.int64(1 << 62)
 
@@ -38,35 +41,43 @@ def request(rt, shape: tuple, k: int, J: int):
     return rt.dealer.request("truncpow", shape=tuple(shape), k=int(k), J=int(J))
 
 
-def _open_steps(rt, x: np.ndarray, k: int, J: int, mat):
+def _open_steps(rt, x: np.ndarray, k: int, J: int, mat, top: bool = False):
     """Generator (1 round): open x + r (+ OFFSET on party 0) with the tuple `mat` (requested
-    here if None); returns (c, S, M), the opening and the tuple's (J, n) arrays."""
+    here if None); returns (c, S, M), the opening and the tuple's (J, n) arrays.
+    top: only the bits the truncation keeps travel (rounds.narrow), and u is exact up to
+    -1..+1 (the -1 with probability <= 1/16) instead of 0..+1."""
     mat = mat if mat is not None else request(rt, x.shape, k, J)
     own = mat.own()
-    z = np.add(x, own["r"], out=np.empty(np.shape(x), np.int64))  # an array even for 0-d
-    if rt.rank == 0:
-        z += OFFSET
+    add = OFFSET if rt.rank == 0 else 0
+    if top:
+        z = narrow(x, k, rt.world_size, own["r"], add)
+    else:
+        z = np.add(x, own["r"], out=np.empty(np.shape(x), np.int64))  # an array even for 0-d
+        if add:
+            z += add
     (c,), _ = yield Open(add=[z], fresh=True)
     return (c, *tuple_arrays(mat.get(), J, c.size, c.size))
 
 
-def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int, mat=None, opened: list | None = None):
+def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int, mat=None, opened: list | None = None, top: bool = False):
     """Generator (1 round): [(x >> k)^j] for j = 1..J, list in that order.
     `mat`: the tuple if requested ahead (`request` with the same shape, k, J);
-    `opened`: a list the public opening c is appended to (for a later fused product)."""
-    c, S, M = yield from _open_steps(rt, x, k, J, mat)
+    `opened`: a list the public opening c is appended to (for a later fused product);
+    `top`: a narrow opening, see _open_steps."""
+    c, S, M = yield from _open_steps(rt, x, k, J, mat, top)
     if opened is not None:
         opened.append(c)
     out = fused.combine(c.reshape(-1), S, M, k, rt.rank == 0)
     return [o.reshape(c.shape) for o in out]
 
 
-def trunc_poly_steps(rt, x: np.ndarray, k: int, J: int, coef, X: np.ndarray | None = None, xcoef: int = 0, mat=None):
+def trunc_poly_steps(rt, x: np.ndarray, k: int, J: int, coef, X: np.ndarray | None = None, xcoef: int = 0, mat=None,
+                     top: bool = False):
     """Generator (1 round): [sum_j coef[j] u^j + xcoef X] for u = x >> k (coef[0] the constant
     term, J + 1 public ring values; X a shared array of x's shape or None): a truncation
     with powers whose powers go straight into the polynomial (one fused pass, no [u^j] stored).
-    `mat` as for trunc_pow_steps (request with the same shape, k, J)."""
-    c, S, M = yield from _open_steps(rt, x, k, J, mat)
+    `mat`, `top` as for trunc_pow_steps (request with the same shape, k, J)."""
+    c, S, M = yield from _open_steps(rt, x, k, J, mat, top)
     return fused.poly(c.reshape(-1), S, M, k, rt.rank == 0, coef, X, xcoef).reshape(c.shape)
 
 

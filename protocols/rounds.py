@@ -15,8 +15,50 @@ import numpy as np
 
 
 @dataclasses.dataclass
+class Top:
+    """An additive share of which only the top `nbytes` bytes of each element travel (4 to 6:
+    bits s = 64 - 8 nbytes and up), for an opening that is truncated right after. The
+    opening is then c - d with 0 <= d < N 2^s, its low s bits zero (kernels.topbytes);
+    where the runtime opens it in two steps (mpcrt.allreduce) it is opened in full (d = 0).
+    Reveals nothing beyond c: each party sends a function of its share, and c with the
+    receiver's own share determines the sender's share."""
+    share: np.ndarray
+    nbytes: int
+    plus: np.ndarray | None = None  # opened: share + plus + add (packed in one pass, no sum stored)
+    add: int = 0
+
+    def full(self) -> np.ndarray:
+        """share + plus + add as one int64 array (for a full opening)."""
+        if self.plus is None:
+            z = np.array(self.share, np.int64, copy=True)
+        else:  # an array even for 0-d operands
+            z = np.add(self.share, self.plus, dtype=np.int64, out=np.empty(np.shape(self.share), np.int64))
+        if self.add:
+            z += np.int64(self.add)
+        return z
+
+
+def top_bytes(k: int, world: int) -> int:
+    """The fewest bytes (4, 5, 6; 8 for none) a share of an opening truncated by k bits may
+    send while the dropped low bits move the truncation by one unit with probability at
+    most 1/16 (d / 2^k <= N 2^(s-k) <= 1/16)."""
+    for nb in (4, 5, 6):
+        if world * 2 ** (64 - 8 * nb) * 16 <= 2**k:
+            return nb
+    return 8
+
+
+def narrow(x: np.ndarray, k: int, world: int, plus: np.ndarray | None = None, add: int = 0):
+    """x + plus + add as an opening for a truncation by k: a Top where that sends fewer
+    bytes, else the sum as an int64 array."""
+    nb = top_bytes(k, world)
+    top = Top(x, nb, plus, add)
+    return top if nb < 8 else top.full()
+
+
+@dataclasses.dataclass
 class Open:
-    add: list = dataclasses.field(default_factory=list)  # int64 additive shares
+    add: list = dataclasses.field(default_factory=list)  # int64 additive shares (or Top)
     xor: list = dataclasses.field(default_factory=list)  # XOR shares (uint64 or uint8)
     # fresh: the arrays were made for this opening and nobody changes them again, so
     # they may be sent as they are (no copy into one message); see Runtime.open_mixed

@@ -78,7 +78,7 @@ def test_check_version_and_disallowed_dtypes():
     h = framing.unpack_header(raw_header(v=framing.VERSION - 1), PEER)  # the unchunked format
     with pytest.raises(ProtocolError, match="version"):
         framing.check(h, PEER, sid="sess-1", src=3, seq=5, tag="beaver")
-    for dt in ("|O", "<f4", "<i4", ">i8", "|V8", "garbage"):
+    for dt in ("|O", "<f4", "<i2", ">i4", ">i8", "|V8", "garbage"):
         h = framing.unpack_header(raw_header(dt=dt), PEER)
         with pytest.raises(ProtocolError, match="not allowed"):
             framing.check(h, PEER, sid="sess-1", src=3, seq=5, tag="beaver")

@@ -553,6 +553,106 @@ def test_trunc_mul_is_truncation_times_y(n, f):
     assert all(r[1] == 2 for r in res)  # the mask's opening, then the truncation's
 
 
+# ------------------------------------------------------------------ top-bytes openings
+def _top_program(rt, shapes, nbytes, donate, seed):
+    """open_mixed with rounds.Top entries among plain additive and XOR ones: returns the
+    exact openings (opened in full afterwards) beside the narrow ones, and the bytes sent."""
+    from mpcrt.protocols.rounds import Top
+
+    rng = np.random.default_rng(seed + rt.rank)
+    xs = [rng.integers(-(2**63), 2**63, s, dtype=np.int64) for s in shapes]
+    ps = [rng.integers(-(2**63), 2**63, s, dtype=np.int64) for s in shapes]
+    plain = rng.integers(-(2**63), 2**63, 5, dtype=np.int64)
+    bits = rng.integers(0, 256, 7, dtype=np.uint8)
+    adds = [Top(x, nbytes, p, 12345 if rt.rank == 0 else 0) for x, p in zip(xs, ps)] + [plain]
+    s0 = rt.node.bytes_sent
+    got_a, got_x = rt.open_mixed(adds, [bits], donate=donate)
+    sent = rt.node.bytes_sent - s0
+    exact = rt.open([x + p + (12345 if rt.rank == 0 else 0) for x, p in zip(xs, ps)] + [plain])
+    (xored,) = rt.open_mixed([], [bits])[1]
+    return got_a, exact, got_x[0], xored, sent
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("nbytes", [4, 5, 6])
+@pytest.mark.parametrize("donate", [False, True])
+def test_top_bytes_opening_is_the_sum_less_the_dropped_low_bits(n, nbytes, donate):
+    """A Top entry opens to c - d with 0 <= d < N 2^s and its low s bits zero (s = 64 - 8
+    nbytes), for 0-d, 1-d and 2-d shares, beside plain additive and XOR entries; only
+    nbytes per element travel (large N = 3 openings go in two steps, and open in full)."""
+    shapes = [(), (257,), (3, 5)]
+    s = 64 - 8 * nbytes
+    res = run(_top_program, n, shapes, nbytes, donate, 7 * nbytes + n)
+    for got, exact, gx, xored, sent in res:
+        for g, e, shape in zip(got[:3], exact[:3], shapes):
+            assert g.shape == shape and g.dtype == np.int64
+            d = (e.astype(object) - g.astype(object)) % 2**64
+            assert np.all(d < n * 2**s), f"dropped bits sum {d.max()} >= {n} 2^{s}"
+            assert np.all(g & np.int64((1 << s) - 1) == 0), "low bits of a top-bytes opening must be zero"
+        np.testing.assert_array_equal(got[3], exact[3])  # the plain entry: exact
+        np.testing.assert_array_equal(gx, xored)
+        elements = 1 + 257 + 15
+        payload = (n - 1) * (elements * nbytes + 5 * 8 + 7)
+        assert payload <= sent < payload + (n - 1) * 2048, (sent, payload)  # headers and padding only
+    for r in res[1:]:
+        np.testing.assert_array_equal(r[0][0], res[0][0][0])
+
+
+def _top_split_program(rt, nbytes):
+    from mpcrt.protocols.rounds import Top
+
+    x = np.random.default_rng(rt.rank).integers(-(2**63), 2**63, 100_000, dtype=np.int64)
+    (got,), _ = rt.open_mixed([Top(x, nbytes)], [])
+    (exact,) = rt.open([x])
+    return got, exact
+
+
+def test_top_bytes_opening_in_two_steps_is_exact(monkeypatch):
+    """N = 3 and split openings on: it goes in two steps (mpcrt.allreduce), where a Top
+    entry opens in full (d = 0)."""
+    from mpcrt import allreduce
+
+    monkeypatch.setattr(allreduce, "SPLIT_BYTES", 0)
+    for got, exact in run(_top_split_program, 3, 5):
+        np.testing.assert_array_equal(got, exact)
+
+
+def test_top_bytes_rule():
+    from mpcrt.protocols.rounds import Top, narrow, top_bytes
+
+    assert [top_bytes(k, 2) for k in (16, 28, 29, 36, 37, 45, 62)] == [8, 6, 5, 5, 4, 4, 4]
+    assert top_bytes(29, 3) == 6 and top_bytes(29, 5) == 6 and top_bytes(21, 2) == 6 and top_bytes(20, 2) == 8
+    x = np.arange(4, dtype=np.int64)
+    assert isinstance(narrow(x, 45, 2), Top)
+    np.testing.assert_array_equal(narrow(x, 16, 2, x, 3), 2 * x + 3)  # too few bits kept: a plain sum
+
+
+def _top_pow_program(rt, vals, k, J, top):
+    from mpcrt.protocols import powers
+    from mpcrt.protocols.rounds import run1
+
+    x = rt.share_ring(np.array(vals, np.int64) if rt.rank == 0 else None, src=0, fbits=0)
+    s0 = rt.node.bytes_sent
+    us = run1(rt, powers.trunc_pow_steps(rt, x.share, k, J, top=top))
+    sent = rt.node.bytes_sent - s0
+    return rt.open(us), sent
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("k", [30, 45])
+def test_trunc_pow_with_a_top_bytes_opening(n, k):
+    """trunc_pow_steps(top=True): u = floor(x / 2^k) + d, d in {-1, 0, 1}, and its powers are
+    exactly u^j, for x near +-2^61 (masks that wrap); fewer bytes than the full opening."""
+    vals = [v for v in NEAR for _ in range(40)]
+    J = 2
+    (narrow_res, exact_res) = (run(_top_pow_program, n, vals, k, J, t) for t in (True, False))
+    (u, u2), sent = narrow_res[0]
+    for v, a, b in zip(vals, u.tolist(), u2.tolist()):
+        assert a - (v >> k) in (-1, 0, 1), (v, k, a)
+        assert b == (a * a + 2**63) % 2**64 - 2**63
+    assert sent < exact_res[0][1] * 0.7, (sent, exact_res[0][1])
+
+
 # ------------------------------------------------------------------ rounds and batching
 @pytest.mark.parametrize("n", NS)
 def test_round_counts_and_batched_opens(n):
