@@ -171,8 +171,10 @@ class Node:
         s.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         s.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
-        s.setsockopt(zmq.SNDBUF, 4 << 20)
-        s.setsockopt(zmq.RCVBUF, 4 << 20)
+        # No SNDBUF/RCVBUF: a fixed size turns off Linux's buffer autotuning, which grows
+        # the buffers as the link needs (tcp_rmem / tcp_wmem). Measured: exp on 1e6
+        # elements at N = 2 took 157-160 ms with autotuning against 163-167 ms with fixed
+        # 4 MB buffers (party 0 spent 12 ms less in the kernel receiving the dealer's 240 MB).
 
     # ------------------------------------------------------------------ send
     def send(self, peer: int, tag: str, array: np.ndarray) -> None:
