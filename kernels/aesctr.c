@@ -8,8 +8,9 @@
  * It is standard AES-128: round keys from AESKEYGENASSIST (FIPS-197), blocks encrypted
  * with AESENC/AESENCLAST, whose timing does not depend on the key or the data.
  *
- * keystream(key: 16 bytes, stream_id: int, out: writable buffer) -> None fills `out`
- * with keystream bytes from block 0 (the GIL is released); vaes() says whether the
+ * keystream(key: 16 bytes, stream_id: int, out: writable buffer[, first_block: int])
+ * -> None fills `out` with keystream bytes from block first_block (default 0; the GIL
+ * is released); vaes() says whether the
  * CPU can run it (kernels/prg.py falls back to `cryptography` where it cannot).
  */
 #define PY_SSIZE_T_CLEAN
@@ -48,7 +49,7 @@ TARGET static __m128i encrypt1(__m128i b, const __m128i rk[11]) {
     return _mm_aesenclast_si128(b, rk[10]);
 }
 
-TARGET static void ctr(const uint8_t *key, uint64_t sid, uint8_t *out, size_t nbytes) {
+TARGET static void ctr(const uint8_t *key, uint64_t sid, uint64_t first, uint8_t *out, size_t nbytes) {
     __m128i rk[11];
     key_schedule(key, rk);
     __m512i k[11];
@@ -61,7 +62,8 @@ TARGET static void ctr(const uint8_t *key, uint64_t sid, uint8_t *out, size_t nb
         8, 9, 10, 11, 12, 13, 14, 15, 7, 6, 5, 4, 3, 2, 1, 0,
         8, 9, 10, 11, 12, 13, 14, 15, 7, 6, 5, 4, 3, 2, 1, 0);
     const long long be = (long long)__builtin_bswap64(sid);  /* even lanes: final already (identity bytes) */
-    __m512i c0 = _mm512_set_epi64(3, be, 2, be, 1, be, 0, be);
+    __m512i c0 = _mm512_set_epi64((long long)(first + 3), be, (long long)(first + 2), be, (long long)(first + 1), be,
+                                  (long long)first, be);
     const __m512i step4 = _mm512_set_epi64(4, 0, 4, 0, 4, 0, 4, 0);
     __m512i c1 = _mm512_add_epi64(c0, step4), c2 = _mm512_add_epi64(c1, step4), c3 = _mm512_add_epi64(c2, step4);
     const __m512i step16 = _mm512_set_epi64(16, 0, 16, 0, 16, 0, 16, 0);
@@ -91,11 +93,11 @@ TARGET static void ctr(const uint8_t *key, uint64_t sid, uint8_t *out, size_t nb
         c3 = _mm512_add_epi64(c3, step16);
     }
     for (; i < nblocks; i++)
-        _mm_storeu_si128((__m128i *)(out + 16 * i), encrypt1(counter_block(sid, i), rk));
+        _mm_storeu_si128((__m128i *)(out + 16 * i), encrypt1(counter_block(sid, first + i), rk));
     size_t rest = nbytes - 16 * nblocks;
     if (rest) {
         uint8_t last[16];
-        _mm_storeu_si128((__m128i *)last, encrypt1(counter_block(sid, nblocks), rk));
+        _mm_storeu_si128((__m128i *)last, encrypt1(counter_block(sid, first + nblocks), rk));
         memcpy(out + 16 * nblocks, last, rest);
     }
 }
@@ -108,8 +110,8 @@ static int has_vaes(void) {
 
 static PyObject *py_keystream(PyObject *self, PyObject *args) {
     Py_buffer key, out;
-    unsigned long long sid;
-    if (!PyArg_ParseTuple(args, "y*Kw*", &key, &sid, &out)) return NULL;
+    unsigned long long sid, first = 0;
+    if (!PyArg_ParseTuple(args, "y*Kw*|K", &key, &sid, &out, &first)) return NULL;
     if (key.len != 16) {
         PyBuffer_Release(&key);
         PyBuffer_Release(&out);
@@ -123,7 +125,7 @@ static PyObject *py_keystream(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    ctr((const uint8_t *)key.buf, (uint64_t)sid, (uint8_t *)out.buf, (size_t)out.len);
+    ctr((const uint8_t *)key.buf, (uint64_t)sid, (uint64_t)first, (uint8_t *)out.buf, (size_t)out.len);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&key);
     PyBuffer_Release(&out);
@@ -133,7 +135,7 @@ static PyObject *py_keystream(PyObject *self, PyObject *args) {
 static PyObject *py_vaes(PyObject *self, PyObject *args) { return PyBool_FromLong(has_vaes()); }
 
 static PyMethodDef methods[] = {
-    {"keystream", py_keystream, METH_VARARGS, "keystream(key, stream_id, out): AES-128-CTR keystream into out"},
+    {"keystream", py_keystream, METH_VARARGS, "keystream(key, stream_id, out[, first_block]): AES-128-CTR keystream into out"},
     {"vaes", py_vaes, METH_NOARGS, "whether the CPU runs keystream (AES-NI, AVX-512F/BW, VAES)"},
     {NULL, NULL, 0, NULL},
 };

@@ -59,6 +59,28 @@ class PRG:
             enc.update_into(memoryview(self._zero_buf(nbytes)), memoryview(out.view(np.uint8)))
         return out[:n]
 
+    def words_at(self, stream_id: int, first: int, out: np.ndarray) -> np.ndarray:
+        """Words first, first + 1, ... of stream `stream_id` into the int64 array `out` (as
+        many as it holds): the same words as words(stream_id, first + out.size)[first:],
+        computed without the ones before (for expanding a stream a chunk at a time)."""
+        n, skip = out.size, first & 1  # a 16-byte block holds two words
+        block = first >> 1
+        if n == 0:
+            return out
+        if NATIVE and not skip:
+            _aesctr.keystream(self._key, int(stream_id), out.view(np.uint8), block)
+            return out
+        buf = np.empty(n + skip + 2, np.int64)
+        nbytes = 8 * (n + skip)
+        if NATIVE:
+            _aesctr.keystream(self._key, int(stream_id), buf.view(np.uint8)[:nbytes], block)
+        else:
+            nonce = int(stream_id).to_bytes(8, "big") + int(block).to_bytes(8, "big")
+            enc = Cipher(algorithms.AES(self._key), modes.CTR(nonce)).encryptor()
+            enc.update_into(memoryview(self._zero_buf(nbytes)), memoryview(buf.view(np.uint8)))
+        out[...] = buf[skip : skip + n]
+        return out
+
     def ring(self, stream_id: int, shapes: list[tuple]) -> list[np.ndarray]:
         """Random ring arrays of the given shapes, all from one stream."""
         sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
@@ -67,4 +89,44 @@ class PRG:
         for s, k in zip(shapes, sizes):
             out.append(flat[off : off + k].reshape(s))
             off += k
+        return out
+
+
+class LazyRows:
+    """A (rows, n) block of a PRG stream that is expanded a chunk of columns at a time,
+    where it is used (kernels.powers): a party's shares of a dealer tuple that it would
+    otherwise write out in full and read back from memory. Row i, column e is word
+    (or, for 32-bit rows, half-word) first + i * stride + e of the stream, counted
+    in units of the row dtype; 32-bit units are the halves of the 64-bit words, low first."""
+
+    def __init__(self, prg: PRG, stream: int, first: int, stride: int, rows: int, n: int, dtype=np.int64):
+        self.prg, self.stream, self.first, self.stride = prg, int(stream), int(first), int(stride)
+        self.rows, self.n, self.dtype = int(rows), int(n), np.dtype(dtype)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.rows, self.n)
+
+    def head(self, n: int) -> "LazyRows":
+        """The first n columns."""
+        return LazyRows(self.prg, self.stream, self.first, self.stride, self.rows, n, self.dtype)
+
+    def chunk(self, lo: int, hi: int, scratch: np.ndarray | None = None) -> np.ndarray:
+        """Columns lo..hi-1 as a C-contiguous (rows, hi - lo) array (in `scratch` if given, of
+        at least rows * (hi - lo + 2) words)."""
+        m = hi - lo
+        per = 8 // self.dtype.itemsize  # units per word
+        units = [self.first + i * self.stride + lo for i in range(self.rows)]
+        buf = scratch if scratch is not None else np.empty(self.rows * (m + 2), np.int64)
+        if m % per == 0 and all(u % per == 0 for u in units):  # rows start on words: straight in
+            nw = m // per
+            for i, u in enumerate(units):
+                self.prg.words_at(self.stream, u // per, buf[i * nw : (i + 1) * nw])
+            return buf[: self.rows * nw].view(self.dtype).reshape(self.rows, m)
+        out = np.empty((self.rows, m), self.dtype)
+        for i, u in enumerate(units):
+            w0, off = divmod(u, per)
+            seg = buf[: -(-(off + m) // per)]
+            self.prg.words_at(self.stream, w0, seg)
+            out[i] = seg.view(self.dtype)[off : off + m]
         return out

@@ -32,6 +32,7 @@ from mpcrt.kernels import bitlt
 from mpcrt.kernels import bufpool
 from mpcrt.kernels import powers as fused
 from mpcrt.kernels import ring
+from mpcrt.kernels.prg import LazyRows
 
 Shape = tuple
 PARALLEL_MIN = 1 << 18  # words: a deal this big runs its independent passes on threads
@@ -497,6 +498,15 @@ class TruncPowers(Kind):
         out["M"] = np.stack(M)
         return out
 
+    def lazy_rows(self, p, prg, stream: int, first: int) -> dict:
+        """An uncorrected party's S1..SJ ('S*') and M as LazyRows of its stream (which holds
+        them from word `first` on, in `corrected` order)."""
+        J, n = int(p["J"]), _count(_shape(p["shape"]))
+        a32 = int(p["k"]) <= 32
+        M = (LazyRows(prg, stream, 2 * (first + J * n), n, J, n, np.uint32) if a32
+             else LazyRows(prg, stream, first + J * n, n, J, n))
+        return {"S*": LazyRows(prg, stream, first, n, J, n), "M": M}
+
     def deal_into(self, p, own, private, out, sub):
         r, J = own["r"].reshape(-1), int(p["J"])
         n, corr = r.size, self.corrected(p)
@@ -550,6 +560,9 @@ class LtzPowers(Kind):
 
     def deal(self, p, own, private):
         return TruncPowers().deal(self._sub(p), own, private)
+
+    def lazy_rows(self, p, prg, stream: int, first: int) -> dict:
+        return TruncPowers().lazy_rows(self._sub(p), prg, stream, first)
 
     def deal_into(self, p, own, private, out, sub):
         TruncPowers().deal_into(self._sub(p), own, private, out, sub)
@@ -681,8 +694,17 @@ def _expand(prg, stream: int, name: str, p: dict, corrected: bool) -> tuple[dict
     return split(flat, own + corr), flat, nown
 
 
-def expand_party(prg, stream: int, name: str, p: dict, corrected: bool) -> dict[str, np.ndarray]:
-    """A party's PRG-derived arrays for request `stream` (the corrected party's: the own prefix only)."""
+def expand_party(prg, stream: int, name: str, p: dict, corrected: bool, lazy: bool = False) -> dict:
+    """A party's PRG-derived arrays for request `stream` (the corrected party's: the own prefix only).
+    lazy: where the kind has `lazy_rows`, the other parties get its corrected entries as
+    kernels.prg.LazyRows, expanded by the kernels that use them a chunk at a time."""
+    k = kind(name)
+    if lazy and not corrected and hasattr(k, "lazy_rows"):
+        own = own_layout(k, p)
+        nown = flat_words(own)
+        out = split(prg.words(stream, nown), own)
+        out.update(k.lazy_rows(p, prg, stream, nown))
+        return out
     return _expand(prg, stream, name, p, corrected)[0]
 
 

@@ -7,7 +7,9 @@ works): it reads the dealer's correction when the protocol needs it, the others
 expand their shares from their seed. Every party runs the same program, so each
 knows which replies come to it, in order; a reply's tag carries its request number.
 `prefetch` takes a recorded plan and fetches everything ahead, so the online phase
-never waits on the dealer.
+never waits on the dealer. Outside prefetch, an uncorrected party's truncation-with-powers
+tuples stay unexpanded (kernels.prg.LazyRows) until the kernel that uses them expands
+them a chunk at a time.
 """
 from __future__ import annotations
 
@@ -118,7 +120,7 @@ class DealerClient:
         if batch:
             self._dispatch(batch)
         for n, kind, p in batch:
-            self._ready[n] = self._complete(n, self._expand(n))
+            self._ready[n] = self._complete(n, self._expand(n, lazy=False))  # all expanded ahead of the online run
             self._planned[n] = (kind, p)
 
     def announce(self, plan: list[tuple[str, dict]], send: bool = True) -> bool:
@@ -172,9 +174,11 @@ class DealerClient:
         self._awaiting.extend((n, len(correlations.reply_parts(correlations.kind(k).corrected(p))))
                               for n, k, p in batch if self._due_here(n))
 
-    def _expand(self, n: int) -> dict[str, np.ndarray]:
+    def _expand(self, n: int, lazy: bool = True) -> dict[str, np.ndarray]:
+        """This party's PRG-derived arrays of request n; `lazy`: tuples the kernels can
+        expand a chunk at a time where they use them stay unexpanded (correlations.expand_party)."""
         kind, p = self._requests[n]
-        return correlations.expand_party(self.prg, n, kind, p, self._due_here(n))
+        return correlations.expand_party(self.prg, n, kind, p, self._due_here(n), lazy)
 
     def _complete(self, n: int, own: dict) -> dict[str, np.ndarray]:
         kind, p = self._requests.pop(n)

@@ -24,6 +24,7 @@ import numpy as np
 
 from mpcrt.kernels import powers as fused
 from mpcrt.kernels import ring
+from mpcrt.kernels.prg import LazyRows
 from mpcrt.protocols.rounds import Open, narrow, run1
 
 OFFSET = np.int64(1 << 62)
@@ -85,6 +86,8 @@ def tuple_arrays(m: dict, J: int, npad: int, n: int) -> tuple[np.ndarray, np.nda
     """(S, M) of a truncation-with-powers tuple's arrays m, laid out for npad elements
     (a comparison pads to whole words): [S0^j] and [m S0^l] as (J, n) arrays (views where
     the arrays lie back to back, see stacked)."""
+    if isinstance(m.get("M"), LazyRows):  # shares this party expands where they are used
+        return m["S*"].head(n), m["M"].head(n)
     S = stacked(m, [f"S{j}" for j in range(1, J + 1)], npad)
     return S[:, :n], m["M"].reshape(J, npad)[:, :n]
 

@@ -348,3 +348,39 @@ def test_truncated_product_tuples_are_consistent(N, name, p, prod):
     msb = ring.msb(r)
     assert np.array_equal(tot["r_msb"], msb.astype(tot["r_msb"].dtype))
     assert tot["r_msb"].dtype == (np.uint32 if f <= 32 else np.int64)
+
+
+@pytest.mark.parametrize("name,p", [("truncpow", {"shape": [70001], "k": 30, "J": 3}),
+                                    ("truncpow", {"shape": [5, 7], "k": 45, "J": 4}),
+                                    ("ltzpow", {"n": 2 * 3 * 64 * 600, "rows": 2, "pw": [29, 4, 4384967], "back": 1})])
+def test_lazy_tuples_equal_expanded_ones(name, p):
+    """An uncorrected party's truncation-with-powers tuple expanded lazily (LazyRows, a
+    chunk at a time in kernels.powers) gives the same S, M and the same combine and poly
+    results as the one expanded in full; lazy and eager expansion share the own prefix."""
+    from mpcrt.kernels.prg import LazyRows
+    from mpcrt.protocols import powers as pw
+
+    g = PRG(b"\x05" * 16)
+    eager = correlations.expand_party(g, 21, name, p, False)
+    lazy = correlations.expand_party(g, 21, name, p, False, lazy=True)
+    assert isinstance(lazy["M"], LazyRows) and isinstance(lazy["S*"], LazyRows)
+    for k in correlations.own_layout(correlations.kind(name), p):
+        assert np.array_equal(lazy[k[0]], eager[k[0]])
+    if name == "ltzpow":
+        k, J, _ = p["pw"]
+        npad = p["n"] // p["rows"]
+        n = npad - 37  # a comparison's padding: only the first n columns are used
+    else:
+        k, J = p["k"], p["J"]
+        npad = n = int(np.prod(p["shape"]))
+    Se, Me = pw.tuple_arrays(eager, J, npad, n)
+    Sl, Ml = pw.tuple_arrays(lazy, J, npad, n)
+    assert Sl.shape == Se.shape and Ml.shape == Me.shape
+    assert np.array_equal(Sl.chunk(0, n), Se) and np.array_equal(Ml.chunk(0, n), Me)
+    rng = np.random.default_rng(3)
+    c = rng.integers(-(2**63), 2**63, n, dtype=np.int64)
+    X = rng.integers(-(2**63), 2**63, n, dtype=np.int64)
+    coef = [int(v) for v in rng.integers(-(2**40), 2**40, J + 1)]
+    for rank0 in (True, False):
+        assert np.array_equal(kp.combine(c, Sl, Ml, k, rank0), kp.combine(c, Se, Me, k, rank0))
+        assert np.array_equal(kp.poly(c, Sl, Ml, k, rank0, coef, X, 12345), kp.poly(c, Se, Me, k, rank0, coef, X, 12345))

@@ -130,3 +130,42 @@ def test_native_and_fallback_prg_agree(monkeypatch):
     fallback = [PRG(seed).words(s, n) for s, n in [(0, 1000), (5, 3), (2**64 - 1, 100001)]]
     for a, b in zip(native, fallback):
         assert np.array_equal(a, b)
+
+
+@settings(max_examples=30, deadline=None)
+@given(SEEDS, STREAMS, st.integers(0, 3000), st.integers(0, 700), st.booleans())
+def test_words_at_is_a_window_of_the_stream(seed, stream, first, n, native):
+    """words_at(stream, first, out) gives words first..first + n - 1 of the stream, at even
+    and odd offsets, with the VAES keystream and with the cryptography fallback."""
+    if native and not prg_mod.NATIVE:
+        return
+    g = PRG(seed)
+    full = g.words(stream, first + n).copy()
+    old = prg_mod.NATIVE
+    prg_mod.NATIVE = native and old
+    try:
+        out = np.full(n, 7, np.int64)
+        g.words_at(stream, first, out)
+    finally:
+        prg_mod.NATIVE = old
+    assert np.array_equal(out, full[first:])
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint32])
+@pytest.mark.parametrize("first,stride", [(0, 1000), (6, 1000), (7, 1001), (200, 1200)])
+def test_lazy_rows_chunks_are_the_stream_block(dtype, first, stride):
+    """LazyRows(first, stride, rows, n) chunk (lo, hi) is the (rows, hi - lo) block of the
+    stream (in int64 words or uint32 half-words, low half first), C-contiguous, for chunks
+    at odd and even columns, with and without a scratch buffer."""
+    g = PRG(bytes(range(16)))
+    rows, n = 3, 1000
+    per = 8 // np.dtype(dtype).itemsize
+    units = g.words(4, -(-(first + (rows - 1) * stride + n) // per) + 1).view(dtype)
+    block = np.stack([units[first + i * stride : first + i * stride + n] for i in range(rows)])
+    lazy = prg_mod.LazyRows(g, 4, first, stride, rows, n, dtype)
+    assert lazy.shape == (rows, n) and lazy.head(10).shape == (rows, 10)
+    for lo, hi in [(0, n), (0, 1), (1, 9), (2, 10), (333, 777), (n - 3, n)]:
+        for scratch in (None, np.empty(rows * (hi - lo + 2), np.int64)):
+            got = lazy.chunk(lo, hi, scratch)
+            assert got.dtype == dtype and got.flags.c_contiguous
+            assert np.array_equal(got, block[:, lo:hi]), (lo, hi)
