@@ -157,7 +157,7 @@ class Runtime:
         for a in xors:
             plan.append(("x", len(parts), 1, 0))
             parts.append(np.ascontiguousarray(a))
-        if donate or any(k == "t" for k, *_ in plan):  # packed parts are new arrays: no copy needed
+        if donate:  # (without it, the caller may change its arrays while they are still being sent)
             mine, got = self._exchange_parts(parts, tag)
         else:
             mine, got = self._exchange_copy(parts, tag)
