@@ -7,7 +7,7 @@ minus another party's shares, written straight into the outgoing buffer.
 The algebra is in protocols.powers; these loops only fuse it.
 A party that gets no corrections for a tuple may hand combine/poly its shares as
 kernels.prg.LazyRows: they are then expanded CHUNK columns at a time, in cache, instead
-of written out in full and read back (exp at N = 2: party 1 writes 170 MB less per call).
+of written out in full and read back (exp at N = 2: party 1 writes 168 MB less per call).
 """
 from __future__ import annotations
 

@@ -44,7 +44,8 @@ def request(rt, shape: tuple, k: int, J: int):
 
 def _open_steps(rt, x: np.ndarray, k: int, J: int, mat, top: bool = False):
     """Generator (1 round): open x + r (+ OFFSET on party 0) with the tuple `mat` (requested
-    here if None); returns (c, S, M), the opening and the tuple's (J, n) arrays.
+    here if None); returns (c, S, M), the opening and the tuple's (J, n) arrays (LazyRows
+    where this party expands them as it uses them, see tuple_arrays).
     top: only the bits the truncation keeps travel (rounds.narrow), and u is exact up to
     -1..+1 (the -1 with probability <= 1/16) instead of 0..+1."""
     mat = mat if mat is not None else request(rt, x.shape, k, J)
@@ -85,7 +86,8 @@ def trunc_poly_steps(rt, x: np.ndarray, k: int, J: int, coef, X: np.ndarray | No
 def tuple_arrays(m: dict, J: int, npad: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(S, M) of a truncation-with-powers tuple's arrays m, laid out for npad elements
     (a comparison pads to whole words): [S0^j] and [m S0^l] as (J, n) arrays (views where
-    the arrays lie back to back, see stacked)."""
+    the arrays lie back to back, see stacked), or LazyRows for a lazily expanded tuple
+    (correlations.expand_party)."""
     if isinstance(m.get("M"), LazyRows):  # shares this party expands where they are used
         return m["S*"].head(n), m["M"].head(n)
     S = stacked(m, [f"S{j}" for j in range(1, J + 1)], npad)
