@@ -22,16 +22,51 @@ from mpcrt.kernels.prg import LazyRows
 CHUNK = 1 << 15  # columns of a LazyRows tuple expanded at a time (its rows stay in cache)
 
 
+class Rows:
+    """(rows, n) shares held as separate row arrays (a dealer reply split over frames),
+    gathered CHUNK columns at a time, in cache, instead of copied into one block."""
+
+    def __init__(self, rows: list[np.ndarray]):
+        self.parts = [r.reshape(-1) for r in rows]
+        self.rows, self.n = len(rows), min(r.size for r in self.parts)
+        self.dtype = self.parts[0].dtype
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.rows, self.n)
+
+    def head(self, n: int) -> "Rows":
+        return Rows([r[:n] for r in self.parts])
+
+    def chunk(self, lo: int, hi: int, scratch: np.ndarray | None = None) -> np.ndarray:
+        m = hi - lo
+        buf = scratch if scratch is not None else np.empty(self.rows * m + 2, np.int64)
+        out = buf.view(self.dtype)[: self.rows * m].reshape(self.rows, m)
+        for i, r in enumerate(self.parts):
+            out[i] = r[lo:hi]
+        return out
+
+
 def _chunked(S, M, n: int):
     """(lo, hi, S columns, M columns) over n columns: one piece for arrays, CHUNK-column
-    pieces (expanded into reused scratch buffers) where S or M is a LazyRows."""
-    if not isinstance(S, LazyRows) and not isinstance(M, LazyRows):
+    pieces (expanded or gathered into reused scratch buffers) where S or M is a LazyRows
+    or Rows."""
+    lazy = (LazyRows, Rows)
+    if not isinstance(S, lazy) and not isinstance(M, lazy):
         yield 0, n, S, M
         return
-    bufs = [np.empty(A.rows * (CHUNK + 2), np.int64) if isinstance(A, LazyRows) else None for A in (S, M)]
+    bufs = [np.empty(A.shape[0] * (CHUNK + 2), np.int64) for A in (S, M)]
+
+    def columns(A, lo, hi, buf):
+        if isinstance(A, lazy):
+            return A.chunk(lo, hi, buf)
+        out = buf.view(A.dtype)[: A.shape[0] * (hi - lo)].reshape(A.shape[0], hi - lo)
+        out[...] = A[:, lo:hi]  # contiguous columns: the kernels' fast layout
+        return out
+
     for lo in range(0, n, CHUNK):
         hi = min(lo + CHUNK, n)
-        yield lo, hi, *(A.chunk(lo, hi, b) if isinstance(A, LazyRows) else A[:, lo:hi] for A, b in zip((S, M), bufs))
+        yield lo, hi, columns(S, lo, hi, bufs[0]), columns(M, lo, hi, bufs[1])
 
 
 def coefficients(k: int, J: int) -> tuple[np.ndarray, np.ndarray]:

@@ -90,18 +90,25 @@ def tuple_arrays(m: dict, J: int, npad: int, n: int) -> tuple[np.ndarray, np.nda
     (correlations.expand_party)."""
     if isinstance(m.get("M"), LazyRows):  # shares this party expands where they are used
         return m["S*"].head(n), m["M"].head(n)
-    S = stacked(m, [f"S{j}" for j in range(1, J + 1)], npad)
-    return S[:, :n], m["M"].reshape(J, npad)[:, :n]
+    names = [f"S{j}" for j in range(1, J + 1)]
+    M = m["M"].reshape(J, npad)[:, :n]
+    if not _back_to_back(m, names, npad):  # rows in different frames: gathered a chunk at a time
+        return fused.Rows([m[nm].reshape(-1)[:n] for nm in names]), M
+    return stacked(m, names, npad)[:, :n], M
 
 
 def stacked(m: dict, names: list[str], n: int) -> np.ndarray:
     """The named arrays as one (len(names), n) array: a view when they lie back to back
     in one buffer (as the dealer and the PRG lay them out), else a copy."""
-    first = m[names[0]]
-    start = first.ctypes.data
-    if all(m[nm].ctypes.data == start + 8 * n * i and m[nm].flags.c_contiguous for i, nm in enumerate(names)):
-        return np.lib.stride_tricks.as_strided(first.reshape(-1), shape=(len(names), n), strides=(8 * n, 8))
+    if _back_to_back(m, names, n):
+        return np.lib.stride_tricks.as_strided(m[names[0]].reshape(-1), shape=(len(names), n), strides=(8 * n, 8))
     return np.stack([m[nm].reshape(-1) for nm in names])
+
+
+def _back_to_back(m: dict, names: list[str], n: int) -> bool:
+    """Whether the named arrays of n words each lie back to back in one buffer."""
+    start = m[names[0]].ctypes.data
+    return all(m[nm].ctypes.data == start + 8 * n * i and m[nm].flags.c_contiguous for i, nm in enumerate(names))
 
 
 def trunc_pow(rt, x: np.ndarray, k: int, J: int) -> list[np.ndarray]:

@@ -384,3 +384,26 @@ def test_lazy_tuples_equal_expanded_ones(name, p):
     for rank0 in (True, False):
         assert np.array_equal(kp.combine(c, Sl, Ml, k, rank0), kp.combine(c, Se, Me, k, rank0))
         assert np.array_equal(kp.poly(c, Sl, Ml, k, rank0, coef, X, 12345), kp.poly(c, Se, Me, k, rank0, coef, X, 12345))
+
+
+def test_rows_in_separate_arrays_equal_one_block():
+    """kernels.powers.Rows (a tuple's S rows in separate buffers, as dealer reply frames
+    leave them) gives the same combine and poly results as one (J, n) block, and
+    protocols.powers.tuple_arrays uses it exactly when the rows do not lie back to back."""
+    from mpcrt.protocols import powers as pw
+
+    rng = np.random.default_rng(8)
+    J, n, k = 4, 70001, 29
+    S = rng.integers(-(2**63), 2**63, (J, n), dtype=np.int64)
+    M = rng.integers(0, 2**32, (J, n), dtype=np.int64).astype(np.uint32)
+    rows = kp.Rows([S[j].copy() for j in range(J)])
+    c = rng.integers(-(2**63), 2**63, n, dtype=np.int64)
+    coef = [int(v) for v in rng.integers(-(2**40), 2**40, J + 1)]
+    assert np.array_equal(kp.combine(c, rows, M, k, True), kp.combine(c, S, M, k, True))
+    assert np.array_equal(kp.poly(c, rows, M, k, False, coef, c, 7), kp.poly(c, S, M, k, False, coef, c, 7))
+    flat = S.reshape(-1)
+    apart = {f"S{j + 1}": S[j].copy() for j in range(J)} | {"M": M}
+    together = {f"S{j + 1}": flat[j * n : (j + 1) * n] for j in range(J)} | {"M": M}
+    assert isinstance(pw.tuple_arrays(apart, J, n, n - 5)[0], kp.Rows)
+    S2 = pw.tuple_arrays(together, J, n, n - 5)[0]
+    assert isinstance(S2, np.ndarray) and np.shares_memory(S2, flat) and np.array_equal(S2, S[:, : n - 5])
