@@ -77,9 +77,17 @@ def _sum_hi(his, out):  # pragma: no cover - compiled
 def unpack_sum(parts: list[list[np.ndarray]], nbytes: int, out: np.ndarray) -> np.ndarray:
     """out (int64, flat) = sum over the parties' packed parts ([hi] or [hi, lo] each) of
     their top bytes, shifted back into place: the opening c - d (module docstring)."""
-    his = tuple(p[0] for p in parts)
+    his = tuple(_readonly(p[0]) for p in parts)
     if LO_DTYPES[nbytes] is None:
         _sum_hi(his, out)
     else:
-        _sum(his, tuple(p[1] for p in parts), np.int64(low_bits(nbytes)), out)
+        _sum(his, tuple(_readonly(p[1]) for p in parts), np.int64(low_bits(nbytes)), out)
     return out
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view: the kernels index a tuple of the parties' parts, which numba
+    types only when all of them have one type (a received frame may be read-only)."""
+    v = np.asarray(a).view()
+    v.flags.writeable = False
+    return v

@@ -24,7 +24,7 @@ Methods, rounds and measured max error at 16 fractional bits (tests assert these
   deals that row's daBit terms for s_0 xor s_1; 12 dealer bytes per element fewer than
   a product per row); it opens nothing: the chain's last truncation carries [t S0],
   [t msb r] for that daBit t. out = [in range] e^x + (1 - [x <= 11.5]) e^11.5. 7 rounds
-  (the comparison's); 53.25 bytes per element per peer (CrypTen: 64; the three cubes' openings
+  (the comparison's); at N = 2, 53.25 bytes per element per peer (CrypTen: 64; the three cubes' openings
   send only the bits their truncations keep, 4 or 5 bytes: rounds.Top), 239.5 dealer bytes
   (29.9 words, the chain's 22.5 of them; the comparison's material in three requests).
   Error: |err| <= max(3e-3 e^x, 2^-14) on [-10, 10] (rel 1.5e-3 on

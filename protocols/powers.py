@@ -47,7 +47,8 @@ def _open_steps(rt, x: np.ndarray, k: int, J: int, mat, top: bool = False):
     here if None); returns (c, S, M), the opening and the tuple's (J, n) arrays (LazyRows
     where this party expands them as it uses them, see tuple_arrays).
     top: only the bits the truncation keeps travel (rounds.narrow), and u is exact up to
-    -1..+1 (the -1 with probability <= 1/16) instead of 0..+1."""
+    -1..+1 (the -1 with probability <= 1/16) instead of 0..+1, for x >= -2^62 + N 2^s
+    (s = 64 - 8 bytes sent; below that the opening may cross the wrap and fail)."""
     mat = mat if mat is not None else request(rt, x.shape, k, J)
     own = mat.own()
     add = OFFSET if rt.rank == 0 else 0

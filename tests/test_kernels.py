@@ -407,3 +407,23 @@ def test_rows_in_separate_arrays_equal_one_block():
     assert isinstance(pw.tuple_arrays(apart, J, n, n - 5)[0], kp.Rows)
     S2 = pw.tuple_arrays(together, J, n, n - 5)[0]
     assert isinstance(S2, np.ndarray) and np.shares_memory(S2, flat) and np.array_equal(S2, S[:, : n - 5])
+
+
+@pytest.mark.parametrize("nbytes", [4, 5, 6])
+def test_topbytes_pack_and_sum_with_read_only_parts(nbytes):
+    """kernels.topbytes: the sum of the parties' packed top bytes is sum_i (z_i >> s) << s
+    mod 2^64, also when some received parts are read-only buffers."""
+    from mpcrt.kernels import topbytes
+
+    rng = np.random.default_rng(nbytes)
+    zs = [rng.integers(-(2**63), 2**63, 1001, dtype=np.int64) for _ in range(3)]
+    plus = rng.integers(-(2**63), 2**63, 1001, dtype=np.int64)
+    packed = [topbytes.pack(zs[0], nbytes, plus, 77)] + [[np.frombuffer(p.tobytes(), p.dtype) for p in topbytes.pack(z, nbytes)]
+                                                          for z in zs[1:]]
+    out = topbytes.unpack_sum(packed, nbytes, np.empty(1001, np.int64))
+    s = topbytes.low_bits(nbytes)
+    with np.errstate(over="ignore"):
+        want = (((zs[0] + plus + np.int64(77)) >> s) << s) + sum((z >> s) << s for z in zs[1:])
+    assert np.array_equal(out, want)
+    with pytest.raises(ValueError, match="4, 5 or 6"):
+        topbytes.pack(zs[0], 7)
