@@ -55,18 +55,17 @@ def _chunked(S, M, n: int):
     if not isinstance(S, lazy) and not isinstance(M, lazy):
         yield 0, n, S, M
         return
-    bufs = [np.empty(A.shape[0] * (CHUNK + 2), np.int64) for A in (S, M)]
-
-    def columns(A, lo, hi, buf):
-        if isinstance(A, lazy):
-            return A.chunk(lo, hi, buf)
-        out = buf.view(A.dtype)[: A.shape[0] * (hi - lo)].reshape(A.shape[0], hi - lo)
-        out[...] = A[:, lo:hi]  # contiguous columns: the kernels' fast layout
-        return out
-
+    # a plain array beside a lazy one is gathered too: contiguous columns, the kernels' fast layout
+    S, M = (A if isinstance(A, lazy) else Rows(list(A)) for A in (S, M))
+    bufs = [np.empty(A.rows * (CHUNK + 2), np.int64) for A in (S, M)]
     for lo in range(0, n, CHUNK):
         hi = min(lo + CHUNK, n)
-        yield lo, hi, columns(S, lo, hi, bufs[0]), columns(M, lo, hi, bufs[1])
+        yield lo, hi, S.chunk(lo, hi, bufs[0]), M.chunk(lo, hi, bufs[1])
+
+
+def _trunc_consts(k: int) -> tuple:
+    """k, 2^(62-k) and the mask of 64 - k low bits: the kernels' form of a truncation by k."""
+    return np.int64(k), np.int64(1 << (62 - k)), ring.const((1 << (64 - k)) - 1)
 
 
 def coefficients(k: int, J: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,8 +170,7 @@ def combine(c: np.ndarray, S, M, k: int, rank0: bool) -> np.ndarray:
     B, BT = coefficients(k, J)
     out = np.empty((J, n), np.int64)
     for lo, hi, Sc, Mc in _chunked(S, M, n):
-        _combine(c[lo:hi], Sc, Mc, np.int64(k), np.int64(1 << (62 - k)), ring.const((1 << (64 - k)) - 1), bool(rank0), B,
-                 BT, out[:, lo:hi] if hi - lo < n else out)
+        _combine(c[lo:hi], Sc, Mc, *_trunc_consts(k), bool(rank0), B, BT, out[:, lo:hi] if hi - lo < n else out)
     return out
 
 
@@ -215,8 +213,7 @@ def poly(c: np.ndarray, S, M, k: int, rank0: bool, coef, X: np.ndarray | None = 
     Xa, xc = (c, 0) if X is None else (X.reshape(-1), xcoef)
     out = np.empty(n, np.int64)
     for lo, hi, Sc, Mc in _chunked(S, M, n):
-        _poly(c[lo:hi], Sc, Mc, np.int64(k), np.int64(1 << (62 - k)), ring.const((1 << (64 - k)) - 1), bool(rank0), B, BT,
-              cf, Xa[lo:hi], ring.const(int(xc)), out[lo:hi])
+        _poly(c[lo:hi], Sc, Mc, *_trunc_consts(k), bool(rank0), B, BT, cf, Xa[lo:hi], ring.const(int(xc)), out[lo:hi])
     return out
 
 

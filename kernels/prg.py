@@ -46,17 +46,20 @@ class PRG:
             self._zeros = np.zeros(max(n, 2 * self._zeros.size), dtype=np.uint8)
         return self._zeros[:n]
 
+    def _fill(self, stream_id: int, block: int, buf: np.ndarray, nbytes: int) -> None:
+        """Keystream bytes of stream `stream_id` from block `block` into the first nbytes of
+        buf (a uint8 array with 15 bytes of slack beyond them: update_into wants them)."""
+        if NATIVE:
+            _aesctr.keystream(self._key, int(stream_id), buf[:nbytes], int(block))
+        elif nbytes:
+            nonce = int(stream_id).to_bytes(8, "big") + int(block).to_bytes(8, "big")
+            enc = Cipher(algorithms.AES(self._key), modes.CTR(nonce)).encryptor()
+            enc.update_into(memoryview(self._zero_buf(nbytes)), memoryview(buf))
+
     def words(self, stream_id: int, n: int) -> np.ndarray:
         """n uniformly random 64-bit words (int64) of stream `stream_id`."""
-        nbytes = 8 * n
         out = bufpool.empty(n + 2)  # update_into wants 15 bytes of slack
-        if NATIVE:
-            _aesctr.keystream(self._key, int(stream_id), out.view(np.uint8)[:nbytes])
-            return out[:n]
-        nonce = int(stream_id).to_bytes(8, "big") + b"\x00" * 8
-        enc = Cipher(algorithms.AES(self._key), modes.CTR(nonce)).encryptor()
-        if nbytes:
-            enc.update_into(memoryview(self._zero_buf(nbytes)), memoryview(out.view(np.uint8)))
+        self._fill(stream_id, 0, out.view(np.uint8), 8 * n)
         return out[:n]
 
     def words_at(self, stream_id: int, first: int, out: np.ndarray) -> np.ndarray:
@@ -64,20 +67,13 @@ class PRG:
         many as it holds): the same words as words(stream_id, first + out.size)[first:],
         computed without the ones before (for expanding a stream a chunk at a time)."""
         n, skip = out.size, first & 1  # a 16-byte block holds two words
-        block = first >> 1
         if n == 0:
             return out
-        if NATIVE and not skip:
-            _aesctr.keystream(self._key, int(stream_id), out.view(np.uint8), block)
+        if NATIVE and not skip:  # straight into out (the native keystream needs no slack)
+            self._fill(stream_id, first >> 1, out.view(np.uint8), 8 * n)
             return out
         buf = np.empty(n + skip + 2, np.int64)
-        nbytes = 8 * (n + skip)
-        if NATIVE:
-            _aesctr.keystream(self._key, int(stream_id), buf.view(np.uint8)[:nbytes], block)
-        else:
-            nonce = int(stream_id).to_bytes(8, "big") + int(block).to_bytes(8, "big")
-            enc = Cipher(algorithms.AES(self._key), modes.CTR(nonce)).encryptor()
-            enc.update_into(memoryview(self._zero_buf(nbytes)), memoryview(buf.view(np.uint8)))
+        self._fill(stream_id, first >> 1, buf.view(np.uint8), 8 * (n + skip))
         out[...] = buf[skip : skip + n]
         return out
 

@@ -699,13 +699,11 @@ def expand_party(prg, stream: int, name: str, p: dict, corrected: bool, lazy: bo
     lazy: where the kind has `lazy_rows`, the other parties get its corrected entries as
     kernels.prg.LazyRows, expanded by the kernels that use them a chunk at a time."""
     k = kind(name)
-    if lazy and not corrected and hasattr(k, "lazy_rows"):
-        own = own_layout(k, p)
-        nown = flat_words(own)
-        out = split(prg.words(stream, nown), own)
+    lazy = lazy and not corrected and hasattr(k, "lazy_rows")
+    out, _, nown = _expand(prg, stream, name, p, corrected or lazy)  # lazy: the own prefix only, as if corrected
+    if lazy:
         out.update(k.lazy_rows(p, prg, stream, nown))
-        return out
-    return _expand(prg, stream, name, p, corrected)[0]
+    return out
 
 
 def _unshare(how: str):

@@ -25,9 +25,8 @@ import numpy as np
 from mpcrt.kernels import powers as fused
 from mpcrt.kernels import ring
 from mpcrt.kernels.prg import LazyRows
-from mpcrt.protocols.rounds import Open, narrow, run1
-
-OFFSET = np.int64(1 << 62)
+from mpcrt.protocols.rounds import Open, masked_sum, narrow, run1
+from mpcrt.protocols.truncation import OFFSET
 
 
 def _public_parts(c: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,14 +49,8 @@ def _open_steps(rt, x: np.ndarray, k: int, J: int, mat, top: bool = False):
     -1..+1 (the -1 with probability <= 1/16) instead of 0..+1, for x >= -2^62 + N 2^s
     (s = 64 - 8 bytes sent; below that the opening may cross the wrap and fail)."""
     mat = mat if mat is not None else request(rt, x.shape, k, J)
-    own = mat.own()
-    add = OFFSET if rt.rank == 0 else 0
-    if top:
-        z = narrow(x, k, rt.world_size, own["r"], add)
-    else:
-        z = np.add(x, own["r"], out=np.empty(np.shape(x), np.int64))  # an array even for 0-d
-        if add:
-            z += add
+    r, add = mat.own()["r"], OFFSET if rt.rank == 0 else 0
+    z = narrow(x, k, rt.world_size, r, add) if top else masked_sum(x, r, add)
     (c,), _ = yield Open(add=[z], fresh=True)
     return (c, *tuple_arrays(mat.get(), J, c.size, c.size))
 
@@ -84,32 +77,20 @@ def trunc_poly_steps(rt, x: np.ndarray, k: int, J: int, coef, X: np.ndarray | No
     return fused.poly(c.reshape(-1), S, M, k, rt.rank == 0, coef, X, xcoef).reshape(c.shape)
 
 
-def tuple_arrays(m: dict, J: int, npad: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+def tuple_arrays(m: dict, J: int, npad: int, n: int) -> tuple:
     """(S, M) of a truncation-with-powers tuple's arrays m, laid out for npad elements
-    (a comparison pads to whole words): [S0^j] and [m S0^l] as (J, n) arrays (views where
-    the arrays lie back to back, see stacked), or LazyRows for a lazily expanded tuple
-    (correlations.expand_party)."""
+    (a comparison pads to whole words): [S0^j] and [m S0^l] as (J, n) arrays (S a view
+    where S1..SJ lie back to back in one buffer, as the dealer and the PRG lay them out,
+    else kernels.powers.Rows, gathered a chunk at a time), or LazyRows for a lazily
+    expanded tuple (correlations.expand_party)."""
     if isinstance(m.get("M"), LazyRows):  # shares this party expands where they are used
         return m["S*"].head(n), m["M"].head(n)
-    names = [f"S{j}" for j in range(1, J + 1)]
+    rows = [m[f"S{j}"].reshape(-1) for j in range(1, J + 1)]
     M = m["M"].reshape(J, npad)[:, :n]
-    if not _back_to_back(m, names, npad):  # rows in different frames: gathered a chunk at a time
-        return fused.Rows([m[nm].reshape(-1)[:n] for nm in names]), M
-    return stacked(m, names, npad)[:, :n], M
-
-
-def stacked(m: dict, names: list[str], n: int) -> np.ndarray:
-    """The named arrays as one (len(names), n) array: a view when they lie back to back
-    in one buffer (as the dealer and the PRG lay them out), else a copy."""
-    if _back_to_back(m, names, n):
-        return np.lib.stride_tricks.as_strided(m[names[0]].reshape(-1), shape=(len(names), n), strides=(8 * n, 8))
-    return np.stack([m[nm].reshape(-1) for nm in names])
-
-
-def _back_to_back(m: dict, names: list[str], n: int) -> bool:
-    """Whether the named arrays of n words each lie back to back in one buffer."""
-    start = m[names[0]].ctypes.data
-    return all(m[nm].ctypes.data == start + 8 * n * i and m[nm].flags.c_contiguous for i, nm in enumerate(names))
+    start = rows[0].ctypes.data
+    if all(r.ctypes.data == start + 8 * npad * i and r.flags.c_contiguous for i, r in enumerate(rows)):
+        return np.lib.stride_tricks.as_strided(rows[0], shape=(J, npad), strides=(8 * npad, 8))[:, :n], M
+    return fused.Rows([r[:n] for r in rows]), M  # rows in different reply frames
 
 
 def trunc_pow(rt, x: np.ndarray, k: int, J: int) -> list[np.ndarray]:
@@ -123,10 +104,7 @@ def mask_request(rt, shape, k: int):
 
 def trunc_mul_steps(rt, x: np.ndarray, k: int, y: np.ndarray, e: np.ndarray, mat):
     """Generator (1 round): [(x >> k) * y] given e = y - a already opened (a = mat's mask)."""
-    own = mat.own()
-    z = x + own["r"]
-    if rt.rank == 0:
-        z += OFFSET
+    z = masked_sum(x, mat.own()["r"], OFFSET if rt.rank == 0 else 0)
     (c,), _ = yield Open(add=[z], fresh=True)
     m = mat.get()
     C, w = _public_parts(c, k)

@@ -29,13 +29,19 @@ class Top:
 
     def full(self) -> np.ndarray:
         """share + plus + add as one int64 array (for a full opening)."""
-        if self.plus is None:
-            z = np.array(self.share, np.int64, copy=True)
-        else:  # an array even for 0-d operands
-            z = np.add(self.share, self.plus, dtype=np.int64, out=np.empty(np.shape(self.share), np.int64))
-        if self.add:
-            z += np.int64(self.add)
-        return z
+        return masked_sum(self.share, self.plus, self.add)
+
+
+def masked_sum(x: np.ndarray, plus: np.ndarray | None = None, add: int = 0) -> np.ndarray:
+    """x + plus + add as a new int64 array (an array even for 0-d operands): a share masked
+    for an opening (plus the mask's share, add a public constant on party 0)."""
+    if plus is None:
+        z = np.array(x, np.int64, copy=True)
+    else:
+        z = np.add(x, plus, dtype=np.int64, out=np.empty(np.shape(x), np.int64))
+    if add:
+        z += np.int64(add)
+    return z
 
 
 def top_bytes(k: int, world: int) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 
 from mpcrt.kernels import beaver as fb
 from mpcrt.kernels import ring
+from mpcrt.protocols.rounds import masked_sum
 
 OFFSET = np.int64(1 << 62)
 
@@ -34,10 +35,7 @@ def truncate(rt, x: np.ndarray, f: int, material=None) -> np.ndarray:
     if f == 0:
         return x
     mat = material if material is not None else request(rt, x.shape, f)
-    own = mat.own()
-    z = np.add(x, own["r"], dtype=np.int64, out=np.empty(np.shape(x), np.int64))  # an array even for 0-d
-    if rt.rank == 0:
-        z += OFFSET
+    z = masked_sum(x, mat.own()["r"], OFFSET if rt.rank == 0 else 0)
     (c,) = rt.open([z], "trunc", donate=True)
     return finish(rt, c, f, mat)
 
