@@ -144,7 +144,19 @@ class Backend(abc.ABC):
         """The AES-128-CTR PRG of a 16-byte seed."""
 
 
-class CpuBackend(Backend):
+class HostRingOps:
+    """kernels.ring's elementwise ops, on host (numpy) arrays: the CPU back end's, and the CUDA
+    one's until issue 22 keeps shares on the GPU."""
+
+    as_ring = staticmethod(ring.as_ring)
+    zeros = staticmethod(ring.zeros)
+    u64 = staticmethod(ring.u64)
+    lshr = staticmethod(ring.lshr)
+    msb = staticmethod(ring.msb)
+    const = staticmethod(ring.const)
+
+
+class CpuBackend(HostRingOps, Backend):
     """numpy, numba's fused loops and the C kernels: the AVX-512 GEMM where it is built and the
     CPU has AVX-512 (else torch's int64 GEMM), the VAES AES-CTR where built and supported
     (else `cryptography`'s).
@@ -158,12 +170,6 @@ class CpuBackend(Backend):
     bitlt = bitlt
     powers = powers
     topbytes = topbytes
-    as_ring = staticmethod(ring.as_ring)
-    zeros = staticmethod(ring.zeros)
-    u64 = staticmethod(ring.u64)
-    lshr = staticmethod(ring.lshr)
-    msb = staticmethod(ring.msb)
-    const = staticmethod(ring.const)
 
     def __init__(self, threads: int | None = None, native_aes: bool | None = None):
         if threads is not None and int(threads) < 1:
@@ -193,7 +199,7 @@ class CpuBackend(Backend):
         return PRG(seed, self.native_aes)
 
 
-class CudaBackend(Backend):
+class CudaBackend(HostRingOps, Backend):
     """Ring GEMMs and convolutions of at least `min_macs` multiply-adds on a CUDA GPU (CuPy,
     kernels.cuda_gemm; default cuda_gemm.MIN_MACS, where the GPU beats the PCIe copies), host
     arrays in and out; smaller products and every other operation are `cpu`'s.
@@ -214,26 +220,7 @@ class CudaBackend(Backend):
     def __repr__(self) -> str:
         return f"CudaBackend(min_macs={self.min_macs}, cpu={self.cpu!r})"
 
-    # elementwise ops and the PRG: the CPU's until issue 22
-    def as_ring(self, a):
-        return self.cpu.as_ring(a)
-
-    def zeros(self, shape):
-        return self.cpu.zeros(shape)
-
-    def u64(self, a):
-        return self.cpu.u64(a)
-
-    def lshr(self, a, k: int):
-        return self.cpu.lshr(a, k)
-
-    def msb(self, a):
-        return self.cpu.msb(a)
-
-    def const(self, v: int) -> np.int64:
-        return self.cpu.const(v)
-
-    def prg(self, seed: bytes) -> PRG:
+    def prg(self, seed: bytes) -> PRG:  # issue 22: a CUDA AES-CTR, the same keystream
         return self.cpu.prg(seed)
 
     # the bilinear ops: large products on the GPU

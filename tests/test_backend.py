@@ -83,6 +83,61 @@ def test_backend_methods_have_ring_signatures():
             assert got == want, (cls.__name__, name)
 
 
+# -- the CUDA back end's dispatch, with a stand-in for the GPU -------------------------------
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """cuda_gemm with CuPy 'present' and its host entry points computed by kernels.ring on the
+    CPU, each call recorded: the CUDA back end's host-side plumbing runs without a GPU."""
+    calls = []
+    monkeypatch.setattr(cuda_gemm, "cupy", lambda: None)
+
+    def fake(name, cpu):
+        def f(*args):
+            calls.append(name)
+            return cpu(*args)
+        monkeypatch.setattr(cuda_gemm, name, f)
+
+    fake("matmul", ring.matmul)
+    fake("matmul2", ring.matmul2)
+    fake("conv2d", lambda x, w, s, p, d, g: ring.conv2d(x, w, s, p, d, g))
+    fake("conv2d2", lambda x1, w1, x2, w2, s, p, d, g: ring.conv2d2(x1, w1, x2, w2, s, p, d, g))
+    return calls
+
+
+def test_cuda_backend_sends_large_products_to_the_gpu(fake_gpu):
+    be = backend.select("cuda", threads=2, native_aes=False)
+    assert isinstance(be, backend.CudaBackend) and be.name == "cuda" and be.min_macs == cuda_gemm.MIN_MACS
+    assert be.cpu.threads == 2 and not be.prg(bytes(16)).native  # the CPU settings reach its CPU back end
+    for name in FUSED:
+        assert getattr(be, name) is getattr(be.cpu, name)
+    a, b, a2, b2 = words(1, (2, 30, 40)), words(2, (40, 50)), words(3, (2, 30, 40)), words(4, (40, 50))
+    macs = 2 * 30 * 40 * 50
+    small, large = backend.CudaBackend(min_macs=macs + 1), backend.CudaBackend(min_macs=macs)
+    for be, where in ((small, []), (large, ["matmul", "matmul2"])):
+        fake_gpu.clear()
+        assert same(be.matmul(a, b), ring.matmul(a, b))
+        assert same(be.matmul2(a, b, a2, b2), ring.matmul2(a, b, a2, b2))
+        assert fake_gpu == where
+    out, want = words(5, (2, 30, 50)), words(5, (2, 30, 50)) + ring.matmul(a, b)
+    assert large.matmul(a, b, out, accumulate=True) is out and same(out, want)
+    fake_gpu.clear()
+    assert same(large.matmul(a[0, 0], b), ring.matmul(a[0, 0], b)) and fake_gpu == []  # 1-D: the CPU's
+    assert same(large.matmul2(a, b, a2[0], b2), ring.matmul2(a, b, a2[0], b2))  # a broadcast, smaller product
+    assert fake_gpu == []
+
+
+def test_cuda_backend_sends_large_convolutions_to_the_gpu(fake_gpu):
+    x1, w1, x2, w2 = words(1, (2, 4, 9, 9)), words(2, (6, 2, 3, 3)), words(3, (2, 4, 9, 9)), words(4, (6, 2, 3, 3))
+    macs = 2 * 6 * 2 * 3 * 3 * 5 * 5  # n o (c/g) kh kw oh ow at stride 2, padding 1
+    for min_macs, where in ((macs + 1, []), (macs, ["conv2d", "conv2d2"])):
+        be = backend.CudaBackend(min_macs=min_macs)
+        fake_gpu.clear()
+        assert same(be.conv2d(x1, w1, 2, 1, 1, 2), ring.conv2d(x1, w1, 2, 1, 1, 2))
+        assert same(be.conv2d2(x1, w1, x2, w2, 2, 1, 1, 2), ring.conv2d2(x1, w1, x2, w2, 2, 1, 1, 2))
+        assert fake_gpu == where
+
+
 # -- the CPU back end against kernels.ring, bit for bit ---------------------------------------
 
 SHAPES = st.sampled_from([((5,), (5,)), ((3, 4), (4,)), ((4,), (4, 6)), ((7, 9), (9, 5)), ((2, 3, 8), (8, 4)),
