@@ -3,7 +3,8 @@
 `mpcrt.kernels._gemm64` is the AVX-512 ring GEMM (kernels/gemm64.c), `mpcrt.kernels._aesctr`
 the VAES AES-128-CTR keystream (kernels/aesctr.c). Both are optional: where one cannot be
 compiled, the install goes on and the pure-Python path takes over (torch's int64 GEMM,
-`cryptography`'s AES-CTR; kernels/gemm.py and kernels/prg.py pick at import).
+`cryptography`'s AES-CTR): kernels/gemm.py and kernels/prg.py detect them at import, and
+kernels.backend.CpuBackend uses them where present.
 """
 from setuptools import Extension, setup
 

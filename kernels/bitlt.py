@@ -61,7 +61,8 @@ def pack_live(X, dead, out):  # pragma: no cover - compiled
             out[3 * i + 2] = np.int64((c >> np.uint64(32)) | (d << np.uint64(16)))
     elif dead == 32:
         for i in range(X.size // 2):
-            out[i] = np.int64((np.uint64(X[2 * i]) >> np.uint64(32)) | (np.uint64(X[2 * i + 1]) & np.uint64(0xFFFFFFFF00000000)))
+            out[i] = np.int64((np.uint64(X[2 * i]) >> np.uint64(32))
+                              | (np.uint64(X[2 * i + 1]) & np.uint64(0xFFFFFFFF00000000)))
     else:  # 8: seven bytes of each of 8 words
         for i in range(X.size // 8):
             acc = np.uint64(0)
@@ -251,7 +252,8 @@ def deal_and2(a0, a1, b0, b1, mask, sub, out):  # pragma: no cover - compiled
 
 
 @njit
-def deal_ytrunc(tr0, tr1, k, low, sbits, rows, sub_yS, sub_yM, sub_sS, sub_sM, yS, yM, sS, sM):  # pragma: no cover - compiled
+def deal_ytrunc(tr0, tr1, k, low, sbits, rows, sub_yS, sub_yM, sub_sS, sub_sM,  # pragma: no cover - compiled
+                yS, yM, sS, sM):
     """Two parties: corrections of a truncated y's tuple (S0 = -(r >> k), m = msb r, r = tr0 + tr1)
     and of its products with the daBits of `rows` rows ([s S0], [s m]); the m arrays may be
     uint32 (shares mod 2^32: the stores wrap)."""

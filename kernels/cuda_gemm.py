@@ -14,9 +14,10 @@ Two exact kernels:
   1.15x (4096^3) to 9x (256^3) slower than the int64 kernel despite the FP64 tensor cores.
 
 Operands arrive as host numpy arrays and the result goes back to the host: at the
-sizes where the GPU pays (kernels.gemm.GPU_MIN_MACS) the PCIe copies, not the
-arithmetic, set the time (1024^3: 2.7 ms host to host, 0.4 ms on the GPU; 16 CPU
-threads take 14 ms). benchmarks/gpu_gemm.py measures both kernels against the CPU GEMM.
+sizes where the GPU pays (MIN_MACS) the PCIe copies, not the arithmetic, set the
+time (1024^3: 2.7 ms host to host, 0.4 ms on the GPU; 16 CPU threads take 14 ms).
+benchmarks/gpu_gemm.py measures both kernels against the CPU GEMM. The runtime reaches
+these through kernels.backend.CudaBackend, which decides which products come here.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import numpy as np
 from mpcrt.errors import ConfigError
 
 LIMB = 16
+MIN_MACS = 1 << 24  # below this the PCIe copies and the launch cost more than the CPU GEMM
 MAX_GRID = 65535  # blocks along a grid's y and z
 MAX_K_FP64 = 1 << 19  # entries of one limb GEMM < k 2^32, four summed < k 2^34 <= 2^53
 
@@ -102,12 +104,13 @@ def cupy():
             n = cp.cuda.runtime.getDeviceCount()
         except Exception as e:  # ImportError, or CUDA's own error when there is no driver/device
             raise ConfigError(
-                f"MPCRT_DEVICE=cuda needs CuPy and a CUDA GPU ({type(e).__name__}: {e}); "
+                f"device cuda (--device cuda, MPCRT_DEVICE=cuda) needs CuPy and a CUDA GPU ({type(e).__name__}: {e}); "
                 "install the gpu extra (pip install 'mpcrt[gpu]', or the cupy build matching your CUDA) "
                 "or run with --device cpu"
             ) from None
         if n < 1:
-            raise ConfigError("MPCRT_DEVICE=cuda but CUDA reports no GPU; run with --device cpu")
+            raise ConfigError("device cuda (--device cuda, MPCRT_DEVICE=cuda) but CUDA reports no GPU; "
+                              "run with --device cpu")
         _cp = cp
     return _cp
 

@@ -5,7 +5,9 @@ Stream `stream_id` of a seed is AES-128-CTR with the 16-byte counter block
 distinct requests never share keystream. Where the CPU has VAES and the C extension
 `_aesctr` (kernels/aesctr.c) is built, the keystream comes from it (20 GB/s on one core
 here); else from `cryptography`'s AES-CTR, `update_into` a preallocated buffer (8 GB/s).
-Both give the same bytes (tests/test_prg.py).
+Both give the same bytes (tests/test_prg.py). Which one a PRG uses is its `native`
+argument (kernels.backend.CpuBackend passes its `native_aes` setting); nothing here
+reads the environment.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ SEED_BYTES = 16
 try:  # the VAES keystream (optional C extension, setup.py)
     from mpcrt.kernels import _aesctr
 
-    NATIVE = bool(_aesctr.vaes()) and os.environ.get("MPCRT_NATIVE_AES", "1") != "0"
+    NATIVE = bool(_aesctr.vaes())  # built, and this CPU has VAES
 except ImportError:
     _aesctr = None
     NATIVE = False
@@ -33,12 +35,16 @@ def new_seed() -> bytes:
 
 
 class PRG:
-    """Counter-mode AES keyed by one seed; each stream id is an independent stream."""
+    """Counter-mode AES keyed by one seed; each stream id is an independent stream.
 
-    def __init__(self, seed: bytes):
+    native: use the VAES keystream where it is built and the CPU has VAES (True or None,
+    the default), or `cryptography`'s always (False); the bytes are the same either way."""
+
+    def __init__(self, seed: bytes, native: bool | None = None):
         if len(seed) != SEED_BYTES:
             raise ValueError(f"PRG seed must be {SEED_BYTES} bytes, got {len(seed)}")
         self._key = bytes(seed)
+        self.native = NATIVE and native is not False
         self._zeros = np.zeros(0, dtype=np.uint8)
 
     def _zero_buf(self, n: int) -> np.ndarray:
@@ -49,7 +55,7 @@ class PRG:
     def _fill(self, stream_id: int, block: int, buf: np.ndarray, nbytes: int) -> None:
         """Keystream bytes of stream `stream_id` from block `block` into the first nbytes of
         buf (a uint8 array with 15 bytes of slack beyond them: update_into wants them)."""
-        if NATIVE:
+        if self.native:
             _aesctr.keystream(self._key, int(stream_id), buf[:nbytes], int(block))
         elif nbytes:
             nonce = int(stream_id).to_bytes(8, "big") + int(block).to_bytes(8, "big")
@@ -69,7 +75,7 @@ class PRG:
         n, skip = out.size, first & 1  # a 16-byte block holds two words
         if n == 0:
             return out
-        if NATIVE and not skip:  # straight into out (the native keystream needs no slack)
+        if self.native and not skip:  # straight into out (the native keystream needs no slack)
             self._fill(stream_id, first >> 1, out.view(np.uint8), 8 * n)
             return out
         buf = np.empty(n + skip + 2, np.int64)

@@ -78,22 +78,17 @@ def conv2d_shape(x: tuple, w: tuple, stride, padding, dilation) -> tuple:
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, accumulate: bool = False) -> np.ndarray:
-    """Ring matmul with torch.matmul semantics (2-D, batched, broadcast); see kernels.gemm."""
+    """Ring matmul with torch.matmul semantics (2-D, batched, broadcast) on the CPU; see kernels.gemm."""
     return gemm.matmul(a, b, out, accumulate)
 
 
 def matmul2(a1: np.ndarray, b1: np.ndarray, a2: np.ndarray, b2: np.ndarray) -> np.ndarray:
-    """a1 @ b1 + a2 @ b2 (one result shape); see kernels.gemm.matmul2."""
+    """a1 @ b1 + a2 @ b2 (one result shape) on the CPU; see kernels.gemm.matmul2."""
     return gemm.matmul2(a1, b1, a2, b2)
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
-    """Ring 2-D convolution (NCHW input, OIHW weight) via im2col and int64 GEMM (torch's, or
-    the GPU's under MPCRT_DEVICE=cuda, im2col included)."""
-    if _conv_on_gpu(x.shape, w.shape, stride, padding, dilation):
-        from mpcrt.kernels import cuda_gemm
-
-        return cuda_gemm.conv2d(as_ring(x), as_ring(w), _pair(stride), _pair(padding), _pair(dilation), groups)
+    """Ring 2-D convolution (NCHW input, OIHW weight) on the CPU, via im2col and torch's int64 GEMM."""
     torch = _t()
     tx = torch.from_numpy(np.ascontiguousarray(x))
     tw = torch.from_numpy(np.ascontiguousarray(w))
@@ -110,23 +105,14 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride=1, padding=0, dilation=1, groups
 
 def conv2d2(x1, w1, x2, w2, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
     """conv2d(x1, w1) + conv2d(x2, w2) (one result shape: a Beaver convolution's two local
-    products); on the GPU the sum stays there until the end."""
-    if _conv_on_gpu(x1.shape, w1.shape, stride, padding, dilation):
-        from mpcrt.kernels import cuda_gemm
-
-        return cuda_gemm.conv2d2(as_ring(x1), as_ring(w1), as_ring(x2), as_ring(w2), _pair(stride), _pair(padding),
-                                 _pair(dilation), groups)
+    products) on the CPU."""
     z = conv2d(x1, w1, stride, padding, dilation, groups)
     z += conv2d(x2, w2, stride, padding, dilation, groups)
     return z
 
 
-def _conv_on_gpu(xs: tuple, ws: tuple, stride, padding, dilation) -> bool:
-    n, o, oh, ow = conv2d_shape(xs, ws, stride, padding, dilation)
-    return gemm.use_gpu_for(n * o * ws[1] * ws[2] * ws[3] * oh * ow)
-
-
 def _pair(v):
+    """An int or a pair as a pair (conv2d's stride, padding, dilation)."""
     return (v, v) if isinstance(v, int) else tuple(v)
 
 

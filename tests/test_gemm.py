@@ -2,6 +2,8 @@
 torch's int64 matmul, which wraps modulo 2^64, and Python integers for small cases."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -41,15 +43,14 @@ def test_native_kernel_every_edge_tile(n, k, m, seed):
 
 
 @native
-@pytest.mark.parametrize("threads", ["1", "2", "3"])
-def test_native_large_and_threaded(monkeypatch, threads):
-    monkeypatch.setenv("MPCRT_THREADS", threads)
+@pytest.mark.parametrize("threads", [None, 1, 2, 3])
+def test_native_large_and_threaded(threads):
     a, b = words(5, (301, 513)), words(6, (513, 257))
     assert gemm._use_native(a, b)
-    assert (gemm.matmul(a, b) == ref(a, b)).all()
+    assert (gemm.matmul(a, b, threads=threads) == ref(a, b)).all()
     z = words(7, (301, 257))
     want = z + ref(a, b)
-    assert gemm.matmul(a, b, out=z, accumulate=True) is z
+    assert gemm.matmul(a, b, out=z, accumulate=True, threads=threads) is z
     assert (z == want).all()
 
 
@@ -78,3 +79,13 @@ def test_two_products_summed():
     for sa, sb in (((70, 300), (300, 90)), ((3, 5, 7), (7, 6)), ((2, 1, 5, 7), (3, 7, 6))):
         a1, b1, a2, b2 = words(21, sa), words(22, sb), words(23, sa), words(24, sb)
         assert (gemm.matmul2(a1, b1, a2, b2) == ref(a1, b1) + ref(a2, b2)).all()
+        assert (gemm.matmul2(a1, b1, a2, b2, threads=2) == ref(a1, b1) + ref(a2, b2)).all()
+
+
+def test_cpu_share_is_a_pure_function():
+    """The thread share takes its override as an argument (or a launcher's child environment),
+    not from this process's environment."""
+    cores = os.cpu_count() or 1
+    assert gemm.cpu_share(2) == max(1, cores // 3)
+    assert gemm.cpu_share(2, 5) == gemm.cpu_share(2, "5") == gemm.cpu_share(2, {"MPCRT_THREADS": "5"}) == 5
+    assert gemm.cpu_share(1000, None) == gemm.cpu_share(1000, {}) == 1

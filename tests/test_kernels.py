@@ -123,16 +123,20 @@ def _generic(kind_cls, prgs, priv, p, name):
         ("ltz", dict(n=1920, k=2, rows=3, mrows=1), correlations.LtzBundle),  # shared edaBit, products on row 0
         ("ltz", dict(n=1920, k=1, rows=3, mrows=2, ym=1), correlations.LtzBundle),  # one mask for both product rows
         ("ltz", dict(n=1280, k=2, rows=2, ym=1), correlations.LtzBundle),
-        ("ltz", dict(n=1280, k=1, rows=2, ym=1, pw=[29, 4, 1234567]), correlations.LtzBundle),  # + powers of beta r, M 32-bit
+        # + powers of beta r, M 32-bit
+        ("ltz", dict(n=1280, k=1, rows=2, ym=1, pw=[29, 4, 1234567]), correlations.LtzBundle),
         ("ltz", dict(n=640, k=0, pw=[40, 3, -99]), correlations.LtzBundle),  # M 64-bit
         ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16), correlations.LtzBundle),  # coarse: AND masks zero at dead bits
         ("ltz", dict(n=640, k=0, cb=8), correlations.LtzBundle),
-        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345]), correlations.LtzBundle),  # y truncated, M 32-bit
+        # y truncated, M 32-bit
+        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345]), correlations.LtzBundle),
         ("ltz", dict(n=1920, k=1, rows=3, mrows=2, ym=1, tk=40), correlations.LtzBundle),  # y truncated, M 64-bit
-        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=1), correlations.LtzBundle),  # halves
+        # halves
+        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=1), correlations.LtzBundle),
         ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=2), correlations.LtzBundle),
         ("ltz", dict(n=1280, k=2, rows=2, part=2), correlations.LtzBundle),
-        ("ltz", dict(n=1280, k=1, rows=2, mrows=1, ym=1, cb=16, tk=29, xr=1, part=2), correlations.LtzBundle),  # row 0: s0 xor s1
+        # row 0: s0 xor s1
+        ("ltz", dict(n=1280, k=1, rows=2, mrows=1, ym=1, cb=16, tk=29, xr=1, part=2), correlations.LtzBundle),
         ("ltz", dict(n=1920, k=1, rows=3, mrows=1, ym=1, xr=1), correlations.LtzBundle),
         ("ltzpow", dict(n=1280, rows=2, pw=[29, 4, 12345], back=1), correlations.LtzPowers),  # M 32-bit
         ("ltzpow", dict(n=640, rows=1, pw=[40, 3, -99], back=3), correlations.LtzPowers),  # M 64-bit
@@ -383,7 +387,8 @@ def test_lazy_tuples_equal_expanded_ones(name, p):
     coef = [int(v) for v in rng.integers(-(2**40), 2**40, J + 1)]
     for rank0 in (True, False):
         assert np.array_equal(kp.combine(c, Sl, Ml, k, rank0), kp.combine(c, Se, Me, k, rank0))
-        assert np.array_equal(kp.poly(c, Sl, Ml, k, rank0, coef, X, 12345), kp.poly(c, Se, Me, k, rank0, coef, X, 12345))
+        assert np.array_equal(kp.poly(c, Sl, Ml, k, rank0, coef, X, 12345),
+                              kp.poly(c, Se, Me, k, rank0, coef, X, 12345))
 
 
 def test_rows_in_separate_arrays_equal_one_block():
@@ -418,8 +423,8 @@ def test_topbytes_pack_and_sum_with_read_only_parts(nbytes):
     rng = np.random.default_rng(nbytes)
     zs = [rng.integers(-(2**63), 2**63, 1001, dtype=np.int64) for _ in range(3)]
     plus = rng.integers(-(2**63), 2**63, 1001, dtype=np.int64)
-    packed = [topbytes.pack(zs[0], nbytes, plus, 77)] + [[np.frombuffer(p.tobytes(), p.dtype) for p in topbytes.pack(z, nbytes)]
-                                                          for z in zs[1:]]
+    received = [[np.frombuffer(p.tobytes(), p.dtype) for p in topbytes.pack(z, nbytes)] for z in zs[1:]]
+    packed = [topbytes.pack(zs[0], nbytes, plus, 77)] + received
     out = topbytes.unpack_sum(packed, nbytes, np.empty(1001, np.int64))
     s = topbytes.low_bits(nbytes)
     with np.errstate(over="ignore"):

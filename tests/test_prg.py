@@ -109,7 +109,8 @@ def test_zero_words():
     assert PRG(bytes(16)).words(3, 0).shape == (0,)
 
 
-@pytest.mark.skipif(not prg_mod.NATIVE, reason="the VAES keystream (kernels/aesctr.c) is not built or the CPU lacks VAES")
+@pytest.mark.skipif(not prg_mod.NATIVE,
+                    reason="the VAES keystream (kernels/aesctr.c) is not built or the CPU lacks VAES")
 @settings(max_examples=40, deadline=None)
 @given(SEEDS, STREAMS, st.sampled_from([0, 1, 15, 16, 17, 255, 256, 257, 511, 4097, 65536 + 9, 1 << 20]))
 def test_native_keystream_equals_cryptography(seed, stream, nbytes):
@@ -117,17 +118,18 @@ def test_native_keystream_equals_cryptography(seed, stream, nbytes):
     sizes around its 256-byte main loop and its one-block and partial-block tails."""
     out = np.full(nbytes + 8, 0xA5, np.uint8)
     prg_mod._aesctr.keystream(seed, stream, out[:nbytes])
-    ref = Cipher(algorithms.AES(seed), modes.CTR(stream.to_bytes(8, "big") + b"\0" * 8)).encryptor().update(b"\0" * nbytes)
+    nonce = stream.to_bytes(8, "big") + b"\0" * 8
+    ref = Cipher(algorithms.AES(seed), modes.CTR(nonce)).encryptor().update(b"\0" * nbytes)
     assert out[:nbytes].tobytes() == ref
     assert np.all(out[nbytes:] == 0xA5), "wrote past the end of its buffer"
 
 
 @pytest.mark.skipif(not prg_mod.NATIVE, reason="the VAES keystream is not built or the CPU lacks VAES")
-def test_native_and_fallback_prg_agree(monkeypatch):
+def test_native_and_fallback_prg_agree():
     seed = bytes(range(16))
+    assert PRG(seed).native and PRG(seed, True).native and not PRG(seed, native=False).native
     native = [PRG(seed).words(s, n) for s, n in [(0, 1000), (5, 3), (2**64 - 1, 100001)]]
-    monkeypatch.setattr(prg_mod, "NATIVE", False)
-    fallback = [PRG(seed).words(s, n) for s, n in [(0, 1000), (5, 3), (2**64 - 1, 100001)]]
+    fallback = [PRG(seed, native=False).words(s, n) for s, n in [(0, 1000), (5, 3), (2**64 - 1, 100001)]]
     for a, b in zip(native, fallback):
         assert np.array_equal(a, b)
 
@@ -139,15 +141,9 @@ def test_words_at_is_a_window_of_the_stream(seed, stream, first, n, native):
     and odd offsets, with the VAES keystream and with the cryptography fallback."""
     if native and not prg_mod.NATIVE:
         return
-    g = PRG(seed)
-    full = g.words(stream, first + n).copy()
-    old = prg_mod.NATIVE
-    prg_mod.NATIVE = native and old
-    try:
-        out = np.full(n, 7, np.int64)
-        g.words_at(stream, first, out)
-    finally:
-        prg_mod.NATIVE = old
+    full = PRG(seed).words(stream, first + n).copy()
+    out = np.full(n, 7, np.int64)
+    PRG(seed, native=native).words_at(stream, first, out)
     assert np.array_equal(out, full[first:])
 
 

@@ -34,14 +34,16 @@ def same(a: np.ndarray, ref_obj: np.ndarray) -> bool:
     """int64 array equals the (wrapped) object-dtype reference, shapes included."""
     a = np.asarray(a)
     ref = wrap_all(np.asarray(ref_obj, dtype=object)) if np.asarray(ref_obj).size else np.asarray(ref_obj)
-    return a.dtype == np.int64 and a.shape == np.shape(ref) and all(int(x) == int(y) for x, y in zip(a.ravel(), np.ravel(ref)))
+    return (a.dtype == np.int64 and a.shape == np.shape(ref)
+            and all(int(x) == int(y) for x, y in zip(a.ravel(), np.ravel(ref))))
 
 
 def rand64(rng, shape):
     return rng.integers(-(1 << 63), (1 << 63) - 1, size=shape, dtype=np.int64, endpoint=True)
 
 
-EDGE = [0, 1, -1, 2, (1 << 63) - 1, -(1 << 63), (1 << 62), -(1 << 62), (1 << 32) + 7, -(1 << 32) - 3, 0x5555555555555555]
+EDGE = [0, 1, -1, 2, (1 << 63) - 1, -(1 << 63), (1 << 62), -(1 << 62), (1 << 32) + 7, -(1 << 32) - 3,
+        0x5555555555555555]
 
 
 # ------------------------------------------------------------------ elementwise laws
