@@ -9,7 +9,7 @@ import os
 import pytest
 
 from mpcrt import cli
-from mpcrt.launch import bench_args, bench_report, bench_run, plots
+from mpcrt.launch import bench_args, bench_report, bench_run, harness, plots
 from mpcrt.launch.workloads import WORKLOADS
 
 
@@ -254,3 +254,113 @@ def test_a_failed_job_does_not_lose_the_others(monkeypatch, tmp_path, capsys):
     assert [r["size"] for r in doc["rows"]] == [10, 30]
     assert [(j["op"], j["size"]) for j in doc["failed_jobs"]] == [("mul", 20)]
     assert "PeerFailure: boom" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ harness, model zoo, CrypTen's runner
+def _gone(pid: int, within_s: float = 5.0) -> bool:
+    """The process has exited (a zombie counts as gone) within `within_s`."""
+    import time
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("script", [
+    "sleep 300 & echo $!; wait",  # sh dies of SIGINT; its background child ignores SIGINT and stays
+    "trap 'exit 0' INT; sleep 300 & echo $!; while :; do sleep 0.1; done",  # sh leaves on SIGINT, the child stays
+    "trap '' INT; sleep 300 & echo $!; wait",  # sh ignores SIGINT: SIGKILL to the group after the grace time
+])
+def test_harness_stop_ends_the_whole_group(script):
+    import subprocess
+
+    p = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    child = int(p.stdout.readline())
+    harness.stop(p, grace_s=1.0)
+    assert p.returncode is not None
+    assert _gone(child), "a process of the group outlived stop()"
+
+
+def test_harness_launch_session_reports_failure(tmp_path):
+    bad = tmp_path / "fails.py"
+    bad.write_text("import sys\nprint('party output')\nsys.exit(4)\n")
+    s = harness.launch_session(2, str(bad), [], timeout=120, recv_timeout=30)
+    assert s.error and "exited" in s.error and not s.timed_out
+    assert "party output" in s.log
+
+
+def test_harness_cpu_measures_and_paths(tmp_path):
+    busy = harness.cpu_busy(0.05)
+    assert busy is None or 0.0 <= busy <= 1.0
+    c = harness.Contention()
+    share = c.share()
+    assert share is None or share >= 0.0
+    p = harness.result_path(str(tmp_path / "d"), "bench")
+    assert os.path.dirname(p) == str(tmp_path / "d") and os.path.basename(p).startswith("bench-")
+    assert harness.result_path(str(tmp_path / "e" / "x.json"), "bench") == str(tmp_path / "e" / "x.json")
+    harness.write_json(p, {"a": 1})
+    assert json.load(open(p)) == {"a": 1} and os.listdir(tmp_path / "d") == [os.path.basename(p)]
+
+
+LAUNCH_DIR = os.path.dirname(harness.__file__)
+
+
+def test_model_zoo_and_harness_need_no_mpcrt_runtime():
+    """CrypTen's process imports them as plain files beside crypten_side.py."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import model_zoo, harness; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('mpcrt', 'numba', 'zmq')]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code, LAUNCH_DIR], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_model_zoo_models():
+    torch = pytest.importorskip("torch")
+    from mpcrt.launch import model_zoo
+
+    shapes = {"lenet5": (2, 1, 28, 28), "resnet18": (1, 3, 32, 32), "digits_mlp": (3, 64), "digits_cnn": (3, 1, 8, 8)}
+    assert set(shapes) == set(model_zoo.MODELS)
+    for name, shape in shapes.items():
+        torch.manual_seed(0)
+        net = model_zoo.randomize_batchnorm(model_zoo.MODELS[name]()).eval()
+        with torch.no_grad():
+            assert net(torch.randn(shape)).shape == (shape[0], 1000 if name == "resnet18" else 10)
+    # torchvision.models.resnet18's parameter count
+    assert sum(p.numel() for p in model_zoo.ResNet18().parameters()) == 11_689_512
+    torch.manual_seed(0)
+    a = model_zoo.randomize_batchnorm(model_zoo.ResNet18())
+    torch.manual_seed(0)
+    b = model_zoo.randomize_batchnorm(model_zoo.ResNet18())
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    layer = model_zoo.encoder_layer(16, 2, 32)
+    assert not layer.training and layer(torch.randn(2, 5, 16)).shape == (2, 5, 16)
+
+
+def _crypten_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("crypten") is not None
+
+
+def test_crypten_side_runs_by_its_path(tmp_path):
+    """The real runner, as the drivers start it: by its path, in its own process."""
+    import subprocess
+    import sys
+
+    side = os.path.join(LAUNCH_DIR, "crypten_side.py")
+    r = subprocess.run([sys.executable, side, "--list"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and "models: digits_mlp, digits_cnn, lenet5, resnet18" in r.stdout, r.stderr
+    if _crypten_importable():
+        pytest.skip("CrypTen is installed here: the not-importable path cannot be shown")
+    rep = bench_run.run_crypten([2], {"mul": [100]}, 1, 0, timeout=60)
+    assert rep["available"] is False and "not importable" in rep["reason"], rep
