@@ -86,17 +86,23 @@ def _pm(r: dict, k: str) -> float:
     return (r[f"{k}_max_s"] - r[f"{k}_min_s"]) / 2
 
 
+def print_lines(hdr: str, lines, out=None) -> None:
+    """A terminal table: the header, a rule as long as it, then the lines."""
+    out = out or sys.stdout
+    print(hdr, file=out)
+    print("-" * len(hdr), file=out)
+    for line in lines:
+        print(line, file=out)
+
+
 def print_table(rows: list[dict], out=None) -> None:
     out = out or sys.stdout
     hdr = (f"{'op':<11}{'size':>9}{'N':>3} {'network':<9}{'chan':<6}{'e2e s':>9}{'±':>8}{'online s':>10}{'±':>8}"
            f"{'offline s':>10}{'rounds':>7}{'MB/party':>10}{'MB dlr':>9}{'max err':>10}")
-    print(hdr, file=out)
-    print("-" * len(hdr), file=out)
-    for r in rows:
-        print(f"{r['op']:<11}{_size(r):>9}{r['parties']:>3} {r['network']:<9}{r['channels'][:5]:<6}"
-              f"{r['e2e_s']:>9.4f}{_pm(r, 'e2e'):>8.4f}{r['online_s']:>10.4f}{_pm(r, 'online'):>8.4f}"
-              f"{r['offline_s']:>10.4f}{r['rounds']:>7}{r['mb_sent_per_party']:>10.2f}{r['dealer_bytes'] / 1e6:>9.2f}"
-              f"{r['max_abs_err']:>10.2e}", file=out)
+    print_lines(hdr, (f"{r['op']:<11}{_size(r):>9}{r['parties']:>3} {r['network']:<9}{r['channels'][:5]:<6}"
+                      f"{r['e2e_s']:>9.4f}{_pm(r, 'e2e'):>8.4f}{r['online_s']:>10.4f}{_pm(r, 'online'):>8.4f}"
+                      f"{r['offline_s']:>10.4f}{r['rounds']:>7}{r['mb_sent_per_party']:>10.2f}"
+                      f"{r['dealer_bytes'] / 1e6:>9.2f}{r['max_abs_err']:>10.2e}" for r in rows), out)
     print("e2e: dealer on line; online: dealer material fetched ahead (offline = that fetch); median of the "
           "repeats, ± half their range; MB/party: most any party sent; MB dlr: dealer to the parties, "
           "all together (e2e)", file=out)
@@ -110,13 +116,11 @@ def print_bounds(rows: list[dict], out=None) -> None:
     print("\nDistance to the network limit: bound = rounds x one-way + bytes/party x 8 / rate", file=out)
     hdr = (f"{'op':<11}{'size':>9}{'N':>3} {'network':<9}{'rounds':>7}{'MB link':>9}{'rnd x d':>9}{'B/rate':>9}"
            f"{'bound s':>9}{'online s':>10}{'x bound':>8}{'e2e bnd':>9}{'e2e s':>9}{'x bound':>8}")
-    print(hdr, file=out)
-    print("-" * len(hdr), file=out)
-    for r in rows:
-        print(f"{r['op']:<11}{_size(r):>9}{r['parties']:>3} {r['network']:<9}{r['rounds']:>7}"
-              f"{r['link_bytes_per_party'] / 1e6:>9.2f}{r['bound_latency_s']:>9.4f}{r['bound_transfer_s']:>9.4f}"
-              f"{r['bound_online_s']:>9.4f}{r['online_s']:>10.4f}{_ratio(r['online_over_bound']):>8}"
-              f"{r['bound_e2e_s']:>9.4f}{r['e2e_s']:>9.4f}{_ratio(r['e2e_over_bound']):>8}", file=out)
+    print_lines(hdr, (f"{r['op']:<11}{_size(r):>9}{r['parties']:>3} {r['network']:<9}{r['rounds']:>7}"
+                      f"{r['link_bytes_per_party'] / 1e6:>9.2f}{r['bound_latency_s']:>9.4f}"
+                      f"{r['bound_transfer_s']:>9.4f}{r['bound_online_s']:>9.4f}{r['online_s']:>10.4f}"
+                      f"{_ratio(r['online_over_bound']):>8}{r['bound_e2e_s']:>9.4f}{r['e2e_s']:>9.4f}"
+                      f"{_ratio(r['e2e_over_bound']):>8}" for r in rows), out)
     print("MB link: the busiest party's larger direction (sent or received); the e2e bound adds the dealer's "
           "bytes on party 0's link", file=out)
 
@@ -176,19 +180,16 @@ def print_crypten(cmp: list[dict], rep: dict, out=None) -> None:
     print(f"\nmpcrt vs CrypTen {rep.get('version')} (TTP provider, gloo on loopback, 1 thread per process); "
           "times: median, mpcrt end to end (dealer on line, as CrypTen's TTP)", file=out)
     hdr = (f"{'op':<11}{'size':>9}{'N':>3}{'CrypTen s':>11}{'mpcrt plain':>12}{'ratio':>7}{'mpcrt curve':>12}"
-           f"{'ratio':>7}"
-           f"{'rounds C/m':>12}{'MB C/m (sent+recv)':>21}{'err C/m':>20}")
-    print(hdr, file=out)
-    print("-" * len(hdr), file=out)
-    for o in cmp:
-        def col(ch):
-            s = o.get(f"mpcrt_{ch}_e2e_s")
-            return (f"{s:>12.4f}{o[f'ratio_{ch}']:>7.2f}") if s is not None else f"{'-':>12}{'-':>7}"
+           f"{'ratio':>7}{'rounds C/m':>12}{'MB C/m (sent+recv)':>21}{'err C/m':>20}")
 
-        print(f"{o['op']:<11}{_size(o):>9}{o['parties']:>3}{o['crypten_s']:>11.4f}{col('plaintext')}{col('curve')}"
-              f"{o['crypten_rounds']:>6}/{o['mpcrt_rounds']:<5}"
-              f"{o['crypten_bytes_per_party'] / 1e6:>10.1f}/{o['mpcrt_bytes_sent_plus_received'] / 1e6:<10.1f}"
-              f"{o['crypten_max_abs_err']:>10.1e}/{o['mpcrt_max_abs_err']:<9.1e}", file=out)
+    def col(o, ch):
+        s = o.get(f"mpcrt_{ch}_e2e_s")
+        return (f"{s:>12.4f}{o[f'ratio_{ch}']:>7.2f}") if s is not None else f"{'-':>12}{'-':>7}"
+
+    print_lines(hdr, (f"{o['op']:<11}{_size(o):>9}{o['parties']:>3}{o['crypten_s']:>11.4f}{col(o, 'plaintext')}"
+                      f"{col(o, 'curve')}{o['crypten_rounds']:>6}/{o['mpcrt_rounds']:<5}"
+                      f"{o['crypten_bytes_per_party'] / 1e6:>10.1f}/{o['mpcrt_bytes_sent_plus_received'] / 1e6:<10.1f}"
+                      f"{o['crypten_max_abs_err']:>10.1e}/{o['mpcrt_max_abs_err']:<9.1e}" for o in cmp), out)
     print("ratio = mpcrt / CrypTen (< 1: mpcrt faster). CrypTen's channels are plaintext: compare the plain column; "
           "curve = mpcrt with CurveZMQ encryption", file=out)
     for e in rep.get("errors", []):
