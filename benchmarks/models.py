@@ -44,6 +44,8 @@ Models (`--list`):
   resnet18_b32    the same, batch 32 (a few seconds per pass here; in the default set)
   ct_digits_mlp   launch/crypten_side.py's digits MLP (64-128-10), random weights, 360 digits
   ct_digits_cnn   crypten_side.py's 2-conv digits CNN (conv 16, ReLU, conv 32, ReLU, FC 2048-10), 360
+  resnet18_cifar  ResNet-18 in the CIFAR layout (3x3 stem, no maxpool, FC 10), 1x3x32x32 (not by default)
+  vgg16_cifar     VGG-16 with BatchNorm, CIFAR layout (FC 512-10), 1x3x32x32 (not by default)
 The ct_ models exist so that the CrypTen comparison is like for like: crypten_side.py's
 digits workloads are not the demo's networks (they are the ones the issue quotes).
 
@@ -90,7 +92,12 @@ MODEL_INFO = {
     "resnet18_b32": ("ResNet-18 (torchvision-style), random weights, batch 32 of 3x32x32", (32, 3, 32, 32), 3, None),
     "ct_digits_mlp": ("crypten_side.py digits MLP 64-128-10, random weights, 360 digits", (360, 64), 3, "digits_mlp"),
     "ct_digits_cnn": ("crypten_side.py 2-conv digits CNN, random weights, 360 digits", (360, 1, 8, 8), 3, "digits_cnn"),
+    "resnet18_cifar": ("ResNet-18, CIFAR layout (3x3 stem, no maxpool, FC 10), random weights, 1x3x32x32",
+                       (1, 3, 32, 32), 3, None),
+    "vgg16_cifar": ("VGG-16 with BatchNorm, CIFAR layout (FC 512-10), random weights, 1x3x32x32", (1, 3, 32, 32),
+                    3, None),
 }
+ZOO_NAME = {"resnet18_b1": "resnet18", "resnet18_b32": "resnet18", "vgg16_cifar": "vgg16"}  # else: less "ct_"
 DEFAULT_MODELS = "digits_mlp,digits_cnn,lenet5,resnet18_b1,resnet18_b32,ct_digits_mlp,ct_digits_cnn"
 DIGITS = ("digits_mlp", "digits_cnn", "ct_digits_mlp", "ct_digits_cnn")
 
@@ -147,11 +154,8 @@ def build_model(name: str, seed: int, cache_dir: str | None):
                 os.replace(tmp, path)
         return net.eval()
     torch.manual_seed(seed)
-    if name in ("resnet18_b1", "resnet18_b32"):
-        net = model_zoo.randomize_batchnorm(model_zoo.ResNet18())
-    else:
-        net = model_zoo.MODELS[name.removeprefix("ct_")]()
-    return net.eval()
+    zoo_name = ZOO_NAME.get(name, name.removeprefix("ct_"))
+    return model_zoo.randomize_batchnorm(model_zoo.MODELS[zoo_name]()).eval()  # (no BatchNorm: no draw)
 
 
 def model_input(name: str, seed: int):

@@ -8,6 +8,9 @@ CrypTen's process (launch/crypten_side.py, run by its path) imports this file to
     resnet18        torchvision.models.resnet18's architecture (BasicBlock, [2, 2, 2, 2], 7x7
                     stem, maxpool 3/2, avgpool, FC 1000), written out (torchvision is not a
                     dependency); kaiming-normal convolutions as torchvision initialises them
+    resnet18_cifar  the same blocks in the CIFAR layout: 3x3 stride-1 stem, no maxpool, FC 10
+    vgg16           VGG-16 with BatchNorm for 32x32 inputs: 13 conv3x3-BN-ReLU in five stages,
+                    each closed by maxpool 2, then FC 512-10
     digits_mlp      the digits MLP 64-128-10 of CrypTen's comparison (not examples/digits_demo.py's)
     digits_cnn      the 2-conv digits CNN of CrypTen's comparison: conv 16, ReLU, conv 32, ReLU,
                     FC 2048-10 (on 1x8x8)
@@ -77,15 +80,20 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """torchvision.models.resnet18's architecture (BasicBlock, [2, 2, 2, 2])."""
+    """torchvision.models.resnet18's architecture (BasicBlock, [2, 2, 2, 2]); with cifar, the
+    CIFAR layout of the same blocks (a 3x3 stride-1 stem and no maxpool, for 32x32 inputs)."""
 
-    def __init__(self, num_classes: int = 1000):
+    def __init__(self, num_classes: int = 1000, cifar: bool = False):
         super().__init__()
         self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.cifar = cifar
+        if cifar:
+            self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = None if cifar else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(64, 2)
         self.layer2 = self._make_layer(128, 2, stride=2)
         self.layer3 = self._make_layer(256, 2, stride=2)
@@ -112,11 +120,35 @@ class ResNet18(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.relu(self.bn1(self.conv1(x)))
+        if self.maxpool is not None:
+            x = self.maxpool(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = self.avgpool(x)
         x = x.flatten(1)
         return self.fc(x)
+
+
+class VGG16(nn.Module):
+    """VGG-16 with BatchNorm for 32x32 inputs (CIFAR-10): 13 conv3x3-BN-ReLU layers in five
+    stages of 2, 2, 3, 3, 3, each closed by a 2x2 maxpool (down to 512 x 1 x 1), then FC 512-10."""
+
+    STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for cout, convs in self.STAGES:
+            for _ in range(convs):
+                layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+                cin = cout
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
 
 
 class DigitsMLP(nn.Module):
@@ -159,6 +191,8 @@ def encoder_layer(d: int, heads: int, ff: int) -> nn.Module:
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "lenet5": LeNet5,
     "resnet18": ResNet18,
+    "resnet18_cifar": lambda: ResNet18(10, cifar=True),
+    "vgg16": VGG16,
     "digits_mlp": DigitsMLP,
     "digits_cnn": DigitsCNN,
 }
