@@ -1,11 +1,12 @@
 """Ring GEMM (Z_2^64) on the CPU against the GPU kernels of kernels/cuda_gemm.py.
 
-    python3 benchmarks/gpu_gemm.py [--sizes 256,1024,4096] [--out FILE.json]
+    python3 benchmarks/gpu_gemm.py [--sizes 256,1024,4096] [--out DIR | --out FILE.json]
 
 For each product: the CPU GEMM (kernels.gemm: AVX-512 kernel or torch; MPCRT_THREADS
 threads, default all cores), each GPU kernel on operands already on the GPU (CUDA
 events), and the host-to-host call the runtime makes (upload, product, download).
-Every GPU result is checked against the CPU's, bit for bit. Prints a Markdown table.
+Every GPU result is checked against the CPU's, bit for bit. Prints a Markdown table and writes
+the rows to --out (default ./bench-results/gpu_gemm-DATE-PID.json; '' writes none).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 
 os.environ.setdefault("MPCRT_THREADS", str(os.cpu_count() or 1))
 from mpcrt.kernels import cuda_gemm, gemm  # noqa: E402
+from mpcrt.launch import harness  # noqa: E402
 
 
 def _best(fn, repeats: int) -> float:
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="256,1024,2048,4096", help="square sizes (comma list)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", help="also write the rows as JSON here")
+    ap.add_argument("--out", default=harness.DEFAULT_OUT,
+                    help=f"folder (or .json file) for the rows (default {harness.DEFAULT_OUT}; '' writes none)")
     a = ap.parse_args(argv)
     if not cuda_gemm.available():
         print("gpu_gemm: no CuPy or no CUDA GPU here; nothing to measure", file=sys.stderr)
@@ -86,15 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
     print(f"\nRing GEMM mod 2^64, {os.cpu_count()} CPU threads ({platform.processor() or platform.machine()}) vs "
           f"{gpu_name}; best of {a.repeats}; every GPU result equal to the CPU's.\n")
-    print("| product | CPU s | int64 kernel on GPU s | fp64 limbs on GPU s | int64 host-to-host s | fp64 host-to-host s | "
-          "int64 TMAC/s |")
+    print("| product | CPU s | int64 kernel on GPU s | fp64 limbs on GPU s | int64 host-to-host s "
+          "| fp64 host-to-host s | int64 TMAC/s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['shape']} | {r['cpu_s']:.4g} | {r['int64_device_s']:.3g} | {r['fp64_device_s']:.3g} | "
               f"{r['int64_host_s']:.3g} | {r['fp64_host_s']:.3g} | {r['macs'] / r['int64_device_s'] / 1e12:.2f} |")
     if a.out:
-        with open(a.out, "w") as fh:
-            json.dump({"gpu": gpu_name, "cpu_threads": os.cpu_count(), "rows": rows}, fh, indent=1)
+        path = harness.result_path(a.out, "gpu_gemm")
+        harness.write_json(path, {"gpu": gpu_name, "cpu_threads": os.cpu_count(), "rows": rows})
+        print(f"\nwrote {path}")
     return 0
 
 

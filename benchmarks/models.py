@@ -3,7 +3,7 @@
 
     python benchmarks/models.py [--parties 2,3] [--models digits_mlp,digits_cnn,lenet5,resnet18_b1]
                                 [--channels curve,plaintext | --insecure-plaintext] [--repeats R]
-                                [--no-crypten] [--wait-idle S] [--profile] [--json OUT] [--timeout S]
+                                [--no-crypten] [--wait-idle S] [--profile] [--out DIR] [--timeout S]
     python benchmarks/models.py --list
 
 For each model, each N and each kind of channel, one session of `python -m mpcrt
@@ -40,43 +40,45 @@ Models (`--list`):
   digits_cnn      examples/digits_demo.py's CNN (conv-BN-ReLU, residual block, maxpool, FC), trained, 360
   lenet5          LeNet-5 (conv 6@5x5 pad 2, ReLU, maxpool 2, conv 16@5x5, ReLU, maxpool 2,
                   FC 120, ReLU, FC 84, ReLU, FC 10), random weights, batch 64 of 1x28x28
-  resnet18_b1     torchvision-style ResNet-18 (written out below), random weights, eval, 1x3x32x32
+  resnet18_b1     torchvision-style ResNet-18 (launch/model_zoo.py), random weights, eval, 1x3x32x32
   resnet18_b32    the same, batch 32 (a few seconds per pass here; in the default set)
-  ct_digits_mlp   benchmarks/crypten_side.py's digits MLP (64-128-10), random weights, 360 digits
+  ct_digits_mlp   launch/crypten_side.py's digits MLP (64-128-10), random weights, 360 digits
   ct_digits_cnn   crypten_side.py's 2-conv digits CNN (conv 16, ReLU, conv 32, ReLU, FC 2048-10), 360
+  resnet18_cifar  ResNet-18 in the CIFAR layout (3x3 stem, no maxpool, FC 10), 1x3x32x32 (not by default)
+  vgg16_cifar     VGG-16 with BatchNorm, CIFAR layout (FC 512-10), 1x3x32x32 (not by default)
 The ct_ models exist so that the CrypTen comparison is like for like: crypten_side.py's
 digits workloads are not the demo's networks (they are the ones the issue quotes).
 
 CrypTen: unless --no-crypten, the models crypten_side.py has (ct_digits_mlp ->
 digits_mlp, ct_digits_cnn -> digits_cnn, lenet5, resnet18_b1 -> resnet18) are run
-through `benchmarks/crypten_side.py --parties N` (a subprocess, exit 3 = CrypTen not
+through `launch/crypten_side.py --parties N` (a subprocess, exit 3 = CrypTen not
 importable: skipped) and the ratio mpcrt / CrypTen is printed against mpcrt with
 plaintext channels (CrypTen's gloo channels are plaintext too). CrypTen's time is
 end to end (TTP on line), its bytes are its own count (about sent + received).
 
-Output: a table on the terminal; --json writes every figure (per party, per repeat),
+Output: a table on the terminal, and a JSON file in --out (default ./bench-results:
+models-DATE-PID.json, rewritten after each session; --json PATH names the file instead)
+with every figure (per party, per repeat),
 the machine's load average before/after each session and the CrypTen results.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+
+from mpcrt.launch import harness
+from mpcrt.launch.party_timing import barrier, gather, slowest, timed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
 THIS = os.path.abspath(__file__)
 DEMO = os.path.join(REPO_ROOT, "examples", "digits_demo.py")
-CRYPTEN_SIDE = os.environ.get("MPCRT_CRYPTEN_SIDE", os.path.join(HERE, "crypten_side.py"))
-CRYPTEN_NOT_IMPORTABLE = 3
 PARTY_FLAG = "MPCRT_MODELS_PARTY"
 RECV_TIMEOUT = 600.0  # seconds a party waits for one message (big layers on a loaded 2-core host)
 
@@ -90,173 +92,23 @@ MODEL_INFO = {
     "resnet18_b32": ("ResNet-18 (torchvision-style), random weights, batch 32 of 3x32x32", (32, 3, 32, 32), 3, None),
     "ct_digits_mlp": ("crypten_side.py digits MLP 64-128-10, random weights, 360 digits", (360, 64), 3, "digits_mlp"),
     "ct_digits_cnn": ("crypten_side.py 2-conv digits CNN, random weights, 360 digits", (360, 1, 8, 8), 3, "digits_cnn"),
+    "resnet18_cifar": ("ResNet-18, CIFAR layout (3x3 stem, no maxpool, FC 10), random weights, 1x3x32x32",
+                       (1, 3, 32, 32), 3, None),
+    "vgg16_cifar": ("VGG-16 with BatchNorm, CIFAR layout (FC 512-10), random weights, 1x3x32x32", (1, 3, 32, 32),
+                    3, None),
 }
+ZOO_NAME = {"resnet18_b1": "resnet18", "resnet18_b32": "resnet18", "vgg16_cifar": "vgg16"}  # else: less "ct_"
 DEFAULT_MODELS = "digits_mlp,digits_cnn,lenet5,resnet18_b1,resnet18_b32,ct_digits_mlp,ct_digits_cnn"
 DIGITS = ("digits_mlp", "digits_cnn", "ct_digits_mlp", "ct_digits_cnn")
 
 # CrypTen 0.4.1 figures quoted in the issue (2 / 3 parties, end to end)
 ISSUE_CRYPTEN = {
     "ct_digits_mlp": {2: {"time_s": 0.117, "rounds": 12}, 3: {"time_s": 0.334, "rounds": 25}},
-    "ct_digits_cnn": {2: {"time_s": 2.85, "rounds": 114, "bytes": 1.08e9}, 3: {"time_s": 10.5, "rounds": 205, "bytes": 2.71e9}},
+    "ct_digits_cnn": {2: {"time_s": 2.85, "rounds": 114, "bytes": 1.08e9},
+                      3: {"time_s": 10.5, "rounds": 205, "bytes": 2.71e9}},
     "lenet5": {2: {"time_s": 1.98}, 3: {"time_s": 6.21}},
     "resnet18_b1": {2: {"time_s": 4.24, "rounds": 555}, 3: {"time_s": 11.2, "rounds": 1218}},
 }
-
-
-# =====================================================================================
-# model definitions (plain torch)
-# =====================================================================================
-def _torch_models():
-    import torch.nn as nn
-
-    class LeNet5(nn.Module):
-        """Classic LeNet-5 on 1x28x28 (ReLU and max pooling)."""
-
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
-            self.relu1 = nn.ReLU()
-            self.pool1 = nn.MaxPool2d(2)
-            self.conv2 = nn.Conv2d(6, 16, 5)
-            self.relu2 = nn.ReLU()
-            self.pool2 = nn.MaxPool2d(2)
-            self.fc1 = nn.Linear(16 * 5 * 5, 120)
-            self.relu3 = nn.ReLU()
-            self.fc2 = nn.Linear(120, 84)
-            self.relu4 = nn.ReLU()
-            self.fc3 = nn.Linear(84, 10)
-
-        def forward(self, x):
-            x = self.pool1(self.relu1(self.conv1(x)))
-            x = self.pool2(self.relu2(self.conv2(x)))
-            x = x.flatten(1)
-            x = self.relu3(self.fc1(x))
-            x = self.relu4(self.fc2(x))
-            return self.fc3(x)
-
-    # ---- torchvision.models.resnet (BasicBlock, ResNet-18), written out ----
-    def conv3x3(cin, cout, stride=1):
-        return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
-
-    def conv1x1(cin, cout, stride=1):
-        return nn.Conv2d(cin, cout, kernel_size=1, stride=stride, bias=False)
-
-    class BasicBlock(nn.Module):
-        expansion = 1
-
-        def __init__(self, inplanes, planes, stride=1, downsample=None):
-            super().__init__()
-            self.conv1 = conv3x3(inplanes, planes, stride)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.relu = nn.ReLU(inplace=True)
-            self.conv2 = conv3x3(planes, planes)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.downsample = downsample
-            self.stride = stride
-
-        def forward(self, x):
-            identity = x
-            out = self.conv1(x)
-            out = self.bn1(out)
-            out = self.relu(out)
-            out = self.conv2(out)
-            out = self.bn2(out)
-            if self.downsample is not None:
-                identity = self.downsample(x)
-            out += identity
-            out = self.relu(out)
-            return out
-
-    class ResNet18(nn.Module):
-        def __init__(self, num_classes=1000):
-            super().__init__()
-            self.inplanes = 64
-            self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            self.bn1 = nn.BatchNorm2d(64)
-            self.relu = nn.ReLU(inplace=True)
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-            self.layer1 = self._make_layer(64, 2)
-            self.layer2 = self._make_layer(128, 2, stride=2)
-            self.layer3 = self._make_layer(256, 2, stride=2)
-            self.layer4 = self._make_layer(512, 2, stride=2)
-            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-            self.fc = nn.Linear(512 * BasicBlock.expansion, num_classes)
-            for m in self.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.constant_(m.weight, 1)
-                    nn.init.constant_(m.bias, 0)
-
-        def _make_layer(self, planes, blocks, stride=1):
-            downsample = None
-            if stride != 1 or self.inplanes != planes * BasicBlock.expansion:
-                downsample = nn.Sequential(
-                    conv1x1(self.inplanes, planes * BasicBlock.expansion, stride),
-                    nn.BatchNorm2d(planes * BasicBlock.expansion),
-                )
-            layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
-            self.inplanes = planes * BasicBlock.expansion
-            layers += [BasicBlock(self.inplanes, planes) for _ in range(1, blocks)]
-            return nn.Sequential(*layers)
-
-        def forward(self, x):
-            x = self.conv1(x)
-            x = self.bn1(x)
-            x = self.relu(x)
-            x = self.maxpool(x)
-            x = self.layer1(x)
-            x = self.layer2(x)
-            x = self.layer3(x)
-            x = self.layer4(x)
-            x = self.avgpool(x)
-            x = x.flatten(1)
-            return self.fc(x)
-
-    # ---- crypten_side.py's digits workloads (the networks the issue's CrypTen figures are for) ----
-    class CtDigitsMLP(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1 = nn.Linear(64, 128)
-            self.relu = nn.ReLU()
-            self.fc2 = nn.Linear(128, 10)
-
-        def forward(self, x):
-            return self.fc2(self.relu(self.fc1(x)))
-
-    class CtDigitsCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-            self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-            self.relu1 = nn.ReLU()
-            self.relu2 = nn.ReLU()
-            self.flatten = nn.Flatten()
-            self.fc = nn.Linear(2048, 10)
-
-        def forward(self, x):
-            x = self.relu1(self.conv1(x))
-            x = self.relu2(self.conv2(x))
-            return self.fc(self.flatten(x))
-
-    return {"lenet5": LeNet5, "resnet18": ResNet18, "ct_digits_mlp": CtDigitsMLP, "ct_digits_cnn": CtDigitsCNN}
-
-
-def randomize_batchnorm(model, generator=None):
-    """Random BatchNorm affine parameters and running statistics (stand-ins for trained ones),
-    as crypten_side.py does: with torchvision's constant init every BN folds to the identity."""
-    import torch
-    import torch.nn as nn
-
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                c = m.num_features
-                m.weight.copy_(torch.rand(c, generator=generator) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=generator) * 0.1)
-                m.running_mean.copy_(torch.randn(c, generator=generator) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
-    return model
 
 
 def _demo():
@@ -278,19 +130,12 @@ def _digits_test(image: bool):
     return x, y
 
 
-def _last_digits(n: int, image: bool):
-    """crypten_side.py's digits inputs: the last n samples of load_digits(), pixels / 16."""
-    import numpy as np
-    from sklearn.datasets import load_digits
-
-    x = (load_digits().data[-n:] / 16.0).astype(np.float32)
-    return x.reshape(n, 1, 8, 8) if image else x
-
-
 def build_model(name: str, seed: int, cache_dir: str | None):
-    """The model owner's network (eval mode) and example input (batch 1)."""
+    """The model owner's network (eval mode)."""
     import numpy as np
     import torch
+
+    from mpcrt.launch import model_zoo
 
     if name in ("digits_mlp", "digits_cnn"):
         demo = _demo()
@@ -308,23 +153,21 @@ def build_model(name: str, seed: int, cache_dir: str | None):
                     np.savez(fh, **{k: v.detach().numpy() for k, v in net.state_dict().items()})
                 os.replace(tmp, path)
         return net.eval()
-    defs = _torch_models()
     torch.manual_seed(seed)
-    if name in ("resnet18_b1", "resnet18_b32"):
-        net = randomize_batchnorm(defs["resnet18"]())
-    else:
-        net = defs[name]()
-    return net.eval()
+    zoo_name = ZOO_NAME.get(name, name.removeprefix("ct_"))
+    return model_zoo.randomize_batchnorm(model_zoo.MODELS[zoo_name]()).eval()  # (no BatchNorm: no draw)
 
 
 def model_input(name: str, seed: int):
     """The data owner's input batch (numpy float32)."""
     import numpy as np
 
+    from mpcrt.launch import model_zoo
+
     if name in ("digits_mlp", "digits_cnn"):
         return _digits_test(name == "digits_cnn")[0]
     if name in ("ct_digits_mlp", "ct_digits_cnn"):
-        return _last_digits(360, name == "ct_digits_cnn")
+        return model_zoo.last_digits(360, name == "ct_digits_cnn").astype(np.float32)
     rng = np.random.default_rng(seed + 1)
     shape = MODEL_INFO[name][1]
     if name == "lenet5":
@@ -335,47 +178,6 @@ def model_input(name: str, seed: int):
 # =====================================================================================
 # party side (run by `mpcrt launch` with MPCRT_MODELS_PARTY=1)
 # =====================================================================================
-COUNTED = ("bytes_sent", "bytes_received", "dealer_bytes_sent", "dealer_bytes_received", "rounds")
-
-
-def _barrier(rt) -> None:
-    import numpy as np
-
-    rt.open([np.zeros(1, np.int64)], "barrier")
-
-
-def _timed(rt, fn):
-    """(seconds, output, stats delta) of one call between two barriers (barriers not counted)."""
-    _barrier(rt)
-    s0 = rt.stats()
-    t0 = time.perf_counter()
-    out = fn()
-    t = time.perf_counter() - t0
-    s1 = rt.stats()
-    _barrier(rt)
-    delta = {k: s1[k] - s0[k] for k in COUNTED}
-    by_op = {}
-    for op, d in s1["by_op"].items():
-        b = s0["by_op"].get(op, {})
-        dd = {k: v - b.get(k, 0) for k, v in d.items()}
-        if any(dd.values()):
-            by_op[op] = dd
-    delta["by_op"] = by_op
-    return t, out, delta
-
-
-def _gather(rt, obj):
-    """Every party's obj (msgpack-able) on party 0, None elsewhere."""
-    import msgpack
-    import numpy as np
-
-    if rt.rank:
-        rt.node.send(0, "gather", np.frombuffer(msgpack.packb(obj), np.uint8))
-        return None
-    return [obj] + [msgpack.unpackb(rt.node.recv(j, "gather", dtype=np.uint8).tobytes(), strict_map_key=False)
-                    for j in rt.peers]
-
-
 def _maxrss_mb() -> float:
     import resource
 
@@ -443,7 +245,7 @@ def party_main(cfg: dict, out_path: str) -> None:
     # ---- end to end (dealer on line)
     e2e, e2e_stats = [], []
     for _ in range(repeats):
-        t, out, st = _timed(rt, fn)
+        t, out, st = timed(rt, fn, by_op=True)
         e2e.append(t)
         e2e_stats.append(st)
     # ---- offline (preprocess) + online
@@ -451,7 +253,7 @@ def party_main(cfg: dict, out_path: str) -> None:
     prof_text = None
     for i in range(repeats):
         prof = cfg.get("profile") and i == repeats - 1
-        _barrier(rt)
+        barrier(rt)
         if prof:
             prof_text = ""
             pr = _profile_start()
@@ -461,7 +263,7 @@ def party_main(cfg: dict, out_path: str) -> None:
         if prof:
             prof_text += _profile_stop(pr, f"OFFLINE (rt.preprocess), party {rt.rank}")
             pr = _profile_start()
-        t, out, st = _timed(rt, fn)
+        t, out, st = timed(rt, fn, by_op=True)
         if prof:
             prof_text += _profile_stop(pr, f"ONLINE (model(x), material prefetched), party {rt.rank}")
         online.append(t)
@@ -493,40 +295,20 @@ def party_main(cfg: dict, out_path: str) -> None:
                             != {k: v for k, v in e2e_stats[0].items() if k != "by_op"} for s in e2e_stats),
         "profile": prof_text,
     }
-    allp = _gather(rt, mine)
+    allp = gather(rt, mine)
     if rt.rank != 0:
         return
     res = {"model": name, "parties": rt.world_size, "channels": cfg["channels"], "repeats": repeats,
            "input_shape": list(MODEL_INFO[name][1]), "check": check, "per_party": allp,
            "weights": int(model.graph.param_count), "graph_nodes": len(model.graph.nodes)}
     for k in ("e2e", "online", "offline"):  # per repeat: the slowest party
-        res[k] = [max(ts) for ts in zip(*[p[k] for p in allp])]
-    tmp = out_path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(res, fh)
-    os.replace(tmp, out_path)
+        res[k] = slowest(allp, k)
+    harness.write_json(out_path, res, indent=None)
 
 
 # =====================================================================================
 # driver
 # =====================================================================================
-def _stop(p: subprocess.Popen) -> None:
-    """SIGINT lets `mpcrt launch` stop its parties and dealer; then SIGKILL the whole group."""
-    if p.poll() is not None:
-        return
-    try:
-        os.kill(p.pid, signal.SIGINT)
-        p.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait(timeout=5)
-    except ProcessLookupError:
-        pass
-
-
 def run_session(model: str, n: int, channels: str, repeats: int, seed: int, *, timeout: float, cache_dir: str,
                 warmup: int = 1, warmup_batch: int | None = None, profile: bool = False,
                 verbose: bool = False) -> dict:
@@ -535,28 +317,11 @@ def run_session(model: str, n: int, channels: str, repeats: int, seed: int, *, t
            "warmup": warmup, "warmup_batch": warmup_batch, "profile": profile}
     with tempfile.TemporaryDirectory(prefix="mpcrt-models-") as d:
         out = os.path.join(d, "result.json")
-        log = os.path.join(d, "log.txt")
-        argv = [sys.executable, "-m", "mpcrt", "launch", "-n", str(n), "--timeout", str(RECV_TIMEOUT)]
-        argv += ["--insecure-plaintext"] if channels == "plaintext" else []
-        argv += [THIS, json.dumps(cfg), out]
-        env = dict(os.environ, **{PARTY_FLAG: "1"})
         load0 = os.getloadavg()
-        t0 = time.monotonic()
-        err = None
-        with open(log, "wb") as lf:
-            p = subprocess.Popen(argv, stdout=None if verbose else lf, stderr=None if verbose else subprocess.STDOUT,
-                                 env=env, cwd=REPO_ROOT, start_new_session=True)
-            try:
-                rc = p.wait(timeout=timeout)
-                if rc != 0:
-                    err = f"mpcrt launch exited {rc}"
-            except subprocess.TimeoutExpired:
-                err = f"timed out after {timeout:.0f} s"
-                _stop(p)
-            except KeyboardInterrupt:
-                _stop(p)
-                raise
-        wall = time.monotonic() - t0
+        s = harness.launch_session(n, THIS, [json.dumps(cfg), out], timeout=timeout, recv_timeout=RECV_TIMEOUT,
+                                   insecure=channels == "plaintext", verbose=verbose,
+                                   env=dict(os.environ, **{PARTY_FLAG: "1"}), cwd=REPO_ROOT)
+        err = s.error
         res = {"model": model, "parties": n, "channels": channels}
         if os.path.exists(out):
             with open(out) as fh:
@@ -564,9 +329,8 @@ def run_session(model: str, n: int, channels: str, repeats: int, seed: int, *, t
         elif err is None:
             err = "the parties exited without writing a result"
         if err:
-            with open(log, errors="replace") as fh:
-                res["error"] = f"{err}\n{fh.read()[-4000:]}"
-        res["session_wall_s"] = wall
+            res["error"] = f"{err}\n{s.log}"
+        res["session_wall_s"] = s.wall_s
         res["loadavg_before"] = [round(v, 2) for v in load0]
         res["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
         return res
@@ -575,44 +339,21 @@ def run_session(model: str, n: int, channels: str, repeats: int, seed: int, *, t
 def run_crypten(n: int, workloads: list[str], repeats: int, *, timeout: float, wait_idle: float = 0.0) -> dict:
     """crypten_side.py --parties n --ops workloads; {"available", "reason", "results": {workload: res}}."""
     rep = {"available": False, "reason": None, "results": {}, "version": None}
-    if not os.path.isfile(CRYPTEN_SIDE):
-        rep["reason"] = f"{CRYPTEN_SIDE} does not exist"
-        return rep
     if not workloads:
         rep["reason"] = "no model with a CrypTen counterpart selected"
         return rep
-    with tempfile.TemporaryDirectory(prefix="mpcrt-models-crypten-") as d:
-        out = os.path.join(d, "crypten.json")
-        argv = [sys.executable, CRYPTEN_SIDE, "--parties", str(n), "--ops", ",".join(workloads),
-                "--repeats", str(repeats), "--timeout", str(timeout), "--json", out]
-        if wait_idle:
-            argv += ["--wait-idle", str(wait_idle)]
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                             start_new_session=True)
-        try:
-            text, _ = p.communicate(timeout=timeout * len(workloads) + 120 + wait_idle * len(workloads))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            text, _ = p.communicate()
-            rep["reason"] = "crypten_side.py timed out"
-        text = text.decode("utf-8", "replace")
-        if p.returncode == CRYPTEN_NOT_IMPORTABLE:
-            last = text.strip().splitlines()[-1] if text.strip() else "?"
-            rep["reason"] = f"CrypTen is not importable: {last}"
-            return rep
-        if os.path.exists(out):
-            with open(out) as fh:
-                doc = json.load(fh)
-            rep.update(available=True, version=doc.get("version"), results=doc.get("results", {}),
-                       config=doc.get("config"))
-        else:
-            rep["reason"] = f"crypten_side.py exited {p.returncode} without results: {text[-1500:]}"
-        if p.returncode not in (0, None):
-            rep["log_tail"] = text[-3000:]
+    c = harness.run_crypten_side(n, workloads, repeats=repeats, timeout=timeout, wait_idle=wait_idle)
+    if c.unavailable:
+        rep["reason"] = c.unavailable
         return rep
+    if c.doc is not None:
+        rep.update(available=True, version=c.doc.get("version"), results=c.doc.get("results", {}),
+                   config=c.doc.get("config"))
+    else:
+        rep["reason"] = c.error
+    if c.error:
+        rep["log_tail"] = c.error
+    return rep
 
 
 def _med(xs):
@@ -659,7 +400,8 @@ def _agree(row) -> str:
 
 def print_table(rows: list[dict], crypten: dict, out=None) -> None:
     out = out or sys.stdout
-    hdr = (f"{'model':<14}{'N':>2} {'chan':<6}{'e2e s':>9}{'(min)':>8}{'online s':>10}{'(min)':>8}{'offline s':>10}{'rounds':>7}"
+    hdr = (f"{'model':<14}{'N':>2} {'chan':<6}{'e2e s':>9}{'(min)':>8}{'online s':>10}{'(min)':>8}{'offline s':>10}"
+           f"{'rounds':>7}"
            f"{'MB sent':>9}{'MB s+r':>9}{'MB dlr':>9}{'agree':>9}{'max err':>9}{'CrypTen s':>10}{'x CT':>7}")
     print(hdr, file=out)
     print("-" * len(hdr), file=out)
@@ -715,7 +457,8 @@ def print_crypten(rows: list[dict], crypten: dict, out=None) -> None:
         cr = _crypten_row(crypten, r["model"], r["parties"])
         iss = ISSUE_CRYPTEN.get(r["model"], {}).get(r["parties"])
         here = (f"{cr['time_s']:>11.3f}{r['e2e_s'] / cr['time_s']:>7.2f}{r['online_s'] / cr['time_s']:>7.2f}"
-                f"{cr['rounds']:>8}{cr['bytes_per_party'] / 1e6:>9.1f}") if cr else f"{'-':>11}{'-':>7}{'-':>7}{'-':>8}{'-':>9}"
+                f"{cr['rounds']:>8}{cr['bytes_per_party'] / 1e6:>9.1f}") if cr else \
+            f"{'-':>11}{'-':>7}{'-':>7}{'-':>8}{'-':>9}"
         quoted = f"{iss['time_s']:>12.3f}{r['e2e_s'] / iss['time_s']:>8.2f}" if iss else f"{'-':>12}{'-':>8}"
         print(f"{r['model']:<14}{r['parties']:>2}{r['e2e_s']:>11.3f}{r['online_s']:>9.3f}{r['rounds']:>8}"
               f"{r['max_sent_plus_received_mb']:>9.1f}{here}{quoted}", file=out)
@@ -750,7 +493,7 @@ def main(argv=None) -> int:
                     help="warm up on the first K inputs instead of the whole batch")
     ap.add_argument("--seed", type=int, default=0, help="training / random weight / input seed (default 0)")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per launched session (default 1200)")
-    ap.add_argument("--no-crypten", action="store_true", help="do not run benchmarks/crypten_side.py")
+    ap.add_argument("--no-crypten", action="store_true", help="do not run launch/crypten_side.py")
     ap.add_argument("--crypten-repeats", type=int, default=3, help="crypten_side.py --repeats (default 3)")
     ap.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                     help="before each session (and each CrypTen workload), wait up to this long for the CPUs "
@@ -758,7 +501,10 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", action="store_true",
                     help="cProfile every party's last online run; the text goes to the JSON (and --profile-dir)")
     ap.add_argument("--profile-dir", default=None, help="also write the profiles here, one file per party")
-    ap.add_argument("--json", default=None, help="write all results here (rewritten after each session)")
+    ap.add_argument("--out", default=harness.DEFAULT_OUT,
+                    help=f"folder for the JSON results (default {harness.DEFAULT_OUT}; '' writes none)")
+    ap.add_argument("--json", default=None,
+                    help="write all results to this file instead (rewritten after each session)")
     ap.add_argument("--verbose", action="store_true", help="show the parties' output")
     ap.add_argument("--list", action="store_true", help="list the models and exit")
     a = ap.parse_args(argv)
@@ -784,19 +530,18 @@ def main(argv=None) -> int:
     doc = {
         "benchmark": "models", "argv": sys.argv[1:] if argv is None else argv,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "uptime_before": _uptime()},
+                    "uptime_before": harness.uptime()},
         "config": {"parties": parties, "models": models, "channels": chans, "seed": a.seed,
                    "recv_timeout_s": RECV_TIMEOUT, "precision": 16,
                    "time": "median over repeats of the slowest party's forward time (model(x) to shared logits)"},
         "sessions": [], "rows": [], "crypten": {},
     }
 
+    path = a.json or (harness.result_path(a.out, "models") if a.out else None)
+
     def dump():
-        if a.json:
-            tmp = a.json + ".tmp"
-            with open(tmp, "w") as fh:
-                json.dump(doc, fh, indent=1)
-            os.replace(tmp, a.json)
+        if path:
+            harness.write_json(path, doc)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="mpcrt-models-cache-") as cache:
@@ -804,7 +549,7 @@ def main(argv=None) -> int:
             reps = a.repeats or MODEL_INFO[m][2]
             for n in parties:
                 for ch in chans:
-                    busy = _wait_idle(a.wait_idle) if a.wait_idle > 0 else _cpu_busy(0.5)
+                    busy = harness.wait_idle(a.wait_idle) if a.wait_idle > 0 else harness.cpu_busy(0.5)
                     print(f"[{m}, {n} parties, {ch}] ...", end=" ", file=sys.stderr, flush=True)
                     res = run_session(m, n, ch, reps, a.seed, timeout=a.timeout, cache_dir=cache,
                                       warmup_batch=a.warmup_batch, profile=a.profile, verbose=a.verbose)
@@ -841,46 +586,15 @@ def main(argv=None) -> int:
             dump()
             if not crypten[n]["available"]:
                 break  # the reason holds for every N
-    doc["machine"]["uptime_after"] = _uptime()
+    doc["machine"]["uptime_after"] = harness.uptime()
     dump()
     print(f"\nmpcrt model benchmark, {os.cpu_count()} CPUs, {doc['machine']['uptime_before']}", flush=True)
     print_table(rows, crypten)
     print_crypten(rows, crypten)
+    if path:
+        print(f"\nwrote {path}")
     fails = [r for r in rows if r.get("error")]
     return 1 if fails else 0
-
-
-def _cpu_busy(sample_s: float = 1.0):
-    """Fraction of all CPUs busy over sample_s (from /proc/stat); None if unknown."""
-    def read():
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)
-
-    try:
-        t0, i0 = read()
-        time.sleep(sample_s)
-        t1, i1 = read()
-    except (OSError, ValueError):
-        return None
-    return 1.0 - (i1 - i0) / max(1, t1 - t0)
-
-
-def _wait_idle(max_wait_s: float, threshold: float = 0.25):
-    """Wait (at most max_wait_s) until other processes leave the CPUs mostly idle; the last busy fraction."""
-    deadline = time.monotonic() + max_wait_s
-    busy = _cpu_busy(0.5)
-    while busy is not None and busy > threshold and time.monotonic() < deadline:
-        busy = _cpu_busy(2.0)
-    return busy
-
-
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        la = os.getloadavg()
-        return f"load average: {la[0]:.2f}, {la[1]:.2f}, {la[2]:.2f}"
 
 
 if __name__ == "__main__":

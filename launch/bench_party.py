@@ -7,7 +7,7 @@ For each (op, size), after W untimed warm-up calls:
 - end to end, R times: barrier, t0, op (dealer on line: party 0 asks for the
   material while the protocol runs), t1, barrier. A repeat's time is the slowest
   party's t1 - t0. The closing barrier is outside the timed interval, so the time is
-  the op's own (as benchmarks/crypten_side.py times CrypTen).
+  the op's own (as launch/crypten_side.py times CrypTen).
 - offline + online, R times: barrier, `rt.preprocess(plan)` (fetch and expand all the
   dealer material of the op's plan, recorded once beforehand by an untimed dry run)
   timed as offline, barrier, then the op timed as above with every dealer request
@@ -20,41 +20,15 @@ run that fails part way keeps what it measured.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
-import msgpack
 import numpy as np
 
 import mpcrt
+from mpcrt.launch.harness import write_json
+from mpcrt.launch.party_timing import COUNTED, barrier, gather, slowest, timed
 from mpcrt.launch.workloads import setup
-
-COUNTED = ("bytes_sent", "bytes_received", "dealer_bytes_sent", "dealer_bytes_received", "rounds")
-
-
-def barrier(rt) -> None:
-    rt.open([np.zeros(1, np.int64)], "barrier")
-
-
-def timed(rt, fn):
-    """(seconds, output, stats delta) of one call of fn between two barriers."""
-    barrier(rt)
-    s0 = rt.stats()
-    t0 = time.perf_counter()
-    out = fn()
-    t = time.perf_counter() - t0
-    s1 = rt.stats()
-    barrier(rt)
-    return t, out, {k: s1[k] - s0[k] for k in COUNTED}
-
-
-def gather(rt, obj):
-    """Every party's `obj` (msgpack-able) on party 0, None elsewhere."""
-    if rt.rank:
-        rt.node.send(0, "gather", np.frombuffer(msgpack.packb(obj), np.uint8))
-        return None
-    return [obj] + [msgpack.unpackb(rt.node.recv(j, "gather", dtype=np.uint8).tobytes()) for j in rt.peers]
 
 
 def run_job(rt, op: str, size: int | None, repeats: int, warmup: int) -> dict:
@@ -96,22 +70,16 @@ def main() -> None:
             continue
         agg = {"op": op, "size": r["size"], "max_abs_err": r["max_abs_err"]}
         for k in ("e2e", "online", "offline"):  # per repeat: the slowest party
-            agg[k] = [max(ts) for ts in zip(*[p[k] for p in allr])]
+            agg[k] = slowest(allr, k)
         agg["rounds"] = max(p["rounds"] for p in allr)
         agg["per_party"] = [{k: p[k] for k in (*COUNTED, "online_dealer_bytes_received", "stats_varied")} for p in allr]
         results.append(agg)
         print(f"{op} size={r['size']}: e2e {np.median(agg['e2e']):.4f} s, online {np.median(agg['online']):.4f} s, "
               f"rounds {agg['rounds']}, sent/party {max(p['bytes_sent'] for p in allr) / 1e6:.2f} MB, "
               f"err {r['max_abs_err']:.2e}", flush=True)
-        tmp = out_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"parties": rt.world_size, "results": results, "complete": False}, fh, indent=1)
-        os.replace(tmp, out_path)
+        write_json(out_path, {"parties": rt.world_size, "results": results, "complete": False})
     if rt.rank == 0:
-        tmp = out_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"parties": rt.world_size, "results": results, "complete": True}, fh, indent=1)
-        os.replace(tmp, out_path)
+        write_json(out_path, {"parties": rt.world_size, "results": results, "complete": True})
 
 
 if __name__ == "__main__":

@@ -71,6 +71,34 @@ def _varying(rows, keys) -> list[str]:
     return [k for k in keys if len({r[k] for r in rows}) > 1] or keys[:1]
 
 
+def _save(plt, fig, path: str, title: str | None = None) -> bool:
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _each_series(ax, rows, by: tuple[str, ...], x_key: str, keys):
+    """Plot each series of `rows` (one per value of the `by` fields) against `x_key`: online
+    (solid, circles) and e2e (dashed, squares), medians with min..max bars; yields
+    (x, the series' rows, its colour, its name) for anything more to draw."""
+    series: dict[tuple, list[dict]] = {}
+    for r in rows:
+        series.setdefault(tuple(r[k] for k in by), []).append(r)
+    for i, (_, rs) in enumerate(sorted(series.items())):
+        rs = sorted(rs, key=lambda r: r[x_key])
+        x = [r[x_key] for r in rs]
+        c = f"C{i % 10}"
+        name = _series_name(rs[0], keys)
+        ax.errorbar(x, [r["online_s"] for r in rs], yerr=_yerr(rs, "online"), color=c, marker="o", ms=3,
+                    capsize=2, label=f"{name} online")
+        ax.errorbar(x, [r["e2e_s"] for r in rs], yerr=_yerr(rs, "e2e"), color=c, marker="s", ms=3, ls="--",
+                    capsize=2, label=f"{name} e2e")
+        yield x, rs, c, name
+
+
 def plot_time_vs_size(plt, rows, path) -> bool:
     ops = [op for op in dict.fromkeys(r["op"] for r in rows) if len({r["size"] for r in rows if r["op"] == op}) > 1]
     if not ops:
@@ -79,18 +107,7 @@ def plot_time_vs_size(plt, rows, path) -> bool:
     keys = _varying(rows, ["parties", "network", "channels"])
     for ax, op in zip(axes, ops):
         mine = [r for r in rows if r["op"] == op]
-        series = {}
-        for r in mine:
-            series.setdefault((r["parties"], r["network"], r["channels"]), []).append(r)
-        for i, (_, rs) in enumerate(sorted(series.items())):
-            rs = sorted(rs, key=lambda r: r["size"])
-            x = [r["size"] for r in rs]
-            c = f"C{i % 10}"
-            name = _series_name(rs[0], keys)
-            ax.errorbar(x, [r["online_s"] for r in rs], yerr=_yerr(rs, "online"), color=c, marker="o", ms=3,
-                        capsize=2, label=f"{name} online")
-            ax.errorbar(x, [r["e2e_s"] for r in rs], yerr=_yerr(rs, "e2e"), color=c, marker="s", ms=3, ls="--",
-                        capsize=2, label=f"{name} e2e")
+        list(_each_series(ax, mine, ("parties", "network", "channels"), "size", keys))  # draws each series
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(op)
@@ -98,11 +115,7 @@ def plot_time_vs_size(plt, rows, path) -> bool:
         ax.set_ylabel("seconds")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("mpcrt: time vs size (median, bars min..max)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path, "mpcrt: time vs size (median, bars min..max)")
 
 
 def plot_time_vs_parties(plt, rows, path) -> bool:
@@ -114,18 +127,7 @@ def plot_time_vs_parties(plt, rows, path) -> bool:
     keys = _varying(rows, ["network", "channels"])
     for ax, (op, size) in zip(axes, groups):
         mine = [r for r in rows if (r["op"], r["size"]) == (op, size)]
-        series = {}
-        for r in mine:
-            series.setdefault((r["network"], r["channels"]), []).append(r)
-        for i, (_, rs) in enumerate(sorted(series.items())):
-            rs = sorted(rs, key=lambda r: r["parties"])
-            x = [r["parties"] for r in rs]
-            c = f"C{i % 10}"
-            name = _series_name(rs[0], keys)
-            ax.errorbar(x, [r["online_s"] for r in rs], yerr=_yerr(rs, "online"), color=c, marker="o", ms=3,
-                        capsize=2, label=f"{name} online")
-            ax.errorbar(x, [r["e2e_s"] for r in rs], yerr=_yerr(rs, "e2e"), color=c, marker="s", ms=3, ls="--",
-                        capsize=2, label=f"{name} e2e")
+        for x, rs, c, name in _each_series(ax, mine, ("network", "channels"), "parties", keys):
             if any("bound_online_s" in r for r in rs):
                 ax.plot(x, [r.get("bound_online_s", float("nan")) for r in rs], color=c, ls=":", label=f"{name} bound")
         ax.set_title(f"{op} {size}" + ("x" + str(size) if mine[0].get("unit") == "dim" else ""))
@@ -139,11 +141,7 @@ def plot_time_vs_parties(plt, rows, path) -> bool:
             ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("mpcrt: time vs number of parties (median, bars min..max)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path, "mpcrt: time vs number of parties (median, bars min..max)")
 
 
 def plot_networks(plt, rows, path) -> bool:
@@ -182,10 +180,7 @@ def plot_networks(plt, rows, path) -> bool:
                  fontsize=10)
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def make_plots(rows: list[dict], out_dir: str, stem: str = "bench") -> list[str]:

@@ -4,7 +4,7 @@
 Inputs come from a fixed seed, so every party knows the reference (this is a benchmark,
 not a private computation); party 0 shares x and party 1 shares y. Inputs are rounded
 to the fixed-point grid (multiples of 2^-f) before sharing, so `max_abs_err` is the
-protocol's own error, not the quantisation of the inputs (benchmarks/crypten_side.py
+protocol's own error, not the quantisation of the inputs (launch/crypten_side.py
 does the same for CrypTen).
 
 Each workload has a size unit: "elements" (a vector of n elements) or "dim" (n x n
@@ -29,7 +29,7 @@ class Workload:
     default_size: int
     unit: str  # "elements" or "dim" (n x n)
     what: str
-    # the same workload in benchmarks/crypten_side.py: a name, or a function of the size (None: none)
+    # the same workload in launch/crypten_side.py: a name, or a function of the size (None: none)
     crypten: Callable[[int], str | None] | None = None
 
     def crypten_name(self, size: int) -> str | None:

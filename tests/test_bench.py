@@ -9,63 +9,63 @@ import os
 import pytest
 
 from mpcrt import cli
-from mpcrt.launch import bench, plots
+from mpcrt.launch import bench_args, bench_report, bench_run, harness, plots
 from mpcrt.launch.workloads import WORKLOADS
 
 
 # ------------------------------------------------------------------ parsing
 def test_parse_size():
-    assert bench.parse_size("1000") == 1000
-    assert bench.parse_size("1e6") == 1_000_000
-    assert bench.parse_size("100k") == 100_000
-    assert bench.parse_size("2M") == 2_000_000
-    assert bench.parse_size("2^10") == 1024
+    assert bench_args.parse_size("1000") == 1000
+    assert bench_args.parse_size("1e6") == 1_000_000
+    assert bench_args.parse_size("100k") == 100_000
+    assert bench_args.parse_size("2M") == 2_000_000
+    assert bench_args.parse_size("2^10") == 1024
     for bad in ("0", "-5", "1.5", "abc", ""):
         with pytest.raises(ValueError):
-            bench.parse_size(bad)
+            bench_args.parse_size(bad)
 
 
 def test_parse_sizes_per_op():
     ops = ["mul", "matmul", "ltz"]
     # bare sizes go to the element-wise ops only; matmul keeps its default
-    s = bench.parse_sizes("1e4", ops)
+    s = bench_args.parse_sizes("1e4", ops)
     assert s == {"mul": [10_000], "matmul": [WORKLOADS["matmul"].default_size], "ltz": [10_000]}
-    s = bench.parse_sizes("1e3:1e4,matmul=256:1024,ltz=5", ops)
+    s = bench_args.parse_sizes("1e3:1e4,matmul=256:1024,ltz=5", ops)
     assert s == {"mul": [1000, 10_000], "matmul": [256, 1024], "ltz": [5]}
-    s = bench.parse_sizes("100,200", ["mul"])
+    s = bench_args.parse_sizes("100,200", ["mul"])
     assert s == {"mul": [100, 200]}
     # only matmul selected: a bare size is its n
-    assert bench.parse_sizes("64", ["matmul"]) == {"matmul": [64]}
-    assert bench.parse_sizes(None, ["mul"]) == {"mul": [WORKLOADS["mul"].default_size]}
+    assert bench_args.parse_sizes("64", ["matmul"]) == {"matmul": [64]}
+    assert bench_args.parse_sizes(None, ["mul"]) == {"mul": [WORKLOADS["mul"].default_size]}
     with pytest.raises(ValueError, match="unknown op"):
-        bench.parse_sizes("nope=5", ops)
+        bench_args.parse_sizes("nope=5", ops)
     with pytest.raises(ValueError, match="unknown op"):
-        bench.parse_ops("mul,nope")
+        bench_args.parse_ops("mul,nope")
 
 
 def test_parse_networks_and_parties():
-    assert bench.parse_networks("none") == [bench.Network("loopback")]
-    lan, wan = bench.parse_networks("lan,wan")
+    assert bench_args.parse_networks("none") == [bench_args.Network("loopback")]
+    lan, wan = bench_args.parse_networks("lan,wan")
     assert (lan.delay_ms, lan.rate_mbit) == (0.25, 10_000.0)
     assert (wan.delay_ms, wan.rate_mbit) == (25.0, 100.0)
-    (d,) = bench.parse_networks("10:50")
+    (d,) = bench_args.parse_networks("10:50")
     assert (d.delay_ms, d.rate_mbit, d.simulated) == (10.0, 50.0, True)
-    (u,) = bench.parse_networks("5:0")
+    (u,) = bench_args.parse_networks("5:0")
     assert u.rate_mbit is None
     with pytest.raises(ValueError):
-        bench.parse_networks("moon")
-    assert bench.parse_parties("2,3") == [2, 3]
-    assert bench.parse_parties("2-5") == [2, 3, 4, 5]
+        bench_args.parse_networks("moon")
+    assert bench_args.parse_parties("2,3") == [2, 3]
+    assert bench_args.parse_parties("2-5") == [2, 3, 4, 5]
     with pytest.raises(ValueError):
-        bench.parse_parties("1,2")
+        bench_args.parse_parties("1,2")
 
 
 def test_lower_bound():
-    b = bench.lower_bound(rounds=7, link_bytes=12.5e6, delay_ms=25.0, rate_mbit=100.0)
+    b = bench_report.lower_bound(rounds=7, link_bytes=12.5e6, delay_ms=25.0, rate_mbit=100.0)
     assert math.isclose(b["latency_s"], 0.175)
     assert math.isclose(b["transfer_s"], 1.0)
     assert math.isclose(b["bound_s"], 1.175)
-    assert bench.lower_bound(3, 1e9, 1.0, None)["transfer_s"] == 0.0
+    assert bench_report.lower_bound(3, 1e9, 1.0, None)["transfer_s"] == 0.0
 
 
 # ------------------------------------------------------------------ a real run
@@ -126,15 +126,15 @@ def test_table_and_bounds_from_rows(capsys):
         "per_party": [{"bytes_sent": 2e6, "bytes_received": 2.5e6, "dealer_bytes_sent": 100,
                        "dealer_bytes_received": 1e6, "rounds": 2, "online_dealer_bytes_received": 0,
                        "stats_varied": False}] * 3}]}
-    rows = bench.summarize(res, bench.Network("wan", 25.0, 100.0), "curve")
+    rows = bench_report.summarize(res, bench_args.Network("wan", 25.0, 100.0), "curve")
     (r,) = rows
     assert r["e2e_s"] == 0.3 and r["e2e_min_s"] == 0.2 and r["e2e_max_s"] == 0.4
     assert r["link_bytes_per_party"] == 2.5e6
     assert math.isclose(r["bound_online_s"], 2 * 0.025 + 2.5e6 * 8 / 100e6)
     assert math.isclose(r["bound_e2e_s"], 2 * 0.025 + 3.5e6 * 8 / 100e6)
     assert math.isclose(r["online_over_bound"], 0.2 / r["bound_online_s"])
-    bench.print_table(rows)
-    bench.print_bounds(rows)
+    bench_report.print_table(rows)
+    bench_report.print_bounds(rows)
     text = capsys.readouterr().out
     assert "Distance to the network limit" in text and "wan" in text
 
@@ -162,9 +162,9 @@ def test_plots(tmp_path):
 
 # ------------------------------------------------------------------ CrypTen, netsim
 def test_crypten_missing_runner_is_reported(tmp_path, capsys):
-    rep = bench.run_crypten([2], {"mul": [100]}, 1, 0, script=str(tmp_path / "no_such_runner.py"))
+    rep = bench_run.run_crypten([2], {"mul": [100]}, 1, 0, script=str(tmp_path / "no_such_runner.py"))
     assert rep["available"] is False and "does not exist" in rep["reason"]
-    bench.print_crypten([], rep)
+    bench_report.print_crypten([], rep)
     assert "not run" in capsys.readouterr().out
 
 
@@ -172,9 +172,9 @@ def test_crypten_not_importable_is_reported(tmp_path):
     fake = tmp_path / "fake_side.py"
     fake.write_text("import sys\nprint('crypten is not importable (ModuleNotFoundError)', file=sys.stderr)\n"
                     "sys.exit(3)\n")
-    rep = bench.run_crypten([2], {"mul": [100], "trunc": [100]}, 1, 0, script=str(fake), timeout=30)
+    rep = bench_run.run_crypten([2], {"mul": [100], "trunc": [100]}, 1, 0, script=str(fake), timeout=30)
     assert rep["available"] is False and "not importable" in rep["reason"]
-    rep = bench.run_crypten([2], {"trunc": [100]}, 1, 0, script=str(fake), timeout=30)
+    rep = bench_run.run_crypten([2], {"trunc": [100]}, 1, 0, script=str(fake), timeout=30)
     assert "CrypTen counterpart" in rep["reason"]
 
 
@@ -184,7 +184,7 @@ def test_crypten_comparison_ratios():
              "max_abs_err": 0.0} for ch, t in (("curve", 0.4), ("plaintext", 0.2))]
     rep = {"available": True, "results": {"2": {"mul@100": {"time_s": 0.8, "rounds": 1, "bytes_per_party": 30,
                                                             "max_abs_err": 0.0}}}}
-    (c,) = bench.compare_crypten(rows, rep)
+    (c,) = bench_report.compare_crypten(rows, rep)
     assert math.isclose(c["ratio_plaintext"], 0.25) and math.isclose(c["ratio_curve"], 0.5)
 
 
@@ -245,7 +245,7 @@ def test_a_failed_job_does_not_lose_the_others(monkeypatch, tmp_path, capsys):
                     "kind": "party failure"}
         return {"parties": n, "results": [one(*j) for j in jobs], "complete": True}
 
-    monkeypatch.setattr(bench, "run_local", fake_run_local)
+    monkeypatch.setattr(bench_run, "run_local", fake_run_local)
     rc = cli.main(["bench", "--parties", "2", "--ops", "mul", "--sizes", "10:20:30", "--out", str(tmp_path)])
     assert rc == 1
     assert calls == [[("mul", 10), ("mul", 20), ("mul", 30)], [("mul", 30)]]
@@ -254,3 +254,116 @@ def test_a_failed_job_does_not_lose_the_others(monkeypatch, tmp_path, capsys):
     assert [r["size"] for r in doc["rows"]] == [10, 30]
     assert [(j["op"], j["size"]) for j in doc["failed_jobs"]] == [("mul", 20)]
     assert "PeerFailure: boom" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ harness, model zoo, CrypTen's runner
+def _gone(pid: int, within_s: float = 5.0) -> bool:
+    """The process has exited (a zombie counts as gone) within `within_s`."""
+    import time
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("script", [
+    "sleep 300 & echo $!; wait",  # sh dies of SIGINT; its background child ignores SIGINT and stays
+    "trap 'exit 0' INT; sleep 300 & echo $!; while :; do sleep 0.1; done",  # sh leaves on SIGINT, the child stays
+    "trap '' INT; sleep 300 & echo $!; wait",  # sh ignores SIGINT: SIGKILL to the group after the grace time
+])
+def test_harness_stop_ends_the_whole_group(script):
+    import subprocess
+
+    p = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    child = int(p.stdout.readline())
+    harness.stop(p, grace_s=1.0)
+    assert p.returncode is not None
+    assert _gone(child), "a process of the group outlived stop()"
+
+
+def test_harness_launch_session_reports_failure(tmp_path):
+    bad = tmp_path / "fails.py"
+    bad.write_text("import sys\nprint('party output')\nsys.exit(4)\n")
+    s = harness.launch_session(2, str(bad), [], timeout=120, recv_timeout=30)
+    assert s.error and "exited" in s.error and not s.timed_out
+    assert "party output" in s.log
+
+
+def test_harness_cpu_measures_and_paths(tmp_path):
+    busy = harness.cpu_busy(0.05)
+    assert busy is None or 0.0 <= busy <= 1.0
+    c = harness.Contention()
+    share = c.share()
+    assert share is None or share >= 0.0
+    p = harness.result_path(str(tmp_path / "d"), "bench")
+    assert os.path.dirname(p) == str(tmp_path / "d") and os.path.basename(p).startswith("bench-")
+    assert harness.result_path(str(tmp_path / "e" / "x.json"), "bench") == str(tmp_path / "e" / "x.json")
+    harness.write_json(p, {"a": 1})
+    assert json.load(open(p)) == {"a": 1} and os.listdir(tmp_path / "d") == [os.path.basename(p)]
+
+
+LAUNCH_DIR = os.path.dirname(harness.__file__)
+
+
+def test_model_zoo_and_harness_need_no_mpcrt_runtime():
+    """CrypTen's process imports them as plain files beside crypten_side.py."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import model_zoo, harness; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('mpcrt', 'numba', 'zmq')]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code, LAUNCH_DIR], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_model_zoo_models():
+    torch = pytest.importorskip("torch")
+    from mpcrt.launch import model_zoo
+
+    shapes = {"lenet5": (2, 1, 28, 28), "resnet18": (1, 3, 32, 32), "digits_mlp": (3, 64), "digits_cnn": (3, 1, 8, 8),
+              "resnet18_cifar": (1, 3, 32, 32), "vgg16": (1, 3, 32, 32)}
+    assert set(shapes) == set(model_zoo.MODELS)
+    for name, shape in shapes.items():
+        torch.manual_seed(0)
+        net = model_zoo.randomize_batchnorm(model_zoo.MODELS[name]()).eval()
+        with torch.no_grad():
+            assert net(torch.randn(shape)).shape == (shape[0], 1000 if name == "resnet18" else 10)
+    # torchvision.models.resnet18's parameter count; the CIFAR layouts' (pytorch-cifar's ResNet18 and VGG16)
+    count = {"resnet18": 11_689_512, "resnet18_cifar": 11_173_962, "vgg16": 14_728_266}
+    for name, n in count.items():
+        assert sum(p.numel() for p in model_zoo.MODELS[name]().parameters()) == n, name
+    torch.manual_seed(0)
+    a = model_zoo.randomize_batchnorm(model_zoo.ResNet18())
+    torch.manual_seed(0)
+    b = model_zoo.randomize_batchnorm(model_zoo.ResNet18())
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    layer = model_zoo.encoder_layer(16, 2, 32)
+    assert not layer.training and layer(torch.randn(2, 5, 16)).shape == (2, 5, 16)
+
+
+def _crypten_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("crypten") is not None
+
+
+def test_crypten_side_runs_by_its_path(tmp_path):
+    """The real runner, as the drivers start it: by its path, in its own process."""
+    import subprocess
+    import sys
+
+    side = os.path.join(LAUNCH_DIR, "crypten_side.py")
+    r = subprocess.run([sys.executable, side, "--list"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and "models: digits_mlp, digits_cnn, lenet5, resnet18" in r.stdout, r.stderr
+    if _crypten_importable():
+        pytest.skip("CrypTen is installed here: the not-importable path cannot be shown")
+    rep = bench_run.run_crypten([2], {"mul": [100]}, 1, 0, timeout=60)
+    assert rep["available"] is False and "not importable" in rep["reason"], rep

@@ -2,7 +2,8 @@
 """CrypTen 0.4.1 side-by-side runner: the same workloads as mpcrt's benchmarks,
 run through CrypTen so the two can be compared on the same machine.
 
-    python benchmarks/crypten_side.py --parties 2 --ops mul,matmul256,relu --json out.json
+    python launch/crypten_side.py --parties 2 --ops mul,matmul256,relu --json out.json
+    python -m mpcrt.launch.crypten_side ...      (the same, where mpcrt is installed)
 
 Setup (see benchmarks/CRYPTEN.md): CrypTen with the TTP tuple provider, gloo on
 loopback, one process per party plus the TTP process, torch.set_num_threads(1)
@@ -16,6 +17,10 @@ reset after the start barrier, read right after the operation), party-to-party
 only: what party 0 exchanges with the TTP inside tuple requests is reported apart.
 max_abs_err is max |revealed output / 2**16 - float64 reference|.
 
+It imports torch, CrypTen and two files beside it, model_zoo.py (the networks) and
+harness.py (CPU load), never the mpcrt runtime: mpcrt's drivers (`mpcrt bench --crypten`,
+benchmarks/models.py) run it by its path in a separate process.
+
 Exit codes: 0 all workloads ran; 1 some workload failed or timed out (the JSON
 still says which, with "error"); 3 CrypTen is not importable (nothing is run).
 """
@@ -28,7 +33,6 @@ import copy
 import ctypes
 import functools
 import inspect
-import json
 import os
 import queue as queue_mod
 import shutil
@@ -40,7 +44,13 @@ import time
 import traceback
 import warnings
 
-EXIT_NO_CRYPTEN = 3
+if __package__:  # imported as mpcrt.launch.crypten_side
+    from . import harness, model_zoo
+else:  # run by its path, as the drivers run it (python launch/crypten_side.py): this folder is sys.path[0]
+    import harness
+    import model_zoo
+
+EXIT_NO_CRYPTEN = harness.EXIT_NO_CRYPTEN
 ELEMENTWISE_N = 1_000_000
 # outputs off by more than this are counted as gross failures (e.g. the rare
 # wrap-around failures of CrypTen's probabilistic truncation)
@@ -130,171 +140,16 @@ def import_crypten():
     return crypten, None
 
 
-# --------------------------------------------------------------------------
-# model definitions (plain PyTorch; converted with crypten.nn.from_pytorch)
-# --------------------------------------------------------------------------
-
-
-def _models():
-    import torch.nn as nn
-
-    class DigitsMLP(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1 = nn.Linear(64, 128)
-            self.relu = nn.ReLU()
-            self.fc2 = nn.Linear(128, 10)
-
-        def forward(self, x):
-            return self.fc2(self.relu(self.fc1(x)))
-
-    class DigitsCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-            self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-            self.relu1 = nn.ReLU()
-            self.relu2 = nn.ReLU()
-            self.flatten = nn.Flatten()
-            self.fc = nn.Linear(2048, 10)
-
-        def forward(self, x):
-            x = self.relu1(self.conv1(x))
-            x = self.relu2(self.conv2(x))
-            return self.fc(self.flatten(x))
-
-    class LeNet5(nn.Module):
-        """LeNet-5 on 1x28x28: conv5(pad 2)-ReLU-maxpool2-conv5-ReLU-maxpool2-120-84-10."""
-
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
-            self.conv2 = nn.Conv2d(6, 16, 5)
-            self.pool1 = nn.MaxPool2d(2)
-            self.pool2 = nn.MaxPool2d(2)
-            self.fc1 = nn.Linear(16 * 5 * 5, 120)
-            self.fc2 = nn.Linear(120, 84)
-            self.fc3 = nn.Linear(84, 10)
-            self.relu = nn.ReLU()
-
-        def forward(self, x):
-            x = self.pool1(self.relu(self.conv1(x)))
-            x = self.pool2(self.relu(self.conv2(x)))
-            x = x.flatten(1)
-            x = self.relu(self.fc1(x))
-            x = self.relu(self.fc2(x))
-            return self.fc3(x)
-
-    # ---- torchvision-style ResNet-18 (torchvision.models.resnet, written out) ----
-    def conv3x3(cin, cout, stride=1):
-        return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-
-    def conv1x1(cin, cout, stride=1):
-        return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
-
-    class BasicBlock(nn.Module):
-        expansion = 1
-
-        def __init__(self, inplanes, planes, stride=1, downsample=None):
-            super().__init__()
-            self.conv1 = conv3x3(inplanes, planes, stride)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.relu = nn.ReLU(inplace=True)
-            self.conv2 = conv3x3(planes, planes)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.downsample = downsample
-            self.stride = stride
-
-        def forward(self, x):
-            identity = x
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            if self.downsample is not None:
-                identity = self.downsample(x)
-            out = out + identity
-            return self.relu(out)
-
-    class ResNet18(nn.Module):
-        def __init__(self, num_classes=1000):
-            super().__init__()
-            self.inplanes = 64
-            self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            self.bn1 = nn.BatchNorm2d(64)
-            self.relu = nn.ReLU(inplace=True)
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-            self.layer1 = self._make_layer(64, 2)
-            self.layer2 = self._make_layer(128, 2, stride=2)
-            self.layer3 = self._make_layer(256, 2, stride=2)
-            self.layer4 = self._make_layer(512, 2, stride=2)
-            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-            self.fc = nn.Linear(512 * BasicBlock.expansion, num_classes)
-            for m in self.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.constant_(m.weight, 1)
-                    nn.init.constant_(m.bias, 0)
-
-        def _make_layer(self, planes, blocks, stride=1):
-            downsample = None
-            if stride != 1 or self.inplanes != planes * BasicBlock.expansion:
-                downsample = nn.Sequential(
-                    conv1x1(self.inplanes, planes * BasicBlock.expansion, stride),
-                    nn.BatchNorm2d(planes * BasicBlock.expansion),
-                )
-            layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
-            self.inplanes = planes * BasicBlock.expansion
-            layers += [BasicBlock(self.inplanes, planes) for _ in range(1, blocks)]
-            return nn.Sequential(*layers)
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            x = self.avgpool(x)
-            x = x.flatten(1)
-            return self.fc(x)
-
-    return {
-        "digits_mlp": DigitsMLP,
-        "digits_cnn": DigitsCNN,
-        "lenet5": LeNet5,
-        "resnet18": ResNet18,
-    }
-
-
-def randomize_batchnorm(model, generator=None):
-    """Gives every BatchNorm random affine parameters and running statistics.
-
-    Stands in for trained statistics. It also matters for the conversion: with
-    torchvision's constant BN init (weight 1, bias 0, mean 0, var 1) the
-    TorchScript ONNX exporter de-duplicates the equal initializers into
-    `Identity` nodes, an op crypten.nn.from_onnx (0.4.1) does not support.
-    """
-    import torch
-    import torch.nn as nn
-
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                c = m.num_features
-                m.weight.copy_(torch.rand(c, generator=generator) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=generator) * 0.1)
-                m.running_mean.copy_(torch.randn(c, generator=generator) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
-    return model
-
-
 def _digits_inputs(n, image):
-    """The last n samples of scikit-learn's bundled digits set (pixels / 16)."""
+    """The last n samples of scikit-learn's bundled digits set (pixels / 16, float64)."""
     import torch
 
     try:
-        from sklearn.datasets import load_digits
-
-        x = torch.tensor(load_digits().data[-n:], dtype=torch.float64) / 16.0
+        x = torch.tensor(model_zoo.last_digits(n, image), dtype=torch.float64)
     except Exception:  # scikit-learn missing: same shape, uniform [0, 1]
         x = torch.rand(n, 64, dtype=torch.float64)
-    return x.reshape(n, 1, 8, 8) if image else x
+        x = x.reshape(n, 1, 8, 8) if image else x
+    return x
 
 
 # --------------------------------------------------------------------------
@@ -393,7 +248,7 @@ def _matmul(dim):
 def _model(name, input_fn):
     def setup(crypten, torch, world, n):
         torch.manual_seed(1234)  # same random weights in every party
-        model = randomize_batchnorm(_models()[name]()).eval()
+        model = model_zoo.randomize_batchnorm(model_zoo.MODELS[name]()).eval()
         x = _on_grid(crypten, input_fn(torch))
         ref = copy.deepcopy(model).double()(x.double()).detach()
         dummy = torch.empty(x.shape, dtype=torch.float32)
@@ -546,43 +401,6 @@ def _party(rank, world, rendezvous, name, n, warmup, repeats, seed, out_q):
         raise SystemExit(1)
 
 
-def _cpu_busy(sample_s=1.0):
-    """Fraction of all CPUs busy over `sample_s` (from /proc/stat); None if unknown."""
-    def read():
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-        return sum(vals), idle
-
-    try:
-        t0, i0 = read()
-        time.sleep(sample_s)
-        t1, i1 = read()
-    except (OSError, ValueError):
-        return None
-    return 1.0 - (i1 - i0) / max(1, t1 - t0)
-
-
-def _machine_busy_s():
-    """Busy CPU-seconds of the whole machine so far (from /proc/stat); None if unknown."""
-    try:
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-    return (sum(vals) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _wait_idle(max_wait_s, threshold=0.25):
-    """Waits (at most max_wait_s) until other processes leave the CPUs mostly idle."""
-    deadline = time.monotonic() + max_wait_s
-    busy = _cpu_busy()
-    while busy is not None and busy > threshold and time.monotonic() < deadline:
-        busy = _cpu_busy(2.0)
-    return busy
-
-
 def _kill_all(procs):
     for p in procs:
         if p.is_alive():
@@ -608,7 +426,7 @@ def run_workload(name, parties, n, warmup, repeats, timeout, seed):
     ]
     deadline = time.monotonic() + timeout
     replies, error = {}, None
-    busy0, own0, wall0 = _machine_busy_s(), os.times(), time.monotonic()
+    contention = harness.Contention()
     try:
         for p in procs:
             p.start()
@@ -641,11 +459,7 @@ def run_workload(name, parties, n, warmup, repeats, timeout, seed):
         shutil.rmtree(tmpdir, ignore_errors=True)
     # CPU time other processes took while this workload ran (ours: this process and
     # its reaped children), as a fraction of the machine: a hint of contention.
-    other_frac = None
-    busy1, own1, wall1 = _machine_busy_s(), os.times(), time.monotonic()
-    if busy0 is not None and busy1 is not None:
-        ours = sum(own1[:4]) - sum(own0[:4])
-        other_frac = max(0.0, (busy1 - busy0 - ours) / ((wall1 - wall0) * (os.cpu_count() or 1)))
+    other_frac = contention.share()
 
     if error is not None:
         return {"time_s": None, "times": [], "rounds": None, "bytes_per_party": None,
@@ -780,7 +594,7 @@ def main(argv=None):
     failed = False
     for name in ops:
         t0 = time.monotonic()
-        busy = _wait_idle(args.wait_idle) if args.wait_idle > 0 else _cpu_busy(0.5)
+        busy = harness.wait_idle(args.wait_idle) if args.wait_idle > 0 else harness.cpu_busy(0.5)
         load_before = os.getloadavg()[0]
         res = run_workload(name, args.parties, args.n, args.warmup, args.repeats,
                            args.timeout, args.seed)
@@ -793,8 +607,7 @@ def main(argv=None):
         if res.get("error"):
             print(res["error"], file=sys.stderr)
         if args.json:  # written after each workload, so a long run keeps what it has
-            with open(args.json, "w") as f:
-                json.dump(doc, f, indent=2)
+            harness.write_json(args.json, doc, indent=2)
     print_table(doc)
     return 1 if failed else 0
 
