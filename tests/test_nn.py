@@ -272,7 +272,8 @@ def test_unsupported_layer_names_op_and_node():
     with pytest.raises(ShapeError, match="does not fit"):
         mnn.trace(LinearBN(), torch.zeros(1, 7))
     # a token lookup: named (with the one-hot Linear that replaces it), not a float-dtype error
-    with pytest.raises(UnsupportedLayerError, match=r"Embedding \(module '0'\).*one-hot.*nn\.Linear\(10, 4, bias=False\)"):
+    with pytest.raises(UnsupportedLayerError,
+                       match=r"Embedding \(module '0'\).*one-hot.*nn\.Linear\(10, 4, bias=False\)"):
         mnn.trace(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)), torch.tensor([[1, 2]]))
 
 
@@ -287,7 +288,8 @@ def _catch(fn):
 
 def test_unsupported_layer_fails_on_every_party():
     def prog(rt):
-        return mnn.from_torch(WithSoftshrink() if rt.rank == 0 else None, torch.zeros(1, 4) if rt.rank == 0 else None, src=0, rt=rt)
+        return mnn.from_torch(WithSoftshrink() if rt.rank == 0 else None, torch.zeros(1, 4) if rt.rank == 0 else None,
+                              src=0, rt=rt)
 
     errs = run_parties(_catch(prog), 3, timeout=20)
     assert isinstance(errs[0], UnsupportedLayerError) and "Softshrink" in str(errs[0])
@@ -299,7 +301,8 @@ def test_wrong_input_shape_is_a_clear_error_everywhere():
     model = _build(ConvStridePad, 3)
 
     def prog(rt):
-        pm = mnn.from_torch(model if rt.rank == 0 else None, torch.zeros(1, 3, 9, 9) if rt.rank == 0 else None, src=0, rt=rt)
+        pm = mnn.from_torch(model if rt.rank == 0 else None, torch.zeros(1, 3, 9, 9) if rt.rank == 0 else None,
+                            src=0, rt=rt)
         x = rt.share(np.zeros((2, 3, 8, 9)) if rt.rank == 1 else None, src=1)
         return pm(x)
 
@@ -327,7 +330,8 @@ def test_weights_outside_fixed_point_range_fail_everywhere():
         model.weight[0, 0] = 1e15
 
     def prog(rt):
-        return mnn.from_torch(model if rt.rank == 0 else None, torch.zeros(1, 3) if rt.rank == 0 else None, src=0, rt=rt)
+        return mnn.from_torch(model if rt.rank == 0 else None, torch.zeros(1, 3) if rt.rank == 0 else None,
+                              src=0, rt=rt)
 
     errs = run_parties(_catch(prog), 2, timeout=20)
     for e in errs:
@@ -476,7 +480,8 @@ class MobileStyle(nn.Module):
         y = self.hs(self.conv(x))
         y = F.hardswish(self.dw(y)) * self.hsig(y) + F.hardsigmoid(y).clamp(max=0.8)
         v = y.mean([2, 3])
-        v = torch.clamp(self.fc(v), -2.0, 2.0) + v.abs().sum(1, keepdim=True) + torch.clamp_min(v, 0.1).sum(1, keepdim=True)
+        v = (torch.clamp(self.fc(v), -2.0, 2.0) + v.abs().sum(1, keepdim=True)
+             + torch.clamp_min(v, 0.1).sum(1, keepdim=True))
         v = v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-3) + x.abs().mean() ** 2
         w = v.abs() + 0.5
         return v + torch.sqrt(w) + w.reciprocal() + torch.log(w) + w.square() * 0.1 + v ** 3 * 0.01
@@ -642,7 +647,8 @@ class TensorOps(nn.Module):
         a, b = torch.chunk(y, 2, dim=-1)
         c = torch.stack(y.split(4, dim=-1), 1).sum(1) + torch.bmm(a.unsqueeze(2), b.unsqueeze(1)).sum(-1)
         g = torch.where(y > 0.1, y, y * 0.1) + (y <= -0.5).float() * 2 + torch.maximum(y, -y * 0.5)
-        stats = torch.cat([y.var(-1, keepdim=True) + torch.std(y, dim=-1, keepdim=True), y.norm(dim=-1, keepdim=True)], -1)
+        stats = torch.cat([y.var(-1, keepdim=True) + torch.std(y, dim=-1, keepdim=True),
+                           y.norm(dim=-1, keepdim=True)], -1)
         img = F.pad(c.reshape(-1, 1, 2, 2), (1, 1, 0, 1))  # (B, 1, 3, 4)
         u = F.interpolate(img, scale_factor=1.5, mode="bilinear") .mean((2, 3)) + self.up(img).amax(-1).mean(-1)
         v = F.interpolate(img, size=(5, 7), mode="nearest").flatten(1)[:, :3]
@@ -714,7 +720,8 @@ def test_digits_private_matches_plaintext(digits, kind, n):
         plain = net(torch.from_numpy(x)).argmax(1).numpy()
 
     def prog(rt):
-        pm = mnn.from_torch(net if rt.rank == 0 else None, torch.from_numpy(x[:1]) if rt.rank == 0 else None, src=0, rt=rt)
+        pm = mnn.from_torch(net if rt.rank == 0 else None, torch.from_numpy(x[:1]) if rt.rank == 0 else None,
+                            src=0, rt=rt)
         return pm.infer(x if rt.rank == 1 else None, data_owner=1, batch_size=120)
 
     logits = run_parties(prog, n, timeout=60)[1]
