@@ -824,3 +824,45 @@ def test_mpcrt_nn_is_reachable_as_an_attribute():
     r = subprocess.run([sys.executable, "-c", "import mpcrt; print(mpcrt.nn.from_torch.__name__)"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "from_torch", r.stderr
+
+
+# ------------------------------------------------- generated from the op registry
+class _Calls(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, v):
+        return self.fn(v)
+
+
+@pytest.mark.parametrize("name", sorted(mnn.ops.ELEMENTWISE))
+def test_every_registry_activation_imports_as_its_op(name):
+    """Each elementwise activation of the registry imports as its IR op from every torch form it
+    names (torch.X, F.X, Tensor.X, nn.X) and replays torch in plaintext (the tracer's self-check)."""
+    op = mnn.ops.ELEMENTWISE[name]
+    x = torch.rand(2, 5) * 3 + 0.5  # positive: sqrt/log/reciprocal
+    forms = []
+    for t in op.method.torch:
+        forms += [_Calls(getattr(ns, t)) for ns in (torch, F) if hasattr(ns, t)]
+        forms += [_Calls(lambda v, t=t: getattr(v, t)())] if hasattr(torch.Tensor, t) else []
+        forms += [cls() for n, cls in mnn.ops.module_classes(nn) if n == name]
+    assert forms, f"{name}: no torch form"
+    for model in forms:
+        g, _ = mnn.trace(model, x)
+        assert [n["op"] for n in g.nodes] == ["input", name], model
+        assert list(g.nodes[1]["args"]) == ["input", *op.method.params]
+
+
+def test_a_method_record_is_one_registry_entry():
+    """The consumption of Method records (mpcrt.tensor.METHODS after issue 18): an activation with torch
+    names becomes an IR op with the protocol function's defaults; names written by hand keep their entry."""
+    def softsign(x, scale=1.0):
+        return x
+
+    ops = mnn.ops.elementwise_ops({"softsign": mnn.ops.Method(softsign, ("softsign",), ("scale",)),
+                                   "softmax": mnn.ops.Method(softsign, ("softmax",), ("dim",)),
+                                   "ltz": mnn.ops.Method(softsign)})
+    assert list(ops) == ["softsign"]
+    assert str(ops["softsign"].sig) == "(input, scale=1.0)" and ops["softsign"].method.fn is softsign
+    assert "Softsign" not in mnn.SUPPORTED["modules"] and "GELU" in mnn.SUPPORTED["modules"]

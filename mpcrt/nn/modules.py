@@ -201,8 +201,8 @@ def _module_1d(tr, n, mod, x, t: str, what: str) -> dict:
         pad = _conv_padding(mod.padding, mod.kernel_size, mod.dilation, what, n.name)
         w, b, t = _layer_weights(tr, n, mod, t)
         return tr._emit_1d(n, x, "conv2d", what, weight=tr.param(w[:, :, None, :], t + ".weight"),
-                             bias=None if b is None else tr.param(b, t + ".bias"), stride=[1, _one(mod.stride)],
-                             padding=[0, int(pad[0])], dilation=[1, _one(mod.dilation)], groups=int(mod.groups))
+                           bias=None if b is None else tr.param(b, t + ".bias"), stride=[1, _one(mod.stride)],
+                           padding=[0, int(pad[0])], dilation=[1, _one(mod.dilation)], groups=int(mod.groups))
     if isinstance(mod, tnn.MaxPool1d):
         _check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
         return tr._emit_1d(n, x, "max_pool2d", what, **_max_pool1d_args(

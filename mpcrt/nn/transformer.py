@@ -28,24 +28,49 @@ def no_masks(n, what: str) -> None:
 def lin(tr, x, w, b, pname: str, name: str, what: str) -> dict:
     """A linear layer with the given float64 weight (out, in) and bias (or None)."""
     return tr.emit("linear", {"input": x, "weight": tr.param(w, pname + ".weight"),
-                                "bias": None if b is None else tr.param(b, pname + ".bias")}, name, what)
+                              "bias": None if b is None else tr.param(b, pname + ".bias")}, name, what)
 
 
 def layer_norm(tr, x, mod, pname: str, name: str, what: str) -> dict:
     return tr.emit("layer_norm", {"input": x, "normalized_shape": [int(v) for v in mod.normalized_shape],
-                                    "weight": tr.opt_param(mod.weight, pname + ".weight"),
-                                    "bias": tr.opt_param(mod.bias, pname + ".bias"), "eps": float(mod.eps)},
-                     name, what)
+                                  "weight": tr.opt_param(mod.weight, pname + ".weight"),
+                                  "bias": tr.opt_param(mod.bias, pname + ".bias"), "eps": float(mod.eps)},
+                   name, what)
 
 
 def mha(tr, n, mod, t: str, what: str, name: str | None = None, args=None, kwargs=None) -> dict:
     """nn.MultiheadAttention(q, k, v) in eval mode, as IR: the in-projections (the
     1/sqrt(head_dim) scale folded into the query's weights; one linear when q, k and v are
     the same tensor), heads split by reshape/transpose, `attention`, the out-projection."""
-    args = n.args if args is None else args
-    kw = dict(zip(("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask"), args))
-    kw.update(n.kwargs if kwargs is None else kwargs)
     name = n.name if name is None else name
+    kw = _mha_inputs(n, mod, what, n.args if args is None else args, n.kwargs if kwargs is None else kwargs)
+    q, k, v = _in_projections(tr, n, mod, kw, t, what, name)
+    E, H = int(mod.embed_dim), int(mod.num_heads)
+    D = E // H
+    bf = bool(mod.batch_first)
+
+    def dims(x, tag):  # (batch, length) of a (B, L, E) value, as graph values: any batch and length
+        sh = tr.emit("getattr", {"input": x, "name": "shape"}, f"{name}:{tag}shape", what)
+        return [tr.emit("getitem", {"input": sh, "index": i}, f"{name}:{tag}dim{i}", what) for i in (0, 1)]
+
+    def heads(x, tag):
+        x = tr.emit("reshape", {"input": x, "shape": dims(x, tag) + [H, D]}, f"{name}:{tag}heads", what)
+        return tr.emit("transpose", {"input": x, "dim0": 1, "dim1": 2}, f"{name}:{tag}bhld", what)
+
+    bl = dims(q, "o")
+    o = tr.emit("attention", {"input": heads(q, "q"), "key": heads(k, "k"), "value": heads(v, "v"),
+                              "attn_mask": None, "is_causal": False, "scale": 1.0}, name + ":attention", what)
+    o = tr.emit("transpose", {"input": o, "dim0": 1, "dim1": 2}, name + ":blhd", what)
+    o = tr.emit("reshape", {"input": o, "shape": bl + [E]}, name + ":concat", what)
+    op = mod.out_proj
+    out = lin(tr, o, _np(op.weight), _np(op.bias), t + ".out_proj", name if bf else name + ":out", what)
+    return out if bf else tr.emit("transpose", {"input": out, "dim0": 0, "dim1": 1}, name, what)
+
+
+def _mha_inputs(n, mod, what: str, args, kwargs) -> dict:
+    """The call's query, key and value (fx nodes of 3-d tensors), refusing masks and the options not imported."""
+    kw = dict(zip(("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask"), args))
+    kw.update(kwargs)
     for k in ("key_padding_mask", "attn_mask"):
         if kw.get(k) is not None:
             raise UnsupportedLayerError(f"{what} at fx node '{n.name}' with {k}: masks are not supported (a causal "
@@ -60,6 +85,11 @@ def mha(tr, n, mod, t: str, what: str, name: str | None = None, args=None, kwarg
               else None for a in (kw["query"], kw["key"], kw["value"])]
     if any(s is None or len(s) != 3 for s in shapes):
         raise ShapeError(f"{what} at fx node '{n.name}': batched 3-d query, key and value only, got {shapes}")
+    return kw
+
+
+def _in_projections(tr, n, mod, kw: dict, t: str, what: str, name: str) -> tuple:
+    """q, k, v: the in-projections of the batch-first inputs, the 1/sqrt(head_dim) scale folded into q's."""
     E, H = int(mod.embed_dim), int(mod.num_heads)
     D = E // H
     bf = bool(mod.batch_first)
@@ -87,24 +117,7 @@ def mha(tr, n, mod, t: str, what: str, name: str | None = None, args=None, kwarg
         q = lin(tr, batch_first(q_in), Wq * c, None if bq is None else bq * c, t + ".q_proj", name + ":q", what)
         k = lin(tr, batch_first(k_in), Wk, bk, t + ".k_proj", name + ":k", what)
         v = lin(tr, batch_first(v_in), Wv, bv, t + ".v_proj", name + ":v", what)
-
-    def dims(x, tag):  # (batch, length) of a (B, L, E) value, as graph values: any batch and length
-        sh = tr.emit("getattr", {"input": x, "name": "shape"}, f"{name}:{tag}shape", what)
-        return [tr.emit("getitem", {"input": sh, "index": i}, f"{name}:{tag}dim{i}", what) for i in (0, 1)]
-
-    def heads(x, tag):
-        x = tr.emit("reshape", {"input": x, "shape": dims(x, tag) + [H, D]}, f"{name}:{tag}heads", what)
-        return tr.emit("transpose", {"input": x, "dim0": 1, "dim1": 2}, f"{name}:{tag}bhld", what)
-
-    bl = dims(q, "o")
-    o = tr.emit("attention", {"input": heads(q, "q"), "key": heads(k, "k"), "value": heads(v, "v"),
-                                "attn_mask": None, "is_causal": False, "scale": 1.0}, name + ":attention", what)
-    o = tr.emit("transpose", {"input": o, "dim0": 1, "dim1": 2}, name + ":blhd", what)
-    o = tr.emit("reshape", {"input": o, "shape": bl + [E]}, name + ":concat", what)
-    op = mod.out_proj
-    out = lin(tr, o, _np(op.weight), _np(op.bias), t + ".out_proj",
-                    name if bf else name + ":out", what)
-    return out if bf else tr.emit("transpose", {"input": out, "dim0": 0, "dim1": 1}, name, what)
+    return q, k, v
 
 
 def encoder_layer(tr, n, mod, x, shape, t: str, what: str, name: str) -> dict:
