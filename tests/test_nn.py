@@ -866,3 +866,26 @@ def test_a_method_record_is_one_registry_entry():
     assert list(ops) == ["softsign"]
     assert str(ops["softsign"].sig) == "(input, scale=1.0)" and ops["softsign"].method.fn is softsign
     assert "Softsign" not in mnn.SUPPORTED["modules"] and "GELU" in mnn.SUPPORTED["modules"]
+
+
+def test_nn_modules_import_one_way():
+    """No import cycle among mpcrt.nn's modules, function-local imports included."""
+    import ast
+
+    pkg = ROOT / "mpcrt" / "nn"
+    deps = {}
+    for p in pkg.glob("*.py"):
+        tree = ast.parse(p.read_text())
+        deps[p.stem] = {n.module.rsplit(".", 1)[-1] for n in ast.walk(tree)
+                        if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("mpcrt.nn.")}
+    order: list[str] = []
+
+    def visit(m, path):
+        assert m not in path, f"import cycle: {' -> '.join(path + [m])}"
+        if m not in order:
+            for d in sorted(deps.get(m, ())):
+                visit(d, path + [m])
+            order.append(m)
+
+    for m in sorted(deps):
+        visit(m, [])

@@ -6,45 +6,45 @@ import numpy as np
 from mpcrt.nn.ir import UnsupportedLayerError
 
 
-def _np(t):
+def as_f64(t):
     """A torch tensor (a module's parameter) as a float64 numpy array; None stays None."""
     return None if t is None else t.detach().double().numpy()
 
 
-def _is_size(v) -> bool:
+def is_size(v) -> bool:
     """An fx node computing a public number from sizes (x.shape[-1], x.size(1) // 2, ...)."""
     from torch.fx import Node
 
     return isinstance(v, Node) and v.meta.get("type") in (int, float, bool)
 
 
-def _one(v) -> int:
+def first_int(v) -> int:
     return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
 
 
-def _stride_1d(stride, k: int) -> int:
-    return k if stride is None or stride in ((), []) else _one(stride)
+def stride_1d(stride, k: int) -> int:
+    return k if stride is None or stride in ((), []) else first_int(stride)
 
 
-def _max_pool1d_args(kernel_size, stride, padding, dilation, ceil_mode) -> dict:
+def max_pool1d_args(kernel_size, stride, padding, dilation, ceil_mode) -> dict:
     """max_pool2d's arguments for a 1-d max pool on (N, C, 1, L)."""
-    k = _one(kernel_size)
-    return {"kernel_size": [1, k], "stride": [1, _stride_1d(stride, k)], "padding": [0, _one(padding)],
-            "dilation": [1, _one(dilation)], "ceil_mode": bool(ceil_mode)}
+    k = first_int(kernel_size)
+    return {"kernel_size": [1, k], "stride": [1, stride_1d(stride, k)], "padding": [0, first_int(padding)],
+            "dilation": [1, first_int(dilation)], "ceil_mode": bool(ceil_mode)}
 
 
-def _avg_pool1d_args(kernel_size, stride, padding, ceil_mode, count_include_pad) -> dict:
+def avg_pool1d_args(kernel_size, stride, padding, ceil_mode, count_include_pad) -> dict:
     """avg_pool2d's arguments for a 1-d average pool on (N, C, 1, L)."""
-    k = _one(kernel_size)
-    return {"kernel_size": [1, k], "stride": [1, _stride_1d(stride, k)], "padding": [0, _one(padding)],
+    k = first_int(kernel_size)
+    return {"kernel_size": [1, k], "stride": [1, stride_1d(stride, k)], "padding": [0, first_int(padding)],
             "ceil_mode": bool(ceil_mode), "count_include_pad": bool(count_include_pad), "divisor_override": None}
 
 
-def _adaptive_pool1d_args(output_size) -> dict:
-    return {"output_size": [1, None if output_size is None else _one(output_size)]}
+def adaptive_pool1d_args(output_size) -> dict:
+    return {"output_size": [1, None if output_size is None else first_int(output_size)]}
 
 
-def _resize_args(n, mode: str, align_corners, scale_factor, recompute, antialias, what: str) -> dict:
+def resize_args(n, mode: str, align_corners, scale_factor, recompute, antialias, what: str) -> dict:
     """The resize op's arguments for nn.Upsample / F.interpolate: the output size as fx
     recorded it, and the model's scale factors where torch indexes by them."""
     tm = n.meta.get("tensor_meta")
@@ -58,7 +58,7 @@ def _resize_args(n, mode: str, align_corners, scale_factor, recompute, antialias
     return {"size": [int(v) for v in tm.shape[-2:]], "mode": mode, "align_corners": align_corners, "scale": scale}
 
 
-def _bn_affine(bn) -> tuple[np.ndarray, np.ndarray]:
+def bn_affine(bn) -> tuple[np.ndarray, np.ndarray]:
     mean = bn.running_mean.detach().double().numpy()
     var = bn.running_var.detach().double().numpy()
     gamma = bn.weight.detach().double().numpy() if bn.weight is not None else np.ones_like(mean)
@@ -67,7 +67,7 @@ def _bn_affine(bn) -> tuple[np.ndarray, np.ndarray]:
     return scale, beta - mean * scale
 
 
-def _conv_padding(padding, kernel, dilation, what, name) -> list:
+def conv_padding(padding, kernel, dilation, what, name) -> list:
     if padding == "valid":
         return [0, 0]
     if padding == "same":
@@ -84,17 +84,17 @@ def _conv_padding(padding, kernel, dilation, what, name) -> list:
     return [int(p) for p in padding]
 
 
-def _check_maxpool(ceil_mode, return_indices, what, name) -> None:
+def check_maxpool(ceil_mode, return_indices, what, name) -> None:
     if return_indices:
         raise UnsupportedLayerError(f"{what} with return_indices=True at fx node '{name}' (indices would reveal data)")
 
 
-def _implicit_softmax_dim(shape) -> int:
+def implicit_softmax_dim(shape) -> int:
     nd = len(shape) if shape is not None else 2
     return 0 if nd in (0, 1, 3) else 1
 
 
-def _describe(n) -> str:
+def describe(n) -> str:
     t = n.target
     if n.op == "call_method":
         return f"tensor method .{t}()"
@@ -111,15 +111,15 @@ def _describe(n) -> str:
 
 #: functions and modules of optional libraries that are the identity in eval mode (by name:
 #: the library need not be installed), with the functions' positional parameters
-_EVAL_IDENTITIES = {"torchvision.ops.stochastic_depth.stochastic_depth": ("input", "p", "mode", "training")}
-_EVAL_IDENTITY_MODULES = ("torchvision.ops.stochastic_depth.StochasticDepth",)
+EVAL_IDENTITIES = {"torchvision.ops.stochastic_depth.stochastic_depth": ("input", "p", "mode", "training")}
+EVAL_IDENTITY_MODULES = ("torchvision.ops.stochastic_depth.StochasticDepth",)
 
 
-def _qualname(obj) -> str:
+def qualname(obj) -> str:
     return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
 
 
-def _key(fn):
+def table_key(fn):
     try:
         hash(fn)
         return fn

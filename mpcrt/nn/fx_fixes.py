@@ -9,16 +9,16 @@ from __future__ import annotations
 import math
 
 from mpcrt.nn.fx_args import (
-    _adaptive_pool1d_args,
-    _avg_pool1d_args,
-    _check_maxpool,
-    _conv_padding,
-    _describe,
-    _implicit_softmax_dim,
-    _is_size,
-    _max_pool1d_args,
-    _one,
-    _resize_args,
+    adaptive_pool1d_args,
+    avg_pool1d_args,
+    check_maxpool,
+    conv_padding,
+    describe,
+    implicit_softmax_dim,
+    is_size,
+    max_pool1d_args,
+    first_int,
+    resize_args,
 )
 from mpcrt.nn.ir import GETATTR_NAMES, UnsupportedLayerError
 
@@ -32,12 +32,12 @@ def softmax(tr, n, a):
     if a.get("dtype") is not None:
         raise UnsupportedLayerError(f"softmax with dtype= at fx node '{n.name}'")
     if a.get("dim") is None:
-        a["dim"] = _implicit_softmax_dim(tr.in_shape(n))
+        a["dim"] = implicit_softmax_dim(tr.in_shape(n))
     return None
 
 
 def maxpool(tr, n, a):
-    _check_maxpool(a.get("ceil_mode", False), a.get("return_indices", False), _describe(n), n.name)
+    check_maxpool(a.get("ceil_mode", False), a.get("return_indices", False), describe(n), n.name)
 
 
 def conv(tr, n, a):
@@ -48,7 +48,7 @@ def conv(tr, n, a):
                                         f"'{n.name}'")
         d = a.get("dilation", 1)
         d = (d, d) if isinstance(d, int) else d
-        a["padding"] = _conv_padding(a["padding"], tuple(w.shape[2:]), d, _describe(n), n.name)
+        a["padding"] = conv_padding(a["padding"], tuple(w.shape[2:]), d, describe(n), n.name)
 
 
 def div(tr, n, a):
@@ -74,7 +74,7 @@ def sdpa(tr, n, a):
     if m is not None and (tm is None or not tm.dtype.is_floating_point):
         raise UnsupportedLayerError(f"scaled_dot_product_attention with a boolean or constant attn_mask at fx node "
                                     f"'{n.name}' (an additive float mask computed by the model, or is_causal=True)")
-    if a["scale"] is not None and not (public_number(a["scale"]) or _is_size(a["scale"])):
+    if a["scale"] is not None and not (public_number(a["scale"]) or is_size(a["scale"])):
         raise UnsupportedLayerError(f"scaled_dot_product_attention with a non-constant scale at fx node '{n.name}'")
 
 
@@ -128,7 +128,7 @@ def pow_(tr, n, a):
     if a.pop("out", None) is not None:
         raise UnsupportedLayerError(f"out= at fx node '{n.name}'")
     e, base = a["exponent"], a["input"]
-    if _is_size(base) and public_number(e):  # e.g. head_dim ** -0.5: public arithmetic on sizes
+    if is_size(base) and public_number(e):  # e.g. head_dim ** -0.5: public arithmetic on sizes
         return ("pow", {"input": base, "exponent": float(e) if not float(e).is_integer() else int(e)})
     if not (isinstance(e, (int, float)) and not isinstance(e, bool) and float(e).is_integer() and 0 <= e <= 64):
         raise UnsupportedLayerError(f"power with exponent {e!r} at fx node '{n.name}' (a public integer in 0..64 only)")
@@ -145,7 +145,7 @@ def one_d(op2d, build):
     """F.*1d as the 2-d op on (N, C, 1, L) (Tracer._emit_1d); build(tr, n, a) gives the
     2-d op's other arguments."""
     def fix(tr, n, a):
-        what = _describe(n)
+        what = describe(n)
         shape = tr.in_shape(n)
         if shape is not None and len(shape) != 3:
             raise UnsupportedLayerError(f"{what} on a {len(shape)}-d input at fx node '{n.name}' (batched (N, C, L) "
@@ -160,27 +160,28 @@ def conv1d(tr, n, a):
     if wm is None or len(wm.shape) != 3:
         raise UnsupportedLayerError(f"conv1d with a weight of unknown shape at fx node '{n.name}'")
     pad = a.get("padding", 0)
-    pad = _conv_padding(pad, (int(wm.shape[2]),), (_one(a.get("dilation", 1)),), _describe(n), n.name)[0] \
-        if isinstance(pad, str) else _one(pad)
-    w4 = tr.emit("unsqueeze", {"input": tr.enc(w, n), "dim": 2}, n.name + ":weight2d", _describe(n))
+    pad = conv_padding(pad, (int(wm.shape[2]),), (first_int(a.get("dilation", 1)),), describe(n), n.name)[0] \
+        if isinstance(pad, str) else first_int(pad)
+    w4 = tr.emit("unsqueeze", {"input": tr.enc(w, n), "dim": 2}, n.name + ":weight2d", describe(n))
     b = a.get("bias")
-    return {"weight": w4, "bias": None if b is None else tr.enc(b, n), "stride": [1, _one(a.get("stride", 1))],
-            "padding": [0, int(pad)], "dilation": [1, _one(a.get("dilation", 1))], "groups": int(a.get("groups", 1))}
+    return {"weight": w4, "bias": None if b is None else tr.enc(b, n), "stride": [1, first_int(a.get("stride", 1))],
+            "padding": [0, int(pad)], "dilation": [1, first_int(a.get("dilation", 1))],
+            "groups": int(a.get("groups", 1))}
 
 
 def max_pool1d(tr, n, a):
-    _check_maxpool(False, a.get("return_indices", False), _describe(n), n.name)
-    return _max_pool1d_args(a["kernel_size"], a.get("stride"), a.get("padding", 0), a.get("dilation", 1),
+    check_maxpool(False, a.get("return_indices", False), describe(n), n.name)
+    return max_pool1d_args(a["kernel_size"], a.get("stride"), a.get("padding", 0), a.get("dilation", 1),
                             a.get("ceil_mode", False))
 
 
 def avg_pool1d(tr, n, a):
-    return _avg_pool1d_args(a["kernel_size"], a.get("stride"), a.get("padding", 0), a.get("ceil_mode", False),
+    return avg_pool1d_args(a["kernel_size"], a.get("stride"), a.get("padding", 0), a.get("ceil_mode", False),
                             a.get("count_include_pad", True))
 
 
 def adaptive_avg_pool1d(tr, n, a):
-    return _adaptive_pool1d_args(a["output_size"])
+    return adaptive_pool1d_args(a["output_size"])
 
 
 def compare_as(op):
@@ -194,7 +195,7 @@ def cast(tr, n, a):
     import torch
 
     if dt is not None and dt not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        raise UnsupportedLayerError(f"{_describe(n)} to {dt} at fx node '{n.name}' (floating dtypes only)")
+        raise UnsupportedLayerError(f"{describe(n)} to {dt} at fx node '{n.name}' (floating dtypes only)")
     return ("cast", {"input": a["input"]})
 
 
@@ -213,7 +214,7 @@ def one_dim(tr, n, a):
     dim = a.get("dim")
     if isinstance(dim, (tuple, list)):
         if len(dim) != 1:
-            raise UnsupportedLayerError(f"{_describe(n)} over several dims at fx node '{n.name}' (one dim only)")
+            raise UnsupportedLayerError(f"{describe(n)} over several dims at fx node '{n.name}' (one dim only)")
         a["dim"] = int(dim[0])
 
 
@@ -229,7 +230,7 @@ def var_std(tr, n, a):
 def norm_fix(tr, n, a):
     p = a.pop("p", "fro")
     if p not in (2, 2.0, "fro", None) or a.pop("dtype", None) is not None:
-        raise UnsupportedLayerError(f"{_describe(n)} with p={p!r} at fx node '{n.name}' (the 2-norm only)")
+        raise UnsupportedLayerError(f"{describe(n)} with p={p!r} at fx node '{n.name}' (the 2-norm only)")
 
 
 def normalize_fix(tr, n, a):
@@ -253,7 +254,7 @@ def pad_fix(tr, n, a):
 
 
 def interpolate(tr, n, a):
-    return ("resize", {"input": a["input"], **_resize_args(
+    return ("resize", {"input": a["input"], **resize_args(
         n, a.get("mode", "nearest"), a.get("align_corners"), a.get("scale_factor"),
         a.get("recompute_scale_factor"), a.get("antialias"), "interpolate")})
 

@@ -12,18 +12,18 @@ import numpy as np
 
 from mpcrt.errors import ShapeError
 from mpcrt.nn.fx_args import (
-    _EVAL_IDENTITY_MODULES,
-    _adaptive_pool1d_args,
-    _avg_pool1d_args,
-    _bn_affine,
-    _check_maxpool,
-    _conv_padding,
-    _implicit_softmax_dim,
-    _max_pool1d_args,
-    _np,
-    _one,
-    _qualname,
-    _resize_args,
+    EVAL_IDENTITY_MODULES,
+    adaptive_pool1d_args,
+    avg_pool1d_args,
+    bn_affine,
+    check_maxpool,
+    conv_padding,
+    implicit_softmax_dim,
+    max_pool1d_args,
+    as_f64,
+    first_int,
+    qualname,
+    resize_args,
 )
 from mpcrt.nn.ir import UnsupportedLayerError
 from mpcrt.nn.ops import ELEMENTWISE, module_classes, supported
@@ -84,7 +84,7 @@ def _weighted(tr, n, mod, x, go, t: str, what: str) -> dict | None:
         return go("linear", weight=tr.param(w, t + ".weight"), bias=None if b is None else tr.param(b, t + ".bias"))
     if isinstance(mod, tnn.Conv2d):
         _check_conv(mod, what, n)
-        pad = _conv_padding(mod.padding, mod.kernel_size, mod.dilation, what, n.name)
+        pad = conv_padding(mod.padding, mod.kernel_size, mod.dilation, what, n.name)
         w, b, t = _layer_weights(tr, n, mod, t)
         return go("conv2d", weight=tr.param(w, t + ".weight"), bias=None if b is None else tr.param(b, t + ".bias"),
                   stride=list(mod.stride), padding=pad, dilation=list(mod.dilation), groups=int(mod.groups))
@@ -98,7 +98,7 @@ def _weighted(tr, n, mod, x, go, t: str, what: str) -> dict | None:
         want = (4,) if isinstance(mod, tnn.BatchNorm2d) else (2, 3)
         if shape is not None and len(shape) not in want:
             raise ShapeError(f"{what} gets a {len(shape)}-d input at fx node '{n.name}'")
-        scale, shift = _bn_affine(mod)
+        scale, shift = bn_affine(mod)
         return go("affine", scale=tr.param(scale, t + ".scale"), shift=tr.param(shift, t + ".shift"))
     return None
 
@@ -132,10 +132,10 @@ def _nonlinear(tr, n, mod, x, go, t: str, what: str) -> dict | None:
     if isinstance(mod, tnn.LeakyReLU):
         return go("leaky_relu", negative_slope=float(mod.negative_slope))
     if isinstance(mod, (tnn.Softmax, tnn.LogSoftmax)):
-        dim = mod.dim if mod.dim is not None else _implicit_softmax_dim(tr.in_shape(n))
+        dim = mod.dim if mod.dim is not None else implicit_softmax_dim(tr.in_shape(n))
         return go("softmax" if isinstance(mod, tnn.Softmax) else "log_softmax", dim=int(dim))
     if isinstance(mod, tnn.PReLU):
-        return go("prelu", weight=tr.param(_np(mod.weight), t + ".weight"))
+        return go("prelu", weight=tr.param(as_f64(mod.weight), t + ".weight"))
     if isinstance(mod, tnn.GroupNorm):
         return go("group_norm", num_groups=int(mod.num_groups), weight=tr.opt_param(mod.weight, t + ".weight"),
                   bias=tr.opt_param(mod.bias, t + ".bias"), eps=float(mod.eps))
@@ -154,7 +154,7 @@ def _instance_norm(tr, n, mod, go, t: str, what: str) -> dict:
     if shape is not None and len(shape) != (3 if isinstance(mod, tnn.InstanceNorm1d) else 4):
         raise ShapeError(f"{what} gets a {len(shape)}-d input at fx node '{n.name}' (batched inputs only)")
     if mod.track_running_stats and mod.running_mean is not None:  # eval mode: the running statistics
-        scale, shift = _bn_affine(mod)
+        scale, shift = bn_affine(mod)
         return go("affine", scale=tr.param(scale, t + ".scale"), shift=tr.param(shift, t + ".shift"))
     w = tr.opt_param(mod.weight, t + ".weight") if mod.affine else None
     b = tr.opt_param(mod.bias, t + ".bias") if mod.affine else None
@@ -167,10 +167,10 @@ def _pool_or_shape(tr, n, mod, x, go, t: str, what: str) -> dict | None:
     import torch.nn as tnn
 
     if isinstance(mod, tnn.Upsample):  # UpsamplingNearest2d / UpsamplingBilinear2d too
-        return go("resize", **_resize_args(n, str(mod.mode), mod.align_corners, mod.scale_factor,
+        return go("resize", **resize_args(n, str(mod.mode), mod.align_corners, mod.scale_factor,
                                            mod.recompute_scale_factor, False, what))
     if isinstance(mod, tnn.MaxPool2d):
-        _check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
+        check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
         return go("max_pool2d", kernel_size=tr.enc(mod.kernel_size, n), stride=tr.enc(mod.stride, n),
                   padding=tr.enc(mod.padding, n), dilation=tr.enc(mod.dilation, n), ceil_mode=bool(mod.ceil_mode))
     if isinstance(mod, tnn.AvgPool2d):
@@ -183,7 +183,7 @@ def _pool_or_shape(tr, n, mod, x, go, t: str, what: str) -> dict | None:
         return go("flatten", start_dim=int(mod.start_dim), end_dim=int(mod.end_dim))
     if isinstance(mod, (tnn.Dropout, tnn.Dropout1d, tnn.Dropout2d, tnn.Dropout3d, tnn.AlphaDropout, tnn.Identity)):
         return go("identity")
-    if _qualname(type(mod)) in _EVAL_IDENTITY_MODULES and not mod.training:
+    if qualname(type(mod)) in EVAL_IDENTITY_MODULES and not mod.training:
         return go("identity")
     return None
 
@@ -198,25 +198,25 @@ def _module_1d(tr, n, mod, x, t: str, what: str) -> dict:
         raise ShapeError(f"{what} needs an (N, C, L) input at fx node '{n.name}', got {len(shape)}-d")
     if isinstance(mod, tnn.Conv1d):
         _check_conv(mod, what, n)
-        pad = _conv_padding(mod.padding, mod.kernel_size, mod.dilation, what, n.name)
+        pad = conv_padding(mod.padding, mod.kernel_size, mod.dilation, what, n.name)
         w, b, t = _layer_weights(tr, n, mod, t)
         return tr._emit_1d(n, x, "conv2d", what, weight=tr.param(w[:, :, None, :], t + ".weight"),
-                           bias=None if b is None else tr.param(b, t + ".bias"), stride=[1, _one(mod.stride)],
-                           padding=[0, int(pad[0])], dilation=[1, _one(mod.dilation)], groups=int(mod.groups))
+                           bias=None if b is None else tr.param(b, t + ".bias"), stride=[1, first_int(mod.stride)],
+                           padding=[0, int(pad[0])], dilation=[1, first_int(mod.dilation)], groups=int(mod.groups))
     if isinstance(mod, tnn.MaxPool1d):
-        _check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
-        return tr._emit_1d(n, x, "max_pool2d", what, **_max_pool1d_args(
+        check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
+        return tr._emit_1d(n, x, "max_pool2d", what, **max_pool1d_args(
             mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode))
     if isinstance(mod, tnn.AvgPool1d):
-        return tr._emit_1d(n, x, "avg_pool2d", what, **_avg_pool1d_args(
+        return tr._emit_1d(n, x, "avg_pool2d", what, **avg_pool1d_args(
             mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode, mod.count_include_pad))
-    return tr._emit_1d(n, x, "adaptive_avg_pool2d", what, **_adaptive_pool1d_args(mod.output_size))
+    return tr._emit_1d(n, x, "adaptive_avg_pool2d", what, **adaptive_pool1d_args(mod.output_size))
 
 
 def _layer_weights(tr, n, mod, t: str) -> tuple:
     """(weight, bias or None, parameter name) of a Linear/Conv module, with a BatchNorm
     folded in where _plan_folds chose to."""
-    w, b = _np(mod.weight), _np(mod.bias)
+    w, b = as_f64(mod.weight), as_f64(mod.bias)
     if n in tr.folded:
         w, b, bn_name = tr.folded[n]
         t = f"{t}+{bn_name}"
@@ -250,7 +250,7 @@ def plan_folds(tr, gm) -> dict:
         ) or (isinstance(bn, tnn.BatchNorm1d) and isinstance(layer, tnn.Conv1d))
         if not ok:
             continue
-        scale, shift = _bn_affine(bn)
+        scale, shift = bn_affine(bn)
         w = layer.weight.detach().double().numpy()
         b = layer.bias.detach().double().numpy() if layer.bias is not None else np.zeros(w.shape[0])
         w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))

@@ -16,7 +16,7 @@ import operator
 import numpy as np
 
 from mpcrt.errors import ShapeError
-from mpcrt.nn.fx_args import _EVAL_IDENTITIES, _describe, _is_size, _key, _np, _qualname
+from mpcrt.nn.fx_args import EVAL_IDENTITIES, describe, is_size, table_key, as_f64, qualname
 from mpcrt.nn.fx_table import FUNCTIONS, METHODS
 from mpcrt.nn.ir import IR_OPS, Graph, ModelImportError, UnsupportedLayerError, refs_of
 from mpcrt.nn.layers import TorchOps, run_graph
@@ -200,7 +200,7 @@ class _Tracer:
             raise UnsupportedLayerError(f"a tensor constant ({tuple(v.shape)}) as an argument at fx node '{n.name}' "
                                         "(register it as a buffer or parameter instead)")
         raise UnsupportedLayerError(f"argument {v!r:.60} of type {type(v).__name__} at fx node '{n.name}' "
-                                    f"({_describe(n)})")
+                                    f"({describe(n)})")
 
     def in_shape(self, n, i: int = 0):
         a = n.args[i] if len(n.args) > i else None
@@ -222,23 +222,23 @@ class _Tracer:
         elif n.op == "call_module":
             self.ref_of[n] = import_module(self, n)
         elif n.op == "call_function":
-            spec = FUNCTIONS.get(_key(n.target))
-            if _qualname(n.target) == "torch._assert" and all(_is_size(a) or isinstance(a, (bool, str))
+            spec = FUNCTIONS.get(table_key(n.target))
+            if qualname(n.target) == "torch._assert" and all(is_size(a) or isinstance(a, (bool, str))
                                                                for a in n.args):
                 self.ref_of[n] = None  # a check on public sizes (true for the example; the ops check the rest)
                 return
-            if spec is None and _qualname(n.target) in _EVAL_IDENTITIES:
-                self.ref_of[n] = self._eval_identity(n, _qualname(n.target))
+            if spec is None and qualname(n.target) in EVAL_IDENTITIES:
+                self.ref_of[n] = self._eval_identity(n, qualname(n.target))
                 return
-            self.ref_of[n] = self._call(n, spec, _describe(n))
+            self.ref_of[n] = self._call(n, spec, describe(n))
         elif n.op == "call_method":
-            self.ref_of[n] = self._call(n, METHODS.get(n.target), _describe(n))
+            self.ref_of[n] = self._call(n, METHODS.get(n.target), describe(n))
         else:  # pragma: no cover
             raise UnsupportedLayerError(f"fx node kind {n.op!r} at '{n.name}'")
 
     def _eval_identity(self, n, name: str) -> dict:
         """A function that is the identity in eval mode (torchvision's stochastic_depth)."""
-        params = _EVAL_IDENTITIES[name]
+        params = EVAL_IDENTITIES[name]
         a = dict(zip(params, n.args))
         a.update(n.kwargs)
         if a.get("training") or n.meta.get("tensor_meta") is None:
@@ -254,7 +254,7 @@ class _Tracer:
 
     def opt_param(self, array, name: str) -> dict | None:
         """`param` of an optional array (a module's weight or bias that may be None)."""
-        return None if array is None else self.param(_np(array), name)
+        return None if array is None else self.param(as_f64(array), name)
 
     def _get_attr(self, n) -> dict:
         import torch

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from mpcrt.errors import ShapeError
-from mpcrt.nn.fx_args import _np
+from mpcrt.nn.fx_args import as_f64
 from mpcrt.nn.ir import UnsupportedLayerError
 
 
@@ -63,7 +63,7 @@ def mha(tr, n, mod, t: str, what: str, name: str | None = None, args=None, kwarg
     o = tr.emit("transpose", {"input": o, "dim0": 1, "dim1": 2}, name + ":blhd", what)
     o = tr.emit("reshape", {"input": o, "shape": bl + [E]}, name + ":concat", what)
     op = mod.out_proj
-    out = lin(tr, o, _np(op.weight), _np(op.bias), t + ".out_proj", name if bf else name + ":out", what)
+    out = lin(tr, o, as_f64(op.weight), as_f64(op.bias), t + ".out_proj", name if bf else name + ":out", what)
     return out if bf else tr.emit("transpose", {"input": out, "dim0": 0, "dim1": 1}, name, what)
 
 
@@ -95,11 +95,11 @@ def _in_projections(tr, n, mod, kw: dict, t: str, what: str, name: str) -> tuple
     bf = bool(mod.batch_first)
     c = 1.0 / math.sqrt(D)
     if mod.in_proj_weight is not None:
-        W = _np(mod.in_proj_weight)
+        W = as_f64(mod.in_proj_weight)
         Wq, Wk, Wv = W[:E], W[E:2 * E], W[2 * E:]
     else:
-        Wq, Wk, Wv = (_np(getattr(mod, f"{p}_proj_weight")) for p in "qkv")
-    B = _np(mod.in_proj_bias)
+        Wq, Wk, Wv = (as_f64(getattr(mod, f"{p}_proj_weight")) for p in "qkv")
+    B = as_f64(mod.in_proj_bias)
     bq, bk, bv = (None, None, None) if B is None else (B[:E], B[E:2 * E], B[2 * E:])
 
     def batch_first(v):
@@ -147,9 +147,9 @@ def encoder_layer(tr, n, mod, x, shape, t: str, what: str, name: str) -> dict:
             tr.ref_of[src] = ref
 
     def ff(v, tag):
-        h = lin(tr, v, _np(mod.linear1.weight), _np(mod.linear1.bias), t + ".linear1", f"{name}:{tag}1", what)
+        h = lin(tr, v, as_f64(mod.linear1.weight), as_f64(mod.linear1.bias), t + ".linear1", f"{name}:{tag}1", what)
         h = tr.emit(act_op[0], {"input": h, **act_op[1]}, f"{name}:{tag}act", what)
-        return lin(tr, h, _np(mod.linear2.weight), _np(mod.linear2.bias), t + ".linear2", f"{name}:{tag}2", what)
+        return lin(tr, h, as_f64(mod.linear2.weight), as_f64(mod.linear2.bias), t + ".linear2", f"{name}:{tag}2", what)
 
     def add(a, b, tag):
         return tr.emit("add", {"input": a, "other": b, "alpha": 1}, f"{name}:{tag}", what)
