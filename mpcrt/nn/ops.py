@@ -46,7 +46,8 @@ class Op:
 
 # ------------------------------------------------------- elementwise activations
 # name: (torch names, keyword parameters in torch's order). The interim source of the
-# Method records; issue 18's merge replaces `_nn_methods()` by `mpcrt.tensor.METHODS`.
+# Method records; issue 18's merge replaces `METHODS` below by `mpcrt.tensor.METHODS`
+# (one line; then this table, `_nn_methods` and the `Method` class above go).
 _ELEMENTWISE = {
     "relu": (("relu",), ()),
     "sigmoid": (("sigmoid",), ()),
@@ -164,7 +165,8 @@ def elementwise_ops(methods: dict[str, Method]) -> dict[str, Op]:
     return out
 
 
-ELEMENTWISE: dict[str, Op] = elementwise_ops(_nn_methods())
+METHODS: dict[str, Method] = _nn_methods()  # issue 18's merge: from mpcrt.tensor import METHODS
+ELEMENTWISE: dict[str, Op] = elementwise_ops(METHODS)
 OPS: dict[str, Op] = {**_OPS, **ELEMENTWISE}
 #: the arguments of every op of the IR (what `ir` checks each node against on decode)
 IR_OPS: dict[str, inspect.Signature] = {name: op.sig for name, op in OPS.items()}
