@@ -13,7 +13,7 @@ weights are secret-shared. Nobody else needs the model's code.
 
 Supported: see SUPPORTED (generated from the op registry, mpcrt.nn.ops: layers with
 weights, BatchNorm folded into the preceding Conv/Linear, the elementwise activations,
-norms, pools, attention blocks, shape and arithmetic ops); `python -m mpcrt.nn.ops`
+norms, pools, attention blocks, shape and arithmetic ops); `python -m mpcrt.nn`
 prints the list. Anything else raises UnsupportedLayerError naming the op and the fx node.
 
 Modules, by job: ops (the op registry), ir (Graph, msgpack form, validation), tracer

@@ -2,7 +2,7 @@
 
 One table for the whole package. The IR's validation (`ir`), the tracer's torch tables
 (`fx_table`), the tracer's module import (`modules`), both executors (`layers`) and the
-supported-ops lists (`supported()`, error messages, `python -m mpcrt.nn.ops`) all read it.
+supported-ops lists (`supported()`, error messages, `python -m mpcrt.nn`) all read it.
 
 Two kinds of entries:
 
@@ -221,10 +221,6 @@ def supported() -> dict[str, tuple[str, ...] | str]:
 
 
 def supported_markdown() -> str:
-    """The supported layers and functions as the README's list (`python -m mpcrt.nn.ops`)."""
+    """The supported layers and functions as the README's list (`python -m mpcrt.nn`)."""
     s = supported()
     return "Layers: " + ", ".join(s["modules"]) + ".\n\nFunctions: " + s["functions"] + "."
-
-
-if __name__ == "__main__":  # pragma: no cover
-    print(supported_markdown())
