@@ -162,37 +162,7 @@ def distribute(build: Callable[[], tuple[Graph, list]] | None, src: int = 0, rt=
     rt = _runtime(rt)
     src = _check_src(rt, src)
     with rt.scope("nn.import"):
-        if rt.rank == src:
-            graph, arrays, err = None, None, None
-            try:
-                if build is None:
-                    raise ModelImportError(f"party {src} is the model owner: pass the model")
-                graph, arrays = build()
-                graph.check_arrays(arrays)
-                _check_range(graph, arrays, rt.precision)
-                payload, status = graph.to_bytes(), 0
-            except Exception as e:  # every party must hear of it, not wait for weights that never come
-                err = e
-                payload, status = f"{type(e).__name__}: {e}".encode("utf-8", "replace")[: 1 << 16], 1
-            buf = np.frombuffer(payload, np.uint8)
-            rt.exchange({j: np.array([status, buf.size], np.int64) for j in rt.peers}, {}, "nn.graph.len")
-            rt.exchange({j: buf for j in rt.peers}, {}, "nn.graph", dtype=np.uint8)
-            if err is not None:
-                raise err
-            flat = np.concatenate([np.ravel(a) for a in arrays]) if arrays else np.zeros(0)
-            w = rt.share(flat, src=src)
-        else:
-            (hdr,) = rt.exchange({}, {src: (2,)}, "nn.graph.len").values()
-            status, n = int(hdr[0]), int(hdr[1])
-            if status not in (0, 1) or not 0 <= n <= MAX_GRAPH_BYTES:
-                raise ProtocolError(f"party {src}", f"model graph header [{status}, {n}] is malformed or too large")
-            (raw,) = rt.exchange({}, {src: (n,)}, "nn.graph", dtype=np.uint8).values()
-            if status == 1:
-                raise ModelImportError(
-                    f"the model owner (party {src}) could not import its model: {bytes(raw).decode('utf-8', 'replace')}"
-                )
-            graph = Graph.from_bytes(bytes(raw))
-            w = rt.share(None, src=src)
+        graph, w = _send_model(rt, src, build) if rt.rank == src else _receive_model(rt, src)
         total = graph.param_count
         if w.shape != (total,):
             raise ProtocolError(f"party {src}", f"shared {w.shape} weights, the graph declares ({total},)")
@@ -202,6 +172,42 @@ def distribute(build: Callable[[], tuple[Graph, list]] | None, src: int = 0, rt=
             params.append(w[off:off + k].reshape(tuple(p["shape"])))
             off += k
     return PrivateModel(rt, graph, params, src)
+
+
+def _send_model(rt, src: int, build) -> tuple[Graph, object]:
+    """The owner's half: build, send the header and the graph (or the error), share the weights."""
+    graph, arrays, err = None, None, None
+    try:
+        if build is None:
+            raise ModelImportError(f"party {src} is the model owner: pass the model")
+        graph, arrays = build()
+        graph.check_arrays(arrays)
+        _check_range(graph, arrays, rt.precision)
+        payload, status = graph.to_bytes(), 0
+    except Exception as e:  # every party must hear of it, not wait for weights that never come
+        err = e
+        payload, status = f"{type(e).__name__}: {e}".encode("utf-8", "replace")[: 1 << 16], 1
+    buf = np.frombuffer(payload, np.uint8)
+    rt.exchange({j: np.array([status, buf.size], np.int64) for j in rt.peers}, {}, "nn.graph.len")
+    rt.exchange({j: buf for j in rt.peers}, {}, "nn.graph", dtype=np.uint8)
+    if err is not None:
+        raise err
+    flat = np.concatenate([np.ravel(a) for a in arrays]) if arrays else np.zeros(0)
+    return graph, rt.share(flat, src=src)
+
+
+def _receive_model(rt, src: int) -> tuple[Graph, object]:
+    """Every other party's half: the header (checked before anything else is received), the graph, the shares."""
+    (hdr,) = rt.exchange({}, {src: (2,)}, "nn.graph.len").values()
+    status, n = int(hdr[0]), int(hdr[1])
+    if status not in (0, 1) or not 0 <= n <= MAX_GRAPH_BYTES:
+        raise ProtocolError(f"party {src}", f"model graph header [{status}, {n}] is malformed or too large")
+    (raw,) = rt.exchange({}, {src: (n,)}, "nn.graph", dtype=np.uint8).values()
+    if status == 1:
+        raise ModelImportError(
+            f"the model owner (party {src}) could not import its model: {bytes(raw).decode('utf-8', 'replace')}"
+        )
+    return Graph.from_bytes(bytes(raw)), rt.share(None, src=src)
 
 
 def _check_range(graph: Graph, arrays, precision: int) -> None:
