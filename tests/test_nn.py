@@ -272,7 +272,8 @@ def test_unsupported_layer_names_op_and_node():
     with pytest.raises(ShapeError, match="does not fit"):
         mnn.trace(LinearBN(), torch.zeros(1, 7))
     # a token lookup: named (with the one-hot Linear that replaces it), not a float-dtype error
-    with pytest.raises(UnsupportedLayerError, match=r"Embedding \(module '0'\).*one-hot.*nn\.Linear\(10, 4, bias=False\)"):
+    with pytest.raises(UnsupportedLayerError,
+                       match=r"Embedding \(module '0'\).*one-hot.*nn\.Linear\(10, 4, bias=False\)"):
         mnn.trace(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)), torch.tensor([[1, 2]]))
 
 
@@ -287,7 +288,8 @@ def _catch(fn):
 
 def test_unsupported_layer_fails_on_every_party():
     def prog(rt):
-        return mnn.from_torch(WithSoftshrink() if rt.rank == 0 else None, torch.zeros(1, 4) if rt.rank == 0 else None, src=0, rt=rt)
+        return mnn.from_torch(WithSoftshrink() if rt.rank == 0 else None, torch.zeros(1, 4) if rt.rank == 0 else None,
+                              src=0, rt=rt)
 
     errs = run_parties(_catch(prog), 3, timeout=20)
     assert isinstance(errs[0], UnsupportedLayerError) and "Softshrink" in str(errs[0])
@@ -299,7 +301,8 @@ def test_wrong_input_shape_is_a_clear_error_everywhere():
     model = _build(ConvStridePad, 3)
 
     def prog(rt):
-        pm = mnn.from_torch(model if rt.rank == 0 else None, torch.zeros(1, 3, 9, 9) if rt.rank == 0 else None, src=0, rt=rt)
+        pm = mnn.from_torch(model if rt.rank == 0 else None, torch.zeros(1, 3, 9, 9) if rt.rank == 0 else None,
+                            src=0, rt=rt)
         x = rt.share(np.zeros((2, 3, 8, 9)) if rt.rank == 1 else None, src=1)
         return pm(x)
 
@@ -327,7 +330,8 @@ def test_weights_outside_fixed_point_range_fail_everywhere():
         model.weight[0, 0] = 1e15
 
     def prog(rt):
-        return mnn.from_torch(model if rt.rank == 0 else None, torch.zeros(1, 3) if rt.rank == 0 else None, src=0, rt=rt)
+        return mnn.from_torch(model if rt.rank == 0 else None, torch.zeros(1, 3) if rt.rank == 0 else None,
+                              src=0, rt=rt)
 
     errs = run_parties(_catch(prog), 2, timeout=20)
     for e in errs:
@@ -476,7 +480,8 @@ class MobileStyle(nn.Module):
         y = self.hs(self.conv(x))
         y = F.hardswish(self.dw(y)) * self.hsig(y) + F.hardsigmoid(y).clamp(max=0.8)
         v = y.mean([2, 3])
-        v = torch.clamp(self.fc(v), -2.0, 2.0) + v.abs().sum(1, keepdim=True) + torch.clamp_min(v, 0.1).sum(1, keepdim=True)
+        v = (torch.clamp(self.fc(v), -2.0, 2.0) + v.abs().sum(1, keepdim=True)
+             + torch.clamp_min(v, 0.1).sum(1, keepdim=True))
         v = v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-3) + x.abs().mean() ** 2
         w = v.abs() + 0.5
         return v + torch.sqrt(w) + w.reciprocal() + torch.log(w) + w.square() * 0.1 + v ** 3 * 0.01
@@ -642,7 +647,8 @@ class TensorOps(nn.Module):
         a, b = torch.chunk(y, 2, dim=-1)
         c = torch.stack(y.split(4, dim=-1), 1).sum(1) + torch.bmm(a.unsqueeze(2), b.unsqueeze(1)).sum(-1)
         g = torch.where(y > 0.1, y, y * 0.1) + (y <= -0.5).float() * 2 + torch.maximum(y, -y * 0.5)
-        stats = torch.cat([y.var(-1, keepdim=True) + torch.std(y, dim=-1, keepdim=True), y.norm(dim=-1, keepdim=True)], -1)
+        stats = torch.cat([y.var(-1, keepdim=True) + torch.std(y, dim=-1, keepdim=True),
+                           y.norm(dim=-1, keepdim=True)], -1)
         img = F.pad(c.reshape(-1, 1, 2, 2), (1, 1, 0, 1))  # (B, 1, 3, 4)
         u = F.interpolate(img, scale_factor=1.5, mode="bilinear") .mean((2, 3)) + self.up(img).amax(-1).mean(-1)
         v = F.interpolate(img, size=(5, 7), mode="nearest").flatten(1)[:, :3]
@@ -714,7 +720,8 @@ def test_digits_private_matches_plaintext(digits, kind, n):
         plain = net(torch.from_numpy(x)).argmax(1).numpy()
 
     def prog(rt):
-        pm = mnn.from_torch(net if rt.rank == 0 else None, torch.from_numpy(x[:1]) if rt.rank == 0 else None, src=0, rt=rt)
+        pm = mnn.from_torch(net if rt.rank == 0 else None, torch.from_numpy(x[:1]) if rt.rank == 0 else None,
+                            src=0, rt=rt)
         return pm.infer(x if rt.rank == 1 else None, data_owner=1, batch_size=120)
 
     logits = run_parties(prog, n, timeout=60)[1]
@@ -817,3 +824,68 @@ def test_mpcrt_nn_is_reachable_as_an_attribute():
     r = subprocess.run([sys.executable, "-c", "import mpcrt; print(mpcrt.nn.from_torch.__name__)"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "from_torch", r.stderr
+
+
+# ------------------------------------------------- generated from the op registry
+class _Calls(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, v):
+        return self.fn(v)
+
+
+@pytest.mark.parametrize("name", sorted(mnn.ops.ELEMENTWISE))
+def test_every_registry_activation_imports_as_its_op(name):
+    """Each elementwise activation of the registry imports as its IR op from every torch form it
+    names (torch.X, F.X, Tensor.X, nn.X) and replays torch in plaintext (the tracer's self-check)."""
+    op = mnn.ops.ELEMENTWISE[name]
+    x = torch.rand(2, 5) * 3 + 0.5  # positive: sqrt/log/reciprocal
+    forms = []
+    for t in op.method.torch:
+        forms += [_Calls(getattr(ns, t)) for ns in (torch, F) if hasattr(ns, t)]
+        forms += [_Calls(lambda v, t=t: getattr(v, t)())] if hasattr(torch.Tensor, t) else []
+        forms += [cls() for n, cls in mnn.ops.module_classes(nn) if n == name]
+    assert forms, f"{name}: no torch form"
+    for model in forms:
+        g, _ = mnn.trace(model, x)
+        assert [n["op"] for n in g.nodes] == ["input", name], model
+        assert list(g.nodes[1]["args"]) == ["input", *op.method.params]
+
+
+def test_a_method_record_is_one_registry_entry():
+    """The consumption of Method records (mpcrt.tensor.METHODS after issue 18): an activation with torch
+    names becomes an IR op with the protocol function's defaults; names written by hand keep their entry."""
+    def softsign(x, scale=1.0):
+        return x
+
+    ops = mnn.ops.elementwise_ops({"softsign": mnn.ops.Method(softsign, ("softsign",), ("scale",)),
+                                   "softmax": mnn.ops.Method(softsign, ("softmax",), ("dim",)),
+                                   "ltz": mnn.ops.Method(softsign)})
+    assert list(ops) == ["softsign"]
+    assert str(ops["softsign"].sig) == "(input, scale=1.0)" and ops["softsign"].method.fn is softsign
+    assert "Softsign" not in mnn.SUPPORTED["modules"] and "GELU" in mnn.SUPPORTED["modules"]
+
+
+def test_nn_modules_import_one_way():
+    """No import cycle among mpcrt.nn's modules, function-local imports included."""
+    import ast
+
+    pkg = ROOT / "mpcrt" / "nn"
+    deps = {}
+    for p in pkg.glob("*.py"):
+        tree = ast.parse(p.read_text())
+        deps[p.stem] = {n.module.rsplit(".", 1)[-1] for n in ast.walk(tree)
+                        if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("mpcrt.nn.")}
+    order: list[str] = []
+
+    def visit(m, path):
+        assert m not in path, f"import cycle: {' -> '.join(path + [m])}"
+        if m not in order:
+            for d in sorted(deps.get(m, ())):
+                visit(d, path + [m])
+            order.append(m)
+
+    for m in sorted(deps):
+        visit(m, [])

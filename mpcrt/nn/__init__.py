@@ -11,49 +11,42 @@ weights are secret-shared. Nobody else needs the model's code.
     x = rt.share(images if rt.rank == 1 else None, src=1)
     probs = model(x).softmax(dim=1).reveal(to=1)      # only party 1 learns the result
 
-Supported: see SUPPORTED (Linear, Conv1d/2d, BatchNorm folded into the preceding
-Conv/Linear or as a per-channel affine layer, LayerNorm, GroupNorm, InstanceNorm, PReLU, Mish, ReLU, LeakyReLU, ReLU6,
-Hardtanh, Hardswish, Hardsigmoid, ELU, SELU, CELU, Softplus, GELU, SiLU, Sigmoid, Tanh, Softmax, LogSoftmax,
-Max/Avg/AdaptiveAvgPool 1d and 2d (modules and F. functions; F.conv1d too), Flatten, Dropout and Identity, residual additions,
-reshape/view/flatten/cat/stack/chunk/split/permute/t, bmm, F.pad, Upsample and
-F.interpolate (nearest, bilinear), comparisons and torch.where, max/min/amax/argmax,
-var/std/norm, F.normalize, arithmetic with constants, clamp, abs, integer powers,
-exp/log/sqrt/rsqrt/reciprocal, sizes and arithmetic on them, attention: F.scaled_dot_product_attention
-(causal or with a float mask), nn.MultiheadAttention (its output), TransformerEncoderLayer and
-TransformerEncoder without masks; not einsum, not Embedding).
-Anything else raises UnsupportedLayerError naming the op and the fx node.
+Supported: see SUPPORTED (generated from the op registry, mpcrt.nn.ops: layers with
+weights, BatchNorm folded into the preceding Conv/Linear, the elementwise activations,
+norms, pools, attention blocks, shape and arithmetic ops); `python -m mpcrt.nn`
+prints the list. Anything else raises UnsupportedLayerError naming the op and the fx node.
+
+Modules, by job: ops (the op registry), ir (Graph, msgpack form, validation), tracer
+(torch.fx -> IR; modules, transformer, fx_table, fx_fixes, fx_args are its parts),
+layers (the executor, on SharedTensors and on torch tensors), archive (model files),
+model (PrivateModel and the import protocol between parties).
 
 Model files (`save`/`load`): one .npz holding the msgpack graph and the folded
 float64 weights, read with numpy's allow_pickle=False: loading runs no code.
 """
-from mpcrt.nn.graph import (  # noqa: F401
+from mpcrt.nn.archive import ARCHIVE_GRAPH_KEY, KIND_HELP, load, save, save_graph, sniff  # noqa: F401
+from mpcrt.nn.ir import (  # noqa: F401
     FORMAT,
-    IR_OPS,
     MAX_GRAPH_BYTES,
-    SUPPORTED,
     VERSION,
     Graph,
     ModelFileError,
     ModelImportError,
     UnsupportedLayerError,
-    trace,
 )
 from mpcrt.nn.layers import SharedOps, TorchOps, run_graph  # noqa: F401
-from mpcrt.nn.model import (  # noqa: F401
-    ARCHIVE_GRAPH_KEY,
-    KIND_HELP,
-    PrivateModel,
-    distribute,
-    from_graph,
-    from_torch,
-    load,
-    load_model,
-    save,
-    save_graph,
-    sniff,
-)
+from mpcrt.nn.model import PrivateModel, distribute, from_graph, from_torch, load_model  # noqa: F401
+from mpcrt.nn.ops import IR_OPS, supported  # noqa: F401
+from mpcrt.nn.tracer import trace  # noqa: F401
 
 __all__ = [
     "from_torch", "from_graph", "load_model", "distribute", "PrivateModel", "Graph", "trace", "save", "save_graph",
     "load", "run_graph", "ModelImportError", "UnsupportedLayerError", "ModelFileError", "SUPPORTED",
 ]
+
+
+def __getattr__(name: str):
+    """SUPPORTED, computed on first use (the activations' nn module names need torch)."""
+    if name == "SUPPORTED":
+        return supported()
+    raise AttributeError(f"module 'mpcrt.nn' has no attribute {name!r}")

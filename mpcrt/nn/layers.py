@@ -12,9 +12,9 @@ Cost of each layer under MPC (N parties, one round = everyone sends once):
 * avg_pool2d, adaptive_avg_pool2d: linear with public weights: sums are exact
   (integer weights, no truncation), then one multiplication by a public 1/count
   (1 truncation round). Non-overlapping windows are plain reshaped sums.
-* relu, sigmoid, tanh, exp, softmax, max_pool2d, clamp, abs, hardswish, hardsigmoid,
-  elu, selu, celu, softplus, mish, prelu, group_norm,
-  sqrt, rsqrt, reciprocal, log: the SharedTensor methods of the same names
+* the registry's elementwise activations (relu, sigmoid, gelu, sqrt, ...; see
+  mpcrt.nn.ops.ELEMENTWISE): their protocol functions; softmax, max_pool2d, clamp,
+  prelu, group_norm, layer_norm: the SharedTensor methods of the same names
   (comparison-based or approximations; see mpcrt.tensor); pow: repeated squaring
   (2 rounds per product).
 * attention (F.scaled_dot_product_attention, and nn.MultiheadAttention /
@@ -28,11 +28,14 @@ Cost of each layer under MPC (N parties, one round = everyone sends once):
 from __future__ import annotations
 
 import math
+import operator as _operator
 
 import numpy as np
 
 from mpcrt.errors import MpcError, ShapeError
-from mpcrt.nn.graph import MAX_PARAM_ELEMENTS, NONLINEAR_METHODS, UnsupportedLayerError, refs_of, resolve
+from mpcrt.nn.ir import MAX_PARAM_ELEMENTS, UnsupportedLayerError, refs_of, resolve
+from mpcrt.nn.ops import ELEMENTWISE, NONLINEAR_METHODS
+from mpcrt.tensor import SharedTensor, cat, stack, where
 
 
 MASKED = 4096.0  # what a causal mask subtracts from a score (torch: inf)
@@ -231,6 +234,15 @@ class TorchOps(_Common):
 
         self.torch, self.F = torch, F
 
+    def __getattr__(self, name: str):
+        """The registry's elementwise activations: torch's function of the op's first torch name."""
+        op = ELEMENTWISE.get(name)
+        if op is None:
+            raise AttributeError(name)
+        t = op.method.torch[0]
+        fn = getattr(self.torch, t, None) or getattr(self.F, t)
+        return lambda input, **params: fn(input, **params)
+
     def linear(self, input, weight, bias=None):
         return self.F.linear(input, weight, bias)
 
@@ -241,32 +253,11 @@ class TorchOps(_Common):
         shp = (1, -1) + (1,) * (input.ndim - 2)
         return input * scale.reshape(shp) + shift.reshape(shp)
 
-    def relu(self, input):
-        return self.torch.relu(input)
-
-    def sigmoid(self, input):
-        return self.torch.sigmoid(input)
-
-    def tanh(self, input):
-        return self.torch.tanh(input)
-
-    def exp(self, input):
-        return self.torch.exp(input)
-
     def softmax(self, input, dim):
         return self.torch.softmax(input, dim)
 
     def log_softmax(self, input, dim):
         return self.torch.log_softmax(input, dim)
-
-    def gelu(self, input, approximate="none"):
-        return self.F.gelu(input, approximate=approximate)
-
-    def silu(self, input):
-        return self.F.silu(input)
-
-    def hardtanh(self, input, min_val=-1.0, max_val=1.0):
-        return self.F.hardtanh(input, min_val, max_val)
 
     def layer_norm(self, input, normalized_shape, weight=None, bias=None, eps=1e-5):
         return self.F.layer_norm(input, tuple(normalized_shape), weight, bias, eps)
@@ -303,52 +294,17 @@ class TorchOps(_Common):
 
         return x @ torch.as_tensor(m, dtype=torch.float64)
 
-    def hardswish(self, input):
-        return self.F.hardswish(input)
-
-    def elu(self, input, alpha=1.0):
-        return self.F.elu(input, alpha)
-
-    def selu(self, input):
-        return self.F.selu(input)
-
-    def celu(self, input, alpha=1.0):
-        return self.F.celu(input, alpha)
-
-    def softplus(self, input, beta=1.0, threshold=20.0):
-        return self.F.softplus(input, beta, threshold)
-
-    def mish(self, input):
-        return self.F.mish(input)
-
     def prelu(self, input, weight):
         return self.F.prelu(input, weight)
 
     def group_norm(self, input, num_groups, weight=None, bias=None, eps=1e-5):
         return self.F.group_norm(input, num_groups, weight, bias, eps)
 
-    def hardsigmoid(self, input):
-        return self.F.hardsigmoid(input)
-
-    def abs(self, input):
-        return self.torch.abs(input)
-
-    def sqrt(self, input):
-        return self.torch.sqrt(input)
-
-    def rsqrt(self, input):
-        return self.torch.rsqrt(input)
-
-    def reciprocal(self, input):
-        return self.torch.reciprocal(input)
-
-    def log(self, input):
-        return self.torch.log(input)
-
     def max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         return self.F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
 
-    def avg_pool2d(self, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
+    def avg_pool2d(self, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                   divisor_override=None):
         return self.F.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
 
     def adaptive_avg_pool2d(self, input, output_size):
@@ -380,6 +336,14 @@ class SharedOps(_Common):
         shp = (1, scale.shape[0]) + (1,) * (input.ndim - 2)
         return input * scale.reshape(shp) + shift.reshape(shp)
 
+    def __getattr__(self, name: str):
+        """The registry's elementwise activations: their protocol functions, fn(x, **params)."""
+        op = ELEMENTWISE.get(name)
+        if op is None:
+            raise AttributeError(name)
+        fn = op.method.fn
+        return lambda input, **params: fn(input, **params)
+
     @staticmethod
     def _nl(x, method: str, *args, **kw):
         fn = getattr(x, method, None)
@@ -387,32 +351,11 @@ class SharedOps(_Common):
             raise UnsupportedLayerError(f"this mpcrt build has no SharedTensor.{method}()")
         return fn(*args, **kw)
 
-    def relu(self, input):
-        return self._nl(input, "relu")
-
-    def sigmoid(self, input):
-        return self._nl(input, "sigmoid")
-
-    def tanh(self, input):
-        return self._nl(input, "tanh")
-
-    def exp(self, input):
-        return self._nl(input, "exp")
-
     def softmax(self, input, dim):
         return self._nl(input, "softmax", dim)
 
     def log_softmax(self, input, dim):
         return self._nl(input, "log_softmax", dim)
-
-    def gelu(self, input, approximate="none"):
-        return self._nl(input, "gelu", approximate)
-
-    def silu(self, input):
-        return self._nl(input, "silu")
-
-    def hardtanh(self, input, min_val=-1.0, max_val=1.0):
-        return self._nl(input, "clamp", min_val, max_val)
 
     def layer_norm(self, input, normalized_shape, weight=None, bias=None, eps=1e-5):
         return self._nl(input, "layer_norm", normalized_shape, weight, bias, eps)
@@ -421,8 +364,6 @@ class SharedOps(_Common):
         return self._nl(input, "clamp", min, max)
 
     def where(self, condition, input, other):
-        from mpcrt.tensor import where
-
         return where(condition, input, other)
 
     def maximum(self, input, other):
@@ -432,8 +373,6 @@ class SharedOps(_Common):
         return self._nl(input, "minimum", other)
 
     def stack(self, tensors, dim=0):
-        from mpcrt.tensor import stack
-
         return stack(list(tensors), dim)
 
     def pad(self, input, pad, value=0.0):
@@ -448,47 +387,11 @@ class SharedOps(_Common):
     def _public_matmul(x, m):
         return x @ m
 
-    def hardswish(self, input):
-        return self._nl(input, "hardswish")
-
-    def elu(self, input, alpha=1.0):
-        return self._nl(input, "elu", alpha)
-
-    def selu(self, input):
-        return self._nl(input, "selu")
-
-    def celu(self, input, alpha=1.0):
-        return self._nl(input, "celu", alpha)
-
-    def softplus(self, input, beta=1.0, threshold=20.0):
-        return self._nl(input, "softplus", beta, threshold)
-
-    def mish(self, input):
-        return self._nl(input, "mish")
-
     def prelu(self, input, weight):
         return self._nl(input, "prelu", weight)
 
     def group_norm(self, input, num_groups, weight=None, bias=None, eps=1e-5):
         return self._nl(input, "group_norm", num_groups, weight, bias, eps)
-
-    def hardsigmoid(self, input):
-        return self._nl(input, "hardsigmoid")
-
-    def abs(self, input):
-        return self._nl(input, "abs")
-
-    def sqrt(self, input):
-        return self._nl(input, "sqrt")
-
-    def rsqrt(self, input):
-        return self._nl(input, "rsqrt")
-
-    def reciprocal(self, input):
-        return self._nl(input, "reciprocal")
-
-    def log(self, input):
-        return self._nl(input, "log")
 
     def max_pool2d(self, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         _check4(input, "max_pool2d")
@@ -499,7 +402,8 @@ class SharedOps(_Common):
             return self._nl(input, "maxpool2d", k, stride=s, padding=_pair(padding), **extra)
         return self._nl(input, "maxpool2d", k, stride=s, padding=_pair(padding), dilation=_pair(dilation), **extra)
 
-    def avg_pool2d(self, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
+    def avg_pool2d(self, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                   divisor_override=None):
         import torch
         import torch.nn.functional as F
 
@@ -547,12 +451,8 @@ class SharedOps(_Common):
         return s * (1.0 / np.outer(lh, lw))
 
     def cat(self, tensors, dim=0):
-        from mpcrt.tensor import cat
-
         return cat(list(tensors), dim)
 
-
-import operator as _operator
 
 _COMPARE = {"lt": _operator.lt, "le": _operator.le, "gt": _operator.gt, "ge": _operator.ge, "eq": _operator.eq,
             "ne": _operator.ne}
@@ -635,7 +535,8 @@ def run_graph(graph, params: list, x, ops, free_after=None, collect: dict | None
             except MpcError:
                 raise
             except (ValueError, TypeError, IndexError, RuntimeError) as e:
-                raise ShapeError(f"layer '{node['name']}' ({node['target']}) failed on its input: {type(e).__name__}: {e}") from None
+                raise ShapeError(f"layer '{node['name']}' ({node['target']}) failed on its input: {type(e).__name__}: "
+                                 f"{e}") from None
         env[i] = val
         if collect is not None:
             collect[node["name"]] = val
@@ -646,7 +547,5 @@ def run_graph(graph, params: list, x, ops, free_after=None, collect: dict | None
 
 def missing_methods(graph) -> list[str]:
     """Nonlinear SharedTensor methods the graph needs that this build lacks."""
-    from mpcrt.tensor import SharedTensor
-
     need = {NONLINEAR_METHODS[n["op"]] for n in graph.nodes if n["op"] in NONLINEAR_METHODS}
     return sorted(m for m in need if not hasattr(SharedTensor, m))

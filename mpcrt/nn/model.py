@@ -20,16 +20,16 @@ How the model reaches the other parties (two small messages, then one share):
 from __future__ import annotations
 
 import math
-import os
 from typing import Callable
 
 import numpy as np
 
 from mpcrt.errors import ProtocolError, ShapeError
-from mpcrt.nn.graph import MAX_GRAPH_BYTES, Graph, ModelFileError, ModelImportError, UnsupportedLayerError, trace
+from mpcrt.nn.archive import load
+from mpcrt.nn.ir import MAX_GRAPH_BYTES, Graph, ModelImportError, UnsupportedLayerError
 from mpcrt.nn.layers import SharedOps, last_uses, missing_methods, run_graph
-
-ARCHIVE_GRAPH_KEY = "__mpcrt_graph__"
+from mpcrt.nn.tracer import trace
+from mpcrt.tensor import SharedTensor
 
 
 class PrivateModel:
@@ -66,10 +66,9 @@ class PrivateModel:
             )
 
     def __call__(self, x):
-        from mpcrt.tensor import SharedTensor
-
         if not isinstance(x, SharedTensor):
-            raise TypeError(f"a PrivateModel takes a SharedTensor (share the input first with rt.share), got {type(x).__name__}")
+            raise TypeError(f"a PrivateModel takes a SharedTensor (share the input first with rt.share), got "
+                            f"{type(x).__name__}")
         self.check_input_shape(x.shape)
         return run_graph(self.graph, self.params, x, SharedOps(), self._free_after)
 
@@ -163,37 +162,7 @@ def distribute(build: Callable[[], tuple[Graph, list]] | None, src: int = 0, rt=
     rt = _runtime(rt)
     src = _check_src(rt, src)
     with rt.scope("nn.import"):
-        if rt.rank == src:
-            graph, arrays, err = None, None, None
-            try:
-                if build is None:
-                    raise ModelImportError(f"party {src} is the model owner: pass the model")
-                graph, arrays = build()
-                _check_arrays(graph, arrays)
-                _check_range(graph, arrays, rt.precision)
-                payload, status = graph.to_bytes(), 0
-            except Exception as e:  # every party must hear of it, not wait for weights that never come
-                err = e
-                payload, status = f"{type(e).__name__}: {e}".encode("utf-8", "replace")[: 1 << 16], 1
-            buf = np.frombuffer(payload, np.uint8)
-            rt.exchange({j: np.array([status, buf.size], np.int64) for j in rt.peers}, {}, "nn.graph.len")
-            rt.exchange({j: buf for j in rt.peers}, {}, "nn.graph", dtype=np.uint8)
-            if err is not None:
-                raise err
-            flat = np.concatenate([np.ravel(a) for a in arrays]) if arrays else np.zeros(0)
-            w = rt.share(flat, src=src)
-        else:
-            (hdr,) = rt.exchange({}, {src: (2,)}, "nn.graph.len").values()
-            status, n = int(hdr[0]), int(hdr[1])
-            if status not in (0, 1) or not 0 <= n <= MAX_GRAPH_BYTES:
-                raise ProtocolError(f"party {src}", f"model graph header [{status}, {n}] is malformed or too large")
-            (raw,) = rt.exchange({}, {src: (n,)}, "nn.graph", dtype=np.uint8).values()
-            if status == 1:
-                raise ModelImportError(
-                    f"the model owner (party {src}) could not import its model: {bytes(raw).decode('utf-8', 'replace')}"
-                )
-            graph = Graph.from_bytes(bytes(raw))
-            w = rt.share(None, src=src)
+        graph, w = _send_model(rt, src, build) if rt.rank == src else _receive_model(rt, src)
         total = graph.param_count
         if w.shape != (total,):
             raise ProtocolError(f"party {src}", f"shared {w.shape} weights, the graph declares ({total},)")
@@ -205,12 +174,40 @@ def distribute(build: Callable[[], tuple[Graph, list]] | None, src: int = 0, rt=
     return PrivateModel(rt, graph, params, src)
 
 
-def _check_arrays(graph: Graph, arrays) -> None:
-    if len(arrays) != len(graph.params):
-        raise ModelImportError(f"{len(arrays)} parameter arrays for {len(graph.params)} declared parameters")
-    for a, p in zip(arrays, graph.params):
-        if tuple(np.shape(a)) != tuple(p["shape"]):
-            raise ModelImportError(f"parameter {p['name']} has shape {np.shape(a)}, the graph declares {tuple(p['shape'])}")
+def _send_model(rt, src: int, build) -> tuple[Graph, object]:
+    """The owner's half: build, send the header and the graph (or the error), share the weights."""
+    graph, arrays, err = None, None, None
+    try:
+        if build is None:
+            raise ModelImportError(f"party {src} is the model owner: pass the model")
+        graph, arrays = build()
+        graph.check_arrays(arrays)
+        _check_range(graph, arrays, rt.precision)
+        payload, status = graph.to_bytes(), 0
+    except Exception as e:  # every party must hear of it, not wait for weights that never come
+        err = e
+        payload, status = f"{type(e).__name__}: {e}".encode("utf-8", "replace")[: 1 << 16], 1
+    buf = np.frombuffer(payload, np.uint8)
+    rt.exchange({j: np.array([status, buf.size], np.int64) for j in rt.peers}, {}, "nn.graph.len")
+    rt.exchange({j: buf for j in rt.peers}, {}, "nn.graph", dtype=np.uint8)
+    if err is not None:
+        raise err
+    flat = np.concatenate([np.ravel(a) for a in arrays]) if arrays else np.zeros(0)
+    return graph, rt.share(flat, src=src)
+
+
+def _receive_model(rt, src: int) -> tuple[Graph, object]:
+    """Every other party's half: the header (checked before anything else is received), the graph, the shares."""
+    (hdr,) = rt.exchange({}, {src: (2,)}, "nn.graph.len").values()
+    status, n = int(hdr[0]), int(hdr[1])
+    if status not in (0, 1) or not 0 <= n <= MAX_GRAPH_BYTES:
+        raise ProtocolError(f"party {src}", f"model graph header [{status}, {n}] is malformed or too large")
+    (raw,) = rt.exchange({}, {src: (n,)}, "nn.graph", dtype=np.uint8).values()
+    if status == 1:
+        raise ModelImportError(
+            f"the model owner (party {src}) could not import its model: {bytes(raw).decode('utf-8', 'replace')}"
+        )
+    return Graph.from_bytes(bytes(raw)), rt.share(None, src=src)
 
 
 def _check_range(graph: Graph, arrays, precision: int) -> None:
@@ -250,111 +247,3 @@ def load_model(path: str | None, src: int = 0, rt=None) -> PrivateModel:
     """Like from_torch for a model archive written by save(): `path` on `src`, None elsewhere."""
     build = None if path is None else (lambda: load(path))
     return distribute(build, src, rt)
-
-
-# ------------------------------------------------------------------ archives
-def save(model, example_input, path: str) -> Graph:
-    """Trace `model` and write an mpcrt model archive: one .npz holding the msgpack graph
-    (key __mpcrt_graph__, uint8) and the folded weights p0, p1, ... (float64).
-
-    Reading it back (load) needs only numpy with allow_pickle=False and msgpack: no
-    pickle, no model code, nothing in the file is ever executed.
-    """
-    graph, arrays = trace(model, example_input)
-    save_graph(graph, arrays, path)
-    return graph
-
-
-def save_graph(graph: Graph, arrays: list, path: str) -> None:
-    _check_arrays(graph, arrays)
-    payload = {ARCHIVE_GRAPH_KEY: np.frombuffer(graph.to_bytes(), np.uint8)}
-    payload.update({f"p{i}": np.asarray(a, np.float64) for i, a in enumerate(arrays)})
-    with open(path, "wb") as fh:  # np.savez would append .npz to a str path without it
-        np.savez(fh, **payload)
-
-
-def sniff(path: str) -> str:
-    """What a file is, from its first bytes: 'npz', 'npy', 'torch' (torch.save zip), 'pickle', 'zip' or 'other'.
-
-    Raises ModelFileError if it is missing or unreadable.
-    """
-    import zipfile
-
-    if not os.path.exists(path):
-        raise ModelFileError(f"model file {path!r} does not exist")
-    if os.path.isdir(path):
-        raise ModelFileError(f"model file {path!r} is a directory")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except OSError as e:
-        raise ModelFileError(f"model file {path!r} is not readable ({e.strerror})") from None
-    if head.startswith(b"\x93NUMPY"):
-        return "npy"
-    if head.startswith(b"PK"):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except zipfile.BadZipFile:
-            return "other"
-        if any(n.endswith(("data.pkl", ".pkl")) or "/data/" in n or n.startswith("archive/") for n in names):
-            return "torch"
-        return "npz" if names and all(n.endswith(".npy") for n in names) else "zip"
-    if head[:1] == b"\x80":
-        return "pickle"
-    return "other"
-
-
-KIND_HELP = {
-    "torch": "a torch.save / torch.export archive (its loader unpickles, which can run code)",
-    "pickle": "a pickle (unpickling runs code)",
-    "zip": "a zip archive that is not a numpy .npz",
-    "other": "neither an .npz nor an .npy file",
-    "npy": "a single .npy array",
-}
-
-
-def load(path: str) -> tuple[Graph, list[np.ndarray]]:
-    """Read an mpcrt model archive (see save); ModelFileError for anything else."""
-    kind = sniff(path)
-    if kind != "npz":
-        raise ModelFileError(
-            f"{path!r} is not an mpcrt model archive: it is {KIND_HELP[kind]}. Write the model on a trusted "
-            "machine with mpcrt.nn.save(model, example_input, 'model.npz') (mpcrt never unpickles)"
-        )
-    try:
-        z = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise ModelFileError(f"{path!r} is not a readable .npz archive: {type(e).__name__}: {e}") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise ModelFileError(f"{path!r} is a single .npy array, not an mpcrt model archive (.npz from mpcrt.nn.save)")
-    with z:
-        if ARCHIVE_GRAPH_KEY not in z.files:
-            raise ModelFileError(
-                f"{path!r} is an .npz without an mpcrt graph (a plain state_dict?). Write it with "
-                "mpcrt.nn.save(model, example_input, path), or pass the architecture with --arch module:Class"
-            )
-        try:
-            raw = z[ARCHIVE_GRAPH_KEY]
-            if raw.dtype != np.uint8 or raw.ndim != 1:
-                raise ModelFileError(f"{path!r}: {ARCHIVE_GRAPH_KEY} is not a uint8 byte array")
-            graph = Graph.from_bytes(raw.tobytes())
-            arrays = []
-            for i, p in enumerate(graph.params):
-                key = f"p{i}"
-                if key not in z.files:
-                    raise ModelFileError(f"{path!r} lacks weight array {key} ({p['name']})")
-                a = z[key]
-                if not np.issubdtype(a.dtype, np.floating) or tuple(a.shape) != tuple(p["shape"]):
-                    raise ModelFileError(f"{path!r}: weight {key} ({p['name']}) is {a.dtype}{tuple(a.shape)}, "
-                                         f"the graph declares float{tuple(p['shape'])}")
-                arrays.append(a.astype(np.float64))
-        except ModelImportError as e:
-            if isinstance(e, ModelFileError):
-                raise
-            raise ModelFileError(f"{path!r}: {e}") from None
-        except ValueError as e:
-            raise ModelFileError(f"{path!r}: unreadable array ({e})") from None
-    return graph, arrays
-
-

@@ -1,0 +1,127 @@
+"""torch arguments as IR arguments: conversions the tracer's module import and its fixes share."""
+from __future__ import annotations
+
+import numpy as np
+
+from mpcrt.nn.ir import UnsupportedLayerError
+
+
+def as_f64(t):
+    """A torch tensor (a module's parameter) as a float64 numpy array; None stays None."""
+    return None if t is None else t.detach().double().numpy()
+
+
+def is_size(v) -> bool:
+    """An fx node computing a public number from sizes (x.shape[-1], x.size(1) // 2, ...)."""
+    from torch.fx import Node
+
+    return isinstance(v, Node) and v.meta.get("type") in (int, float, bool)
+
+
+def first_int(v) -> int:
+    return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
+
+
+def stride_1d(stride, k: int) -> int:
+    return k if stride is None or stride in ((), []) else first_int(stride)
+
+
+def max_pool1d_args(kernel_size, stride, padding, dilation, ceil_mode) -> dict:
+    """max_pool2d's arguments for a 1-d max pool on (N, C, 1, L)."""
+    k = first_int(kernel_size)
+    return {"kernel_size": [1, k], "stride": [1, stride_1d(stride, k)], "padding": [0, first_int(padding)],
+            "dilation": [1, first_int(dilation)], "ceil_mode": bool(ceil_mode)}
+
+
+def avg_pool1d_args(kernel_size, stride, padding, ceil_mode, count_include_pad) -> dict:
+    """avg_pool2d's arguments for a 1-d average pool on (N, C, 1, L)."""
+    k = first_int(kernel_size)
+    return {"kernel_size": [1, k], "stride": [1, stride_1d(stride, k)], "padding": [0, first_int(padding)],
+            "ceil_mode": bool(ceil_mode), "count_include_pad": bool(count_include_pad), "divisor_override": None}
+
+
+def adaptive_pool1d_args(output_size) -> dict:
+    return {"output_size": [1, None if output_size is None else first_int(output_size)]}
+
+
+def resize_args(n, mode: str, align_corners, scale_factor, recompute, antialias, what: str) -> dict:
+    """The resize op's arguments for nn.Upsample / F.interpolate: the output size as fx
+    recorded it, and the model's scale factors where torch indexes by them."""
+    tm = n.meta.get("tensor_meta")
+    if tm is None or len(tm.shape) != 4 or mode not in ("nearest", "nearest-exact", "bilinear") or antialias:
+        raise UnsupportedLayerError(f"{what} with mode={mode!r} (or antialias, or not 4-d) at fx node '{n.name}' "
+                                    "(nearest, nearest-exact and bilinear on NCHW)")
+    scale = None
+    if scale_factor is not None and not recompute:
+        sf = scale_factor
+        scale = [float(v) for v in sf] if isinstance(sf, (tuple, list)) else [float(sf)] * 2
+    return {"size": [int(v) for v in tm.shape[-2:]], "mode": mode, "align_corners": align_corners, "scale": scale}
+
+
+def bn_affine(bn) -> tuple[np.ndarray, np.ndarray]:
+    mean = bn.running_mean.detach().double().numpy()
+    var = bn.running_var.detach().double().numpy()
+    gamma = bn.weight.detach().double().numpy() if bn.weight is not None else np.ones_like(mean)
+    beta = bn.bias.detach().double().numpy() if bn.bias is not None else np.zeros_like(mean)
+    scale = gamma / np.sqrt(var + bn.eps)
+    return scale, beta - mean * scale
+
+
+def conv_padding(padding, kernel, dilation, what, name) -> list:
+    if padding == "valid":
+        return [0, 0]
+    if padding == "same":
+        out = []
+        for k, d in zip(kernel, dilation):
+            total = d * (k - 1)
+            if total % 2:
+                raise UnsupportedLayerError(f"{what} with padding='same' and an even kernel (asymmetric padding) at fx "
+                                            f"node '{name}'")
+            out.append(total // 2)
+        return out
+    if isinstance(padding, int):
+        return [padding, padding]
+    return [int(p) for p in padding]
+
+
+def check_maxpool(ceil_mode, return_indices, what, name) -> None:
+    if return_indices:
+        raise UnsupportedLayerError(f"{what} with return_indices=True at fx node '{name}' (indices would reveal data)")
+
+
+def implicit_softmax_dim(shape) -> int:
+    nd = len(shape) if shape is not None else 2
+    return 0 if nd in (0, 1, 3) else 1
+
+
+def describe(n) -> str:
+    t = n.target
+    if n.op == "call_method":
+        return f"tensor method .{t}()"
+    mod = getattr(t, "__module__", None) or ""
+    name = getattr(t, "__qualname__", None) or getattr(t, "__name__", None) or repr(t)
+    if "boolean_dispatch" in name:
+        name = getattr(t, "__name__", name)
+    if mod == "_operator":
+        mod = "operator"
+    if name.startswith("_VariableFunctionsClass."):  # torch.sort and friends (C builtins)
+        mod, name = "torch", name.split(".", 1)[1]
+    return f"{mod + '.' if mod else ''}{name}"
+
+
+#: functions and modules of optional libraries that are the identity in eval mode (by name:
+#: the library need not be installed), with the functions' positional parameters
+EVAL_IDENTITIES = {"torchvision.ops.stochastic_depth.stochastic_depth": ("input", "p", "mode", "training")}
+EVAL_IDENTITY_MODULES = ("torchvision.ops.stochastic_depth.StochasticDepth",)
+
+
+def qualname(obj) -> str:
+    return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+
+
+def table_key(fn):
+    try:
+        hash(fn)
+        return fn
+    except TypeError:  # pragma: no cover
+        return id(fn)

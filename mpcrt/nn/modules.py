@@ -1,0 +1,260 @@
+"""The tracer's import of torch.nn modules (fx call_module nodes) as IR nodes.
+
+`import_module(tracer, node)` tries, in order, transformer blocks, layers with weights,
+the registry's elementwise activations (any nn module whose class is one of theirs:
+its attributes named by the record's params are the node's arguments), the other
+nonlinear layers, and pools/shape layers; anything else is an UnsupportedLayerError
+listing what is supported. `plan_folds` chooses the BatchNorms folded into a Conv/Linear.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mpcrt.errors import ShapeError
+from mpcrt.nn.fx_args import (
+    EVAL_IDENTITY_MODULES,
+    adaptive_pool1d_args,
+    avg_pool1d_args,
+    bn_affine,
+    check_maxpool,
+    conv_padding,
+    implicit_softmax_dim,
+    max_pool1d_args,
+    as_f64,
+    first_int,
+    qualname,
+    resize_args,
+)
+from mpcrt.nn.ir import UnsupportedLayerError
+from mpcrt.nn.ops import ELEMENTWISE, module_classes, supported
+from mpcrt.nn.transformer import encoder_layer, layer_norm, mha, no_masks
+
+
+def import_module(tr, n) -> dict:
+    """The IR value of fx node `n`, a call of the module n.target."""
+    import torch.nn as tnn
+
+    mod = tr.modules[n.target]
+    what = f"{type(mod).__module__}.{type(mod).__name__} (module '{n.target}')"
+    if isinstance(mod, tnn.MultiheadAttention):
+        return [mha(tr, n, mod, str(n.target), what), None]  # (output, weights): [0] only
+    if isinstance(mod, (tnn.TransformerEncoderLayer, tnn.TransformerEncoder)):
+        return _transformer(tr, n, mod, what)
+    if n.kwargs or len(n.args) != 1:
+        raise UnsupportedLayerError(f"{what} at fx node '{n.name}' called with {len(n.args)} positional and "
+                                    f"{len(n.kwargs)} keyword arguments (one input expected)")
+    x = tr.enc(n.args[0], n)
+
+    def go(op, **kw):
+        return tr.emit(op, {"input": x, **kw}, n.name, what)
+
+    for step in (_weighted, _elementwise, _nonlinear, _pool_or_shape):
+        out = step(tr, n, mod, x, go, str(n.target), what)
+        if out is not None:
+            return out
+    raise UnsupportedLayerError(
+        f"unsupported layer {what} at fx node '{n.name}'; supported layers: {', '.join(supported()['modules'])}"
+    )
+
+
+def _transformer(tr, n, mod, what: str) -> dict:
+    """nn.TransformerEncoderLayer, or nn.TransformerEncoder as its layers and final norm."""
+    import torch.nn as tnn
+
+    no_masks(n, what)
+    x = tr.enc(n.args[0], n)
+    shape = tr.in_shape(n)
+    if isinstance(mod, tnn.TransformerEncoderLayer):
+        return encoder_layer(tr, n, mod, x, shape, str(n.target), what, n.name)
+    for i, layer in enumerate(mod.layers):
+        last = i == len(mod.layers) - 1 and mod.norm is None
+        x = encoder_layer(tr, n, layer, x, shape, f"{n.target}.layers.{i}", what,
+                          n.name if last else f"{n.name}:layer{i}")
+    if mod.norm is not None:
+        x = layer_norm(tr, x, mod.norm, f"{n.target}.norm", n.name, what)
+    return x
+
+
+def _weighted(tr, n, mod, x, go, t: str, what: str) -> dict | None:
+    """Linear, Conv1d/2d (a BatchNorm folded in where planned) and BatchNorm as an affine layer."""
+    import torch.nn as tnn
+
+    if isinstance(mod, tnn.Linear):
+        w, b, t = _layer_weights(tr, n, mod, t)
+        return go("linear", weight=tr.param(w, t + ".weight"), bias=None if b is None else tr.param(b, t + ".bias"))
+    if isinstance(mod, tnn.Conv2d):
+        _check_conv(mod, what, n)
+        pad = conv_padding(mod.padding, mod.kernel_size, mod.dilation, what, n.name)
+        w, b, t = _layer_weights(tr, n, mod, t)
+        return go("conv2d", weight=tr.param(w, t + ".weight"), bias=None if b is None else tr.param(b, t + ".bias"),
+                  stride=list(mod.stride), padding=pad, dilation=list(mod.dilation), groups=int(mod.groups))
+    if isinstance(mod, (tnn.Conv1d, tnn.MaxPool1d, tnn.AvgPool1d, tnn.AdaptiveAvgPool1d)):
+        return _module_1d(tr, n, mod, x, t, what)
+    if isinstance(mod, (tnn.BatchNorm1d, tnn.BatchNorm2d)):
+        if mod.running_mean is None:
+            raise UnsupportedLayerError(f"{what} with track_running_stats=False at fx node '{n.name}' "
+                                        "(uses batch statistics even in eval mode)")
+        shape = tr.in_shape(n)
+        want = (4,) if isinstance(mod, tnn.BatchNorm2d) else (2, 3)
+        if shape is not None and len(shape) not in want:
+            raise ShapeError(f"{what} gets a {len(shape)}-d input at fx node '{n.name}'")
+        scale, shift = bn_affine(mod)
+        return go("affine", scale=tr.param(scale, t + ".scale"), shift=tr.param(shift, t + ".shift"))
+    return None
+
+
+_MODULE_OPS: dict = {}
+
+
+def _elementwise(tr, n, mod, x, go, t: str, what: str) -> dict | None:
+    """A module of a registry activation (nn.GELU, nn.ReLU6 as its base nn.Hardtanh, ...): its params
+    read from the module's attributes, cast to the type of the protocol function's defaults."""
+    import torch.nn as tnn
+
+    if not _MODULE_OPS:
+        _MODULE_OPS.update((cls, name) for name, cls in module_classes(tnn))
+    name = next((_MODULE_OPS[c] for c in type(mod).__mro__ if c in _MODULE_OPS), None)
+    if name is None:
+        return None
+    kw = {}
+    for p in list(ELEMENTWISE[name].sig.parameters.values())[1:]:
+        v = getattr(mod, p.name)
+        kw[p.name] = type(p.default)(v) if isinstance(p.default, (bool, int, float, str)) else v
+    if name == "celu" and not kw["alpha"] > 0:
+        raise UnsupportedLayerError(f"{what} with alpha={mod.alpha} at fx node '{n.name}' (positive alpha only)")
+    return go(name, **kw)
+
+
+def _nonlinear(tr, n, mod, x, go, t: str, what: str) -> dict | None:
+    """LeakyReLU, Softmax, LogSoftmax, PReLU and the norms (Group, Instance, Layer)."""
+    import torch.nn as tnn
+
+    if isinstance(mod, tnn.LeakyReLU):
+        return go("leaky_relu", negative_slope=float(mod.negative_slope))
+    if isinstance(mod, (tnn.Softmax, tnn.LogSoftmax)):
+        dim = mod.dim if mod.dim is not None else implicit_softmax_dim(tr.in_shape(n))
+        return go("softmax" if isinstance(mod, tnn.Softmax) else "log_softmax", dim=int(dim))
+    if isinstance(mod, tnn.PReLU):
+        return go("prelu", weight=tr.param(as_f64(mod.weight), t + ".weight"))
+    if isinstance(mod, tnn.GroupNorm):
+        return go("group_norm", num_groups=int(mod.num_groups), weight=tr.opt_param(mod.weight, t + ".weight"),
+                  bias=tr.opt_param(mod.bias, t + ".bias"), eps=float(mod.eps))
+    if isinstance(mod, (tnn.InstanceNorm1d, tnn.InstanceNorm2d)):
+        return _instance_norm(tr, n, mod, go, t, what)
+    if isinstance(mod, tnn.LayerNorm):
+        return layer_norm(tr, x, mod, t, n.name, what)
+    return None
+
+
+def _instance_norm(tr, n, mod, go, t: str, what: str) -> dict:
+    """InstanceNorm: an affine layer of its running statistics, else group_norm with a group per channel."""
+    import torch.nn as tnn
+
+    shape = tr.in_shape(n)
+    if shape is not None and len(shape) != (3 if isinstance(mod, tnn.InstanceNorm1d) else 4):
+        raise ShapeError(f"{what} gets a {len(shape)}-d input at fx node '{n.name}' (batched inputs only)")
+    if mod.track_running_stats and mod.running_mean is not None:  # eval mode: the running statistics
+        scale, shift = bn_affine(mod)
+        return go("affine", scale=tr.param(scale, t + ".scale"), shift=tr.param(shift, t + ".shift"))
+    w = tr.opt_param(mod.weight, t + ".weight") if mod.affine else None
+    b = tr.opt_param(mod.bias, t + ".bias") if mod.affine else None
+    channels = int(shape[1]) if shape is not None else int(mod.num_features)  # torch uses the input's (affine=False)
+    return go("group_norm", num_groups=channels, weight=w, bias=b, eps=float(mod.eps))
+
+
+def _pool_or_shape(tr, n, mod, x, go, t: str, what: str) -> dict | None:
+    """2-d pools, Upsample, Flatten, and the layers that are the identity in eval mode."""
+    import torch.nn as tnn
+
+    if isinstance(mod, tnn.Upsample):  # UpsamplingNearest2d / UpsamplingBilinear2d too
+        return go("resize", **resize_args(n, str(mod.mode), mod.align_corners, mod.scale_factor,
+                                           mod.recompute_scale_factor, False, what))
+    if isinstance(mod, tnn.MaxPool2d):
+        check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
+        return go("max_pool2d", kernel_size=tr.enc(mod.kernel_size, n), stride=tr.enc(mod.stride, n),
+                  padding=tr.enc(mod.padding, n), dilation=tr.enc(mod.dilation, n), ceil_mode=bool(mod.ceil_mode))
+    if isinstance(mod, tnn.AvgPool2d):
+        return go("avg_pool2d", kernel_size=tr.enc(mod.kernel_size, n), stride=tr.enc(mod.stride, n),
+                  padding=tr.enc(mod.padding, n), ceil_mode=bool(mod.ceil_mode),
+                  count_include_pad=bool(mod.count_include_pad), divisor_override=mod.divisor_override)
+    if isinstance(mod, tnn.AdaptiveAvgPool2d):
+        return go("adaptive_avg_pool2d", output_size=tr.enc(mod.output_size, n))
+    if isinstance(mod, tnn.Flatten):
+        return go("flatten", start_dim=int(mod.start_dim), end_dim=int(mod.end_dim))
+    if isinstance(mod, (tnn.Dropout, tnn.Dropout1d, tnn.Dropout2d, tnn.Dropout3d, tnn.AlphaDropout, tnn.Identity)):
+        return go("identity")
+    if qualname(type(mod)) in EVAL_IDENTITY_MODULES and not mod.training:
+        return go("identity")
+    return None
+
+
+def _module_1d(tr, n, mod, x, t: str, what: str) -> dict:
+    """Conv1d and the 1-d pools as their 2-d ops on (N, C, 1, L): unsqueeze, op, squeeze
+    (the squeeze carries the fx node's name, so layer-by-layer checks see (N, C, L))."""
+    import torch.nn as tnn
+
+    shape = tr.in_shape(n)
+    if shape is not None and len(shape) != 3:
+        raise ShapeError(f"{what} needs an (N, C, L) input at fx node '{n.name}', got {len(shape)}-d")
+    if isinstance(mod, tnn.Conv1d):
+        _check_conv(mod, what, n)
+        pad = conv_padding(mod.padding, mod.kernel_size, mod.dilation, what, n.name)
+        w, b, t = _layer_weights(tr, n, mod, t)
+        return tr._emit_1d(n, x, "conv2d", what, weight=tr.param(w[:, :, None, :], t + ".weight"),
+                           bias=None if b is None else tr.param(b, t + ".bias"), stride=[1, first_int(mod.stride)],
+                           padding=[0, int(pad[0])], dilation=[1, first_int(mod.dilation)], groups=int(mod.groups))
+    if isinstance(mod, tnn.MaxPool1d):
+        check_maxpool(mod.ceil_mode, mod.return_indices, what, n.name)
+        return tr._emit_1d(n, x, "max_pool2d", what, **max_pool1d_args(
+            mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode))
+    if isinstance(mod, tnn.AvgPool1d):
+        return tr._emit_1d(n, x, "avg_pool2d", what, **avg_pool1d_args(
+            mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode, mod.count_include_pad))
+    return tr._emit_1d(n, x, "adaptive_avg_pool2d", what, **adaptive_pool1d_args(mod.output_size))
+
+
+def _layer_weights(tr, n, mod, t: str) -> tuple:
+    """(weight, bias or None, parameter name) of a Linear/Conv module, with a BatchNorm
+    folded in where _plan_folds chose to."""
+    w, b = as_f64(mod.weight), as_f64(mod.bias)
+    if n in tr.folded:
+        w, b, bn_name = tr.folded[n]
+        t = f"{t}+{bn_name}"
+    return w, b, t
+
+
+def _check_conv(mod, what: str, n) -> None:
+    if mod.padding_mode != "zeros":
+        raise UnsupportedLayerError(f"{what} with padding_mode={mod.padding_mode!r} at fx node '{n.name}' (only "
+                                    f"'zeros')")
+
+
+# --------------------------------------------------------- BN folding
+def plan_folds(tr, gm) -> dict:
+    """{conv/linear fx node: (weight, bias)} for BatchNorms folded into them; the BN nodes alias them."""
+    import torch.nn as tnn
+
+    folded = {}
+    tr.alias = {}
+    for n in gm.graph.nodes:
+        if n.op != "call_module" or not isinstance(tr.modules[n.target], (tnn.BatchNorm1d, tnn.BatchNorm2d)):
+            continue
+        bn = tr.modules[n.target]
+        prev = n.args[0] if n.args else None
+        if (bn.running_mean is None or getattr(prev, "op", None) != "call_module" or len(prev.users) != 1
+                or prev in folded):
+            continue
+        layer = tr.modules[prev.target]
+        ok = (isinstance(bn, tnn.BatchNorm2d) and isinstance(layer, tnn.Conv2d)) or (
+            isinstance(bn, tnn.BatchNorm1d) and isinstance(layer, tnn.Linear) and len(tr.in_shape(n) or ()) == 2
+        ) or (isinstance(bn, tnn.BatchNorm1d) and isinstance(layer, tnn.Conv1d))
+        if not ok:
+            continue
+        scale, shift = bn_affine(bn)
+        w = layer.weight.detach().double().numpy()
+        b = layer.bias.detach().double().numpy() if layer.bias is not None else np.zeros(w.shape[0])
+        w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        b = b * scale + shift
+        folded[prev] = (w, b, n.target)
+        tr.alias[n] = prev
+    return folded

@@ -1,0 +1,348 @@
+"""The tracer: a torch.nn.Module -> (Graph, parameter arrays), on the model owner's party only.
+
+`trace(model, example_input)` traces the module with torch.fx, propagates the example
+input's shape through it (torch.fx.passes.shape_prop), folds every BatchNorm that directly
+follows a Conv2d or Linear into that layer's weight and bias (other BatchNorms become
+per-channel affine layers), translates each fx node into IR nodes (modules: `modules`;
+functions and tensor methods: the tables of `fx_table`), checks that the graph, read
+back as the other parties will and run in plaintext float64 (`layers.TorchOps`),
+reproduces the model on the example, and returns the graph and the float64 weights.
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+from mpcrt.errors import ShapeError
+from mpcrt.nn.fx_args import EVAL_IDENTITIES, describe, is_size, table_key, as_f64, qualname
+from mpcrt.nn.fx_table import FUNCTIONS, METHODS
+from mpcrt.nn.ir import IR_OPS, Graph, ModelImportError, UnsupportedLayerError, refs_of
+from mpcrt.nn.layers import TorchOps, run_graph
+from mpcrt.nn.modules import import_module, plan_folds
+
+
+def trace(model, example_input) -> tuple[Graph, list[np.ndarray]]:
+    """Trace `model` (a torch.nn.Module, evaluated in eval mode) into (Graph, parameter arrays).
+
+    Raises UnsupportedLayerError naming the op and the fx node for anything outside the
+    supported set, ModelImportError if torch.fx cannot trace the model, ShapeError if
+    `example_input` does not fit it. The model's train/eval mode is restored afterwards.
+    """
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise ModelImportError(f"from_torch needs a torch.nn.Module, got {type(model).__name__}")
+    x = _example(example_input, model)
+    was_training = model.training
+    model.eval()
+    try:
+        return _Tracer(model, x).run()
+    finally:
+        model.train(was_training)
+
+
+def _example(example_input, model):
+    import torch
+
+    if example_input is None:
+        raise ShapeError("the model owner must pass example_input (a tensor of the input's shape, batch first)")
+    if isinstance(example_input, torch.Tensor):
+        x = example_input.detach()
+    else:
+        x = torch.as_tensor(np.asarray(example_input))
+    p = next(iter(model.parameters()), None)
+    dt = p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
+    return x.to(dt).clone()  # in-place ops in forward() must not touch the caller's tensor
+
+
+class _Tracer:
+    def __init__(self, model, x):
+        self.model = model
+        self.x = x
+        self.nodes: list[dict] = []
+        self.params: list[dict] = []
+        self.arrays: list[np.ndarray] = []
+        self.ref_of: dict = {}
+
+    # ----------------------------------------------------------------- run
+    def run(self) -> tuple[Graph, list[np.ndarray]]:
+        import torch
+        from torch.fx import symbolic_trace
+        from torch.fx.passes.shape_prop import ShapeProp
+
+        root = _wrapped(self.model) if isinstance(self.model, _transformer_types()) else self.model
+        try:
+            gm = symbolic_trace(root)
+        except Exception as e:
+            raise ModelImportError(
+                f"torch.fx could not trace {type(self.model).__name__}: {type(e).__name__}: {e}. "
+                "Models whose forward() branches on tensor values cannot be imported; make the "
+                "control flow static (or mark such helpers with torch.fx.wrap)."
+            ) from None
+        gm.graph.eliminate_dead_code()
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        self._refuse_lookups(gm)
+        self._refuse_attention_weights(gm)
+        try:
+            with torch.no_grad():
+                reference = self.model(self.x.clone())  # first: ShapeProp prints tracebacks on failure
+                ShapeProp(gm).propagate(self.x.clone())
+        except Exception as e:
+            raise ShapeError(
+                f"the example input of shape {tuple(self.x.shape)} does not fit {type(self.model).__name__}: "
+                f"{type(e).__name__}: {e}"
+            ) from None
+        self.folded = plan_folds(self, gm)
+        output = None
+        for n in gm.graph.nodes:
+            if n.op == "output":
+                output = self.enc(n.args[0], n)
+            else:
+                self.translate(n)
+        _pool_before_relu(self.nodes, output)
+        graph = Graph(input_shape=[int(d) for d in self.x.shape], params=self.params, nodes=self.nodes,
+                      output=output, meta={"model": type(self.model).__name__})
+        graph = Graph.from_bytes(graph.to_bytes())  # what the other parties will read
+        self._self_check(graph, reference)
+        return graph, self.arrays
+
+    def _refuse_lookups(self, gm) -> None:
+        """Embedding layers index by integer tokens, which the float example (and a shared
+        input) cannot be: say so before the example run fails with a dtype error."""
+        import torch.nn as tnn
+
+        for n in gm.graph.nodes:
+            mod = self.modules.get(n.target) if n.op == "call_module" else None
+            if isinstance(mod, (tnn.Embedding, tnn.EmbeddingBag)):
+                raise UnsupportedLayerError(
+                    f"{type(mod).__name__} (module '{n.target}') at fx node '{n.name}': a lookup by a secret token "
+                    "index is not supported; share one-hot inputs instead and replace it by "
+                    f"nn.Linear({mod.num_embeddings}, {mod.embedding_dim}, bias=False) with weight = "
+                    f"embedding.weight.T")
+
+    def _refuse_attention_weights(self, gm) -> None:
+        """nn.MultiheadAttention returns (output, weights): only the output is imported."""
+        import torch.nn as tnn
+
+        for n in gm.graph.nodes:
+            if n.op == "call_module" and isinstance(self.modules.get(n.target), tnn.MultiheadAttention):
+                if any(u.op != "call_function" or u.target is not operator.getitem or u.args[1] != 0 for u in n.users):
+                    raise UnsupportedLayerError(
+                        f"the attention weights of nn.MultiheadAttention (module '{n.target}', fx node '{n.name}'): "
+                        "only its output, attn(q, k, v)[0], can be imported")
+
+    def _self_check(self, graph: Graph, reference) -> None:
+        """The graph, run in plaintext float64, must reproduce the model on the example."""
+        import torch
+
+        params = [torch.from_numpy(a) for a in self.arrays]
+        with torch.no_grad():
+            got = run_graph(graph, params, self.x.to(torch.float64).clone(), TorchOps())
+        ref_flat, got_flat = _flat_tensors(reference), _flat_tensors(got)
+        if len(ref_flat) != len(got_flat):
+            raise ModelImportError(f"internal error: imported graph returns {len(got_flat)} tensors, the model "
+                                   f"{len(ref_flat)}")
+        for r, g in zip(ref_flat, got_flat):
+            r = r.to(torch.float64)
+            if tuple(r.shape) != tuple(g.shape):
+                raise ModelImportError(f"internal error: imported graph output shape {tuple(g.shape)} != model's "
+                                       f"{tuple(r.shape)}")
+            scale = max(1.0, float(r.abs().max())) if r.numel() else 1.0
+            err = float((r - g).abs().max()) if r.numel() else 0.0
+            if not err <= 1e-3 * scale:
+                raise ModelImportError(
+                    f"internal error: the imported graph differs from the model by {err:.3g} on the example input "
+                    "(please report this model)"
+                )
+
+    # ------------------------------------------------------------- helpers
+    def emit(self, op: str, args: dict, name: str, target: str) -> dict:
+        try:
+            IR_OPS[op].bind(**args)
+        except TypeError as e:  # pragma: no cover - a bug in a handler
+            raise ModelImportError(f"internal error building {op} for {name}: {e}") from None
+        self.nodes.append({"op": op, "args": args, "name": name, "target": target})
+        return {"ref": len(self.nodes) - 1}
+
+    def param(self, array, name: str) -> dict:
+        a = np.ascontiguousarray(np.asarray(array, dtype=np.float64))
+        if not np.all(np.isfinite(a)):
+            raise ModelImportError(f"parameter {name} contains NaN or infinity")
+        self.params.append({"name": name, "shape": [int(s) for s in a.shape]})
+        self.arrays.append(a)
+        return self.emit("param", {"index": len(self.params) - 1}, name, "param")
+
+    def enc(self, v, n):
+        """An fx argument as an IR value."""
+        import torch
+        from torch.fx import Node
+
+        if isinstance(v, Node):
+            if v not in self.ref_of:
+                raise ModelImportError(f"internal error: fx node {v.name} used before it was translated")
+            return self.ref_of[v]
+        if v is None or isinstance(v, (bool, str)):
+            return v
+        if isinstance(v, numbers.Integral):
+            return int(v)
+        if isinstance(v, numbers.Real):
+            return float(v)
+        if isinstance(v, (tuple, list, torch.Size)):
+            return [self.enc(e, n) for e in v]
+        if isinstance(v, slice):
+            return {"slice": [self.enc(v.start, n), self.enc(v.stop, n), self.enc(v.step, n)]}
+        if v is Ellipsis:
+            return {"ellipsis": True}
+        if isinstance(v, torch.Tensor):
+            raise UnsupportedLayerError(f"a tensor constant ({tuple(v.shape)}) as an argument at fx node '{n.name}' "
+                                        "(register it as a buffer or parameter instead)")
+        raise UnsupportedLayerError(f"argument {v!r:.60} of type {type(v).__name__} at fx node '{n.name}' "
+                                    f"({describe(n)})")
+
+    def in_shape(self, n, i: int = 0):
+        a = n.args[i] if len(n.args) > i else None
+        tm = getattr(a, "meta", {}).get("tensor_meta")
+        return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
+
+    # --------------------------------------------------------- translation
+    def translate(self, n) -> None:
+        if n in self.alias:
+            self.ref_of[n] = self.ref_of[self.alias[n]]
+            return
+        if n.op == "placeholder":
+            if any(nd["op"] == "input" for nd in self.nodes):
+                raise UnsupportedLayerError(f"a second model input '{n.target}' (fx node '{n.name}'): only "
+                                            f"single-input models are supported")
+            self.ref_of[n] = self.emit("input", {}, n.name, str(n.target))
+        elif n.op == "get_attr":
+            self.ref_of[n] = self._get_attr(n)
+        elif n.op == "call_module":
+            self.ref_of[n] = import_module(self, n)
+        elif n.op == "call_function":
+            spec = FUNCTIONS.get(table_key(n.target))
+            if qualname(n.target) == "torch._assert" and all(is_size(a) or isinstance(a, (bool, str))
+                                                               for a in n.args):
+                self.ref_of[n] = None  # a check on public sizes (true for the example; the ops check the rest)
+                return
+            if spec is None and qualname(n.target) in EVAL_IDENTITIES:
+                self.ref_of[n] = self._eval_identity(n, qualname(n.target))
+                return
+            self.ref_of[n] = self._call(n, spec, describe(n))
+        elif n.op == "call_method":
+            self.ref_of[n] = self._call(n, METHODS.get(n.target), describe(n))
+        else:  # pragma: no cover
+            raise UnsupportedLayerError(f"fx node kind {n.op!r} at '{n.name}'")
+
+    def _eval_identity(self, n, name: str) -> dict:
+        """A function that is the identity in eval mode (torchvision's stochastic_depth)."""
+        params = EVAL_IDENTITIES[name]
+        a = dict(zip(params, n.args))
+        a.update(n.kwargs)
+        if a.get("training") or n.meta.get("tensor_meta") is None:
+            raise UnsupportedLayerError(f"{name} in training mode at fx node '{n.name}' (call model.eval() first)")
+        return self.emit("identity", {"input": self.enc(a["input"], n)}, n.name, name)
+
+    def _emit_1d(self, n, x: dict, op2d: str, what: str, **kw) -> dict:
+        """A 1-d op as its 2-d op on (N, C, 1, L): unsqueeze, op, squeeze (the squeeze
+        carries the fx node's name, so layer-by-layer checks see (N, C, L))."""
+        u = self.emit("unsqueeze", {"input": x, "dim": 2}, n.name + ":2d", what)
+        y = self.emit(op2d, {"input": u, **kw}, n.name + ":" + op2d, what)
+        return self.emit("squeeze", {"input": y, "dim": 2}, n.name, what)
+
+    def opt_param(self, array, name: str) -> dict | None:
+        """`param` of an optional array (a module's weight or bias that may be None)."""
+        return None if array is None else self.param(as_f64(array), name)
+
+    def _get_attr(self, n) -> dict:
+        import torch
+
+        obj = self.gm
+        for part in str(n.target).split("."):
+            obj = getattr(obj, part)
+        if isinstance(obj, torch.Tensor):
+            return self.param(obj.detach().double().numpy(), str(n.target))
+        raise UnsupportedLayerError(f"attribute '{n.target}' of type {type(obj).__name__} read at fx node '{n.name}'")
+
+    def _call(self, n, spec, what: str) -> dict:
+        if spec is None:
+            raise UnsupportedLayerError(f"unsupported operation {what} at fx node '{n.name}'; see mpcrt.nn.SUPPORTED "
+                                        f"for what runs under MPC")
+        op, sig, fix = spec
+        try:
+            b = sig.bind(*n.args, **n.kwargs)
+        except TypeError as e:
+            raise UnsupportedLayerError(f"{what} at fx node '{n.name}' called with unsupported arguments: "
+                                        f"{e}") from None
+        b.apply_defaults()
+        a = dict(b.arguments)
+        if "self" in a:
+            a["input"] = a.pop("self")
+        if fix is not None:
+            r = fix(self, n, a)
+            if isinstance(r, dict) and "ref" in r:
+                return r
+            if isinstance(r, tuple):
+                op, a = r
+        keep = IR_OPS[op].parameters
+        for k in list(a):
+            if k not in keep:
+                del a[k]
+        return self.emit(op, {k: self.enc(v, n) for k, v in a.items()}, n.name, what)
+
+
+def _wrapped(model):
+    """A transformer block given as the model itself, inside a module whose forward calls it:
+    fx traces a root's forward, and torch's transformer forwards branch on their inputs;
+    as a call inside a root they are one leaf node that _Tracer._module decomposes."""
+    import torch.nn as tnn
+
+    class Root(tnn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m(x)
+
+    return Root(model)
+
+
+def _transformer_types() -> tuple:
+    import torch.nn as tnn
+
+    return (tnn.TransformerEncoderLayer, tnn.TransformerEncoder)
+
+
+def _pool_before_relu(nodes: list, output) -> None:
+    """relu -> max_pool2d becomes max_pool2d -> relu (in place) where the relu feeds only the pool.
+
+    Both are monotone, so max(relu(a), relu(b)) = relu(max(a, b)): the same output with
+    k*k times fewer comparisons for the ReLU (a k x k pool). Node order stays topological.
+    """
+    users: dict[int, list[int]] = {}
+    for j, n in enumerate(nodes):
+        for v in n["args"].values():
+            for r in refs_of(v):
+                users.setdefault(r, []).append(j)
+    for r in refs_of(output):
+        users.setdefault(r, []).append(len(nodes))
+    for i, n in enumerate(nodes):
+        u = users.get(i, [])
+        if n["op"] != "relu" or len(u) != 1 or u[0] >= len(nodes):
+            continue
+        j = u[0]
+        pool = nodes[j]
+        if pool["op"] != "max_pool2d" or pool["args"]["input"] != {"ref": i}:
+            continue
+        relu_in = n["args"]["input"]
+        nodes[i] = {**pool, "args": {**pool["args"], "input": relu_in}}
+        nodes[j] = {**n, "args": {"input": {"ref": i}}}
+
+
+def _flat_tensors(v) -> list:
+    if isinstance(v, (tuple, list)):
+        return [t for e in v for t in _flat_tensors(e)]
+    return [v]
