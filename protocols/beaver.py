@@ -22,6 +22,7 @@ import numpy as np
 from mpcrt.kernels import beaver as fb
 from mpcrt.kernels import ring
 from mpcrt.protocols import truncation
+from mpcrt.protocols.rounds import Open
 
 
 def _beaver(rt, x: np.ndarray, y: np.ndarray, kind: str, op, out_shape: tuple, shift: int, op2=None,
@@ -78,3 +79,20 @@ def conv2d(rt, x: np.ndarray, w: np.ndarray, stride=(1, 1), padding=(0, 0), dila
         lambda u1, v1, u2, v2: ring.conv2d2(u1, v1, u2, v2, s, p, d, groups),
         stride=s, padding=p, dilation=d, groups=groups,
     )
+
+
+def request(rt, kind: str, a: tuple, b: tuple):
+    """Ask the dealer for a product tuple ('triple', 'matmul') ahead of use."""
+    return rt.dealer.request(kind, a=tuple(a), b=tuple(b))
+
+
+def mul_steps(rt, x: np.ndarray, y: np.ndarray, mat=None):
+    """Generator (1 round, for protocols run in lockstep, protocols.rounds): [x * y]
+    elementwise, no truncation (`mat`: a triple requested ahead with `request`)."""
+    mat = mat if mat is not None else request(rt, "triple", x.shape, y.shape)
+    own = mat.own()
+    (d, e), _ = yield Open(add=[x - own["a"], y - own["b"]], fresh=True)
+    z = d * own["b"]
+    z += x * e
+    z += mat.get()["c"]
+    return z

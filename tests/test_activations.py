@@ -1,4 +1,4 @@
-"""Layer activations and normalization (mpcrt.activations) against torch in float64.
+"""Layer activations and normalization (mpcrt.protocols: activations, normalize) against torch in float64.
 
 Tolerances at 16 fractional bits ("err <= tol": |got - ref| <= max(rel |ref|, abs)):
 * gelu (erf and tanh forms): abs 1e-3 on [-8, 8], and for every input the format

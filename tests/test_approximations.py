@@ -1,4 +1,4 @@
-"""Nonlinear functions (mpcrt.approximations) against float64, with the issue's tolerances.
+"""Nonlinear functions (mpcrt.protocols: exp, reciprocal) against float64, with the issue's tolerances.
 
 "err <= tol" means |got - ref| <= max(rel * |ref|, abs) elementwise. The reference is
 the float64 function at the input the parties actually hold (the input rounded to the

@@ -4,7 +4,7 @@ Parties are threads over real ZeroMQ/CURVE (`mpcrt.launch.inprocess.run_parties`
 N in {2, 3}. Each hypothesis example is a whole protocol run, so examples are few and
 each one checks a whole batch of values inside a single session.
 
-Covers (DESIGN.md section 6, protocols/comparison.py, mpcrt/comparisons.py):
+Covers (docs/design.md, 'Protocols'; protocols/comparison.py, protocols/compare.py, protocols/ordering.py):
 * protocols.comparison.ltz on raw ring values: zero wrong results for every int64
   (all edges: 0, +-1, +-2^k, 2^63 - 1, -2^63, ...), fused products equal b * y exactly;
 * the issue's criterion: zero wrong results on 10^6 pairs (a third equal, a third one

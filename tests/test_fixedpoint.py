@@ -1,4 +1,4 @@
-"""Fixed-point encoding (mpcrt.fixedpoint): round trips within 2^-f, refusals, edge values."""
+"""Fixed-point encoding (mpcrt.protocols.fixedpoint): round trips within 2^-f, refusals, edge values."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpcrt import EncodingError, fixedpoint
-from mpcrt.fixedpoint import decode, encode
+from mpcrt import EncodingError
+from mpcrt.protocols import fixedpoint
+from mpcrt.protocols.fixedpoint import decode, encode
 
 PRECISIONS = [0, 1, 8, 12, 16, 20, 30, 40]
 

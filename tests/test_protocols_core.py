@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import mpcrt
-from mpcrt import ConfigError, ProtocolError, ShapeError, fixedpoint
+from mpcrt import ConfigError, ProtocolError, ShapeError
+from mpcrt.protocols import fixedpoint
 from mpcrt.launch.inprocess import run_parties
 from mpcrt.protocols import truncation
 
