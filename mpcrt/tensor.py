@@ -29,6 +29,8 @@ class Method:
     params: tuple[str, ...] = ()  # keyword parameters in torch's order (= nn module attribute names)
 
 
+_POOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")  # torch.nn.MaxPool2d's
+
 METHODS: dict[str, Method] = {
     # comparisons (protocols.compare): shared 0/1 results, exact, 7 rounds
     "ltz": Method(compare.ltz),
@@ -57,8 +59,8 @@ METHODS: dict[str, Method] = {
     "minimum": Method(ordering.minimum, ("minimum",)),
     "argmax": Method(ordering.argmax, ("argmax",), ("dim", "keepdim")),
     "argmin": Method(ordering.argmin, ("argmin",), ("dim", "keepdim")),
-    "maxpool2d": Method(ordering.maxpool2d, ("max_pool2d",), ("kernel_size", "stride", "padding", "dilation", "ceil_mode")),
-    "max_pool2d": Method(ordering.maxpool2d, ("max_pool2d",), ("kernel_size", "stride", "padding", "dilation", "ceil_mode")),
+    "maxpool2d": Method(ordering.maxpool2d, ("max_pool2d",), _POOL),
+    "max_pool2d": Method(ordering.maxpool2d, ("max_pool2d",), _POOL),
     # the exp chain (protocols.exp)
     "exp": Method(exp.exp, ("exp",)),
     "sigmoid": Method(exp.sigmoid, ("sigmoid",)),

@@ -56,8 +56,8 @@ def ltz_at(x: SharedTensor, ts: list[int], muls: list[SharedTensor] | None = Non
     else:
         ys = (lambda: [np.stack([q.share for q in muls])]) if muls else None
     with rt.scope("ltz"):
-        bits, prods = run(rt, comparison.ltz_steps(rt, x.share, 1 if muls else 0, ys, thresholds=ts,
-                                                   shared_y=same is not None))[0]
+        spec = comparison.LtzSpec.of(x.share.size, 1 if muls else 0, len(ts), shared_y=same is not None)
+        bits, prods = run(rt, comparison.ltz_steps(rt, x.share, muls=ys, thresholds=ts, spec=spec))[0]
     out = [SharedTensor(rt, bits[i, ...], 0) for i in range(len(ts))]  # [i, ...]: 0-d arrays stay arrays
     return out, [SharedTensor(rt, prods[0][i, ...], q.fbits) for i, q in enumerate(muls)] if muls else []
 
@@ -140,7 +140,8 @@ def clamp(x: SharedTensor, min=None, max=None) -> SharedTensor:
             m = np.minimum(np.asarray(min, np.float64), np.asarray(max, np.float64))
             min = float(m) if m.ndim == 0 else m
         lo, hi = x - min, x - max
-        t = [int(fixedpoint.encode(v, x.fbits)) for v in (min, max)] if np.ndim(min) == 0 and np.ndim(max) == 0 else None
+        scalars = np.ndim(min) == 0 and np.ndim(max) == 0
+        t = [int(fixedpoint.encode(v, x.fbits)) for v in (min, max)] if scalars else None
         if t is not None and all(ti == v * 2.0**x.fbits for ti, v in zip(t, (min, max))) and lo.fbits == x.fbits:
             # public scalars on x's grid: one shared opening of x
             (bl, bh), (pl, ph) = ltz_at(x, t, same=x)  # b x for both bits, x opened masked once

@@ -59,7 +59,7 @@ import math
 import numpy as np
 
 from mpcrt.protocols import beaver, powers
-from mpcrt.protocols.comparison import YTrunc, ltz_steps
+from mpcrt.protocols.comparison import LtzSpec, YTrunc, ltz_steps
 from mpcrt.protocols.comparison import request as ltz_request
 from mpcrt.protocols.lookahead import lookahead
 from mpcrt.protocols.ordering import max_
@@ -138,7 +138,8 @@ def _exp_chain(rt, X: np.ndarray, f: int, J_out: int, hold: dict, key: str, out_
     cube = [0, 0, 0, 1]
     # the cubes' openings send only the bits their truncations keep (4-5 bytes, not 8): their
     # inputs q, q^3, q^9 are positive in range and the extra -1 ulp is within the error budget
-    p = yield from powers.trunc_poly_steps(rt, q, *steps[1][:2], cube, mat=steps[1][2], top=True)  # q^3 at 45 (precise: 60)
+    # q^3 at 45 (precise: 60)
+    p = yield from powers.trunc_poly_steps(rt, q, *steps[1][:2], cube, mat=steps[1][2], top=True)
     p = yield from powers.trunc_poly_steps(rt, p, *steps[2][:2], cube, mat=steps[2][2], top=True)  # q^9 at 45 (54)
     p = yield from powers.trunc_poly_steps(rt, p, *steps[3][:2], cube, mat=steps[3][2], top=True)  # q^27 at 45
     opened: list = []
@@ -180,14 +181,14 @@ def _exp(x: SharedTensor, fast: bool) -> SharedTensor:
     # the first implies the second, so their xor is the in-range bit, and one product row,
     # [in range] e^x, serves both (xor_rows): out = [in range] e^x + (1 - [x <= 11.5]) e^11.5.
     ts = [enc(EXP_LO + 1, f), enc(EXP_HI, f) + 1]
-    lt = ltz_request(rt, X.size, 1, rows=2, mul_rows=1, shared_y=True, powers=pw, coarse=coarse, trunc_y=k5,
-                     halves=True, xor_rows=True)
+    spec = LtzSpec.of(X.size, 1, rows=2, mul_rows=1, shared_y=True, powers=pw, coarse=coarse, trunc_y=k5,
+                      xor_rows=True)
+    lt = ltz_request(rt, spec, halves=True)
     steps234 = _exp_requests(rt, X.shape, f, 1, steps=slice(1, 4), fast=fast)
     last = YTrunc(lt.request_da(), X.size, X.shape)
     chain = _exp_chain(rt, X, f, 1, hold, "y", mats=[None, *steps234, last], fast=fast)
-    sel = ltz_steps(rt, X, 1, lambda: [hold["y"][0], hold["y:c"]], mat=lt, thresholds=ts, mul_rows=1, shared_y=True,
-                    powers=pw, on_powers=lambda v: hold.__setitem__("y:v", v), coarse=coarse, trunc_y=k5,
-                    xor_rows=True)
+    sel = ltz_steps(rt, X, muls=lambda: [hold["y"][0], hold["y:c"]], mat=lt, thresholds=ts, spec=spec,
+                    on_powers=lambda v: hold.__setitem__("y:v", v))
     with rt.scope("exp"):
         _, (bits, (prods,)) = run(rt, chain, sel)  # chain first: it hands sel y before sel's last round
     sat = np.int64(round(math.exp(EXP_HI) * 2**f))
@@ -211,7 +212,7 @@ def _h_newton(rt, zs: list[np.ndarray], y: np.ndarray, e: np.ndarray, mats: list
 
 
 def _h_requests(rt, shape: tuple, f: int) -> list:
-    return [powers.request(rt, shape, 2 * F + G, 2), beaver.request(rt, "triple", shape, shape),
+    return [powers.request(rt, shape, 2 * F + G, 2), beaver.request(rt, beaver.ProductSpec("triple", shape, shape)),
             powers.mask_request(rt, shape, 3 * F - f)]
 
 
@@ -229,15 +230,16 @@ def _sigmoid_share(x: SharedTensor, scale_in: int = 1) -> np.ndarray:
     shape, n = X.shape, X.size
     bound = SIG_BOUND / scale_in
     # dealer requests in the order the rounds need them
-    lt = ltz_request(rt, n, 1, rows=3, mul_rows=1)
+    spec = LtzSpec.of(n, 1, rows=3, mul_rows=1)
+    lt = ltz_request(rt, spec)
     chain_mats = _exp_requests(rt, shape, f, 3, out_bits=F)
     h_mats = _h_requests(rt, shape, f)
     hold: dict = {}
     with rt.scope("sigmoid"):
         B = enc(bound, f)
         # one opening of x for the three rows; the product b x only on the first
-        (rows, (bx,)) = run(rt, ltz_steps(rt, X, 1, lambda: [X[None]], mat=lt, thresholds=[0, -B, B + 1],
-                                          mul_rows=1))[0]
+        (rows, (bx,)) = run(rt, ltz_steps(rt, X, muls=lambda: [X[None]], mat=lt, thresholds=[0, -B, B + 1],
+                                          spec=spec))[0]
         b, lo, hi = rows[0, ...], rows[1, ...], -rows[2, ...]  # [x < 0], [x < -B], [x > B] = 1 - [x < B + 1 ulp]
         bx = bx[0, ...]
         if rt.rank == 0:

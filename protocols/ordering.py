@@ -155,7 +155,8 @@ def _pool_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> tu
     return out, max(0, (out - 1) * s + d * (k - 1) + 1 - (size + 2 * p))
 
 
-def maxpool2d(x: SharedTensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> SharedTensor:
+def maxpool2d(x: SharedTensor, kernel_size, stride=None, padding=0, dilation=1,
+              ceil_mode: bool = False) -> SharedTensor:
     """torch.nn.functional.max_pool2d on NCHW (padding, and ceil_mode's partial last
     windows, count as -infinity)."""
     if x.ndim not in (3, 4):
@@ -177,6 +178,7 @@ def maxpool2d(x: SharedTensor, kernel_size, stride=None, padding=0, dilation=1, 
     windows = []
     for i in range(kh):
         for j in range(kw):
-            windows.append(x[:, :, i * dh : i * dh + st[0] * (oh - 1) + 1 : st[0], j * dw : j * dw + st[1] * (ow - 1) + 1 : st[1]])
+            rows = slice(i * dh, i * dh + st[0] * (oh - 1) + 1, st[0])
+            windows.append(x[:, :, rows, j * dw : j * dw + st[1] * (ow - 1) + 1 : st[1]])
     out = max_(stack(windows, dim=-1), dim=-1)
     return out.squeeze(0) if squeeze else out

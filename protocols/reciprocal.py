@@ -35,7 +35,7 @@ import math
 import numpy as np
 
 from mpcrt.protocols import beaver, fixedpoint, powers
-from mpcrt.protocols.comparison import ltz_steps
+from mpcrt.protocols.comparison import LtzSpec, ltz_steps
 from mpcrt.protocols.lookahead import lookahead
 from mpcrt.protocols.polynomial import F, G, const, enc, fit, fit_rel, poly3
 from mpcrt.protocols.precision import at_f_share
@@ -58,7 +58,8 @@ def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hol
     inner = ks[1:-1]
 
     # one opening of a for every threshold; the products b a only on the two edge rows
-    bits, (eprod,) = yield from ltz_steps(rt, A, 1, lambda: [A], mul_rows=2, shared_y=True,
+    spec = LtzSpec.of(A.size, 1, len(ks), mul_rows=2, shared_y=True)
+    bits, (eprod,) = yield from ltz_steps(rt, A, muls=lambda: [A], spec=spec,
                                           thresholds=[enc(2.0**k, f) for k in [lo, hi] + inner])
     b_lo, b_hi, mb = bits[0, ...], bits[1, ...], bits[2:]
     c_lo = np.int64(round((2.0**lo - 2.0**-f) * 2**f))

@@ -94,7 +94,8 @@ def lockstep(*gens: Steps) -> Steps:
                 active.remove(i)
         if not asks:
             break
-        got_a, got_x = yield Open(add=[a for o in asks.values() for a in o.add], xor=[a for o in asks.values() for a in o.xor],
+        got_a, got_x = yield Open(add=[a for o in asks.values() for a in o.add],
+                                  xor=[a for o in asks.values() for a in o.xor],
                                   fresh=all(o.sends_fresh() for o in asks.values()))
         ia = ix = 0
         for i, o in asks.items():

@@ -102,7 +102,8 @@ class SharedTensor:
             return a.astype(np.int64)
         if np.issubdtype(a.dtype, np.integer):
             return a.astype(np.int64)
-        if np.issubdtype(a.dtype, np.floating) and a.size and np.all(np.isfinite(a)) and np.all(a == np.round(a)) and np.all(np.abs(a) < 2**40):
+        if np.issubdtype(a.dtype, np.floating) and a.size and np.all(np.isfinite(a)) and np.all(a == np.round(a)) \
+                and np.all(np.abs(a) < 2**40):
             return a.astype(np.int64)
         return None
 
@@ -396,7 +397,8 @@ def where(cond, a, b) -> SharedTensor:
     if not isinstance(cond, SharedTensor):
         c = np.asarray(fixedpoint.to_numpy(cond), bool)
         if isinstance(a, SharedTensor):
-            return a * c.astype(np.int64) + (b * (~c).astype(np.int64) if isinstance(b, SharedTensor) else _public_mask(b, ~c))
+            rest = b * (~c).astype(np.int64) if isinstance(b, SharedTensor) else _public_mask(b, ~c)
+            return a * c.astype(np.int64) + rest
         if isinstance(b, SharedTensor):
             return b * (~c).astype(np.int64) + _public_mask(a, c)
         raise TypeError("where(): at least one of cond, a, b must be a SharedTensor")

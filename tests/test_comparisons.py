@@ -29,6 +29,7 @@ from hypothesis.extra import numpy as hnp
 
 from mpcrt.launch.inprocess import run_parties
 from mpcrt.protocols import comparison, rounds as rounds_mod
+from mpcrt.protocols.comparison import LtzSpec
 from mpcrt.protocols.rounds import run1
 from mpcrt.tensor import where as t_where
 
@@ -172,7 +173,8 @@ def test_ltz_against_several_thresholds_shares_one_opening(n, xs, ts, seed):
     def fn_k(rt):
         X = share_from(rt, x, 0, fbits=0)
         Y = share_from(rt, y[:K], rt.world_size - 1, fbits=0)
-        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, 1, lambda: [Y.share], thresholds=list(t), mul_rows=K))
+        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, muls=lambda: [Y.share], thresholds=list(t),
+                                                spec=LtzSpec.of(x.size, 1, len(t), mul_rows=K)))
         return rt.open([b, p])
 
     for ob, op in run(fn_k, n):
@@ -184,8 +186,8 @@ def test_ltz_against_several_thresholds_shares_one_opening(n, xs, ts, seed):
         X = share_from(rt, x, 0, fbits=0)
         Y = share_from(rt, y[0], rt.world_size - 1, fbits=0)
         s0 = rt.stats()
-        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, 1, lambda: [Y.share], thresholds=list(t),
-                                                mul_rows=K, shared_y=True))
+        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, muls=lambda: [Y.share], thresholds=list(t),
+                                                spec=LtzSpec.of(x.size, 1, len(t), mul_rows=K, shared_y=True)))
         s1 = rt.stats()
         return rt.open([b, p]), (s1["bytes_sent"] - s0["bytes_sent"]) / x.size / (rt.world_size - 1)
 
@@ -216,8 +218,8 @@ def test_coarse_rows_are_exact_outside_their_window(n, coarse, xs, ts, seed):
         X = share_from(rt, x, 0, fbits=0)
         Y = share_from(rt, y, rt.world_size - 1, fbits=0)
         s0 = rt.stats()
-        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, 1, lambda: [Y.share], thresholds=list(t),
-                                                shared_y=True, coarse=coarse))
+        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, muls=lambda: [Y.share], thresholds=list(t),
+                                                spec=LtzSpec.of(x.size, 1, len(t), shared_y=True, coarse=coarse)))
         s1 = rt.stats()
         ob, op = rt.open([b, p])
         return s1["rounds"] - s0["rounds"], ob, op, (s1["bytes_sent"] - s0["bytes_sent"]) / x.size / (rt.world_size - 1)
@@ -255,7 +257,8 @@ def test_products_with_a_truncated_y_open_nothing(n, k, halves):
     def fn(rt):
         X = share_from(rt, x, 0, fbits=0).share
         XP = share_from(rt, xp, rt.world_size - 1, fbits=0).share
-        mat = comparison.request(rt, x.size, 1, rows=2, shared_y=True, trunc_y=k, halves=halves)
+        spec = LtzSpec.of(x.size, 1, rows=2, shared_y=True, trunc_y=k)
+        mat = comparison.request(rt, spec, halves=halves)
         ymat = mat.request_da() if halves else mat
         hold = {}
 
@@ -265,8 +268,8 @@ def test_products_with_a_truncated_y_open_nothing(n, k, halves):
             hold["y"], hold["c"] = y, opened[0]
 
         s0 = rt.stats()
-        (b, (p,)), _ = run_gens(rt, comparison.ltz_steps(rt, X, 1, lambda: [hold["y"], hold["c"]], mat=mat, thresholds=t,
-                                                         shared_y=True, trunc_y=k), chain())
+        (b, (p,)), _ = run_gens(rt, comparison.ltz_steps(rt, X, muls=lambda: [hold["y"], hold["c"]], mat=mat,
+                                                         thresholds=t, spec=spec), chain())
         s1 = rt.stats()
         ob, op, oy = rt.open([b, p, hold["y"]])
         return ob, op, oy, s1["rounds"] - s0["rounds"], (s1["bytes_sent"] - s0["bytes_sent"]) / x.size / (rt.world_size - 1)
@@ -304,12 +307,12 @@ def test_xor_rows_gives_the_band_and_its_product(n, trunc, rows, coarse):
         Y = share_from(rt, y, rt.world_size - 1, fbits=0).share
         s0 = rt.stats()
         if not trunc:
-            b, (p,) = run1(rt, comparison.ltz_steps(rt, X, 1, lambda: [Y], thresholds=t, mul_rows=1, shared_y=True,
-                                                    coarse=coarse, xor_rows=True))
+            spec = LtzSpec.of(x.size, 1, rows, mul_rows=1, shared_y=True, coarse=coarse, xor_rows=True)
+            b, (p,) = run1(rt, comparison.ltz_steps(rt, X, muls=lambda: [Y], thresholds=t, spec=spec))
             s1 = rt.stats()
             return rt.open([b, p]) + [y], s1["rounds"] - s0["rounds"]
-        mat = comparison.request(rt, x.size, 1, rows=rows, mul_rows=1, shared_y=True, coarse=coarse, trunc_y=k,
-                                 halves=True, xor_rows=True)
+        spec = LtzSpec.of(x.size, 1, rows=rows, mul_rows=1, shared_y=True, coarse=coarse, trunc_y=k, xor_rows=True)
+        mat = comparison.request(rt, spec, halves=True)
         ymat = mat.request_da()
         hold = {}
 
@@ -318,9 +321,8 @@ def test_xor_rows_gives_the_band_and_its_product(n, trunc, rows, coarse):
             (yt,) = yield from powers.trunc_pow_steps(rt, Y, k, 1, mat=comparison.YTrunc(ymat, x.size, x.shape), opened=opened)
             hold["y"], hold["c"] = yt, opened[0]
 
-        (b, (p,)), _ = run_gens(rt, comparison.ltz_steps(rt, X, 1, lambda: [hold["y"], hold["c"]], mat=mat, thresholds=t,
-                                                         mul_rows=1, shared_y=True, coarse=coarse, trunc_y=k,
-                                                         xor_rows=True), chain())
+        (b, (p,)), _ = run_gens(rt, comparison.ltz_steps(rt, X, muls=lambda: [hold["y"], hold["c"]], mat=mat,
+                                                         thresholds=t, spec=spec), chain())
         s1 = rt.stats()
         return rt.open([b, p, hold["y"]]), s1["rounds"] - s0["rounds"]
 
@@ -821,8 +823,9 @@ def test_ltz_hands_out_powers_of_beta_x_from_its_opening(n, halves):
         X = share_from(rt, x, 0, fbits=0)
         got = {}
         s0 = rt.stats()
-        mat = comparison.request(rt, x.size, 0, rows=2, powers=(k, J, beta), halves=True) if halves else None
-        b, _ = run1(rt, comparison.ltz_steps(rt, X.share, 0, None, mat=mat, thresholds=ts, powers=(k, J, beta),
+        spec = LtzSpec.of(x.size, 0, rows=2, powers=(k, J, beta))
+        mat = comparison.request(rt, spec, halves=True) if halves else None
+        b, _ = run1(rt, comparison.ltz_steps(rt, X.share, mat=mat, thresholds=ts, spec=spec,
                                              on_powers=lambda v: got.setdefault("v", v)))
         s1 = rt.stats()
         riding = got["v"]
@@ -847,9 +850,8 @@ def test_ltz_hands_out_powers_of_beta_x_from_its_opening(n, halves):
 
 
 def test_dealer_refuses_malformed_powers_parameters():
-    from mpcrt import correlations
     from mpcrt.errors import DealerError
 
     for pw in ([29, 4, 2], [0, 4, 1], [29, 9, 1], [29, 4], "x"):
         with pytest.raises(DealerError):
-            correlations.LtzBundle().own(dict(n=128, k=0, pw=pw))
+            comparison.LtzBundle().own(dict(n=128, k=0, pw=pw))
