@@ -3,13 +3,14 @@ celu, softplus, mish, prelu, hardtanh and relu6, built from the exact comparison
 (protocols.compare) and the exp chain (protocols.exp).
 
 Rounds: gelu 30 (tanh form 28), silu 24, hardswish 9, hardsigmoid 8, elu 15 (+1 for a
-  non-integer alpha), softplus 19, mish 46, prelu 9, hardtanh and relu6 7 (see below).
-Bytes per element per peer: the sum of the steps' (a comparison 23.4 + 8 per fused
-  product, 8 per truncation, 16 per Beaver product, exp's and sigmoid's as in
-  protocols.exp); each of a party's N - 1 peers gets this.
-Dealer words per element: the sum of the steps' (protocols.compare, protocols.exp,
-  protocols.beaver); independent of N.
-Error (measured at 16 fractional bits; tests assert these): see each method below.
+  non-integer alpha), softplus 19, mish 46, prelu 9, hardtanh and relu6 7.
+Bytes per element per peer: gelu 273, silu 201, hardswish 70.9, elu 98.8, softplus 155,
+  mish 462; each of a party's N - 1 peers gets this.
+Dealer words per element: (sent to the corrected party) gelu 64.9, silu 56.9, hardswish 10.9, elu 38.9,
+  softplus 46.9, mish 91.7; independent of N.
+  Measured (10240 elements) at N = 2; from N = 3 the runtime may open a large array in two
+  steps (mpcrt.allreduce): a round or two more, fewer bytes per peer.
+Error: measured at 16 fractional bits (tests assert these): see each method below.
 Reference: docs/design.md, 'Protocols' (activations).
 
 Methods:

@@ -11,8 +11,9 @@ Bytes per element per peer: 23.4 for one comparison (8 for the masked opening, 1
   for BitLT and the B2A), + 8 per fused product (relu, abs: 31.4); eq and sign compare
   against two thresholds sharing one opening (38.8). Each peer gets this, so a party
   sends (N - 1) times it.
-Dealer words per element: about 6 per comparison row (edaBit, AND triples, daBit;
-  protocols.comparison) + 2 per fused product; independent of N (one corrected party).
+Dealer words per element: 6.9 per comparison (edaBit, AND triples, daBit; 4.0 of them
+  sent, protocols.comparison), + 2 per fused product, + 3.9 per extra threshold row;
+  independent of N (one corrected party).
 Error: none (exact for every ring value).
 Reference: docs/design.md, 'Protocols' (comparison); Damgard et al., TCC 2006.
 """

@@ -4,7 +4,7 @@ Also fuses products: the caller may ask for [b * y_j] for values y_j it supplies
 late as the last round (ReLU = x - b x costs the same 7 rounds as the comparison, and
 a polynomial can be evaluated inside the comparison's rounds, see protocols.rounds).
 
-Method (DESIGN.md section 6, one round saved):
+Method (docs/design.md, 'Protocols', with one round saved):
  1. Dealer edaBit r: [r] and <r>. Open c = x + r (round 1).
     msb(x) = msb(c) xor msb(r) xor borrow, borrow = [c mod 2^63 < r mod 2^63].
  2. BitLT on whole words, per bit i: lt_i = ~c_i r_i, eq_i = ~c_i xor r_i, combined
@@ -16,19 +16,28 @@ Method (DESIGN.md section 6, one round saved):
  3. B2A with a daBit ([s], <s>) (round 7): open v = b xor s, [b] = v + (1 - 2v)[s].
     A fused product uses a dealer mask m: open d = y - m in the same round,
     [b y] = v y + (1 - 2v)(d [s] + [m s]).
-Rounds: 7. Bytes sent per element per peer: 8 (c) + 8 + 4 + 2 + 1 + 0.25 (levels)
-+ 0.125 (the B2A bit, packed) = 23.4, plus 8 per fused product. Comparing one x against
-R public thresholds opens x + r once and shares the edaBit: 8 + 15.4 R bytes; products
-of every row with the same y share y's mask too (8 bytes, not 8 R), or open nothing
-when y comes out of a truncation whose tuple the comparison carries (trunc_y). Range
-checks that tolerate a window below each threshold compare bits 16..63 only
-(coarse): 8 + 11.6 R bytes. Local work: one fused
-pass per level (kernels.bitlt). Error: none (exact for all 2^64 ring values; coarse rows:
-see ltz_steps).
-References: Damgard et al., "Unconditionally secure constant-rounds MPC for equality,
-comparison, bits and exponentiation" (TCC 2006) for bitwise LT; Escudero et al.,
-"Improved primitives for MPC over mixed arithmetic-binary circuits" (CRYPTO 2020)
-for edaBits; Rotaru and Wood, "MArBled circuits" (INDOCRYPT 2019) for daBits.
+Both halves live here: `LtzSpec` (the options, written once), `LtzBundle` (the
+dealer's kind) and `request`/`ltz_steps` (the parties').
+
+Rounds: 7 (1 opening of x + r, 5 BitLT levels, 1 B2A with the fused products opened alongside).
+Bytes per element per peer: 8 (c) + 8 + 4 + 2 + 1 + 0.25 (levels) + 0.125 (the B2A bit,
+  packed) = 23.4, plus 8 per fused product; the same for every N (each of a party's N - 1
+  peers gets this). Comparing one x against R public thresholds opens x + r once and
+  shares the edaBit: 8 + 15.4 R; products of every row with the same y share y's mask (8,
+  not 8 R), or open nothing when y comes out of a truncation whose tuple the comparison
+  carries (trunc_y); range checks that tolerate a window below each threshold compare bits
+  16..63 only (coarse): 8 + 11.6 R.
+Dealer words per element: 6.9 for one row (2.9 [r] and AND masks, expanded by every party
+  from its seed; 4.0 corrected: <r>, <P>, the AND products, the daBits: 32 bytes sent to
+  the corrected party), + 2 per fused product (mask and [m s]), + about 3.9 per extra row;
+  independent of N (one corrected party; the dealer expands N seeds' streams).
+Error: none (exact for all 2^64 ring values; coarse rows: either answer in a window of
+  2^L below each threshold, see ltz_steps).
+Reference: docs/design.md, 'Protocols' (comparison); Damgard et al., "Unconditionally
+  secure constant-rounds MPC for equality, comparison, bits and exponentiation" (TCC
+  2006) for bitwise LT; Escudero et al., "Improved primitives for MPC over mixed
+  arithmetic-binary circuits" (CRYPTO 2020) for edaBits; Rotaru and Wood, "MArBled
+  circuits" (INDOCRYPT 2019) for daBits. Local work: one fused pass per level (kernels.bitlt).
 """
 from __future__ import annotations
 

@@ -8,6 +8,12 @@ party expand theirs too; that one gets a correction from the dealer). Entries ar
 (name, shape, how): additive mod 2^64 ('a'), XOR of 64-bit words ('x'), or additive mod
 2^32 ('a32': uint32 values packed two per word, for values a protocol only ever uses
 multiplied by 2^32 or more). mpcrt.correlations expands, deals and dispatches them.
+
+Rounds: none (the dealer's side).
+Bytes per element per peer: none.
+Dealer words per element: each kind's own (its protocol module states them).
+Error: none.
+Reference: docs/design.md, 'Protocols' (the dealer and correlated randomness).
 """
 from __future__ import annotations
 

@@ -8,15 +8,17 @@ the range handling costs few or no extra rounds. Polynomials are Chebyshev fits
 evaluated with protocols.powers (truncation and powers in one round).
 
 Rounds: exp 7 (the comparison's; the 5-step chain runs inside them); sigmoid and tanh 15;
-  softmax over k elements 7 ceil(log2 k) (the max) + 7 (exp) + 25 (the sum's reciprocal)
-  + 2; log_softmax the max, exp and a log (11) of the sum.
-Bytes per element per peer: exp 53.25 at N = 2 (CrypTen: 64); the openings are 8 bytes
-  per element per peer for every N, the cubes' narrow ones 4-6 (rounds.top_bytes: 5-6
-  from N = 3 on, as the dropped low bits grow with N), so a party sends (N - 1) times
-  about this. sigmoid about 2.2 times exp's (a 3-row comparison, the chain, h's steps).
-Dealer words per element: exp 29.9 (239.5 bytes: the chain's 22.5, the comparison's
-  material in three requests); independent of N (one corrected party).
-Error (measured at 16 fractional bits; tests assert these): see each method below.
+  softmax over k elements 7 ceil(log2 k) (the max) + 7 (exp) + the sum's reciprocal (25)
+  + 1; log_softmax the max, exp and a log of the sum. softmax over 64: 76.
+Bytes per element per peer: exp 53.4 (CrypTen: 64; the cubes' openings send only the
+  bits their truncations keep, 4-6 bytes, rounds.top_bytes, more as N grows), sigmoid and
+  tanh 130.3, softmax over 64 104.4; each of a party's N - 1 peers gets this.
+Dealer words per element: (sent to the corrected party) exp 29.9 (the chain's 22.5, the
+  comparison's material in three requests), sigmoid and tanh 46.4, softmax over 64 41.2;
+  independent of N (one corrected party; every party expands its own share of the rest).
+  Measured (10240 elements) at N = 2; from N = 3 the runtime may open a large array in two
+  steps (mpcrt.allreduce): a round or two more, fewer bytes per peer.
+Error: measured at 16 fractional bits (tests assert these): see each method below.
 Reference: docs/design.md, 'Protocols' (exp chain, sigmoid); Damgard et al., TCC 2006
   (powers from the dealer).
 

@@ -4,6 +4,12 @@ A real v encodes as round(v * 2^f) in two's complement, f fractional bits
 (16 by default). Encoding refuses NaN, inf and any |v| >= 2^(62 - f) (the bound
 under which truncation is exact); it never wraps silently. Decoding reads the
 ring element as signed and divides by 2^f.
+
+Rounds: 0 (local).
+Bytes per element per peer: 0.
+Dealer words per element: 0.
+Error: |decode(encode(v)) - v| <= 2^-(f+1).
+Reference: docs/design.md, 'Protocols' (fixed point).
 """
 from __future__ import annotations
 

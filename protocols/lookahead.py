@@ -5,8 +5,12 @@ A protocol function decorated with `lookahead` runs under Runtime.lookahead: fro
 second call on the same shape and precision its recorded requests are announced at
 its start; an elementwise one of at least PLAN_MIN elements gets them from its first
 call, by a dry run on one element with the sizes scaled to x's.
-No rounds, bytes or dealer words of its own; it changes when requests are sent, not
-what is sent (a wrong guess is abandoned, never used). Error: none.
+It changes when requests are sent, not what is sent (a wrong guess is abandoned, never used).
+
+Rounds: none of its own.
+Bytes per element per peer: none of its own.
+Dealer words per element: none of its own (the decorated protocol's, requested earlier).
+Error: none.
 Reference: docs/design.md, 'Protocols' (dealer lookahead).
 """
 from __future__ import annotations

@@ -5,12 +5,15 @@ max/min along a dim by a log-depth tree of pairwise maxima, max(a, b) = b + relu
 more comparison and keeps the first by a prefix count (a third); maxpool2d takes the
 max over the k*k shifted windows.
 
-Rounds: 7 ceil(log2 k) for max/min over k elements; argmax and max(dim) with indices
-  7 ceil(log2 k) + 14; maxpool2d with a k x k window 7 ceil(log2 k^2); maximum/minimum 7.
-Bytes per element per peer: 31.4 per pairwise max (a comparison with its product
-  fused, protocols.compare), on half the remaining elements per level: about 31.4 per
-  input element in all; a party sends that to each of its N - 1 peers.
-Dealer words per element: about 8 per pairwise max; independent of N.
+Rounds: max/min over k elements 7 ceil(log2 k); with the indices (max(dim), argmax) 14
+  more (max over 64 with indices: 56, measured); maxpool2d with a k x k window
+  7 ceil(log2 k^2); maximum/minimum 7.
+Bytes per element per peer: 31.4 per pairwise max (a comparison with its product fused,
+  protocols.compare), on half the remaining elements per level: about 31.4 per input
+  element for the values; 86.4 measured for max over rows of 64 with the indices; each
+  of a party's N - 1 peers gets this.
+Dealer words per element: 8.9 per pairwise max (a comparison with one fused product);
+  independent of N.
 Error: none (exact).
 Reference: docs/design.md, 'Protocols' (comparison).
 """

@@ -2,8 +2,11 @@
 functions they approximate, public constants as ring values, and a cubic evaluated on
 the powers a truncation-with-powers step returns (protocols.powers).
 
-Local: no rounds, no bytes, no dealer words. Error: the fits' own, stated where each
-fit is made (protocols.exp, protocols.reciprocal, protocols.activations).
+Rounds: 0 (local).
+Bytes per element per peer: 0.
+Dealer words per element: 0.
+Error: the fits' own, stated where each fit is made (protocols.exp, protocols.reciprocal,
+  protocols.activations).
 Reference: docs/design.md, 'Protocols' (polynomial approximations).
 """
 from __future__ import annotations

@@ -17,8 +17,9 @@ opening then serves as this truncation's.
 Rounds: 1.
 Bytes per element per peer: 8 (top: 4-6, more bytes as N grows, rounds.top_bytes), for
   every N; a party sends it to each of its N - 1 peers.
-Dealer words per element: 1 + 2J (J + 1.5 J sent when k <= 32: the [m S0^l] only matter
-  mod 2^k, so they travel as 32-bit values); MulMask 6; independent of N.
+Dealer words per element: 1 + 2J, of which 2J are sent to the corrected party (1.5J when
+  k <= 32: the [m S0^l] only matter mod 2^k, so they travel as 32-bit values); MulMask 6
+  (4 sent); independent of N.
 Error: u carries the truncation's 0 or +1 ulp (top: -1..+1); powers are those of that u.
 Reference: docs/design.md, 'Protocols' (truncation with powers); the power-tuple idea of
   Damgard et al. (TCC 2006, "[r], [r^2], ... from the dealer") applied to the output of a

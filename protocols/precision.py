@@ -4,7 +4,8 @@ per element per peer, 2-3 dealer words per element, +1 ulp at most, protocols.tr
 and `capped`, which runs a layer at a capped number of fractional bits.
 
 Rounds: 0 or 1 (a truncation when the input carries more bits than the precision; capped:
-  one more at the end). Bytes per element per peer: 8 per truncation (N - 1 peers).
+  one more at the end).
+Bytes per element per peer: 8 per truncation, for every N (to each of the N - 1 peers).
 Dealer words per element: 2 per truncation ([r >> f], [msb r]; 1.5 when f <= 32).
 Error: +1 ulp per truncation.
 Reference: docs/design.md, 'Protocols' (truncation).

@@ -7,13 +7,14 @@ round) plus Newton steps, then the rescaling by the public weight of m's bucket.
 Inputs outside the stated ranges are clamped (results stay bounded, never wrap).
 
 Rounds: reciprocal 25 (sign 7, normalization 7, m and the cubic 2, 3 Newton steps,
-  rescale 2); log 11; rsqrt 16; sqrt 18; x / y the reciprocal's 25 + 2.
-Bytes per element per peer: about 8 per comparison row (the masked opening, shared by
-  the rows) + 15.4 per row, + 8 or 16 per truncation or product step; each of a party's
-  N - 1 peers gets this.
-Dealer words per element: the comparison's (about 6 per row) + 2-3 per truncation-with-
-  powers step + 3 per Beaver product; independent of N.
-Error (measured at 16 fractional bits; tests assert these):
+  rescale 2); log 10; rsqrt 16; sqrt 18; x / y the reciprocal's 25 + 2.
+Bytes per element per peer: reciprocal 299, log 432 (the 25-row normalization), rsqrt 320,
+  sqrt 344; each of a party's N - 1 peers gets this.
+Dealer words per element: (sent to the corrected party) reciprocal 46.3, log 60.7, rsqrt 46.6, sqrt 49.1;
+  independent of N.
+  Measured (10240 elements) at N = 2; from N = 3 the runtime may open a large array in two
+  steps (mpcrt.allreduce): a round or two more, fewer bytes per peer.
+Error: measured at 16 fractional bits (tests assert these):
   reciprocal: rel < 1e-3 on 2^-7 <= |x| < 2^17 (clamped beyond);
   log: abs < 8e-3 on [2^-10, 2^14); rsqrt, sqrt: rel < 1e-3 on [2^-10, 2^14).
 Reference: docs/design.md, 'Protocols' (normalization and Newton steps).
@@ -23,7 +24,7 @@ Methods:
   with the powers of sixteen of the range (one batched run of 7), 1/m by a cubic
   (rel err 37%) plus three Newton steps, rescaled. 25 rounds.
   Error: rel < 1e-3 on 2^-7 <= |x| < 2^17 (clamped beyond).
-- log: normalization as above (no sign), log m by a cubic, plus e ln 2. 11 rounds.
+- log: normalization as above (no sign), log m by a cubic, plus e ln 2. 10 rounds.
   Error: abs < 8e-3 on [2^-10, 2^14).
 - rsqrt: normalization by powers of four to m in [0.25, 1), cubic plus one Newton
   step, rescaled by 2^-j (16 rounds). sqrt(x) = x rsqrt(x) (18). Error: rel < 1e-3 on [2^-10, 2^14).
@@ -149,7 +150,7 @@ LOG_LO, LOG_HI = -10, 14
 
 @lookahead(elementwise=True)
 def log(x: SharedTensor) -> SharedTensor:
-    """Natural log for x in [2^-10, 2^14): abs err < 8e-3. 11 rounds."""
+    """Natural log for x in [2^-10, 2^14): abs err < 8e-3. 10 rounds."""
     rt, f = x.rt, x.rt.precision
     A = at_f_share(x)
     hold: dict = {}

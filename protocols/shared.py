@@ -11,6 +11,15 @@ This module holds the tensor's local and linear algebra: +, -, Beaver-based * an
 reveal, shape operations and indexing, and cat, stack and where. The methods backed
 by the other protocols (comparisons, relu, exp, softmax, norms, activations, ...) are
 attached to the class in one place, mpcrt.tensor's METHODS table.
+
+Rounds: 0 for +, -, public integer products and shape operations; 1 for a shared
+  product (2 with the truncation of a real product: one fused tuple, protocols.beaver),
+  1 for a public real product's truncation, 1 for reveal.
+Bytes per element per peer: a shared product 8 (|x| + |y|) (+ 8 |z| truncating); a
+  truncation 8 |z|; reveal 8; for every N (each of the N - 1 peers).
+Dealer words per element: protocols.beaver's and protocols.truncation's; independent of N.
+Error: +1 ulp at most per truncation; public reals keep 13 significant bits (PUBLIC_BITS).
+Reference: docs/design.md, 'Protocols' (Beaver products, truncation).
 """
 from __future__ import annotations
 

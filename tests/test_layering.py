@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
 
 import pytest
 
@@ -150,3 +151,21 @@ def test_allowances_are_still_needed(graph):
     stale = (KNOWN_CYCLES - _in_cycles(edges)) | {f"{a} -> {b}" for a, b in KNOWN_UPWARD - _upward(edges)} \
         | (KNOWN_LONG - _long_files())
     assert not stale, f"fixed, so remove from this test's allowances: {sorted(map(str, stale))}"
+
+
+DOC_FIELDS = ("Rounds:", "Bytes per element per peer:", "Dealer words per element:", "Error:", "Reference:")
+
+
+def test_protocol_modules_state_their_costs():
+    """Every protocol module's docstring says what it computes, then Rounds, Bytes per
+    element per peer, Dealer words per element, Error and Reference, in that order, and
+    cites the project's own design document (not a file a clone lacks)."""
+    missing = {}
+    for path in sorted((ROOT / "protocols").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        at = [m.start() if (m := re.search("^" + re.escape(f), doc, re.M)) else -1 for f in DOC_FIELDS]
+        if doc.count("\n") < 2 or min(at) <= 0 or at != sorted(at) or "DESIGN.md" in doc:
+            missing[path.name] = [f for f, i in zip(DOC_FIELDS, at) if i <= 0]
+    assert not missing, f"protocol module docstrings without the fixed fields (in order): {missing}"
