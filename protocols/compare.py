@@ -73,18 +73,22 @@ def ltz(x: SharedTensor) -> SharedTensor:
 
 
 def lt(x: SharedTensor, y) -> SharedTensor:
+    """[x < y] as a shared 0/1 tensor (y shared or public; 7 rounds)."""
     return ltz(_diff(x, y))
 
 
 def gt(x: SharedTensor, y) -> SharedTensor:
+    """[x > y] = [y - x < 0] as a shared 0/1 tensor (7 rounds)."""
     return ltz(-_diff(x, y))
 
 
 def le(x: SharedTensor, y) -> SharedTensor:
+    """[x <= y] = 1 - [x > y] as a shared 0/1 tensor (7 rounds)."""
     return 1 - gt(x, y)
 
 
 def ge(x: SharedTensor, y) -> SharedTensor:
+    """[x >= y] = 1 - [x < y] as a shared 0/1 tensor (7 rounds)."""
     return 1 - lt(x, y)
 
 
@@ -95,6 +99,7 @@ def eq(x: SharedTensor, y) -> SharedTensor:
 
 
 def ne(x: SharedTensor, y) -> SharedTensor:
+    """[x != y] = 1 - [x == y] as a shared 0/1 tensor (7 rounds)."""
     return 1 - eq(x, y)
 
 
@@ -122,6 +127,7 @@ def relu(x: SharedTensor) -> SharedTensor:
 
 
 def abs_(x: SharedTensor) -> SharedTensor:
+    """|x| = x - 2 [x < 0] x, the product fused into the comparison (exact, 7 rounds)."""
     _, (bx,) = ltz_many([x], [x])
     return x - 2 * bx
 

@@ -169,3 +169,15 @@ def test_protocol_modules_state_their_costs():
         if doc.count("\n") < 2 or min(at) <= 0 or at != sorted(at) or "DESIGN.md" in doc:
             missing[path.name] = [f for f, i in zip(DOC_FIELDS, at) if i <= 0]
     assert not missing, f"protocol module docstrings without the fixed fields (in order): {missing}"
+
+
+def test_tensor_methods_come_from_one_table_with_the_protocols_docstrings():
+    """mpcrt.tensor attaches every METHODS entry to SharedTensor as the protocol function
+    itself (so its docstring is the protocol's own), and every entry has one."""
+    from mpcrt.protocols.shared import SharedTensor
+    from mpcrt.tensor import METHODS
+
+    for name, m in METHODS.items():
+        assert getattr(SharedTensor, name) is m.fn, name
+        assert (m.fn.__doc__ or "").strip(), f"{name}: {m.fn.__module__}.{m.fn.__qualname__} has no docstring"
+        assert m.fn.__module__.startswith("mpcrt.protocols."), name
