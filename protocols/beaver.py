@@ -105,7 +105,8 @@ class Product(Kind):
     op = ""
 
     def spec(self, p: dict, truncated: bool = False) -> ProductSpec:
-        return from_wire(lambda q: ProductSpec.from_wire(q, self.op, truncated), p, self.op + " product")
+        what = f"{self.op} product" + (" with truncation" if truncated else "")  # one parser per name
+        return from_wire(lambda q: ProductSpec.from_wire(q, self.op, truncated), p, what)
 
     def own(self, p):
         s = self.spec(p)

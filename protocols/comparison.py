@@ -42,6 +42,7 @@ Reference: docs/design.md, 'Protocols' (comparison); Damgard et al., "Unconditio
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -144,6 +145,11 @@ class LtzSpec:
         """Length of each mask m_j: one row's when the rows share y, else all product rows'."""
         return self.per_row if self.shared_y else self.n_products
 
+    @cached_property
+    def powers_spec(self) -> PowersSpec:
+        """The TruncPowers request of beta r (one row), with powers."""
+        return PowersSpec((self.per_row,), self.powers[0], self.powers[1])
+
     @property
     def halves(self) -> tuple[bool, bool]:
         """(has the edaBit half, has the daBit half)."""
@@ -241,7 +247,9 @@ class LtzBundle(Kind):
         return out + [(f"m{j}", (s.n_mask,), "a") for j in range(s.muls)]
 
     def corrected(self, p):
-        s = self.spec(p)
+        return self._corrected(self.spec(p))
+
+    def _corrected(self, s: LtzSpec) -> list:
         n, nm = s.n, s.n_products
         eda, da = s.halves
         out = []
@@ -255,16 +263,18 @@ class LtzBundle(Kind):
                 out += [("yS1", (s.per_row,), "a"), ("yM", (s.per_row,), h), ("sS", (nm,), "a"), ("sM", (nm,), h)]
             else:
                 out += [(f"ms{j}", (nm,), "a") for j in range(s.muls)]
-        return out + (self._pw_entries(p) if eda else [])
+        return out + (self._tail(s) if eda else [])
 
     def _pw_entries(self, p) -> list:
         """The corrections of the powers tuple of beta r (none without powers)."""
-        s = self.spec(p)
+        return self._tail(self.spec(p))
+
+    def _tail(self, s: LtzSpec) -> list:
         return [] if s.powers is None else TruncPowers.corrected_spec(self._pw_spec(s))
 
     @staticmethod
     def _pw_spec(s: LtzSpec) -> PowersSpec:
-        return PowersSpec((s.per_row,), s.powers[0], s.powers[1])
+        return s.powers_spec
 
     def deal(self, p, own, private):
         s = self.spec(p)
@@ -306,7 +316,7 @@ class LtzBundle(Kind):
             sub = np.zeros_like(out)
         views, off = {}, 0
         eda, da = s.halves
-        corr, tail = self.corrected(p), (self._pw_entries(p) if eda else [])
+        corr, tail = self._corrected(s), (self._tail(s) if eda else [])
         for name, shape, how, o, w in spans(corr[: len(corr) - len(tail)]):
             size = count(shape)
             views[name] = (as_how(out[o : o + w], size, how), as_how(sub[o : o + w], size, how))

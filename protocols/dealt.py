@@ -59,19 +59,32 @@ class Kind:
 S = TypeVar("S")
 
 
+_parsed: dict = {}  # (what, the wire dict frozen) -> its spec: layouts are asked for several times per request
+PARSED_MAX = 4096
+
+
 def from_wire(spec: Callable[[dict], S], p: Any, what: str) -> S:
     """spec(p) (a spec class's from_wire) for a request dict from the wire: anything
-    malformed in it (a missing key, a wrong type, a value out of range) is a DealerError."""
+    malformed in it (a missing key, a wrong type, a value out of range) is a DealerError.
+    `what` names the parser (one name per spec and mode); specs are frozen, so a parsed
+    one is kept and handed out again for an equal dict."""
     if not isinstance(p, dict):
         raise DealerError(f"malformed {what} request: parameters must be a map, got {type(p).__name__}")
+    key = (what, repr(p))  # repr: exact for the ints and lists of ints a request holds, and quick
+    got = _parsed.get(key)
+    if got is not None:
+        return got
     try:
-        return spec(p)
+        out = spec(p)
     except DealerError:
         raise
     except (KeyError, TypeError, ValueError, OverflowError) as e:
-        shown = repr(p)
-        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        shown = key[1] if len(key[1]) <= 200 else key[1][:200] + "..."
         raise DealerError(f"malformed {what} request {shown}: {e}") from None
+    if len(_parsed) >= PARSED_MAX:
+        _parsed.clear()
+    _parsed[key] = out
+    return out
 
 
 def wire_int(p: dict, key: str, default: int | None = None, lo: int | None = None, hi: int | None = None) -> int:
@@ -79,7 +92,7 @@ def wire_int(p: dict, key: str, default: int | None = None, lo: int | None = Non
     v = p.get(key, default)
     if v is None:
         raise KeyError(f"missing {key!r}")
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+    if type(v) is not int and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
         raise TypeError(f"{key} must be an integer, got {v!r}")
     v = int(v)
     if (lo is not None and v < lo) or (hi is not None and v > hi):

@@ -28,6 +28,7 @@ Reference: docs/design.md, 'Protocols' (truncation with powers); the power-tuple
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -107,7 +108,7 @@ class LtzPowersSpec:
             raise DealerError(f"malformed comparison powers request n={self.n} rows={self.rows} back={self.back!r}")
         riding_powers(self.pw)
 
-    @property
+    @cached_property
     def tuple_spec(self) -> PowersSpec:
         """The TruncPowers request of beta r (one row: n / rows elements)."""
         return PowersSpec((self.n // self.rows,), self.pw[0], self.pw[1])
