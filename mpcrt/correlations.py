@@ -41,8 +41,6 @@ from mpcrt.protocols.dealt import PARALLEL_MIN, Kind, Shape, pad_odd_a32, split,
 from mpcrt.protocols.powers import LtzPowers, TruncPowers  # noqa: F401  (as above)
 from mpcrt.protocols.truncation import TruncPair  # noqa: F401  (as above)
 
-__all__ = ["PARALLEL_MIN", "split"]
-
 _pool = None
 _pool_lock = threading.Lock()  # the dealer's worker threads may ask for the pool at once
 

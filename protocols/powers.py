@@ -36,7 +36,7 @@ from mpcrt.errors import DealerError
 from mpcrt.kernels import powers as fused
 from mpcrt.kernels import ring
 from mpcrt.kernels.prg import LazyRows
-from mpcrt.protocols.dealt import Kind, Shape, count, from_wire, split, wire_int, wire_shape
+from mpcrt.protocols.dealt import Kind, Passes, Shape, count, from_wire, serial, split, wire_int, wire_shape
 from mpcrt.protocols.rounds import Open, masked_sum, narrow, run1
 from mpcrt.protocols.truncation import OFFSET
 
@@ -175,7 +175,7 @@ class TruncPowers(Kind):
              else LazyRows(prg, stream, first + J * n, n, J, n))
         return {"S*": LazyRows(prg, stream, first, n, J, n), "M": M}
 
-    def deal_into(self, p, own, private, out, sub, parallel=None):
+    def deal_into(self, p, own, private, out, sub, parallel: Passes = serial):
         self.deal_into_spec(self.spec(p), own["r"], out, sub)
 
     @classmethod
@@ -230,7 +230,7 @@ class LtzPowers(Kind):
     def lazy_rows(self, p, prg, stream: int, first: int) -> dict:
         return TruncPowers.lazy_rows_spec(self.spec(p).tuple_spec, prg, stream, first)
 
-    def deal_into(self, p, own, private, out, sub, parallel=None):
+    def deal_into(self, p, own, private, out, sub, parallel: Passes = serial):
         TruncPowers.deal_into_spec(self.spec(p).tuple_spec, own["r"], out, sub)
 
 
