@@ -419,19 +419,20 @@ def _public_mask(value, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, fixedpoint.to_numpy(value), 0.0)
 
 
-def cat(tensors: Sequence[SharedTensor], dim: int = 0) -> SharedTensor:
-    """torch.cat for SharedTensors."""
+def _joined(join, name: str, tensors: Sequence[SharedTensor], dim: int) -> SharedTensor:
+    """join (np.concatenate, np.stack) of the tensors' shares at their common fractional bits."""
     shares, f = _aligned(tensors)
     try:
-        return SharedTensor(tensors[0].rt, np.concatenate(shares, axis=dim), f)
+        return SharedTensor(tensors[0].rt, join(shares, axis=dim), f)
     except ValueError as e:
-        raise ShapeError(f"cat: {e}") from None
+        raise ShapeError(f"{name}: {e}") from None
+
+
+def cat(tensors: Sequence[SharedTensor], dim: int = 0) -> SharedTensor:
+    """torch.cat for SharedTensors."""
+    return _joined(np.concatenate, "cat", tensors, dim)
 
 
 def stack(tensors: Sequence[SharedTensor], dim: int = 0) -> SharedTensor:
     """torch.stack for SharedTensors."""
-    shares, f = _aligned(tensors)
-    try:
-        return SharedTensor(tensors[0].rt, np.stack(shares, axis=dim), f)
-    except ValueError as e:
-        raise ShapeError(f"stack: {e}") from None
+    return _joined(np.stack, "stack", tensors, dim)
