@@ -60,9 +60,9 @@ class ProductSpec:
             raise ValueError(f"truncation bits f={self.f} out of range [0, 63]")
         if self.op == "conv2d":
             if len(self.a) != 4 or len(self.b) != 4 or self.groups < 1 or min(self.stride + self.dilation) < 1 \
-                    or min(self.padding) < 0:
-                raise ValueError(f"conv2d tuple needs 4-d operands, groups >= 1, stride and dilation >= 1, "
-                                 f"padding >= 0; got a={self.a} b={self.b}")
+                    or min(self.padding) < 0 or self.b[1] * self.groups != self.a[1] or self.b[0] % self.groups:
+                raise ValueError(f"conv2d tuple needs 4-d operands whose channels fit groups={self.groups}, "
+                                 f"stride and dilation >= 1, padding >= 0; got a={self.a} b={self.b}")
         if min(self.out_shape, default=1) < 0:
             raise ValueError(f"operands {self.a} and {self.b} give no output")
 

@@ -96,7 +96,7 @@ def wire_int(p: dict, key: str, default: int | None = None, lo: int | None = Non
         raise TypeError(f"{key} must be an integer, got {v!r}")
     v = int(v)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ValueError(f"{key}={v} out of range [{lo}, {hi}]")
+        raise ValueError(f"{key}={v} out of range" + (f" [{lo}, {hi}]" if hi is not None else f": must be >= {lo}"))
     return v
 
 
@@ -106,7 +106,7 @@ def wire_ints(p: dict, key: str, length: int | None = None, lo: int | None = Non
     if v is None:
         raise KeyError(f"missing {key!r}")
     if not isinstance(v, (list, tuple)) or (length is not None and len(v) != length):
-        raise TypeError(f"{key} must be a list{'' if length is None else f' of {length}'} integers, got {v!r}")
+        raise TypeError(f"{key} must be a list of {'' if length is None else f'{length} '}integers, got {v!r}")
     return tuple(wire_int({key: d}, key, lo=lo) for d in v)
 
 
