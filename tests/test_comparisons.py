@@ -42,7 +42,8 @@ HSET = settings(max_examples=6, deadline=None, suppress_health_check=list(Health
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 EDGES = sorted(
-    {0, 1, -1, 2, -2, I64_MAX, I64_MIN, I64_MAX - 1, I64_MIN + 1, 2**62, -(2**62), 2**62 - 1, -(2**62) + 1, 2**62 + 1, -(2**62) - 1}
+    {0, 1, -1, 2, -2, I64_MAX, I64_MIN, I64_MAX - 1, I64_MIN + 1, 2**62, -(2**62), 2**62 - 1, -(2**62) + 1,
+     2**62 + 1, -(2**62) - 1}
     | {s * (2**k + d) for k in range(63) for d in (-1, 0, 1) for s in (1, -1)}
     | {I64_MAX - 2**k for k in range(63)}
     | {I64_MIN + 2**k for k in range(63)}
@@ -91,7 +92,8 @@ def assert_close(got, want, tol=TOL, what=""):
     if want.size:
         err = np.abs(got - want)
         i = int(np.argmax(err))
-        assert err.flat[i] <= tol, f"{what}: max error {err.flat[i]} > {tol} at flat index {i} (got {got.flat[i]}, want {want.flat[i]})"
+        assert err.flat[i] <= tol, \
+            f"{what}: max error {err.flat[i]} > {tol} at flat index {i} (got {got.flat[i]}, want {want.flat[i]})"
 
 
 # ------------------------------------------------------------ strategies
@@ -200,7 +202,8 @@ def test_ltz_against_several_thresholds_shares_one_opening(n, xs, ts, seed):
 @pytest.mark.parametrize("n", NS)
 @pytest.mark.parametrize("coarse", [8, 16])
 @HSET
-@given(xs=ring_arrays, ts=st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=3), seed=st.integers(0, 2**32 - 1))
+@given(xs=ring_arrays, ts=st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=3),
+       seed=st.integers(0, 2**32 - 1))
 def test_coarse_rows_are_exact_outside_their_window(n, coarse, xs, ts, seed):
     """coarse=L: each row's bit is exact for every ring x with x - t outside [-2^L, 0)
     and [2^63 - 2^L, 2^63) (both answers allowed there; the second window lies beyond any
@@ -264,7 +267,8 @@ def test_products_with_a_truncated_y_open_nothing(n, k, halves):
 
         def chain():
             opened = []
-            (y,) = yield from powers.trunc_pow_steps(rt, XP, k, 1, mat=comparison.YTrunc(ymat, x.size, x.shape), opened=opened)
+            ytr = comparison.YTrunc(ymat, x.size, x.shape)
+            (y,) = yield from powers.trunc_pow_steps(rt, XP, k, 1, mat=ytr, opened=opened)
             hold["y"], hold["c"] = y, opened[0]
 
         s0 = rt.stats()
@@ -272,7 +276,8 @@ def test_products_with_a_truncated_y_open_nothing(n, k, halves):
                                                          thresholds=t, spec=spec), chain())
         s1 = rt.stats()
         ob, op, oy = rt.open([b, p, hold["y"]])
-        return ob, op, oy, s1["rounds"] - s0["rounds"], (s1["bytes_sent"] - s0["bytes_sent"]) / x.size / (rt.world_size - 1)
+        sent = (s1["bytes_sent"] - s0["bytes_sent"]) / x.size / (rt.world_size - 1)
+        return ob, op, oy, s1["rounds"] - s0["rounds"], sent
 
     with np.errstate(over="ignore"):
         want = ((x[None, :] - np.array(t, np.int64)[:, None]) < 0).astype(np.int64)
@@ -318,7 +323,8 @@ def test_xor_rows_gives_the_band_and_its_product(n, trunc, rows, coarse):
 
         def chain():
             opened = []
-            (yt,) = yield from powers.trunc_pow_steps(rt, Y, k, 1, mat=comparison.YTrunc(ymat, x.size, x.shape), opened=opened)
+            ytr = comparison.YTrunc(ymat, x.size, x.shape)
+            (yt,) = yield from powers.trunc_pow_steps(rt, Y, k, 1, mat=ytr, opened=opened)
             hold["y"], hold["c"] = yt, opened[0]
 
         (b, (p,)), _ = run_gens(rt, comparison.ltz_steps(rt, X, muls=lambda: [hold["y"], hold["c"]], mat=mat,
@@ -435,8 +441,10 @@ def _million_pairs(total=10**6, seed=2024):
     lim = 2**62 - 2
 
     def mixed(k):  # magnitudes spread over all scales, both signs, and some extremes
-        v = rng.integers(-lim, lim, size=k, dtype=np.int64, endpoint=True) >> rng.integers(0, 62, size=k).astype(np.int64)
-        v[: min(k, 64)] = rng.choice(np.array([0, 1, -1, lim, -lim, 2**40, -(2**40), 2**16, -(2**16)], np.int64), size=min(k, 64))
+        v = rng.integers(-lim, lim, size=k, dtype=np.int64, endpoint=True)
+        v >>= rng.integers(0, 62, size=k).astype(np.int64)
+        edges = np.array([0, 1, -1, lim, -lim, 2**40, -(2**40), 2**16, -(2**16)], np.int64)
+        v[: min(k, 64)] = rng.choice(edges, size=min(k, 64))
         return v
 
     x_eq = mixed(third)
@@ -687,11 +695,13 @@ def test_max_min_argmax_like_torch(n, shape, seed, ties):
 
 
 def test_argmax_first_maximum_on_ties():
-    a = np.array([[1.0, 3.0, 3.0, 2.0], [5.0, 5.0, 5.0, 5.0], [-1.0, -2.0, -1.0, -3.0], [0.0, 0.0, 0.0, 7.0], [2.0, 1.0, 2.0, 2.0]])
+    a = np.array([[1.0, 3.0, 3.0, 2.0], [5.0, 5.0, 5.0, 5.0], [-1.0, -2.0, -1.0, -3.0], [0.0, 0.0, 0.0, 7.0],
+                  [2.0, 1.0, 2.0, 2.0]])
 
     def fn(rt):
         A = share_from(rt, a, 1)
-        return opened(rt, A.argmax(dim=1)), opened(rt, A.argmin(dim=1)), opened(rt, A.argmax()), opened(rt, A.argmax(dim=0))
+        return (opened(rt, A.argmax(dim=1)), opened(rt, A.argmin(dim=1)), opened(rt, A.argmax()),
+                opened(rt, A.argmax(dim=0)))
 
     t = torch.tensor(a)
     for am, an, af, a0 in run(fn, 3):
@@ -785,7 +795,8 @@ def test_comparisons_keep_0d_shape():
 
     def fn(rt):
         A = share_from(rt, np.array([-2.5]), 0).reshape(())
-        return A.shape, opened(rt, A < 1).shape, A.relu().reveal().shape, A.sign().reveal().shape, float(A.abs().reveal())
+        return (A.shape, opened(rt, A < 1).shape, A.relu().reveal().shape, A.sign().reveal().shape,
+                float(A.abs().reveal()))
 
     for *shapes, v in run(fn, 2):
         assert shapes == [(), (), (), ()], shapes
