@@ -270,11 +270,7 @@ class LtzBundle(Kind):
         return self._tail(self.spec(p))
 
     def _tail(self, s: LtzSpec) -> list:
-        return [] if s.powers is None else TruncPowers.corrected_spec(self._pw_spec(s))
-
-    @staticmethod
-    def _pw_spec(s: LtzSpec) -> PowersSpec:
-        return s.powers_spec
+        return [] if s.powers is None else TruncPowers.corrected_spec(s.powers_spec)
 
     def deal(self, p, own, private):
         s = self.spec(p)
@@ -289,7 +285,7 @@ class LtzBundle(Kind):
             for w in LTZ_LEVELS:
                 out[f"c{w}"] = own[f"a{w}"] & own[f"b{w}"] & masks.get(w, np.int64(-1))
             if s.powers is not None:  # powers of the truncation of beta x, masked by beta r (uniform: beta odd)
-                out.update(TruncPowers.deal_spec(self._pw_spec(s), r * np.int64(s.powers[2])))
+                out.update(TruncPowers.deal_spec(s.powers_spec, r * np.int64(s.powers[2])))
         if not da:
             return out
         sb = private((n // 64,))  # the daBits, packed 64 per word (bit j % 64 of word j // 64)
@@ -324,7 +320,7 @@ class LtzBundle(Kind):
         passes = []
         if tail:  # the powers tuple of beta r, as TruncPowers deals it (its M may be 32-bit)
             rb_ = np.multiply(own["r"], np.int64(s.powers[2]), out=bufpool.empty(own["r"].size))
-            passes.append(lambda: TruncPowers.deal_into_spec(self._pw_spec(s), rb_, out[off:], sub[off:]))
+            passes.append(lambda: TruncPowers.deal_into_spec(s.powers_spec, rb_, out[off:], sub[off:]))
         sbits = private((n // 64,)) if da else None
         abits = self._arith_dabits(s, sbits) if da else None  # what the arithmetic daBits and products use
         masks = self._and_masks(s)
