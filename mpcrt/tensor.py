@@ -9,7 +9,10 @@ module, listed once in METHODS and attached here with the function's own docstri
 Adding an elementwise activation: one function in a protocol module (e.g.
 protocols/activations.py) and one METHODS entry. Model import reads the same table
 (`torch`: the torch names an entry stands for; `params`: its keyword parameters in
-torch's order, which are also the nn module's attribute names).
+torch's order, which are also the nn module's attribute names). An entry has torch names
+only where fn(x, **params) is the whole call (x and its keyword parameters: activations,
+reductions, pooling, norms); operators and aliases (lt, maximum, __truediv__, clip,
+maxpool2d) have none, model import maps those torch calls itself.
 """
 from __future__ import annotations
 
@@ -34,12 +37,12 @@ _POOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")  # torch.n
 METHODS: dict[str, Method] = {
     # comparisons (protocols.compare): shared 0/1 results, exact, 7 rounds
     "ltz": Method(compare.ltz),
-    "lt": Method(compare.lt, ("lt", "less")),
-    "gt": Method(compare.gt, ("gt", "greater")),
-    "le": Method(compare.le, ("le", "less_equal")),
-    "ge": Method(compare.ge, ("ge", "greater_equal")),
-    "eq": Method(compare.eq, ("eq",)),
-    "ne": Method(compare.ne, ("ne", "not_equal")),
+    "lt": Method(compare.lt),
+    "gt": Method(compare.gt),
+    "le": Method(compare.le),
+    "ge": Method(compare.ge),
+    "eq": Method(compare.eq),
+    "ne": Method(compare.ne),
     "__lt__": Method(compare.lt),
     "__gt__": Method(compare.gt),
     "__le__": Method(compare.le),
@@ -49,17 +52,17 @@ METHODS: dict[str, Method] = {
     "relu": Method(compare.relu, ("relu",)),
     "abs": Method(compare.abs_, ("abs",)),
     "__abs__": Method(compare.abs_),
-    "sign": Method(compare.sign, ("sign",)),
+    "sign": Method(compare.sign),  # torch names: model import does not map torch.sign yet
     "clamp": Method(compare.clamp, ("clamp",), ("min", "max")),
-    "clip": Method(compare.clamp, ("clip",), ("min", "max")),
+    "clip": Method(compare.clamp),
     # orderings (protocols.ordering)
     "max": Method(ordering.max_like_torch, ("max",), ("dim", "keepdim")),
     "min": Method(ordering.min_like_torch, ("min",), ("dim", "keepdim")),
-    "maximum": Method(ordering.maximum, ("maximum",)),
-    "minimum": Method(ordering.minimum, ("minimum",)),
+    "maximum": Method(ordering.maximum),
+    "minimum": Method(ordering.minimum),
     "argmax": Method(ordering.argmax, ("argmax",), ("dim", "keepdim")),
     "argmin": Method(ordering.argmin, ("argmin",), ("dim", "keepdim")),
-    "maxpool2d": Method(ordering.maxpool2d, ("max_pool2d",), _POOL),
+    "maxpool2d": Method(ordering.maxpool2d),
     "max_pool2d": Method(ordering.maxpool2d, ("max_pool2d",), _POOL),
     # the exp chain (protocols.exp)
     "exp": Method(exp.exp, ("exp",)),
@@ -69,7 +72,7 @@ METHODS: dict[str, Method] = {
     "log_softmax": Method(exp.log_softmax, ("log_softmax",), ("dim",)),
     # normalization and Newton steps (protocols.reciprocal)
     "reciprocal": Method(reciprocal.reciprocal, ("reciprocal",)),
-    "__truediv__": Method(reciprocal.div, ("div", "true_divide")),
+    "__truediv__": Method(reciprocal.div),
     "__rtruediv__": Method(reciprocal.rdiv),
     "log": Method(reciprocal.log, ("log",)),
     "sqrt": Method(reciprocal.sqrt, ("sqrt",)),
@@ -89,7 +92,7 @@ METHODS: dict[str, Method] = {
     "hardswish": Method(activations.hardswish, ("hardswish",)),
     "hardsigmoid": Method(activations.hardsigmoid, ("hardsigmoid",)),
     "hardtanh": Method(activations.hardtanh, ("hardtanh",), ("min_val", "max_val")),
-    "relu6": Method(activations.relu6, ("relu6",)),
+    "relu6": Method(activations.relu6),  # model import maps nn.ReLU6 to hardtanh
 }
 
 for _name, _m in METHODS.items():

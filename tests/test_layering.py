@@ -181,3 +181,21 @@ def test_tensor_methods_come_from_one_table_with_the_protocols_docstrings():
         assert getattr(SharedTensor, name) is m.fn, name
         assert (m.fn.__doc__ or "").strip(), f"{name}: {m.fn.__module__}.{m.fn.__qualname__} has no docstring"
         assert m.fn.__module__.startswith("mpcrt.protocols."), name
+
+
+def test_methods_with_torch_names_take_x_and_their_params():
+    """An entry with torch names is called as fn(x, **params) by model import: its function
+    takes x, then `params` in that order, then only parameters with defaults (mpcrt's own,
+    like argmax's one_hot). Operators like lt take a second operand and carry no torch names."""
+    import inspect
+
+    from mpcrt.tensor import METHODS
+
+    for name, m in METHODS.items():
+        if not m.torch:
+            continue
+        rest = list(inspect.signature(m.fn).parameters.values())[1:]
+        names = [p.name for p in rest]
+        assert names[: len(m.params)] == list(m.params), f"{name}: {m.fn.__qualname__} takes {names}, not {m.params}"
+        extra = [p.name for p in rest[len(m.params):] if p.default is inspect.Parameter.empty]
+        assert not extra, f"{name}: {m.fn.__qualname__} needs {extra} beyond its torch params"
