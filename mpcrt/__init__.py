@@ -16,7 +16,7 @@ from mpcrt.errors import (  # noqa: F401  (errors first: a leaf every layer impo
     ShapeError,
 )
 from mpcrt.runtime import Runtime, init  # noqa: F401
-from mpcrt.tensor import SharedTensor, cat, stack, where  # noqa: F401
+from mpcrt.tensor import SharedTensor, cat, stack, where  # noqa: F401  (attaches the protocol methods)
 
 __version__ = "0.1.0"
 

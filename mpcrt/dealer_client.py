@@ -63,7 +63,8 @@ class DealerClient:
         self._ready: dict[int, dict] = {}
         self._planned: dict[int, tuple[str, dict]] = {}
         self._corr: dict[int, np.ndarray] = {}
-        self._awaiting: collections.deque[tuple[int, int]] = collections.deque()  # (request, reply parts) due here, not read
+        # (request, reply parts) due here, not read
+        self._awaiting: collections.deque[tuple[int, int]] = collections.deque()
         self._announced: dict[int, tuple[str, dict]] = {}  # numbered ahead, handed out lazily by request()
         self._sent_ahead: set[int] = set()  # announced numbers party 0 already sent to the dealer
         self._abandoned: set[int] = set()  # sent ahead, never used, due here: replies dropped
@@ -204,6 +205,7 @@ class DealerClient:
         out = {}
         for (lo, hi, entries), flat in zip(correlations.reply_parts(correlations.kind(kind).corrected(p)), got):
             if flat.size != hi - lo:
-                raise ProtocolError("dealer", f"correction for {kind} has a part of {flat.size} words, expected {hi - lo}")
+                raise ProtocolError("dealer", f"correction for {kind} has a part of {flat.size} words, "
+                                              f"expected {hi - lo}")
             out.update(correlations.split(flat, entries))
         return out

@@ -1,685 +1,99 @@
-"""SharedTensor: one party's additive share of a fixed-point tensor, with a PyTorch-like API.
+"""SharedTensor's protocol-backed methods, attached in one place.
 
-A SharedTensor holds this party's int64 share and `fbits`, the number of fractional
-bits of its encoding: the runtime precision f for reals, 0 for tensors known to hold
-integers (comparison results, counts). Products of an f-bit and a 0-bit tensor need
-no truncation. Shape operations (reshape, transpose, indexing, cat, ...) are local
-and free; arithmetic follows torch broadcasting.
+The class itself, with its local and linear algebra (+, *, @, conv2d, truncation,
+reveal, shape operations, cat/stack/where), is mpcrt.protocols.shared.SharedTensor.
+Every other method (comparisons and their operators, relu, exp, softmax, the norms,
+the activations, ...) is a protocol function fn(x, *args, **kwargs) from a protocol
+module, listed once in METHODS and attached here with the function's own docstring.
+
+Adding an elementwise activation: one function in a protocol module (e.g.
+protocols/activations.py) and one METHODS entry. Model import reads the same table
+(`torch`: the torch names an entry stands for; `params`: its keyword parameters in
+torch's order, which are also the nn module's attribute names). An entry has torch names
+only where fn(x, **params) is the whole call (x and its keyword parameters: activations,
+reductions, pooling, norms); operators and aliases (lt, maximum, __truediv__, clip,
+maxpool2d) have none, model import maps those torch calls itself.
 """
 from __future__ import annotations
 
-import math
-import numbers
-from typing import NamedTuple, Sequence
-
-import numpy as np
-
-from mpcrt import fixedpoint
-from mpcrt.errors import ShapeError
-from mpcrt.kernels import ring
-from mpcrt.protocols import beaver, truncation
-
-
-def _is_public(v) -> bool:
-    return not isinstance(v, SharedTensor)
-
-
-class MinMax(NamedTuple):
-    """What `x.max(dim)` / `x.min(dim)` return, as torch.return_types.max: values and
-    the (shared, integer) indices of the first extreme element along dim."""
-
-    values: "SharedTensor"
-    indices: "SharedTensor"
-
-
-class SharedTensor:
-    __array_priority__ = 1000  # numpy defers `ndarray * SharedTensor` to us
-    __slots__ = ("rt", "share", "fbits")
-
-    def __init__(self, rt, share: np.ndarray, fbits: int):
-        self.rt = rt
-        # a numpy scalar (what 0-d arithmetic returns) becomes a 0-d array: ring arithmetic
-        # on arrays wraps silently, on scalars numpy warns of overflow
-        self.share = share if isinstance(share, np.ndarray) else np.asarray(share, np.int64)
-        self.fbits = int(fbits)
-
-    # ------------------------------------------------------------ metadata
-    @property
-    def shape(self) -> tuple:
-        return tuple(self.share.shape)
-
-    @property
-    def ndim(self) -> int:
-        return self.share.ndim
-
-    def dim(self) -> int:
-        return self.share.ndim
-
-    def size(self, dim: int | None = None):
-        return self.shape if dim is None else self.shape[dim]
-
-    def numel(self) -> int:
-        return int(self.share.size)
-
-    def __len__(self) -> int:
-        if not self.shape:
-            raise TypeError("len() of a 0-d SharedTensor")
-        return self.shape[0]
-
-    def __repr__(self) -> str:  # never prints the share
-        return f"SharedTensor(shape={self.shape}, fbits={self.fbits}, party {self.rt.rank} of {self.rt.world_size})"
-
-    def _new(self, share: np.ndarray, fbits: int | None = None) -> "SharedTensor":
-        return SharedTensor(self.rt, share, self.fbits if fbits is None else fbits)
-
-    def to_precision(self) -> "SharedTensor":
-        """This tensor with at most the runtime's fractional bits (truncates, 1 round, if it
-        carries more: results of `matmul(..., truncate=False)` keep 2f bits until needed)."""
-        f = self.rt.precision
-        if self.fbits <= f:
-            return self
-        with self.rt.scope("trunc"):
-            return self._new(truncation.truncate(self.rt, self.share, self.fbits - f), f)
-
-    # --------------------------------------------------------------- reveal
-    def reveal(self, to: int | None = None, dtype=np.float64) -> np.ndarray | None:
-        """The plaintext: on every party (to=None) or only on party `to` (None elsewhere)."""
-        with self.rt.scope("reveal"):
-            if to is None:
-                (v,) = self.rt.open([self.share], "reveal")
-            else:
-                if not isinstance(to, (int, np.integer)) or not 0 <= to < self.rt.world_size:
-                    raise ValueError(f"reveal(to=...) must be a party rank in 0..{self.rt.world_size - 1}, got {to!r}")
-                v = self.rt.open_to(self.share, int(to))
-                if v is None:
-                    return None
-        return fixedpoint.decode(v, self.fbits, dtype)
-
-    # -------------------------------------------------------- public values
-    def _encode_public(self, v, fbits: int) -> np.ndarray:
-        return fixedpoint.encode(v, fbits)
-
-    @staticmethod
-    def _integer_public(v) -> np.ndarray | None:
-        """v as an int64 array if it holds only (small) integers, else None."""
-        if isinstance(v, numbers.Integral) and not isinstance(v, bool):
-            return np.int64(v) if abs(int(v)) < 2**40 else None
-        a = fixedpoint.to_numpy(v)
-        if a.dtype == np.bool_:
-            return a.astype(np.int64)
-        if np.issubdtype(a.dtype, np.integer):
-            return a.astype(np.int64)
-        if np.issubdtype(a.dtype, np.floating) and a.size and np.all(np.isfinite(a)) and np.all(a == np.round(a)) and np.all(np.abs(a) < 2**40):
-            return a.astype(np.int64)
-        return None
-
-    def _align(self, other: "SharedTensor") -> tuple[np.ndarray, np.ndarray, int]:
-        fa, fb = self.fbits, other.fbits
-        if fa == fb:
-            return self.share, other.share, fa
-        if fa < fb:
-            return self.share << np.int64(fb - fa), other.share, fb
-        return self.share, other.share << np.int64(fa - fb), fa
-
-    # ------------------------------------------------------------- add, sub
-    def _bshape(self, other_shape) -> tuple:
-        try:
-            return tuple(np.broadcast_shapes(self.shape, tuple(other_shape)))
-        except ValueError:
-            raise ShapeError(f"shapes {self.shape} and {tuple(other_shape)} do not broadcast together") from None
-
-    def _linear(self, other, sign: int) -> "SharedTensor":
-        if isinstance(other, SharedTensor):
-            self._bshape(other.shape)
-            a, b, f = self._align(other)
-            return self._new(a + b if sign > 0 else a - b, f)
-        p = self._encode_public(other, self.fbits)
-        shape = self._bshape(np.shape(p))
-        if self.rt.rank == 0:
-            return self._new(self.share + p if sign > 0 else self.share - p)
-        return self._new(np.broadcast_to(self.share, shape).copy())
-
-    def __add__(self, other) -> "SharedTensor":
-        return self._linear(other, 1)
-
-    __radd__ = __add__
-
-    def __neg__(self) -> "SharedTensor":
-        return self._new(-self.share)
-
-    def __sub__(self, other) -> "SharedTensor":
-        return self._linear(other, -1)
-
-    def __rsub__(self, other) -> "SharedTensor":
-        return (-self) + other
-
-    # ------------------------------------------------------------- multiply
-    def _shift_for(self, fa: int, fb: int) -> tuple[int, int]:
-        f = self.rt.precision
-        total = fa + fb
-        return (total - f, f) if total > f else (0, total)
-
-    def __mul__(self, other) -> "SharedTensor":
-        rt = self.rt
-        self = self.to_precision()
-        if isinstance(other, SharedTensor):
-            other = other.to_precision()
-            self._bshape(other.shape)
-            shift, f = self._shift_for(self.fbits, other.fbits)
-            with rt.scope("mul"):
-                return self._new(beaver.mul(rt, self.share, other.share, shift), f)
-        k = self._integer_public(other)
-        if k is not None:
-            self._bshape(np.shape(k))
-            return self._new(self.share * k)
-        k = _extra_bits(other, rt.precision)
-        p = fixedpoint.encode(other, rt.precision + k)
-        self._bshape(p.shape)
-        shift, f = self._shift_for(self.fbits, rt.precision + k)
-        z = self.share * p
-        with rt.scope("mul_public"):
-            return self._new(truncation.truncate(rt, z, shift) if shift else z, f)
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, other) -> "SharedTensor":
-        if isinstance(other, SharedTensor):
-            return self * other.reciprocal()
-        a = fixedpoint.to_numpy(other).astype(np.float64)
-        if np.any(a == 0):
-            raise ZeroDivisionError("division of a SharedTensor by a public zero")
-        return self * (1.0 / a)
-
-    def __rtruediv__(self, other) -> "SharedTensor":
-        return self.reciprocal() * other
-
-    def square(self) -> "SharedTensor":
-        return self * self
-
-    def __pow__(self, k: int) -> "SharedTensor":
-        if not isinstance(k, numbers.Integral) or k < 0:
-            raise ValueError("SharedTensor ** k needs a non-negative integer k")
-        result, base = None, self
-        while k:
-            if k & 1:
-                result = base if result is None else result * base
-            k >>= 1
-            if k:
-                base = base * base
-        return result if result is not None else self * 0 + 1
-
-    # --------------------------------------------------------------- matmul
-    def __matmul__(self, other) -> "SharedTensor":
-        return self.matmul(other)
-
-    def matmul(self, other, truncate: bool = True) -> "SharedTensor":
-        """self @ other (torch.matmul semantics). With truncate=False a shared product keeps
-        both operands' fractional bits (one round instead of two); the truncation then
-        happens when needed, and relu() does it inside its own rounds."""
-        rt = self.rt
-        self = self.to_precision()
-        if isinstance(other, SharedTensor):
-            other = other.to_precision()
-            _check_matmul(self.shape, other.shape)
-            shift, f = self._shift_for(self.fbits, other.fbits)
-            if not truncate:
-                shift, f = 0, self.fbits + other.fbits
-            with rt.scope("matmul"):
-                return self._new(beaver.matmul(rt, self.share, other.share, shift), f)
-        p = fixedpoint.to_numpy(other)
-        _check_matmul(self.shape, p.shape)
-        return self._public_bilinear(lambda s, q: ring.matmul(s, q), p)
-
-    def __rmatmul__(self, other) -> "SharedTensor":
-        self = self.to_precision()
-        p = fixedpoint.to_numpy(other)
-        _check_matmul(p.shape, self.shape)
-        return self._public_bilinear(lambda s, q: ring.matmul(q, s), p)
-
-    def _public_bilinear(self, op, p) -> "SharedTensor":
-        rt = self.rt
-        k = self._integer_public(p)
-        if k is not None:
-            return self._new(op(self.share, np.asarray(k)))
-        shift, f = self._shift_for(self.fbits, rt.precision)
-        z = op(self.share, fixedpoint.encode(p, rt.precision))
-        with rt.scope("matmul_public"):
-            return self._new(truncation.truncate(rt, z, shift) if shift else z, f)
-
-    def conv2d(self, weight, stride=1, padding=0, dilation=1, groups: int = 1, truncate: bool = True) -> "SharedTensor":
-        """torch.nn.functional.conv2d(self, weight) with a shared or public weight (no bias).
-        truncate=False: see matmul()."""
-        rt = self.rt
-        self = self.to_precision()
-        if self.ndim != 4:
-            raise ShapeError(f"conv2d needs an NCHW input, got shape {self.shape}")
-        wshape = weight.shape if isinstance(weight, SharedTensor) else np.shape(fixedpoint.to_numpy(weight))
-        if len(wshape) != 4 or wshape[1] * groups != self.shape[1] or wshape[0] % groups:
-            raise ShapeError(f"conv2d weight {tuple(wshape)} does not fit input {self.shape} with groups={groups}")
-        if isinstance(weight, SharedTensor):
-            weight = weight.to_precision()
-            shift, f = self._shift_for(self.fbits, weight.fbits)
-            if not truncate:
-                shift, f = 0, self.fbits + weight.fbits
-            with rt.scope("conv2d"):
-                z = beaver.conv2d(rt, self.share, weight.share, stride, padding, dilation, groups, shift)
-            return self._new(z, f)
-        w = fixedpoint.to_numpy(weight)
-        return self._public_bilinear(lambda s, q: ring.conv2d(s, q, stride, padding, dilation, groups), w)
-
-    # ------------------------------------------------------------ reductions
-    def sum(self, dim=None, keepdim: bool = False) -> "SharedTensor":
-        return self._new(np.asarray(self.share.sum(axis=_axis(dim), keepdims=keepdim), np.int64))
-
-    def mean(self, dim=None, keepdim: bool = False) -> "SharedTensor":
-        s = self.to_precision().sum(dim, keepdim)
-        n = self.numel() // max(1, s.numel()) if dim is not None else self.numel()
-        return s * (1.0 / n) if n > 1 else s
-
-    # ----------------------------------------------------------- reshaping
-    def reshape(self, *shape) -> "SharedTensor":
-        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        try:
-            return self._new(self.share.reshape(shape))
-        except ValueError:
-            raise ShapeError(f"cannot reshape {self.shape} into {tuple(shape)}") from None
-
-    view = reshape
-
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "SharedTensor":
-        s = self.shape
-        if not s:
-            return self.reshape(1)
-        a, b = start_dim % len(s), end_dim % len(s)
-        return self.reshape(s[:a] + (int(np.prod(s[a : b + 1])),) + s[b + 1 :])
-
-    def transpose(self, d0: int, d1: int) -> "SharedTensor":
-        return self._new(np.swapaxes(self.share, d0, d1))
-
-    def permute(self, *dims) -> "SharedTensor":
-        dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        return self._new(np.transpose(self.share, dims))
-
-    @property
-    def T(self) -> "SharedTensor":
-        return self._new(self.share.T)
-
-    @property
-    def mT(self) -> "SharedTensor":
-        return self.transpose(-2, -1)
-
-    def t(self) -> "SharedTensor":
-        if self.ndim > 2:
-            raise ShapeError("t() expects a tensor with <= 2 dimensions; use transpose()")
-        return self.T
-
-    def unsqueeze(self, dim: int) -> "SharedTensor":
-        return self._new(np.expand_dims(self.share, dim if dim >= 0 else dim + self.ndim + 1))
-
-    def squeeze(self, dim=None) -> "SharedTensor":
-        if dim is not None and self.shape[dim] != 1:
-            return self
-        return self._new(np.squeeze(self.share, axis=dim))
-
-    def expand(self, *shape) -> "SharedTensor":
-        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        shape = tuple(s if s != -1 else self.shape[i - len(shape) + self.ndim] for i, s in enumerate(shape))
-        return self._new(np.broadcast_to(self.share, shape).copy())
-
-    def repeat(self, *reps) -> "SharedTensor":
-        reps = reps[0] if len(reps) == 1 and isinstance(reps[0], (tuple, list)) else reps
-        return self._new(np.tile(self.share, reps))
-
-    def contiguous(self) -> "SharedTensor":
-        return self._new(np.ascontiguousarray(self.share))
-
-    def __getitem__(self, idx) -> "SharedTensor":
-        if isinstance(idx, SharedTensor):
-            raise TypeError("indexing by a SharedTensor would reveal it; use where() or a mask multiply")
-        return self._new(np.asarray(self.share[idx], np.int64))
-
-    def __setitem__(self, idx, value) -> None:
-        if isinstance(value, SharedTensor):
-            a, b, f = self._align(value)
-            if f != self.fbits:
-                self.share = a
-                self.fbits = f
-            self.share = np.array(self.share, copy=True) if not self.share.flags.writeable else self.share
-            self.share[idx] = b
-        else:
-            p = fixedpoint.encode(value, self.fbits)
-            if not self.share.flags.writeable:
-                self.share = self.share.copy()
-            self.share[idx] = p if self.rt.rank == 0 else 0
-
-    # ------------------------------------------- comparisons (mpcrt.comparisons)
-    def ltz(self) -> "SharedTensor":
-        """[self < 0], shared 0/1 (exact, 7 rounds)."""
-        from mpcrt import comparisons
-
-        return comparisons.ltz(self)
-
-    def __lt__(self, other) -> "SharedTensor":
-        from mpcrt import comparisons
-
-        return comparisons.lt(self, other)
-
-    def __gt__(self, other) -> "SharedTensor":
-        from mpcrt import comparisons
-
-        return comparisons.gt(self, other)
-
-    def __le__(self, other) -> "SharedTensor":
-        from mpcrt import comparisons
-
-        return comparisons.le(self, other)
-
-    def __ge__(self, other) -> "SharedTensor":
-        from mpcrt import comparisons
-
-        return comparisons.ge(self, other)
-
-    def __eq__(self, other) -> "SharedTensor":  # like torch: elementwise, shared 0/1
-        from mpcrt import comparisons
-
-        return comparisons.eq(self, other)
-
-    def __ne__(self, other) -> "SharedTensor":
-        from mpcrt import comparisons
-
-        return comparisons.ne(self, other)
-
-    __hash__ = object.__hash__
-
-    lt, gt, le, ge, eq, ne = __lt__, __gt__, __le__, __ge__, __eq__, __ne__
-
-    def relu(self) -> "SharedTensor":
-        """max(self, 0), exact, 7 rounds."""
-        from mpcrt import comparisons
-
-        return comparisons.relu(self)
-
-    def abs(self) -> "SharedTensor":
-        from mpcrt import comparisons
-
-        return comparisons.abs_(self)
-
-    __abs__ = abs
-
-    def sign(self) -> "SharedTensor":
-        from mpcrt import comparisons
-
-        return comparisons.sign(self)
-
-    def clamp(self, min=None, max=None) -> "SharedTensor":
-        from mpcrt import comparisons
-
-        return comparisons.clamp(self, min, max)
-
-    clip = clamp
-
-    def max(self, dim=None, keepdim: bool = False):
-        """As torch.max: `x.max()` the largest element; `x.max(dim)` a named pair
-        (values, indices) along dim, the first index on ties; `x.max(other)` the
-        elementwise maximum with a shared or public tensor (as torch.maximum)."""
-        from mpcrt import comparisons
-
-        if dim is None:
-            return comparisons.max_(self, None, keepdim)
-        if isinstance(dim, numbers.Integral) and not isinstance(dim, bool):
-            return MinMax(*comparisons.max_with_indices(self, int(dim), keepdim))
-        return comparisons.maximum(self, dim)
-
-    def min(self, dim=None, keepdim: bool = False):
-        """As torch.min: the smallest element, (values, indices) along dim, or the
-        elementwise minimum with another tensor."""
-        from mpcrt import comparisons
-
-        if dim is None:
-            return comparisons.min_(self, None, keepdim)
-        if isinstance(dim, numbers.Integral) and not isinstance(dim, bool):
-            v, i = comparisons.max_with_indices(-self, int(dim), keepdim)
-            return MinMax(-v, i)
-        return comparisons.minimum(self, dim)
-
-    def maximum(self, other) -> "SharedTensor":
-        """Elementwise max with a shared or public tensor (torch.maximum)."""
-        from mpcrt import comparisons
-
-        return comparisons.maximum(self, other)
-
-    def minimum(self, other) -> "SharedTensor":
-        """Elementwise min with a shared or public tensor (torch.minimum)."""
-        from mpcrt import comparisons
-
-        return comparisons.minimum(self, other)
-
-    def argmax(self, dim: int | None = None, keepdim: bool = False, one_hot: bool = False) -> "SharedTensor":
-        from mpcrt import comparisons
-
-        return comparisons.argmax(self, dim, keepdim, one_hot)
-
-    def argmin(self, dim: int | None = None, keepdim: bool = False, one_hot: bool = False) -> "SharedTensor":
-        from mpcrt import comparisons
-
-        return comparisons.argmax(-self, dim, keepdim, one_hot)
-
-    def maxpool2d(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> "SharedTensor":
-        """torch.nn.functional.max_pool2d (NCHW)."""
-        from mpcrt import comparisons
-
-        return comparisons.maxpool2d(self, kernel_size, stride, padding, dilation, ceil_mode)
-
-    max_pool2d = maxpool2d
-
-    def where(self, cond, other) -> "SharedTensor":
-        """torch.where(cond, self, other)."""
-        from mpcrt import comparisons
-
-        return comparisons.where(cond, self, other)
-
-    # ------------------------------------ approximations (mpcrt.approximations)
-    def exp(self) -> "SharedTensor":
-        """e^x: rel err < 3e-3 on [-10, 10], ~0 below -15, e^11.5 above 11.5. 7 rounds."""
-        from mpcrt import approximations
-
-        return approximations.exp(self)
-
-    def sigmoid(self) -> "SharedTensor":
-        """1/(1+e^-x), abs err < 2e-4 for every input. 15 rounds."""
-        from mpcrt import approximations
-
-        return approximations.sigmoid(self)
-
-    def tanh(self) -> "SharedTensor":
-        from mpcrt import approximations
-
-        return approximations.tanh(self)
-
-    def gelu(self, approximate: str = "none") -> "SharedTensor":
-        """torch.nn.functional.gelu (exact erf form by default, or "tanh"): abs err 1.4e-4. 30 rounds."""
-        from mpcrt import activations
-
-        return activations.gelu(self, approximate)
-
-    def silu(self) -> "SharedTensor":
-        """x sigmoid(x) (SiLU / Swish): abs err 2e-4. 24 rounds."""
-        from mpcrt import activations
-
-        return activations.silu(self)
-
-    def elu(self, alpha: float = 1.0) -> "SharedTensor":
-        """torch.nn.functional.elu: 15 rounds, abs err 5.5e-4 alpha, exact for x > 0."""
-        from mpcrt import activations
-
-        return activations.elu(self, alpha)
-
-    def selu(self) -> "SharedTensor":
-        """torch.nn.functional.selu."""
-        from mpcrt import activations
-
-        return activations.selu(self)
-
-    def celu(self, alpha: float = 1.0) -> "SharedTensor":
-        """torch.nn.functional.celu."""
-        from mpcrt import activations
-
-        return activations.celu(self, alpha)
-
-    def softplus(self, beta: float = 1.0, threshold: float = 20.0) -> "SharedTensor":
-        """torch.nn.functional.softplus: 19 rounds, abs err 3e-4 / beta."""
-        from mpcrt import activations
-
-        return activations.softplus(self, beta, threshold)
-
-    def mish(self) -> "SharedTensor":
-        """torch.nn.functional.mish: x tanh(softplus(x))."""
-        from mpcrt import activations
-
-        return activations.mish(self)
-
-    def prelu(self, weight) -> "SharedTensor":
-        """torch.nn.functional.prelu (weight: one value or one per channel, shared or public)."""
-        from mpcrt import activations
-
-        return activations.prelu(self, weight)
-
-    def group_norm(self, num_groups: int, weight=None, bias=None, eps: float = 1e-5) -> "SharedTensor":
-        """torch.nn.functional.group_norm on (N, C, *)."""
-        from mpcrt import activations
-
-        return activations.group_norm(self, num_groups, weight, bias, eps)
-
-    def hardswish(self) -> "SharedTensor":
-        """torch.nn.functional.hardswish (x relu6(x + 3) / 6): 9 rounds, a few ulps."""
-        from mpcrt import activations
-
-        return activations.hardswish(self)
-
-    def hardsigmoid(self) -> "SharedTensor":
-        """torch.nn.functional.hardsigmoid (relu6(x + 3) / 6): 8 rounds, a few ulps."""
-        from mpcrt import activations
-
-        return activations.hardsigmoid(self)
-
-    def hardtanh(self, min_val: float = -1.0, max_val: float = 1.0) -> "SharedTensor":
-        from mpcrt import activations
-
-        return activations.hardtanh(self, min_val, max_val)
-
-    def relu6(self) -> "SharedTensor":
-        from mpcrt import activations
-
-        return activations.hardtanh(self, 0.0, 6.0)
-
-    def layer_norm(self, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> "SharedTensor":
-        """torch.nn.functional.layer_norm over the last dims (weight, bias shared or public)."""
-        from mpcrt import activations
-
-        return activations.layer_norm(self, normalized_shape, weight, bias, eps)
-
-    def reciprocal(self) -> "SharedTensor":
-        """1/x for 2^-7 <= |x| < 2^14 (either sign), rel err < 1e-3. 25 rounds."""
-        from mpcrt import approximations
-
-        return approximations.reciprocal(self)
-
-    def log(self) -> "SharedTensor":
-        """Natural log for x in [2^-10, 2^14)."""
-        from mpcrt import approximations
-
-        return approximations.log(self)
-
-    def sqrt(self) -> "SharedTensor":
-        from mpcrt import approximations
-
-        return approximations.sqrt(self)
-
-    def rsqrt(self) -> "SharedTensor":
-        from mpcrt import approximations
-
-        return approximations.rsqrt(self)
-
-    def softmax(self, dim: int = -1) -> "SharedTensor":
-        from mpcrt import approximations
-
-        return approximations.softmax(self, dim)
-
-    def log_softmax(self, dim: int = -1) -> "SharedTensor":
-        from mpcrt import approximations
-
-        return approximations.log_softmax(self, dim)
-
-    def pad(self, pad: Sequence[int], value: float = 0.0) -> "SharedTensor":
-        """torch.nn.functional.pad with a constant (pairs from the last dim backwards)."""
-        widths = [(0, 0)] * self.ndim
-        for i in range(len(pad) // 2):
-            widths[self.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
-        c = int(fixedpoint.encode(value, self.fbits)) if self.rt.rank == 0 else 0
-        return self._new(np.pad(self.share, widths, constant_values=c))
-
-
-def _axis(dim):
-    if dim is None:
-        return None
-    return tuple(dim) if isinstance(dim, (list, tuple)) else int(dim)
-
-
-def _check_matmul(a: tuple, b: tuple) -> None:
-    try:
-        if not a or not b:
-            raise ValueError
-        ring.matmul_shape(a, b)
-    except ValueError:
-        raise ShapeError(f"matmul: shapes {tuple(a)} and {tuple(b)} do not fit (inner dimensions must agree)") from None
-
-
-def _aligned(tensors: Sequence[SharedTensor]) -> tuple[list[np.ndarray], int]:
-    if not tensors:
-        raise ValueError("expected a non-empty sequence of SharedTensors")
-    if not all(isinstance(t, SharedTensor) for t in tensors):
-        raise TypeError("cat/stack take SharedTensors only; share public parts first")
-    f = max(t.fbits for t in tensors)
-    return [t.share << np.int64(f - t.fbits) if t.fbits != f else t.share for t in tensors], f
-
-
-PUBLIC_BITS = 13  # significant bits a public real multiplier keeps (relative error <= 2^-14)
-
-
-def _extra_bits(v, f: int) -> int:
-    """Fractional bits beyond f for encoding a public real multiplier whose largest
-    magnitude is small (1/n of a mean over n = 50176 has 0.3 significant bits at f = 16):
-    enough for PUBLIC_BITS significant bits. The product at 2f + k bits then holds
-    |x| < 2^(62 - 2f - k) / |c| >= 2^(62 - f - PUBLIC_BITS), so a small c never narrows x's
-    range below that of c ~ 2^(PUBLIC_BITS - f)."""
-    a = np.abs(np.asarray(v, np.float64))
-    m = float(a.max()) if a.size else 0.0
-    if not m > 0 or not np.isfinite(m):
-        return 0
-    top = math.floor(math.log2(m)) + 1 + f  # significant bits of m at f bits
-    return int(min(max(0, PUBLIC_BITS - top), 62 - 2 * f - 4)) if 62 - 2 * f - 4 > 0 else 0
-
-
-def where(cond, a, b) -> SharedTensor:
-    """torch.where(cond, a, b) with a shared 0/1 or public boolean condition."""
-    from mpcrt import comparisons
-
-    return comparisons.where(cond, a, b)
-
-
-def cat(tensors: Sequence[SharedTensor], dim: int = 0) -> SharedTensor:
-    """torch.cat for SharedTensors."""
-    shares, f = _aligned(tensors)
-    try:
-        return SharedTensor(tensors[0].rt, np.concatenate(shares, axis=dim), f)
-    except ValueError as e:
-        raise ShapeError(f"cat: {e}") from None
-
-
-def stack(tensors: Sequence[SharedTensor], dim: int = 0) -> SharedTensor:
-    """torch.stack for SharedTensors."""
-    shares, f = _aligned(tensors)
-    try:
-        return SharedTensor(tensors[0].rt, np.stack(shares, axis=dim), f)
-    except ValueError as e:
-        raise ShapeError(f"stack: {e}") from None
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from mpcrt.protocols import activations, compare, exp, normalize, ordering, reciprocal
+from mpcrt.protocols.shared import SharedTensor, cat, stack, where
+
+__all__ = ["METHODS", "Method", "SharedTensor", "cat", "stack", "where"]
+
+
+@dataclass(frozen=True)
+class Method:
+    fn: Callable[..., Any]        # the protocol function, fn(x, *args, **kwargs)
+    torch: tuple[str, ...] = ()   # torch names it stands for ("gelu" -> torch.gelu / F.gelu / Tensor.gelu / nn.GELU)
+    params: tuple[str, ...] = ()  # keyword parameters in torch's order (= nn module attribute names)
+
+
+_POOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")  # torch.nn.MaxPool2d's
+
+METHODS: dict[str, Method] = {
+    # comparisons (protocols.compare): shared 0/1 results, exact, 7 rounds
+    "ltz": Method(compare.ltz),
+    "lt": Method(compare.lt),
+    "gt": Method(compare.gt),
+    "le": Method(compare.le),
+    "ge": Method(compare.ge),
+    "eq": Method(compare.eq),
+    "ne": Method(compare.ne),
+    "__lt__": Method(compare.lt),
+    "__gt__": Method(compare.gt),
+    "__le__": Method(compare.le),
+    "__ge__": Method(compare.ge),
+    "__eq__": Method(compare.eq),
+    "__ne__": Method(compare.ne),
+    "relu": Method(compare.relu, ("relu",)),
+    "abs": Method(compare.abs_, ("abs",)),
+    "__abs__": Method(compare.abs_),
+    "sign": Method(compare.sign),  # torch names: model import does not map torch.sign yet
+    "clamp": Method(compare.clamp, ("clamp",), ("min", "max")),
+    "clip": Method(compare.clamp),
+    # orderings (protocols.ordering)
+    "max": Method(ordering.max_like_torch, ("max",), ("dim", "keepdim")),
+    "min": Method(ordering.min_like_torch, ("min",), ("dim", "keepdim")),
+    "maximum": Method(ordering.maximum),
+    "minimum": Method(ordering.minimum),
+    "argmax": Method(ordering.argmax, ("argmax",), ("dim", "keepdim")),
+    "argmin": Method(ordering.argmin, ("argmin",), ("dim", "keepdim")),
+    "maxpool2d": Method(ordering.maxpool2d),
+    "max_pool2d": Method(ordering.maxpool2d, ("max_pool2d",), _POOL),
+    # the exp chain (protocols.exp)
+    "exp": Method(exp.exp, ("exp",)),
+    "sigmoid": Method(exp.sigmoid, ("sigmoid",)),
+    "tanh": Method(exp.tanh, ("tanh",)),
+    "softmax": Method(exp.softmax, ("softmax",), ("dim",)),
+    "log_softmax": Method(exp.log_softmax, ("log_softmax",), ("dim",)),
+    # normalization and Newton steps (protocols.reciprocal)
+    "reciprocal": Method(reciprocal.reciprocal, ("reciprocal",)),
+    "__truediv__": Method(reciprocal.div),
+    "__rtruediv__": Method(reciprocal.rdiv),
+    "log": Method(reciprocal.log, ("log",)),
+    "sqrt": Method(reciprocal.sqrt, ("sqrt",)),
+    "rsqrt": Method(reciprocal.rsqrt, ("rsqrt",)),
+    # layer normalization (protocols.normalize)
+    "layer_norm": Method(normalize.layer_norm, ("layer_norm",), ("normalized_shape", "weight", "bias", "eps")),
+    "group_norm": Method(normalize.group_norm, ("group_norm",), ("num_groups", "weight", "bias", "eps")),
+    # activations (protocols.activations)
+    "gelu": Method(activations.gelu, ("gelu",), ("approximate",)),
+    "silu": Method(activations.silu, ("silu",)),
+    "elu": Method(activations.elu, ("elu",), ("alpha",)),
+    "selu": Method(activations.selu, ("selu",)),
+    "celu": Method(activations.celu, ("celu",), ("alpha",)),
+    "softplus": Method(activations.softplus, ("softplus",), ("beta", "threshold")),
+    "mish": Method(activations.mish, ("mish",)),
+    "prelu": Method(activations.prelu, ("prelu",), ("weight",)),
+    "hardswish": Method(activations.hardswish, ("hardswish",)),
+    "hardsigmoid": Method(activations.hardsigmoid, ("hardsigmoid",)),
+    "hardtanh": Method(activations.hardtanh, ("hardtanh",), ("min_val", "max_val")),
+    "relu6": Method(activations.relu6),  # model import maps nn.ReLU6 to hardtanh
+}
+
+for _name, _m in METHODS.items():
+    setattr(SharedTensor, _name, _m.fn)

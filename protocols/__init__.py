@@ -7,4 +7,10 @@ never branches on a secret or opened value (so a shape-only dry run makes the sa
 dealer requests as the real run).
 
 Shares are int64 numpy arrays: additive shares mod 2^64, or XOR-shared 64-bit words.
+
+One module per protocol, both halves together: what the parties do, the dealer's kind of
+correlated randomness for it (protocols.dealt.Kind) and a frozen request spec both take.
+SharedTensor's core is protocols.shared; mpcrt.tensor attaches the protocol methods.
+Each module's docstring opens with what it computes and its Rounds, Bytes per element per
+peer, Dealer words per element, Error and Reference.
 """

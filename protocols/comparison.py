@@ -4,7 +4,7 @@ Also fuses products: the caller may ask for [b * y_j] for values y_j it supplies
 late as the last round (ReLU = x - b x costs the same 7 rounds as the comparison, and
 a polynomial can be evaluated inside the comparison's rounds, see protocols.rounds).
 
-Method (DESIGN.md section 6, one round saved):
+Method (docs/design.md, 'Protocols', with one round saved):
  1. Dealer edaBit r: [r] and <r>. Open c = x + r (round 1).
     msb(x) = msb(c) xor msb(r) xor borrow, borrow = [c mod 2^63 < r mod 2^63].
  2. BitLT on whole words, per bit i: lt_i = ~c_i r_i, eq_i = ~c_i xor r_i, combined
@@ -16,22 +16,33 @@ Method (DESIGN.md section 6, one round saved):
  3. B2A with a daBit ([s], <s>) (round 7): open v = b xor s, [b] = v + (1 - 2v)[s].
     A fused product uses a dealer mask m: open d = y - m in the same round,
     [b y] = v y + (1 - 2v)(d [s] + [m s]).
-Rounds: 7. Bytes sent per element per peer: 8 (c) + 8 + 4 + 2 + 1 + 0.25 (levels)
-+ 0.125 (the B2A bit, packed) = 23.4, plus 8 per fused product. Comparing one x against
-R public thresholds opens x + r once and shares the edaBit: 8 + 15.4 R bytes; products
-of every row with the same y share y's mask too (8 bytes, not 8 R), or open nothing
-when y comes out of a truncation whose tuple the comparison carries (trunc_y). Range
-checks that tolerate a window below each threshold compare bits 16..63 only
-(coarse): 8 + 11.6 R bytes. Local work: one fused
-pass per level (kernels.bitlt). Error: none (exact for all 2^64 ring values; coarse rows:
-see ltz_steps).
-References: Damgard et al., "Unconditionally secure constant-rounds MPC for equality,
-comparison, bits and exponentiation" (TCC 2006) for bitwise LT; Escudero et al.,
-"Improved primitives for MPC over mixed arithmetic-binary circuits" (CRYPTO 2020)
-for edaBits; Rotaru and Wood, "MArBled circuits" (INDOCRYPT 2019) for daBits.
+Both halves live here: `LtzSpec` (the options, written once), `LtzBundle` (the
+dealer's kind) and `request`/`ltz_steps` (the parties').
+
+Rounds: 7 (1 opening of x + r, 5 BitLT levels, 1 B2A with the fused products opened alongside).
+Bytes per element per peer: 8 (c) + 8 + 4 + 2 + 1 + 0.25 (levels) + 0.125 (the B2A bit,
+  packed) = 23.4, plus 8 per fused product; the same for every N (each of a party's N - 1
+  peers gets this). Comparing one x against R public thresholds opens x + r once and
+  shares the edaBit: 8 + 15.4 R; products of every row with the same y share y's mask (8,
+  not 8 R), or open nothing when y comes out of a truncation whose tuple the comparison
+  carries (trunc_y); range checks that tolerate a window below each threshold compare bits
+  16..63 only (coarse): 8 + 11.6 R.
+Dealer words per element: 6.9 for one row (2.9 [r] and AND masks, expanded by every party
+  from its seed; 4.0 corrected: <r>, <P>, the AND products, the daBits: 32 bytes sent to
+  the corrected party), + 2 per fused product (mask and [m s]), + about 3.9 per extra row;
+  independent of N (one corrected party; the dealer expands N seeds' streams).
+Error: none (exact for all 2^64 ring values; coarse rows: either answer in a window of
+  2^L below each threshold, see ltz_steps).
+Reference: docs/design.md, 'Protocols' (comparison); Damgard et al., "Unconditionally
+  secure constant-rounds MPC for equality, comparison, bits and exponentiation" (TCC
+  2006) for bitwise LT; Escudero et al., "Improved primitives for MPC over mixed
+  arithmetic-binary circuits" (CRYPTO 2020) for edaBits; Rotaru and Wood, "MArBled
+  circuits" (INDOCRYPT 2019) for daBits. Local work: one fused pass per level (kernels.bitlt).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -39,7 +50,18 @@ import numpy as np
 from mpcrt.kernels import bitlt, bufpool, ring
 from mpcrt.kernels import powers as powers_kernel
 from mpcrt.protocols import truncation
-from mpcrt.protocols.powers import tuple_arrays
+from mpcrt.protocols.dealt import (
+    PARALLEL_MIN,
+    Kind,
+    Passes,
+    as_how,
+    count,
+    from_wire,
+    serial,
+    spans,
+    wire_int,
+)
+from mpcrt.protocols.powers import LtzPowersSpec, PowersSpec, TruncPowers, riding_powers, tuple_arrays
 from mpcrt.protocols.rounds import Open, run1
 
 PAD = 64
@@ -48,35 +70,344 @@ LO = {w: bitlt.period_mask(2 * w) for w in LEVELS}
 PAIR = {w: LO[w] | np.int64(LO[w] << 1) for w in LEVELS}
 
 
-def request(rt, n: int, n_muls: int = 0, rows: int = 1, mul_rows: int | None = None, shared_y: bool = False,
-            powers: tuple[int, int, int] | None = None, coarse: int = 0, trunc_y: int = 0, halves: bool = False,
-            xor_rows: bool = False):
-    """Ask the dealer for one comparison's material ahead of use (n elements; with rows R,
-    n elements compared against R thresholds each, sharing one mask; the fused products
-    on the first mul_rows rows, default all; shared_y: every row multiplies the same y,
-    so each product has one mask for all rows; powers (k, J, beta): also the tuple of a
-    truncation-with-powers of beta x that reuses the comparison's opening, see ltz_steps;
-    coarse, trunc_y, xor_rows: see ltz_steps; with trunc_y, `YTrunc(mat, n)` is y's truncation
-    tuple; halves: two requests, see Halves)."""
-    npad = -(-max(n, 1) // PAD) * PAD
-    if rows == 1 and powers is None and not coarse and not halves and not xor_rows:
-        return rt.dealer.request("ltz", n=npad, k=int(n_muls))
-    p = dict(n=npad * int(rows), k=int(n_muls), rows=int(rows))
-    if coarse:
-        p["cb"] = int(coarse)
-    if trunc_y:
-        p["tk"] = int(trunc_y)
-    if mul_rows is not None and mul_rows != rows:
-        p["mrows"] = int(mul_rows)
-    if shared_y and n_muls:
-        p["ym"] = 1
-    if powers is not None:
-        p["pw"] = [int(v) for v in powers]
-    if xor_rows:
-        p["xr"] = 1
+COARSE_BITS = (0, 8, 16)  # low bits a coarse comparison ignores (see ltz_steps)
+
+
+@dataclass(frozen=True)
+class LtzSpec:
+    """One comparison's options, written once: the caller builds it (`LtzSpec.of`) and
+    passes it to `request` and to `ltz_steps`; the dealer rebuilds it from the request's
+    wire dict (`from_wire`, keys in brackets), refusing anything malformed.
+
+    n [n]: elements, padded to whole words (PAD) per row, times `rows`;
+    muls [k]: fused products (0..8); rows [rows]: public thresholds x is compared against,
+    sharing one masked opening and one edaBit; mul_rows [mrows]: the first rows that have
+    the products (None: all); shared_y [ym]: every product row multiplies the same y;
+    powers [pw] (k, J, beta): also the powers tuple of beta r for a truncation-with-powers
+    of beta x; coarse [cb] (0, 8, 16): compare bits L..63 only; trunc_y [tk]: y is a
+    truncation x' >> k whose tuple the bundle carries; xor_rows [xr]: row 0 is the xor of
+    rows 0 and 1; part [part] (0, 1, 2): the whole bundle, or its edaBit half (rounds 1-5)
+    or its daBit half (rounds 6-7) as a request of its own (see Halves)."""
+
+    n: int
+    muls: int = 0
+    rows: int = 1
+    mul_rows: int | None = None
+    shared_y: bool = False
+    powers: tuple[int, int, int] | None = None
+    coarse: int = 0
+    trunc_y: int = 0
+    xor_rows: bool = False
+    part: int = 0
+
+    def __post_init__(self) -> None:
+        n, R, K, k = self.n, self.rows, self.K, self.muls
+        if n <= 0 or R <= 0 or n % (PAD * R) or not 0 <= k <= 8 or not 0 < K <= R:
+            raise ValueError(f"malformed comparison request n={n} rows={R} mrows={K} k={k}")
+        if self.trunc_y and not (0 < self.trunc_y < 63 and k == 1 and self.shared_y):
+            raise ValueError(f"a truncated y (tk={self.trunc_y}) needs 0 < tk < 63, one product and a shared y")
+        if self.part not in (0, 1, 2):
+            raise ValueError(f"comparison bundle part must be 0, 1 or 2, got {self.part!r}")
+        if self.coarse not in COARSE_BITS:
+            raise ValueError(f"coarse comparison bits must be one of {COARSE_BITS}, got {self.coarse!r}")
+        if self.xor_rows and R < 2:
+            raise ValueError("xor_rows (row 0 as the xor of rows 0 and 1) needs rows >= 2")
+        if self.powers is not None:
+            riding_powers(self.powers)
+
+    @classmethod
+    def of(cls, size: int, muls: int = 0, rows: int = 1, mul_rows: int | None = None, shared_y: bool = False,
+           powers: tuple[int, int, int] | None = None, coarse: int = 0, trunc_y: int = 0,
+           xor_rows: bool = False) -> "LtzSpec":
+        """The spec for comparing `size` elements against `rows` thresholds (shared_y only
+        counts with products and rows)."""
+        npad = -(-max(int(size), 1) // PAD) * PAD
+        return cls(npad * int(rows), int(muls), int(rows), None if mul_rows is None else int(mul_rows),
+                   bool(shared_y and muls and rows > 1), None if powers is None else tuple(int(v) for v in powers),
+                   int(coarse), int(trunc_y), bool(xor_rows))
+
+    @property
+    def K(self) -> int:
+        """Rows with the fused products."""
+        return self.rows if self.mul_rows is None else self.mul_rows
+
+    @property
+    def per_row(self) -> int:
+        return self.n // self.rows
+
+    @property
+    def n_products(self) -> int:
+        """Elements of each product's terms: the product rows'."""
+        return self.per_row * self.K
+
+    @property
+    def n_mask(self) -> int:
+        """Length of each mask m_j: one row's when the rows share y, else all product rows'."""
+        return self.per_row if self.shared_y else self.n_products
+
+    @cached_property
+    def powers_spec(self) -> PowersSpec:
+        """The TruncPowers request of beta r (one row), with powers."""
+        return PowersSpec((self.per_row,), self.powers[0], self.powers[1])
+
+    @property
+    def halves(self) -> tuple[bool, bool]:
+        """(has the edaBit half, has the daBit half)."""
+        return self.part != 2, self.part != 1
+
+    def to_wire(self) -> dict:
+        if self.rows == 1 and self.powers is None and not (self.coarse or self.trunc_y or self.xor_rows or self.part):
+            return {"n": self.n, "k": self.muls}
+        p = {"n": self.n, "k": self.muls, "rows": self.rows}
+        if self.coarse:
+            p["cb"] = self.coarse
+        if self.trunc_y:
+            p["tk"] = self.trunc_y
+        if self.mul_rows is not None and self.mul_rows != self.rows:
+            p["mrows"] = self.mul_rows
+        if self.shared_y and self.muls:
+            p["ym"] = 1
+        if self.powers is not None:
+            p["pw"] = list(self.powers)
+        if self.xor_rows:
+            p["xr"] = 1
+        if self.part:
+            p["part"] = self.part
+        return p
+
+    @classmethod
+    def from_wire(cls, p: dict) -> "LtzSpec":
+        rows = wire_int(p, "rows", 1)
+        pw = p.get("pw")
+        return cls(wire_int(p, "n"), wire_int(p, "k", 0), rows, wire_int(p, "mrows", rows),
+                   bool(wire_int(p, "ym", 0, 0, 1)), None if pw is None else riding_powers(pw),
+                   wire_int(p, "cb", 0), wire_int(p, "tk", 0), bool(wire_int(p, "xr", 0, 0, 1)), wire_int(p, "part", 0))
+
+
+# ------------------------------------------------------------ the dealer's half
+LOW63 = np.int64((1 << 63) - 1)
+EVEN = ring.const(0x5555555555555555)
+LTZ_LEVELS = (2, 4, 8, 16, 64)  # packing widths of BitLT rounds 2-6 (64: the last level)
+
+
+class LtzBundle(Kind):
+    """Everything one exact less-than-zero over n (padded) elements needs (LtzSpec):
+
+    edaBit r ([r], <r>); <P> = products of r's adjacent low-63 bit pairs (level 1 of
+    BitLT becomes local); one word-AND triple per later level, sized for packed words;
+    daBits ([s], <s> packed 64 per word) for the B2A; and for each of k fused products a mask [m_j]
+    with [m_j s]. With R > 1 rows the n elements are R comparisons of one value
+    against R public thresholds: they share the edaBit (r, <r>, <P> of n / R elements);
+    the fused products then cover the first `mul_rows` rows only, and with a shared y
+    every row multiplies the same y, so m_j is one row long and repeats.
+    With powers (k, J, beta) (beta odd) it also carries the TruncPowers tuple of
+    beta r (S1..SJ, M): the comparison's opening c = x + r then also opens
+    beta x + beta r, so a truncation-with-powers of beta x needs no opening of its own.
+    Coarse (L = 8 or 16): the AND masks a, b are zero at the bits bitlt.dead_bits(L)
+    marks, on every party and here.
+    A truncated y (trunc_y = k, one product, shared y): y = x >> k uses the tuple this
+    bundle carries (r' in place of the mask m_0: [r'], [S0 = -(r' >> k)], [msb r'] as yS1,
+    yM) with [s S0] and [s msb r'] per product row (sS, sM) in place of [m_0 s]: y's
+    truncation opening then also serves the products, which open nothing.
+    Part 1 or 2 deals half of the bundle as its own request: 1 the edaBit, the AND
+    triples and the powers tuple (what rounds 1-5 use), 2 the daBits and the product terms
+    (rounds 6-7), so that party 0 gets the first half while the dealer deals the rest.
+    xor_rows (rows >= 2): row 0's arithmetic daBit, and its product terms, are those
+    of s_0 xor s_1 (the boolean daBits stay as they are): the comparison then gives
+    b_0 xor b_1 and its products (exp's in-range bit, as [x < lo] implies [x < hi]).
+    """
+
+    @staticmethod
+    def spec(p: dict) -> LtzSpec:
+        return from_wire(LtzSpec.from_wire, p, "comparison")
+
+    @staticmethod
+    def _and_masks(s: LtzSpec) -> dict:
+        """{w: mask of c = a b} for a coarse comparison (a and b are zero at their dead
+        bits, so c is zero at either's), else {}."""
+        if not s.coarse:
+            return {}
+        return {w: bitlt.live_mask(dx) & bitlt.live_mask(dy) for w, (dx, dy) in bitlt.dead_bits(s.coarse).items()}
+
+    def paired(self, p):
+        return {f"{x}{w}" for w in LTZ_LEVELS for x in "ab"} | {"tr"}
+
+    def own(self, p):
+        s = self.spec(p)
+        eda, da = s.halves
+        out = []
+        if eda:
+            out += [("r", (s.per_row,), "a")]
+            for w in LTZ_LEVELS:
+                out += [(f"a{w}", (s.n // w,), "x"), (f"b{w}", (s.n // w,), "x")]
+        if not da:
+            return out
+        if s.trunc_y:
+            return out + [("tr", (s.per_row,), "a")]
+        return out + [(f"m{j}", (s.n_mask,), "a") for j in range(s.muls)]
+
+    def corrected(self, p):
+        return self._corrected(self.spec(p))
+
+    def _corrected(self, s: LtzSpec) -> list:
+        n, nm = s.n, s.n_products
+        eda, da = s.halves
+        out = []
+        if eda:
+            out += [("rb", (s.per_row,), "x"), ("P", (s.per_row,), "x")]
+            out += [(f"c{w}", (n // w,), "x") for w in LTZ_LEVELS]
+        if da:
+            out += [("sb", (n // 64,), "x"), ("s", (n,), "a")]
+            if s.trunc_y:
+                h = "a32" if s.trunc_y <= 32 else "a"  # msb terms enter times 2^(64 - tk)
+                out += [("yS1", (s.per_row,), "a"), ("yM", (s.per_row,), h), ("sS", (nm,), "a"), ("sM", (nm,), h)]
+            else:
+                out += [(f"ms{j}", (nm,), "a") for j in range(s.muls)]
+        return out + (self._tail(s) if eda else [])
+
+    def _pw_entries(self, p) -> list:
+        """The corrections of the powers tuple of beta r (none without powers)."""
+        return self._tail(self.spec(p))
+
+    def _tail(self, s: LtzSpec) -> list:
+        return [] if s.powers is None else TruncPowers.corrected_spec(s.powers_spec)
+
+    def deal(self, p, own, private):
+        s = self.spec(p)
+        n, k = s.n, s.muls
+        eda, da = s.halves
+        out = {}
+        if eda:
+            r = own["r"]
+            rl = r & LOW63
+            out = {"rb": r, "P": ring.lshr(rl, 1) & rl & EVEN}
+            masks = self._and_masks(s)
+            for w in LTZ_LEVELS:
+                out[f"c{w}"] = own[f"a{w}"] & own[f"b{w}"] & masks.get(w, np.int64(-1))
+            if s.powers is not None:  # powers of the truncation of beta x, masked by beta r (uniform: beta odd)
+                out.update(TruncPowers.deal_spec(s.powers_spec, r * np.int64(s.powers[2])))
+        if not da:
+            return out
+        sb = private((n // 64,))  # the daBits, packed 64 per word (bit j % 64 of word j // 64)
+        bits = np.unpackbits(self._arith_dabits(s, sb).view(np.uint8), bitorder="little").astype(np.int64)
+        out["sb"], out["s"] = sb, bits
+        nm = s.n_products
+        if s.trunc_y:
+            tr = own["tr"]
+            s0, mr = -ring.lshr(tr, s.trunc_y), ring.msb(tr)
+            out.update(yS1=s0, yM=mr, sS=np.tile(s0, nm // s0.size) * bits[:nm],
+                       sM=np.tile(mr, nm // mr.size) * bits[:nm])
+            k = 0
+        for j in range(k):
+            m = own[f"m{j}"]
+            out[f"ms{j}"] = np.tile(m, nm // m.size) * bits[:nm]  # a shared mask repeats per row
+        return out
+
+    def deal_into(self, p, own, private, out, sub, parallel: Passes = serial):
+        """Fused: every correction written into `out` in one or two passes (kernels.bitlt),
+        the independent passes run by `parallel` for a big bundle."""
+        s = self.spec(p)
+        n = s.n
+        if sub is None:
+            sub = np.zeros_like(out)
+        views, off = {}, 0
+        eda, da = s.halves
+        corr, tail = self._corrected(s), (self._tail(s) if eda else [])
+        for name, shape, how, o, w in spans(corr[: len(corr) - len(tail)]):
+            size = count(shape)
+            views[name] = (as_how(out[o : o + w], size, how), as_how(sub[o : o + w], size, how))
+            off = o + w
+        passes = []
+        if tail:  # the powers tuple of beta r, as TruncPowers deals it (its M may be 32-bit)
+            rb_ = np.multiply(own["r"], np.int64(s.powers[2]), out=bufpool.empty(own["r"].size))
+            passes.append(lambda: TruncPowers.deal_into_spec(s.powers_spec, rb_, out[off:], sub[off:]))
+        sbits = private((n // 64,)) if da else None
+        abits = self._arith_dabits(s, sbits) if da else None  # what the arithmetic daBits and products use
+        masks = self._and_masks(s)
+
+        def edabits_and_triples():
+            bitlt.deal_pairs(own["r"], views["rb"][1], views["P"][1], views["rb"][0], views["P"][0])
+            for w in LTZ_LEVELS:
+                o, sb_ = views[f"c{w}"]
+                a, b = own[f"a{w}"], own[f"b{w}"]
+                mask = masks.get(w, np.int64(-1))
+                if isinstance(a, tuple):  # two parties' shares: summed in the same pass
+                    bitlt.deal_and2(a[0], a[1], b[0], b[1], mask, sb_, o)
+                    continue
+                np.bitwise_and(a, b, out=o)
+                if w in masks:
+                    o &= mask
+                o ^= sb_
+
+        def dabits_and_products():
+            np.bitwise_xor(sbits, views["sb"][1], out=views["sb"][0])
+            bitlt.deal_dabits(abits, np.zeros(0, np.int64), views["s"][1], views["s"][0])
+            self._deal_products(s, own, abits, views)
+
+        if eda:
+            passes.insert(0, edabits_and_triples)
+        if da:
+            passes.append(dabits_and_products)
+        if n < PARALLEL_MIN:
+            for f in passes:
+                f()
+        else:
+            parallel(*passes)
+
+    @staticmethod
+    def _arith_dabits(s: LtzSpec, sb: np.ndarray) -> np.ndarray:
+        """The packed daBits the arithmetic shares and products are of: sb itself, or with
+        xor_rows row 0's words xor row 1's (rows are whole words: n is a multiple of 64 R)."""
+        if not s.xor_rows:
+            return sb
+        w1 = sb.size // s.rows
+        out = sb.copy()
+        out[:w1] ^= sb[w1 : 2 * w1]
+        return out
+
+    @staticmethod
+    def _deal_products(s: LtzSpec, own, sbits, views) -> None:
+        """Corrections of the fused products' terms with the daBits: [m_j s], or with a
+        truncated y its tuple and [s S0], [s msb r']."""
+        k, nm, tk = s.muls, s.n_products, s.trunc_y
+        if tk and isinstance(own["tr"], tuple):  # two parties: one fused pass
+            (tr0, tr1), v = own["tr"], views
+            bitlt.deal_ytrunc(tr0, tr1, np.int64(tk), ring.const((1 << (64 - tk)) - 1), sbits, nm // tr0.size,
+                              v["yS1"][1], v["yM"][1], v["sS"][1], v["sM"][1], v["yS1"][0], v["yM"][0], v["sS"][0],
+                              v["sM"][0])
+            return
+        if tk:  # y's truncation tuple and its products with the daBits, row by row
+            tr = own["tr"]
+            s0 = np.negative(ring.lshr(tr, tk))
+            mr = ring.msb(tr)
+            for nmv, val in (("yS1", s0), ("yM", mr)):
+                o, sb_ = views[nmv]
+                np.subtract(val.astype(o.dtype, copy=False), sb_, out=o)
+            for nmv, val in (("sS", s0), ("sM", mr)):
+                o, sb_ = views[nmv]
+                for lo in range(0, nm, val.size):
+                    hi = lo + val.size
+                    bitlt.deal_dabits(sbits[lo // 64 :], val, sb_[lo:hi], o[lo:hi])
+            return
+        for j in range(k):
+            m = own[f"m{j}"]
+            o, sb_ = views[f"ms{j}"]
+            for lo in range(0, nm, m.size):  # a shared mask: row by row (rows are whole words of sbits)
+                hi = lo + m.size
+                bitlt.deal_dabits(sbits[lo // 64 :], m, sb_[lo:hi], o[lo:hi])
+
+
+KINDS: dict[str, Kind] = {"ltz": LtzBundle()}
+
+
+# ------------------------------------------------------------ the parties' half
+def request(rt, spec: LtzSpec, halves: bool = False):
+    """Ask the dealer for one comparison's material ahead of use (`spec`: the same one
+    ltz_steps then gets); with trunc_y, `YTrunc(mat, n, shape)` is y's truncation tuple;
+    halves: two requests (and the powers tuple as a third), see Halves."""
     if halves:
-        return Halves(rt, p)
-    return rt.dealer.request("ltz", **p)
+        return Halves(rt, spec)
+    return rt.dealer.request("ltz", **spec.to_wire())
 
 
 class RidingPowers:
@@ -110,18 +441,18 @@ class Halves:
     the requests its own early rounds need, so that each part's corrected party gets
     what it uses first without waiting for the rest."""
 
-    def __init__(self, rt, params: dict):
-        self.rt, self.params = rt, {k: v for k, v in params.items() if k != "pw"}
-        self.eda = rt.dealer.request("ltz", **self.params, part=1)
+    def __init__(self, rt, spec: LtzSpec):
+        self.rt, self.spec = rt, replace(spec, powers=None)
+        self.eda = request(rt, replace(self.spec, part=1))
         # the powers tuple (if any) as a third request right after: rounds 2 on need it, not round 1's reply
         self.pw = None
-        if "pw" in params:
-            self.pw = rt.dealer.request("ltzpow", n=params["n"], rows=params["rows"], pw=params["pw"], back=1)
+        if spec.powers is not None:
+            self.pw = rt.dealer.request("ltzpow", **LtzPowersSpec(spec.n, spec.rows, spec.powers).to_wire())
         self.da = None
 
     def request_da(self):
         if self.da is None:
-            self.da = self.rt.dealer.request("ltz", **self.params, part=2)
+            self.da = request(self.rt, replace(self.spec, part=2))
         return self.da
 
 
@@ -169,54 +500,54 @@ def _and_open(X, Y, dead: tuple[int, int] = (0, 0)):
     return _with_dead(D, X.size, dx, X_DEAD), _with_dead(F, Y.size, dy, Y_DEAD)
 
 
-def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.ndarray]] | None = None, mat=None,
-              thresholds=None, mul_rows: int | None = None, shared_y: bool = False,
-              powers: tuple[int, int, int] | None = None, on_powers: Callable[["RidingPowers"], None] | None = None,
-              coarse: int = 0, trunc_y: int = 0, xor_rows: bool = False):
+def ltz_steps(rt, x: np.ndarray, n_muls: int | None = None, muls: Callable[[], list[np.ndarray]] | None = None,
+              mat=None, thresholds=None, spec: LtzSpec | None = None,
+              on_powers: Callable[["RidingPowers"], None] | None = None):
     """Generator: [x < 0] (int64 shares of 0/1) and [[x < 0] * y_j] for the n_muls
     arrays `muls()` returns (called in the last round; each of the result's shape).
-    `mat`: the dealer material, if requested ahead with `request`.
+    `spec`: the comparison's options (LtzSpec.of(x.size, n_muls, len(thresholds)) if
+    None); `mat`: the dealer material, if requested ahead with `request` and that spec.
 
-    With `thresholds` (public ring values t_1..t_R) it compares x against all of them:
-    [x - t_i < 0] stacked on a new first axis. One masked opening of x serves every
-    row (c - t_i is the opening of x - t_i), and the rows share the edaBit: 8 bytes
+    With `thresholds` (public ring values t_1..t_R, R = spec.rows) it compares x against
+    all of them: [x - t_i < 0] stacked on a new first axis. One masked opening of x serves
+    every row (c - t_i is the opening of x - t_i), and the rows share the edaBit: 8 bytes
     per element per peer and 16 dealer bytes less for each row after the first.
+    The spec's options:
     `mul_rows` K: the products are for the first K rows only (muls() then returns
     arrays of shape (K, *x.shape)). `shared_y`: every row multiplies the same y (muls()
     returns arrays of x's shape): one masked opening of y serves all K rows, 8 bytes
-    per element per peer less for each row after the first (request with shared_y too).
+    per element per peer less for each row after the first.
     `powers` (k, J, beta), beta odd: after round 1, on_powers gets a RidingPowers, whose
     all() gives [(beta x >> k)^j] for j = 1..J (x's shape, as protocols.powers.trunc_pow_steps
     would) and poly() a polynomial in them: the opened c = x + r is also beta x + beta r,
     and the dealer dealt the powers tuple of beta r with the comparison's material
-    (request with the same powers; with halves, as a request of its own that is read
-    when the powers are used). A chain running in lockstep saves that step's opening
-    (8 bytes per element per peer).
+    (with halves, as a request of its own that is read when the powers are used). A chain
+    running in lockstep saves that step's opening (8 bytes per element per peer).
     `coarse` L (0, 8 or 16): compare only bits L..63 of x - t, for range checks that
     tolerate either answer when -2^L <= x - t < 0 (and, beyond any fixed-point value,
-    when x - t >= 2^63 - 2^L, as signed ring elements), exact everywhere else: BitLT on both operands with their low L bits zeroed, whose
-    dead groups are public constants, so rounds 2-5 open only their live bits:
-    11.5 instead of 15.25 bytes per element per row (L = 16). Request with the same L.
-    `trunc_y` k (with n_muls = 1 and shared_y): y is the truncation x' >> k done with
+    when x - t >= 2^63 - 2^L, as signed ring elements), exact everywhere else: BitLT on
+    both operands with their low L bits zeroed, whose dead groups are public constants,
+    so rounds 2-5 open only their live bits: 11.5 instead of 15.25 bytes per element per
+    row (L = 16).
+    `trunc_y` k (with one product and shared_y): y is the truncation x' >> k done with
     the tuple this comparison's material carries (YTrunc(mat, n, shape), used by the
     caller before the last round), and muls() returns [y, c'] with c' that truncation's
     opening: the products then open nothing (8 bytes per element per peer less).
-    `xor_rows` (thresholds, R >= 2): row 0 is [x < t_0] xor [x < t_1], and so are its
-    products (the dealer deals row 0's arithmetic daBit and product terms for s_0 xor s_1;
-    request with the same flag): a band t_0 <= x < t_1 and its product for the price of
-    one product row, where a caller would otherwise multiply both."""
+    `xor_rows` (R >= 2): row 0 is [x < t_0] xor [x < t_1], and so are its products (the
+    dealer deals row 0's arithmetic daBit and product terms for s_0 xor s_1): a band
+    t_0 <= x < t_1 and its product for the price of one product row, where a caller
+    would otherwise multiply both."""
     shape, n = x.shape, x.size
-    npad = -(-max(n, 1) // PAD) * PAD
     R = 1 if thresholds is None else len(thresholds)
-    K = R if mul_rows is None else int(mul_rows)
-    if n_muls and not 0 < K <= R:
-        raise ValueError(f"mul_rows must be in 1..{R} (the comparison's rows), got {K}")
-    shared_y = bool(shared_y and n_muls and thresholds is not None)
-    if trunc_y and not (n_muls == 1 and shared_y):
-        raise ValueError("trunc_y needs one fused product with shared_y")
-    if xor_rows and R < 2:
-        raise ValueError("xor_rows needs two or more thresholds")
-    mat = mat if mat is not None else request(rt, n, n_muls, R, K, shared_y, powers, coarse, trunc_y, xor_rows=xor_rows)
+    if spec is None:
+        spec = LtzSpec.of(n, n_muls or 0, R)
+    npad = spec.per_row
+    if spec.rows != R or npad != -(-max(n, 1) // PAD) * PAD or (n_muls is not None and n_muls != spec.muls):
+        raise ValueError(f"comparison spec for {spec.rows} rows of {npad} (padded) elements with {spec.muls} "
+                         f"products does not fit {R} thresholds, {n} elements and {n_muls} products")
+    n_muls, K, shared_y, powers = spec.muls, spec.K, spec.shared_y, spec.powers
+    coarse, trunc_y, xor_rows = spec.coarse, spec.trunc_y, spec.xor_rows
+    mat = mat if mat is not None else request(rt, spec)
     dead = bitlt.dead_bits(coarse) if coarse else None
     halves = mat if isinstance(mat, Halves) else None
     if halves is not None:
@@ -294,7 +625,8 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int = 0, muls: Callable[[], list[np.nda
         consts = (np.int64(k), ring.const((1 << (64 - k)) - 1), np.int64(1 << (62 - k)), ring.const(1 << (64 - k)))
         for lo in range(0, nk, y.size):
             hi = lo + y.size
-            bitlt.b2a_product_trunc(v[lo:hi], y, cy, *consts, md["s"][lo:hi], md["sS"][lo:hi], md["sM"][lo:hi], out[lo:hi])
+            bitlt.b2a_product_trunc(v[lo:hi], y, cy, *consts, md["s"][lo:hi], md["sS"][lo:hi], md["sM"][lo:hi],
+                                    out[lo:hi])
         return unpadded(bit, R), [unpadded(out, K)]
     for j, (y, d) in enumerate(zip(ys, ds)):
         out = bufpool.empty(nk)

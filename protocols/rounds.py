@@ -5,6 +5,15 @@ needs values opened and receives `(added, xored)`; its return value is its resul
 `run(rt, *gens)` advances every generator one step per round and opens everything
 they asked for in that round with one message per peer (`rt.open_mixed`). So a
 polynomial pipeline can run inside the rounds of a comparison at no extra latency.
+`Top` and `narrow` send only the top bytes of a share whose opening is truncated right after.
+
+Rounds: those of the longest generator run (openings of a round share one message per peer).
+Bytes per element per peer: the generators' own, unchanged (a Top opening: 4-6 instead of
+  8, the fewest for which N 2^(64 - 8 nbytes) 16 <= 2^k, so it grows with N).
+Dealer words per element: none of its own.
+Error: none of its own; a Top opening moves the truncation after it by -1 with
+  probability <= 1/16.
+Reference: docs/design.md, 'Protocols' (lockstep rounds).
 """
 from __future__ import annotations
 
@@ -94,7 +103,8 @@ def lockstep(*gens: Steps) -> Steps:
                 active.remove(i)
         if not asks:
             break
-        got_a, got_x = yield Open(add=[a for o in asks.values() for a in o.add], xor=[a for o in asks.values() for a in o.xor],
+        got_a, got_x = yield Open(add=[a for o in asks.values() for a in o.add],
+                                  xor=[a for o in asks.values() for a in o.xor],
                                   fresh=all(o.sends_fresh() for o in asks.values()))
         ia = ix = 0
         for i, o in asks.items():

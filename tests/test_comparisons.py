@@ -4,7 +4,7 @@ Parties are threads over real ZeroMQ/CURVE (`mpcrt.launch.inprocess.run_parties`
 N in {2, 3}. Each hypothesis example is a whole protocol run, so examples are few and
 each one checks a whole batch of values inside a single session.
 
-Covers (DESIGN.md section 6, protocols/comparison.py, mpcrt/comparisons.py):
+Covers (docs/design.md, 'Protocols'; protocols/comparison.py, protocols/compare.py, protocols/ordering.py):
 * protocols.comparison.ltz on raw ring values: zero wrong results for every int64
   (all edges: 0, +-1, +-2^k, 2^63 - 1, -2^63, ...), fused products equal b * y exactly;
 * the issue's criterion: zero wrong results on 10^6 pairs (a third equal, a third one
@@ -29,6 +29,7 @@ from hypothesis.extra import numpy as hnp
 
 from mpcrt.launch.inprocess import run_parties
 from mpcrt.protocols import comparison, rounds as rounds_mod
+from mpcrt.protocols.comparison import LtzSpec
 from mpcrt.protocols.rounds import run1
 from mpcrt.tensor import where as t_where
 
@@ -41,7 +42,8 @@ HSET = settings(max_examples=6, deadline=None, suppress_health_check=list(Health
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 EDGES = sorted(
-    {0, 1, -1, 2, -2, I64_MAX, I64_MIN, I64_MAX - 1, I64_MIN + 1, 2**62, -(2**62), 2**62 - 1, -(2**62) + 1, 2**62 + 1, -(2**62) - 1}
+    {0, 1, -1, 2, -2, I64_MAX, I64_MIN, I64_MAX - 1, I64_MIN + 1, 2**62, -(2**62), 2**62 - 1, -(2**62) + 1,
+     2**62 + 1, -(2**62) - 1}
     | {s * (2**k + d) for k in range(63) for d in (-1, 0, 1) for s in (1, -1)}
     | {I64_MAX - 2**k for k in range(63)}
     | {I64_MIN + 2**k for k in range(63)}
@@ -90,7 +92,8 @@ def assert_close(got, want, tol=TOL, what=""):
     if want.size:
         err = np.abs(got - want)
         i = int(np.argmax(err))
-        assert err.flat[i] <= tol, f"{what}: max error {err.flat[i]} > {tol} at flat index {i} (got {got.flat[i]}, want {want.flat[i]})"
+        assert err.flat[i] <= tol, \
+            f"{what}: max error {err.flat[i]} > {tol} at flat index {i} (got {got.flat[i]}, want {want.flat[i]})"
 
 
 # ------------------------------------------------------------ strategies
@@ -172,7 +175,8 @@ def test_ltz_against_several_thresholds_shares_one_opening(n, xs, ts, seed):
     def fn_k(rt):
         X = share_from(rt, x, 0, fbits=0)
         Y = share_from(rt, y[:K], rt.world_size - 1, fbits=0)
-        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, 1, lambda: [Y.share], thresholds=list(t), mul_rows=K))
+        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, muls=lambda: [Y.share], thresholds=list(t),
+                                                spec=LtzSpec.of(x.size, 1, len(t), mul_rows=K)))
         return rt.open([b, p])
 
     for ob, op in run(fn_k, n):
@@ -184,8 +188,8 @@ def test_ltz_against_several_thresholds_shares_one_opening(n, xs, ts, seed):
         X = share_from(rt, x, 0, fbits=0)
         Y = share_from(rt, y[0], rt.world_size - 1, fbits=0)
         s0 = rt.stats()
-        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, 1, lambda: [Y.share], thresholds=list(t),
-                                                mul_rows=K, shared_y=True))
+        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, muls=lambda: [Y.share], thresholds=list(t),
+                                                spec=LtzSpec.of(x.size, 1, len(t), mul_rows=K, shared_y=True)))
         s1 = rt.stats()
         return rt.open([b, p]), (s1["bytes_sent"] - s0["bytes_sent"]) / x.size / (rt.world_size - 1)
 
@@ -198,7 +202,8 @@ def test_ltz_against_several_thresholds_shares_one_opening(n, xs, ts, seed):
 @pytest.mark.parametrize("n", NS)
 @pytest.mark.parametrize("coarse", [8, 16])
 @HSET
-@given(xs=ring_arrays, ts=st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=3), seed=st.integers(0, 2**32 - 1))
+@given(xs=ring_arrays, ts=st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=3),
+       seed=st.integers(0, 2**32 - 1))
 def test_coarse_rows_are_exact_outside_their_window(n, coarse, xs, ts, seed):
     """coarse=L: each row's bit is exact for every ring x with x - t outside [-2^L, 0)
     and [2^63 - 2^L, 2^63) (both answers allowed there; the second window lies beyond any
@@ -216,8 +221,8 @@ def test_coarse_rows_are_exact_outside_their_window(n, coarse, xs, ts, seed):
         X = share_from(rt, x, 0, fbits=0)
         Y = share_from(rt, y, rt.world_size - 1, fbits=0)
         s0 = rt.stats()
-        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, 1, lambda: [Y.share], thresholds=list(t),
-                                                shared_y=True, coarse=coarse))
+        b, (p,) = run1(rt, comparison.ltz_steps(rt, X.share, muls=lambda: [Y.share], thresholds=list(t),
+                                                spec=LtzSpec.of(x.size, 1, len(t), shared_y=True, coarse=coarse)))
         s1 = rt.stats()
         ob, op = rt.open([b, p])
         return s1["rounds"] - s0["rounds"], ob, op, (s1["bytes_sent"] - s0["bytes_sent"]) / x.size / (rt.world_size - 1)
@@ -255,21 +260,24 @@ def test_products_with_a_truncated_y_open_nothing(n, k, halves):
     def fn(rt):
         X = share_from(rt, x, 0, fbits=0).share
         XP = share_from(rt, xp, rt.world_size - 1, fbits=0).share
-        mat = comparison.request(rt, x.size, 1, rows=2, shared_y=True, trunc_y=k, halves=halves)
+        spec = LtzSpec.of(x.size, 1, rows=2, shared_y=True, trunc_y=k)
+        mat = comparison.request(rt, spec, halves=halves)
         ymat = mat.request_da() if halves else mat
         hold = {}
 
         def chain():
             opened = []
-            (y,) = yield from powers.trunc_pow_steps(rt, XP, k, 1, mat=comparison.YTrunc(ymat, x.size, x.shape), opened=opened)
+            ytr = comparison.YTrunc(ymat, x.size, x.shape)
+            (y,) = yield from powers.trunc_pow_steps(rt, XP, k, 1, mat=ytr, opened=opened)
             hold["y"], hold["c"] = y, opened[0]
 
         s0 = rt.stats()
-        (b, (p,)), _ = run_gens(rt, comparison.ltz_steps(rt, X, 1, lambda: [hold["y"], hold["c"]], mat=mat, thresholds=t,
-                                                         shared_y=True, trunc_y=k), chain())
+        (b, (p,)), _ = run_gens(rt, comparison.ltz_steps(rt, X, muls=lambda: [hold["y"], hold["c"]], mat=mat,
+                                                         thresholds=t, spec=spec), chain())
         s1 = rt.stats()
         ob, op, oy = rt.open([b, p, hold["y"]])
-        return ob, op, oy, s1["rounds"] - s0["rounds"], (s1["bytes_sent"] - s0["bytes_sent"]) / x.size / (rt.world_size - 1)
+        sent = (s1["bytes_sent"] - s0["bytes_sent"]) / x.size / (rt.world_size - 1)
+        return ob, op, oy, s1["rounds"] - s0["rounds"], sent
 
     with np.errstate(over="ignore"):
         want = ((x[None, :] - np.array(t, np.int64)[:, None]) < 0).astype(np.int64)
@@ -304,23 +312,23 @@ def test_xor_rows_gives_the_band_and_its_product(n, trunc, rows, coarse):
         Y = share_from(rt, y, rt.world_size - 1, fbits=0).share
         s0 = rt.stats()
         if not trunc:
-            b, (p,) = run1(rt, comparison.ltz_steps(rt, X, 1, lambda: [Y], thresholds=t, mul_rows=1, shared_y=True,
-                                                    coarse=coarse, xor_rows=True))
+            spec = LtzSpec.of(x.size, 1, rows, mul_rows=1, shared_y=True, coarse=coarse, xor_rows=True)
+            b, (p,) = run1(rt, comparison.ltz_steps(rt, X, muls=lambda: [Y], thresholds=t, spec=spec))
             s1 = rt.stats()
             return rt.open([b, p]) + [y], s1["rounds"] - s0["rounds"]
-        mat = comparison.request(rt, x.size, 1, rows=rows, mul_rows=1, shared_y=True, coarse=coarse, trunc_y=k,
-                                 halves=True, xor_rows=True)
+        spec = LtzSpec.of(x.size, 1, rows=rows, mul_rows=1, shared_y=True, coarse=coarse, trunc_y=k, xor_rows=True)
+        mat = comparison.request(rt, spec, halves=True)
         ymat = mat.request_da()
         hold = {}
 
         def chain():
             opened = []
-            (yt,) = yield from powers.trunc_pow_steps(rt, Y, k, 1, mat=comparison.YTrunc(ymat, x.size, x.shape), opened=opened)
+            ytr = comparison.YTrunc(ymat, x.size, x.shape)
+            (yt,) = yield from powers.trunc_pow_steps(rt, Y, k, 1, mat=ytr, opened=opened)
             hold["y"], hold["c"] = yt, opened[0]
 
-        (b, (p,)), _ = run_gens(rt, comparison.ltz_steps(rt, X, 1, lambda: [hold["y"], hold["c"]], mat=mat, thresholds=t,
-                                                         mul_rows=1, shared_y=True, coarse=coarse, trunc_y=k,
-                                                         xor_rows=True), chain())
+        (b, (p,)), _ = run_gens(rt, comparison.ltz_steps(rt, X, muls=lambda: [hold["y"], hold["c"]], mat=mat,
+                                                         thresholds=t, spec=spec), chain())
         s1 = rt.stats()
         return rt.open([b, p, hold["y"]]), s1["rounds"] - s0["rounds"]
 
@@ -433,8 +441,10 @@ def _million_pairs(total=10**6, seed=2024):
     lim = 2**62 - 2
 
     def mixed(k):  # magnitudes spread over all scales, both signs, and some extremes
-        v = rng.integers(-lim, lim, size=k, dtype=np.int64, endpoint=True) >> rng.integers(0, 62, size=k).astype(np.int64)
-        v[: min(k, 64)] = rng.choice(np.array([0, 1, -1, lim, -lim, 2**40, -(2**40), 2**16, -(2**16)], np.int64), size=min(k, 64))
+        v = rng.integers(-lim, lim, size=k, dtype=np.int64, endpoint=True)
+        v >>= rng.integers(0, 62, size=k).astype(np.int64)
+        edges = np.array([0, 1, -1, lim, -lim, 2**40, -(2**40), 2**16, -(2**16)], np.int64)
+        v[: min(k, 64)] = rng.choice(edges, size=min(k, 64))
         return v
 
     x_eq = mixed(third)
@@ -685,11 +695,13 @@ def test_max_min_argmax_like_torch(n, shape, seed, ties):
 
 
 def test_argmax_first_maximum_on_ties():
-    a = np.array([[1.0, 3.0, 3.0, 2.0], [5.0, 5.0, 5.0, 5.0], [-1.0, -2.0, -1.0, -3.0], [0.0, 0.0, 0.0, 7.0], [2.0, 1.0, 2.0, 2.0]])
+    a = np.array([[1.0, 3.0, 3.0, 2.0], [5.0, 5.0, 5.0, 5.0], [-1.0, -2.0, -1.0, -3.0], [0.0, 0.0, 0.0, 7.0],
+                  [2.0, 1.0, 2.0, 2.0]])
 
     def fn(rt):
         A = share_from(rt, a, 1)
-        return opened(rt, A.argmax(dim=1)), opened(rt, A.argmin(dim=1)), opened(rt, A.argmax()), opened(rt, A.argmax(dim=0))
+        return (opened(rt, A.argmax(dim=1)), opened(rt, A.argmin(dim=1)), opened(rt, A.argmax()),
+                opened(rt, A.argmax(dim=0)))
 
     t = torch.tensor(a)
     for am, an, af, a0 in run(fn, 3):
@@ -783,7 +795,8 @@ def test_comparisons_keep_0d_shape():
 
     def fn(rt):
         A = share_from(rt, np.array([-2.5]), 0).reshape(())
-        return A.shape, opened(rt, A < 1).shape, A.relu().reveal().shape, A.sign().reveal().shape, float(A.abs().reveal())
+        return (A.shape, opened(rt, A < 1).shape, A.relu().reveal().shape, A.sign().reveal().shape,
+                float(A.abs().reveal()))
 
     for *shapes, v in run(fn, 2):
         assert shapes == [(), (), (), ()], shapes
@@ -821,8 +834,9 @@ def test_ltz_hands_out_powers_of_beta_x_from_its_opening(n, halves):
         X = share_from(rt, x, 0, fbits=0)
         got = {}
         s0 = rt.stats()
-        mat = comparison.request(rt, x.size, 0, rows=2, powers=(k, J, beta), halves=True) if halves else None
-        b, _ = run1(rt, comparison.ltz_steps(rt, X.share, 0, None, mat=mat, thresholds=ts, powers=(k, J, beta),
+        spec = LtzSpec.of(x.size, 0, rows=2, powers=(k, J, beta))
+        mat = comparison.request(rt, spec, halves=True) if halves else None
+        b, _ = run1(rt, comparison.ltz_steps(rt, X.share, mat=mat, thresholds=ts, spec=spec,
                                              on_powers=lambda v: got.setdefault("v", v)))
         s1 = rt.stats()
         riding = got["v"]
@@ -847,9 +861,8 @@ def test_ltz_hands_out_powers_of_beta_x_from_its_opening(n, halves):
 
 
 def test_dealer_refuses_malformed_powers_parameters():
-    from mpcrt import correlations
     from mpcrt.errors import DealerError
 
     for pw in ([29, 4, 2], [0, 4, 1], [29, 9, 1], [29, 4], "x"):
         with pytest.raises(DealerError):
-            correlations.LtzBundle().own(dict(n=128, k=0, pw=pw))
+            comparison.LtzBundle().own(dict(n=128, k=0, pw=pw))

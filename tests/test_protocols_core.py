@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import mpcrt
-from mpcrt import ConfigError, ProtocolError, ShapeError, fixedpoint
+from mpcrt import ConfigError, ProtocolError, ShapeError
+from mpcrt.protocols import fixedpoint
 from mpcrt.launch.inprocess import run_parties
 from mpcrt.protocols import truncation
 
@@ -142,7 +143,8 @@ def test_0_d_products_wrap_without_overflow_warnings(recwarn):
         close(got, a @ b, 40 * ulp())
     for got in res[0][8:]:
         close(got, a.sum() * 0.5, 8 * ulp())
-    overflow = [str(w.message) for w in recwarn.list if issubclass(w.category, RuntimeWarning) and "overflow" in str(w.message)]
+    overflow = [str(w.message) for w in recwarn.list
+                if issubclass(w.category, RuntimeWarning) and "overflow" in str(w.message)]
     assert overflow == [], overflow[:3]
 
 
@@ -941,3 +943,50 @@ def test_index_by_shared_tensor_is_refused():
 
     r = run(fn, 2)
     assert "SharedTensor(shape=(3,)" in r[0] and "party 0 of 2" in r[0]
+
+
+@pytest.mark.parametrize("kind,p", [
+    ("triple", dict(a=[3], b=[4])),  # shapes that do not broadcast
+    ("matmul", dict(a=[3, 4], b=[5, 2])),
+    ("conv2d", dict(a=[1, 3, 8, 8], b=[4, 2, 3, 3], stride=[1, 1], padding=[0, 0], dilation=[1, 1], groups=1)),
+    ("conv2d", dict(a=[1, 3, 8, 8], b=[4, 3, 3, 3])),  # no stride
+    ("triple_trunc", dict(a=[3], b=[3])),  # no f
+    ("trunc", dict(shape=[3], f=0)),
+    ("trunc", dict(shape="x", f=3)),
+    ("truncpow", dict(shape=[3], k=3, J=0)),
+    ("truncmul", dict(shape=[-1], k=3)),
+    ("ltz", dict(n=64, k="1")),
+    ("ltz", [64, 0]),
+    ("ltz", dict(n=128, k=1, rows=2, xr=2)),
+    ("ltzpow", dict(n=64, rows=1, pw=[3, 1, 3])),  # no back
+    ("matmul", dict(a=[True], b=[1])),
+])
+def test_malformed_dealer_requests_are_dealer_errors(kind, p):
+    """A request from the network that does not parse into its protocol's spec is refused
+    with a DealerError naming it, on the dealer's side and the parties' alike, never a crash."""
+    from mpcrt import correlations
+    from mpcrt.errors import DealerError
+
+    with pytest.raises(DealerError, match="malformed"):
+        correlations.kind(kind).corrected(p)
+
+
+def test_request_specs_round_trip_through_the_wire():
+    """Each protocol's spec is written once: the dict the parties send parses back into the
+    same spec on the dealer's side, and keeps the keys (and their order) of the wire format."""
+    from mpcrt.protocols.beaver import ProductSpec
+    from mpcrt.protocols.comparison import LtzSpec
+    from mpcrt.protocols.powers import LtzPowersSpec, MulMaskSpec, PowersSpec
+    from mpcrt.protocols.truncation import TruncSpec
+
+    ltz = LtzSpec.of(100, 1, rows=2, mul_rows=1, shared_y=True, powers=(29, 4, 12345), coarse=16, trunc_y=29,
+                     xor_rows=True)
+    assert list(ltz.to_wire()) == ["n", "k", "rows", "cb", "tk", "mrows", "ym", "pw", "xr"]
+    assert LtzSpec.of(100, 2).to_wire() == {"n": 128, "k": 2}
+    assert LtzSpec.from_wire(ltz.to_wire()) == ltz
+    conv = ProductSpec("conv2d", (1, 3, 8, 8), (4, 3, 3, 3), 16, (1, 1), (1, 1), (1, 1), 1)
+    assert list(conv.to_wire()) == ["a", "b", "stride", "padding", "dilation", "groups", "f"]
+    assert ProductSpec.from_wire(conv.to_wire(), "conv2d", True) == conv
+    for spec in (TruncSpec((3, 4), 16), PowersSpec((5,), 29, 3), MulMaskSpec((2, 2), 40),
+                 LtzPowersSpec(256, 2, (29, 4, 12345), 1)):
+        assert type(spec).from_wire(spec.to_wire()) == spec

@@ -1,0 +1,438 @@
+"""SharedTensor: one party's additive share of a fixed-point tensor, with a PyTorch-like API.
+
+A SharedTensor holds this party's int64 share and `fbits`, the number of fractional
+bits of its encoding: the runtime precision f for reals, 0 for tensors known to hold
+integers (comparison results, counts). Products of an f-bit and a 0-bit tensor need
+no truncation. Shape operations (reshape, transpose, indexing, cat, ...) are local
+and free; arithmetic follows torch broadcasting.
+
+This module holds the tensor's local and linear algebra: +, -, Beaver-based * and @
+(protocols.beaver), conv2d, truncation to the runtime precision (protocols.truncation),
+reveal, shape operations and indexing, and cat, stack and where. The methods backed
+by the other protocols (comparisons, relu, exp, softmax, norms, activations, ...) are
+attached to the class in one place, mpcrt.tensor's METHODS table.
+
+Rounds: 0 for +, -, public integer products and shape operations; 1 for a shared
+  product (2 with the truncation of a real product: one fused tuple, protocols.beaver),
+  1 for a public real product's truncation, 1 for reveal.
+Bytes per element per peer: a shared product 8 (|x| + |y|) (+ 8 |z| truncating); a
+  truncation 8 |z|; reveal 8; for every N (each of the N - 1 peers).
+Dealer words per element: protocols.beaver's and protocols.truncation's; independent of N.
+Error: +1 ulp at most per truncation; public reals keep 13 significant bits (PUBLIC_BITS).
+Reference: docs/design.md, 'Protocols' (Beaver products, truncation).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Sequence
+
+import numpy as np
+
+from mpcrt.errors import ShapeError
+from mpcrt.kernels import ring
+from mpcrt.protocols import beaver, fixedpoint, truncation
+
+
+class SharedTensor:
+    __array_priority__ = 1000  # numpy defers `ndarray * SharedTensor` to us
+    __slots__ = ("rt", "share", "fbits")
+
+    def __init__(self, rt, share: np.ndarray, fbits: int):
+        self.rt = rt
+        # a numpy scalar (what 0-d arithmetic returns) becomes a 0-d array: ring arithmetic
+        # on arrays wraps silently, on scalars numpy warns of overflow
+        self.share = share if isinstance(share, np.ndarray) else np.asarray(share, np.int64)
+        self.fbits = int(fbits)
+
+    # ------------------------------------------------------------ metadata
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.share.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.share.ndim
+
+    def dim(self) -> int:
+        return self.share.ndim
+
+    def size(self, dim: int | None = None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.share.size)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d SharedTensor")
+        return self.shape[0]
+
+    def __repr__(self) -> str:  # never prints the share
+        return f"SharedTensor(shape={self.shape}, fbits={self.fbits}, party {self.rt.rank} of {self.rt.world_size})"
+
+    def _new(self, share: np.ndarray, fbits: int | None = None) -> "SharedTensor":
+        return SharedTensor(self.rt, share, self.fbits if fbits is None else fbits)
+
+    def to_precision(self) -> "SharedTensor":
+        """This tensor with at most the runtime's fractional bits (truncates, 1 round, if it
+        carries more: results of `matmul(..., truncate=False)` keep 2f bits until needed)."""
+        f = self.rt.precision
+        if self.fbits <= f:
+            return self
+        with self.rt.scope("trunc"):
+            return self._new(truncation.truncate(self.rt, self.share, self.fbits - f), f)
+
+    # --------------------------------------------------------------- reveal
+    def reveal(self, to: int | None = None, dtype=np.float64) -> np.ndarray | None:
+        """The plaintext: on every party (to=None) or only on party `to` (None elsewhere)."""
+        with self.rt.scope("reveal"):
+            if to is None:
+                (v,) = self.rt.open([self.share], "reveal")
+            else:
+                if not isinstance(to, (int, np.integer)) or not 0 <= to < self.rt.world_size:
+                    raise ValueError(f"reveal(to=...) must be a party rank in 0..{self.rt.world_size - 1}, got {to!r}")
+                v = self.rt.open_to(self.share, int(to))
+                if v is None:
+                    return None
+        return fixedpoint.decode(v, self.fbits, dtype)
+
+    # -------------------------------------------------------- public values
+    def _encode_public(self, v, fbits: int) -> np.ndarray:
+        return fixedpoint.encode(v, fbits)
+
+    @staticmethod
+    def _integer_public(v) -> np.ndarray | None:
+        """v as an int64 array if it holds only (small) integers, else None."""
+        if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+            return np.int64(v) if abs(int(v)) < 2**40 else None
+        a = fixedpoint.to_numpy(v)
+        if a.dtype == np.bool_:
+            return a.astype(np.int64)
+        if np.issubdtype(a.dtype, np.integer):
+            return a.astype(np.int64)
+        if np.issubdtype(a.dtype, np.floating) and a.size and np.all(np.isfinite(a)) and np.all(a == np.round(a)) \
+                and np.all(np.abs(a) < 2**40):
+            return a.astype(np.int64)
+        return None
+
+    def _align(self, other: "SharedTensor") -> tuple[np.ndarray, np.ndarray, int]:
+        fa, fb = self.fbits, other.fbits
+        if fa == fb:
+            return self.share, other.share, fa
+        if fa < fb:
+            return self.share << np.int64(fb - fa), other.share, fb
+        return self.share, other.share << np.int64(fa - fb), fa
+
+    # ------------------------------------------------------------- add, sub
+    def _bshape(self, other_shape) -> tuple:
+        try:
+            return tuple(np.broadcast_shapes(self.shape, tuple(other_shape)))
+        except ValueError:
+            raise ShapeError(f"shapes {self.shape} and {tuple(other_shape)} do not broadcast together") from None
+
+    def _linear(self, other, sign: int) -> "SharedTensor":
+        if isinstance(other, SharedTensor):
+            self._bshape(other.shape)
+            a, b, f = self._align(other)
+            return self._new(a + b if sign > 0 else a - b, f)
+        p = self._encode_public(other, self.fbits)
+        shape = self._bshape(np.shape(p))
+        if self.rt.rank == 0:
+            return self._new(self.share + p if sign > 0 else self.share - p)
+        return self._new(np.broadcast_to(self.share, shape).copy())
+
+    def __add__(self, other) -> "SharedTensor":
+        return self._linear(other, 1)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> "SharedTensor":
+        return self._new(-self.share)
+
+    def __sub__(self, other) -> "SharedTensor":
+        return self._linear(other, -1)
+
+    def __rsub__(self, other) -> "SharedTensor":
+        return (-self) + other
+
+    # ------------------------------------------------------------- multiply
+    def _shift_for(self, fa: int, fb: int) -> tuple[int, int]:
+        f = self.rt.precision
+        total = fa + fb
+        return (total - f, f) if total > f else (0, total)
+
+    def __mul__(self, other) -> "SharedTensor":
+        rt = self.rt
+        self = self.to_precision()
+        if isinstance(other, SharedTensor):
+            other = other.to_precision()
+            self._bshape(other.shape)
+            shift, f = self._shift_for(self.fbits, other.fbits)
+            with rt.scope("mul"):
+                return self._new(beaver.mul(rt, self.share, other.share, shift), f)
+        k = self._integer_public(other)
+        if k is not None:
+            self._bshape(np.shape(k))
+            return self._new(self.share * k)
+        k = _extra_bits(other, rt.precision)
+        p = fixedpoint.encode(other, rt.precision + k)
+        self._bshape(p.shape)
+        shift, f = self._shift_for(self.fbits, rt.precision + k)
+        z = self.share * p
+        with rt.scope("mul_public"):
+            return self._new(truncation.truncate(rt, z, shift) if shift else z, f)
+
+    __rmul__ = __mul__
+
+    def square(self) -> "SharedTensor":
+        return self * self
+
+    def __pow__(self, k: int) -> "SharedTensor":
+        if not isinstance(k, numbers.Integral) or k < 0:
+            raise ValueError("SharedTensor ** k needs a non-negative integer k")
+        result, base = None, self
+        while k:
+            if k & 1:
+                result = base if result is None else result * base
+            k >>= 1
+            if k:
+                base = base * base
+        return result if result is not None else self * 0 + 1
+
+    # --------------------------------------------------------------- matmul
+    def __matmul__(self, other) -> "SharedTensor":
+        return self.matmul(other)
+
+    def matmul(self, other, truncate: bool = True) -> "SharedTensor":
+        """self @ other (torch.matmul semantics). With truncate=False a shared product keeps
+        both operands' fractional bits (one round instead of two); the truncation then
+        happens when needed, and relu() does it inside its own rounds."""
+        rt = self.rt
+        self = self.to_precision()
+        if isinstance(other, SharedTensor):
+            other = other.to_precision()
+            _check_matmul(self.shape, other.shape)
+            shift, f = self._shift_for(self.fbits, other.fbits)
+            if not truncate:
+                shift, f = 0, self.fbits + other.fbits
+            with rt.scope("matmul"):
+                return self._new(beaver.matmul(rt, self.share, other.share, shift), f)
+        p = fixedpoint.to_numpy(other)
+        _check_matmul(self.shape, p.shape)
+        return self._public_bilinear(lambda s, q: ring.matmul(s, q), p)
+
+    def __rmatmul__(self, other) -> "SharedTensor":
+        self = self.to_precision()
+        p = fixedpoint.to_numpy(other)
+        _check_matmul(p.shape, self.shape)
+        return self._public_bilinear(lambda s, q: ring.matmul(q, s), p)
+
+    def _public_bilinear(self, op, p) -> "SharedTensor":
+        rt = self.rt
+        k = self._integer_public(p)
+        if k is not None:
+            return self._new(op(self.share, np.asarray(k)))
+        shift, f = self._shift_for(self.fbits, rt.precision)
+        z = op(self.share, fixedpoint.encode(p, rt.precision))
+        with rt.scope("matmul_public"):
+            return self._new(truncation.truncate(rt, z, shift) if shift else z, f)
+
+    def conv2d(self, weight, stride=1, padding=0, dilation=1, groups: int = 1, truncate: bool = True) -> "SharedTensor":
+        """torch.nn.functional.conv2d(self, weight) with a shared or public weight (no bias).
+        truncate=False: see matmul()."""
+        rt = self.rt
+        self = self.to_precision()
+        if self.ndim != 4:
+            raise ShapeError(f"conv2d needs an NCHW input, got shape {self.shape}")
+        wshape = weight.shape if isinstance(weight, SharedTensor) else np.shape(fixedpoint.to_numpy(weight))
+        if len(wshape) != 4 or wshape[1] * groups != self.shape[1] or wshape[0] % groups:
+            raise ShapeError(f"conv2d weight {tuple(wshape)} does not fit input {self.shape} with groups={groups}")
+        if isinstance(weight, SharedTensor):
+            weight = weight.to_precision()
+            shift, f = self._shift_for(self.fbits, weight.fbits)
+            if not truncate:
+                shift, f = 0, self.fbits + weight.fbits
+            with rt.scope("conv2d"):
+                z = beaver.conv2d(rt, self.share, weight.share, stride, padding, dilation, groups, shift)
+            return self._new(z, f)
+        w = fixedpoint.to_numpy(weight)
+        return self._public_bilinear(lambda s, q: ring.conv2d(s, q, stride, padding, dilation, groups), w)
+
+    # ------------------------------------------------------------ reductions
+    def sum(self, dim=None, keepdim: bool = False) -> "SharedTensor":
+        return self._new(np.asarray(self.share.sum(axis=_axis(dim), keepdims=keepdim), np.int64))
+
+    def mean(self, dim=None, keepdim: bool = False) -> "SharedTensor":
+        s = self.to_precision().sum(dim, keepdim)
+        n = self.numel() // max(1, s.numel()) if dim is not None else self.numel()
+        return s * (1.0 / n) if n > 1 else s
+
+    # ----------------------------------------------------------- reshaping
+    def reshape(self, *shape) -> "SharedTensor":
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        try:
+            return self._new(self.share.reshape(shape))
+        except ValueError:
+            raise ShapeError(f"cannot reshape {self.shape} into {tuple(shape)}") from None
+
+    view = reshape
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "SharedTensor":
+        s = self.shape
+        if not s:
+            return self.reshape(1)
+        a, b = start_dim % len(s), end_dim % len(s)
+        return self.reshape(s[:a] + (int(np.prod(s[a : b + 1])),) + s[b + 1 :])
+
+    def transpose(self, d0: int, d1: int) -> "SharedTensor":
+        return self._new(np.swapaxes(self.share, d0, d1))
+
+    def permute(self, *dims) -> "SharedTensor":
+        dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        return self._new(np.transpose(self.share, dims))
+
+    @property
+    def T(self) -> "SharedTensor":
+        return self._new(self.share.T)
+
+    @property
+    def mT(self) -> "SharedTensor":
+        return self.transpose(-2, -1)
+
+    def t(self) -> "SharedTensor":
+        if self.ndim > 2:
+            raise ShapeError("t() expects a tensor with <= 2 dimensions; use transpose()")
+        return self.T
+
+    def unsqueeze(self, dim: int) -> "SharedTensor":
+        return self._new(np.expand_dims(self.share, dim if dim >= 0 else dim + self.ndim + 1))
+
+    def squeeze(self, dim=None) -> "SharedTensor":
+        if dim is not None and self.shape[dim] != 1:
+            return self
+        return self._new(np.squeeze(self.share, axis=dim))
+
+    def expand(self, *shape) -> "SharedTensor":
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        shape = tuple(s if s != -1 else self.shape[i - len(shape) + self.ndim] for i, s in enumerate(shape))
+        return self._new(np.broadcast_to(self.share, shape).copy())
+
+    def repeat(self, *reps) -> "SharedTensor":
+        reps = reps[0] if len(reps) == 1 and isinstance(reps[0], (tuple, list)) else reps
+        return self._new(np.tile(self.share, reps))
+
+    def contiguous(self) -> "SharedTensor":
+        return self._new(np.ascontiguousarray(self.share))
+
+    def __getitem__(self, idx) -> "SharedTensor":
+        if isinstance(idx, SharedTensor):
+            raise TypeError("indexing by a SharedTensor would reveal it; use where() or a mask multiply")
+        return self._new(np.asarray(self.share[idx], np.int64))
+
+    def __setitem__(self, idx, value) -> None:
+        if isinstance(value, SharedTensor):
+            a, b, f = self._align(value)
+            if f != self.fbits:
+                self.share = a
+                self.fbits = f
+            self.share = np.array(self.share, copy=True) if not self.share.flags.writeable else self.share
+            self.share[idx] = b
+        else:
+            p = fixedpoint.encode(value, self.fbits)
+            if not self.share.flags.writeable:
+                self.share = self.share.copy()
+            self.share[idx] = p if self.rt.rank == 0 else 0
+
+    def where(self, cond, other) -> "SharedTensor":
+        """torch.where(cond, self, other)."""
+        return where(cond, self, other)
+
+    __hash__ = object.__hash__  # the comparison dunders (mpcrt.tensor) compare elementwise, like torch
+
+    def pad(self, pad: Sequence[int], value: float = 0.0) -> "SharedTensor":
+        """torch.nn.functional.pad with a constant (pairs from the last dim backwards)."""
+        widths = [(0, 0)] * self.ndim
+        for i in range(len(pad) // 2):
+            widths[self.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+        c = int(fixedpoint.encode(value, self.fbits)) if self.rt.rank == 0 else 0
+        return self._new(np.pad(self.share, widths, constant_values=c))
+
+
+def _axis(dim):
+    if dim is None:
+        return None
+    return tuple(dim) if isinstance(dim, (list, tuple)) else int(dim)
+
+
+def _check_matmul(a: tuple, b: tuple) -> None:
+    try:
+        if not a or not b:
+            raise ValueError
+        ring.matmul_shape(a, b)
+    except ValueError:
+        raise ShapeError(f"matmul: shapes {tuple(a)} and {tuple(b)} do not fit (inner dimensions must agree)") from None
+
+
+def _aligned(tensors: Sequence[SharedTensor]) -> tuple[list[np.ndarray], int]:
+    if not tensors:
+        raise ValueError("expected a non-empty sequence of SharedTensors")
+    if not all(isinstance(t, SharedTensor) for t in tensors):
+        raise TypeError("cat/stack take SharedTensors only; share public parts first")
+    f = max(t.fbits for t in tensors)
+    return [t.share << np.int64(f - t.fbits) if t.fbits != f else t.share for t in tensors], f
+
+
+PUBLIC_BITS = 13  # significant bits a public real multiplier keeps (relative error <= 2^-14)
+
+
+def _extra_bits(v, f: int) -> int:
+    """Fractional bits beyond f for encoding a public real multiplier whose largest
+    magnitude is small (1/n of a mean over n = 50176 has 0.3 significant bits at f = 16):
+    enough for PUBLIC_BITS significant bits. The product at 2f + k bits then holds
+    |x| < 2^(62 - 2f - k) / |c| >= 2^(62 - f - PUBLIC_BITS), so a small c never narrows x's
+    range below that of c ~ 2^(PUBLIC_BITS - f)."""
+    a = np.abs(np.asarray(v, np.float64))
+    m = float(a.max()) if a.size else 0.0
+    if not m > 0 or not np.isfinite(m):
+        return 0
+    top = math.floor(math.log2(m)) + 1 + f  # significant bits of m at f bits
+    return int(min(max(0, PUBLIC_BITS - top), 62 - 2 * f - 4)) if 62 - 2 * f - 4 > 0 else 0
+
+
+def where(cond, a, b) -> SharedTensor:
+    """torch.where(cond, a, b) elementwise: cond a shared 0/1 tensor (one Beaver product,
+    1 round) or a public boolean array (local)."""
+    if not isinstance(cond, SharedTensor):
+        c = np.asarray(fixedpoint.to_numpy(cond), bool)
+        if isinstance(a, SharedTensor):
+            rest = b * (~c).astype(np.int64) if isinstance(b, SharedTensor) else _public_mask(b, ~c)
+            return a * c.astype(np.int64) + rest
+        if isinstance(b, SharedTensor):
+            return b * (~c).astype(np.int64) + _public_mask(a, c)
+        raise TypeError("where(): at least one of cond, a, b must be a SharedTensor")
+    diff = (a - b) if isinstance(a, SharedTensor) else (-(b - a))
+    return b + cond * diff if isinstance(b, SharedTensor) else cond * diff + b
+
+
+def _public_mask(value, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, fixedpoint.to_numpy(value), 0.0)
+
+
+def _joined(join, name: str, tensors: Sequence[SharedTensor], dim: int) -> SharedTensor:
+    """join (np.concatenate, np.stack) of the tensors' shares at their common fractional bits."""
+    shares, f = _aligned(tensors)
+    try:
+        return SharedTensor(tensors[0].rt, join(shares, axis=dim), f)
+    except ValueError as e:
+        raise ShapeError(f"{name}: {e}") from None
+
+
+def cat(tensors: Sequence[SharedTensor], dim: int = 0) -> SharedTensor:
+    """torch.cat for SharedTensors."""
+    return _joined(np.concatenate, "cat", tensors, dim)
+
+
+def stack(tensors: Sequence[SharedTensor], dim: int = 0) -> SharedTensor:
+    """torch.stack for SharedTensors."""
+    return _joined(np.stack, "stack", tensors, dim)
