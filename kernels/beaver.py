@@ -46,7 +46,7 @@ def deal_trunc(r0, r1, f, low, sub_hi, sub_msb, out_hi, out_msb):  # pragma: no 
 @njit
 def deal_triple_trunc(a0, a1, b0, b1, r, f, low, sub_cr, sub_hi, sub_msb,  # pragma: no cover - compiled
                       out_cr, out_hi, out_msb):
-    """Two parties: corrections of [a b + r], [r >> f], [msb r] (correlations.TripleTrunc)."""
+    """Two parties: corrections of [a b + r], [r >> f], [msb r] (protocols.beaver.TripleTrunc)."""
     for i in range(out_cr.size):
         ri = r[i]
         out_cr[i] = (a0[i] + a1[i]) * (b0[i] + b1[i]) + ri - sub_cr[i]

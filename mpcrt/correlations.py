@@ -35,11 +35,7 @@ from mpcrt import framing
 from mpcrt.errors import DealerError
 from mpcrt.kernels import bufpool
 from mpcrt.protocols import beaver, comparison, powers, truncation
-from mpcrt.protocols.beaver import Triple, TripleTrunc  # noqa: F401  (tests/test_kernels.py names them here)
-from mpcrt.protocols.comparison import LtzBundle  # noqa: F401  (as above)
 from mpcrt.protocols.dealt import PARALLEL_MIN, Kind, Shape, pad_odd_a32, split, words
-from mpcrt.protocols.powers import LtzPowers, TruncPowers  # noqa: F401  (as above)
-from mpcrt.protocols.truncation import TruncPair  # noqa: F401  (as above)
 
 _pool = None
 _pool_lock = threading.Lock()  # the dealer's worker threads may ask for the pool at once

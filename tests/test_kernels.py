@@ -15,6 +15,7 @@ from mpcrt.errors import DealerError
 from mpcrt.kernels import bufpool, ring
 from mpcrt.kernels import powers as kp
 from mpcrt.kernels.prg import PRG
+from mpcrt.protocols import beaver, comparison, powers, truncation
 
 EDGES = np.array([0, 1, -1, 2**62, -(2**62), 2**63 - 1, -(2**63), 2**31, -(2**31) + 1], np.int64)
 
@@ -118,37 +119,37 @@ def _generic(kind_cls, prgs, priv, p, name):
 @pytest.mark.parametrize(
     "name,p,cls",
     [
-        ("ltz", dict(n=640, k=0), correlations.LtzBundle),
-        ("ltz", dict(n=1280, k=3), correlations.LtzBundle),
-        ("ltz", dict(n=1920, k=2, rows=3, mrows=1), correlations.LtzBundle),  # shared edaBit, products on row 0
-        ("ltz", dict(n=1920, k=1, rows=3, mrows=2, ym=1), correlations.LtzBundle),  # one mask for both product rows
-        ("ltz", dict(n=1280, k=2, rows=2, ym=1), correlations.LtzBundle),
+        ("ltz", dict(n=640, k=0), comparison.LtzBundle),
+        ("ltz", dict(n=1280, k=3), comparison.LtzBundle),
+        ("ltz", dict(n=1920, k=2, rows=3, mrows=1), comparison.LtzBundle),  # shared edaBit, products on row 0
+        ("ltz", dict(n=1920, k=1, rows=3, mrows=2, ym=1), comparison.LtzBundle),  # one mask for both product rows
+        ("ltz", dict(n=1280, k=2, rows=2, ym=1), comparison.LtzBundle),
         # + powers of beta r, M 32-bit
-        ("ltz", dict(n=1280, k=1, rows=2, ym=1, pw=[29, 4, 1234567]), correlations.LtzBundle),
-        ("ltz", dict(n=640, k=0, pw=[40, 3, -99]), correlations.LtzBundle),  # M 64-bit
-        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16), correlations.LtzBundle),  # coarse: AND masks zero at dead bits
-        ("ltz", dict(n=640, k=0, cb=8), correlations.LtzBundle),
+        ("ltz", dict(n=1280, k=1, rows=2, ym=1, pw=[29, 4, 1234567]), comparison.LtzBundle),
+        ("ltz", dict(n=640, k=0, pw=[40, 3, -99]), comparison.LtzBundle),  # M 64-bit
+        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16), comparison.LtzBundle),  # coarse: AND masks zero at dead bits
+        ("ltz", dict(n=640, k=0, cb=8), comparison.LtzBundle),
         # y truncated, M 32-bit
-        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345]), correlations.LtzBundle),
-        ("ltz", dict(n=1920, k=1, rows=3, mrows=2, ym=1, tk=40), correlations.LtzBundle),  # y truncated, M 64-bit
+        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345]), comparison.LtzBundle),
+        ("ltz", dict(n=1920, k=1, rows=3, mrows=2, ym=1, tk=40), comparison.LtzBundle),  # y truncated, M 64-bit
         # halves
-        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=1), correlations.LtzBundle),
-        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=2), correlations.LtzBundle),
-        ("ltz", dict(n=1280, k=2, rows=2, part=2), correlations.LtzBundle),
+        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=1), comparison.LtzBundle),
+        ("ltz", dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=2), comparison.LtzBundle),
+        ("ltz", dict(n=1280, k=2, rows=2, part=2), comparison.LtzBundle),
         # row 0: s0 xor s1
-        ("ltz", dict(n=1280, k=1, rows=2, mrows=1, ym=1, cb=16, tk=29, xr=1, part=2), correlations.LtzBundle),
-        ("ltz", dict(n=1920, k=1, rows=3, mrows=1, ym=1, xr=1), correlations.LtzBundle),
-        ("ltzpow", dict(n=1280, rows=2, pw=[29, 4, 12345], back=1), correlations.LtzPowers),  # M 32-bit
-        ("ltzpow", dict(n=640, rows=1, pw=[40, 3, -99], back=3), correlations.LtzPowers),  # M 64-bit
-        ("truncpow", dict(shape=[3, 50], k=40, J=3), correlations.TruncPowers),
-        ("truncpow", dict(shape=[3, 51], k=29, J=4), correlations.TruncPowers),  # M as uint32, odd count
-        ("triple", dict(a=[200], b=[200]), correlations.Triple),
-        ("trunc", dict(shape=[4, 25], f=16), correlations.TruncPair),
-        ("trunc", dict(shape=[3, 33], f=16), correlations.TruncPair),  # msb as uint32, odd count
-        ("trunc", dict(shape=[4, 25], f=40), correlations.TruncPair),  # f > 32: msb as int64
-        ("triple_trunc", dict(a=[4, 25], b=[4, 25], f=16), correlations.TripleTrunc),
-        ("triple_trunc", dict(a=[99], b=[99], f=20), correlations.TripleTrunc),
-        ("triple_trunc", dict(a=[2, 7], b=[2, 7], f=40), correlations.TripleTrunc),
+        ("ltz", dict(n=1280, k=1, rows=2, mrows=1, ym=1, cb=16, tk=29, xr=1, part=2), comparison.LtzBundle),
+        ("ltz", dict(n=1920, k=1, rows=3, mrows=1, ym=1, xr=1), comparison.LtzBundle),
+        ("ltzpow", dict(n=1280, rows=2, pw=[29, 4, 12345], back=1), powers.LtzPowers),  # M 32-bit
+        ("ltzpow", dict(n=640, rows=1, pw=[40, 3, -99], back=3), powers.LtzPowers),  # M 64-bit
+        ("truncpow", dict(shape=[3, 50], k=40, J=3), powers.TruncPowers),
+        ("truncpow", dict(shape=[3, 51], k=29, J=4), powers.TruncPowers),  # M as uint32, odd count
+        ("triple", dict(a=[200], b=[200]), beaver.Triple),
+        ("trunc", dict(shape=[4, 25], f=16), truncation.TruncPair),
+        ("trunc", dict(shape=[3, 33], f=16), truncation.TruncPair),  # msb as uint32, odd count
+        ("trunc", dict(shape=[4, 25], f=40), truncation.TruncPair),  # f > 32: msb as int64
+        ("triple_trunc", dict(a=[4, 25], b=[4, 25], f=16), beaver.TripleTrunc),
+        ("triple_trunc", dict(a=[99], b=[99], f=20), beaver.TripleTrunc),
+        ("triple_trunc", dict(a=[2, 7], b=[2, 7], f=40), beaver.TripleTrunc),
     ],
 )
 def test_fused_dealer_equals_generic(N, name, p, cls):
@@ -176,7 +177,7 @@ def test_big_ltz_deal_on_threads_equals_generic(N, pass_threads, monkeypatch):
     for part in (0, 1, 2):
         p = dict(n=2 * correlations.PARALLEL_MIN, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345], part=part)
         fused = correlations.deal(prgs, priv, 7, "ltz", p)
-        assert np.array_equal(fused, _generic(correlations.LtzBundle, prgs, priv, p, "ltz"))
+        assert np.array_equal(fused, _generic(comparison.LtzBundle, prgs, priv, p, "ltz"))
 
 
 @pytest.mark.parametrize("N", [2, 3])
@@ -205,7 +206,7 @@ def test_ltzpow_deals_the_powers_of_an_earlier_bundles_r(N):
         return out
 
     bundle = dict(n=1280, k=1, rows=2, ym=1, cb=16, tk=29, pw=[29, 4, 12345])
-    entries = correlations.LtzBundle()._pw_entries(bundle)
+    entries = comparison.LtzBundle()._pw_entries(bundle)
     want = values(7, "ltz", dict(bundle, part=1), entries)
     p = dict(n=1280, rows=2, pw=[29, 4, 12345], back=2)
     got = values(9, "ltzpow", p, entries)
@@ -229,7 +230,7 @@ def test_ltz_dabits_are_bits_and_packed():
     c = correlations.corrected_party(3, 2)
     other = correlations.expand_party(prgs[1 - c], 3, "ltz", p, False)  # the other party expands its shares
     shapes = correlations.correction_shapes("ltz", p)
-    names = [n for n, _, _ in correlations.LtzBundle().corrected(p)]
+    names = [n for n, _, _ in comparison.LtzBundle().corrected(p)]
     off, got = 0, {}
     for nm, s in zip(names, shapes):
         sz = int(np.prod(s))
@@ -319,7 +320,7 @@ def test_malformed_comparison_requests_are_refused(p):
     from mpcrt.errors import DealerError
 
     with pytest.raises(DealerError, match="malformed comparison request"):
-        correlations.LtzBundle().own(p)
+        comparison.LtzBundle().own(p)
 
 
 @pytest.mark.parametrize("N", [2, 3])
@@ -332,7 +333,7 @@ def test_malformed_comparison_requests_are_refused(p):
     ],
 )
 def test_truncated_product_tuples_are_consistent(N, name, p, prod):
-    """correlations.Truncated: the parties' shares sum to a b + r, r >> f and msb r for one
+    """protocols.beaver.Truncated: the parties' shares sum to a b + r, r >> f and msb r for one
     r (the dealer's), with the corrected party's corrections from the dealer and the rest from seeds."""
     prgs = [PRG(bytes([i + 1]) * 16) for i in range(N)]
 

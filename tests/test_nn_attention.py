@@ -4,7 +4,7 @@ separate projections, with or without biases), nn.TransformerEncoderLayer (post-
 pre-norm, relu and gelu) and nn.TransformerEncoder, and hand-written attention with
 public arithmetic on sizes (head_dim ** -0.5), against torch in float64.
 
-Tolerance: softmax, layer norm and GELU are approximations (mpcrt.approximations):
+Tolerance: softmax, layer norm and GELU are approximations (mpcrt.protocols: exp, normalize, activations):
 outputs of magnitude ~1 within 5e-3 (measured 5e-5 to 3e-4)."""
 from __future__ import annotations
 

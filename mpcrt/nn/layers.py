@@ -35,6 +35,7 @@ import numpy as np
 from mpcrt.errors import MpcError, ShapeError
 from mpcrt.nn.ir import MAX_PARAM_ELEMENTS, UnsupportedLayerError, refs_of, resolve
 from mpcrt.nn.ops import ELEMENTWISE, NONLINEAR_METHODS
+from mpcrt.protocols.normalize import normalize
 from mpcrt.tensor import SharedTensor, cat, stack, where
 
 
@@ -379,9 +380,7 @@ class SharedOps(_Common):
         return input.pad([int(p) for p in pad], value)
 
     def normalize(self, input, dim=1, eps=1e-12):
-        from mpcrt import activations
-
-        return activations.normalize(input, dim, eps)
+        return normalize(input, dim, eps)
 
     @staticmethod
     def _public_matmul(x, m):

@@ -11,7 +11,7 @@ Two kinds of entries:
   function runs it on SharedTensors, its torch names (torch.X, F.X, Tensor.X, nn.X) are
   imported as it, its keyword parameters are the IR node's arguments (defaults from the
   function's signature) and the nn module's attributes. Adding an activation is one
-  entry in `_ELEMENTWISE` (or, after issue 18's merge, in `mpcrt.tensor.METHODS`).
+  entry in `mpcrt.tensor.METHODS` (beside its protocol function).
 * `_OPS`: every other op, written by hand (structural ops, layers with weights, ops
   whose import needs argument rewrites).
 
@@ -21,18 +21,8 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable
 
-from mpcrt.tensor import SharedTensor
-
-
-@dataclass(frozen=True)
-class Method:
-    """A SharedTensor method as a protocol function (the shape of issue 18's `mpcrt.tensor.METHODS`)."""
-
-    fn: Callable[..., Any]  # the protocol function, fn(x, *args, **kwargs)
-    torch: tuple[str, ...] = ()  # torch names it stands for ("gelu" -> torch.gelu / F.gelu / Tensor.gelu / nn.GELU)
-    params: tuple[str, ...] = ()  # keyword parameters in torch's order (= nn module attribute names)
+from mpcrt.tensor import METHODS, Method
 
 
 @dataclass(frozen=True)
@@ -42,38 +32,6 @@ class Op:
     sig: inspect.Signature  # the arguments (names and defaults) every node of this op carries
     needs: str | None = None  # the nonlinear SharedTensor method it runs on (None: linear or local)
     method: Method | None = None  # elementwise activations: the protocol function and its torch names
-
-
-# ------------------------------------------------------- elementwise activations
-# name: (torch names, keyword parameters in torch's order). The interim source of the
-# Method records; issue 18's merge replaces `METHODS` below by `mpcrt.tensor.METHODS`
-# (one line; then this table, `_nn_methods` and the `Method` class above go).
-_ELEMENTWISE = {
-    "relu": (("relu",), ()),
-    "sigmoid": (("sigmoid",), ()),
-    "tanh": (("tanh",), ()),
-    "exp": (("exp",), ()),
-    "gelu": (("gelu",), ("approximate",)),
-    "silu": (("silu",), ()),
-    "hardtanh": (("hardtanh",), ("min_val", "max_val")),
-    "hardswish": (("hardswish",), ()),
-    "hardsigmoid": (("hardsigmoid",), ()),
-    "elu": (("elu",), ("alpha",)),
-    "selu": (("selu",), ()),
-    "celu": (("celu",), ("alpha",)),
-    "softplus": (("softplus",), ("beta", "threshold")),
-    "mish": (("mish",), ()),
-    "abs": (("abs",), ()),
-    "sqrt": (("sqrt",), ()),
-    "rsqrt": (("rsqrt",), ()),
-    "reciprocal": (("reciprocal",), ()),
-    "log": (("log",), ()),
-}
-
-
-def _nn_methods() -> dict[str, Method]:
-    """The Method records of `_ELEMENTWISE`: SharedTensor's methods, called by name."""
-    return {name: Method(getattr(SharedTensor, name), torch, params) for name, (torch, params) in _ELEMENTWISE.items()}
 
 
 def _s(fn) -> inspect.Signature:
@@ -165,7 +123,6 @@ def elementwise_ops(methods: dict[str, Method]) -> dict[str, Op]:
     return out
 
 
-METHODS: dict[str, Method] = _nn_methods()  # issue 18's merge: from mpcrt.tensor import METHODS
 ELEMENTWISE: dict[str, Op] = elementwise_ops(METHODS)
 OPS: dict[str, Op] = {**_OPS, **ELEMENTWISE}
 #: the arguments of every op of the IR (what `ir` checks each node against on decode)
