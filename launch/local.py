@@ -20,7 +20,7 @@ import time
 
 from mpcrt.cluster import Cluster, format_cluster, write_secret_key
 from mpcrt.kernels import gemm
-from mpcrt.transport import generate_keypair
+from mpcrt.zmq_transport import generate_keypair
 
 GRACE_SECONDS = 8.0
 

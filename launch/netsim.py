@@ -530,7 +530,7 @@ class NetSim:
         """Write a cluster file for the simulated hosts (node n-1 = dealer) and fresh key pairs
         in a private temporary folder (removed at close); return the cluster file's path."""
         from mpcrt.cluster import Cluster, format_cluster, write_secret_key
-        from mpcrt.transport import generate_keypair
+        from mpcrt.zmq_transport import generate_keypair
 
         self._check_open()
         n = self.n - 1

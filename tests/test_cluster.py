@@ -16,7 +16,7 @@ from mpcrt.cluster import (
     write_public_key,
     write_secret_key,
 )
-from mpcrt.transport import generate_keypair
+from mpcrt.zmq_transport import generate_keypair
 
 KEYS = [generate_keypair()[0].decode() for _ in range(4)]
 

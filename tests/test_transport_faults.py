@@ -20,7 +20,7 @@ from mpcrt.launch.inprocess import local_cluster, run_parties
 from mpcrt.launch.local import free_ports
 from mpcrt.parties.dealer import Dealer
 from mpcrt.runtime import Runtime
-from mpcrt.transport import Node, generate_keypair
+from mpcrt.zmq_transport import Node, generate_keypair
 
 NAMES = {0: "party 0", 1: "party 1", 2: "dealer"}
 SID = "test-session"
