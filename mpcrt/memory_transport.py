@@ -138,9 +138,11 @@ class MemoryTransport(FrameBook):
 
     def recv_any(self, timeout: float | None = None) -> tuple[int, dict, np.ndarray] | None:
         """(peer, header, array) of the next frame from any peer; None after `timeout`
-        seconds, or at once after wake()."""
+        seconds, at once after wake(), or when another node closes (so that the caller
+        looks at `disconnects` now rather than after the timeout)."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         with self._cond:
+            seen = self._box.disconnects
             while True:
                 if self._box.woken:
                     self._box.woken = False
@@ -149,6 +151,8 @@ class MemoryTransport(FrameBook):
                 if peer is not None:
                     header, payload = self._inbox[peer].popleft()
                     break
+                if self._box.disconnects != seen:  # (after what the node sent before it left)
+                    return None
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
