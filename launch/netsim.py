@@ -60,7 +60,7 @@ import tempfile
 import threading
 import time
 
-from mpcrt.launch.local import stop_all
+from mpcrt.launch.local import node_env, stop_all
 from mpcrt.launch import relay as _relay
 
 PRESETS: dict[str, tuple[float, float]] = {
@@ -559,14 +559,8 @@ class NetSim:
         """The environment node i's mpcrt process needs (as launch/local.py sets it)."""
         if self.cluster_path is None:
             self.write_cluster()
-        e = dict(os.environ if base is None else base)
-        from mpcrt.launch.local import blas_thread_env
-
-        e.update(blas_thread_env(self.n - 1, e))
-        e.update({"MPCRT_CLUSTER": self.cluster_path, "MPCRT_RANK": str(i), "MPCRT_SECRET_KEY": self.key_paths[i],
-                  "MPCRT_PRECISION": str(self.precision), "PYTHONUNBUFFERED": "1",
-                  "MPCRT_INSECURE": "1" if self.insecure else "0"})
-        return e
+        return node_env(dict(os.environ if base is None else base), self.n - 1, i, self.cluster_path,
+                        self.key_paths[i], self.precision, self.insecure)
 
     def run_mpc(self, script: str, args: list[str] | tuple = (), *, timeout: float = 120.0,
                 env_extra: dict | None = None, grace: float = 5.0) -> MpcRun:

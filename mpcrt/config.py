@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, MutableMapping
 
 from mpcrt.errors import ConfigError
 
@@ -159,14 +159,14 @@ class Config:
         return cls(**{v.field: _parse(v, env[v.env]) for v in VARIABLES if env.get(v.env, "") != ""})
 
     def replace(self, **changes) -> "Config":
-        """A copy with some fields changed (None leaves a field as it is: an absent flag);
-        string values are parsed and validated as the environment's are."""
+        """A copy with some fields changed (None leaves a field as it is: an absent flag),
+        each value validated as the environment's are."""
         fixed = {}
         for k, val in changes.items():
             if k not in _BY_FIELD:
                 raise ConfigError(f"unknown setting {k!r}; the settings are {', '.join(_BY_FIELD)}")
             if val is not None:
-                fixed[k] = _parse(_BY_FIELD[k], val) if isinstance(val, str) else val
+                fixed[k] = _parse(_BY_FIELD[k], str(val))
         return dataclasses.replace(self, **fixed)
 
     def env(self) -> dict[str, str]:
@@ -177,6 +177,17 @@ class Config:
             if val is not None and val != v.default:
                 out[v.env] = ("1" if val else "0") if isinstance(val, bool) else str(val)
         return out
+
+    def apply(self, env: MutableMapping[str, str]) -> MutableMapping[str, str]:
+        """Set env's MPCRT_* variables so that it reads back as this configuration (those at
+        their default removed); returns env."""
+        given = self.env()
+        for v in VARIABLES:
+            if v.env in given:
+                env[v.env] = given[v.env]
+            else:
+                env.pop(v.env, None)
+        return env
 
 
 def _parse(v: Var, raw: str) -> Any:
@@ -201,12 +212,7 @@ def install(cfg: Config) -> Config:
     """Make cfg this process's configuration and put it in os.environ, for the processes
     it starts and for the kernels, which read their variables themselves."""
     global _current
-    given = cfg.env()
-    for v in VARIABLES:  # the environment then reads back as cfg (defaults unset)
-        if v.env in given:
-            os.environ[v.env] = given[v.env]
-        else:
-            os.environ.pop(v.env, None)
+    cfg.apply(os.environ)
     _current = cfg
     return cfg
 
