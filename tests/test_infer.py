@@ -116,8 +116,8 @@ def test_cluster_parties_with_arch_and_state_dict(cli, files, tmp_path):
               "--input-shape", "1,20", "--input", files["x"], "--output", files["out"]]
     dealer, _ = cli.start(["dealer", "--cluster", cluster, "--key", keys[2]])
     p0, _ = cli.start(["party", "--cluster", cluster, "--rank", "0", "--key", keys[0], INFER, *common])
-    p1 = subprocess.Popen([sys.executable, "-m", "mpcrt.launch.infer", "--cluster", cluster, "--rank", "1", "--key", keys[1],
-                           *common], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    p1 = subprocess.Popen([sys.executable, "-m", "mpcrt.launch.infer", "--cluster", cluster, "--rank", "1",
+                           "--key", keys[1], *common], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env={**{k: v for k, v in os.environ.items() if not k.startswith("MPCRT_")},
                                "MPCRT_THREADS": "1"}, start_new_session=True)
     try:
