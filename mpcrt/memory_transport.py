@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from mpcrt import framing
-from mpcrt.errors import ConfigError, PeerFailure, ProtocolError
+from mpcrt.errors import ConfigError, PeerFailure
 from mpcrt.transport import DEFAULT_TIMEOUT, FrameBook
 
 
@@ -100,7 +100,6 @@ class MemoryTransport(FrameBook):
         self._box = net._boxes[my_id]
         self._cond = self._box.cond
         self._inbox = self._box.inbox
-        self._closed = False
 
     @property
     def disconnects(self) -> int:
@@ -172,18 +171,6 @@ class MemoryTransport(FrameBook):
     def peer_dead(self, peer: int) -> str | None:
         return self._net.gone(peer)
 
-    # ----------------------------------------------------------------- close
-    def close(self, barrier: bool = True, barrier_peers: list[int] | None = None) -> None:
-        """Optionally say goodbye to peers, then leave the network (peers waiting on us fail)."""
-        if self._closed:
-            return
-        if barrier and barrier_peers:
-            for j in barrier_peers:
-                self.send(j, "bye", np.zeros(0, np.int64))
-            for j in barrier_peers:
-                try:
-                    self.recv(j, "bye")
-                except (PeerFailure, ProtocolError):
-                    pass
-        self._closed = True
+    def _release(self) -> None:
+        """Leave the network: peers waiting on this node fail at once."""
         self._net._closing(self.id)

@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from mpcrt import framing
+from mpcrt.errors import PeerFailure, ProtocolError
 
 DEFAULT_TIMEOUT = 60.0  # seconds a receive waits (MPCRT_TIMEOUT, --timeout)
 
@@ -67,8 +68,9 @@ class Transport(Protocol):
 
 
 class FrameBook:
-    """Sequence numbers and byte counters of one node's channels, and the frame checks:
-    the part both transports share, so that they check and count alike."""
+    """Sequence numbers and byte counters of one node's channels, the frame checks and the
+    closing barrier: the part both transports share, so that they check and count alike.
+    An implementation adds send, recv, recv_any, wake, peer_dead and _release."""
 
     def __init__(self, my_id: int, names: dict[int, str], session: str, timeout: float):
         self.id = my_id
@@ -81,6 +83,7 @@ class FrameBook:
         self.received_from: collections.Counter = collections.Counter()
         self._send_seq: collections.Counter = collections.Counter()
         self._recv_seq: collections.Counter = collections.Counter()
+        self._closed = False
 
     def name(self, peer: int) -> str:
         return self.names.get(peer, f"node {peer}")
@@ -113,3 +116,18 @@ class FrameBook:
         self.received_from[peer] += len(header) + arr.nbytes
         return arr
 
+    def close(self, barrier: bool = True, barrier_peers: list[int] | None = None) -> None:
+        """Optionally say goodbye to peers (so nobody sees our exit as a failure), then
+        release the channels (the implementation's _release). Idempotent."""
+        if self._closed:
+            return
+        if barrier and barrier_peers:  # the closing barrier: a peer that is gone, or says something else, is let go
+            for j in barrier_peers:
+                self.send(j, "bye", np.zeros(0, np.int64))
+            for j in barrier_peers:
+                try:
+                    self.recv(j, "bye")
+                except (PeerFailure, ProtocolError):
+                    pass
+        self._closed = True
+        self._release()

@@ -88,7 +88,6 @@ class Node(FrameBook):
         self.insecure = insecure
         self._inbox: dict[int, collections.deque] = collections.defaultdict(collections.deque)
         self._dead: dict[int, str] = {}
-        self._closed = False
         self.router_disconnects = 0
         self._hs_fail = collections.Counter()
         self._up = collections.Counter()
@@ -361,19 +360,8 @@ class Node(FrameBook):
         return self.router_disconnects
 
     # ----------------------------------------------------------------- close
-    def close(self, barrier: bool = True, barrier_peers: list[int] | None = None) -> None:
-        """Optionally say goodbye to peers (so nobody sees our exit as a failure), then close."""
-        if self._closed:
-            return
-        if barrier and barrier_peers:
-            for j in barrier_peers:
-                self.send(j, "bye", np.zeros(0, np.int64))
-            for j in barrier_peers:
-                try:
-                    self.recv(j, "bye")
-                except (PeerFailure, ProtocolError):
-                    pass
-        self._closed = True
+    def _release(self) -> None:
+        """Close the sockets, monitors, authenticator and context (after close's barrier)."""
         for s in list(self.out.values()) + [getattr(self, "router", None)]:
             if s is not None:
                 try:
