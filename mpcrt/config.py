@@ -194,7 +194,7 @@ def _parse(v: Var, raw: str) -> Any:
     try:
         return v.parse(raw)
     except ValueError:
-        raise ConfigError(f"{v.env}={raw!r} is not allowed: use {v.allowed} ({v.doc})") from None
+        raise ConfigError(f"{v.env}={raw!r} is not allowed: use {v.allowed}. {v.env} sets {v.doc}") from None
 
 
 _current: Config | None = None
@@ -225,6 +225,3 @@ def add_device_argument(p) -> None:
 
 
 __doc__ = __doc__.format(table=table())
-
-if __name__ == "__main__":  # pragma: no cover
-    print(table())

@@ -29,7 +29,7 @@ from mpcrt.transport import DEFAULT_TIMEOUT, Transport
 from mpcrt.zmq_transport import party_node
 
 log = logging.getLogger("mpcrt")
-LOOKAHEAD_MB = config.current().lookahead_mb
+LOOKAHEAD_MB: int | None = None  # None: mpcrt.config's lookahead_mb (tests set a number)
 MAX_PLANS = 1024  # lookahead plans kept per runtime
 
 _current: "Runtime | None" = None
@@ -386,7 +386,8 @@ class Runtime:
                 log.debug("lookahead guess for %r failed: %s", key, e)
         plan = plan or []
         # every party numbers the plan alike; only whether party 0 sends it early may differ
-        d.announce(plan, send=bool(plan) and d.correction_bytes(plan) <= LOOKAHEAD_MB << 20)
+        cap_mb = config.current().lookahead_mb if LOOKAHEAD_MB is None else LOOKAHEAD_MB
+        d.announce(plan, send=bool(plan) and d.correction_bytes(plan) <= cap_mb << 20)
         d.log, self._looking_ahead = [], True
         ok = False
         try:

@@ -40,8 +40,7 @@ log = logging.getLogger("mpcrt.transport")
 HEARTBEAT_IVL_MS = 1000
 # ZMTP heartbeats only see whole messages, so a large array on a slow link must not trip
 # them: a dead process is seen at once through the closed TCP connection anyway; this
-# timeout is for a silently lost network path (MPCRT_HEARTBEAT_TIMEOUT, seconds).
-HEARTBEAT_TIMEOUT_MS = int(config.current().heartbeat_timeout * 1000)
+# timeout is for a silently lost network path (MPCRT_HEARTBEAT_TIMEOUT, seconds: mpcrt.config).
 HANDSHAKE_RETRIES = 5
 ROUTED_GRACE = 2.0
 _MON_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED
@@ -164,8 +163,9 @@ class Node(FrameBook):
         s.setsockopt(zmq.SNDHWM, 0)
         s.setsockopt(zmq.RCVHWM, 0)
         s.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-        s.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+        quiet_ms = int(config.current().heartbeat_timeout * 1000)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, quiet_ms)
+        s.setsockopt(zmq.HEARTBEAT_TTL, quiet_ms)
         # No SNDBUF/RCVBUF: a fixed size turns off Linux's buffer autotuning, which grows
         # the buffers as the link needs (tcp_rmem / tcp_wmem). Measured: exp on 1e6
         # elements at N = 2 took 157-160 ms with autotuning against 163-167 ms with fixed

@@ -36,7 +36,11 @@ def run_cluster_party(prog: str, cluster: str, rank: int | None, key: str | None
 
 
 def run_script(script: str, args: list[str]) -> int:
-    logging.basicConfig(level=config.current().loglevel, format="%(name)s: %(message)s")
+    try:
+        logging.basicConfig(level=config.current().loglevel, format="%(name)s: %(message)s")
+    except ConfigError as e:  # a bad MPCRT_* variable
+        print(f"mpcrt: {e}", file=sys.stderr)
+        return 2
     if not os.path.isfile(script):
         print(f"mpcrt: no such script {script!r}", file=sys.stderr)
         return 2
