@@ -54,7 +54,8 @@ class Transport(Protocol):
 
     def recv_any(self, timeout: float | None = None) -> tuple[int, dict, np.ndarray] | None:
         """(peer, header, array) of the next frame from any peer; None after `timeout`
-        seconds or once another thread called wake()."""
+        seconds, once another thread called wake(), or (an implementation may) as soon as a
+        peer disconnected: a caller checks its conditions on None and waits again."""
 
     def wake(self) -> None:
         """Thread-safe: make a waiting (or the next) recv_any return None at once."""
