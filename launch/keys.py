@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from mpcrt.cluster import write_public_key, write_secret_key
-from mpcrt.transport import generate_keypair
+from mpcrt.zmq_transport import generate_keypair
 
 
 def keygen(name: str, directory: str = ".") -> tuple[str, str, str]:

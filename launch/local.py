@@ -19,8 +19,9 @@ import threading
 import time
 
 from mpcrt.cluster import Cluster, format_cluster, write_secret_key
+from mpcrt.config import Config
 from mpcrt.kernels import gemm
-from mpcrt.transport import generate_keypair
+from mpcrt.zmq_transport import generate_keypair
 
 GRACE_SECONDS = 8.0
 
@@ -88,6 +89,19 @@ def blas_thread_env(n: int, env: dict) -> dict:
     return {v: t for v in BLAS_THREAD_VARS if v not in env}
 
 
+def node_env(base: dict, n: int, rank: int, cluster: str, key: str | None, precision: int, insecure: bool,
+             timeout: float | None = None) -> dict:
+    """The environment of node `rank` (n: the dealer) of an n-party session on this host:
+    base's configuration (mpcrt.config) with this node's cluster file, rank, key,
+    precision and security mode, and the BLAS thread caps."""
+    env = dict(base)
+    env.update(blas_thread_env(n, env))
+    env["PYTHONUNBUFFERED"] = "1"
+    cfg = Config.from_env(env).replace(cluster=cluster, rank=rank, precision=precision,
+                                       insecure=insecure, secret_key=None if insecure else key, timeout=timeout)
+    return cfg.apply(env)
+
+
 def launch(
     n: int,
     script: str,
@@ -115,18 +129,14 @@ def launch(
         cluster, key_paths = make_local_cluster(n, workdir, precision)
         base = dict(os.environ)
         base.update(env_extra or {})
-        base.update(blas_thread_env(n, base))
-        base.update({"MPCRT_CLUSTER": cluster, "MPCRT_PRECISION": str(precision), "PYTHONUNBUFFERED": "1",
-                     "MPCRT_INSECURE": "1" if insecure else "0"})
-        if timeout is not None:
-            base["MPCRT_TIMEOUT"] = str(timeout)
         if insecure:
             print("mpcrt launch: WARNING --insecure-plaintext: channels are NOT encrypted or authenticated "
                   "(local benchmarking only)", file=sys.stderr)
 
         def start(name, argv, i):
-            env = dict(base, MPCRT_RANK=str(i), MPCRT_SECRET_KEY=key_paths[i])
-            p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            env = node_env(base, n, i, cluster, key_paths[i], precision, insecure, timeout)
+            p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
             procs[name] = p
             t = threading.Thread(target=_pump, args=(p.stdout, name, out, lock), daemon=True)
             t.start()

@@ -48,9 +48,7 @@ import atexit
 import dataclasses
 import json
 import os
-import re
 import secrets
-import select
 import shutil
 import signal
 import statistics
@@ -60,18 +58,27 @@ import tempfile
 import threading
 import time
 
-from mpcrt.launch.local import stop_all
 from mpcrt.launch import relay as _relay
+from mpcrt.launch.local import node_env, stop_all
+from mpcrt.launch.netns import (
+    _CMD_TIMEOUT,
+    NS_PREFIX,
+    SUBNET,
+    NetSimError,
+    NetSimUnavailable,
+    _Child,
+    _kill_ns_pids,
+    check_available,
+    cleanup_stale,
+    list_namespaces,
+    unavailable_reason,
+)
 
 PRESETS: dict[str, tuple[float, float]] = {
     "lan": (0.25, 10_000.0),  # one-way delay in ms, rate in Mbit/s
     "wan": (25.0, 100.0),
 }
-SUBNET = "10.77.0"
-NS_PREFIX = "mpcrt-"
-_NS_RE = re.compile(r"^mpcrt-(\d+)-(\d+)-(hub|\d+)$")
 _RELAY_PATH = os.path.abspath(_relay.__file__)
-_CMD_TIMEOUT = 15.0
 
 __all__ = ["NetSim", "MpcRun", "NetSimError", "NetSimUnavailable", "PRESETS", "check_available",
            "unavailable_reason", "list_namespaces", "cleanup_stale"]
@@ -79,145 +86,6 @@ __all__ = ["NetSim", "MpcRun", "NetSimError", "NetSimUnavailable", "PRESETS", "c
 _counter = 0
 _counter_lock = threading.Lock()
 _live: set["NetSim"] = set()
-
-
-class NetSimError(RuntimeError):
-    """The simulated network could not be built, torn down or validated."""
-
-
-class NetSimUnavailable(NetSimError):
-    """This machine cannot run the simulation (not root, no iproute2, kernel lacks a feature)."""
-
-
-def check_available() -> None:
-    """Raise NetSimUnavailable saying what is missing; return if a NetSim can run here."""
-    if not sys.platform.startswith("linux"):
-        raise NetSimUnavailable("network simulation needs Linux network namespaces")
-    if os.geteuid() != 0:
-        raise NetSimUnavailable(
-            "network simulation needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN to create network "
-            "namespaces, veths and tc qdiscs): run as root or with sudo")
-    missing = [c for c in ("ip", "tc") if shutil.which(c) is None]
-    if missing:
-        raise NetSimUnavailable(
-            f"network simulation needs iproute2 (missing: {', '.join(missing)}): apt-get install -y iproute2")
-    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=_CMD_TIMEOUT)
-    if r.returncode != 0:
-        raise NetSimUnavailable(f"`ip netns list` failed: {r.stderr.strip()} (network namespaces unsupported?)")
-
-
-def unavailable_reason() -> str | None:
-    """None if a NetSim can run here, else why not (for pytest.skip)."""
-    try:
-        check_available()
-    except NetSimUnavailable as e:
-        return str(e)
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"network simulation unavailable: {e}"
-    return None
-
-
-def list_namespaces() -> list[str]:
-    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=_CMD_TIMEOUT)
-    return sorted(line.split()[0] for line in r.stdout.splitlines() if line.strip())
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def cleanup_stale() -> list[str]:
-    """Delete namespaces left by NetSims whose process died (SIGKILL); returns their names."""
-    gone = []
-    for ns in list_namespaces():
-        m = _NS_RE.match(ns)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
-            _kill_ns_pids(ns)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=_CMD_TIMEOUT)
-            gone.append(ns)
-    return gone
-
-
-def _kill_ns_pids(ns: str) -> None:
-    """SIGKILL what still runs inside one of our namespaces (our own children and theirs)."""
-    try:
-        r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=_CMD_TIMEOUT)
-    except (OSError, subprocess.SubprocessError):
-        return
-    for tok in r.stdout.split():
-        if tok.isdigit() and int(tok) != os.getpid():
-            try:
-                os.kill(int(tok), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-class _Child:
-    """A helper process (relay or probe) spoken to by lines on stdin/stdout."""
-
-    def __init__(self, argv: list[str], what: str, errfile: str):
-        self.what = what
-        self.errfile = errfile
-        with open(errfile, "wb") as err:
-            self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                      start_new_session=True)
-        self._buf = b""
-
-    def send(self, line: str) -> None:
-        self.p.stdin.write(line.encode() + b"\n")
-        self.p.stdin.flush()
-
-    def readline(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        fd = self.p.stdout.fileno()
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise NetSimError(f"{self.what}: no answer within {timeout:.0f} s{self._stderr()}")
-            r, _, _ = select.select([fd], [], [], left)
-            if r:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise NetSimError(f"{self.what} exited (status {self.p.poll()}){self._stderr()}")
-                self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        return line.decode()
-
-    def _stderr(self) -> str:
-        try:
-            text = open(self.errfile, errors="replace").read().strip()
-        except OSError:
-            return ""
-        return f": {text[-800:]}" if text else ""
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            try:
-                self.p.stdin.close()  # relays and probes leave when stdin closes
-            except OSError:
-                pass
-            try:
-                self.p.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                try:
-                    self.p.wait(timeout=3.0)
-                except subprocess.TimeoutExpired:
-                    pass
-        for f in (self.p.stdin, self.p.stdout):
-            try:
-                f.close()
-            except (OSError, ValueError):
-                pass
 
 
 @dataclasses.dataclass
@@ -530,12 +398,13 @@ class NetSim:
         """Write a cluster file for the simulated hosts (node n-1 = dealer) and fresh key pairs
         in a private temporary folder (removed at close); return the cluster file's path."""
         from mpcrt.cluster import Cluster, format_cluster, write_secret_key
-        from mpcrt.transport import generate_keypair
+        from mpcrt.zmq_transport import generate_keypair
 
         self._check_open()
         n = self.n - 1
         if n < 2:
-            raise NetSimError(f"an mpcrt cluster needs at least 2 parties and the dealer: NetSim({n + 2}, ...), not NetSim({self.n}, ...)")
+            raise NetSimError(f"an mpcrt cluster needs at least 2 parties and the dealer: NetSim({n + 2}, ...), "
+                              f"not NetSim({self.n}, ...)")
         keys = {i: generate_keypair() for i in range(self.n)}
         c = Cluster(
             session=session or f"netsim-{secrets.token_hex(8)}",
@@ -559,14 +428,8 @@ class NetSim:
         """The environment node i's mpcrt process needs (as launch/local.py sets it)."""
         if self.cluster_path is None:
             self.write_cluster()
-        e = dict(os.environ if base is None else base)
-        from mpcrt.launch.local import blas_thread_env
-
-        e.update(blas_thread_env(self.n - 1, e))
-        e.update({"MPCRT_CLUSTER": self.cluster_path, "MPCRT_RANK": str(i), "MPCRT_SECRET_KEY": self.key_paths[i],
-                  "MPCRT_PRECISION": str(self.precision), "PYTHONUNBUFFERED": "1",
-                  "MPCRT_INSECURE": "1" if self.insecure else "0"})
-        return e
+        return node_env(dict(os.environ if base is None else base), self.n - 1, i, self.cluster_path,
+                        self.key_paths[i], self.precision, self.insecure)
 
     def run_mpc(self, script: str, args: list[str] | tuple = (), *, timeout: float = 120.0,
                 env_extra: dict | None = None, grace: float = 5.0) -> MpcRun:
@@ -592,8 +455,8 @@ class NetSim:
                 p = self.popen(i, argv, env=self.env(i, base), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                 procs[names[i]] = p
                 outputs[names[i]] = []
-                t = threading.Thread(target=lambda s, o: o.extend(iter(s.readline, b"")), args=(p.stdout, outputs[names[i]]),
-                                     daemon=True)
+                t = threading.Thread(target=lambda s, o: o.extend(iter(s.readline, b"")),
+                                     args=(p.stdout, outputs[names[i]]), daemon=True)
                 t.start()
                 pumps.append(t)
             parties = [names[i] for i in range(n)]
@@ -623,8 +486,8 @@ class NetSim:
             for t in pumps:
                 t.join(timeout=2)
             self._procs = [p for p in self._procs if p not in procs.values()]
-        return MpcRun({k: codes[k] for k in procs}, {k: b"".join(v).decode("utf-8", "replace") for k, v in outputs.items()},
-                      end - t0, timed_out)
+        texts = {k: b"".join(v).decode("utf-8", "replace") for k, v in outputs.items()}
+        return MpcRun({k: codes[k] for k in procs}, texts, end - t0, timed_out)
 
     # ------------------------------------------------------------ validation
     class _Probe:
@@ -730,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     """python -m mpcrt.launch.netsim [--preset lan|wan] [--delay-ms D --rate-mbit R] [-n NODES]: validate."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m mpcrt.launch.netsim", description="build and validate a simulated network")
+    ap = argparse.ArgumentParser(prog="python -m mpcrt.launch.netsim",
+                                 description="build and validate a simulated network")
     ap.add_argument("--preset", choices=sorted(PRESETS))
     ap.add_argument("--delay-ms", type=float)
     ap.add_argument("--rate-mbit", type=float)

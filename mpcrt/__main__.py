@@ -1,5 +1,6 @@
+"""`python -m mpcrt`: the command line (mpcrt.launch.cli), the one mpcrt module that imports launch."""
 import sys
 
-from mpcrt.cli import main
+from mpcrt.launch.cli import main
 
 sys.exit(main())

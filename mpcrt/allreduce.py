@@ -9,25 +9,26 @@ in two rounds instead of one, and no party learns more than the opened value: th
 chunk sums it receives are chunks of that value.
 
 The runtime splits an opening when N >= 3 and the buffer is at least SPLIT_BYTES long
-(env MPCRT_SPLIT_OPEN_BYTES; 0 splits every opening, -1 none; every party must use the
+(MPCRT_SPLIT_OPEN_BYTES, mpcrt.config; 0 splits every opening, -1 none; every party must use the
 same value, or the first split opening fails with a ProtocolError on the frame's shape).
-The default, 512 KiB, is where the bytes saved (2/3 L at N = 3) take about as long on a link as one more
-one-way delay: 340 KiB at 0.25 ms and 10 Gbit/s (LAN) and at 25 ms and 100 Mbit/s (WAN).
+The default, 512 KiB, is where the bytes saved (2/3 L at N = 3) take about as long on a
+link as one more one-way delay: 340 KiB at 0.25 ms and 10 Gbit/s (LAN) and at 25 ms and 100 Mbit/s (WAN).
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from mpcrt import config
 from mpcrt.kernels import bufpool
+from mpcrt.transport import Transport
 
-SPLIT_BYTES = int(os.environ.get("MPCRT_SPLIT_OPEN_BYTES", str(1 << 19)))
+SPLIT_BYTES: int | None = None  # None: mpcrt.config's split_open_bytes (tests set a number)
 
 
 def use_split(world_size: int, nbytes: int) -> bool:
     """Whether an opening of nbytes per party goes in two steps (all parties agree)."""
-    return world_size > 2 and SPLIT_BYTES >= 0 and nbytes >= SPLIT_BYTES
+    split = config.current().split_open_bytes if SPLIT_BYTES is None else SPLIT_BYTES
+    return world_size > 2 and split >= 0 and nbytes >= split
 
 
 def bounds(nbytes: int, n: int) -> list[int]:
@@ -53,7 +54,7 @@ def reduce_into(acc: np.ndarray, other: np.ndarray, segs: list[tuple[int, int, b
             np.bitwise_xor(x, y, out=x)
 
 
-def open_split(node, rank: int, world_size: int, buf: np.ndarray, segs: list, tag: str) -> np.ndarray:
+def open_split(node: Transport, rank: int, world_size: int, buf: np.ndarray, segs: list, tag: str) -> np.ndarray:
     """The opened buffer (uint8, same length as buf, a new array) by reduce-scatter and
     all-gather. buf: this party's shares, laid out as segs say; it is sent without a
     copy, so the caller must not change it afterwards."""

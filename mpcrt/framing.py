@@ -22,7 +22,8 @@ from mpcrt.errors import ProtocolError
 VERSION = 2
 CHUNK_BYTES = 8 << 20
 SINGLE_MAX = 30 << 20
-ALLOWED_DTYPES = {"<i8": np.int64, "<u8": np.uint64, "<i4": np.int32, "<u2": np.uint16, "|u1": np.uint8, "<f8": np.float64}
+ALLOWED_DTYPES = {"<i8": np.int64, "<u8": np.uint64, "<i4": np.int32, "<u2": np.uint16, "|u1": np.uint8,
+                  "<f8": np.float64}
 MAX_HEADER = 4096
 MAX_DIMS = 32
 

@@ -1,9 +1,12 @@
 """The party runtime: who am I, my channels, my dealer client, and the round primitives.
 
 `Runtime` is what protocols see: `rank`, `world_size`, `precision`, `open` (one
-round, batched; two smaller ones for large openings among N >= 3, mpcrt.allreduce), `exchange`, `dealer.request`, `scope` (stats attribution) and the
-pairwise PRGs used to share inputs without sending them. `init()` builds one from
-the environment `mpcrt launch` / `mpcrt party` set up.
+round, batched; two smaller ones for large openings among N >= 3, mpcrt.allreduce),
+`exchange`, `dealer.request`, `scope` (stats attribution) and the pairwise PRGs used to
+share inputs without sending them. It talks through a transport it is given
+(mpcrt.transport.Transport: ZeroMQ between processes, or in memory between threads);
+`Runtime.connect` opens a cluster file's ZeroMQ channels, and `init()` builds one from
+the configuration `mpcrt launch` / `mpcrt party` set up (mpcrt.config).
 """
 from __future__ import annotations
 
@@ -15,55 +18,37 @@ import time
 
 import numpy as np
 
-from mpcrt import allreduce, fixedpoint
+from mpcrt import allreduce, config, fixedpoint
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import DealerClient
 from mpcrt.errors import ConfigError, MpcError, ShapeError
 from mpcrt.kernels import allocator, bufpool, gemm, topbytes
 from mpcrt.kernels.prg import PRG, new_seed
 from mpcrt.protocols.rounds import Top
-from mpcrt.transport import DEFAULT_TIMEOUT, Node
+from mpcrt.transport import DEFAULT_TIMEOUT, Transport
+from mpcrt.zmq_transport import party_node
 
 log = logging.getLogger("mpcrt")
-LOOKAHEAD_MB = int(os.environ.get("MPCRT_LOOKAHEAD_MB", "2048"))
+LOOKAHEAD_MB: int | None = None  # None: mpcrt.config's lookahead_mb (tests set a number)
 MAX_PLANS = 1024  # lookahead plans kept per runtime
 
 _current: "Runtime | None" = None
 
 
 class Runtime:
-    """One party's view of an MPC session."""
+    """One party's view of an MPC session, over the transport it is given (its `node`:
+    node ids 0..N-1 are the parties, N the dealer; this party is `transport.id`)."""
 
-    def __init__(
-        self,
-        cluster: Cluster,
-        rank: int,
-        secret_key: bytes | None,
-        precision: int | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        insecure: bool = False,
-    ):
-        n = cluster.world_size
-        if not 0 <= rank < n:
-            raise ConfigError(f"rank {rank} is not in 0..{n - 1} for a {n}-party cluster")
+    def __init__(self, transport: Transport, precision: int = 16):
+        n = len(transport.names) - 1
+        if not 0 <= transport.id < n:
+            raise ConfigError(f"rank {transport.id} is not in 0..{n - 1} for a {n}-party session")
         allocator.tune()  # reuse big numpy temporaries instead of page-faulting fresh mmaps
-        self.rank = rank
+        self.rank = transport.id
         self.world_size = n
-        self.precision = fixedpoint.check_precision(cluster.precision if precision is None else precision)
-        self.cluster = cluster
+        self.precision = fixedpoint.check_precision(precision)
         self.dealer_id = n
-        self.node = Node(
-            rank,
-            cluster.names,
-            cluster.endpoints,
-            None if insecure else cluster.public_keys,
-            secret_key,
-            cluster.session,
-            connect_to=[j for j in range(n) if j != rank] + [n],
-            timeout=timeout,
-            insecure=insecure,
-            binds=cluster.binds,
-        )
+        self.node = transport
         self._rounds = 0
         self._by_op: dict[str, dict[str, int]] = {}
         self._scope: str | None = None
@@ -76,6 +61,13 @@ class Runtime:
         except BaseException:
             self.node.close(barrier=False)
             raise
+
+    @classmethod
+    def connect(cls, cluster: Cluster, rank: int, secret_key: bytes | None, precision: int | None = None,
+                timeout: float = DEFAULT_TIMEOUT, insecure: bool = False) -> "Runtime":
+        """Party `rank` of a cluster file's session, over ZeroMQ (CurveZMQ unless insecure)."""
+        precision = fixedpoint.check_precision(cluster.precision if precision is None else precision)
+        return cls(party_node(cluster, rank, secret_key, timeout=timeout, insecure=insecure), precision)
 
     def _setup(self) -> None:
         # a seed with the dealer (over the encrypted channel), then one per pair of parties
@@ -108,7 +100,8 @@ class Runtime:
         if donate and isinstance(one, np.ndarray) and one.dtype == np.int64 and one.flags.c_contiguous and one.ndim:
             flat = one.reshape(-1)
         else:  # a new array (sent without a copy: the caller may change its own arrays afterwards)
-            flat = np.concatenate([np.ascontiguousarray(s, np.int64).ravel() for s in shares]) if len(shares) > 1 else np.array(shares[0], np.int64).ravel()
+            flat = (np.concatenate([np.ascontiguousarray(s, np.int64).ravel() for s in shares]) if len(shares) > 1
+                    else np.array(shares[0], np.int64).ravel())
         if allreduce.use_split(self.world_size, flat.nbytes):
             total = allreduce.open_split(self.node, self.rank, self.world_size, flat.view(np.uint8),
                                          [(0, flat.nbytes, True)], tag).view(np.int64)
@@ -238,7 +231,8 @@ class Runtime:
         self._count_round()
         return total
 
-    def exchange(self, send: dict[int, np.ndarray], recv: dict[int, tuple], tag: str, dtype=np.int64) -> dict[int, np.ndarray]:
+    def exchange(self, send: dict[int, np.ndarray], recv: dict[int, tuple], tag: str,
+                 dtype=np.int64) -> dict[int, np.ndarray]:
         """One round of point-to-point messages: send[j] to j, receive arrays of shape recv[j]."""
         if self._dry:
             return {j: np.zeros(s, dtype) for j, s in recv.items()}
@@ -392,7 +386,8 @@ class Runtime:
                 log.debug("lookahead guess for %r failed: %s", key, e)
         plan = plan or []
         # every party numbers the plan alike; only whether party 0 sends it early may differ
-        d.announce(plan, send=bool(plan) and d.correction_bytes(plan) <= LOOKAHEAD_MB << 20)
+        cap_mb = config.current().lookahead_mb if LOOKAHEAD_MB is None else LOOKAHEAD_MB
+        d.announce(plan, send=bool(plan) and d.correction_bytes(plan) <= cap_mb << 20)
         d.log, self._looking_ahead = [], True
         ok = False
         try:
@@ -446,30 +441,28 @@ def _unflatten(total: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def init(precision: int | None = None, timeout: float | None = None) -> Runtime:
-    """The runtime of this party, built from what `mpcrt launch` or `mpcrt party` set.
+    """The runtime of this party, built from what `mpcrt launch` or `mpcrt party` set
+    (mpcrt.config: MPCRT_CLUSTER, MPCRT_RANK, MPCRT_SECRET_KEY, ...).
 
     Calling it again returns the same runtime. The channels close at exit.
     """
     global _current
     if _current is not None:
         return _current
-    env = os.environ
-    if "MPCRT_CLUSTER" not in env or "MPCRT_RANK" not in env:
+    cfg = config.current()
+    if cfg.cluster is None or cfg.rank is None:
         raise ConfigError(
             "mpcrt.init() found no launch settings: run the script with "
             "`mpcrt launch -n N script.py` or `mpcrt party --cluster FILE --rank I script.py`"
         )
-    cluster = load_cluster(env["MPCRT_CLUSTER"])
-    insecure = env.get("MPCRT_INSECURE", "0") == "1"
-    secret = None if insecure else load_secret_key(env.get("MPCRT_SECRET_KEY", ""))
-    if precision is None and env.get("MPCRT_PRECISION"):
-        precision = int(env["MPCRT_PRECISION"])
-    if timeout is None:
-        timeout = float(env.get("MPCRT_TIMEOUT", DEFAULT_TIMEOUT))
+    cluster = load_cluster(cfg.cluster)
+    secret = None if cfg.insecure else load_secret_key(cfg.secret_key or "")
+    precision = cfg.precision if precision is None else precision
+    timeout = cfg.timeout if timeout is None else timeout
     _set_threads(cluster.world_size)
     gemm.check_device()  # --device cuda without CuPy or a GPU: stop here, not at the first large matmul
     t0 = time.perf_counter()
-    rt = Runtime(cluster, int(env["MPCRT_RANK"]), secret, precision=precision, timeout=timeout, insecure=insecure)
+    rt = Runtime.connect(cluster, cfg.rank, secret, precision=precision, timeout=timeout, insecure=cfg.insecure)
     log.debug("party %d ready in %.2fs", rt.rank, time.perf_counter() - t0)
     _current = rt
     atexit.register(_close_at_exit, rt)

@@ -25,36 +25,50 @@ import time
 import msgpack
 import numpy as np
 
-from mpcrt import correlations
+from mpcrt import config, correlations
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import reply_tag
-from mpcrt.errors import MpcError, ProtocolError
+from mpcrt.errors import ConfigError, MpcError, ProtocolError
 from mpcrt.kernels import allocator, gemm
 from mpcrt.kernels.prg import PRG, new_seed
-from mpcrt.transport import DEFAULT_TIMEOUT, Node
+from mpcrt.transport import DEFAULT_TIMEOUT, Transport
+from mpcrt.zmq_transport import dealer_node
 
 log = logging.getLogger("mpcrt.dealer")
 
 
 class Dealer:
-    def __init__(self, cluster: Cluster, secret_key: bytes | None, insecure: bool = False, timeout: float = DEFAULT_TIMEOUT):
+    """The dealer of a session, over the transport it is given (its `node`, whose id N is
+    the dealer's: parties are 0..N-1)."""
+
+    def __init__(self, transport: Transport):
         allocator.tune()  # reuse big numpy temporaries instead of page-faulting fresh mmaps
-        self.n = cluster.world_size
-        self.node = Node(
-            self.n, cluster.names, cluster.endpoints, None if insecure else cluster.public_keys, secret_key,
-            cluster.session, connect_to=[], timeout=timeout, insecure=insecure, binds=cluster.binds,
-        )
+        self.n = len(transport.names) - 1
+        if transport.id != self.n:
+            raise ConfigError(f"the dealer is node {self.n} of this session, not {transport.id}")
+        self.node = transport
         self.seeds = {i: new_seed() for i in range(self.n)}
         self.prgs = [PRG(self.seeds[i]) for i in range(self.n)]
         self._private = PRG(new_seed())
         self.requests_served = 0
         self.busy_seconds = self.deal_seconds = self.send_seconds = 0.0
         share = gemm.cpu_share(self.n)
-        threads = max(1, int(os.environ.get("MPCRT_DEALER_THREADS") or min(2, share)))
+        threads = config.current().dealer_threads or min(2, share)
         correlations.PASS_THREADS = min(share, 4)
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="deal")
         self._pending: collections.deque = collections.deque()  # futures of dealt requests, in request order
         self._hello: set[int] = set()  # parties sent their seed: a reply to one goes after its seed
+
+    @classmethod
+    def connect(cls, cluster: Cluster, secret_key: bytes | None, insecure: bool = False,
+                timeout: float = DEFAULT_TIMEOUT) -> "Dealer":
+        """The dealer of a cluster file's session, over ZeroMQ (CurveZMQ unless insecure)."""
+        node = dealer_node(cluster, secret_key, timeout=timeout, insecure=insecure)
+        try:
+            return cls(node)
+        except BaseException:
+            node.close(barrier=False)
+            raise
 
     def _private_words(self, stream: int, shape: tuple) -> np.ndarray:
         return self._private.ring(stream, [shape])[0]
@@ -65,7 +79,7 @@ class Dealer:
         last = start = time.monotonic()
         while len(bye) < self.n:
             self._send_ready()
-            got = self.node.recv_any(timeout=1.0)  # a finished deal wakes it (Node.wake)
+            got = self.node.recv_any(timeout=1.0)  # a finished deal wakes it (Transport.wake)
             if got is None and self._head_sendable():
                 continue  # what was asked is sent before a vanished party can stop the dealer
             if got is None:
@@ -73,7 +87,7 @@ class Dealer:
                     missing = sorted(set(range(self.n)) - hello)
                     raise MpcError(f"parties {missing} never connected to the dealer within {self.node.timeout:.0f} s "
                                    "(down, or their key is not in the dealer's cluster file)")
-                if self.node.router_disconnects > len(bye) and hello == set(range(self.n)):
+                if self.node.disconnects > len(bye) and hello == set(range(self.n)):
                     raise MpcError("a party disconnected from the dealer before finishing; stopping")
                 if idle_timeout is not None and time.monotonic() - last > idle_timeout:
                     raise MpcError(f"dealer idle for {idle_timeout:.0f} s with parties still registered; stopping")
@@ -102,7 +116,8 @@ class Dealer:
         except Exception:
             raise ProtocolError("party 0", "malformed dealer request") from None
         for item in batch:
-            if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], int) and isinstance(item[1], str) and isinstance(item[2], dict)):
+            if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], int)
+                    and isinstance(item[1], str) and isinstance(item[2], dict)):
                 raise ProtocolError("party 0", f"malformed dealer request item {item!r}")
             n, kind, p = item
             fut = self._pool.submit(self._deal, n, kind, p)
@@ -130,28 +145,31 @@ class Dealer:
             t2 = time.perf_counter()
             to = correlations.corrected_party(n, self.n)
             for lo, hi, _ in correlations.reply_parts(correlations.kind(kind).corrected(p)):
-                self.node.send(to, reply_tag(n), flat[lo:hi])  # one frame per part, used in place
+                # one frame per part, used in place; the dealer never touches flat again
+                self.node.send(to, reply_tag(n), flat[lo:hi], donate=True)
             self.send_seconds += time.perf_counter() - t2
             self.requests_served += 1
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)  # no deal may wake a closed node
         cpu = os.times()
-        log.info("served %d requests, busy %.3f s (dealing %.3f s, sending %.3f s); process CPU user %.3f s, sys %.3f s",
-                 self.requests_served, self.busy_seconds, self.deal_seconds, self.send_seconds, cpu.user, cpu.system)
+        log.info("served %d requests, busy %.3f s (dealing %.3f s, sending %.3f s); process CPU user %.3f s, "
+                 "sys %.3f s", self.requests_served, self.busy_seconds, self.deal_seconds, self.send_seconds,
+                 cpu.user, cpu.system)
         self.node.close(barrier=False)
 
 
 def main() -> int:
-    """Entry of the dealer process; reads the same environment as a party."""
-    logging.basicConfig(level=os.environ.get("MPCRT_LOGLEVEL", "WARNING"), format="%(name)s: %(message)s")
-    env = os.environ
+    """Entry of the dealer process; reads the same configuration as a party (mpcrt.config)."""
     try:
-        cluster = load_cluster(env["MPCRT_CLUSTER"])
-        insecure = env.get("MPCRT_INSECURE", "0") == "1"
-        secret = None if insecure else load_secret_key(env.get("MPCRT_SECRET_KEY", ""))
+        cfg = config.current()
+        logging.basicConfig(level=cfg.loglevel, format="%(name)s: %(message)s")
+        if cfg.cluster is None:
+            raise ConfigError("the dealer needs a cluster file: --cluster FILE (or MPCRT_CLUSTER)")
+        cluster = load_cluster(cfg.cluster)
+        secret = None if cfg.insecure else load_secret_key(cfg.secret_key or "")
         gemm.check_device()  # the matmul and conv triples' products may go to the GPU
-        d = Dealer(cluster, secret, insecure=insecure, timeout=float(env.get("MPCRT_TIMEOUT", DEFAULT_TIMEOUT)))
+        d = Dealer.connect(cluster, secret, insecure=cfg.insecure, timeout=cfg.timeout)
     except MpcError as e:
         print(f"dealer: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

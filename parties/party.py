@@ -11,17 +11,16 @@ import runpy
 import sys
 import traceback
 
-from mpcrt.errors import MpcError
+from mpcrt import config
+from mpcrt.cluster import load_cluster
+from mpcrt.errors import ConfigError, MpcError
 
 
 def run_cluster_party(prog: str, cluster: str, rank: int | None, key: str | None, insecure: bool,
                       timeout: float | None, script: str, args: list[str]) -> int:
     """Run `script` as party `rank` of a cluster file's session (multi-host `mpcrt party`
-    and `mpcrt infer --cluster`): check the file and the rank, set the environment that
-    mpcrt.init() reads, run. Exit status 2 on a configuration error."""
-    from mpcrt.cluster import load_cluster
-    from mpcrt.errors import ConfigError
-
+    and `mpcrt infer --cluster`): check the file and the rank, install the configuration
+    that mpcrt.init() reads (mpcrt.config), run. Exit status 2 on a configuration error."""
     try:
         c = load_cluster(cluster)
     except ConfigError as e:
@@ -30,20 +29,18 @@ def run_cluster_party(prog: str, cluster: str, rank: int | None, key: str | None
     if rank is None or not 0 <= rank < c.world_size:
         print(f"{prog}: --rank {rank} is not in 0..{c.world_size - 1} of {cluster}", file=sys.stderr)
         return 2
-    os.environ["MPCRT_CLUSTER"] = cluster
-    os.environ["MPCRT_RANK"] = str(rank)
-    os.environ["MPCRT_PRECISION"] = str(c.precision)
-    if insecure:
-        os.environ["MPCRT_INSECURE"] = "1"
-    elif key:
-        os.environ["MPCRT_SECRET_KEY"] = key
-    if timeout:
-        os.environ["MPCRT_TIMEOUT"] = str(timeout)
+    config.install(config.current().replace(cluster=cluster, rank=rank, precision=c.precision,
+                                            insecure=True if insecure else None,
+                                            secret_key=None if insecure else key, timeout=timeout or None))
     return run_script(script, args)
 
 
 def run_script(script: str, args: list[str]) -> int:
-    logging.basicConfig(level=os.environ.get("MPCRT_LOGLEVEL", "WARNING"), format="%(name)s: %(message)s")
+    try:
+        logging.basicConfig(level=config.current().loglevel, format="%(name)s: %(message)s")
+    except ConfigError as e:  # a bad MPCRT_* variable
+        print(f"mpcrt: {e}", file=sys.stderr)
+        return 2
     if not os.path.isfile(script):
         print(f"mpcrt: no such script {script!r}", file=sys.stderr)
         return 2

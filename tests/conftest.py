@@ -14,7 +14,9 @@ In-process sessions open shares in one round (`direct_openings`, autouse); the s
 openings of mpcrt.allreduce have their own tests.
 
 In-process protocol tests use `mpcrt.launch.inprocess.run_parties` directly (parties
-as threads over real ZeroMQ/CURVE on loopback), see the test modules.
+as threads over the in-memory transport; transport="zmq" for real ZeroMQ/CURVE sockets
+on loopback), see the test modules. `fresh_config` (autouse) makes each test read
+mpcrt.config from the environment afresh.
 """
 from __future__ import annotations
 
@@ -160,6 +162,15 @@ def direct_openings(monkeypatch):
     from mpcrt import allreduce
 
     monkeypatch.setattr(allreduce, "SPLIT_BYTES", -1)
+
+
+@pytest.fixture(autouse=True)
+def fresh_config(monkeypatch):
+    """mpcrt.config reads the environment once per process: each test reads it afresh
+    (after its own monkeypatch.setenv), and a configuration a test installs ends with it."""
+    from mpcrt import config
+
+    monkeypatch.setattr(config, "_current", None)
 
 
 @pytest.fixture

@@ -68,7 +68,8 @@ def _session(rt, xs, ys, vals):
     s0 = rt.stats()
     (opened,) = rt.open([share])
     s1 = rt.stats()
-    out["opened"], out["open_sent"], out["open_rounds"] = opened, s1["bytes_sent"] - s0["bytes_sent"], s1["rounds"] - s0["rounds"]
+    out["opened"] = opened
+    out["open_sent"], out["open_rounds"] = s1["bytes_sent"] - s0["bytes_sent"], s1["rounds"] - s0["rounds"]
     bits, _ = run1(rt, comparison.ltz_steps(rt, share, 0, None))
     out["ltz"] = rt.open([bits])[0]
     return out

@@ -16,7 +16,7 @@ from mpcrt.cluster import (
     write_public_key,
     write_secret_key,
 )
-from mpcrt.transport import generate_keypair
+from mpcrt.zmq_transport import generate_keypair
 
 KEYS = [generate_keypair()[0].decode() for _ in range(4)]
 
@@ -29,7 +29,8 @@ def cluster_text(n=2, session='"demo-1"', precision=None, dealer=True, parties=N
     if dealer:
         lines += ["[dealer]", 'address = "tcp://10.0.0.10:7000"', f'public_key = "{KEYS[n]}"', ""]
     for r in range(n) if parties is None else []:
-        lines += ["[[party]]", f"rank = {r}", f'address = "tcp://10.0.0.{11 + r}:{7001 + r}"', f'public_key = "{KEYS[r]}"', ""]
+        lines += ["[[party]]", f"rank = {r}", f'address = "tcp://10.0.0.{11 + r}:{7001 + r}"',
+                  f'public_key = "{KEYS[r]}"', ""]
     if parties is not None:
         lines.append(parties)
     return "\n".join(lines) + "\n"
@@ -39,13 +40,19 @@ def party(rank, address, key, more=""):
     return f'[[party]]\nrank = {rank}\naddress = "{address}"\npublic_key = "{key}"\n{more}\n'
 
 
+def two(address0, key0=KEYS[0], more0="", address1="tcp://h:2"):
+    """A 2-party file whose party 0 is (address0, key0, more0) and party 1 is ordinary."""
+    return cluster_text(2, parties=party(0, address0, key0, more0) + party(1, address1, KEYS[1]))
+
+
 # ----------------------------------------------------------------- valid files
 def test_valid_file():
     c = parse_cluster(cluster_text(3, precision=20))
     assert c.session == "demo-1"
     assert c.world_size == 3
     assert c.precision == 20
-    assert c.endpoints == {0: "tcp://10.0.0.11:7001", 1: "tcp://10.0.0.12:7002", 2: "tcp://10.0.0.13:7003", 3: "tcp://10.0.0.10:7000"}
+    assert c.endpoints == {0: "tcp://10.0.0.11:7001", 1: "tcp://10.0.0.12:7002", 2: "tcp://10.0.0.13:7003",
+                           3: "tcp://10.0.0.10:7000"}
     assert c.public_keys == {i: KEYS[i].encode() for i in range(4)}
     assert c.names == {0: "party 0", 1: "party 1", 2: "party 2", 3: "dealer"}
     assert c.binds == {}
@@ -91,22 +98,22 @@ ERROR_CASES = {
     "missing dealer": (cluster_text(2, dealer=False), "[dealer]"),
     "one party": (cluster_text(1), "at least two"),
     "no parties": (cluster_text(2, parties=""), "at least two"),
-    "duplicate ranks": (cluster_text(2, parties=party(0, "tcp://h:1", KEYS[0]) + party(0, "tcp://h:2", KEYS[1])), "each once"),
-    "rank gap": (cluster_text(2, parties=party(0, "tcp://h:1", KEYS[0]) + party(2, "tcp://h:2", KEYS[1])), "each once"),
+    "duplicate ranks": (two("tcp://h:1").replace("rank = 1", "rank = 0"), "each once"),
+    "rank gap": (two("tcp://h:1").replace("rank = 1", "rank = 2"), "each once"),
     "missing rank": (cluster_text(2, parties=party(0, "tcp://h:1", KEYS[0]) + '[[party]]\naddress = "tcp://h:2"\n'
                                    f'public_key = "{KEYS[1]}"\n'), "rank"),
-    "bad address scheme": (cluster_text(2, parties=party(0, "http://h:1", KEYS[0]) + party(1, "tcp://h:2", KEYS[1])), "address"),
-    "address without port": (cluster_text(2, parties=party(0, "tcp://h", KEYS[0]) + party(1, "tcp://h:2", KEYS[1])), "address"),
-    "address with path": (cluster_text(2, parties=party(0, "tcp://h:1/x", KEYS[0]) + party(1, "tcp://h:2", KEYS[1])), "address"),
-    "port out of range": (cluster_text(2, parties=party(0, "tcp://h:70000", KEYS[0]) + party(1, "tcp://h:2", KEYS[1])), "port"),
-    "port zero": (cluster_text(2, parties=party(0, "tcp://h:0", KEYS[0]) + party(1, "tcp://h:2", KEYS[1])), "port"),
-    "shared address": (cluster_text(2, parties=party(0, "tcp://h:1", KEYS[0]) + party(1, "tcp://h:1", KEYS[1])), "share an address"),
-    "short key": (cluster_text(2, parties=party(0, "tcp://h:1", KEYS[0][:39]) + party(1, "tcp://h:2", KEYS[1])), "public_key"),
-    "long key": (cluster_text(2, parties=party(0, "tcp://h:1", KEYS[0] + "x") + party(1, "tcp://h:2", KEYS[1])), "public_key"),
-    "key with bad chars": (cluster_text(2, parties=party(0, "tcp://h:1", "~" * 40) + party(1, "tcp://h:2", KEYS[1])), "public_key"),
-    "missing key": (cluster_text(2, parties='[[party]]\nrank = 0\naddress = "tcp://h:1"\n' + party(1, "tcp://h:2", KEYS[1])), "public_key"),
-    "bad bind": (cluster_text(2, parties=party(0, "tcp://h:1", KEYS[0], 'bind = "0.0.0.0:1"') + party(1, "tcp://h:2", KEYS[1])), "bind"),
-    "unknown node key": (cluster_text(2, parties=party(0, "tcp://h:1", KEYS[0], "secret_key = 1") + party(1, "tcp://h:2", KEYS[1])), "unknown keys"),
+    "bad address scheme": (two("http://h:1"), "address"),
+    "address without port": (two("tcp://h"), "address"),
+    "address with path": (two("tcp://h:1/x"), "address"),
+    "port out of range": (two("tcp://h:70000"), "port"),
+    "port zero": (two("tcp://h:0"), "port"),
+    "shared address": (two("tcp://h:1", address1="tcp://h:1"), "share an address"),
+    "short key": (two("tcp://h:1", KEYS[0][:39]), "public_key"),
+    "long key": (two("tcp://h:1", KEYS[0] + "x"), "public_key"),
+    "key with bad chars": (two("tcp://h:1", "~" * 40), "public_key"),
+    "missing key": (two("tcp://h:1").replace(f'public_key = "{KEYS[0]}"', "", 1), "public_key"),
+    "bad bind": (two("tcp://h:1", more0='bind = "0.0.0.0:1"'), "bind"),
+    "unknown node key": (two("tcp://h:1", more0="secret_key = 1"), "unknown keys"),
     "unknown top-level key": (cluster_text(2, extra="sesion = \"typo\""), "unknown top-level"),
     "precision out of range": (cluster_text(2, precision=41), "precision"),
     "precision not an int": (cluster_text(2, precision='"16"'), "precision"),
@@ -135,7 +142,7 @@ def test_all_errors_reported_at_once():
 def test_booleans_are_not_integers(field, value):
     """TOML `true` is not a rank or a precision (Python's bool is an int subclass)."""
     if field == "rank":
-        text = cluster_text(2, parties=party(0, "tcp://h:1", KEYS[0]) + party(1, "tcp://h:2", KEYS[1]).replace("rank = 1", "rank = true"))
+        text = two("tcp://h:1").replace("rank = 1", "rank = true")
     else:
         text = cluster_text(2, precision=value)
     with pytest.raises(ConfigError, match=field):

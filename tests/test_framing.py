@@ -20,7 +20,7 @@ EXPECT = dict(sid="sess-1", src=3, seq=5, tag="beaver", dtype=np.int64, shape=(2
 def header(**over) -> dict:
     fields = dict(sid="sess-1", src=3, seq=5, tag="beaver", dtype=np.int64, shape=(2, 3))
     fields.update(over)
-    raw = framing.pack_header(fields["sid"], fields["src"], fields["seq"], fields["tag"], fields["dtype"], fields["shape"])
+    raw = framing.pack_header(*(fields[k] for k in ("sid", "src", "seq", "tag", "dtype", "shape")))
     return framing.unpack_header(raw, PEER)
 
 
@@ -184,7 +184,8 @@ def _validate(raw: bytes, payload: bytes) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.fixed_dictionaries({k: _JSONISH for k in ("v", "sid", "src", "seq", "tag", "dt", "sh")}), st.binary(max_size=64))
+@given(st.fixed_dictionaries({k: _JSONISH for k in ("v", "sid", "src", "seq", "tag", "dt", "sh")}),
+       st.binary(max_size=64))
 def test_fuzz_header_all_fields_only_raise_protocol_error(fields, payload):
     try:
         _validate(msgpack.packb(fields, use_bin_type=True), payload)

@@ -1,6 +1,6 @@
 """`mpcrt infer` end to end: real processes (launcher, dealer, parties), bounded in time.
 
-Covers: `python -m mpcrt.infer -n N` (local spawn), the infer script under
+Covers: `python -m mpcrt.launch.infer -n N` (local spawn), the infer script under
 `mpcrt launch`, cluster files with `mpcrt party` and `mpcrt infer --cluster`, the
 state_dict + --arch path, what the model owner learns (no predictions), and clear
 errors (on every party, non-zero exit, no hang) for missing / non-model / pickled
@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-import mpcrt.infer
+import mpcrt.launch.infer
 import mpcrt.nn as mnn
 from mpcrt.launch.local import make_local_cluster
 from mpcrt.tensor import SharedTensor
 
-INFER = os.path.abspath(mpcrt.infer.__file__)
+INFER = os.path.abspath(mpcrt.launch.infer.__file__)
 TOL = 1e-3  # max |MPC - torch| of the logits (fixed point, 16 fractional bits)
 HAVE_RELU = hasattr(SharedTensor, "relu")
 
@@ -76,7 +76,7 @@ def _lines(output: str, who: str) -> list[str]:
 
 
 def _infer(cli, *args, timeout=120):
-    return cli.run_argv([sys.executable, "-m", "mpcrt.infer", *map(str, args)], timeout=timeout)
+    return cli.run_argv([sys.executable, "-m", "mpcrt.launch.infer", *map(str, args)], timeout=timeout)
 
 
 def test_local_end_to_end(cli, files):
@@ -107,7 +107,7 @@ def test_launch_script_mode_three_parties_labels(cli, files):
 
 def test_cluster_parties_with_arch_and_state_dict(cli, files, tmp_path):
     """A cluster file: dealer via `mpcrt dealer`, party 0 via `mpcrt party ... infer.py`, party 1 via
-    `python -m mpcrt.infer --cluster`; the model owner uses its own code (--arch) and a state_dict .npz."""
+    `python -m mpcrt.launch.infer --cluster`; the model owner uses its own code (--arch) and a state_dict .npz."""
     work = tmp_path / "cluster"
     work.mkdir()
     cluster, keys = make_local_cluster(2, str(work))
@@ -116,8 +116,8 @@ def test_cluster_parties_with_arch_and_state_dict(cli, files, tmp_path):
               "--input-shape", "1,20", "--input", files["x"], "--output", files["out"]]
     dealer, _ = cli.start(["dealer", "--cluster", cluster, "--key", keys[2]])
     p0, _ = cli.start(["party", "--cluster", cluster, "--rank", "0", "--key", keys[0], INFER, *common])
-    p1 = subprocess.Popen([sys.executable, "-m", "mpcrt.infer", "--cluster", cluster, "--rank", "1", "--key", keys[1],
-                           *common], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    p1 = subprocess.Popen([sys.executable, "-m", "mpcrt.launch.infer", "--cluster", cluster, "--rank", "1",
+                           "--key", keys[1], *common], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env={**{k: v for k, v in os.environ.items() if not k.startswith("MPCRT_")},
                                "MPCRT_THREADS": "1"}, start_new_session=True)
     try:
@@ -181,11 +181,11 @@ def test_usage_errors(cli, files):
 
 
 def test_mpcrt_cli_wiring(cli, files):
-    from mpcrt.cli import build_parser
+    from mpcrt.launch.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "cmd")
     if "infer" not in sub.choices:
-        pytest.skip("`mpcrt infer` not wired into mpcrt/cli.py yet")
+        pytest.skip("`mpcrt infer` not wired into launch/cli.py yet")
     r = cli.run(["infer", "-n", 2, "--model", files["model"], "--input", files["x"], "--output", files["out"]],
                 timeout=120)
     assert r.returncode == 0, r.output

@@ -309,8 +309,10 @@ def test_party_with_a_key_not_in_the_cluster_fails_cleanly(cli, tmp_path, write_
     script = write_script(RESULT_SCRIPT)
     kd = tmp_path / "keys"
     dealer, _ = cli.start(["dealer", "--cluster", cluster, "--key", kd / "dealer.key_secret", "--timeout", "3"])
-    p0, _ = cli.start(["party", "--cluster", cluster, "--rank", 0, "--key", kd / "party0.key_secret", "--timeout", "3", script])
-    p1, _ = cli.start(["party", "--cluster", cluster, "--rank", 1, "--key", kd / "intruder.key_secret", "--timeout", "3", script])
+    p0, _ = cli.start(["party", "--cluster", cluster, "--rank", 0, "--key", kd / "party0.key_secret", "--timeout", "3",
+                       script])
+    p1, _ = cli.start(["party", "--cluster", cluster, "--rank", 1, "--key", kd / "intruder.key_secret",
+                       "--timeout", "3", script])
     res = []
     for p in (p0, p1):
         try:

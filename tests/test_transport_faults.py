@@ -1,4 +1,4 @@
-"""Transport faults (mpcrt.transport.Node, and whole sessions in threads).
+"""Transport faults (mpcrt.zmq_transport.Node, and whole sessions in threads over ZeroMQ).
 
 Raw frames are crafted with zmq against a Node: in plaintext mode with any routing id,
 in CURVE mode with a valid (or a rogue) key pair. Every wait is bounded: Node receive
@@ -20,7 +20,7 @@ from mpcrt.launch.inprocess import local_cluster, run_parties
 from mpcrt.launch.local import free_ports
 from mpcrt.parties.dealer import Dealer
 from mpcrt.runtime import Runtime
-from mpcrt.transport import Node, generate_keypair
+from mpcrt.zmq_transport import Node, generate_keypair
 
 NAMES = {0: "party 0", 1: "party 1", 2: "dealer"}
 SID = "test-session"
@@ -113,7 +113,7 @@ def test_plaintext_mode_warns_and_delivers_good_frames(plain_node):
 def test_run_parties_plaintext_warns_and_works():
     with pytest.warns(UserWarning, match="PLAINTEXT"):
         res = run_parties(lambda rt: (rt.share(np.array([1.5, 2.0]) if rt.rank == 0 else None, src=0) * 2.0).reveal(),
-                          2, insecure=True, timeout=10, join_timeout=40)
+                          2, insecure=True, timeout=10, join_timeout=40, transport="zmq")
     assert res[0].tolist() == res[1].tolist() == [3.0, 4.0]
 
 
@@ -337,12 +337,13 @@ def _die_on_party_1(failures, when):
     return fn
 
 
+@pytest.mark.parametrize("transport", ["zmq", "memory"])
 @pytest.mark.parametrize("n", [2, 3, 5])
-def test_party_dying_mid_protocol_raises_peer_failure_in_the_others(n):
+def test_party_dying_mid_protocol_raises_peer_failure_in_the_others(n, transport):
     failures = {}
     t0 = time.monotonic()
     with pytest.raises(RuntimeError, match="party 1 crashes"):  # the cause, not the others' PeerFailure
-        run_parties(_die_on_party_1(failures, "mid"), n, timeout=15, join_timeout=40)
+        run_parties(_die_on_party_1(failures, "mid"), n, timeout=15, join_timeout=40, transport=transport)
     assert time.monotonic() - t0 < 30
     assert sorted(failures) == [r for r in range(n) if r != 1], failures
     for r, (typ, msg, dt) in failures.items():
@@ -358,7 +359,7 @@ def test_party_dying_right_after_setup_is_detected_quickly():
     for attempt in range(5):
         failures = {}
         with pytest.raises(RuntimeError, match="party 1 crashes"):
-            run_parties(_die_on_party_1(failures, "early"), 3, timeout=8, join_timeout=40)
+            run_parties(_die_on_party_1(failures, "early"), 3, timeout=8, join_timeout=40, transport="zmq")
         for r, (typ, msg, dt) in failures.items():
             if typ is not PeerFailure or "party 1" not in msg:
                 problems.append(f"attempt {attempt}, party {r}: {typ.__name__}: {msg}")
@@ -405,7 +406,7 @@ def test_dealer_disappearing_gives_peer_failure_naming_the_dealer():
     served = threading.Event()
 
     def dealer_main():
-        d = Dealer(cluster, secrets_[n], timeout=10)
+        d = Dealer.connect(cluster, secrets_[n], timeout=10)
         try:
             hello = set()
             deadline = time.monotonic() + 20
@@ -422,7 +423,7 @@ def test_dealer_disappearing_gives_peer_failure_naming_the_dealer():
     def party_main(r):
         rt = None
         try:
-            rt = Runtime(cluster, r, secrets_[r], timeout=10)
+            rt = Runtime.connect(cluster, r, secrets_[r], timeout=10)
             served.wait(20)
             time.sleep(1.0)
             x = rt.share(np.ones(3) if r == 0 else None, src=0)

@@ -12,7 +12,7 @@ files its role owns:
     mpcrt infer -n 2 --model-owner 0 --data-owner 1 --model model.npz --input x.npy --output preds.npy
 
     # inside `mpcrt launch` / `mpcrt party` (script mode): this file is the script
-    mpcrt launch -n 3 mpcrt/infer.py --model-owner 0 --data-owner 1 --model ... --input ... --output ...
+    mpcrt launch -n 3 launch/infer.py --model-owner 0 --data-owner 1 --model ... --input ... --output ...
 
 What each party learns: the architecture (public by design: layer kinds, shapes,
 hyper-parameters) and the input's shape. The weights stay secret-shared, the inputs
@@ -46,7 +46,8 @@ import time
 
 import numpy as np
 
-from mpcrt.cli import add_device_argument
+from mpcrt import config
+from mpcrt.config import add_device_argument
 
 ROLE_HELP = "the same on every party"
 
@@ -54,13 +55,20 @@ ROLE_HELP = "the same on every party"
 # ---------------------------------------------------------------- arguments
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("roles and files (" + ROLE_HELP + "; each party reads only what its role owns)")
-    r.add_argument("--model-owner", type=int, default=0, metavar="RANK", help="rank of the party holding the model (default 0)")
-    r.add_argument("--data-owner", type=int, default=1, metavar="RANK", help="rank of the party holding the inputs (default 1)")
-    r.add_argument("--model", metavar="FILE", help="model owner: mpcrt model archive (.npz from mpcrt.nn.save), or a state_dict .npz with --arch")
-    r.add_argument("--arch", metavar="MODULE:CLASS", help="model owner: MODULE:CLASS or FILE.py:CLASS of the model code (with a state_dict .npz)")
-    r.add_argument("--arch-kwargs", default="{}", metavar="JSON", help="model owner: JSON keyword arguments for --arch's constructor")
-    r.add_argument("--input-shape", metavar="SHAPE", help="model owner, with --arch: one input's shape, batch first, e.g. 1,1,8,8")
-    r.add_argument("--input", metavar="FILE", help="data owner: inputs as .npy (batch first), read with allow_pickle=False")
+    r.add_argument("--model-owner", type=int, default=0, metavar="RANK",
+                   help="rank of the party holding the model (default 0)")
+    r.add_argument("--data-owner", type=int, default=1, metavar="RANK",
+                   help="rank of the party holding the inputs (default 1)")
+    r.add_argument("--model", metavar="FILE",
+                   help="model owner: mpcrt model archive (.npz from mpcrt.nn.save), or a state_dict .npz with --arch")
+    r.add_argument("--arch", metavar="MODULE:CLASS",
+                   help="model owner: MODULE:CLASS or FILE.py:CLASS of the model code (with a state_dict .npz)")
+    r.add_argument("--arch-kwargs", default="{}", metavar="JSON",
+                   help="model owner: JSON keyword arguments for --arch's constructor")
+    r.add_argument("--input-shape", metavar="SHAPE",
+                   help="model owner, with --arch: one input's shape, batch first, e.g. 1,1,8,8")
+    r.add_argument("--input", metavar="FILE",
+                   help="data owner: inputs as .npy (batch first), read with allow_pickle=False")
     r.add_argument("--output", metavar="FILE", help="data owner: where to write the revealed outputs (.npy)")
     o = p.add_argument_group("inference")
     o.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per MPC batch (default 64)")
@@ -73,7 +81,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--cluster", metavar="FILE", help="cluster file (TOML): run one party of it")
     w.add_argument("--rank", type=int, metavar="I", help="with --cluster: this party's rank")
     w.add_argument("--key", metavar="FILE", help="with --cluster: this party's secret key file (from `mpcrt keygen`)")
-    w.add_argument("--precision", type=int, default=16, metavar="F", help="with -n: fractional bits (a cluster file sets its own)")
+    w.add_argument("--precision", type=int, default=16, metavar="F",
+                   help="with -n: fractional bits (a cluster file sets its own)")
     w.add_argument("--insecure-plaintext", action="store_true", help="NO encryption/authentication (benchmarks only)")
     w.add_argument("--timeout", type=float, default=None, metavar="S", help="receive timeout in seconds")
     add_device_argument(w)
@@ -110,9 +119,10 @@ def _party_argv(a) -> list[str]:
 def run(a) -> int:
     """The `mpcrt infer` command: dispatch to local launch, cluster party, or in-party run."""
     if a.local_n is not None and a.cluster:
-        print("mpcrt infer: pass either -n N (all parties here) or --cluster/--rank (one party), not both", file=sys.stderr)
+        print("mpcrt infer: pass either -n N (all parties here) or --cluster/--rank (one party), not both",
+              file=sys.stderr)
         return 2
-    os.environ["MPCRT_DEVICE"] = a.device  # the local parties and the dealer inherit it
+    cfg = config.install(config.current().replace(device=a.device))  # the local parties and the dealer inherit it
     if a.local_n is not None:
         from mpcrt.launch.local import launch
 
@@ -120,7 +130,7 @@ def run(a) -> int:
                       insecure=a.insecure_plaintext, timeout=a.timeout)
     if a.cluster:
         return _run_cluster_party(a)
-    if "MPCRT_CLUSTER" in os.environ and "MPCRT_RANK" in os.environ:
+    if cfg.cluster is not None and cfg.rank is not None:
         return party_main(a)
     print("mpcrt infer: where should it run? Pass -n N (dealer and N parties on this host), or "
           "--cluster FILE --rank I [--key FILE] (one party of a cluster), or run this file under "
@@ -354,7 +364,8 @@ def _load_inputs(path: str | None, precision: int) -> np.ndarray:
     if not path:
         raise ConfigError("the data owner needs --input FILE.npy")
     if not os.path.isfile(path):
-        raise ConfigError(f"input file {path!r} does not exist" if not os.path.exists(path) else f"input {path!r} is not a file")
+        raise ConfigError(f"input file {path!r} does not exist" if not os.path.exists(path)
+                          else f"input {path!r} is not a file")
     try:
         x = np.load(path, allow_pickle=False)
     except ValueError as e:
@@ -389,7 +400,7 @@ def _check_output(path: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m mpcrt.infer ...` (and script mode under mpcrt launch / mpcrt party)."""
+    """`python -m mpcrt.launch.infer ...` (and script mode under mpcrt launch / mpcrt party)."""
     p = argparse.ArgumentParser(prog="mpcrt infer", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])

@@ -1,0 +1,227 @@
+"""mpcrt's settings: one frozen object that reads the environment once.
+
+`current()` is the process's configuration, read from the `MPCRT_*` variables on first
+use and validated (a bad value is a ConfigError saying what is allowed). The `mpcrt`
+command builds one from the environment and its flags (flags win), `install`s it, and
+so passes it to the processes it starts through their environment.
+
+{table}
+
+The kernels (mpcrt.kernels: gemm, ring, cuda_gemm, prg) sit below this module and read
+MPCRT_DEVICE, MPCRT_THREADS and MPCRT_NATIVE_AES themselves; this object documents them
+and exposes their values (`device`, `threads`, `native_aes`). launch/relay.py runs as a
+stdlib-only script inside network namespaces and reads MPCRT_NETSIM_REALTIME itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping, MutableMapping
+
+from mpcrt.errors import ConfigError
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    def parse(s: str) -> int:
+        v = int(s)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise ValueError
+        return v
+    return parse
+
+
+def _positive_float(s: str) -> float:
+    v = float(s)
+    if not v > 0 or v == float("inf"):
+        raise ValueError
+    return v
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _bool(s: str) -> bool:
+    if s.lower() in _TRUE:
+        return True
+    if s.lower() in _FALSE:
+        return False
+    raise ValueError
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(s: str) -> str:
+        if s.lower() not in allowed:
+            raise ValueError
+        return s.lower()
+    return parse
+
+
+def _text(s: str) -> str:
+    return s
+
+
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _level(s: str) -> str:
+    return _choice(*_LEVELS)(s).upper()
+
+
+@dataclasses.dataclass(frozen=True)
+class Var:
+    """One environment variable: its Config field, default, parser and documentation."""
+
+    env: str
+    field: str
+    default: Any
+    allowed: str  # the values it takes, as the table and errors say them
+    parse: Callable[[str], Any]
+    doc: str
+
+
+VARIABLES: tuple[Var, ...] = (
+    Var("MPCRT_CLUSTER", "cluster", None, "path", _text,
+        "this node's cluster file (set by `mpcrt launch` / `mpcrt party` / `mpcrt dealer`)"),
+    Var("MPCRT_RANK", "rank", None, "integer >= 0", _int(0),
+        "this party's rank (set by the launcher)"),
+    Var("MPCRT_SECRET_KEY", "secret_key", None, "path", _text,
+        "this node's secret key file, from `mpcrt keygen` (`--key`)"),
+    Var("MPCRT_INSECURE", "insecure", False, "0 or 1", _bool,
+        "1: plaintext channels, no encryption or authentication (`--insecure-plaintext`)"),
+    Var("MPCRT_PRECISION", "precision", None, "integer 0..40", _int(0, 40),
+        "fractional bits of the fixed-point encoding (default: the cluster file's, 16)"),
+    Var("MPCRT_TIMEOUT", "timeout", 60.0, "seconds > 0", _positive_float,
+        "how long a receive waits before PeerFailure (`--timeout`)"),
+    Var("MPCRT_HEARTBEAT_TIMEOUT", "heartbeat_timeout", 60.0, "seconds > 0", _positive_float,
+        "ZMTP heartbeat timeout: a silent connection is closed after it"),
+    Var("MPCRT_IO_THREADS", "io_threads", 1, "integer >= 1", _int(1),
+        "ZeroMQ I/O threads per node"),
+    Var("MPCRT_LOOKAHEAD_MB", "lookahead_mb", 2048, "integer >= 0", _int(0),
+        "largest correction (MB) a lookahead plan asks for at its start (same on every party)"),
+    Var("MPCRT_SPLIT_OPEN_BYTES", "split_open_bytes", 1 << 19, "integer >= -1", _int(-1),
+        "openings this large go in two steps at N >= 3 (0: all, -1: none; same on every party)"),
+    Var("MPCRT_DEALER_THREADS", "dealer_threads", None, "integer >= 1", _int(1),
+        "threads that deal requests (default 2 where cores are spare, else 1)"),
+    Var("MPCRT_LOGLEVEL", "loglevel", "WARNING", "debug, info, warning, error, critical", _level,
+        "log level of the party and dealer processes"),
+    Var("MPCRT_DEVICE", "device", "cpu", "cpu or cuda", _choice("cpu", "cuda"),
+        "where large ring matmuls and convolutions run (`--device`; read by mpcrt.kernels)"),
+    Var("MPCRT_THREADS", "threads", None, "integer >= 1", _int(1),
+        "threads per process for the kernels and BLAS (default: cores / (N + 1); read by mpcrt.kernels)"),
+    Var("MPCRT_NATIVE_AES", "native_aes", True, "0 or 1", _bool,
+        "0: the `cryptography` AES keystream instead of the VAES extension (read by mpcrt.kernels.prg)"),
+    Var("MPCRT_NETSIM_REALTIME", "netsim_realtime", True, "0 or 1", _bool,
+        "0: netsim's relays do not ask for real-time priority (read by launch/relay.py)"),
+    Var("MPCRT_CRYPTEN_SIDE", "crypten_side", None, "path", _text,
+        "`mpcrt bench`: the CrypTen comparison script (default benchmarks/crypten_side.py)"),
+    Var("MPCRT_MODELS_PARTY", "models_party", False, "0 or 1", _bool,
+        "internal: set by benchmarks/models.py for the party processes it launches"),
+)
+_BY_FIELD = {v.field: v for v in VARIABLES}
+
+
+def table() -> str:
+    """The variables as a Markdown table (the README's, and this module's docstring)."""
+    rows = ["| Variable | Values | Default | What it sets |", "|---|---|---|---|"]
+    for v in VARIABLES:
+        d = "-" if v.default is None else (str(int(v.default)) if isinstance(v.default, bool) else str(v.default))
+        rows.append(f"| `{v.env}` | {v.allowed} | {d} | {v.doc} |")
+    return "\n".join(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of an mpcrt process; see the module's table."""
+
+    cluster: str | None = None
+    rank: int | None = None
+    secret_key: str | None = None
+    insecure: bool = False
+    precision: int | None = None
+    timeout: float = 60.0
+    heartbeat_timeout: float = 60.0
+    io_threads: int = 1
+    lookahead_mb: int = 2048
+    split_open_bytes: int = 1 << 19
+    dealer_threads: int | None = None
+    loglevel: str = "WARNING"
+    device: str = "cpu"
+    threads: int | None = None
+    native_aes: bool = True
+    netsim_realtime: bool = True
+    crypten_side: str | None = None
+    models_party: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+        """Read and validate every MPCRT_* variable (unset or empty: the default)."""
+        env = os.environ if env is None else env
+        return cls(**{v.field: _parse(v, env[v.env]) for v in VARIABLES if env.get(v.env, "") != ""})
+
+    def replace(self, **changes) -> "Config":
+        """A copy with some fields changed (None leaves a field as it is: an absent flag),
+        each value validated as the environment's are."""
+        fixed = {}
+        for k, val in changes.items():
+            if k not in _BY_FIELD:
+                raise ConfigError(f"unknown setting {k!r}; the settings are {', '.join(_BY_FIELD)}")
+            if val is not None:
+                fixed[k] = _parse(_BY_FIELD[k], str(val))
+        return dataclasses.replace(self, **fixed)
+
+    def env(self) -> dict[str, str]:
+        """The variables that give a child process this configuration (defaults left out)."""
+        out = {}
+        for v in VARIABLES:
+            val = getattr(self, v.field)
+            if val is not None and val != v.default:
+                out[v.env] = ("1" if val else "0") if isinstance(val, bool) else str(val)
+        return out
+
+    def apply(self, env: MutableMapping[str, str]) -> MutableMapping[str, str]:
+        """Set env's MPCRT_* variables so that it reads back as this configuration (those at
+        their default removed); returns env."""
+        given = self.env()
+        for v in VARIABLES:
+            if v.env in given:
+                env[v.env] = given[v.env]
+            else:
+                env.pop(v.env, None)
+        return env
+
+
+def _parse(v: Var, raw: str) -> Any:
+    try:
+        return v.parse(raw)
+    except ValueError:
+        raise ConfigError(f"{v.env}={raw!r} is not allowed: use {v.allowed}. {v.env} sets {v.doc}") from None
+
+
+_current: Config | None = None
+
+
+def current() -> Config:
+    """This process's configuration: read from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = Config.from_env()
+    return _current
+
+
+def install(cfg: Config) -> Config:
+    """Make cfg this process's configuration and put it in os.environ, for the processes
+    it starts and for the kernels, which read their variables themselves."""
+    global _current
+    cfg.apply(os.environ)
+    _current = cfg
+    return cfg
+
+
+def add_device_argument(p) -> None:
+    """--device cpu|cuda (default: MPCRT_DEVICE, else cpu); the command installs it in the config."""
+    p.add_argument("--device", choices=("cpu", "cuda"), default=current().device,
+                   help="where large ring matmuls and convolutions run: cpu (default, or MPCRT_DEVICE) or cuda "
+                        "(needs CuPy and a GPU: pip install 'mpcrt[gpu]')")
+
+
+__doc__ = __doc__.format(table=table())
