@@ -184,7 +184,8 @@ def main() -> None:
     print(f"private inference of {n} test images ({a.model.upper()}, {rt.world_size} parties, "
           f"batches of {a.batch_size}):")
     print(f"  private accuracy    {(pred == labels).mean() * 100:6.2f} %  ({int((pred == labels).sum())}/{n})")
-    print(f"  plaintext accuracy  {(ref_labels == labels).mean() * 100:6.2f} %  ({int((ref_labels == labels).sum())}/{n})")
+    ref_right = int((ref_labels == labels).sum())
+    print(f"  plaintext accuracy  {(ref_labels == labels).mean() * 100:6.2f} %  ({ref_right}/{n})")
     print(f"  agreement           {agree}/{n} predictions equal to the plaintext model's")
     print(f"  time                {seconds:.2f} s  ({seconds / n * 1e3:.1f} ms per image)")
     print("  party  rounds   MB sent   MB received   (dealer MB received)")

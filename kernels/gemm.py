@@ -14,7 +14,6 @@ kernels.backend.CpuBackend, which mpcrt.config's settings build).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -47,14 +46,9 @@ def torch(threads: int | None = None):
     return _torch
 
 
-def cpu_share(world_size: int, threads: int | str | Mapping | None = None) -> int:
-    """Threads each process of a local session may use: `threads` if given, else the host's
-    cores shared by the world_size parties and the dealer, at least 1.
-
-    A mapping is read for its MPCRT_THREADS entry (the environment a launcher builds for
-    its children): kept until launch/local.py passes the value itself."""
-    if isinstance(threads, Mapping):
-        threads = threads.get("MPCRT_THREADS")
+def cpu_share(world_size: int, threads: int | str | None = None) -> int:
+    """Threads each process of a local session may use: `threads` if given (MPCRT_THREADS),
+    else the host's cores shared by the world_size parties and the dealer, at least 1."""
     return int(threads) if threads else max(1, (os.cpu_count() or 1) // (world_size + 1))
 
 
@@ -126,7 +120,3 @@ def into(r: np.ndarray, out: np.ndarray | None, accumulate: bool) -> np.ndarray:
     return out
 
 
-def check_device() -> None:
-    """Checks nothing: kept only so that runtime.init, parties.dealer.main and launch.bench
-    import until they build their back end with kernels.backend.select (which checks the
-    device: ConfigError for cuda without CuPy or a GPU). Delete at the issue 18 merge."""

@@ -64,12 +64,13 @@ def main(a) -> int:
     if a.repeats < 1 or a.warmup < 0:
         print("mpcrt bench: --repeats >= 1 and --warmup >= 0", file=sys.stderr)
         return 2
-    os.environ["MPCRT_DEVICE"] = a.device  # the launched parties and dealer inherit it
+    from mpcrt import config
     from mpcrt.errors import ConfigError
-    from mpcrt.kernels import gemm
+    from mpcrt.kernels.backend import select
 
     try:
-        gemm.check_device()
+        select(a.device)  # --device cuda without CuPy or a GPU: a usage error here, not in every party
+        config.install(config.current().replace(device=a.device))  # the launched parties and dealer inherit it
     except ConfigError as e:
         print(f"mpcrt bench: {e}", file=sys.stderr)
         return 2
@@ -257,7 +258,7 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup", type=int, default=bench_run.WARMUP,
                    help=f"untimed warm-up calls of each job, CrypTen's too (default {bench_run.WARMUP})")
     p.add_argument("--insecure-plaintext", action="store_true", help="plaintext channels (as CrypTen uses)")
-    from mpcrt.cli import add_device_argument
+    from mpcrt.config import add_device_argument
 
     add_device_argument(p)
     p.add_argument("--out", default=harness.DEFAULT_OUT,

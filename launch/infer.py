@@ -358,7 +358,7 @@ def _import_arch(spec: str):
 
 
 def _load_inputs(path: str | None, precision: int) -> np.ndarray:
-    from mpcrt import fixedpoint
+    from mpcrt.protocols import fixedpoint
     from mpcrt.errors import ConfigError
 
     if not path:

@@ -85,7 +85,7 @@ def blas_thread_env(n: int, env: dict) -> dict:
     reference, an import's self-check) the idle workers spin for tens of milliseconds: on 2
     cores that took 15-30 ms of CPU from the protocol in each of the next 2-3 calls (a
     256 x 256 secret matmul at N = 3: 20-40 ms instead of 7)."""
-    t = str(gemm.cpu_share(n, env))
+    t = str(gemm.cpu_share(n, env.get("MPCRT_THREADS")))
     return {v: t for v in BLAS_THREAD_VARS if v not in env}
 
 

@@ -7,10 +7,11 @@ so passes it to the processes it starts through their environment.
 
 {table}
 
-The kernels (mpcrt.kernels: gemm, ring, cuda_gemm, prg) sit below this module and read
-MPCRT_DEVICE, MPCRT_THREADS and MPCRT_NATIVE_AES themselves; this object documents them
-and exposes their values (`device`, `threads`, `native_aes`). launch/relay.py runs as a
-stdlib-only script inside network namespaces and reads MPCRT_NETSIM_REALTIME itself.
+The kernels (mpcrt.kernels) sit below this module and read no variable: the runtime and
+the dealer pass `device`, `threads` and `native_aes` to `kernels.backend.select`, once,
+and hand the back end down. launch/relay.py runs as a stdlib-only script inside network
+namespaces and reads MPCRT_NETSIM_REALTIME itself; launch/harness.py reads
+MPCRT_CRYPTEN_SIDE in a process that must not import mpcrt (the CrypTen side).
 """
 from __future__ import annotations
 
@@ -105,15 +106,15 @@ VARIABLES: tuple[Var, ...] = (
     Var("MPCRT_LOGLEVEL", "loglevel", "WARNING", "debug, info, warning, error, critical", _level,
         "log level of the party and dealer processes"),
     Var("MPCRT_DEVICE", "device", "cpu", "cpu or cuda", _choice("cpu", "cuda"),
-        "where large ring matmuls and convolutions run (`--device`; read by mpcrt.kernels)"),
+        "the back end: where large ring matmuls and convolutions run (`--device`)"),
     Var("MPCRT_THREADS", "threads", None, "integer >= 1", _int(1),
-        "threads per process for the kernels and BLAS (default: cores / (N + 1); read by mpcrt.kernels)"),
+        "threads per process for the back end's GEMM and BLAS (default: cores / (N + 1))"),
     Var("MPCRT_NATIVE_AES", "native_aes", True, "0 or 1", _bool,
-        "0: the `cryptography` AES keystream instead of the VAES extension (read by mpcrt.kernels.prg)"),
+        "0: the `cryptography` AES keystream instead of the VAES extension (same bytes)"),
     Var("MPCRT_NETSIM_REALTIME", "netsim_realtime", True, "0 or 1", _bool,
         "0: netsim's relays do not ask for real-time priority (read by launch/relay.py)"),
     Var("MPCRT_CRYPTEN_SIDE", "crypten_side", None, "path", _text,
-        "`mpcrt bench`: the CrypTen comparison script (default benchmarks/crypten_side.py)"),
+        "`mpcrt bench`: the CrypTen comparison script (default launch/crypten_side.py)"),
     Var("MPCRT_MODELS_PARTY", "models_party", False, "0 or 1", _bool,
         "internal: set by benchmarks/models.py for the party processes it launches"),
 )
@@ -210,7 +211,7 @@ def current() -> Config:
 
 def install(cfg: Config) -> Config:
     """Make cfg this process's configuration and put it in os.environ, for the processes
-    it starts and for the kernels, which read their variables themselves."""
+    it starts (they read it back with `current()`)."""
     global _current
     cfg.apply(os.environ)
     _current = cfg

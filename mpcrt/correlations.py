@@ -33,7 +33,7 @@ import numpy as np
 
 from mpcrt import framing
 from mpcrt.errors import DealerError
-from mpcrt.kernels import bufpool
+from mpcrt.kernels import bufpool, ring
 from mpcrt.protocols import beaver, comparison, powers, truncation
 from mpcrt.protocols.dealt import PARALLEL_MIN, Kind, Shape, pad_odd_a32, split, words
 
@@ -142,9 +142,11 @@ def _unshare(how: str):
     return np.bitwise_xor if how == "x" else np.subtract
 
 
-def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
+def deal(prgs: list, private, stream: int, name: str, p: dict, ops=ring) -> np.ndarray:
     """Dealer side: the corrected party's corrections for request `stream` (prgs: every
-    party's, by rank), flat in `corrected` order.
+    party's, by rank), flat in `corrected` order; `ops` is the dealer's ring back end
+    (`kernels.backend.Backend`, or the CPU ring functions), which forms matmul and conv
+    products.
 
     The corrections are written straight into the buffer that is sent; the first other
     party's shares are subtracted inside the kind's fused kernel where it has one.
@@ -186,7 +188,7 @@ def deal(prgs: list, private, stream: int, name: str, p: dict) -> np.ndarray:
         k.deal_into(p, own, priv, out, subs[0] if subs else None, parallel=_parallel)
         rest = subs[1:]
     else:
-        true = k.deal(p, own, priv)
+        true = k.deal(p, own, priv, ops)
         views = split(out, corr)
         sub0 = split(subs[0], corr) if subs else None
         for n, s, how in corr:

@@ -21,6 +21,7 @@ import numpy as np
 from mpcrt import correlations
 from mpcrt.errors import ProtocolError
 from mpcrt.kernels.prg import PRG
+from mpcrt.transport import Transport
 
 
 def reply_tag(n: int) -> str:
@@ -55,9 +56,11 @@ class Material:
 
 
 class DealerClient:
-    def __init__(self, node, rank: int, world: int, dealer_id: int, seed: bytes):
+    def __init__(self, node: Transport, rank: int, world: int, dealer_id: int, prg: PRG):
+        """`prg`: keyed with the seed this party agreed with the dealer (from the runtime's
+        back end, `Backend.prg`)."""
         self.node, self.rank, self.world, self.dealer_id = node, rank, world, dealer_id
-        self.prg = PRG(seed)
+        self.prg = prg
         self.counter = 0
         self._requests: dict[int, tuple[str, dict]] = {}
         self._ready: dict[int, dict] = {}

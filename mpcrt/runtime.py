@@ -13,16 +13,17 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import os
 import time
 
 import numpy as np
 
-from mpcrt import allreduce, config, fixedpoint
+from mpcrt import allreduce, config
+from mpcrt.protocols import fixedpoint
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import DealerClient
 from mpcrt.errors import ConfigError, MpcError, ShapeError
 from mpcrt.kernels import allocator, bufpool, gemm, topbytes
+from mpcrt.kernels.backend import Backend, select
 from mpcrt.kernels.prg import PRG, new_seed
 from mpcrt.protocols.rounds import Top
 from mpcrt.transport import DEFAULT_TIMEOUT, Transport
@@ -39,7 +40,7 @@ class Runtime:
     """One party's view of an MPC session, over the transport it is given (its `node`:
     node ids 0..N-1 are the parties, N the dealer; this party is `transport.id`)."""
 
-    def __init__(self, transport: Transport, precision: int = 16):
+    def __init__(self, transport: Transport, precision: int = 16, backend: Backend | None = None):
         n = len(transport.names) - 1
         if not 0 <= transport.id < n:
             raise ConfigError(f"rank {transport.id} is not in 0..{n - 1} for a {n}-party session")
@@ -49,6 +50,7 @@ class Runtime:
         self.precision = fixedpoint.check_precision(precision)
         self.dealer_id = n
         self.node = transport
+        self.backend = backend if backend is not None else default_backend(n)
         self._rounds = 0
         self._by_op: dict[str, dict[str, int]] = {}
         self._scope: str | None = None
@@ -64,24 +66,24 @@ class Runtime:
 
     @classmethod
     def connect(cls, cluster: Cluster, rank: int, secret_key: bytes | None, precision: int | None = None,
-                timeout: float = DEFAULT_TIMEOUT, insecure: bool = False) -> "Runtime":
+                timeout: float = DEFAULT_TIMEOUT, insecure: bool = False, backend: Backend | None = None) -> "Runtime":
         """Party `rank` of a cluster file's session, over ZeroMQ (CurveZMQ unless insecure)."""
         precision = fixedpoint.check_precision(cluster.precision if precision is None else precision)
-        return cls(party_node(cluster, rank, secret_key, timeout=timeout, insecure=insecure), precision)
+        return cls(party_node(cluster, rank, secret_key, timeout=timeout, insecure=insecure), precision, backend)
 
     def _setup(self) -> None:
         # a seed with the dealer (over the encrypted channel), then one per pair of parties
         self.node.send(self.dealer_id, "hello", np.zeros(0, np.int64))
         seed = self.node.recv(self.dealer_id, "seed", dtype=np.uint8, shape=(16,))
-        self.dealer = DealerClient(self.node, self.rank, self.world_size, self.dealer_id, bytes(seed))
+        self.dealer = DealerClient(self.node, self.rank, self.world_size, self.dealer_id, self.backend.prg(bytes(seed)))
         self._pair: dict[int, PRG] = {}
         self._pair_ctr: dict[int, int] = {}
         for j in range(self.rank + 1, self.world_size):
             s = new_seed()
             self.node.send(j, "pairseed", np.frombuffer(s, np.uint8))
-            self._pair[j] = PRG(s)
+            self._pair[j] = self.backend.prg(s)
         for j in range(self.rank):
-            self._pair[j] = PRG(bytes(self.node.recv(j, "pairseed", dtype=np.uint8, shape=(16,))))
+            self._pair[j] = self.backend.prg(bytes(self.node.recv(j, "pairseed", dtype=np.uint8, shape=(16,))))
         self._pair_ctr = {j: 0 for j in self._pair}
 
     # --------------------------------------------------------------- rounds
@@ -459,10 +461,10 @@ def init(precision: int | None = None, timeout: float | None = None) -> Runtime:
     secret = None if cfg.insecure else load_secret_key(cfg.secret_key or "")
     precision = cfg.precision if precision is None else precision
     timeout = cfg.timeout if timeout is None else timeout
-    _set_threads(cluster.world_size)
-    gemm.check_device()  # --device cuda without CuPy or a GPU: stop here, not at the first large matmul
+    backend = default_backend(cluster.world_size)  # --device cuda without CuPy or a GPU stops here
     t0 = time.perf_counter()
-    rt = Runtime.connect(cluster, cfg.rank, secret, precision=precision, timeout=timeout, insecure=cfg.insecure)
+    rt = Runtime.connect(cluster, cfg.rank, secret, precision=precision, timeout=timeout, insecure=cfg.insecure,
+                         backend=backend)
     log.debug("party %d ready in %.2fs", rt.rank, time.perf_counter() - t0)
     _current = rt
     atexit.register(_close_at_exit, rt)
@@ -476,5 +478,9 @@ def _close_at_exit(rt: Runtime) -> None:
         rt.abort()
 
 
-def _set_threads(world_size: int) -> None:
-    os.environ.setdefault("MPCRT_THREADS", str(gemm.cpu_share(world_size)))
+def default_backend(world_size: int) -> Backend:
+    """The back end the configuration names (MPCRT_DEVICE, MPCRT_NATIVE_AES), with this
+    process's share of the host's cores (MPCRT_THREADS, else cores // (N + 1)): chosen once
+    per runtime and passed down to every protocol as `rt.backend`."""
+    cfg = config.current()
+    return select(cfg.device, gemm.cpu_share(world_size, cfg.threads), cfg.native_aes)

@@ -30,7 +30,8 @@ from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import reply_tag
 from mpcrt.errors import ConfigError, MpcError, ProtocolError
 from mpcrt.kernels import allocator, gemm
-from mpcrt.kernels.prg import PRG, new_seed
+from mpcrt.kernels.backend import Backend, select
+from mpcrt.kernels.prg import new_seed
 from mpcrt.transport import DEFAULT_TIMEOUT, Transport
 from mpcrt.zmq_transport import dealer_node
 
@@ -41,19 +42,22 @@ class Dealer:
     """The dealer of a session, over the transport it is given (its `node`, whose id N is
     the dealer's: parties are 0..N-1)."""
 
-    def __init__(self, transport: Transport):
+    def __init__(self, transport: Transport, backend: Backend | None = None):
         allocator.tune()  # reuse big numpy temporaries instead of page-faulting fresh mmaps
         self.n = len(transport.names) - 1
         if transport.id != self.n:
             raise ConfigError(f"the dealer is node {self.n} of this session, not {transport.id}")
         self.node = transport
+        cfg = config.current()
+        share = gemm.cpu_share(self.n, cfg.threads)
+        # the back end forms the matmul and conv triples' products (on the GPU with --device cuda)
+        self.backend = backend if backend is not None else select(cfg.device, share, cfg.native_aes)
         self.seeds = {i: new_seed() for i in range(self.n)}
-        self.prgs = [PRG(self.seeds[i]) for i in range(self.n)]
-        self._private = PRG(new_seed())
+        self.prgs = [self.backend.prg(self.seeds[i]) for i in range(self.n)]
+        self._private = self.backend.prg(new_seed())
         self.requests_served = 0
         self.busy_seconds = self.deal_seconds = self.send_seconds = 0.0
-        share = gemm.cpu_share(self.n)
-        threads = config.current().dealer_threads or min(2, share)
+        threads = cfg.dealer_threads or min(2, share)
         correlations.PASS_THREADS = min(share, 4)
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="deal")
         self._pending: collections.deque = collections.deque()  # futures of dealt requests, in request order
@@ -61,11 +65,11 @@ class Dealer:
 
     @classmethod
     def connect(cls, cluster: Cluster, secret_key: bytes | None, insecure: bool = False,
-                timeout: float = DEFAULT_TIMEOUT) -> "Dealer":
+                timeout: float = DEFAULT_TIMEOUT, backend: Backend | None = None) -> "Dealer":
         """The dealer of a cluster file's session, over ZeroMQ (CurveZMQ unless insecure)."""
         node = dealer_node(cluster, secret_key, timeout=timeout, insecure=insecure)
         try:
-            return cls(node)
+            return cls(node, backend)
         except BaseException:
             node.close(barrier=False)
             raise
@@ -127,7 +131,7 @@ class Dealer:
 
     def _deal(self, n: int, kind: str, p: dict) -> np.ndarray:
         t1 = time.perf_counter()
-        flat = correlations.deal(self.prgs, self._private_words, n, kind, p)
+        flat = correlations.deal(self.prgs, self._private_words, n, kind, p, self.backend)
         self.deal_seconds += time.perf_counter() - t1
         return flat
 
@@ -168,8 +172,8 @@ def main() -> int:
             raise ConfigError("the dealer needs a cluster file: --cluster FILE (or MPCRT_CLUSTER)")
         cluster = load_cluster(cfg.cluster)
         secret = None if cfg.insecure else load_secret_key(cfg.secret_key or "")
-        gemm.check_device()  # the matmul and conv triples' products may go to the GPU
-        d = Dealer.connect(cluster, secret, insecure=cfg.insecure, timeout=cfg.timeout)
+        backend = select(cfg.device, gemm.cpu_share(cluster.world_size, cfg.threads), cfg.native_aes)
+        d = Dealer.connect(cluster, secret, insecure=cfg.insecure, timeout=cfg.timeout, backend=backend)
     except MpcError as e:
         print(f"dealer: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

@@ -121,7 +121,7 @@ class Triple(Product):
 
     op = "triple"
 
-    def deal(self, p, own, private):
+    def deal(self, p, own, private, ops):
         return {"c": own["a"] * own["b"]}
 
     def deal_two(self, p, s0, s1, out, private) -> bool:
@@ -137,8 +137,8 @@ class MatmulTriple(Product):
 
     op = "matmul"
 
-    def deal(self, p, own, private):
-        return {"c": ring.matmul(own["a"], own["b"])}
+    def deal(self, p, own, private, ops):
+        return {"c": ops.matmul(own["a"], own["b"])}
 
 
 class ConvTriple(Product):
@@ -146,9 +146,9 @@ class ConvTriple(Product):
 
     op = "conv2d"
 
-    def deal(self, p, own, private):
+    def deal(self, p, own, private, ops):
         s = self.spec(p)
-        return {"c": ring.conv2d(own["a"], own["b"], s.stride, s.padding, s.dilation, s.groups)}
+        return {"c": ops.conv2d(own["a"], own["b"], s.stride, s.padding, s.dilation, s.groups)}
 
 
 class Truncated(Kind):
@@ -169,9 +169,9 @@ class Truncated(Kind):
         s = self.base.spec(p, truncated=True)
         return [("cr", s.out_shape, "a"), ("r_hi", s.out_shape, "a"), ("r_msb", s.out_shape, msb_how(s.f))]
 
-    def deal(self, p, own, private):
+    def deal(self, p, own, private, ops):
         f = self.base.spec(p, truncated=True).f
-        c = self.base.deal(p, own, private)["c"]
+        c = self.base.deal(p, own, private, ops)["c"]
         r = private(c.shape)
         return {"cr": c + r, "r_hi": ring.lshr(r, f), "r_msb": ring.msb(r)}
 
@@ -254,7 +254,8 @@ def mul(rt, x: np.ndarray, y: np.ndarray, shift: int = 0) -> np.ndarray:
 
 def matmul(rt, x: np.ndarray, y: np.ndarray, shift: int = 0) -> np.ndarray:
     """[x @ y] with torch.matmul semantics (2-D, batched, broadcast), then >> shift."""
-    return _beaver(rt, x, y, ProductSpec("matmul", x.shape, y.shape, shift), ring.matmul, ring.matmul2)
+    spec = ProductSpec("matmul", x.shape, y.shape, shift)
+    return _beaver(rt, x, y, spec, rt.backend.matmul, rt.backend.matmul2)
 
 
 def conv2d(rt, x: np.ndarray, w: np.ndarray, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups: int = 1,
@@ -263,8 +264,8 @@ def conv2d(rt, x: np.ndarray, w: np.ndarray, stride=(1, 1), padding=(0, 0), dila
     s, p, d = ring._pair(stride), ring._pair(padding), ring._pair(dilation)
     spec = ProductSpec("conv2d", x.shape, w.shape, shift, s, p, d, groups)
     return _beaver(
-        rt, x, w, spec, lambda u, v: ring.conv2d(u, v, s, p, d, groups),
-        lambda u1, v1, u2, v2: ring.conv2d2(u1, v1, u2, v2, s, p, d, groups),
+        rt, x, w, spec, lambda u, v: rt.backend.conv2d(u, v, s, p, d, groups),
+        lambda u1, v1, u2, v2: rt.backend.conv2d2(u1, v1, u2, v2, s, p, d, groups),
     )
 
 

@@ -272,7 +272,7 @@ class LtzBundle(Kind):
     def _tail(self, s: LtzSpec) -> list:
         return [] if s.powers is None else TruncPowers.corrected_spec(s.powers_spec)
 
-    def deal(self, p, own, private):
+    def deal(self, p, own, private, ops):
         s = self.spec(p)
         n, k = s.n, s.muls
         eda, da = s.halves

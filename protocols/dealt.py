@@ -51,7 +51,10 @@ class Kind:
         fuse the sum into its own pass."""
         return set()
 
-    def deal(self, p: dict, own: dict[str, np.ndarray], private) -> dict[str, np.ndarray]:
+    def deal(self, p: dict, own: dict[str, np.ndarray], private, ops) -> dict[str, np.ndarray]:
+        """The true values of the corrected entries from the summed `own` arrays; `private`
+        gives the dealer's private words, `ops` is the dealer's ring back end (its matmul,
+        conv2d: kernels.backend)."""
         raise NotImplementedError
 
 

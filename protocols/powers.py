@@ -148,7 +148,7 @@ class TruncPowers(Kind):
         M = ("M", (s.J,) + s.shape, "a32" if s.k <= 32 else "a")
         return [(f"S{j}", s.shape, "a") for j in range(1, s.J + 1)] + [M]
 
-    def deal(self, p, own, private):
+    def deal(self, p, own, private, ops):
         return self.deal_spec(self.spec(p), own["r"])
 
     @staticmethod
@@ -224,7 +224,7 @@ class LtzPowers(Kind):
         r *= np.int64(s.pw[2])
         return {"r": r}
 
-    def deal(self, p, own, private):
+    def deal(self, p, own, private, ops):
         return TruncPowers.deal_spec(self.spec(p).tuple_spec, own["r"])
 
     def lazy_rows(self, p, prg, stream: int, first: int) -> dict:
@@ -250,7 +250,7 @@ class MulMask(Kind):
         s = self.spec(p).shape
         return [("S1", s, "a"), ("M0", s, "a"), ("S1a", s, "a"), ("M0a", s, "a")]
 
-    def deal(self, p, own, private):
+    def deal(self, p, own, private, ops):
         r, k, a = own["r"], self.spec(p).k, own["a"]
         s0, m = -ring.lshr(r, k), ring.msb(r)
         return {"S1": s0, "M0": m, "S1a": s0 * a, "M0a": m * a}

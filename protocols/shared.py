@@ -220,13 +220,13 @@ class SharedTensor:
                 return self._new(beaver.matmul(rt, self.share, other.share, shift), f)
         p = fixedpoint.to_numpy(other)
         _check_matmul(self.shape, p.shape)
-        return self._public_bilinear(lambda s, q: ring.matmul(s, q), p)
+        return self._public_bilinear(lambda s, q: self.rt.backend.matmul(s, q), p)
 
     def __rmatmul__(self, other) -> "SharedTensor":
         self = self.to_precision()
         p = fixedpoint.to_numpy(other)
         _check_matmul(p.shape, self.shape)
-        return self._public_bilinear(lambda s, q: ring.matmul(q, s), p)
+        return self._public_bilinear(lambda s, q: self.rt.backend.matmul(q, s), p)
 
     def _public_bilinear(self, op, p) -> "SharedTensor":
         rt = self.rt
@@ -257,7 +257,7 @@ class SharedTensor:
                 z = beaver.conv2d(rt, self.share, weight.share, stride, padding, dilation, groups, shift)
             return self._new(z, f)
         w = fixedpoint.to_numpy(weight)
-        return self._public_bilinear(lambda s, q: ring.conv2d(s, q, stride, padding, dilation, groups), w)
+        return self._public_bilinear(lambda s, q: self.rt.backend.conv2d(s, q, stride, padding, dilation, groups), w)
 
     # ------------------------------------------------------------ reductions
     def sum(self, dim=None, keepdim: bool = False) -> "SharedTensor":

@@ -67,7 +67,7 @@ class TruncPair(Kind):
         s = self.spec(p)
         return [("r_hi", s.shape, "a"), ("r_msb", s.shape, msb_how(s.f))]
 
-    def deal(self, p, own, private):
+    def deal(self, p, own, private, ops):
         r = own["r"]
         return {"r_hi": ring.lshr(r, self.spec(p).f), "r_msb": ring.msb(r)}
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from mpcrt import cli
+from mpcrt.launch import cli
 from mpcrt.launch import bench_args, bench_report, bench_run, harness, plots
 from mpcrt.launch.workloads import WORKLOADS
 

@@ -24,12 +24,6 @@ def ref(a, b):
     return torch.matmul(torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))).numpy()
 
 
-# Until runtime.init, parties.dealer and launch.bench build their back end with backend.select
-# (the issue 18 merge), nothing stops --device cuda at start and the parties' products stay on the CPU.
-UNTIL_MERGE = pytest.mark.xfail(reason="needs the runtime, dealer and bench to select their back end (issue 18 merge)",
-                                strict=False)
-
-
 def gpu_backend(min_macs: int = 1) -> backend.CudaBackend:
     """The CUDA back end with every product (of at least min_macs multiply-adds) on the GPU."""
     return backend.CudaBackend(backend.CpuBackend(), min_macs=min_macs)
@@ -164,13 +158,14 @@ def _shared_matmul_and_conv(rt, a, b, x, w):
 
 @gpu
 @pytest.mark.gpu
-@UNTIL_MERGE
 @pytest.mark.parametrize("n", [2, 3])
 def test_parties_on_the_gpu(monkeypatch, n):
     """The parties' and the dealer's products on the GPU give the float64 reference."""
     from mpcrt.launch.inprocess import run_parties
 
-    monkeypatch.setenv("MPCRT_DEVICE", "cuda")
+    from mpcrt import config
+
+    monkeypatch.setattr(config, "_current", config.current().replace(device="cuda"))  # what --device cuda installs
     monkeypatch.setattr(cuda_gemm, "MIN_MACS", 1)  # the back ends' default threshold
     calls = {"matmul": [], "matmul2": [], "conv2d": [], "conv2d2": []}
     for name, got in calls.items():
@@ -189,7 +184,6 @@ def test_parties_on_the_gpu(monkeypatch, n):
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="checks the error where no GPU is usable")
-@UNTIL_MERGE
 def test_launch_device_cuda_without_gpu_stops_at_start(cli, write_script):
     script = write_script("import mpcrt\nrt = mpcrt.init()\nprint('started')\n")
     r = cli.run(["launch", "-n", "2", "--device", "cuda", script], timeout=60)
@@ -199,7 +193,6 @@ def test_launch_device_cuda_without_gpu_stops_at_start(cli, write_script):
 
 
 @pytest.mark.skipif(HAVE_GPU, reason="checks the error where no GPU is usable")
-@UNTIL_MERGE
 def test_bench_device_cuda_without_gpu_is_a_usage_error(cli, tmp_path):
     r = cli.run(["bench", "--parties", "2", "--ops", "matmul", "--sizes", "matmul=8", "--repeats", "1",
                  "--device", "cuda", "--out", str(tmp_path)], timeout=60)

@@ -25,13 +25,7 @@ MAX_LINES = 700
 LINE_CHECKED = ["mpcrt", "protocols", "kernels", "parties", "launch", "benchmarks"]
 
 # By design: the command line (`python -m mpcrt`, `mpcrt ...`) starts parties, the dealer and launchers.
-UPWARD_OK = {"mpcrt.__main__", "mpcrt.cli"}
-
-# Known violations in files owned elsewhere (issue 18's other parts); remove each entry
-# once its file is fixed.
-KNOWN_CYCLES = {"mpcrt.cli", "mpcrt.infer", "mpcrt.launch.bench"}  # cli -> launch.bench -> infer -> cli
-KNOWN_UPWARD = {("mpcrt.infer", "mpcrt.launch.local"), ("mpcrt.infer", "mpcrt.parties.party")}
-KNOWN_LONG = {"launch/netsim.py"}
+UPWARD_OK = {"mpcrt.__main__"}
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -121,14 +115,14 @@ def test_the_graph_sees_the_packages_and_their_edges(graph):
 def test_no_import_cycles(graph):
     _, edges = graph
     cyclic = _in_cycles(edges)
-    assert cyclic - KNOWN_CYCLES == set(), f"modules in import cycles (function-local imports count): {sorted(cyclic)}"
+    assert cyclic == set(), f"modules in import cycles (function-local imports count): {sorted(cyclic)}"
 
 
 def test_imports_point_one_way(graph):
     """launch -> parties -> mpcrt -> protocols -> kernels; no edge up (mpcrt.errors is a leaf)."""
     _, edges = graph
     up = _upward(edges)
-    assert up - KNOWN_UPWARD == set(), f"imports against the layering: {sorted(up - KNOWN_UPWARD)}"
+    assert up == set(), f"imports against the layering: {sorted(up)}"
 
 
 def test_protocols_and_kernels_never_import_mpcrt_modules(graph):
@@ -140,15 +134,7 @@ def test_protocols_and_kernels_never_import_mpcrt_modules(graph):
 
 def test_no_source_file_over_700_lines():
     long = _long_files()
-    assert long - KNOWN_LONG == set(), f"source files over {MAX_LINES} lines: {sorted(long - KNOWN_LONG)}"
-
-
-def test_allowances_are_still_needed(graph):
-    """Each known violation above still exists; once its file is fixed, delete the entry."""
-    _, edges = graph
-    stale = (KNOWN_CYCLES - _in_cycles(edges)) | {f"{a} -> {b}" for a, b in KNOWN_UPWARD - _upward(edges)} \
-        | (KNOWN_LONG - _long_files())
-    assert not stale, f"fixed, so remove from this test's allowances: {sorted(map(str, stale))}"
+    assert long == set(), f"source files over {MAX_LINES} lines: {sorted(long)}"
 
 
 DOC_FIELDS = ("Rounds:", "Bytes per element per peer:", "Dealer words per element:", "Error:", "Reference:")

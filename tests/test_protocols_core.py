@@ -917,7 +917,7 @@ def test_runtime_rank_outside_cluster_is_a_config_error():
     cluster, secrets_ = local_cluster(2)
     for rank in (2, -1):
         with pytest.raises(ConfigError, match="rank"):
-            mpcrt.Runtime(cluster, rank, secrets_[0], timeout=2)
+            mpcrt.Runtime.connect(cluster, rank, secrets_[0], timeout=2)
 
 
 def test_bad_src_and_reveal_target():

@@ -212,7 +212,7 @@ def _receive_model(rt, src: int) -> tuple[Graph, object]:
 
 def _check_range(graph: Graph, arrays, precision: int) -> None:
     """Every weight must be encodable at this precision (checked before anything is sent)."""
-    from mpcrt import fixedpoint
+    from mpcrt.protocols import fixedpoint
 
     lim = fixedpoint.max_value(precision)
     for a, p in zip(arrays, graph.params):
