@@ -87,6 +87,7 @@ METHODS: dict[str, Method] = {
     "selu": Method(activations.selu, ("selu",)),
     "celu": Method(activations.celu, ("celu",), ("alpha",)),
     "softplus": Method(activations.softplus, ("softplus",), ("beta", "threshold")),
+    "logsigmoid": Method(activations.logsigmoid, ("logsigmoid",)),
     "mish": Method(activations.mish, ("mish",)),
     "prelu": Method(activations.prelu, ("prelu",), ("weight",)),
     "hardswish": Method(activations.hardswish, ("hardswish",)),

@@ -102,25 +102,28 @@ def test_hardswish_hardsigmoid_like_torch(n):
 @pytest.mark.parametrize("n", NS)
 def test_elu_family_and_softplus_like_torch(n):
     """elu (alpha 1 and 0.5), selu, celu: abs 1e-3 alpha-scaled on [-8, 8], rel 1e-4 far out
-    (x itself, or -alpha); softplus (beta 1, 2, 0.5): abs 5e-4 / beta on [-8, 8], rel 1e-3 beyond."""
+    (x itself, or -alpha); softplus (beta 1, 2, 0.5) and logsigmoid (-softplus(-x)): abs 5e-4 /
+    beta on [-8, 8], rel 1e-3 beyond."""
     x = np.concatenate([GRID[::4], FAR[np.abs(FAR) < 2.0**29]])  # selu/celu scale x by a public real: |x| < 2^(62-2f)
     k = GRID[::4].size
     calls = [("elu", ()), ("elu", (0.5,)), ("selu", ()), ("celu", (2.0,)), ("softplus", ()), ("softplus", (2.0,)),
-             ("softplus", (0.5,))]
+             ("softplus", (0.5,)), ("logsigmoid", ())]
     refs = [ref(F.elu, x), ref(F.elu, x, alpha=0.5), ref(F.selu, x), ref(F.celu, x, alpha=2.0), ref(F.softplus, x),
-            ref(F.softplus, x, beta=2.0), ref(F.softplus, x, beta=0.5)]
-    tols = [1e-3, 5e-4, 2e-3, 2e-3, 5e-4, 2.5e-4, 1e-3]
+            ref(F.softplus, x, beta=2.0), ref(F.softplus, x, beta=0.5), ref(F.logsigmoid, x)]
+    tols = [1e-3, 5e-4, 2e-3, 2e-3, 5e-4, 2.5e-4, 1e-3, 5e-4]
     for out in run(lambda rt: applied(rt, x, *calls), n):
         for (name, args), (got, r), want, tol in zip(calls, out, refs, tols):
             check(got[:k], want[:k], 0.0, tol, f"{name}{args} on [-8, 8]")
             check(got[k:], want[k:], 1e-3, tol, f"{name}{args} beyond 8")
-        assert [r for _, r in out] == [15, 16, 17, 16, 19, 20, 20], [r for _, r in out]
+        assert [r for _, r in out] == [15, 16, 17, 16, 19, 20, 20, 19], [r for _, r in out]
         pos = x > 0  # elu's positive side is x itself (exp's error at 0 is masked by the sign bit)
         for (name, args), (got, _) in zip(calls[:2], out[:2]):
             check(got[pos], q(x[pos]), 0.0, 2.0**-16, f"{name}{args} for x > 0")
         far_left = x < -20  # softplus is exactly 0 there (its log1p polynomial has no constant term)
-        for (name, args), (got, _) in zip(calls[4:], out[4:]):
+        for (name, args), (got, _) in zip(calls[4:7], out[4:7]):
             assert np.all(np.abs(got[far_left]) <= 2.0**-15), (name, args, got[far_left])
+        far_right = x > 20  # so is logsigmoid (-softplus(-x)) there
+        assert np.all(np.abs(out[7][0][far_right]) <= 2.0**-15), out[7][0][far_right]
 
 
 @pytest.mark.parametrize("n", NS)
