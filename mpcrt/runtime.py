@@ -22,7 +22,7 @@ from mpcrt.protocols import fixedpoint
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import DealerClient
 from mpcrt.errors import ConfigError, MpcError, ShapeError
-from mpcrt.kernels import allocator, bufpool, gemm, topbytes
+from mpcrt.kernels import allocator, bufpool, gemm
 from mpcrt.kernels.backend import Backend, select
 from mpcrt.kernels.prg import PRG, new_seed
 from mpcrt.protocols.rounds import Top
@@ -143,7 +143,7 @@ class Runtime:
         parts, plan = [], []
         for a in adds:
             if isinstance(a, Top):
-                packed = topbytes.pack(a.share, a.nbytes, a.plus, a.add)
+                packed = self.backend.topbytes.pack(a.share, a.nbytes, a.plus, a.add)
                 plan.append(("t", len(parts), len(packed), a.nbytes))
                 parts += packed
             else:
@@ -161,7 +161,8 @@ class Runtime:
         for (kind, i, cnt, nb), shape in zip(plan, shapes):
             if kind == "t":
                 n = mine[i].size
-                res = topbytes.unpack_sum([mine[i : i + cnt], *[g[i : i + cnt] for g in got]], nb, bufpool.empty(n)[:n])
+                parts = [mine[i : i + cnt], *[g[i : i + cnt] for g in got]]
+                res = self.backend.topbytes.unpack_sum(parts, nb, bufpool.empty(n)[:n])
             else:
                 op = np.add if kind == "a" else np.bitwise_xor
                 p = mine[i]

@@ -230,7 +230,7 @@ def _beaver(rt, x: np.ndarray, y: np.ndarray, spec: ProductSpec, op, op2=None) -
     offset = truncation.OFFSET if rt.rank == 0 else np.int64(0)
     if shift and op is np.multiply and x.shape == y.shape:  # the masked product in one pass (kernels.beaver)
         z = np.empty(spec.out_shape, np.int64)
-        fb.product_masked(d.reshape(-1), own["b"].reshape(-1), x.reshape(-1), e.reshape(-1),
+        rt.backend.beaver.product_masked(d.reshape(-1), own["b"].reshape(-1), x.reshape(-1), e.reshape(-1),
                           mat.get()["cr"].reshape(-1), offset, z.reshape(-1))
     else:
         if op2 is not None:  # both products in one call: the second adds in place (on the GPU: one download)

@@ -48,7 +48,6 @@ from typing import Callable
 import numpy as np
 
 from mpcrt.kernels import bitlt, bufpool, ring
-from mpcrt.kernels import powers as powers_kernel
 from mpcrt.protocols import truncation
 from mpcrt.protocols.dealt import (
     PARALLEL_MIN,
@@ -424,12 +423,12 @@ class RidingPowers:
 
     def all(self) -> list[np.ndarray]:
         """[(beta x >> k)^j] for j = 1..J, each of x's shape."""
-        out = powers_kernel.combine(self.ct, *self._tuple(), self.k, self.rt.rank == 0)
+        out = self.rt.backend.powers.combine(self.ct, *self._tuple(), self.k, self.rt.rank == 0)
         return [o.reshape(self.shape) for o in out]
 
     def poly(self, coef, X: np.ndarray | None = None, xcoef: int = 0) -> np.ndarray:
         """[coef[0] + xcoef X + sum_j coef[j] u^j], u = beta x >> k, in one pass (x's shape)."""
-        out = powers_kernel.poly(self.ct, *self._tuple(), self.k, self.rt.rank == 0, coef, X, xcoef)
+        out = self.rt.backend.powers.poly(self.ct, *self._tuple(), self.k, self.rt.rank == 0, coef, X, xcoef)
         return out.reshape(self.shape)
 
 
@@ -474,30 +473,31 @@ class YTrunc:
 X_DEAD, Y_DEAD = np.int64(-1), np.int64(-0x5555555555555556)  # dead groups open as eq = 1; (lt, eq) = (0, 1)
 
 
-def _live(X, dead: int):
-    """The live (high 64 - dead) bits of the words in X, packed back to back."""
+def _live(bk, X, dead: int):
+    """The live (high 64 - dead) bits of the words in X, packed back to back (bk: the
+    back end's bitlt kernels)."""
     if not dead:
         return X
     out = np.empty(X.size * (64 - dead) // 64, np.int64)
-    bitlt.pack_live(X, dead, out)
+    bk.pack_live(X, dead, out)
     return out
 
 
-def _with_dead(opened, m: int, dead: int, fill: np.int64):
+def _with_dead(bk, opened, m: int, dead: int, fill: np.int64):
     """m words from their opened live bits, the dead low bits set to their public value."""
     if not dead:
         return opened.view(np.int64)
     D = np.empty(m, np.int64)
-    bitlt.unpack_live(opened.view(np.int64), dead, fill, D)
+    bk.unpack_live(opened.view(np.int64), dead, fill, D)
     return D
 
 
-def _and_open(X, Y, dead: tuple[int, int] = (0, 0)):
+def _and_open(bk, X, Y, dead: tuple[int, int] = (0, 0)):
     """Generator step: open the masked operands of a word AND (one round); of a coarse
     comparison's words only the live bits travel (`dead`: dead low bits of X, of Y)."""
     dx, dy = dead
-    _, (D, F) = yield Open(xor=[_live(X, dx), _live(Y, dy)], fresh=True)
-    return _with_dead(D, X.size, dx, X_DEAD), _with_dead(F, Y.size, dy, Y_DEAD)
+    _, (D, F) = yield Open(xor=[_live(bk, X, dx), _live(bk, Y, dy)], fresh=True)
+    return _with_dead(bk, D, X.size, dx, X_DEAD), _with_dead(bk, F, Y.size, dy, Y_DEAD)
 
 
 def ltz_steps(rt, x: np.ndarray, n_muls: int | None = None, muls: Callable[[], list[np.ndarray]] | None = None,
@@ -549,6 +549,7 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int | None = None, muls: Callable[[], l
     coarse, trunc_y, xor_rows = spec.coarse, spec.trunc_y, spec.xor_rows
     mat = mat if mat is not None else request(rt, spec)
     dead = bitlt.dead_bits(coarse) if coarse else None
+    bk = rt.backend.bitlt  # the fused levels: the back end's kernels (issue 22 puts them on the GPU)
     halves = mat if isinstance(mat, Halves) else None
     if halves is not None:
         mat = halves.eda
@@ -576,23 +577,23 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int | None = None, muls: Callable[[], l
     npad = R * npad
 
     W = bufpool.empty(npad)
-    bitlt.level1(c, hi, rb, P, first, W)  # level 1 (width 1) is local
+    bk.level1(c, hi, rb, P, first, W)  # level 1 (width 1) is local
     for w in LEVELS:  # rounds 2-5
         a, b = m[f"a{w}"], m[f"b{w}"]
         # coarse: the AND masks are zero at dead bits (the dealer dealt c for these); the kernels mask them
         am, bm = (bitlt.live_mask(dead[w][0]), bitlt.live_mask(dead[w][1])) if coarse else (np.int64(-1), np.int64(-1))
         X, Y = np.empty(npad // w, np.int64), np.empty(npad // w, np.int64)
-        bitlt.pack_level(W, w, LO[w], PAIR[w], a, b, am, bm, X, Y)
-        D, F = yield from _and_open(X, Y, dead[w] if coarse else (0, 0))
-        bitlt.finish_level(W, w, LO[w], PAIR[w], D, F, a, b, am, bm, m[f"c{w}"], first)
+        bk.pack_level(W, w, LO[w], PAIR[w], a, b, am, bm, X, Y)
+        D, F = yield from _and_open(bk, X, Y, dead[w] if coarse else (0, 0))
+        bk.finish_level(W, w, LO[w], PAIR[w], D, F, a, b, am, bm, m[f"c{w}"], first)
     a, b = m["a64"], m["b64"]  # round 6: the last level, one AND per element
     X, Y = np.empty(npad // 64, np.int64), np.empty(npad // 64, np.int64)
-    bitlt.pack_last(W, a, b, X, Y)
-    D, F = yield from _and_open(X, Y)
+    bk.pack_last(W, a, b, X, Y)
+    D, F = yield from _and_open(bk, X, Y)
     vmask = np.empty(npad, np.uint8)
     if md is None:
         md = halves.request_da().get()
-    bitlt.finish_last(W, D, F, a, b, m["c64"], first, rb, c, md["sb"], vmask)
+    bk.finish_last(W, D, F, a, b, m["c64"], first, rb, c, md["sb"], vmask)
 
     # round 7: B2A with the daBit, fused products opened alongside
     keep = x.size  # real elements per row
@@ -616,7 +617,7 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int | None = None, muls: Callable[[], l
     if xor_rows:  # (b_0 xor s_0) xor (b_1 xor s_1) opens b_0 xor b_1 under the dealer's s_0 xor s_1
         v[:per] ^= v[per : 2 * per]
     bit = bufpool.empty(npad)
-    bitlt.b2a(v, md["s"], first, bit)
+    bk.b2a(v, md["s"], first, bit)
     prods = []
     nk = K * per
     if trunc_y:
@@ -625,7 +626,7 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int | None = None, muls: Callable[[], l
         consts = (np.int64(k), ring.const((1 << (64 - k)) - 1), np.int64(1 << (62 - k)), ring.const(1 << (64 - k)))
         for lo in range(0, nk, y.size):
             hi = lo + y.size
-            bitlt.b2a_product_trunc(v[lo:hi], y, cy, *consts, md["s"][lo:hi], md["sS"][lo:hi], md["sM"][lo:hi],
+            bk.b2a_product_trunc(v[lo:hi], y, cy, *consts, md["s"][lo:hi], md["sS"][lo:hi], md["sM"][lo:hi],
                                     out[lo:hi])
         return unpadded(bit, R), [unpadded(out, K)]
     for j, (y, d) in enumerate(zip(ys, ds)):
@@ -633,7 +634,7 @@ def ltz_steps(rt, x: np.ndarray, n_muls: int | None = None, muls: Callable[[], l
         ms = md[f"ms{j}"]
         for lo in range(0, nk, y.size):  # each row with the same y when shared_y
             hi = lo + y.size
-            bitlt.b2a_product(v[lo:hi], y, d, md["s"][lo:hi], ms[lo:hi], out[lo:hi])
+            bk.b2a_product(v[lo:hi], y, d, md["s"][lo:hi], ms[lo:hi], out[lo:hi])
         prods.append(unpadded(out, K))
     return unpadded(bit, R), prods
 

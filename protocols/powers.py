@@ -294,7 +294,7 @@ def trunc_pow_steps(rt, x: np.ndarray, k: int, J: int, mat=None, opened: list | 
     c, S, M = yield from _open_steps(rt, x, k, J, mat, top)
     if opened is not None:
         opened.append(c)
-    out = fused.combine(c.reshape(-1), S, M, k, rt.rank == 0)
+    out = rt.backend.powers.combine(c.reshape(-1), S, M, k, rt.rank == 0)
     return [o.reshape(c.shape) for o in out]
 
 
@@ -305,7 +305,7 @@ def trunc_poly_steps(rt, x: np.ndarray, k: int, J: int, coef, X: np.ndarray | No
     with powers whose powers go straight into the polynomial (one fused pass, no [u^j] stored).
     `mat`, `top` as for trunc_pow_steps (request with the same shape, k, J)."""
     c, S, M = yield from _open_steps(rt, x, k, J, mat, top)
-    return fused.poly(c.reshape(-1), S, M, k, rt.rank == 0, coef, X, xcoef).reshape(c.shape)
+    return rt.backend.powers.poly(c.reshape(-1), S, M, k, rt.rank == 0, coef, X, xcoef).reshape(c.shape)
 
 
 def tuple_arrays(m: dict, J: int, npad: int, n: int) -> tuple:

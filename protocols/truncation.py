@@ -103,6 +103,6 @@ def finish(rt, c: np.ndarray, f: int, mat) -> np.ndarray:
     """[x >> f] from the opened c = x + 2^62 + r (one fused pass, kernels.beaver)."""
     m = mat.get()
     out = np.empty(c.shape, np.int64)
-    fb.trunc_finish(c.reshape(-1), m["r_hi"].reshape(-1), m["r_msb"].reshape(-1), np.int64(f),
+    rt.backend.beaver.trunc_finish(c.reshape(-1), m["r_hi"].reshape(-1), m["r_msb"].reshape(-1), np.int64(f),
                     ring.const((1 << (64 - f)) - 1), rt.rank == 0, out.reshape(-1))
     return out
