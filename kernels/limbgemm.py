@@ -106,7 +106,7 @@ def split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ls[0], ls[1], ls[2]
 
 
-def _promote(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+def promote(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, bool]:
     """a and b as (..., n, k) and (..., k, m): 1-D operands get the axis torch.matmul adds."""
     va, vb = a.ndim == 1, b.ndim == 1
     if not a.ndim or not b.ndim:
@@ -114,7 +114,8 @@ def _promote(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool
     return (a[None, :] if va else a), (b[:, None] if vb else b), va, vb
 
 
-def _demote(c: np.ndarray, va: bool, vb: bool) -> np.ndarray:
+def demote(c: np.ndarray, va: bool, vb: bool) -> np.ndarray:
+    """The product of promoted operands without the axes `promote` added."""
     if vb:
         c = c[..., 0]
     if va:
@@ -154,7 +155,7 @@ def matmul(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarr
     blas_threads(threads)
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
-    a, b, va, vb = _promote(a, b)
+    a, b, va, vb = promote(a, b)
     k = a.shape[-1]
     if k != b.shape[-2]:
         raise ValueError(f"inner dimensions differ: {a.shape} @ {b.shape}")
@@ -164,7 +165,7 @@ def matmul(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarr
     step = -(-k // -(-k // KMAX)) if k else 1  # near-equal chunks of at most KMAX
     for lo in range(0, k, step):
         _chunk(a[..., lo:lo + step], b[..., lo:lo + step, :], c, lo > 0)
-    return _demote(c, va, vb)
+    return demote(c, va, vb)
 
 
 def matmul2(a1: np.ndarray, b1: np.ndarray, a2: np.ndarray, b2: np.ndarray,
@@ -172,10 +173,10 @@ def matmul2(a1: np.ndarray, b1: np.ndarray, a2: np.ndarray, b2: np.ndarray,
     """a1 @ b1 + a2 @ b2 modulo 2^64 (one result shape) as one limb GEMM of depth 2K: [a1 a2] @ [b1; b2]."""
     if (np.ndim(a1) == 1, np.ndim(b1) == 1) != (np.ndim(a2) == 1, np.ndim(b2) == 1):
         return matmul(a1, b1, threads) + matmul(a2, b2, threads)  # mixed ranks: no common K axis
-    a1, b1, va, vb = _promote(np.asarray(a1, dtype=np.int64), np.asarray(b1, dtype=np.int64))
-    a2, b2, _, _ = _promote(np.asarray(a2, dtype=np.int64), np.asarray(b2, dtype=np.int64))
+    a1, b1, va, vb = promote(np.asarray(a1, dtype=np.int64), np.asarray(b1, dtype=np.int64))
+    a2, b2, _, _ = promote(np.asarray(a2, dtype=np.int64), np.asarray(b2, dtype=np.int64))
     ba = np.broadcast_shapes(a1.shape[:-2], a2.shape[:-2])
     bb = np.broadcast_shapes(b1.shape[:-2], b2.shape[:-2])
     a = np.concatenate((np.broadcast_to(a1, ba + a1.shape[-2:]), np.broadcast_to(a2, ba + a2.shape[-2:])), axis=-1)
     b = np.concatenate((np.broadcast_to(b1, bb + b1.shape[-2:]), np.broadcast_to(b2, bb + b2.shape[-2:])), axis=-2)
-    return _demote(matmul(a, b, threads), va, vb)
+    return demote(matmul(a, b, threads), va, vb)
