@@ -173,10 +173,15 @@ def matmul2(a1: np.ndarray, b1: np.ndarray, a2: np.ndarray, b2: np.ndarray, thre
 
 
 def into(r: np.ndarray, out: np.ndarray | None, accumulate: bool) -> np.ndarray:
-    """r, or r written (accumulate: added) into `out` and `out` returned."""
+    """r, or r written (accumulate: added) into `out` and `out` returned (r may broadcast to out's shape:
+    matmul2's second product)."""
     if out is None:
         return r
-    if out.shape != r.shape:
+    try:
+        fits = np.broadcast_shapes(out.shape, r.shape) == out.shape
+    except ValueError:
+        fits = False
+    if not fits:
         raise ValueError(f"out must be a C-contiguous int64 array of shape {r.shape}")
     if accumulate:
         np.add(out, r, out=out)
