@@ -8,10 +8,12 @@
  *
  * The AVX2 path (CPUs without AVX-512: AMD Zen 2/3, Intel client cores) has no 64-bit
  * multiply, so it splits each product: a*b = a_lo*b_lo + 2^32 (a_lo*b_hi + a_hi*b_lo) mod 2^64.
- * vpmuludq gives a_lo*b_lo (64-bit lanes); with A packed beside its 32-bit rotation, one vpmulld
+ * vpmuludq gives a_lo*b_lo (64-bit lanes); with B packed beside its 32-bit rotation, one vpmulld
  * gives both cross terms mod 2^32 (the two dwords of a lane), accumulated as dwords and folded
- * into the high half once per micro-tile. Two multiplies and two adds per four MACs, a 2x8 tile
- * (1024^3 on one Zen 4 core: 0.133 s; 3x8: 0.17 s, 4x8: 0.15 s; AVX-512 kernel 0.059 s).
+ * into the high half once per micro-tile. Two multiplies and two adds per four MACs, a 2x8 tile.
+ * 1024^3 on one Zen 4 core (CPU time): 0.127 s; tiles 3x8 0.17 s, 4x4 0.15 s, 5x4 0.146 s, 6x4
+ * 0.18 s, 4x8 0.19 s; A packed with its rotation instead (two broadcasts a row) 0.133 s; the
+ * AVX-512 kernel 0.057 s. vpmulld is two uops where vpmuludq is one, so the multiplies bound it.
  *
  * Compiled without -march flags: each kernel carries its own target attribute, so the same
  * binary loads on any x86-64 CPU, and the AVX2 kernel uses no AVX-512 instruction even where
@@ -35,9 +37,12 @@
 #define KC 256  /* depth of a packed block: a B micro-panel (KC x NR, 32 KB) stays in L1 */
 #define MC 120  /* rows of a packed A block (MC x KC, 240 KB) stay in L2 */
 #ifndef MR2
-#define MR2 2   /* the AVX2 micro-tile: 2 rows x 2 vectors x 2 accumulators + 2 B + 2 broadcasts (3 rows: 0.17 s) */
+#define MR2 2   /* the AVX2 micro-tile: 2 rows x NV2 vectors x 2 accumulators + 2 NV2 B + 1 broadcast */
 #endif
-#define NR2 8
+#ifndef NV2
+#define NV2 2   /* vectors of 4 words per row of the AVX2 tile */
+#endif
+#define NR2 (4 * NV2)
 #define KIND_AVX512 0
 #define KIND_AVX2 1
 
@@ -69,28 +74,30 @@ static void micro_kernel(int kc, const int64_t *ap, const int64_t *bp, int64_t *
     }
 }
 
-/* ap: [kk][MR2][a, a rotated by 32 bits]; bp: [kk][NR2]. */
+/* ap: [kk][MR2]; bp: [kk][NR2 words][the same NR2 words, each rotated by 32 bits]. */
 __attribute__((target("avx2")))
 static void micro_kernel_avx2(int kc, const int64_t *ap, const int64_t *bp, int64_t *c, Py_ssize_t ldc, int add)
 {
-    __m256i lo[MR2][2], x[MR2][2];
+    __m256i lo[MR2][NV2], x[MR2][NV2];
     for (int r = 0; r < MR2; r++)
-        lo[r][0] = lo[r][1] = x[r][0] = x[r][1] = _mm256_setzero_si256();
+        for (int v = 0; v < NV2; v++) lo[r][v] = x[r][v] = _mm256_setzero_si256();
     for (int kk = 0; kk < kc; kk++) {
-        __m256i b0 = _mm256_load_si256((const __m256i *)(bp + kk * NR2));
-        __m256i b1 = _mm256_load_si256((const __m256i *)(bp + kk * NR2 + 4));
-        const int64_t *ak = ap + kk * MR2 * 2;
+        __m256i b[NV2], br[NV2];
+        for (int v = 0; v < NV2; v++) {
+            b[v] = _mm256_load_si256((const __m256i *)(bp + kk * 2 * NR2 + 4 * v));
+            br[v] = _mm256_load_si256((const __m256i *)(bp + kk * 2 * NR2 + NR2 + 4 * v));
+        }
         for (int r = 0; r < MR2; r++) {
-            __m256i a = _mm256_set1_epi64x(ak[2 * r]), s = _mm256_set1_epi64x(ak[2 * r + 1]);
-            lo[r][0] = _mm256_add_epi64(lo[r][0], _mm256_mul_epu32(a, b0));
-            lo[r][1] = _mm256_add_epi64(lo[r][1], _mm256_mul_epu32(a, b1));
-            x[r][0] = _mm256_add_epi32(x[r][0], _mm256_mullo_epi32(s, b0));  /* a_hi b_lo | a_lo b_hi */
-            x[r][1] = _mm256_add_epi32(x[r][1], _mm256_mullo_epi32(s, b1));
+            __m256i a = _mm256_set1_epi64x(ap[kk * MR2 + r]);
+            for (int v = 0; v < NV2; v++) {
+                lo[r][v] = _mm256_add_epi64(lo[r][v], _mm256_mul_epu32(a, b[v]));      /* a_lo b_lo */
+                x[r][v] = _mm256_add_epi32(x[r][v], _mm256_mullo_epi32(a, br[v]));     /* a_lo b_hi | a_hi b_lo */
+            }
         }
     }
     for (int r = 0; r < MR2; r++) {
         int64_t *row = c + r * ldc;
-        for (int v = 0; v < 2; v++) {
+        for (int v = 0; v < NV2; v++) {
             __m256i t = _mm256_add_epi32(x[r][v], _mm256_srli_epi64(x[r][v], 32));  /* cross sum, low dword */
             __m256i z = _mm256_add_epi64(lo[r][v], _mm256_slli_epi64(t, 32));
             if (add) z = _mm256_add_epi64(z, _mm256_loadu_si256((const __m256i *)(row + 4 * v)));
@@ -99,48 +106,53 @@ static void micro_kernel_avx2(int kc, const int64_t *ap, const int64_t *bp, int6
     }
 }
 
-/* B rows k0..k0+kc, all m columns, as nr-wide panels [panel][kk][nr], zero-padded. */
-static void pack_b(const int64_t *b, Py_ssize_t m, int k0, int kc, int nr, int64_t *bp)
+/* B rows k0..k0+kc, all m columns, as nr-wide panels [panel][kk][nr], zero-padded; with rot, each
+ * row of nr words is followed by the same words rotated by 32 bits (the AVX2 kernel's cross terms). */
+static void pack_b(const int64_t *b, Py_ssize_t m, int k0, int kc, int nr, int rot, int64_t *bp)
 {
     Py_ssize_t panels = (m + nr - 1) / nr;
+    int ld = nr * (rot + 1);
     for (Py_ssize_t p = 0; p < panels; p++) {
         Py_ssize_t j0 = p * nr, w = m - j0 < nr ? m - j0 : nr;
-        int64_t *dst = bp + p * (Py_ssize_t)kc * nr;
+        int64_t *dst = bp + p * (Py_ssize_t)kc * ld;
         for (int kk = 0; kk < kc; kk++) {
             const int64_t *src = b + (Py_ssize_t)(k0 + kk) * m + j0;
-            memcpy(dst + kk * nr, src, w * 8);
-            if (w < nr) memset(dst + kk * nr + w, 0, (nr - w) * 8);
+            int64_t *row = dst + kk * ld;
+            memcpy(row, src, w * 8);
+            if (w < nr) memset(row + w, 0, (nr - w) * 8);
+            if (rot)
+                for (int j = 0; j < nr; j++) {
+                    uint64_t v = (uint64_t)row[j];
+                    row[nr + j] = (int64_t)((v >> 32) | (v << 32));
+                }
         }
     }
 }
 
-/* A rows i0..i0+mc, columns k0..k0+kc, as mr-row tiles [tile][kk][mr][rot + 1], zero-padded;
- * with rot, each word is followed by its 32-bit rotation (the AVX2 kernel's cross terms). */
-static void pack_a(const int64_t *a, Py_ssize_t k, Py_ssize_t i0, int mc, int k0, int kc, int mr, int rot,
-                   int64_t *ap)
+/* A rows i0..i0+mc, columns k0..k0+kc, as mr-row tiles [tile][kk][mr], zero-padded. */
+static void pack_a(const int64_t *a, Py_ssize_t k, Py_ssize_t i0, int mc, int k0, int kc, int mr, int64_t *ap)
 {
-    int w = rot ? 2 : 1;
     for (int t = 0; t < mc; t += mr) {
-        int64_t *dst = ap + (Py_ssize_t)t * kc * w;
+        int64_t *dst = ap + (Py_ssize_t)t * kc;
         for (int r = 0; r < mr; r++) {
-            const int64_t *src = a + (i0 + t + r) * k + k0;
-            for (int kk = 0; kk < kc; kk++) {
-                uint64_t v = t + r < mc ? (uint64_t)src[kk] : 0;
-                dst[(kk * mr + r) * w] = (int64_t)v;
-                if (rot) dst[(kk * mr + r) * w + 1] = (int64_t)((v >> 32) | (v << 32));
+            if (t + r < mc) {
+                const int64_t *src = a + (i0 + t + r) * k + k0;
+                for (int kk = 0; kk < kc; kk++) dst[kk * mr + r] = src[kk];
+            } else {
+                for (int kk = 0; kk < kc; kk++) dst[kk * mr + r] = 0;
             }
         }
     }
 }
 
 /* out[n x m] (+)= a[n x k] @ b[k x m] with the kernel `kind`; returns 0, or -1 when out of memory. */
-static int gemm(const int64_t *a, const int64_t *b, int64_t *out, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m, int accumulate,
-                int kind)
+static int gemm(const int64_t *a, const int64_t *b, int64_t *out, Py_ssize_t n, Py_ssize_t k, Py_ssize_t m,
+                int accumulate, int kind)
 {
     int mr = kind == KIND_AVX2 ? MR2 : MR, nr = kind == KIND_AVX2 ? NR2 : NR, rot = kind == KIND_AVX2;
     Py_ssize_t panels = (m + nr - 1) / nr;
-    int64_t *bp = aligned_alloc(64, (size_t)panels * KC * nr * 8);
-    int64_t *ap = aligned_alloc(64, (size_t)(MC + MR) * KC * 8 * 2);
+    int64_t *bp = aligned_alloc(64, (size_t)panels * KC * nr * 8 * (rot + 1));
+    int64_t *ap = aligned_alloc(64, (size_t)(MC + MR) * KC * 8);
     if (!bp || !ap) {
         free(bp);
         free(ap);
@@ -151,18 +163,18 @@ static int gemm(const int64_t *a, const int64_t *b, int64_t *out, Py_ssize_t n, 
     for (Py_ssize_t k0 = 0; k0 < k; k0 += KC) {
         int kc = (int)(k - k0 < KC ? k - k0 : KC);
         int add = accumulate || k0 > 0;
-        pack_b(b, m, (int)k0, kc, nr, bp);
+        pack_b(b, m, (int)k0, kc, nr, rot, bp);
         for (Py_ssize_t i0 = 0; i0 < n; i0 += MC) {
             int mc = (int)(n - i0 < MC ? n - i0 : MC);
-            pack_a(a, k, i0, mc, (int)k0, kc, mr, rot, ap);
+            pack_a(a, k, i0, mc, (int)k0, kc, mr, ap);
             for (Py_ssize_t p = 0; p < panels; p++) {
                 Py_ssize_t j0 = p * nr;
                 int w = (int)(m - j0 < nr ? m - j0 : nr);
-                const int64_t *bpp = bp + p * (Py_ssize_t)kc * nr;
+                const int64_t *bpp = bp + p * (Py_ssize_t)kc * nr * (rot + 1);
                 for (int t = 0; t < mc; t += mr) {
                     int h = mc - t < mr ? mc - t : mr;
                     int64_t *c = out + (i0 + t) * m + j0;
-                    const int64_t *app = ap + (Py_ssize_t)t * kc * (rot + 1);
+                    const int64_t *app = ap + (Py_ssize_t)t * kc;
                     int full = h == mr && w == nr;
                     int64_t *dst = full ? c : edge;  /* edge tile: into a scratch tile, copy the valid part */
                     Py_ssize_t ld = full ? m : nr;
@@ -171,7 +183,8 @@ static int gemm(const int64_t *a, const int64_t *b, int64_t *out, Py_ssize_t n, 
                     if (!full)
                         for (int r = 0; r < h; r++)
                             for (int j = 0; j < w; j++)
-                                c[r * m + j] = (int64_t)((uint64_t)edge[r * nr + j] + (add ? (uint64_t)c[r * m + j] : 0));
+                                c[r * m + j] = (int64_t)((uint64_t)edge[r * nr + j]
+                                                         + (add ? (uint64_t)c[r * m + j] : 0));
                 }
             }
         }
@@ -242,6 +255,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gemm64", "Ring GEMM over Z_2^64 (AVX-512, AVX2).", -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_gemm64", "Ring GEMM over Z_2^64 (AVX-512, AVX2).", -1,
+                                    methods};
 
 PyMODINIT_FUNC PyInit__gemm64(void) { return PyModule_Create(&module); }
