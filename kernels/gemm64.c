@@ -202,6 +202,7 @@ static int cpu_ok(int kind)
     if (kind == KIND_AVX2) return __builtin_cpu_supports("avx2");
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
 #else
+    (void)kind;
     return 0;
 #endif
 }

@@ -144,3 +144,11 @@ def test_cpu_share_is_a_pure_function():
     assert gemm.cpu_share(2) == max(1, cores // 3)
     assert gemm.cpu_share(2, 5) == gemm.cpu_share(2, "5") == gemm.cpu_share(2, {"MPCRT_THREADS": "5"}) == 5
     assert gemm.cpu_share(1000, None) == gemm.cpu_share(1000, {}) == 1
+
+
+def test_without_the_extension_the_limb_gemm_is_picked(monkeypatch):
+    """An install where gemm64.c could not be built (or aarch64, where it has no kernels): blas."""
+    monkeypatch.setattr(gemm, "_gemm64", None)
+    assert not gemm.available("avx512") and not gemm.available("avx2") and gemm.best() == "blas"
+    with pytest.raises(ConfigError, match="does not run here"):
+        gemm.pick("avx512")
