@@ -49,6 +49,18 @@
         b = _mm_xor_si128(b, rk[0]);                                                                \
         for (int r = 1; r < 10; r++) b = _mm_aesenc_si128(b, rk[r]);                                \
         return _mm_aesenclast_si128(b, rk[10]);                                                     \
+    }                                                                                               \
+    /* Blocks i.. of the nbytes one block at a time, the last one cut to what is left. */           \
+    TGT static void tail##SFX(const __m128i rk[11], uint64_t sid, uint64_t first, size_t i, uint8_t *out, \
+                              size_t nbytes) {                                                      \
+        size_t nblocks = nbytes / 16, rest = nbytes - 16 * nblocks;                                 \
+        for (; i < nblocks; i++)                                                                    \
+            _mm_storeu_si128((__m128i *)(out + 16 * i), encrypt1##SFX(counter_block##SFX(sid, first + i), rk)); \
+        if (rest) {                                                                                 \
+            uint8_t last[16];                                                                       \
+            _mm_storeu_si128((__m128i *)last, encrypt1##SFX(counter_block##SFX(sid, first + nblocks), rk)); \
+            memcpy(out + 16 * nblocks, last, rest);                                                 \
+        }                                                                                           \
     }
 
 #define TARGET256 __attribute__((target("aes,sse4.1,avx2,vaes")))
@@ -99,14 +111,7 @@ TARGET static void ctr(const uint8_t *key, uint64_t sid, uint64_t first, uint8_t
         c2 = _mm512_add_epi64(c2, step16);
         c3 = _mm512_add_epi64(c3, step16);
     }
-    for (; i < nblocks; i++)
-        _mm_storeu_si128((__m128i *)(out + 16 * i), encrypt1(counter_block(sid, first + i), rk));
-    size_t rest = nbytes - 16 * nblocks;
-    if (rest) {
-        uint8_t last[16];
-        _mm_storeu_si128((__m128i *)last, encrypt1(counter_block(sid, first + nblocks), rk));
-        memcpy(out + 16 * nblocks, last, rest);
-    }
+    tail(rk, sid, first, i, out, nbytes);
 }
 
 /* ctr on 256-bit registers (AVX2 + VAES, no AVX-512): 8 registers of 2 blocks in flight. */
@@ -134,14 +139,7 @@ TARGET256 static void ctr256(const uint8_t *key, uint64_t sid, uint64_t first, u
             c[j] = _mm256_add_epi64(c[j], step16);
         }
     }
-    for (; i < nblocks; i++)
-        _mm_storeu_si128((__m128i *)(out + 16 * i), encrypt1256(counter_block256(sid, first + i), rk));
-    size_t rest = nbytes - 16 * nblocks;
-    if (rest) {
-        uint8_t last[16];
-        _mm_storeu_si128((__m128i *)last, encrypt1256(counter_block256(sid, first + nblocks), rk));
-        memcpy(out + 16 * nblocks, last, rest);
-    }
+    tail256(rk, sid, first, i, out, nbytes);
 }
 
 static int has_vaes512(void) {

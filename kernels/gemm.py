@@ -1,11 +1,13 @@
 """Ring GEMM over Z_2^64 on the CPU: torch.matmul semantics, the fastest exact kernel this CPU has.
 
-Kernels (`KINDS`), all exact modulo 2^64, bit for bit the same result:
-- "avx512": gemm64.c's AVX-512F/DQ kernel (vpmullq), 1024^3 in ~0.057 s on one Zen 4 core.
-- "avx2": gemm64.c's AVX2 kernel (vpmuludq + vpmulld), ~0.133 s there: x86 CPUs without AVX-512.
+Kernels (`KINDS`), all exact modulo 2^64, bit for bit the same result (1024^3 on one core of the
+2-vCPU AMD EPYC (Zen 4) of benchmarks/README.md, CPU seconds; one float64 DGEMM: 0.043 s):
+- "avx512": gemm64.c's AVX-512F/DQ kernel (vpmullq), 0.057 s.
+- "avx2": gemm64.c's AVX2 kernel (vpmuludq + vpmulld), 0.127 s: x86 CPUs without AVX-512.
 - "blas": kernels.limbgemm, float64 limbs through numpy's BLAS (five DGEMM-sized products),
-  ~0.245 s there: any CPU (aarch64, or x86 where the C extension could not be built).
-- "torch": torch's int64 matmul, ~0.09 s there, but ~7 s on an AVX2-only Zen 3 (0.14 GMAC/s):
+  0.24 s: any CPU (aarch64, or x86 where the C extension could not be built).
+- "torch": torch's int64 matmul: fbgemm's AVX-512 JIT kernel where the CPU has AVX-512 (0.09 s),
+  else fbgemm's reference triple loop (1.4 s here in C, 7.2 s measured on an AVX2-only Zen 3):
   used only for products too small for the others' overheads (below `MIN_MACS[kind]`), or forced.
 
 `best()` picks at import, in that order of speed: avx512 where the extension is built and the CPU
