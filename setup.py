@@ -1,9 +1,11 @@
 """Build hook for the C extensions; everything else is in pyproject.toml.
 
-`mpcrt.kernels._gemm64` is the AVX-512 ring GEMM (kernels/gemm64.c), `mpcrt.kernels._aesctr`
-the VAES AES-128-CTR keystream (kernels/aesctr.c). Both are optional: where one cannot be
-compiled, the install goes on and the pure-Python path takes over (torch's int64 GEMM,
-`cryptography`'s AES-CTR): kernels/gemm.py and kernels/prg.py detect them at import, and
+`mpcrt.kernels._gemm64` is the ring GEMM (kernels/gemm64.c: an AVX-512 and an AVX2 kernel, each
+with its own target attribute, so no -march flag and one binary for every x86-64 CPU),
+`mpcrt.kernels._aesctr` the VAES AES-128-CTR keystream (kernels/aesctr.c). Both are optional:
+where one cannot be compiled (or on aarch64, where gemm64.c builds without kernels), the install
+goes on and the portable path takes over (kernels/limbgemm.py's exact float64-limb GEMM through
+BLAS, `cryptography`'s AES-CTR): kernels/gemm.py and kernels/prg.py detect them at import, and
 kernels.backend.CpuBackend uses them where present.
 """
 from setuptools import Extension, setup

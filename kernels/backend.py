@@ -34,7 +34,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from mpcrt.errors import ConfigError
-from mpcrt.kernels import beaver, bitlt, cuda_gemm, gemm, powers, ring, topbytes
+from mpcrt.kernels import beaver, bitlt, convgemm, cuda_gemm, gemm, powers, ring, topbytes
 from mpcrt.kernels.prg import PRG
 
 DEVICES = ("cpu", "cuda")
@@ -157,13 +157,16 @@ class HostRingOps:
 
 
 class CpuBackend(HostRingOps, Backend):
-    """numpy, numba's fused loops and the C kernels: the AVX-512 GEMM where it is built and the
-    CPU has AVX-512 (else torch's int64 GEMM), the VAES AES-CTR where built and supported
-    (else `cryptography`'s).
+    """numpy, numba's fused loops and the C kernels: the fastest exact ring GEMM this CPU runs
+    (kernels.gemm.best: the AVX-512 kernel, else the AVX2 one, else float64 limbs through BLAS)
+    for matmuls and convolutions alike, the VAES AES-CTR where built and supported (else
+    `cryptography`'s).
 
-    threads: threads for the AVX-512 GEMM's rows and torch's intra-op pool (None: one for
-    the GEMM, torch's as it is; torch's count is process-wide). native_aes: False to use
-    `cryptography`'s AES-CTR even where the VAES keystream is there (same bytes)."""
+    threads: threads for the C GEMMs' rows, BLAS's and torch's pools (None: one for the C
+    GEMMs, the libraries' as they are; BLAS's and torch's counts are process-wide). native_aes:
+    False to use `cryptography`'s AES-CTR even where the VAES keystream is there (same bytes).
+    gemm_kind: None or "auto" for the best, or one of kernels.gemm.KINDS to force it (ConfigError
+    where it does not run here); `gemm_kind` then holds the kernel in use."""
 
     name = "cpu"
     beaver = beaver
@@ -171,29 +174,28 @@ class CpuBackend(HostRingOps, Backend):
     powers = powers
     topbytes = topbytes
 
-    def __init__(self, threads: int | None = None, native_aes: bool | None = None):
+    def __init__(self, threads: int | None = None, native_aes: bool | None = None, gemm_kind: str | None = None):
         if threads is not None and int(threads) < 1:
             raise ConfigError(f"threads={threads}: the CPU back end needs at least 1 thread (MPCRT_THREADS)")
         self.threads = None if threads is None else int(threads)
         self.native_aes = native_aes
+        self.gemm_kind = gemm.pick(gemm_kind)
 
     def __repr__(self) -> str:
-        return (f"CpuBackend(threads={self.threads}, gemm={'avx512' if gemm.NATIVE else 'torch'}, "
+        return (f"CpuBackend(threads={self.threads}, gemm={self.gemm_kind}, "
                 f"aes={'vaes' if self.prg(bytes(16)).native else 'cryptography'})")
 
     def matmul(self, a, b, out=None, accumulate: bool = False):
-        return gemm.matmul(a, b, out, accumulate, self.threads)
+        return gemm.matmul(a, b, out, accumulate, self.threads, self.gemm_kind)
 
     def matmul2(self, a1, b1, a2, b2):
-        return gemm.matmul2(a1, b1, a2, b2, self.threads)
+        return gemm.matmul2(a1, b1, a2, b2, self.threads, self.gemm_kind)
 
     def conv2d(self, x, w, stride=1, padding=0, dilation=1, groups=1):
-        gemm.torch(self.threads)
-        return ring.conv2d(x, w, stride, padding, dilation, groups)
+        return convgemm.conv2d(x, w, stride, padding, dilation, groups, self.threads, self.gemm_kind)
 
     def conv2d2(self, x1, w1, x2, w2, stride=1, padding=0, dilation=1, groups=1):
-        gemm.torch(self.threads)
-        return ring.conv2d2(x1, w1, x2, w2, stride, padding, dilation, groups)
+        return convgemm.conv2d2(x1, w1, x2, w2, stride, padding, dilation, groups, self.threads, self.gemm_kind)
 
     def prg(self, seed: bytes) -> PRG:
         return PRG(seed, self.native_aes)
@@ -262,12 +264,14 @@ def _pairs(*vs) -> tuple:
     return tuple(ring._pair(v) for v in vs)
 
 
-def select(device: str = "cpu", threads: int | None = None, native_aes: bool | None = None) -> Backend:
+def select(device: str = "cpu", threads: int | None = None, native_aes: bool | None = None,
+           gemm_kind: str | None = None) -> Backend:
     """The back end of `device` ("cpu" or "cuda", any case), with the CPU's settings (CpuBackend:
-    threads, native_aes). ConfigError for another name, or for "cuda" where CuPy or a GPU is
-    missing (saying what to install, or to run with --device cpu)."""
+    threads, native_aes, gemm_kind). ConfigError for another name, for "cuda" where CuPy or a GPU
+    is missing (saying what to install, or to run with --device cpu), or for a GEMM kernel that
+    does not run here."""
     d = (device or "cpu").lower()
     if d not in DEVICES:
         raise ConfigError(f"device {device!r} (--device, MPCRT_DEVICE): use one of {', '.join(DEVICES)}")
-    cpu = CpuBackend(threads, native_aes)
+    cpu = CpuBackend(threads, native_aes, gemm_kind)
     return cpu if d == "cpu" else CudaBackend(cpu)
