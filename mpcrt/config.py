@@ -111,6 +111,9 @@ VARIABLES: tuple[Var, ...] = (
         "threads per process for the back end's GEMM and BLAS (default: cores / (N + 1))"),
     Var("MPCRT_NATIVE_AES", "native_aes", True, "0 or 1", _bool,
         "0: the `cryptography` AES keystream instead of the VAES extension (same bytes)"),
+    Var("MPCRT_GEMM", "gemm", "auto", "auto, avx512, avx2, blas, torch",
+        _choice("auto", "avx512", "avx2", "blas", "torch"),
+        "the CPU's exact ring GEMM kernel (auto: the fastest this CPU runs; the others to compare paths)"),
     Var("MPCRT_NETSIM_REALTIME", "netsim_realtime", True, "0 or 1", _bool,
         "0: netsim's relays do not ask for real-time priority (read by launch/relay.py)"),
     Var("MPCRT_CRYPTEN_SIDE", "crypten_side", None, "path", _text,
@@ -149,6 +152,7 @@ class Config:
     device: str = "cpu"
     threads: int | None = None
     native_aes: bool = True
+    gemm: str = "auto"
     netsim_realtime: bool = True
     crypten_side: str | None = None
     models_party: bool = False

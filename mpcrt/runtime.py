@@ -480,8 +480,8 @@ def _close_at_exit(rt: Runtime) -> None:
 
 
 def default_backend(world_size: int) -> Backend:
-    """The back end the configuration names (MPCRT_DEVICE, MPCRT_NATIVE_AES), with this
+    """The back end the configuration names (MPCRT_DEVICE, MPCRT_NATIVE_AES, MPCRT_GEMM), with this
     process's share of the host's cores (MPCRT_THREADS, else cores // (N + 1)): chosen once
     per runtime and passed down to every protocol as `rt.backend`."""
     cfg = config.current()
-    return select(cfg.device, gemm.cpu_share(world_size, cfg.threads), cfg.native_aes)
+    return select(cfg.device, gemm.cpu_share(world_size, cfg.threads), cfg.native_aes, cfg.gemm)

@@ -51,7 +51,7 @@ class Dealer:
         cfg = config.current()
         share = gemm.cpu_share(self.n, cfg.threads)
         # the back end forms the matmul and conv triples' products (on the GPU with --device cuda)
-        self.backend = backend if backend is not None else select(cfg.device, share, cfg.native_aes)
+        self.backend = backend if backend is not None else select(cfg.device, share, cfg.native_aes, cfg.gemm)
         self.seeds = {i: new_seed() for i in range(self.n)}
         self.prgs = [self.backend.prg(self.seeds[i]) for i in range(self.n)]
         self._private = self.backend.prg(new_seed())
@@ -172,7 +172,7 @@ def main() -> int:
             raise ConfigError("the dealer needs a cluster file: --cluster FILE (or MPCRT_CLUSTER)")
         cluster = load_cluster(cfg.cluster)
         secret = None if cfg.insecure else load_secret_key(cfg.secret_key or "")
-        backend = select(cfg.device, gemm.cpu_share(cluster.world_size, cfg.threads), cfg.native_aes)
+        backend = select(cfg.device, gemm.cpu_share(cluster.world_size, cfg.threads), cfg.native_aes, cfg.gemm)
         d = Dealer.connect(cluster, secret, insecure=cfg.insecure, timeout=cfg.timeout, backend=backend)
     except MpcError as e:
         print(f"dealer: {type(e).__name__}: {e}", file=sys.stderr)
