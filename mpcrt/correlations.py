@@ -27,13 +27,15 @@ The dealer's own secrets (random bits) come from its private PRG. A malformed re
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
 
 import numpy as np
 
 from mpcrt import framing
 from mpcrt.errors import DealerError
-from mpcrt.kernels import bufpool, ring
+from mpcrt.kernels import bufpool
+from mpcrt.kernels.backend import Backend, CpuBackend
 from mpcrt.protocols import beaver, comparison, powers, truncation
 from mpcrt.protocols.dealt import PARALLEL_MIN, Kind, Shape, pad_odd_a32, split, words
 
@@ -142,16 +144,22 @@ def _unshare(how: str):
     return np.bitwise_xor if how == "x" else np.subtract
 
 
-def deal(prgs: list, private, stream: int, name: str, p: dict, ops=ring) -> np.ndarray:
+@functools.lru_cache(maxsize=1)
+def _cpu() -> CpuBackend:
+    """The CPU back end, for callers (tests, tools) that deal without a dealer's back end."""
+    return CpuBackend()
+
+
+def deal(prgs: list, private, stream: int, name: str, p: dict, ops: Backend | None = None) -> np.ndarray:
     """Dealer side: the corrected party's corrections for request `stream` (prgs: every
-    party's, by rank), flat in `corrected` order; `ops` is the dealer's ring back end
-    (`kernels.backend.Backend`, or the CPU ring functions), which forms matmul and conv
-    products.
+    party's, by rank), flat in `corrected` order; `ops` is the dealer's back end
+    (kernels.backend: its fused deal kernels, matmul and conv; None: the CPU's).
 
     The corrections are written straight into the buffer that is sent; the first other
     party's shares are subtracted inside the kind's fused kernel where it has one.
     """
     k = kind(name)
+    ops = ops if ops is not None else _cpu()
     c = corrected_party(stream, len(prgs))
     order = [c] + [i for i in range(len(prgs)) if i != c]  # the corrected party's arrays first
     jobs = [lambda i=i: _expand(prgs[i], stream, name, p, i == c) for i in order]
@@ -160,7 +168,7 @@ def deal(prgs: list, private, stream: int, name: str, p: dict, ops=ring) -> np.n
     priv = lambda shape: private(stream, shape)  # noqa: E731
     if len(parts) == 2 and hasattr(k, "deal_two"):
         out = bufpool.empty(parts[1][1].size - parts[1][2])
-        if k.deal_two(p, parts[0][0], parts[1][0], out, priv):
+        if k.deal_two(p, parts[0][0], parts[1][0], out, priv, ops):
             return out
     own = {}
     paired = k.paired(p) if len(parts) == 2 and hasattr(k, "deal_into") else set()
@@ -185,7 +193,7 @@ def deal(prgs: list, private, stream: int, name: str, p: dict, ops=ring) -> np.n
     pad_odd_a32(out, corr)
     subs = [flat[nown:] for _, flat, nown in parts[1:]]
     if hasattr(k, "deal_into"):
-        k.deal_into(p, own, priv, out, subs[0] if subs else None, parallel=_parallel)
+        k.deal_into(p, own, priv, out, subs[0] if subs else None, ops, parallel=_parallel)
         rest = subs[1:]
     else:
         true = k.deal(p, own, priv, ops)

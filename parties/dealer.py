@@ -26,11 +26,12 @@ import msgpack
 import numpy as np
 
 from mpcrt import config, correlations
+from mpcrt.runtime import default_backend
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import reply_tag
 from mpcrt.errors import ConfigError, MpcError, ProtocolError
 from mpcrt.kernels import allocator, gemm
-from mpcrt.kernels.backend import Backend, select
+from mpcrt.kernels.backend import Backend
 from mpcrt.kernels.prg import new_seed
 from mpcrt.transport import DEFAULT_TIMEOUT, Transport
 from mpcrt.zmq_transport import dealer_node
@@ -50,8 +51,8 @@ class Dealer:
         self.node = transport
         cfg = config.current()
         share = gemm.cpu_share(self.n, cfg.threads)
-        # the back end forms the matmul and conv triples' products (on the GPU with --device cuda)
-        self.backend = backend if backend is not None else select(cfg.device, share, cfg.native_aes, cfg.gemm)
+        # the back end runs the fused deal kernels and the matmul and conv triples' products
+        self.backend = backend if backend is not None else default_backend(self.n)
         self.seeds = {i: new_seed() for i in range(self.n)}
         self.prgs = [self.backend.prg(self.seeds[i]) for i in range(self.n)]
         self._private = self.backend.prg(new_seed())
@@ -172,7 +173,7 @@ def main() -> int:
             raise ConfigError("the dealer needs a cluster file: --cluster FILE (or MPCRT_CLUSTER)")
         cluster = load_cluster(cfg.cluster)
         secret = None if cfg.insecure else load_secret_key(cfg.secret_key or "")
-        backend = select(cfg.device, gemm.cpu_share(cluster.world_size, cfg.threads), cfg.native_aes, cfg.gemm)
+        backend = default_backend(cluster.world_size)  # --device cuda without CuPy or a GPU stops here
         d = Dealer.connect(cluster, secret, insecure=cfg.insecure, timeout=cfg.timeout, backend=backend)
     except MpcError as e:
         print(f"dealer: {type(e).__name__}: {e}", file=sys.stderr)

@@ -28,7 +28,6 @@ from functools import cached_property
 
 import numpy as np
 
-from mpcrt.kernels import beaver as fb
 from mpcrt.kernels import ring
 from mpcrt.protocols import truncation
 from mpcrt.protocols.dealt import Kind, Shape, from_wire, msb_how, pad_odd_a32, split, wire_int, wire_ints, wire_shape
@@ -124,10 +123,10 @@ class Triple(Product):
     def deal(self, p, own, private, ops):
         return {"c": own["a"] * own["b"]}
 
-    def deal_two(self, p, s0, s1, out, private) -> bool:
+    def deal_two(self, p, s0, s1, out, private, ops) -> bool:
         if tuple(p["a"]) != tuple(p["b"]):
             return False  # broadcasting: the generic path
-        fb.deal_triple(s0["a"].reshape(-1), s1["a"].reshape(-1), s0["b"].reshape(-1), s1["b"].reshape(-1),
+        ops.beaver.deal_triple(s0["a"].reshape(-1), s1["a"].reshape(-1), s0["b"].reshape(-1), s1["b"].reshape(-1),
                        s1["c"].reshape(-1), out)
         return True
 
@@ -182,7 +181,7 @@ class TripleTrunc(Truncated):
     def __init__(self):
         super().__init__(Triple())
 
-    def deal_two(self, p, s0, s1, out, private) -> bool:
+    def deal_two(self, p, s0, s1, out, private, ops) -> bool:
         s = self.base.spec(p, truncated=True)
         if s.a != s.b:
             return False  # broadcasting: the generic path
@@ -191,7 +190,7 @@ class TripleTrunc(Truncated):
         v = split(out, corr)
         r = private(s.a).reshape(-1)
         flat = lambda d, nm: d[nm].reshape(-1)  # noqa: E731
-        fb.deal_triple_trunc(flat(s0, "a"), flat(s1, "a"), flat(s0, "b"), flat(s1, "b"), r, np.int64(s.f),
+        ops.beaver.deal_triple_trunc(flat(s0, "a"), flat(s1, "a"), flat(s0, "b"), flat(s1, "b"), r, np.int64(s.f),
                              ring.const((1 << (64 - s.f)) - 1), flat(s1, "cr"), flat(s1, "r_hi"), flat(s1, "r_msb"),
                              flat(v, "cr"), flat(v, "r_hi"), flat(v, "r_msb"))
         return True

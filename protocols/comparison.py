@@ -302,7 +302,7 @@ class LtzBundle(Kind):
             out[f"ms{j}"] = np.tile(m, nm // m.size) * bits[:nm]  # a shared mask repeats per row
         return out
 
-    def deal_into(self, p, own, private, out, sub, parallel: Passes = serial):
+    def deal_into(self, p, own, private, out, sub, ops, parallel: Passes = serial):
         """Fused: every correction written into `out` in one or two passes (kernels.bitlt),
         the independent passes run by `parallel` for a big bundle."""
         s = self.spec(p)
@@ -319,19 +319,19 @@ class LtzBundle(Kind):
         passes = []
         if tail:  # the powers tuple of beta r, as TruncPowers deals it (its M may be 32-bit)
             rb_ = np.multiply(own["r"], np.int64(s.powers[2]), out=bufpool.empty(own["r"].size))
-            passes.append(lambda: TruncPowers.deal_into_spec(s.powers_spec, rb_, out[off:], sub[off:]))
+            passes.append(lambda: TruncPowers.deal_into_spec(s.powers_spec, rb_, out[off:], sub[off:], ops))
         sbits = private((n // 64,)) if da else None
         abits = self._arith_dabits(s, sbits) if da else None  # what the arithmetic daBits and products use
         masks = self._and_masks(s)
 
         def edabits_and_triples():
-            bitlt.deal_pairs(own["r"], views["rb"][1], views["P"][1], views["rb"][0], views["P"][0])
+            ops.bitlt.deal_pairs(own["r"], views["rb"][1], views["P"][1], views["rb"][0], views["P"][0])
             for w in LTZ_LEVELS:
                 o, sb_ = views[f"c{w}"]
                 a, b = own[f"a{w}"], own[f"b{w}"]
                 mask = masks.get(w, np.int64(-1))
                 if isinstance(a, tuple):  # two parties' shares: summed in the same pass
-                    bitlt.deal_and2(a[0], a[1], b[0], b[1], mask, sb_, o)
+                    ops.bitlt.deal_and2(a[0], a[1], b[0], b[1], mask, sb_, o)
                     continue
                 np.bitwise_and(a, b, out=o)
                 if w in masks:
@@ -340,8 +340,8 @@ class LtzBundle(Kind):
 
         def dabits_and_products():
             np.bitwise_xor(sbits, views["sb"][1], out=views["sb"][0])
-            bitlt.deal_dabits(abits, np.zeros(0, np.int64), views["s"][1], views["s"][0])
-            self._deal_products(s, own, abits, views)
+            ops.bitlt.deal_dabits(abits, np.zeros(0, np.int64), views["s"][1], views["s"][0])
+            self._deal_products(s, own, abits, views, ops)
 
         if eda:
             passes.insert(0, edabits_and_triples)
@@ -365,13 +365,13 @@ class LtzBundle(Kind):
         return out
 
     @staticmethod
-    def _deal_products(s: LtzSpec, own, sbits, views) -> None:
+    def _deal_products(s: LtzSpec, own, sbits, views, ops) -> None:
         """Corrections of the fused products' terms with the daBits: [m_j s], or with a
         truncated y its tuple and [s S0], [s msb r']."""
         k, nm, tk = s.muls, s.n_products, s.trunc_y
         if tk and isinstance(own["tr"], tuple):  # two parties: one fused pass
             (tr0, tr1), v = own["tr"], views
-            bitlt.deal_ytrunc(tr0, tr1, np.int64(tk), ring.const((1 << (64 - tk)) - 1), sbits, nm // tr0.size,
+            ops.bitlt.deal_ytrunc(tr0, tr1, np.int64(tk), ring.const((1 << (64 - tk)) - 1), sbits, nm // tr0.size,
                               v["yS1"][1], v["yM"][1], v["sS"][1], v["sM"][1], v["yS1"][0], v["yM"][0], v["sS"][0],
                               v["sM"][0])
             return
@@ -386,14 +386,14 @@ class LtzBundle(Kind):
                 o, sb_ = views[nmv]
                 for lo in range(0, nm, val.size):
                     hi = lo + val.size
-                    bitlt.deal_dabits(sbits[lo // 64 :], val, sb_[lo:hi], o[lo:hi])
+                    ops.bitlt.deal_dabits(sbits[lo // 64 :], val, sb_[lo:hi], o[lo:hi])
             return
         for j in range(k):
             m = own[f"m{j}"]
             o, sb_ = views[f"ms{j}"]
             for lo in range(0, nm, m.size):  # a shared mask: row by row (rows are whole words of sbits)
                 hi = lo + m.size
-                bitlt.deal_dabits(sbits[lo // 64 :], m, sb_[lo:hi], o[lo:hi])
+                ops.bitlt.deal_dabits(sbits[lo // 64 :], m, sb_[lo:hi], o[lo:hi])
 
 
 KINDS: dict[str, Kind] = {"ltz": LtzBundle()}

@@ -175,11 +175,11 @@ class TruncPowers(Kind):
              else LazyRows(prg, stream, first + J * n, n, J, n))
         return {"S*": LazyRows(prg, stream, first, n, J, n), "M": M}
 
-    def deal_into(self, p, own, private, out, sub, parallel: Passes = serial):
-        self.deal_into_spec(self.spec(p), own["r"], out, sub)
+    def deal_into(self, p, own, private, out, sub, ops, parallel: Passes = serial):
+        self.deal_into_spec(self.spec(p), own["r"], out, sub, ops)
 
     @classmethod
-    def deal_into_spec(cls, s: PowersSpec, r: np.ndarray, out: np.ndarray, sub: np.ndarray | None) -> None:
+    def deal_into_spec(cls, s: PowersSpec, r: np.ndarray, out: np.ndarray, sub: np.ndarray | None, ops) -> None:
         """The corrections written into `out` in one fused pass (kernels.powers), the first
         other party's shares `sub` (None: none) subtracted in it."""
         r, J = r.reshape(-1), s.J
@@ -189,7 +189,7 @@ class TruncPowers(Kind):
             return flat[: J * n].reshape(J, n), split(flat, corr)["M"].reshape(J, n)
 
         sS, sM = blocks(sub) if sub is not None else (None, None)
-        fused.deal(r, s.k, J, sS, sM, *blocks(out))
+        ops.powers.deal(r, s.k, J, sS, sM, *blocks(out))
 
 
 class LtzPowers(Kind):
@@ -230,8 +230,8 @@ class LtzPowers(Kind):
     def lazy_rows(self, p, prg, stream: int, first: int) -> dict:
         return TruncPowers.lazy_rows_spec(self.spec(p).tuple_spec, prg, stream, first)
 
-    def deal_into(self, p, own, private, out, sub, parallel: Passes = serial):
-        TruncPowers.deal_into_spec(self.spec(p).tuple_spec, own["r"], out, sub)
+    def deal_into(self, p, own, private, out, sub, ops, parallel: Passes = serial):
+        TruncPowers.deal_into_spec(self.spec(p).tuple_spec, own["r"], out, sub, ops)
 
 
 class MulMask(Kind):

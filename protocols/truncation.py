@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpcrt.kernels import beaver as fb
 from mpcrt.kernels import ring
 from mpcrt.protocols.dealt import Kind, Shape, from_wire, msb_how, pad_odd_a32, split, wire_int, wire_shape
 from mpcrt.protocols.rounds import masked_sum
@@ -71,11 +70,11 @@ class TruncPair(Kind):
         r = own["r"]
         return {"r_hi": ring.lshr(r, self.spec(p).f), "r_msb": ring.msb(r)}
 
-    def deal_two(self, p, s0, s1, out, private) -> bool:
+    def deal_two(self, p, s0, s1, out, private, ops) -> bool:
         f, corr = self.spec(p).f, self.corrected(p)
         pad_odd_a32(out, corr)
         v = split(out, corr)
-        fb.deal_trunc(s0["r"].reshape(-1), s1["r"].reshape(-1), np.int64(f), ring.const((1 << (64 - f)) - 1),
+        ops.beaver.deal_trunc(s0["r"].reshape(-1), s1["r"].reshape(-1), np.int64(f), ring.const((1 << (64 - f)) - 1),
                       s1["r_hi"].reshape(-1), s1["r_msb"].reshape(-1), v["r_hi"].reshape(-1), v["r_msb"].reshape(-1))
         return True
 
