@@ -416,3 +416,26 @@ def test_huge_claimed_array_allocates_nothing(where, shape):
     finally:
         tracemalloc.stop()
     assert peak < 4 << 20
+
+
+@settings(max_examples=60, deadline=3000)
+@given(st.text(max_size=30))
+@example("../escape")  # found: wrote outside the directory
+@example("a/b")
+@example("")
+@example("..")
+@example("x\0y")
+def test_keygen_names(name):
+    from mpcrt.launch.keys import keygen
+
+    with tempfile.TemporaryDirectory() as d:
+        keys = os.path.join(d, "keys")
+        try:
+            pub, pub_path, sec_path = keygen(name, keys)
+        except ConfigError:
+            pub = None
+        written = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs]
+        assert all(os.path.dirname(f) == keys for f in written)  # nothing outside the directory
+        if pub is not None:
+            assert sorted(written) == sorted([pub_path, sec_path])
+            assert load_secret_key(sec_path) and len(zmq.utils.z85.decode(pub)) == 32
