@@ -37,8 +37,25 @@ else:  # pragma: no cover
 
 from mpcrt.errors import ConfigError
 
+MAX_FILE_BYTES = 1 << 20  # a cluster or key file is a few kB; refuse to read a huge one whole
+
 _ADDR = re.compile(r"^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
+_Z85_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
 _Z85 = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
+
+
+def is_z85_key(s: object) -> bool:
+    """True if `s` is a 40-character z85 string that decodes to a 32-byte key (every group
+    of 5 characters encodes a value below 2^32: libzmq refuses the others)."""
+    if not isinstance(s, str) or not _Z85.match(s):
+        return False
+    for i in range(0, 40, 5):
+        v = 0
+        for ch in s[i : i + 5]:
+            v = v * 85 + _Z85_CHARS.index(ch)
+        if v >= 1 << 32:
+            return False
+    return True
 
 
 @dataclasses.dataclass
@@ -93,7 +110,7 @@ def parse_cluster(text: str, source: str = "cluster file") -> Cluster:
             addr = None
         elif not 0 < int(_ADDR.match(addr).group(2)) < 65536:
             errors.append(f"{what}: port out of range in {addr!r}")
-        if not isinstance(key, str) or not _Z85.match(key):
+        if not is_z85_key(key):
             errors.append(f"{what}: `public_key` must be a 40-character z85 key (from `mpcrt keygen`), got {key!r}")
             key = None
         b = tbl.get("bind")
@@ -128,6 +145,9 @@ def parse_cluster(text: str, source: str = "cluster file") -> Cluster:
     addrs = [e for e in endpoints.values() if e]
     if len(set(addrs)) != len(addrs):
         errors.append("two nodes share an address")
+    pubs = [k for k in keys.values() if k]
+    if len(set(pubs)) != len(pubs):  # a node's key is how the others tell which rank it is
+        errors.append("two nodes share a public key (run `mpcrt keygen` once per node)")
     unknown = set(doc) - {"session", "precision", "party", "dealer"}
     if unknown:
         errors.append(f"unknown top-level keys {sorted(unknown)}")
@@ -136,13 +156,34 @@ def parse_cluster(text: str, source: str = "cluster file") -> Cluster:
     return Cluster(session, endpoints, keys, precision, binds)
 
 
-def load_cluster(path: str) -> Cluster:
+def _read_text(path: str, what: str) -> str:
     try:
         with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+            return fh.read(MAX_FILE_BYTES + 1)
     except OSError as e:
-        raise ConfigError(f"cannot read cluster file {path!r}: {e.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path!r}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {path!r} is not UTF-8 text (byte {e.start}): is it the right file?") from None
+
+
+def load_cluster(path: str) -> Cluster:
+    text = _read_text(path, "cluster file")
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(f"cluster file {path!r} is larger than {MAX_FILE_BYTES} characters: is it the right file?")
     return parse_cluster(text, path)
+
+
+def _toml_str(s: str) -> str:
+    """s as a TOML basic string (quotes, backslashes and control characters escaped)."""
+    out = []
+    for ch in s:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def format_cluster(c: Cluster) -> str:
@@ -150,7 +191,7 @@ def format_cluster(c: Cluster) -> str:
     def bind(i):
         return [f'bind = "{c.binds[i]}"'] if i in c.binds else []
 
-    lines = [f'session = "{c.session}"', f"precision = {c.precision}", "", "[dealer]",
+    lines = [f"session = {_toml_str(c.session)}", f"precision = {c.precision}", "", "[dealer]",
              f'address = "{c.endpoints[n]}"', f'public_key = "{c.public_keys[n].decode()}"'] + bind(n)
     for r in range(n):
         lines += ["", "[[party]]", f"rank = {r}", f'address = "{c.endpoints[r]}"',
@@ -176,11 +217,11 @@ def load_secret_key(path: str) -> bytes:
     """The secret key from a `mpcrt keygen` secret file."""
     if not path:
         raise ConfigError("no secret key: pass --key FILE (made by `mpcrt keygen`) or set MPCRT_SECRET_KEY")
-    try:
-        text = open(path, encoding="utf-8").read()
-    except OSError as e:
-        raise ConfigError(f"cannot read secret key file {path!r}: {e.strerror}") from None
+    text = _read_text(path, "secret key file")
     m = re.search(r'secret-key\s*=\s*"([^"]{40})"', text)
     if not m:
         raise ConfigError(f"{path!r} holds no secret key: use the `.key_secret` file that `mpcrt keygen` wrote")
+    if not is_z85_key(m.group(1)):
+        raise ConfigError(f"{path!r}: its secret key is not a valid z85 key (damaged file?): run `mpcrt keygen` "
+                          "again and put the new public key in the cluster file")
     return m.group(1).encode()

@@ -14,6 +14,8 @@ ProtocolError naming the peer and what differed.
 """
 from __future__ import annotations
 
+import math
+
 import msgpack
 import numpy as np
 
@@ -26,6 +28,7 @@ ALLOWED_DTYPES = {"<i8": np.int64, "<u8": np.uint64, "<i4": np.int32, "<u2": np.
                   "<f8": np.float64}
 MAX_HEADER = 4096
 MAX_DIMS = 32
+MAX_ELEMENTS = 1 << 40  # a frame's shape may claim no more (8 TB of int64), zero dimensions aside
 
 
 def pack_header(sid: str, src: int, seq: int, tag: str, dtype: np.dtype, shape: tuple) -> bytes:
@@ -52,6 +55,8 @@ def unpack_header(raw: bytes, peer: str) -> dict:
     sh = h["sh"]
     if len(sh) > MAX_DIMS or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in sh):
         raise ProtocolError(peer, f"malformed shape {sh!r}")
+    if math.prod(max(d, 1) for d in sh) > MAX_ELEMENTS:  # (numpy refuses such a shape even with a 0 in it)
+        raise ProtocolError(peer, f"shape {sh!r} claims more than {MAX_ELEMENTS} elements")
     return h
 
 
@@ -77,7 +82,10 @@ def check(h: dict, peer: str, *, sid: str, src: int, seq: int, tag: str, dtype=N
 
 def to_array(h: dict, buf, peer: str) -> np.ndarray:
     """Interpret the payload buffer; its byte length must match dtype and shape exactly."""
-    mv = memoryview(buf)
+    try:
+        mv = memoryview(buf)
+    except TypeError:
+        raise ProtocolError(peer, f"payload is a {type(buf).__name__}, not a buffer") from None
     if mv.nbytes != payload_bytes(h):
         raise ProtocolError(peer, f"payload is {mv.nbytes} bytes, header says {payload_bytes(h)}")
     return np.frombuffer(mv, dtype=ALLOWED_DTYPES[h["dt"]]).reshape(h["sh"])

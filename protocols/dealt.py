@@ -27,6 +27,9 @@ from mpcrt.errors import DealerError
 
 Shape = tuple
 PARALLEL_MIN = 1 << 18  # words: a deal this big runs its independent passes on threads
+# elements of one array a request may ask for (32 GiB of int64): a request's sizes come from
+# party 0 and are checked against this before anything is allocated (`count`, `wire_shape`)
+MAX_ELEMENTS = 1 << 32
 Passes = Callable[..., list]  # runs independent dealer passes (on threads where it pays), results in order
 
 
@@ -81,7 +84,7 @@ def from_wire(spec: Callable[[dict], S], p: Any, what: str) -> S:
         out = spec(p)
     except DealerError:
         raise
-    except (KeyError, TypeError, ValueError, OverflowError) as e:
+    except (LookupError, TypeError, ValueError, ArithmeticError) as e:
         shown = key[1] if len(key[1]) <= 200 else key[1][:200] + "..."
         raise DealerError(f"malformed {what} request {shown}: {e}") from None
     if len(_parsed) >= PARSED_MAX:
@@ -114,18 +117,26 @@ def wire_ints(p: dict, key: str, length: int | None = None, lo: int | None = Non
 
 
 def wire_shape(p: dict, key: str) -> Shape:
-    """p[key] as an array shape (non-negative dimensions)."""
+    """p[key] as an array shape (non-negative dimensions, at most MAX_ELEMENTS elements)."""
     s = wire_ints(p, key, lo=0)
     if len(s) > 32:
         raise ValueError(f"{key} has {len(s)} dimensions")
+    count(s)
     return s
 
 
 # --------------------------------------------------------------- layouts
 def count(shape: Shape) -> int:
     """Elements of an array of `shape` (math.prod: numpy's prod costs ~10x on small tuples,
-    and layouts are computed for every request on both sides)."""
-    return math.prod(int(d) for d in shape)
+    and layouts are computed for every request on both sides). More than MAX_ELEMENTS (or
+    a negative dimension) is a DealerError: every layout counts its arrays' elements
+    before any of them is allocated, so a request's derived shapes (a conv's padded
+    output, a comparison's rows) are bounded too."""
+    n = math.prod(int(d) for d in shape)
+    if n > MAX_ELEMENTS or min(shape, default=0) < 0:
+        raise DealerError(f"request for an array of shape {tuple(shape)}: more than {MAX_ELEMENTS} elements "
+                          "(or a negative dimension); split the computation into smaller tensors")
+    return n
 
 
 def words(shape: Shape, how: str) -> int:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
-from mpcrt.nn.ir import Graph, ModelFileError, ModelImportError
+from mpcrt.nn.ir import MAX_GRAPH_BYTES, Graph, ModelFileError, ModelImportError
 from mpcrt.nn.tracer import trace
 
 ARCHIVE_GRAPH_KEY = "__mpcrt_graph__"
+# what reading a damaged zip member may raise (zipfile's CRC and header checks, zlib, an
+# unsupported compression method or an encrypted member, a short read)
+_UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError,
+               KeyError)
 
 
 def save(model, example_input, path: str) -> Graph:
@@ -58,7 +63,7 @@ def sniff(path: str) -> str:
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
-        except zipfile.BadZipFile:
+        except _UNREADABLE:
             return "other"
         if any(n.endswith(("data.pkl", ".pkl")) or "/data/" in n or n.startswith("archive/") for n in names):
             return "torch"
@@ -75,6 +80,30 @@ KIND_HELP = {
     "other": "neither an .npz nor an .npy file",
     "npy": "a single .npy array",
 }
+
+
+def _member(z, key: str, shape: tuple | None, floating: bool, path: str) -> np.ndarray:
+    """Array `key` of the open .npz `z`, its .npy header checked first: a plain dtype (never
+    an object array: that would unpickle), float or uint8 as `floating` says, and `shape`
+    (None: one dimension of at most MAX_GRAPH_BYTES), so that numpy allocates nothing the
+    file merely claims."""
+    with z.zip.open(f"{key}.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            got, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            got, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ModelFileError(f"{path!r}: array {key} has .npy format version {version}, not 1.0 or 2.0")
+    if dtype.hasobject or dtype.kind != ("f" if floating else "u") or (not floating and dtype.itemsize != 1):
+        raise ModelFileError(f"{path!r}: array {key} has dtype {dtype}, expected "
+                             f"{'a float' if floating else 'uint8'} (mpcrt never loads object arrays)")
+    if shape is None:
+        if len(got) != 1 or got[0] > MAX_GRAPH_BYTES:
+            raise ModelFileError(f"{path!r}: {key} is not a uint8 byte array of at most {MAX_GRAPH_BYTES} bytes")
+    elif tuple(got) != tuple(shape):
+        raise ModelFileError(f"{path!r}: array {key} is {dtype}{tuple(got)}, the graph declares float{tuple(shape)}")
+    return z[key]
 
 
 def load(path: str) -> tuple[Graph, list[np.ndarray]]:
@@ -98,24 +127,17 @@ def load(path: str) -> tuple[Graph, list[np.ndarray]]:
                 "mpcrt.nn.save(model, example_input, path), or pass the architecture with --arch module:Class"
             )
         try:
-            raw = z[ARCHIVE_GRAPH_KEY]
-            if raw.dtype != np.uint8 or raw.ndim != 1:
-                raise ModelFileError(f"{path!r}: {ARCHIVE_GRAPH_KEY} is not a uint8 byte array")
-            graph = Graph.from_bytes(raw.tobytes())
+            graph = Graph.from_bytes(_member(z, ARCHIVE_GRAPH_KEY, None, False, path).tobytes())
             arrays = []
             for i, p in enumerate(graph.params):
                 key = f"p{i}"
                 if key not in z.files:
                     raise ModelFileError(f"{path!r} lacks weight array {key} ({p['name']})")
-                a = z[key]
-                if not np.issubdtype(a.dtype, np.floating) or tuple(a.shape) != tuple(p["shape"]):
-                    raise ModelFileError(f"{path!r}: weight {key} ({p['name']}) is {a.dtype}{tuple(a.shape)}, "
-                                         f"the graph declares float{tuple(p['shape'])}")
-                arrays.append(a.astype(np.float64))
+                arrays.append(_member(z, key, p["shape"], True, path).astype(np.float64))
         except ModelImportError as e:
             if isinstance(e, ModelFileError):
                 raise
             raise ModelFileError(f"{path!r}: {e}") from None
-        except ValueError as e:
-            raise ModelFileError(f"{path!r}: unreadable array ({e})") from None
+        except _UNREADABLE as e:
+            raise ModelFileError(f"{path!r}: unreadable array ({type(e).__name__}: {e})") from None
     return graph, arrays

@@ -173,7 +173,7 @@ def _check_node(i: int, n, n_params: int) -> None:
     """Node i's fields, its op's arguments, its values, and the limits of param/getattr/pow/repeat/expand."""
     if not isinstance(n, dict) or set(n) != {"op", "args", "name", "target"}:
         raise _bad(f"node #{i} has fields {sorted(n) if isinstance(n, dict) else type(n).__name__}")
-    if n["op"] not in IR_OPS:
+    if not isinstance(n["op"], str) or n["op"] not in IR_OPS:
         raise _bad(f"node #{i} has unknown op {n['op']!r}")
     if not isinstance(n["name"], str) or not isinstance(n["target"], str) or not isinstance(n["args"], dict):
         raise _bad(f"node #{i} name/target/args types")
