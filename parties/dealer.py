@@ -29,7 +29,7 @@ from mpcrt import config, correlations
 from mpcrt.runtime import default_backend
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import reply_tag
-from mpcrt.errors import ConfigError, MpcError, ProtocolError
+from mpcrt.errors import ConfigError, DealerError, MpcError, ProtocolError
 from mpcrt.kernels import allocator, gemm
 from mpcrt.kernels.backend import Backend
 from mpcrt.kernels.prg import new_seed
@@ -63,6 +63,7 @@ class Dealer:
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="deal")
         self._pending: collections.deque = collections.deque()  # futures of dealt requests, in request order
         self._hello: set[int] = set()  # parties sent their seed: a reply to one goes after its seed
+        self._last_n = -1  # the last request number party 0 sent
 
     @classmethod
     def connect(cls, cluster: Cluster, secret_key: bytes | None, insecure: bool = False,
@@ -117,14 +118,21 @@ class Dealer:
         t0 = time.perf_counter()
         try:
             batch = msgpack.unpackb(payload.tobytes(), raw=False, strict_map_key=True)
-            assert isinstance(batch, list)
         except Exception:
             raise ProtocolError("party 0", "malformed dealer request") from None
+        if not isinstance(batch, list):
+            raise ProtocolError("party 0", f"malformed dealer request: a list expected, got {type(batch).__name__}")
         for item in batch:
-            if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], int)
+            if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int
                     and isinstance(item[1], str) and isinstance(item[2], dict)):
-                raise ProtocolError("party 0", f"malformed dealer request item {item!r}")
+                raise ProtocolError("party 0", f"malformed dealer request item {repr(item)[:200]}")
             n, kind, p = item
+            # request numbers only grow: a number dealt twice would hand out the same PRG
+            # stream twice (and the stream counter must fit the AES-CTR block counter)
+            if not self._last_n < n < 1 << 63:
+                raise ProtocolError("party 0", f"dealer request number {n} after {self._last_n}: numbers must "
+                                    "increase and stay below 2^63")
+            self._last_n = n
             fut = self._pool.submit(self._deal, n, kind, p)
             fut.add_done_callback(lambda _: self.node.wake())
             self._pending.append((fut, n, kind, p))
@@ -132,7 +140,12 @@ class Dealer:
 
     def _deal(self, n: int, kind: str, p: dict) -> np.ndarray:
         t1 = time.perf_counter()
-        flat = correlations.deal(self.prgs, self._private_words, n, kind, p, self.backend)
+        try:
+            flat = correlations.deal(self.prgs, self._private_words, n, kind, p, self.backend)
+        except MpcError:
+            raise
+        except Exception as e:  # a request the spec checks let through must still not crash the dealer
+            raise DealerError(f"request {n} ({kind}) could not be dealt: {type(e).__name__}: {e}") from e
         self.deal_seconds += time.perf_counter() - t1
         return flat
 

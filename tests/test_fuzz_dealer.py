@@ -209,13 +209,20 @@ def test_dealer_batches_are_dealer_or_protocol_errors(dealer, batch):
         dealer._pending.clear()
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="parties/dealer.py _serve_batch takes any int as the request number: the VAES PRG "
-                          "wraps -1 and 2^64 (stream 2^64 reuses stream 0's keystream), the portable one raises "
-                          "OverflowError; the fix (refuse n outside [0, 2^63) and numbers already served) "
-                          "belongs to the dealer's owner")
-@pytest.mark.parametrize("n", [-1, 2**64])
+@pytest.mark.parametrize("n", [-1, 2**64 - 1, 2**63, True])
 def test_dealer_refuses_request_numbers_out_of_range(dealer, n):
-    with pytest.raises((DealerError, ProtocolError)):
+    """A number outside [0, 2^63) would wrap the VAES PRG's stream counter (2^64 would be
+    stream 0 again, -1 its last) or overflow the portable one: refused before anything is dealt."""
+    with pytest.raises(ProtocolError, match="request"):
         dealer._serve_batch(_payload(("value", [[n, "trunc", {"shape": [4], "f": 16}]])))
-        dealer._send_ready(wait=True)
+    assert not dealer._pending
+
+
+def test_dealer_refuses_a_request_number_twice(dealer):
+    """Numbers only grow: dealing one twice would hand out the same PRG stream twice."""
+    dealer._serve_batch(_payload(("value", [[5, "trunc", {"shape": [4], "f": 16}]])))
+    for n in (5, 4):
+        with pytest.raises(ProtocolError, match="must increase"):
+            dealer._serve_batch(_payload(("value", [[n, "trunc", {"shape": [4], "f": 16}]])))
+    dealer._serve_batch(_payload(("value", [[6, "trunc", {"shape": [4], "f": 16}]])))
+    assert [item[1] for item in dealer._pending] == [5, 6]
