@@ -1,8 +1,9 @@
 """MPC protocols as functions of (runtime, share arrays).
 
-A protocol sees the runtime only through: `rank`, `world_size`, `precision`,
-`open(arrays, tag)` (one round, all arrays together), `open_to`, `exchange`,
-`dealer.request(kind, **params)` and `scope(name)`. It never touches a socket, and
+A protocol sees the runtime only through: `rank`, `world_size`, `peers`, `precision`,
+`open(arrays, tag)` (one round, all arrays together), `open_mixed`, `open_to`,
+`exchange`, `dealer.request(kind, **params)`, `scope(name)` and `backend` (the ring ops,
+GEMMs, fused kernels and PRG of the device chosen at init: kernels.backend). It never touches a socket, and
 never branches on a secret or opened value (so a shape-only dry run makes the same
 dealer requests as the real run).
 

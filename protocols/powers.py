@@ -37,7 +37,7 @@ from mpcrt.kernels import powers as fused
 from mpcrt.kernels import ring
 from mpcrt.kernels.prg import LazyRows
 from mpcrt.protocols.dealt import Kind, Passes, Shape, count, from_wire, serial, split, wire_int, wire_shape
-from mpcrt.protocols.rounds import Open, masked_sum, narrow, run1
+from mpcrt.protocols.rounds import Open, masked_sum, narrow
 from mpcrt.protocols.truncation import OFFSET
 
 
@@ -322,10 +322,6 @@ def tuple_arrays(m: dict, J: int, npad: int, n: int) -> tuple:
     if all(r.ctypes.data == start + 8 * npad * i and r.flags.c_contiguous for i, r in enumerate(rows)):
         return np.lib.stride_tricks.as_strided(rows[0], shape=(J, npad), strides=(8 * npad, 8))[:, :n], M
     return fused.Rows([r[:n] for r in rows]), M  # rows in different reply frames
-
-
-def trunc_pow(rt, x: np.ndarray, k: int, J: int) -> list[np.ndarray]:
-    return run1(rt, trunc_pow_steps(rt, x, k, J))
 
 
 def mask_request(rt, shape, k: int):
