@@ -28,7 +28,7 @@ import numpy as np
 from mpcrt import config, correlations
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import reply_tag
-from mpcrt.errors import ConfigError, MpcError, ProtocolError
+from mpcrt.errors import ConfigError, MpcError, PeerFailure, ProtocolError
 from mpcrt.kernels import allocator, gemm
 from mpcrt.kernels.backend import Backend, select
 from mpcrt.kernels.prg import new_seed
@@ -91,8 +91,12 @@ class Dealer:
                     missing = sorted(set(range(self.n)) - hello)
                     raise MpcError(f"parties {missing} never connected to the dealer within {self.node.timeout:.0f} s "
                                    "(down, or their key is not in the dealer's cluster file)")
-                if self.node.disconnects > len(bye) and hello == set(range(self.n)):
-                    raise MpcError("a party disconnected from the dealer before finishing; stopping")
+                # only a party's own authenticated link tells its death (mpcrt.zmq_transport), never
+                # a connection to our port that some other process opened and closed
+                gone = [p for p in range(self.n) if p not in bye and self.node.peer_dead(p)]
+                if gone:
+                    raise PeerFailure(self.node.names[gone[0]], f"{self.node.peer_dead(gone[0])} before it finished; "
+                                                               "the dealer stops")
                 if idle_timeout is not None and time.monotonic() - last > idle_timeout:
                     raise MpcError(f"dealer idle for {idle_timeout:.0f} s with parties still registered; stopping")
                 continue
