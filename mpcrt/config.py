@@ -94,7 +94,7 @@ VARIABLES: tuple[Var, ...] = (
     Var("MPCRT_TIMEOUT", "timeout", 60.0, "seconds > 0", _positive_float,
         "how long a receive waits before PeerFailure (`--timeout`)"),
     Var("MPCRT_HEARTBEAT_TIMEOUT", "heartbeat_timeout", 10.0, "seconds > 0", _positive_float,
-        "ZMTP heartbeat timeout: a silent link is closed after it (its peer then fails as gone)"),
+        "ZMTP heartbeat timeout (at least 2): a silent link is closed after it, its peer then fails as gone"),
     Var("MPCRT_IO_THREADS", "io_threads", 1, "integer >= 1", _int(1),
         "ZeroMQ I/O threads per node"),
     Var("MPCRT_LOOKAHEAD_MB", "lookahead_mb", 2048, "integer >= 0", _int(0),
