@@ -82,7 +82,8 @@ class Node(FrameBook):
     ids: 0..N-1 are parties, N is the dealer. `endpoints[id]` is where `id` binds;
     `binds` (optional) where a node listens when that differs from where others dial it;
     `public_keys[id]` its z85 public key (unused when insecure). `connect_to` lists
-    the peers this node dials; everyone else must dial us.
+    the peers this node dials, the only ones it can send to (party_node and dealer_node:
+    every other node); frames from a peer arrive on our ROUTER, over its own link.
     """
 
     def __init__(

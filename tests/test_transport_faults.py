@@ -269,6 +269,29 @@ def test_unknown_public_key_is_never_delivered(secure_node, keys):
     assert node.bytes_received == 0 and not any(node._inbox.values())
 
 
+def test_connections_that_fail_the_handshake_never_count_as_a_death(secure_node, keys):
+    """A port scanner, a rogue key, a member's public key without its secret, plaintext:
+    each connects to our ROUTER and hangs up. None is a member's authenticated link, so
+    no member is found gone (the old node stopped the dealer on such a disconnect)."""
+    import socket
+
+    node, ep, rogue = secure_node
+    host, port = ep[0][len("tcp://"):].rsplit(":", 1)
+    for _ in range(3):
+        socket.create_connection((host, int(port)), timeout=2).close()
+        rogue.dealer(ep[0], b"n1", keypair=generate_keypair(), server_key=keys[0][0]).send_multipart(frame())
+        rogue.dealer(ep[0], b"n1", keypair=(keys[1][0], generate_keypair()[1]),
+                     server_key=keys[0][0]).send_multipart(frame())
+        rogue.dealer(ep[0], b"n1").send_multipart(frame())
+    time.sleep(0.5)
+    for s in rogue.socks:
+        s.close(0)
+    rogue.socks.clear()
+    assert node.recv_any(timeout=1.5) is None
+    assert node.refused_inbound >= 3, node.refused_inbound
+    assert node.disconnects == 0 and node.peer_dead(1) is None and node.peer_dead(2) is None
+
+
 def _node_pair(k0_view, k1_view, secret0, secret1, insecure0=False, insecure1=False, timeout=4):
     """Node 0 dials node 1. k*_view: the public keys each one believes in."""
     ep = endpoints(2)
