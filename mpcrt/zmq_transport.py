@@ -54,6 +54,7 @@ HEARTBEAT_IVL_MS = 1000
 # heartbeat waits for at most one chunk and the timeout (MPCRT_HEARTBEAT_TIMEOUT, seconds:
 # mpcrt.config) bounds how long a silently lost path goes unnoticed, whatever the sizes.
 HANDSHAKE_RETRIES = 5
+DRAIN_S = 1.0  # a peer found gone may still have frames on the way over its other link
 # A chunk message is [marker, bytes]; the marker starts with 0xc1, a byte msgpack never
 # uses, so it cannot be taken for a frame header. Then the frame's sequence number, the index.
 _CHUNK = struct.Struct("<4sQI")
@@ -217,7 +218,7 @@ class Node(FrameBook):
         name = self.name(peer)
         while len(self._inbox[peer]) < count:
             if peer in self._dead:
-                for _ in range(10):  # messages sent just before it died may still be queued
+                for _ in range(int(DRAIN_S * 10)):  # messages sent just before it died may still be queued
                     self._pump(100)
                     if len(self._inbox[peer]) >= count:
                         return
@@ -353,7 +354,7 @@ class Node(FrameBook):
             if peer is None:  # our ROUTER: only a member's authenticated connection counts
                 if e == zmq.EVENT_DISCONNECTED and ev["value"] in self._member_fds and not self._closed:
                     gone = self._member_fds.pop(ev["value"])
-                    self._dead.setdefault(gone, "disconnected (its link to us closed: process died or network lost)")
+                    self._gone(gone, "disconnected (its link to us closed: process died or network lost)")
                 elif e & (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                           | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
                     self.refused_inbound += 1
@@ -362,26 +363,33 @@ class Node(FrameBook):
             name = self.names.get(peer, f"node {peer}")
             if e == zmq.EVENT_DISCONNECTED and not self._closed:
                 if self._up[peer]:  # before a completed handshake ZeroMQ just retries
-                    self._dead.setdefault(peer, "disconnected (process died or network lost)")
+                    self._gone(peer, "disconnected (process died or network lost)")
             elif e == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                self._dead[peer] = "refused our key: this node's public key is not in its cluster file"
+                self._gone(peer, "refused our key: this node's public key is not in its cluster file", first=False)
             elif e == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-                self._dead[peer] = ("failed the CURVE handshake (wrong server key in our cluster file, "
-                                    "or plaintext mode on one side only)")
+                self._gone(peer, "failed the CURVE handshake (wrong server key in our cluster file, "
+                                 "or plaintext mode on one side only)", first=False)
             elif e == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
                 # a connection closed before the handshake ended: a peer still starting, a relay
                 # that accepts early; ZeroMQ reconnects. Repeated failures mean wrong keys or modes.
                 self._hs_fail[peer] += 1
                 if self._hs_fail[peer] >= HANDSHAKE_RETRIES:
-                    self._dead[peer] = ("failed the CURVE handshake repeatedly (wrong server key in our cluster file, "
-                                        "or plaintext mode on one side only)")
+                    self._gone(peer, "failed the CURVE handshake repeatedly (wrong server key in our cluster "
+                                     "file, or plaintext mode on one side only)", first=False)
             elif e == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._hs_fail[peer] = 0
                 self._up[peer] = True
             elif e == zmq.EVENT_CONNECTED:
                 log.debug("connected to %s", name)
 
+    def _gone(self, peer: int, why: str, first: bool = True) -> None:
+        """Note that `peer` is gone (first: keep an earlier reason)."""
+        if first and peer in self._dead:
+            return
+        self._dead[peer] = why
+
     def peer_dead(self, peer: int) -> str | None:
+        """Why `peer` is gone (what it sent just before may still be on its way: DRAIN_S)."""
         return self._dead.get(peer)
 
     @property
