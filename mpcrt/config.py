@@ -93,8 +93,8 @@ VARIABLES: tuple[Var, ...] = (
         "fractional bits of the fixed-point encoding (default: the cluster file's, 16)"),
     Var("MPCRT_TIMEOUT", "timeout", 60.0, "seconds > 0", _positive_float,
         "how long a receive waits before PeerFailure (`--timeout`)"),
-    Var("MPCRT_HEARTBEAT_TIMEOUT", "heartbeat_timeout", 60.0, "seconds > 0", _positive_float,
-        "ZMTP heartbeat timeout: a silent connection is closed after it"),
+    Var("MPCRT_HEARTBEAT_TIMEOUT", "heartbeat_timeout", 10.0, "seconds > 0", _positive_float,
+        "ZMTP heartbeat timeout (at least 2): a silent link is closed after it, its peer then fails as gone"),
     Var("MPCRT_IO_THREADS", "io_threads", 1, "integer >= 1", _int(1),
         "ZeroMQ I/O threads per node"),
     Var("MPCRT_LOOKAHEAD_MB", "lookahead_mb", 2048, "integer >= 0", _int(0),
@@ -143,7 +143,7 @@ class Config:
     insecure: bool = False
     precision: int | None = None
     timeout: float = 60.0
-    heartbeat_timeout: float = 60.0
+    heartbeat_timeout: float = 10.0
     io_threads: int = 1
     lookahead_mb: int = 2048
     split_open_bytes: int = 1 << 19

@@ -1,7 +1,8 @@
 """Wire frames: a msgpack header plus the raw array buffer in chunks. Never pickle.
 
 A buffer of up to SINGLE_MAX bytes travels as one frame; a larger one as
-ceil(bytes / CHUNK_BYTES) frames, every one but the last exactly CHUNK_BYTES long:
+ceil(bytes / CHUNK_BYTES) chunks, every one but the last exactly CHUNK_BYTES long (the
+ZeroMQ node sends each as a message of its own, so heartbeats interleave):
 libzmq allocates each received frame with malloc, and glibc maps blocks above 32 MB
 afresh each time (page-faulting them in), so one 64 MB frame cost the receiver 5x
 the CPU of eight 8 MB ones on loopback. (Smaller buffers stay whole: reassembling

@@ -40,7 +40,7 @@ class Transport(Protocol):
     bytes_received: int
     sent_to: collections.Counter  # bytes per peer
     received_from: collections.Counter
-    disconnects: int  # inbound connections that closed (the dealer's sign that a party left)
+    disconnects: int  # peers found gone through their own (authenticated) links
 
     def send(self, peer: int, tag: str, array: np.ndarray, donate: bool = False) -> None:
         """Queue one array for `peer`; never blocks on the peer. The array must not be

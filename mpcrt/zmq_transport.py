@@ -1,25 +1,37 @@
 """The ZeroMQ transport (mpcrt.transport.Transport): authenticated, ordered channels between
 the nodes of one session (parties and dealer), one process per node.
 
-Each node binds one ROUTER socket for inbound traffic and connects one DEALER socket
-to each peer it talks to first. A frame from node j to node i travels j.DEALER ->
-i.ROUTER when j connects to i (party to party, party to dealer), or back over the
-same connection (dealer to party). ZeroMQ keeps every such stream in order.
+Each node binds one ROUTER socket that only receives, and dials every peer (parties and
+dealer alike) with a DEALER socket of its own that only sends: a frame from node j to
+node i always travels j.DEALER -> i.ROUTER, one ordered stream per direction of each
+pair. An array above framing.SINGLE_MAX bytes goes as a header message and then one
+message per framing.CHUNK_BYTES chunk (each tagged with the frame's sequence number
+and the chunk's index), so ZMTP heartbeats interleave with a large transfer; the
+receiver checks the header against what it expects, then every chunk's place and size,
+and only then assembles the array.
 
 Security: CurveZMQ (X25519 + XSalsa20-Poly1305) on every socket by default. A ZAP
 handler accepts only the public keys of the cluster, and each inbound frame's
 authenticated key (its `User-Id`) must be the key of the rank it claims. Plaintext
 is allowed only with `insecure=True`, which warns loudly.
 
-Liveness: ZMTP heartbeats (1 s interval, 60 s timeout) close a silent connection; a
-socket monitor turns a closed connection into PeerFailure for anyone waiting on that
-peer; every receive also has an overall timeout. No receive ever blocks forever.
+Liveness comes from authenticated links only: a peer is dead when our outbound link to
+it closes after its CURVE handshake succeeded (its socket monitor), or when an inbound
+connection that carried a frame authenticated as that peer's closes (the ROUTER's
+monitor, matched by the connection's file descriptor). A connection that fails the
+handshake, or never carried a member's authenticated frame (a port scanner, a rogue
+key, plaintext), never counts. ZMTP heartbeats (1 s interval, MPCRT_HEARTBEAT_TIMEOUT,
+10 s by default) close a silent link. Bounds: a process that dies is seen within about
+a second (its kernel closes the TCP connections); a silently lost path or a stopped
+process within the heartbeat timeout; a peer whose link never came up within the
+receive timeout (MPCRT_TIMEOUT). No receive ever blocks forever.
 """
 from __future__ import annotations
 
 import collections
 import logging
 import os
+import struct
 import time
 import warnings
 
@@ -38,11 +50,15 @@ from mpcrt.transport import DEFAULT_TIMEOUT, FrameBook
 log = logging.getLogger("mpcrt.transport")
 
 HEARTBEAT_IVL_MS = 1000
-# ZMTP heartbeats only see whole messages, so a large array on a slow link must not trip
-# them: a dead process is seen at once through the closed TCP connection anyway; this
-# timeout is for a silently lost network path (MPCRT_HEARTBEAT_TIMEOUT, seconds: mpcrt.config).
+# ZMTP heartbeats go between messages; large arrays travel as one message per chunk, so a
+# heartbeat waits for at most one chunk and the timeout (MPCRT_HEARTBEAT_TIMEOUT, seconds:
+# mpcrt.config) bounds how long a silently lost path goes unnoticed, whatever the sizes.
 HANDSHAKE_RETRIES = 5
-ROUTED_GRACE = 2.0
+DRAIN_S = 1.0  # a peer found gone may still have frames on the way over its other link
+# A chunk message is [marker, bytes]; the marker starts with 0xc1, a byte msgpack never
+# uses, so it cannot be taken for a frame header. Then the frame's sequence number, the index.
+_CHUNK = struct.Struct("<4sQI")
+_CHUNK_MAGIC = b"\xc1MPC"
 _MON_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED
                | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
@@ -67,7 +83,8 @@ class Node(FrameBook):
     ids: 0..N-1 are parties, N is the dealer. `endpoints[id]` is where `id` binds;
     `binds` (optional) where a node listens when that differs from where others dial it;
     `public_keys[id]` its z85 public key (unused when insecure). `connect_to` lists
-    the peers this node dials; everyone else must dial us.
+    the peers this node dials, the only ones it can send to (party_node and dealer_node:
+    every other node); frames from a peer arrive on our ROUTER, over its own link.
     """
 
     def __init__(
@@ -87,7 +104,8 @@ class Node(FrameBook):
         self.insecure = insecure
         self._inbox: dict[int, collections.deque] = collections.defaultdict(collections.deque)
         self._dead: dict[int, str] = {}
-        self.router_disconnects = 0
+        self._member_fds: dict[int, int] = {}  # inbound connection fd -> the member it carried authenticated frames of
+        self.refused_inbound = 0  # inbound connections that failed the handshake (never a liveness signal)
         self._hs_fail = collections.Counter()
         self._up = collections.Counter()
         self.ctx = zmq.Context(io_threads=config.current().io_threads)
@@ -144,9 +162,7 @@ class Node(FrameBook):
             self.out[j] = s
 
         self._poller = zmq.Poller()
-        self._poller.register(self.router, zmq.POLLIN)
-        for s in self.out.values():
-            self._poller.register(s, zmq.POLLIN)
+        self._poller.register(self.router, zmq.POLLIN)  # the DEALERs only send: nobody writes back on them
         for m in self._mon:
             self._poller.register(m, zmq.POLLIN)
         self._poller.register(self._router_mon, zmq.POLLIN)
@@ -155,7 +171,6 @@ class Node(FrameBook):
         os.set_blocking(self._wake_w, False)
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._woken = False
-        self._routed: set[int] = set()  # peers that dialled us (we reply through the router)
 
     @staticmethod
     def _tune(s: zmq.Socket) -> None:
@@ -163,7 +178,9 @@ class Node(FrameBook):
         s.setsockopt(zmq.SNDHWM, 0)
         s.setsockopt(zmq.RCVHWM, 0)
         s.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        quiet_ms = int(config.current().heartbeat_timeout * 1000)
+        # at least two intervals: a timeout equal to the interval races every next ping and
+        # closed healthy links under load (measured with 1 s: a 100 MB exchange lost a link)
+        quiet_ms = max(int(config.current().heartbeat_timeout * 1000), 2 * HEARTBEAT_IVL_MS)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, quiet_ms)
         s.setsockopt(zmq.HEARTBEAT_TTL, quiet_ms)
         # No SNDBUF/RCVBUF: a fixed size turns off Linux's buffer autotuning, which grows
@@ -173,50 +190,44 @@ class Node(FrameBook):
 
     # ------------------------------------------------------------------ send
     def send(self, peer: int, tag: str, array: np.ndarray, donate: bool = False) -> None:
-        """Send one array to `peer` (zero-copy for large buffers, donated or not). Never blocks on the peer."""
+        """Send one array to `peer` over our own link to it (zero-copy for large buffers,
+        donated or not; above framing.SINGLE_MAX as chunk messages). Never blocks on the peer."""
+        s = self.out.get(peer)
+        if s is None:
+            raise PeerFailure(self.name(peer), "is not a peer this node dials (not in its connect_to)")
         hdr, arr = self.outgoing(peer, tag, array)
         payload = memoryview(arr.reshape(-1)).cast("B") if arr.size else b""
-        step = framing.CHUNK_BYTES if framing.n_chunks(arr.nbytes) > 1 else max(arr.nbytes, 1)
-        chunks = [payload[i : i + step] for i in range(0, len(payload), step)] or [b""]
-        if peer in self.out:
-            self.out[peer].send_multipart([hdr, *chunks], copy=False)
+        if framing.n_chunks(arr.nbytes) == 1:
+            s.send_multipart([hdr, payload], copy=False)
         else:
-            try:
-                self.router.send_multipart([f"n{peer}".encode(), hdr, *chunks], copy=False)
-            except zmq.ZMQError as e:
-                raise PeerFailure(self.name(peer), f"is not connected ({e})") from None
+            seq, step = self._send_seq[peer] - 1, framing.CHUNK_BYTES
+            s.send(hdr, copy=False)
+            for i, lo in enumerate(range(0, len(payload), step)):
+                s.send_multipart([_CHUNK.pack(_CHUNK_MAGIC, seq, i), payload[lo : lo + step]], copy=False)
         self.count_sent(peer, hdr, arr)
 
     # --------------------------------------------------------------- receive
     def recv(self, peer: int, tag: str, dtype=None, shape=None) -> np.ndarray:
         """Receive the next frame from `peer`, validated against (tag, dtype, shape)."""
-        name = self.names.get(peer, f"node {peer}")
         deadline = time.monotonic() + self.timeout
-        routed_only = peer not in self.out or not self._up[peer]  # no outbound link of ours is up
-        seen_disc = self.router_disconnects
-        disc_at = None
-        while not self._inbox[peer]:
-            if routed_only and self.router_disconnects > seen_disc and disc_at is None:
-                disc_at = time.monotonic()
-            if disc_at is not None and time.monotonic() - disc_at > ROUTED_GRACE:
-                # a connection to our router closed and this peer (which reaches us only
-                # through it) stayed silent since: it is gone
-                raise PeerFailure(name, "disconnected (its connection to us closed and it sent nothing since)")
+        self._wait(peer, 1, deadline)
+        return self._decode(peer, tag, dtype, shape, deadline)
+
+    def _wait(self, peer: int, count: int, deadline: float) -> None:
+        """Pump until `peer`'s inbox holds `count` messages; PeerFailure if it is gone or silent."""
+        name = self.name(peer)
+        while len(self._inbox[peer]) < count:
             if peer in self._dead:
-                for _ in range(10):  # frames sent just before it died may still be queued
+                for _ in range(int(DRAIN_S * 10)):  # messages sent just before it died may still be queued
                     self._pump(100)
-                    if self._inbox[peer]:
-                        break
-                if not self._inbox[peer]:
-                    raise PeerFailure(name, self._dead[peer])
-                break
+                    if len(self._inbox[peer]) >= count:
+                        return
+                raise PeerFailure(name, self._dead[peer])
             left = deadline - time.monotonic()
             if left <= 0:
                 raise PeerFailure(name, f"sent nothing for {self.timeout:.0f} s "
                                         "(receive timeout; raise it with MPCRT_TIMEOUT)")
             self._pump(int(min(left, 0.5) * 1000) + 1)
-        frames = self._inbox[peer].popleft()
-        return self._decode(peer, name, frames, tag, dtype, shape)
 
     def wake(self) -> None:
         """Thread-safe: make a recv_any that is waiting (or the next one) return None now."""
@@ -229,45 +240,77 @@ class Node(FrameBook):
 
     def recv_any(self, timeout: float | None = None) -> tuple[int, dict, np.ndarray] | None:
         """Next frame from any peer, in arrival order (used by the dealer's serve loop);
-        None after `timeout` seconds, or as soon as another thread called wake()."""
+        None after `timeout` seconds, as soon as another thread called wake(), or once a
+        peer was found dead (the caller asks peer_dead)."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        dead = len(self._dead)
         while True:
             if self._woken:
                 self._woken = False
                 return None
             for peer, q in self._inbox.items():
                 if q:
-                    frames = q.popleft()
-                    name = self.name(peer)
-                    if len(frames) < 2:
-                        raise ProtocolError(name, f"expected 2 frames, got {len(frames)}")
-                    arr = self._decode(peer, name, frames, None, None, None)
-                    return peer, framing.unpack_header(frames[0].bytes, name), arr
+                    header = q[0][0].bytes if len(q[0]) in (1, 2) else b""
+                    arr = self._decode(peer, None, None, None, time.monotonic() + self.timeout)
+                    return peer, framing.unpack_header(header, self.name(peer)), arr
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or len(self._dead) != dead:
                 return None
             self._pump(int(min(left, 0.5) * 1000) + 1)
 
-    def _decode(self, peer, name, frames, tag, dtype, shape) -> np.ndarray:
-        if len(frames) < 2:
-            raise ProtocolError(name, f"expected 2 frames (header, payload), got {len(frames)}")
-        h = self.incoming(peer, frames[0].bytes, tag, dtype, shape)
-        want = 1 + framing.n_chunks(framing.payload_bytes(h))
-        if len(frames) != want:
-            raise ProtocolError(name, f"expected {want} frames (header, payload in {want - 1} chunk(s)), "
-                                      f"got {len(frames)}")
-        if want == 2:
-            buf = frames[1].buffer
-        else:  # reassemble into one pooled buffer (one copy; no fresh pages)
-            sizes = [memoryview(f.buffer).nbytes for f in frames[1:]]
-            if any(k != framing.CHUNK_BYTES for k in sizes[:-1]) or sum(sizes) != framing.payload_bytes(h):
-                raise ProtocolError(name, "payload chunk of the wrong size")
-            buf = bufpool.empty(-(-sum(sizes) // 8)).view(np.uint8)[: sum(sizes)]
-            off = 0
-            for f, k in zip(frames[1:], sizes):
-                buf[off : off + k] = np.frombuffer(f.buffer, np.uint8)
-                off += k
-        return self.accepted(peer, frames[0].bytes, framing.to_array(h, buf, name))
+    def _decode(self, peer, tag, dtype, shape, deadline: float) -> np.ndarray:
+        """The array of the message at the head of `peer`'s inbox (with its chunk messages,
+        waited for until `deadline`): the header is checked against what the caller expects
+        before any chunk is looked at, every chunk's place and size before the array is assembled.
+        A message refused with a ProtocolError is consumed (the next receive reads what follows)."""
+        q = self._inbox[peer]
+        head = q[0]
+        try:
+            return self._decode_head(peer, tag, dtype, shape, deadline)
+        except ProtocolError:
+            if q and q[0] is head:
+                q.popleft()
+            raise
+
+    def _decode_head(self, peer, tag, dtype, shape, deadline: float) -> np.ndarray:
+        name, q = self.name(peer), self._inbox[peer]
+        first = q[0]
+        if _is_chunk(first):
+            raise ProtocolError(name, "payload chunk out of order: a frame header was expected")
+        if len(first) not in (1, 2):
+            raise ProtocolError(name, f"expected a message of 1 or 2 frames (header, payload), got {len(first)}")
+        hdr = first[0].bytes
+        h = self.incoming(peer, hdr, tag, dtype, shape)
+        nbytes = framing.payload_bytes(h)
+        want = framing.n_chunks(nbytes)
+        if len(first) == 2:
+            if want != 1:
+                raise ProtocolError(name, f"a {nbytes}-byte payload must come in {want} chunk messages, not inline")
+            q.popleft()
+            return self.accepted(peer, hdr, framing.to_array(h, first[1].buffer, name))
+        if want == 1:
+            raise ProtocolError(name, "frame header without its payload")
+        last = nbytes - (want - 1) * framing.CHUNK_BYTES
+        for i in range(want):
+            self._wait(peer, i + 2, deadline)
+            m = q[i + 1]
+            size = memoryview(m[1].buffer).nbytes if len(m) == 2 else -1
+            if not _is_chunk(m) or m[0].bytes != _CHUNK.pack(_CHUNK_MAGIC, h["seq"], i):
+                raise ProtocolError(name, f"payload chunk out of order: expected chunk {i} of {want} of frame "
+                                          f"#{h['seq']}")
+            if size != (framing.CHUNK_BYTES if i < want - 1 else last):
+                raise ProtocolError(name, f"payload chunk {i} of frame #{h['seq']} is {size} bytes, expected "
+                                          f"{framing.CHUNK_BYTES if i < want - 1 else last}")
+        q.popleft()
+        # every chunk is in and of the right size: one pooled buffer, one copy, no fresh pages
+        buf = bufpool.empty(-(-nbytes // 8)).view(np.uint8)[:nbytes]
+        off = 0
+        for _ in range(want):
+            f = q.popleft()[1]
+            k = memoryview(f.buffer).nbytes
+            buf[off : off + k] = np.frombuffer(f.buffer, np.uint8)
+            off += k
+        return self.accepted(peer, hdr, framing.to_array(h, buf, name))
 
     def _pump(self, timeout_ms: int) -> None:
         events = dict(self._poller.poll(timeout_ms))
@@ -280,25 +323,21 @@ class Node(FrameBook):
             except BlockingIOError:
                 pass
             self._woken = True
+        batch = []
         if self.router in events:
             while True:
                 try:
-                    msg = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                    batch.append(self.router.recv_multipart(zmq.NOBLOCK, copy=False))
                 except zmq.Again:
                     break
-                self._route_inbound(msg)
-        for peer, s in self.out.items():
-            if s in events:
-                while True:
-                    try:
-                        self._inbox[peer].append(s.recv_multipart(zmq.NOBLOCK, copy=False))
-                    except zmq.Again:
-                        break
+        # the ROUTER's events before this batch's frames: an fd closed and reused by a new
+        # connection must be closed for its old member, never for the one whose frames follow
+        self._monitor_event(self._router_mon, None)
+        for msg in batch:
+            self._route_inbound(msg)
         for m, peer in self._mon.items():
             if m in events:
                 self._monitor_event(m, peer)
-        if self._router_mon in events:
-            self._monitor_event(self._router_mon, None)
 
     def _route_inbound(self, msg: list) -> None:
         ident = msg[0].bytes
@@ -313,7 +352,7 @@ class Node(FrameBook):
             if self._rank_of_key.get(uid) != peer:
                 raise ProtocolError(self.names[peer],
                                     "frame's authenticated key is not that rank's key (impersonation?)")
-        self._routed.add(peer)
+        self._member_fds[msg[0].get(zmq.SRCFD)] = peer  # this connection is that member's link to us
         self._inbox[peer].append(msg[1:])
 
     def _monitor_event(self, m: zmq.Socket, peer: int | None) -> None:
@@ -323,41 +362,52 @@ class Node(FrameBook):
             except zmq.Again:
                 return
             e = ev["event"]
-            if peer is None:
-                if e == zmq.EVENT_DISCONNECTED:
-                    self.router_disconnects += 1
-                if e & (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
-                    log.warning("%s refused an inbound connection (bad or unknown key)", self.names[self.id])
+            if peer is None:  # our ROUTER: only a member's authenticated connection counts
+                if e == zmq.EVENT_DISCONNECTED and ev["value"] in self._member_fds and not self._closed:
+                    gone = self._member_fds.pop(ev["value"])
+                    self._gone(gone, "disconnected (its link to us closed: process died or network lost)")
+                elif e & (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                          | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                    self.refused_inbound += 1
+                    log.debug("%s refused an inbound connection (bad or unknown key)", self.names[self.id])
                 continue
             name = self.names.get(peer, f"node {peer}")
             if e == zmq.EVENT_DISCONNECTED and not self._closed:
                 if self._up[peer]:  # before a completed handshake ZeroMQ just retries
-                    self._dead.setdefault(peer, "disconnected (process died or network lost)")
+                    self._gone(peer, "disconnected (process died or network lost)")
             elif e == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                self._dead[peer] = "refused our key: this node's public key is not in its cluster file"
+                self._gone(peer, "refused our key: this node's public key is not in its cluster file", first=False)
             elif e == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-                self._dead[peer] = ("failed the CURVE handshake (wrong server key in our cluster file, "
-                                    "or plaintext mode on one side only)")
+                self._gone(peer, "failed the CURVE handshake (wrong server key in our cluster file, "
+                                 "or plaintext mode on one side only)", first=False)
             elif e == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
                 # a connection closed before the handshake ended: a peer still starting, a relay
                 # that accepts early; ZeroMQ reconnects. Repeated failures mean wrong keys or modes.
                 self._hs_fail[peer] += 1
                 if self._hs_fail[peer] >= HANDSHAKE_RETRIES:
-                    self._dead[peer] = ("failed the CURVE handshake repeatedly (wrong server key in our cluster file, "
-                                        "or plaintext mode on one side only)")
+                    self._gone(peer, "failed the CURVE handshake repeatedly (wrong server key in our cluster "
+                                     "file, or plaintext mode on one side only)", first=False)
             elif e == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._hs_fail[peer] = 0
                 self._up[peer] = True
             elif e == zmq.EVENT_CONNECTED:
                 log.debug("connected to %s", name)
 
+    def _gone(self, peer: int, why: str, first: bool = True) -> None:
+        """Note that `peer` is gone (first: keep an earlier reason)."""
+        if first and peer in self._dead:
+            return
+        self._dead[peer] = why
+
     def peer_dead(self, peer: int) -> str | None:
+        """Why `peer` is gone (what it sent just before may still be on its way: DRAIN_S)."""
         return self._dead.get(peer)
 
     @property
     def disconnects(self) -> int:
-        """Connections to our router that closed (peers that dialled us and left)."""
-        return self.router_disconnects
+        """Members found gone through their own authenticated links."""
+        return len(self._dead)
+
 
     # ----------------------------------------------------------------- close
     def _release(self) -> None:
@@ -392,9 +442,15 @@ def party_node(cluster: Cluster, rank: int, secret_key: bytes | None, timeout: f
 
 def dealer_node(cluster: Cluster, secret_key: bytes | None, timeout: float = DEFAULT_TIMEOUT,
                 insecure: bool = False) -> Node:
-    """The dealer's node of a cluster: every party dials it."""
+    """The dealer's node of a cluster: it dials every party (and every party dials it)."""
     return Node(cluster.world_size, cluster.names, cluster.endpoints, None if insecure else cluster.public_keys,
-                secret_key, cluster.session, connect_to=[], timeout=timeout, insecure=insecure, binds=cluster.binds)
+                secret_key, cluster.session, connect_to=list(range(cluster.world_size)), timeout=timeout,
+                insecure=insecure, binds=cluster.binds)
+
+
+def _is_chunk(msg: list) -> bool:
+    """A chunk message (marker, bytes) rather than a frame (header[, payload])."""
+    return len(msg) == 2 and len(msg[0]) == _CHUNK.size and msg[0].bytes[:4] == _CHUNK_MAGIC
 
 
 def generate_keypair() -> tuple[bytes, bytes]:

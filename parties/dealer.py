@@ -29,7 +29,7 @@ from mpcrt import config, correlations
 from mpcrt.runtime import default_backend
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import reply_tag
-from mpcrt.errors import ConfigError, DealerError, MpcError, ProtocolError
+from mpcrt.errors import ConfigError, DealerError, MpcError, PeerFailure, ProtocolError
 from mpcrt.kernels import allocator, gemm
 from mpcrt.kernels.backend import Backend
 from mpcrt.kernels.prg import new_seed
@@ -37,6 +37,7 @@ from mpcrt.transport import DEFAULT_TIMEOUT, Transport
 from mpcrt.zmq_transport import dealer_node
 
 log = logging.getLogger("mpcrt.dealer")
+GOODBYE_GRACE = 1.0  # seconds a party found gone has to deliver what it sent before (its bye)
 
 
 class Dealer:
@@ -82,6 +83,7 @@ class Dealer:
     def serve(self, idle_timeout: float | None = None) -> None:
         """Serve until all parties said bye. Raises PeerFailure-like errors on a vanished party."""
         hello, bye = self._hello, set()
+        gone: dict[int, float] = {}  # party -> when first seen gone, the first first
         last = start = time.monotonic()
         while len(bye) < self.n:
             self._send_ready()
@@ -93,8 +95,7 @@ class Dealer:
                     missing = sorted(set(range(self.n)) - hello)
                     raise MpcError(f"parties {missing} never connected to the dealer within {self.node.timeout:.0f} s "
                                    "(down, or their key is not in the dealer's cluster file)")
-                if self.node.disconnects > len(bye) and hello == set(range(self.n)):
-                    raise MpcError("a party disconnected from the dealer before finishing; stopping")
+                self._check_gone(bye, gone)
                 if idle_timeout is not None and time.monotonic() - last > idle_timeout:
                     raise MpcError(f"dealer idle for {idle_timeout:.0f} s with parties still registered; stopping")
                 continue
@@ -113,6 +114,20 @@ class Dealer:
                 bye.add(peer)
             else:
                 raise ProtocolError(self.node.names[peer], f"unexpected op tag {tag!r} at the dealer")
+
+    def _check_gone(self, bye: set, gone: dict) -> None:
+        """PeerFailure naming the first party found gone that did not say goodbye within
+        GOODBYE_GRACE since (its goodbye may still be on the way over its other link). Only a
+        party's own authenticated link tells its death (mpcrt.zmq_transport), never a connection
+        to our port that some other process opened and closed."""
+        now = time.monotonic()
+        for p in range(self.n):
+            if p not in bye and p not in gone and self.node.peer_dead(p):
+                gone[p] = now
+        late = [p for p, t in gone.items() if p not in bye and now - t >= GOODBYE_GRACE]
+        if late:
+            raise PeerFailure(self.node.names[late[0]], f"{self.node.peer_dead(late[0])} before it finished; "
+                                                        "the dealer stops")
 
     def _serve_batch(self, payload: np.ndarray) -> None:
         t0 = time.perf_counter()

@@ -18,7 +18,7 @@ import zmq
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mpcrt import ProtocolError, framing
+from mpcrt import ProtocolError, framing, zmq_transport
 from mpcrt.memory_transport import MemoryNetwork
 
 PEER = "party 1"
@@ -261,7 +261,7 @@ def test_zmq_node_refuses_garbage_from_a_raw_socket(zmq_party, raw, payload, ext
 def test_zmq_node_refuses_a_lone_header_and_unknown_identities(zmq_party):
     node, rogue, ctx = zmq_party
     rogue.send_multipart([pack(valid())])
-    with pytest.raises(ProtocolError, match="expected 2 frames") as ei:
+    with pytest.raises(ProtocolError, match="header without its payload") as ei:
         node.recv(1, "t")
     assert ei.value.peer == PEER
     stranger = ctx.socket(zmq.DEALER)
@@ -277,14 +277,28 @@ def test_zmq_node_refuses_a_lone_header_and_unknown_identities(zmq_party):
         stranger.close(0)
 
 
-@pytest.mark.parametrize("shape,chunks,words", [
-    ([2**30], [b"\0" * 8] * 3, "expected 1025 frames"),  # 8 GiB claimed: refused on the frame count
-    ([framing.SINGLE_MAX // 8 + 1], [b"\0" * 8] * 4, "chunk of the wrong size"),  # right count, short chunks
-    ([framing.SINGLE_MAX // 8 + 1], [b"\0" * framing.CHUNK_BYTES] * 3 + [b"\0" * 16], "chunk of the wrong size"),
+def _chunk(seq: int, i: int, payload: bytes) -> list[bytes]:
+    """A chunk message as the ZeroMQ node sends it: marker (magic, frame seq, index), bytes."""
+    return [zmq_transport._CHUNK.pack(zmq_transport._CHUNK_MAGIC, seq, i), payload]
+
+
+BIG = framing.SINGLE_MAX // 8 + 1  # words: a payload that must come as 4 chunk messages
+
+
+@pytest.mark.parametrize("shape,inline,chunks,words", [
+    ([2**30], [b"\0" * 8], [], "must come in 1024 chunk messages, not inline"),  # 8 GiB claimed: nothing allocated
+    ([BIG], [], [(0, 8)] * 4, "chunk 0 of frame #.* is 8 bytes"),  # right count, short chunks
+    ([BIG], [], [(0, framing.CHUNK_BYTES), (2, framing.CHUNK_BYTES)], "out of order: expected chunk 1"),
+    ([BIG], [], [(i, framing.CHUNK_BYTES) for i in range(3)] + [(3, 16)], "chunk 3 of frame #.* is 16 bytes"),
 ])
-def test_zmq_node_checks_chunk_structure_before_reassembling(zmq_party, shape, chunks, words):
+def test_zmq_node_checks_chunk_structure_before_reassembling(zmq_party, shape, inline, chunks, words):
     node, rogue, _ = zmq_party
-    rogue.send_multipart([pack({**valid(), "seq": node._recv_seq[1], "sh": shape}), *chunks])
+    seq = node._recv_seq[1]
+    rogue.send_multipart([pack({**valid(), "seq": seq, "sh": shape}), *inline])
+    for i, size in chunks:
+        rogue.send_multipart(_chunk(seq, i, b"\0" * size))
     with pytest.raises(ProtocolError, match=words) as ei:
         node.recv(1, "t")
     assert ei.value.peer == PEER
+    node._pump(200)  # the refused frame's other chunk messages: dropped, so the next case starts clean
+    node._inbox[1].clear()

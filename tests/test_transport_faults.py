@@ -20,7 +20,7 @@ from mpcrt.launch.inprocess import local_cluster, run_parties
 from mpcrt.launch.local import free_ports
 from mpcrt.parties.dealer import Dealer
 from mpcrt.runtime import Runtime
-from mpcrt.zmq_transport import Node, generate_keypair
+from mpcrt.zmq_transport import _CHUNK, _CHUNK_MAGIC, Node, generate_keypair
 
 NAMES = {0: "party 0", 1: "party 1", 2: "dealer"}
 SID = "test-session"
@@ -91,6 +91,12 @@ def secure_node(keys):
         node.close(barrier=False)
 
 
+def fresh_plain_node(ep):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Node(0, NAMES, ep, None, None, SID, connect_to=[], timeout=3, insecure=True)
+
+
 def recv_error(node, exc=ProtocolError, peer=1, **kw):
     t0 = time.monotonic()
     with pytest.raises(exc) as ei:
@@ -135,8 +141,9 @@ def test_run_parties_plaintext_warns_and_works():
         ([frame()[0], b""], "bytes"),
         ([b"\xde\xad\xbe\xef" * 8, b"\x00" * 16], "undecodable"),
         ([pickle.dumps({"v": 1, "sid": SID}), b"\x00" * 16], "not an mpcrt frame"),
-        ([frame()[0]], "expected 2 frames"),
-        (frame() + [b"extra"], "expected 2 frames"),
+        ([frame()[0]], "without its payload"),
+        (frame() + [b"extra"], "1 or 2 frames"),
+        ([_CHUNK.pack(_CHUNK_MAGIC, 0, 0), b"\x00" * 16], "chunk out of order"),
     ],
 )
 def test_bad_frames_raise_protocol_error_naming_the_peer(plain_node, frames, words):
@@ -147,25 +154,63 @@ def test_bad_frames_raise_protocol_error_naming_the_peer(plain_node, frames, wor
     assert "party 1" in str(e) and words in str(e), str(e)
 
 
-def test_large_arrays_travel_chunked_and_reassemble(plain_node):
-    """An array above framing.CHUNK_BYTES goes as several frames; a chunk of the wrong
-    size or count is refused."""
+def chunked(seq, raw, sizes=None, order=None, sid=SID, n=None):
+    """A large frame as the wire carries it: a header message, then one message per chunk."""
+    C = framing.CHUNK_BYTES
+    n = len(raw) // 8 if n is None else n
+    sizes = sizes or [min(C, len(raw) - i) for i in range(0, len(raw), C)]
+    parts, off = [], 0
+    for k in sizes:
+        parts.append(raw[off : off + k])
+        off += k
+    idx = order or list(range(len(parts)))
+    hdr = framing.pack_header(sid, 1, seq, "beaver", np.int64, (n,))
+    return [[hdr]] + [[_CHUNK.pack(_CHUNK_MAGIC, seq, i), parts[i]] for i in idx]
+
+
+def test_large_arrays_travel_as_chunk_messages_and_reassemble(plain_node):
+    """An array above framing.SINGLE_MAX goes as a header message and one message per
+    chunk (so heartbeats interleave); a chunk out of order, of the wrong size or missing,
+    or a large payload inline, is a ProtocolError naming the peer."""
     node, ep, rogue = plain_node
     n = framing.SINGLE_MAX // 8 + 5
     big = np.arange(n, dtype=np.int64)
-    hdr = framing.pack_header(SID, 1, 0, "beaver", big.dtype, big.shape)
     raw = big.tobytes()
     C = framing.CHUNK_BYTES
     s = rogue.dealer(ep[0])
-    chunks = [raw[i : i + C] for i in range(0, len(raw), C)]
-    assert len(chunks) == framing.n_chunks(len(raw)) > 1
-    s.send_multipart([hdr, *chunks])
-    got = node.recv(1, "beaver", dtype=np.int64, shape=(n,))
-    assert np.array_equal(got, big)
-    hdr = framing.pack_header(SID, 1, 1, "beaver", big.dtype, big.shape)
-    s.send_multipart([hdr, raw[: C - 8], raw[C - 8 : 2 * C], *chunks[2:]])
+    msgs = chunked(0, raw)
+    assert len(msgs) - 1 == framing.n_chunks(len(raw)) > 1
+    for m in msgs:
+        s.send_multipart(m)
+    assert np.array_equal(node.recv(1, "beaver", dtype=np.int64, shape=(n,)), big)
+    k = len(msgs) - 1
+    bad = {
+        "size": chunked(0, raw, sizes=[C - 8, C + 8] + [C] * (k - 3) + [len(raw) - (k - 1) * C]),
+        "order": chunked(0, raw, order=[1, 0] + list(range(2, k))),
+    }
+    for what, msgs in bad.items():
+        node.close(barrier=False)
+        node = fresh_plain_node(ep)
+        s = rogue.dealer(ep[0])
+        for m in msgs:
+            s.send_multipart(m)
+        e = recv_error(node, shape=(n,))
+        assert e.peer == "party 1" and "chunk" in str(e), (what, e)
+        assert ("bytes, expected" if what == "size" else "out of order") in str(e), (what, e)
+    node.close(barrier=False)
+    node = fresh_plain_node(ep)
+    s = rogue.dealer(ep[0])
+    s.send_multipart([framing.pack_header(SID, 1, 0, "beaver", np.int64, (n,)), raw])  # inline
     e = recv_error(node, shape=(n,))
-    assert e.peer == "party 1" and "chunk" in str(e)
+    assert e.peer == "party 1" and "chunk messages" in str(e)
+    # a header claiming a huge payload is refused against the expected shape before any chunk is awaited
+    node.close(barrier=False)
+    node = fresh_plain_node(ep)
+    s = rogue.dealer(ep[0])
+    s.send_multipart([framing.pack_header(SID, 1, 0, "beaver", np.int64, (2**37,))])
+    e = recv_error(node, shape=(n,))
+    assert "shape" in str(e)
+    node.close(barrier=False)
 
 
 def test_replayed_frame_is_out_of_sequence(plain_node):
@@ -222,6 +267,29 @@ def test_unknown_public_key_is_never_delivered(secure_node, keys):
     assert 1.5 < time.monotonic() - t0 < 6  # the receive timeout (2 s), not a delivery
     assert "party 1" in str(ei.value) and "sent nothing" in str(ei.value)
     assert node.bytes_received == 0 and not any(node._inbox.values())
+
+
+def test_connections_that_fail_the_handshake_never_count_as_a_death(secure_node, keys):
+    """A port scanner, a rogue key, a member's public key without its secret, plaintext:
+    each connects to our ROUTER and hangs up. None is a member's authenticated link, so
+    no member is found gone (the old node stopped the dealer on such a disconnect)."""
+    import socket
+
+    node, ep, rogue = secure_node
+    host, port = ep[0][len("tcp://"):].rsplit(":", 1)
+    for _ in range(3):
+        socket.create_connection((host, int(port)), timeout=2).close()
+        rogue.dealer(ep[0], b"n1", keypair=generate_keypair(), server_key=keys[0][0]).send_multipart(frame())
+        rogue.dealer(ep[0], b"n1", keypair=(keys[1][0], generate_keypair()[1]),
+                     server_key=keys[0][0]).send_multipart(frame())
+        rogue.dealer(ep[0], b"n1").send_multipart(frame())
+    time.sleep(0.5)
+    for s in rogue.socks:
+        s.close(0)
+    rogue.socks.clear()
+    assert node.recv_any(timeout=1.5) is None
+    assert node.refused_inbound >= 3, node.refused_inbound
+    assert node.disconnects == 0 and node.peer_dead(1) is None and node.peer_dead(2) is None
 
 
 def _node_pair(k0_view, k1_view, secret0, secret1, insecure0=False, insecure1=False, timeout=4):
