@@ -224,7 +224,10 @@ def test_norms_over_large_groups_and_means():
     """group_norm / instance norm over 3136-12544 elements per group, and mean() over 12544:
     1/n keeps 13 significant bits (encoded at 16 bits, 1/12544 had 2.4 and the mean was
     off by 4%, the normalized values by 0.18). Each check against its derived bound
-    (norm_ratios); 200 runs in a row peaked at the ratios in the commit that set them."""
+    (norm_ratios). 600 runs in a row (200 each with MPCRT_GEMM auto = avx512, avx2, blas; no
+    GEMM runs here) peaked at err / bound 0.891 (mean, fixed), 0.784 / 0.839 (group_norm /
+    instance norm), 0.9995 (x / 3136: the bound is tight, floor + e comes within 2^-23 ulp of
+    1 ulp from x C, and C's rounding adds the same |x| |C 2^-24 - c| to error and bound)."""
     ratios = norm_ratios(run(_norms_and_means, 2))
     assert all(r <= 1.0 for r in ratios.values()), ratios
 
