@@ -27,7 +27,7 @@ Reproducible randomness (so that a CI failure reruns the same way here):
   only the fields it names.
 * the global generators a test may draw from without a seed of its own (torch's, numpy's
   legacy np.random.*, Python's random) are seeded before each test from the test's id
-  (`test_seed`), so a test draws the same inputs whatever runs before it, alone or in the
+  (`seed_of_test`), so a test draws the same inputs whatever runs before it, alone or in the
   suite; TEST_SEED=K shifts every seed by K to try other draws. A failing test's report
   prints its seed and the line that reruns it. Tests that make their own generators
   (np.random.default_rng(12), torch.Generator().manual_seed(9)) are unaffected.
@@ -179,7 +179,7 @@ class Cli:
             kill_marked(m)
 
 
-def test_seed(nodeid: str) -> int:
+def seed_of_test(nodeid: str) -> int:
     """The seed of a test's global generators: crc32 of its id, plus TEST_SEED if set."""
     return (zlib.crc32(nodeid.encode()) + int(os.environ.get("TEST_SEED", "0"))) % 2**32
 
@@ -187,7 +187,7 @@ def test_seed(nodeid: str) -> int:
 @pytest.fixture(autouse=True)
 def seeded_globals(request):
     """Seeds torch's, numpy's legacy and Python's global generators from the test's id."""
-    seed = test_seed(request.node.nodeid)
+    seed = seed_of_test(request.node.nodeid)
     random.seed(seed)
     np.random.seed(seed)
     if "torch" in sys.modules:  # a test module that draws from torch imported it at collection
@@ -200,11 +200,12 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        seed = test_seed(item.nodeid)
+        seed = seed_of_test(item.nodeid)
         shift = os.environ.get("TEST_SEED", "0")
         report.sections.append(("seeds", f"global generators seeded with {seed} (crc32 of the test id + TEST_SEED="
-                                         f"{shift}); rerun: TEST_SEED={shift} pytest '{item.nodeid}'; hypothesis "
-                                         f"profile {HYPOTHESIS_PROFILE!r}"))
+                                         f"{shift}), hypothesis profile {HYPOTHESIS_PROFILE!r}; rerun: "
+                                         f"TEST_SEED={shift} HYPOTHESIS_PROFILE={HYPOTHESIS_PROFILE} pytest "
+                                         f"'{item.nodeid}'"))
 
 
 @pytest.fixture(autouse=True)
