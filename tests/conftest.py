@@ -17,11 +17,26 @@ In-process protocol tests use `mpcrt.launch.inprocess.run_parties` directly (par
 as threads over the in-memory transport; transport="zmq" for real ZeroMQ/CURVE sockets
 on loopback), see the test modules. `fresh_config` (autouse) makes each test read
 mpcrt.config from the environment afresh.
+
+Reproducible randomness (so that a CI failure reruns the same way here):
+* hypothesis: profile "ci" (derandomize: the same examples every run, chosen from each
+  test's name; no example database; print_blob: a failure prints the @reproduce_failure
+  line; no deadline, as CI machines stall) is loaded when CI=true; "dev" (random examples,
+  even where hypothesis itself sees a CI variable; print_blob; no deadline) otherwise.
+  HYPOTHESIS_PROFILE=ci|dev picks one explicitly. A test's own @settings(...) overrides
+  only the fields it names.
+* the global generators a test may draw from without a seed of its own (torch's, numpy's
+  legacy np.random.*, Python's random) are seeded before each test from the test's id
+  (`seed_of_test`), so a test draws the same inputs whatever runs before it, alone or in the
+  suite; TEST_SEED=K shifts every seed by K to try other draws. A failing test's report
+  prints its seed and the line that reruns it. Tests that make their own generators
+  (np.random.default_rng(12), torch.Generator().manual_seed(9)) are unaffected.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import re
 import signal
 import subprocess
@@ -29,8 +44,17 @@ import sys
 import textwrap
 import time
 import uuid
+import zlib
 
+import numpy as np
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True, deadline=None)
+hypothesis_settings.register_profile("dev", derandomize=False, print_blob=True, deadline=None)
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI", "").lower() == "true"
+                                                               else "dev")
+hypothesis_settings.load_profile(HYPOTHESIS_PROFILE)
 
 MARKER_VAR = "MPCRT_TEST_MARKER"
 
@@ -153,6 +177,35 @@ class Cli:
                     pass
         for m in self.markers:
             kill_marked(m)
+
+
+def seed_of_test(nodeid: str) -> int:
+    """The seed of a test's global generators: crc32 of its id, plus TEST_SEED if set."""
+    return (zlib.crc32(nodeid.encode()) + int(os.environ.get("TEST_SEED", "0"))) % 2**32
+
+
+@pytest.fixture(autouse=True)
+def seeded_globals(request):
+    """Seeds torch's, numpy's legacy and Python's global generators from the test's id."""
+    seed = seed_of_test(request.node.nodeid)
+    random.seed(seed)
+    np.random.seed(seed)
+    if "torch" in sys.modules:  # a test module that draws from torch imported it at collection
+        sys.modules["torch"].manual_seed(seed)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test's report names its seed (and the profile hypothesis ran under)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        seed = seed_of_test(item.nodeid)
+        shift = os.environ.get("TEST_SEED", "0")
+        report.sections.append(("seeds", f"global generators seeded with {seed} (crc32 of the test id + TEST_SEED="
+                                         f"{shift}), hypothesis profile {HYPOTHESIS_PROFILE!r}; rerun: "
+                                         f"TEST_SEED={shift} HYPOTHESIS_PROFILE={HYPOTHESIS_PROFILE} pytest "
+                                         f"'{item.nodeid}'"))
 
 
 @pytest.fixture(autouse=True)
