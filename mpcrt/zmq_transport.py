@@ -175,6 +175,9 @@ class Node(FrameBook):
     @staticmethod
     def _tune(s: zmq.Socket) -> None:
         s.setsockopt(zmq.LINGER, 2000)
+        # no frame of ours is larger (headers, payloads up to SINGLE_MAX, 8 MB chunks): libzmq
+        # drops a connection that sends a larger one instead of allocating what it claims
+        s.setsockopt(zmq.MAXMSGSIZE, framing.SINGLE_MAX + framing.MAX_HEADER)
         s.setsockopt(zmq.SNDHWM, 0)
         s.setsockopt(zmq.RCVHWM, 0)
         s.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)

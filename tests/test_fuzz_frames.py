@@ -18,7 +18,7 @@ import zmq
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mpcrt import ProtocolError, framing, zmq_transport
+from mpcrt import PeerFailure, ProtocolError, framing, zmq_transport
 from mpcrt.memory_transport import MemoryNetwork
 
 PEER = "party 1"
@@ -302,3 +302,16 @@ def test_zmq_node_checks_chunk_structure_before_reassembling(zmq_party, shape, i
     assert ei.value.peer == PEER
     node._pump(200)  # the refused frame's other chunk messages: dropped, so the next case starts clean
     node._inbox[1].clear()
+
+
+def test_zmq_node_drops_a_frame_larger_than_any_it_sends(zmq_party):
+    """A frame over SINGLE_MAX + MAX_HEADER (no node sends one) is refused by libzmq
+    (ZMQ_MAXMSGSIZE: the sender's connection is dropped), so the receiver never allocates
+    what a peer claims: nothing arrives, and the receive ends in PeerFailure: at once where
+    that connection had carried the peer's frames before, else at its timeout."""
+    node, rogue, _ = zmq_party
+    rogue.send_multipart([pack({**valid(), "seq": node._recv_seq[1]}), b"\0" * (framing.SINGLE_MAX + 8192)])
+    with pytest.raises(PeerFailure, match="sent nothing|disconnected") as ei:
+        node.recv(1, "t")
+    assert ei.value.peer == PEER
+
