@@ -133,7 +133,7 @@ class MemoryTransport(FrameBook):
                                                        "(receive timeout; raise it with MPCRT_TIMEOUT)")
                 self._cond.wait(min(left, 0.5))  # (a peer's thread may end without notifying)
             header, payload = self._inbox[peer].popleft()
-        return self._decode(peer, header, payload, tag, dtype, shape)
+        return self._decode(peer, header, payload, tag, dtype, shape)[1]
 
     def recv_any(self, timeout: float | None = None) -> tuple[int, dict, np.ndarray] | None:
         """(peer, header, array) of the next frame from any peer; None after `timeout`
@@ -156,12 +156,12 @@ class MemoryTransport(FrameBook):
                 if left <= 0:
                     return None
                 self._cond.wait(min(left, 0.5))
-        arr = self._decode(peer, header, payload, None, None, None)
-        return peer, framing.unpack_header(header, self.name(peer)), arr
+        return (peer, *self._decode(peer, header, payload, None, None, None))
 
-    def _decode(self, peer: int, header: bytes, payload, tag, dtype, shape) -> np.ndarray:
+    def _decode(self, peer: int, header: bytes, payload, tag, dtype, shape) -> tuple[dict, np.ndarray]:
+        """The checked header and the array of one frame (counted as received)."""
         h = self.incoming(peer, header, tag, dtype, shape)
-        return self.accepted(peer, header, framing.to_array(h, payload, self.name(peer)))
+        return h, self.accepted(peer, header, framing.to_array(h, payload, self.name(peer)))
 
     def wake(self) -> None:
         with self._cond:

@@ -214,7 +214,7 @@ class Node(FrameBook):
         """Receive the next frame from `peer`, validated against (tag, dtype, shape)."""
         deadline = time.monotonic() + self.timeout
         self._wait(peer, 1, deadline)
-        return self._decode(peer, tag, dtype, shape, deadline)
+        return self._decode(peer, tag, dtype, shape, deadline)[1]
 
     def _wait(self, peer: int, count: int, deadline: float) -> None:
         """Pump until `peer`'s inbox holds `count` messages; PeerFailure if it is gone or silent."""
@@ -253,16 +253,14 @@ class Node(FrameBook):
                 return None
             for peer, q in self._inbox.items():
                 if q:
-                    header = q[0][0].bytes if len(q[0]) in (1, 2) else b""
-                    arr = self._decode(peer, None, None, None, time.monotonic() + self.timeout)
-                    return peer, framing.unpack_header(header, self.name(peer)), arr
+                    return (peer, *self._decode(peer, None, None, None, time.monotonic() + self.timeout))
             left = deadline - time.monotonic()
             if left <= 0 or len(self._dead) != dead:
                 return None
             self._pump(int(min(left, 0.5) * 1000) + 1)
 
-    def _decode(self, peer, tag, dtype, shape, deadline: float) -> np.ndarray:
-        """The array of the message at the head of `peer`'s inbox (with its chunk messages,
+    def _decode(self, peer, tag, dtype, shape, deadline: float) -> tuple[dict, np.ndarray]:
+        """The checked header and the array of the message at the head of `peer`'s inbox (with its chunk messages,
         waited for until `deadline`): the header is checked against what the caller expects
         before any chunk is looked at, every chunk's place and size before the array is assembled.
         A message refused with a ProtocolError is consumed (the next receive reads what follows)."""
@@ -275,7 +273,7 @@ class Node(FrameBook):
                 q.popleft()
             raise
 
-    def _decode_head(self, peer, tag, dtype, shape, deadline: float) -> np.ndarray:
+    def _decode_head(self, peer, tag, dtype, shape, deadline: float) -> tuple[dict, np.ndarray]:
         name, q = self.name(peer), self._inbox[peer]
         first = q[0]
         if _is_chunk(first):
@@ -290,7 +288,7 @@ class Node(FrameBook):
             if want != 1:
                 raise ProtocolError(name, f"a {nbytes}-byte payload must come in {want} chunk messages, not inline")
             q.popleft()
-            return self.accepted(peer, hdr, framing.to_array(h, first[1].buffer, name))
+            return h, self.accepted(peer, hdr, framing.to_array(h, first[1].buffer, name))
         if want == 1:
             raise ProtocolError(name, "frame header without its payload")
         last = nbytes - (want - 1) * framing.CHUNK_BYTES
@@ -313,7 +311,7 @@ class Node(FrameBook):
             k = memoryview(f.buffer).nbytes
             buf[off : off + k] = np.frombuffer(f.buffer, np.uint8)
             off += k
-        return self.accepted(peer, hdr, framing.to_array(h, buf, name))
+        return h, self.accepted(peer, hdr, framing.to_array(h, buf, name))
 
     def _pump(self, timeout_ms: int) -> None:
         events = dict(self._poller.poll(timeout_ms))
