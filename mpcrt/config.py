@@ -11,7 +11,7 @@ The kernels (mpcrt.kernels) sit below this module and read no variable: the runt
 the dealer pass `device`, `threads` and `native_aes` to `kernels.backend.select`, once,
 and hand the back end down. launch/relay.py runs as a stdlib-only script inside network
 namespaces and reads MPCRT_NETSIM_REALTIME itself; launch/harness.py reads
-MPCRT_CRYPTEN_SIDE in a process that must not import mpcrt (the CrypTen side).
+MPCRT_CRYPTEN_SIDE and MPCRT_CRYPTEN_PYTHON in a process that must not import mpcrt (the CrypTen side).
 """
 from __future__ import annotations
 
@@ -118,6 +118,8 @@ VARIABLES: tuple[Var, ...] = (
         "0: launched parties and the dealer skip the start-up warm-up (loading kernels before connecting)"),
     Var("MPCRT_NETSIM_REALTIME", "netsim_realtime", True, "0 or 1", _bool,
         "0: netsim's relays do not ask for real-time priority (read by launch/relay.py)"),
+    Var("MPCRT_CRYPTEN_PYTHON", "crypten_python", None, "path", _text,
+        "the Python that runs the CrypTen side (a virtualenv with crypten; default: this one)"),
     Var("MPCRT_CRYPTEN_SIDE", "crypten_side", None, "path", _text,
         "`mpcrt bench`: the CrypTen comparison script (default launch/crypten_side.py)"),
     Var("MPCRT_MODELS_PARTY", "models_party", False, "0 or 1", _bool,
@@ -157,6 +159,7 @@ class Config:
     gemm: str = "auto"
     warmup: bool = True
     netsim_realtime: bool = True
+    crypten_python: str | None = None
     crypten_side: str | None = None
     models_party: bool = False
 
