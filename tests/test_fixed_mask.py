@@ -233,3 +233,27 @@ def test_mask_weights_twice_opens_nothing_more():
 
     for first, openings, streams in run_parties(fn, 2):
         assert first == 1 and openings == 1 and len(streams) == 1
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_truncated_fixed_mask_products(n):
+    """fixedmask.matmul / conv2d with the fused truncation (fm_*_trunc), on a mask made by
+    fixedmask.mask: within an ulp or two of float64, one opening of W - B for both weights."""
+    rng = np.random.default_rng(9)
+    w1, x1 = rng.uniform(-1, 1, (5, 3)), rng.uniform(-1, 1, (4, 5))
+    w2, x2 = rng.uniform(-1, 1, (4, 2, 3, 3)), rng.uniform(-1, 1, (1, 4, 6, 6))
+
+    def fn(rt):
+        ws = [rt.share(w if rt.rank == 0 else None, src=0) for w in (w1, w2)]
+        xs = [rt.share(x if rt.rank == 1 else None, src=1) for x in (x1, x2)]
+        m1, m2 = fixedmask.mask(rt, [w.share for w in ws], rt.precision)
+        f = rt.precision
+        y1 = fixedmask.matmul(rt, xs[0].share, m1, shift=f)
+        y2 = fixedmask.conv2d(rt, xs[1].share, m2, 2, 1, 1, 2, shift=f)
+        return [xs[0]._new(y, f).reveal() for y in (y1, y2)], m1.stream != m2.stream
+
+    ref2 = torch.nn.functional.conv2d(torch.tensor(x2), torch.tensor(w2), None, 2, 1, 1, 2).numpy()
+    for (y1, y2), distinct in run_parties(fn, n):
+        assert distinct
+        assert float(np.abs(y1 - x1 @ w1).max()) <= LINEAR_TOL
+        assert float(np.abs(y2 - ref2).max()) <= LINEAR_TOL
