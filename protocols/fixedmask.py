@@ -3,7 +3,7 @@
 A model's shared weight W (a Linear's, a Conv2d's, an attention projection's) is masked
 once, when the model is loaded (`mask`): one dealer request 'wmask' per weight tensor
 fixes a uniform mask B (every party expands its share [B] from the request's stream m
-of its PRG; the dealer sends nothing), and the parties open E = W - B, all of a model's
+of its PRG; the dealer computes and sends nothing), and the parties open E = W - B, all of a model's
 weights in one round. Each party keeps E and [B]. Every later product with W takes a
 tuple ([A], [C = op(A, B)]) with a fresh A (kinds 'fm_matmul', 'fm_conv2d', and with a
 fused truncation 'fm_matmul_trunc', 'fm_conv2d_trunc': [C + R], [R >> f], [msb R] as
@@ -55,14 +55,18 @@ PREFIX = "fm_"  # a fixed-mask product's kind: PREFIX + its ProductSpec's kind
 
 # ------------------------------------------------------------ the dealer's half
 class WeightMask(Kind):
-    """The mask B of one weight tensor ('wmask', params {'shape'}): own [b], nothing corrected."""
+    """The mask B of one weight tensor ('wmask', params {'shape'}): B is the sum of the first
+    |B| words of every party's stream of this request, which each party expands itself
+    (`mask`) and the dealer re-derives for each product (FixedProduct.borrowed). The kind
+    lists no arrays, so the dealer does no work for it (and sends an empty reply)."""
 
     @staticmethod
     def shape(p: dict) -> tuple:
         return from_wire(lambda q: wire_shape(q, "shape"), p, "weight mask")
 
     def own(self, p):
-        return [("b", self.shape(p))]
+        self.shape(p)
+        return []
 
     def corrected(self, p):
         self.shape(p)
@@ -150,7 +154,7 @@ def mask(rt, weights: list[np.ndarray], fbits: int) -> list[FixedMask]:
     for w in weights:
         mats.append(rt.dealer.request("wmask", shape=tuple(w.shape)))
         streams.append(rt.dealer.counter - 1)  # the number this request took
-    bs = [m.own()["b"] for m in mats]
+    bs = [rt.dealer.prg.words(s, w.size).reshape(w.shape).copy() for s, w in zip(streams, weights)]  # [B]
     opened = rt.open([w - b for w, b in zip(weights, bs)], "wmask") if weights else []
     for m in mats:
         m.get()  # the corrected party reads the dealer's empty reply: none is left waiting

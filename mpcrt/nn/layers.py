@@ -8,6 +8,8 @@ Cost of each layer under MPC (N parties, one round = everyone sends once):
 
 * linear, conv2d: one Beaver matmul/conv (1 round), left untruncated (2f bits); the
   truncation happens inside a following relu (no extra round) or on first use (1 round).
+  A weight masked once at load (PrivateModel.mask_weights, the default; protocols.fixedmask)
+  comes as its FixedMask (`overrides`), and the call opens only the input's mask.
 * affine (an unfolded BatchNorm): one Beaver product (2 rounds); folded BatchNorm: free.
 * avg_pool2d, adaptive_avg_pool2d: linear with public weights: sums are exact
   (integer weights, no truncation), then one multiplication by a public 1/count
