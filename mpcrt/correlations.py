@@ -36,7 +36,7 @@ from mpcrt import framing
 from mpcrt.errors import DealerError
 from mpcrt.kernels import bufpool
 from mpcrt.kernels.backend import Backend, CpuBackend
-from mpcrt.protocols import beaver, comparison, powers, truncation
+from mpcrt.protocols import beaver, comparison, fixedmask, powers, truncation
 from mpcrt.protocols.dealt import PARALLEL_MIN, Kind, Shape, pad_odd_a32, split, words
 
 _pool = None
@@ -62,7 +62,8 @@ def _parallel(*fns) -> list:
     return [first] + [f.result() for f in futs]
 
 
-KINDS: dict[str, Kind] = {**powers.KINDS, **comparison.KINDS, **beaver.KINDS, **truncation.KINDS}
+KINDS: dict[str, Kind] = {**powers.KINDS, **comparison.KINDS, **beaver.KINDS, **truncation.KINDS,
+                         **fixedmask.KINDS}
 
 
 def kind(name: str) -> Kind:
