@@ -416,6 +416,8 @@ def main(argv=None) -> int:
     ap.add_argument("--network", default="none",
                     help="none (loopback), lan (0.25 ms, 10 Gbit/s), wan (25 ms, 100 Mbit/s) or DELAY_MS:RATE_MBIT, "
                          "comma separated; simulated ones run each node in its own network namespace (root)")
+    ap.add_argument("--no-fixed-masks", action="store_true",
+                    help="weights re-masked on every call (MPCRT_FIXED_MASKS=0), as before issue 19")
     ap.add_argument("--channels", default="curve", help="curve, plaintext or curve,plaintext (default curve)")
     ap.add_argument("--insecure-plaintext", action="store_true",
                     help="plaintext channels only (same as --channels plaintext; local benchmarking only)")
@@ -452,6 +454,8 @@ def main(argv=None) -> int:
         ap.error(f"--parties {a.parties!r}: use e.g. 2,3")
     if not parties or any(n < 2 for n in parties):
         ap.error("--parties needs party counts >= 2")
+    if a.no_fixed_masks:
+        os.environ["MPCRT_FIXED_MASKS"] = "0"  # the sessions' processes inherit it
     try:
         networks = parse_networks(a.network)
     except ValueError as e:

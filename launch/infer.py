@@ -76,6 +76,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what the data owner learns: the model's output (default), its softmax "
                         "(computed under MPC), or only the argmax label (computed under MPC)")
     o.add_argument("--progress", action="store_true", help="progress bar on the data owner")
+    o.add_argument("--no-fixed-masks", action="store_true",
+                   help="re-mask the weights on every call instead of once at load (MPCRT_FIXED_MASKS=0; comparisons)")
     o.add_argument("--serve", metavar="DIR", help="stay up and serve requests: the data owner watches DIR for .npy "
                    "files (instead of --input/--output; see launch/serve.py); DIR/STOP stops it")
     o.add_argument("--serve-ping", type=float, default=5.0, metavar="S",
@@ -128,7 +130,9 @@ def run(a) -> int:
         print("mpcrt infer: pass either -n N (all parties here) or --cluster/--rank (one party), not both",
               file=sys.stderr)
         return 2
-    cfg = config.install(config.current().replace(device=a.device))  # the local parties and the dealer inherit it
+    cfg = config.current().replace(device=a.device)
+    # installed: the local parties and the dealer inherit it
+    cfg = config.install(cfg.replace(fixed_masks=False) if a.no_fixed_masks else cfg)
     if a.local_n is not None:
         from mpcrt.launch.local import launch
 

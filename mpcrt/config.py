@@ -114,6 +114,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("MPCRT_GEMM", "gemm", "auto", "auto, avx512, avx2, blas, torch",
         _choice("auto", "avx512", "avx2", "blas", "torch"),
         "the CPU's exact ring GEMM kernel (auto: the fastest this CPU runs; the others to compare paths)"),
+    Var("MPCRT_FIXED_MASKS", "fixed_masks", True, "0 or 1", _bool,
+        "0: shared models re-mask their weights on every call instead of once at load (for comparisons)"),
     Var("MPCRT_WARMUP", "warmup", True, "0 or 1", _bool,
         "0: launched parties and the dealer skip the start-up warm-up (loading kernels before connecting)"),
     Var("MPCRT_NETSIM_REALTIME", "netsim_realtime", True, "0 or 1", _bool,
@@ -157,6 +159,7 @@ class Config:
     threads: int | None = None
     native_aes: bool = True
     gemm: str = "auto"
+    fixed_masks: bool = True
     warmup: bool = True
     netsim_realtime: bool = True
     crypten_python: str | None = None

@@ -42,6 +42,11 @@ VALID = {
     "truncmul": MulMaskSpec((5,), 16).to_wire(),
     "ltz": LtzSpec.of(100, muls=2, rows=2, powers=(16, 2, 3), coarse=8).to_wire(),
     "ltzpow": LtzPowersSpec(128, 2, (16, 2, 3)).to_wire(),
+    "wmask": {"shape": [3, 4]},
+    "fm_matmul": {**ProductSpec("matmul", (2, 3), (3, 4)).to_wire(), "mask": 1},
+    "fm_conv2d": {**ProductSpec("conv2d", (1, 2, 5, 5), (3, 2, 3, 3)).to_wire(), "mask": 2},
+    "fm_matmul_trunc": {**ProductSpec("matmul", (2, 3), (3, 2), 16).to_wire(), "mask": 0},
+    "fm_conv2d_trunc": {**ProductSpec("conv2d", (1, 2, 4, 4), (2, 1, 3, 3), 16, groups=2).to_wire(), "mask": 1},
 }
 assert set(VALID) == set(correlations.KINDS)
 
@@ -69,7 +74,7 @@ def mutated(draw) -> tuple[str, object]:
         del p[key]
     elif how == "add":
         p[draw(st.sampled_from(["stride", "padding", "dilation", "groups", "f", "rows", "mrows", "pw", "back",
-                                "ym", "cb", "tk", "xr", "part", "J", "k", "n"]))] = draw(numbers | shapes)
+                                "ym", "cb", "tk", "xr", "part", "J", "k", "n", "mask"]))] = draw(numbers | shapes)
     elif how == "random":
         p = draw(st.dictionaries(st.text(max_size=6), values, max_size=6))
     else:

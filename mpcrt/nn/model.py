@@ -181,10 +181,10 @@ def _check_src(rt, src) -> int:
 
 
 def _mask_default(mask_weights: bool | None) -> bool:
-    """`mask_weights`, or the configuration's `fixed_masks` where it has one, else MASK_WEIGHTS."""
+    """`mask_weights`, else the configuration's `fixed_masks` (MPCRT_FIXED_MASKS) and MASK_WEIGHTS."""
     if mask_weights is not None:
         return bool(mask_weights)
-    return bool(getattr(config.current(), "fixed_masks", MASK_WEIGHTS))
+    return bool(config.current().fixed_masks) and MASK_WEIGHTS
 
 
 def distribute(build: Callable[[], tuple[Graph, list]] | None, src: int = 0, rt=None,
