@@ -114,6 +114,10 @@ VARIABLES: tuple[Var, ...] = (
     Var("MPCRT_GEMM", "gemm", "auto", "auto, avx512, avx2, blas, torch",
         _choice("auto", "avx512", "avx2", "blas", "torch"),
         "the CPU's exact ring GEMM kernel (auto: the fastest this CPU runs; the others to compare paths)"),
+    Var("MPCRT_COMPARISON", "comparison", "auto", "auto, exact", _choice("auto", "exact"),
+        "auto: comparisons, ReLU and max by FSS in one round with 2 parties (exact: the 7-round protocol)"),
+    Var("MPCRT_FSS_BITS", "fss_bits", 64, "integer 2..64", _int(2, 64),
+        "bits an FSS comparison looks at (64: exact; fewer: smaller keys, exact where abs(x - y) < 2^(bits-1))"),
     Var("MPCRT_NETSIM_REALTIME", "netsim_realtime", True, "0 or 1", _bool,
         "0: netsim's relays do not ask for real-time priority (read by launch/relay.py)"),
     Var("MPCRT_CRYPTEN_SIDE", "crypten_side", None, "path", _text,
@@ -153,6 +157,8 @@ class Config:
     threads: int | None = None
     native_aes: bool = True
     gemm: str = "auto"
+    comparison: str = "auto"
+    fss_bits: int = 64
     netsim_realtime: bool = True
     crypten_side: str | None = None
     models_party: bool = False

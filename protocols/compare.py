@@ -21,20 +21,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpcrt.protocols import comparison, fixedpoint, powers
-from mpcrt.protocols.rounds import run
+from mpcrt.protocols import beaver, comparison, fixedpoint, fss, powers, truncation
+from mpcrt.protocols.rounds import run, run1
 from mpcrt.protocols.shared import SharedTensor
 
 
+def _fss_ltz(rt, flat: np.ndarray, ys: np.ndarray | None, self_prod: bool):
+    """[flat < 0] by FSS (protocols.fss, 1 round) and its product with flat itself
+    (self_prod, fused) or with ys (one more round, a Beaver product)."""
+    bit, prod = run1(rt, fss.ltz_steps(rt, flat, prod=self_prod))
+    if ys is not None:
+        prod = beaver.mul(rt, bit, ys)
+    return bit, ([prod] if prod is not None else [])
+
+
 def ltz_many(parts: list[SharedTensor], muls: list[SharedTensor | None] | None = None):
-    """ltz of several same-fbits tensors in one batched run (7 rounds for all)."""
+    """ltz of several same-fbits tensors in one batched run (7 rounds for all; with two
+    parties 1 by FSS, 2 where a product is with another tensor than the compared one)."""
     rt = parts[0].rt
     flat = np.concatenate([p.share.ravel() for p in parts])
     m = []
     if muls is not None:
         m = [np.concatenate([(q if q is not None else p).share.ravel() for p, q in zip(parts, muls)])]
     with rt.scope("ltz"):
-        bit, prods = comparison.ltz(rt, flat, m)
+        if fss.use_fss(rt):
+            self_prod = muls is not None and all(q is None or q is p for p, q in zip(parts, muls))
+            bit, prods = _fss_ltz(rt, flat, m[0] if m and not self_prod else None, self_prod)
+        else:
+            bit, prods = comparison.ltz(rt, flat, m)
     out, prod_out, off = [], [], 0
     for p in parts:
         k = p.share.size
@@ -57,8 +71,12 @@ def ltz_at(x: SharedTensor, ts: list[int], muls: list[SharedTensor] | None = Non
     else:
         ys = (lambda: [np.stack([q.share for q in muls])]) if muls else None
     with rt.scope("ltz"):
-        spec = comparison.LtzSpec.of(x.share.size, 1 if muls else 0, len(ts), shared_y=same is not None)
-        bits, prods = run(rt, comparison.ltz_steps(rt, x.share, muls=ys, thresholds=ts, spec=spec))[0]
+        if fss.use_fss(rt) and (not muls or same is x):  # one opening and one key serve every row
+            bits, prod = run1(rt, fss.ltz_steps(rt, x.share, thresholds=ts, prod=same is not None))
+            prods = [] if prod is None else [prod]
+        else:
+            spec = comparison.LtzSpec.of(x.share.size, 1 if muls else 0, len(ts), shared_y=same is not None)
+            bits, prods = run(rt, comparison.ltz_steps(rt, x.share, muls=ys, thresholds=ts, spec=spec))[0]
     out = [SharedTensor(rt, bits[i, ...], 0) for i in range(len(ts))]  # [i, ...]: 0-d arrays stay arrays
     return out, [SharedTensor(rt, prods[0][i, ...], q.fbits) for i, q in enumerate(muls)] if muls else []
 
@@ -114,6 +132,10 @@ def relu(x: SharedTensor) -> SharedTensor:
     if x.fbits <= f:
         _, (bx,) = ltz_many([x], [x])
         return x - bx
+    if fss.use_fss(rt):  # truncated first (1 round), then the 1-round FSS ReLU
+        with rt.scope("relu"):
+            t = SharedTensor(rt, truncation.truncate(rt, x.share, x.fbits - f), f)
+        return relu(t)
     hold = {}
 
     def trunc():

@@ -1,0 +1,270 @@
+"""One-round comparisons for two parties by function secret sharing: [x < t] and [b x].
+
+The dealer gives the two parties a mask r (additive shares) and DCF keys
+(kernels.dcf) for alpha = r mod 2^L with payload beta = (1 - 2m) (and (1 - 2m) r with
+`prod`), m = bit L of r, plus shares of m (and m r). The parties open z = x + r (the
+only round) and, for each public threshold t (x - t is opened as z - t), evaluate their
+key at (z - t) mod 2^L, getting shares of W1 = (1 - 2m) w (and W2 = (1 - 2m) r w),
+w = [(z - t) mod 2^L < r mod 2^L]. Bit L of x - t is a xor m xor w, a = bit L of
+z - t public: s = m xor w = [m] + W1, b = a + (1 - 2a) s; with `prod` also
+s r = [m r] + W2, b r = a [r] + (1 - 2a) [s r] and b x = b z - b r (x = z - r): a
+ReLU x - b x, a max b + relu(a - b) or a clamp costs that one opening.
+
+With L = 63 (the default) bit L is the sign bit of x - t for every ring element (exact);
+a smaller L (MPCRT_FSS_BITS = L + 1) is exact where |x - t| < 2^L and shrinks the keys.
+
+Rounds: 1 (the opening of x + r; every threshold row shares it and the key).
+Bytes per element per peer: 8, whatever the number of rows.
+Dealer words per element: sent to each party, L (2 + P) + P + L / 32 with P = 1 (the bit)
+  or 2 (`prod`), plus 1 (+1 with prod) word of correction: 1552 bytes (P = 1) and 2072
+  bytes (P = 2) per element per party at L = 63 (kernels.dcf.key_bytes); every party also
+  expands r, its 128-bit root seed and the shares' masks from its PRG stream.
+Error: none for L = 63 (every ring element); for L < 63 none where |x - t| < 2^L.
+Reference: Boyle et al., "Function Secret Sharing for Mixed-Mode and Fixed-Point Secure
+  Computation" (Eurocrypt 2021) for the DCF and the sign from it; Ryffel et al., AriaNN
+  (PETS 2022) and Agrawal et al., Orca (S&P 2024) for the one-round comparison and ReLU.
+  Security: z is x masked by the uniform r; each key alone is pseudorandom (the DCF
+  proof); the corrections dm = m - U, dmr = m r - V are masked by the parties' summed PRG
+  words U, V, of which each party knows only its own half, so both parties may see them.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpcrt.errors import DealerError, ProtocolError
+from mpcrt.kernels import dcf
+from mpcrt.protocols.dealt import Kind, copy_tag, from_wire, split, wire_int
+from mpcrt.protocols.rounds import Open
+
+PAD = 64  # elements are padded to whole words of packed control bits
+EXACT_BITS = 64
+
+
+@dataclass(frozen=True)
+class FssSpec:
+    """One FSS comparison's keys ('fss'): n elements (a multiple of PAD), the ring bits
+    the comparison looks at (`bits` = L + 1, 2..64: 64 is exact), and whether the keys
+    also carry the product terms of b x (`prod`)."""
+
+    n: int
+    bits: int = EXACT_BITS
+    prod: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n <= 0 or self.n % PAD:
+            raise ValueError(f"FSS keys for n={self.n} elements: n must be a positive multiple of {PAD}")
+        if not 2 <= self.bits <= 64:
+            raise ValueError(f"FSS comparison bits must be 2..64, got {self.bits}")
+
+    @classmethod
+    def of(cls, size: int, bits: int = EXACT_BITS, prod: bool = False) -> "FssSpec":
+        return cls(-(-max(int(size), 1) // PAD) * PAD, int(bits), bool(prod))
+
+    @property
+    def levels(self) -> int:
+        """L: the DCF's input bits."""
+        return self.bits - 1
+
+    @property
+    def payload(self) -> int:
+        return 2 if self.prod else 1
+
+    def to_wire(self) -> dict:
+        return {"n": self.n, "bits": self.bits, "pr": int(self.prod)}
+
+    @classmethod
+    def from_wire(cls, p: dict) -> "FssSpec":
+        return cls(wire_int(p, "n"), wire_int(p, "bits", EXACT_BITS), bool(wire_int(p, "pr", 0, 0, 1)))
+
+
+def key_bytes(spec: FssSpec) -> float:
+    """Dealer bytes per element sent to each party: the DCF key's correction words and the
+    corrections of [m] (and [m r])."""
+    return dcf.key_bytes(spec.levels, spec.payload) + 8 * spec.payload
+
+
+# ------------------------------------------------------------ the dealer's half
+class FssKeys(Kind):
+    """DCF keys of alpha = r mod 2^L, payload (1 - 2m[, (1 - 2m) r]); own: r, the
+    root seeds `k` (each party's own: paired), the masks u (and v) of the corrections
+    dm = m - U (and dmr = m r - V). `to_all`: the corrected entries (common correction
+    words, masked corrections) go whole to both parties (dealt.Kind.to_all)."""
+
+    to_all = True
+
+    @staticmethod
+    def spec(p: dict) -> FssSpec:
+        return from_wire(FssSpec.from_wire, p, "fss")
+
+    def paired(self, p):
+        return {"k"}
+
+    def own(self, p):
+        s = self.spec(p)
+        out = [("r", (s.n,), "a"), ("k", (s.n, 2), "x"), ("u", (s.n,), "a")]
+        return out + ([("v", (s.n,), "a")] if s.prod else [])
+
+    def corrected(self, p):
+        s = self.spec(p)
+        L, P, n = s.levels, s.payload, s.n
+        out = [("dm", (n,), "a")] + ([("dmr", (n,), "a")] if s.prod else [])
+        return out + [("sc", (L, n, 2), "x"), ("vc", (L, P, n), "a"), ("tl", (L, n // 64), "x"),
+                      ("tr", (L, n // 64), "x"), ("fc", (P, n), "a")]
+
+    def deal_into(self, p, own, private, out, sub, ops, parallel=None) -> None:
+        """The true corrections straight into `out` (nothing subtracted: both parties get them)."""
+        s = self.spec(p)
+        L = s.levels
+        r = own["r"]
+        m = _bit(r, L)
+        views = split(out, self.corrected(p))
+        beta = [1 - 2 * m] + ([(1 - 2 * m) * r] if s.prod else [])
+        np.subtract(m, own["u"], out=views["dm"])
+        if s.prod:
+            np.subtract(m * r, own["v"], out=views["dmr"])
+        if not isinstance(own["k"], tuple):
+            raise DealerError("FSS keys are for two parties only")
+        k0, k1 = own["k"]
+        keys = dcf.gen(_low(r, L), np.stack(beta), dcf.clear_seeds(k0), dcf.clear_seeds(k1), L)
+        for name, val in keys.items():
+            views[name][...] = val
+
+
+KINDS: dict[str, Kind] = {"fss": FssKeys()}
+
+
+def _bit(v: np.ndarray, i: int) -> np.ndarray:
+    return (v.view(np.uint64) >> np.uint64(i)).view(np.int64) & 1
+
+
+def _low(v: np.ndarray, L: int) -> np.ndarray:
+    return v if L == 64 else v & np.int64((1 << L) - 1)
+
+
+# ------------------------------------------------------------ the parties' half
+class _Copies:
+    """A party other than 0 reads its copies of 'to_all' replies itself (the dealer sends
+    them as one frame tagged dealt.copy_tag(n), in request order); `expect` lists the
+    request numbers whose copies will come, in order, so that one read out of order, or
+    one of an announced request the run abandoned, is kept aside rather than misread."""
+
+    def __init__(self):
+        self.due: list[int] = []
+        self.got: dict[int, np.ndarray] = {}
+
+    def expect(self, n: int) -> None:
+        if n in self.got or n in self.due:
+            return
+        if self.due and n < self.due[-1]:
+            raise ProtocolError("local program", f"FSS key copy {n} expected after {self.due[-1]}")
+        self.due.append(n)
+
+    def read(self, rt, n: int, words: int) -> np.ndarray:
+        while n not in self.got:
+            if not self.due:
+                raise ProtocolError("dealer", f"FSS key copy {n} was never requested")
+            m = self.due.pop(0)
+            self.got[m] = rt.node.recv(rt.dealer_id, copy_tag(m), dtype=np.int64)
+        flat = self.got.pop(n)
+        if flat.size != words:
+            raise ProtocolError("dealer", f"FSS key copy {n} has {flat.size} words, expected {words}")
+        return flat
+
+
+_copies: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def copies(rt) -> _Copies:
+    """The runtime's reader of 'to_all' copies (made on first use)."""
+    c = _copies.get(rt)
+    if c is None:
+        c = _copies[rt] = _Copies()
+    return c
+
+
+class Keys:
+    """One FSS comparison's material: `own()` at once, `get()` with the keys."""
+
+    def __init__(self, rt, spec: FssSpec):
+        self.rt, self.spec = rt, spec
+        p = spec.to_wire()
+        self.mat = rt.dealer.request("fss", **p)
+        self.n = None if rt.dealer.recording is not None else rt.dealer.counter - 1
+        if self.n is not None and rt.rank != 0:
+            copies(rt).expect(self.n)
+
+    def own(self) -> dict:
+        return self.mat.own()
+
+    def get(self) -> dict:
+        if self.n is None or self.rt.rank == 0:
+            return self.mat.get()
+        kind = KINDS["fss"]
+        corr = kind.corrected(self.spec.to_wire())
+        words = sum(int(np.prod(s)) for _, s, _ in corr)
+        flat = copies(self.rt).read(self.rt, self.n, words)
+        out = dict(self.mat.own())
+        out.update(split(flat, corr))
+        return out
+
+
+def request(rt, spec: FssSpec) -> Keys:
+    """Ask the dealer for one FSS comparison's keys ahead of use."""
+    return Keys(rt, spec)
+
+
+def use_fss(rt) -> bool:
+    """Whether comparisons run by FSS here: two parties and MPCRT_COMPARISON auto or fss."""
+    return rt.world_size == 2 and getattr(rt, "comparison", "auto") != "exact"
+
+
+def bits_of(rt) -> int:
+    return int(getattr(rt, "fss_bits", EXACT_BITS))
+
+
+def ltz_steps(rt, x: np.ndarray, thresholds=None, prod: bool = False, mat: Keys | None = None,
+              spec: FssSpec | None = None):
+    """Generator, one round: [x - t < 0] for each public threshold t (default [0]: the
+    result has x's shape; with thresholds, rows stacked on a new first axis) as int64
+    shares of 0/1, and with `prod` [b x] for each row's bit b (else None)."""
+    shape, n = np.shape(x), int(np.size(x))
+    spec = spec if spec is not None else FssSpec.of(n, bits_of(rt), prod)
+    if spec.n != -(-max(n, 1) // PAD) * PAD or spec.prod != prod:
+        raise ValueError(f"FSS spec for {spec.n} elements (prod {spec.prod}) does not fit {n} elements (prod {prod})")
+    mat = mat if mat is not None else request(rt, spec)
+    own = mat.own()
+    r = own["r"][:n]
+    z = np.add(np.reshape(x, -1), r, dtype=np.int64)
+    (z,), _ = yield Open(add=[z], fresh=True)
+    keys = mat.get()
+    first = rt.rank == 0
+    L = spec.levels
+    ts = [0] if thresholds is None else list(thresholds)
+    sm = keys["u"][:n] + (keys["dm"][:n] if first else 0)
+    smr = None
+    if prod:
+        smr = keys["v"][:n] + (keys["dmr"][:n] if first else 0)
+    bits, prods = [], []
+    seeds = dcf.clear_seeds(own["k"])
+    zp = np.zeros(spec.n, np.int64)
+    for t in ts:
+        zt = z - np.int64(t)
+        zp[:n] = _low(zt, L)
+        W = dcf.eval_(rt.rank, seeds, {k: keys[k] for k in ("sc", "vc", "tl", "tr", "fc")}, zp, L)[:, :n]
+        a = _bit(zt, L)
+        s = sm + W[0]
+        b = (1 - 2 * a) * s
+        if first:
+            b += a
+        bits.append(b)
+        if prod:
+            sr = smr + W[1]
+            br = a * r + (1 - 2 * a) * sr
+            prods.append(b * z - br)
+    if thresholds is None:
+        return bits[0].reshape(shape), (prods[0].reshape(shape) if prod else None)
+    out = np.stack(bits).reshape((len(ts),) + tuple(shape))
+    return out, (np.stack(prods).reshape(out.shape) if prod else None)
