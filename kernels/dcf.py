@@ -14,13 +14,17 @@ tweak j in the seed's second word), one 16-byte block per output: j = 0, 1 the l
 right child seeds (their least significant bit is the child's control bit t, then
 cleared), j = 2 .. 2 + q - 1 the left values, 2 + q .. 2 + 2q - 1 the right ones
 (q = ceil(P / 2) blocks, two words each). A party's evaluation hashes two blocks per
-level (its path's child seed and values) for P <= 2; one ECB pass through
-`cryptography` over a chunk of elements per level, no per-element Python loop.
+level (its path's child seed and values) for P <= 2, the dealer 2 (2 + 2q) per key: per
+level, one ECB pass through `cryptography` over a chunk of elements' blocks, then one
+fused numba pass (the MMO xor, the control bits, the corrections), no Python loop over
+elements.
 """
 from __future__ import annotations
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from mpcrt.kernels.jit import njit
 
 AES_KEY = bytes.fromhex("6d70637274206663732064636620676b")  # fixed and public ("mpcrt fss dcf gk")
 CHUNK = 1 << 14  # elements per pass: a chunk's seeds and values stay in cache across the levels
@@ -37,39 +41,16 @@ def key_bytes(bits: int, payload: int) -> float:
     return 8 * key_words(bits, payload)
 
 
-class _Hash:
-    """G_j over (k, 2) int64 seed blocks: one ECB encryptor, reused within a thread."""
 
-    def __init__(self):
-        self.enc = Cipher(algorithms.AES(AES_KEY), modes.ECB()).encryptor()
-
-    def __call__(self, seeds: np.ndarray, tweak) -> np.ndarray:
-        """AES(s ^ j) ^ s ^ j for seeds (k, 2) and tweak j (an int or a (k,) array)."""
-        inp = seeds.copy()
-        inp[:, 1] ^= tweak
-        out = np.empty(inp.size + 2, np.int64)  # update_into wants a block of slack
-        self.enc.update_into(inp.view(np.uint8).reshape(-1), out.view(np.uint8))
-        out = out[: inp.size].reshape(inp.shape)
-        out ^= inp
-        return out
+def _aes(enc, inp: np.ndarray) -> np.ndarray:
+    """AES_K of every 16-byte block of inp (int64, last axis 2), same shape (the MMO xor is the callers')."""
+    out = np.empty(inp.size + 2, np.int64)  # update_into wants a block of slack
+    enc.update_into(inp.view(np.uint8).reshape(-1), out.view(np.uint8))
+    return out[: inp.size].reshape(inp.shape)
 
 
-def _values(h: _Hash, seeds: np.ndarray, first, payload: int) -> np.ndarray:
-    """(P, k) value words from blocks first, first + 1, ... (first: int or (k,) array)."""
-    q = -(-payload // 2)
-    blocks = [h(seeds, first + j) for j in range(q)]
-    return np.stack([blocks[p // 2][:, p % 2] for p in range(payload)])
-
-
-def _split_seed(blk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(seed with its control bit cleared, control bit 0/1) of hashed blocks."""
-    t = blk[:, 0] & 1
-    blk[:, 0] &= LOW
-    return blk, t
-
-
-def _bit(v: np.ndarray, i: int) -> np.ndarray:
-    return (v >> np.int64(i)) & 1 if i < 63 else (v.view(np.uint64) >> np.uint64(63)).view(np.int64)
+def _encryptor():
+    return Cipher(algorithms.AES(AES_KEY), modes.ECB()).encryptor()
 
 
 def clear_seeds(seeds: np.ndarray) -> np.ndarray:
@@ -79,105 +60,190 @@ def clear_seeds(seeds: np.ndarray) -> np.ndarray:
     return out
 
 
+@njit
+def _tweaked(S, first, stride, zbits, pos, nb, inp):
+    """inp[j, e] = S[e] ^ (0, first + stride z_e + j) for j < nb (z_e: bit pos of zbits[e],
+    or 0 where stride is 0); S (k, 2), inp (nb, k, 2)."""
+    for e in range(S.shape[0]):
+        d = (zbits[e] >> pos) & 1 if stride else 0
+        for j in range(nb):
+            inp[j, e, 0] = S[e, 0]
+            inp[j, e, 1] = S[e, 1] ^ (first + stride * d + j)
+
+
+@njit
+def _gen_level(aes, S, T, Va, alpha, pos, beta, q, sc, vc, tlw, trw):
+    """One level of Gen for k elements: aes (2 + 2q, 2, k, 2) = AES of (S_b ^ (0, j));
+    updates S (2, k, 2), T (2, k), Va (P, k); writes sc (k, 2), vc (P, k), tlw, trw (k / 64)."""
+    P, k = beta.shape
+    for w in range(k // 64):
+        tla = np.int64(0)
+        tra = np.int64(0)
+        for e in range(w * 64, w * 64 + 64):
+            a = (alpha[e] >> pos) & 1
+            l00 = aes[0, 0, e, 0] ^ S[0, e, 0]
+            l01 = aes[0, 0, e, 1] ^ S[0, e, 1]
+            l10 = aes[0, 1, e, 0] ^ S[1, e, 0]
+            l11 = aes[0, 1, e, 1] ^ S[1, e, 1]
+            r00 = aes[1, 0, e, 0] ^ S[0, e, 0]
+            r01 = aes[1, 0, e, 1] ^ S[0, e, 1] ^ 1
+            r10 = aes[1, 1, e, 0] ^ S[1, e, 0]
+            r11 = aes[1, 1, e, 1] ^ S[1, e, 1] ^ 1
+            tl0, tl1, tr0, tr1 = l00 & 1, l10 & 1, r00 & 1, r10 & 1
+            l00 &= -2
+            l10 &= -2
+            r00 &= -2
+            r10 &= -2
+            sign1 = 1 - 2 * T[1, e]
+            for p in range(P):
+                wd = p % 2
+                jl = 2 + p // 2
+                jr = 2 + q + p // 2
+                vl0 = aes[jl, 0, e, wd] ^ S[0, e, wd] ^ (jl * wd)
+                vl1 = aes[jl, 1, e, wd] ^ S[1, e, wd] ^ (jl * wd)
+                vr0 = aes[jr, 0, e, wd] ^ S[0, e, wd] ^ (jr * wd)
+                vr1 = aes[jr, 1, e, wd] ^ S[1, e, wd] ^ (jr * wd)
+                if a:  # keep right, lose left: left inputs are below alpha
+                    vcw = sign1 * (vl1 - vl0 - Va[p, e] + beta[p, e])
+                    Va[p, e] = Va[p, e] - vr1 + vr0 + sign1 * vcw
+                else:
+                    vcw = sign1 * (vr1 - vr0 - Va[p, e])
+                    Va[p, e] = Va[p, e] - vl1 + vl0 + sign1 * vcw
+                vc[p, e] = vcw
+            tcl = tl0 ^ tl1 ^ a ^ 1
+            tcr = tr0 ^ tr1 ^ a
+            t0, t1 = T[0, e], T[1, e]
+            if a:
+                c0, c1 = l00 ^ l10, l01 ^ l11
+                S[0, e, 0], S[0, e, 1] = r00 ^ (c0 & -t0), r01 ^ (c1 & -t0)
+                S[1, e, 0], S[1, e, 1] = r10 ^ (c0 & -t1), r11 ^ (c1 & -t1)
+                T[0, e], T[1, e] = tr0 ^ (t0 & tcr), tr1 ^ (t1 & tcr)
+            else:
+                c0, c1 = r00 ^ r10, r01 ^ r11
+                S[0, e, 0], S[0, e, 1] = l00 ^ (c0 & -t0), l01 ^ (c1 & -t0)
+                S[1, e, 0], S[1, e, 1] = l10 ^ (c0 & -t1), l11 ^ (c1 & -t1)
+                T[0, e], T[1, e] = tl0 ^ (t0 & tcl), tl1 ^ (t1 & tcl)
+            sc[e, 0], sc[e, 1] = c0, c1
+            tla |= tcl << (e - w * 64)
+            tra |= tcr << (e - w * 64)
+        tlw[w] = tla
+        trw[w] = tra
+
+
+@njit
+def _gen_final(aes, S, T, Va, fc):
+    """fc = (-1)^t1 (Convert(s1) - Convert(s0) - Va): aes (q, 2, k, 2) = AES of (S_b ^ (0, 2 + j))."""
+    P, k = Va.shape
+    for e in range(k):
+        sign1 = 1 - 2 * T[1, e]
+        for p in range(P):
+            wd = p % 2
+            j = p // 2
+            c0 = aes[j, 0, e, wd] ^ S[0, e, wd] ^ ((2 + j) * wd)
+            c1 = aes[j, 1, e, wd] ^ S[1, e, wd] ^ ((2 + j) * wd)
+            fc[p, e] = sign1 * (c1 - c0 - Va[p, e])
+
+
+@njit
+def _eval_level(aes, S, T, U, z, pos, q, sc, vc, tlw, trw):
+    """One level of Eval: aes (1 + q, k, 2) = AES of S ^ (0, d) and S ^ (0, 2 + q d + j);
+    adds the level's values into U (P, k), steps S (k, 2) and T (k) down z's path."""
+    P, k = U.shape
+    for e in range(k):
+        d = (z[e] >> pos) & 1
+        tb = T[e]
+        s0 = aes[0, e, 0] ^ S[e, 0]
+        s1 = aes[0, e, 1] ^ S[e, 1] ^ d
+        t = s0 & 1
+        s0 &= -2
+        for p in range(P):
+            wd = p % 2
+            j = 2 + q * d + p // 2
+            v = aes[1 + p // 2, e, wd] ^ S[e, wd] ^ (j * wd)
+            U[p, e] += v + (vc[p, e] & -tb)
+        words = trw if d else tlw
+        S[e, 0] = s0 ^ (sc[e, 0] & -tb)
+        S[e, 1] = s1 ^ (sc[e, 1] & -tb)
+        T[e] = t ^ (tb & ((words[e >> 6] >> (e & 63)) & 1))
+
+
+@njit
+def _eval_final(aes, S, T, U, fc, neg):
+    """U += Convert(s) + t fc, negated for party 1: aes (q, k, 2) = AES of S ^ (0, 2 + j)."""
+    P, k = U.shape
+    for e in range(k):
+        for p in range(P):
+            wd = p % 2
+            j = p // 2
+            u = U[p, e] + (aes[j, e, wd] ^ S[e, wd] ^ ((2 + j) * wd)) + (fc[p, e] & -T[e])
+            U[p, e] = -u if neg else u
+
+
 def gen(alpha: np.ndarray, beta: np.ndarray, s0: np.ndarray, s1: np.ndarray, bits: int) -> dict[str, np.ndarray]:
     """The common correction words of m DCF keys (dealer side).
 
-    alpha (m,) int64: the thresholds (their low `bits` bits); beta (P, m) int64: the
-    payloads; s0, s1 (m, 2) int64: the two parties' root seeds (clear_seeds). m must be a
-    multiple of 64. Returns sc (L, m, 2), vc (L, P, m), tl, tr (L, m / 64: bits packed
-    little-endian), fc (P, m)."""
+    alpha (m,) int64: the thresholds (their low `bits` bits, bits <= 63); beta (P, m)
+    int64: the payloads; s0, s1 (m, 2) int64: the two parties' root seeds (clear_seeds).
+    m must be a multiple of 64. Returns sc (L, m, 2), vc (L, P, m), tl, tr (L, m / 64:
+    bits packed little-endian), fc (P, m)."""
     m, P, L = alpha.size, beta.shape[0], bits
-    if m % 64 or not 0 < L <= 64:
-        raise ValueError(f"DCF keys need a multiple of 64 elements and 1..64 bits, got {m}, {L}")
+    if m % 64 or not 0 < L <= 63:
+        raise ValueError(f"DCF keys need a multiple of 64 elements and 1..63 bits, got {m}, {L}")
     out = {"sc": np.empty((L, m, 2), np.int64), "vc": np.empty((L, P, m), np.int64),
            "tl": np.empty((L, m // 64), np.int64), "tr": np.empty((L, m // 64), np.int64),
            "fc": np.empty((P, m), np.int64)}
-    h = _Hash()
-    q = -(-P // 2)
+    enc, q = _encryptor(), -(-P // 2)
+    nb = 2 + 2 * q
     for lo in range(0, m, CHUNK):
         hi = min(m, lo + CHUNK)
-        _gen_chunk(h, q, alpha[lo:hi], beta[:, lo:hi], s0[lo:hi], s1[lo:hi], L, out, lo, hi)
+        k = hi - lo
+        S = np.stack([s0[lo:hi], s1[lo:hi]])
+        T = np.zeros((2, k), np.int64)
+        T[1] = 1
+        Va = np.zeros((P, k), np.int64)
+        a, bt = np.ascontiguousarray(alpha[lo:hi]), np.ascontiguousarray(beta[:, lo:hi])
+        inp = np.empty((nb, 2, k, 2), np.int64)
+        for i in range(L):
+            for b in range(2):
+                _tweaked(S[b], 0, 0, a, 0, nb, inp[:, b])
+            sc, vc = np.empty((k, 2), np.int64), np.empty((P, k), np.int64)
+            _gen_level(_aes(enc, inp), S, T, Va, a, L - 1 - i, bt, q, sc, vc,
+                       out["tl"][i, lo // 64 : hi // 64], out["tr"][i, lo // 64 : hi // 64])
+            out["sc"][i, lo:hi], out["vc"][i, :, lo:hi] = sc, vc
+        fin = np.empty((q, 2, k, 2), np.int64)
+        for b in range(2):
+            _tweaked(S[b], 2, 0, a, 0, q, fin[:, b])
+        fc = np.empty((P, k), np.int64)
+        _gen_final(_aes(enc, fin), S, T, Va, fc)
+        out["fc"][:, lo:hi] = fc
     return out
-
-
-def _gen_chunk(h, q, alpha, beta, s0, s1, L, out, lo, hi) -> None:
-    P, k = beta.shape
-    S = [s0.copy(), s1.copy()]
-    T = [np.zeros(k, np.int64), np.ones(k, np.int64)]
-    Va = np.zeros((P, k), np.int64)
-    for i in range(L):
-        a = _bit(alpha, L - 1 - i)
-        sel = a.astype(bool)  # alpha_i = 1: keep right, lose left
-        ch = []
-        for b in (0, 1):
-            sl, tl = _split_seed(h(S[b], 0))
-            sr, tr = _split_seed(h(S[b], 1))
-            vl, vr = _values(h, S[b], 2, P), _values(h, S[b], 2 + q, P)
-            ch.append((sl, tl, sr, tr, vl, vr))
-        (sl0, tl0, sr0, tr0, vl0, vr0), (sl1, tl1, sr1, tr1, vl1, vr1) = ch
-        scw = np.where(sel[:, None], sl0 ^ sl1, sr0 ^ sr1)
-        sign1 = 1 - 2 * T[1]
-        v0lose, v1lose = np.where(sel, vl0, vr0), np.where(sel, vl1, vr1)
-        v0keep, v1keep = np.where(sel, vr0, vl0), np.where(sel, vr1, vl1)
-        vcw = sign1 * (v1lose - v0lose - Va + beta * a)
-        Va = Va - v1keep + v0keep + sign1 * vcw
-        tcwl, tcwr = tl0 ^ tl1 ^ a ^ 1, tr0 ^ tr1 ^ a
-        tkeep = np.where(sel, tcwr, tcwl)
-        for b, (sl, tl, sr, tr, _, _) in enumerate(ch):
-            skeep = np.where(sel[:, None], sr, sl)
-            skeep ^= scw & (-T[b])[:, None]
-            S[b] = skeep
-            T[b] = np.where(sel, tr, tl) ^ (T[b] & tkeep)
-        out["sc"][i, lo:hi] = scw
-        out["vc"][i, :, lo:hi] = vcw
-        out["tl"][i, lo // 64 : hi // 64] = _pack(tcwl)
-        out["tr"][i, lo // 64 : hi // 64] = _pack(tcwr)
-    sign1 = 1 - 2 * T[1]
-    out["fc"][:, lo:hi] = sign1 * (_values(h, S[1], 2, P) - _values(h, S[0], 2, P) - Va)
-
-
-def _pack(bits01: np.ndarray) -> np.ndarray:
-    return np.packbits(bits01.astype(np.uint8), bitorder="little").view(np.int64)
-
-
-def _unpack(words: np.ndarray, k: int) -> np.ndarray:
-    """(rows, k) int64 0/1 from (rows, k / 64) packed words."""
-    w = np.ascontiguousarray(words)
-    return np.unpackbits(w.view(np.uint8).reshape(w.shape[0], -1), axis=1, bitorder="little")[:, :k].astype(np.int64)
 
 
 def eval_(b: int, seed: np.ndarray, keys: dict[str, np.ndarray], z: np.ndarray, bits: int) -> np.ndarray:
     """Party b's shares (P, m) of beta [z < alpha] for public z (m,) int64 (its low `bits`
-    bits), its root seeds (m, 2) and the common correction words (gen's dict)."""
+    bits, bits <= 63), its root seeds (m, 2) and the common correction words (gen's dict)."""
     m, L = z.size, bits
     P = keys["fc"].shape[0]
+    q = -(-P // 2)
     out = np.empty((P, m), np.int64)
-    h = _Hash()
+    enc = _encryptor()
     for lo in range(0, m, CHUNK):
         hi = min(m, lo + CHUNK)
-        out[:, lo:hi] = _eval_chunk(h, b, seed[lo:hi], keys, z[lo:hi], L, lo, hi)
+        k = hi - lo
+        S = np.array(seed[lo:hi], np.int64)
+        T = np.full(k, b, np.int64)
+        U = np.zeros((P, k), np.int64)
+        zc = np.ascontiguousarray(z[lo:hi])
+        inp = np.empty((1 + q, k, 2), np.int64)
+        for i in range(L):
+            pos = L - 1 - i
+            _tweaked(S, 0, 1, zc, pos, 1, inp[:1])
+            _tweaked(S, 2, q, zc, pos, q, inp[1:])
+            _eval_level(_aes(enc, inp), S, T, U, zc, pos, q, np.ascontiguousarray(keys["sc"][i, lo:hi]),
+                        np.ascontiguousarray(keys["vc"][i, :, lo:hi]), keys["tl"][i, lo // 64 :],
+                        keys["tr"][i, lo // 64 :])
+        fin = np.empty((q, k, 2), np.int64)
+        _tweaked(S, 2, 0, zc, 0, q, fin)
+        _eval_final(_aes(enc, fin), S, T, U, np.ascontiguousarray(keys["fc"][:, lo:hi]), b == 1)
+        out[:, lo:hi] = U
     return out
-
-
-def _eval_chunk(h, b, seed, keys, z, L, lo, hi) -> np.ndarray:
-    P = keys["fc"].shape[0]
-    q = -(-P // 2)
-    k = hi - lo
-    S = seed.copy()
-    T = np.full(k, b, np.int64)
-    U = np.zeros((P, k), np.int64)
-    tl = _unpack(keys["tl"][:, lo // 64 : -(-hi // 64)], 64 * (-(-hi // 64) - lo // 64))
-    tr = _unpack(keys["tr"][:, lo // 64 : -(-hi // 64)], 64 * (-(-hi // 64) - lo // 64))
-    sh = lo % 64
-    for i in range(L):
-        d = _bit(z, L - 1 - i)
-        mask = -T
-        sn, tn = _split_seed(h(S, d))
-        sn ^= keys["sc"][i, lo:hi] & mask[:, None]
-        tn ^= T & np.where(d.astype(bool), tr[i, sh : sh + k], tl[i, sh : sh + k])
-        U += _values(h, S, 2 + q * d, P)
-        U += keys["vc"][i, :, lo:hi] & mask
-        S, T = sn, tn
-    U += _values(h, S, 2, P)
-    U += keys["fc"][:, lo:hi] & -T
-    return U if b == 0 else np.negative(U)
