@@ -16,7 +16,7 @@ a smaller L (MPCRT_FSS_BITS = L + 1) is exact where |x - t| < 2^L and shrinks th
 Rounds: 1 (the opening of x + r; every threshold row shares it and the key).
 Bytes per element per peer: 8, whatever the number of rows.
 Dealer words per element: sent to each party, L (2 + P) + P + L / 32 with P = 1 (the bit)
-  or 2 (`prod`), plus 1 (+1 with prod) word of correction: 1552 bytes (P = 1) and 2072
+  or 2 (`prod`), plus 1 (+1 with prod) word of correction: 1544 bytes (P = 1) and 2064
   bytes (P = 2) per element per party at L = 63 (kernels.dcf.key_bytes); every party also
   expands r, its 128-bit root seed and the shares' masks from its PRG stream.
 Error: none for L = 63 (every ring element); for L < 63 none where |x - t| < 2^L.
