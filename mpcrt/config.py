@@ -57,6 +57,21 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _network(s: str) -> str:
+    delay, rate = (float(v) for v in s.split(":"))
+    if not (0 <= delay < float("inf") and 0 < rate < float("inf")):
+        raise ValueError
+    return s
+
+
+def network_link(spec: str | None) -> tuple[float, float] | None:
+    """MPCRT_NETWORK as (one-way delay in seconds, bytes per second), or None."""
+    if spec is None:
+        return None
+    delay, rate = (float(v) for v in spec.split(":"))
+    return delay / 1e3, rate * 1e6 / 8
+
+
 def _text(s: str) -> str:
     return s
 
@@ -114,8 +129,11 @@ VARIABLES: tuple[Var, ...] = (
     Var("MPCRT_GEMM", "gemm", "auto", "auto, avx512, avx2, blas, torch",
         _choice("auto", "avx512", "avx2", "blas", "torch"),
         "the CPU's exact ring GEMM kernel (auto: the fastest this CPU runs; the others to compare paths)"),
-    Var("MPCRT_COMPARISON", "comparison", "auto", "auto, exact", _choice("auto", "exact"),
-        "auto: comparisons, ReLU and max by FSS in one round with 2 parties (exact: the 7-round protocol)"),
+    Var("MPCRT_COMPARISON", "comparison", "auto", "auto, exact, fss", _choice("auto", "exact", "fss"),
+        "2 parties: comparisons, ReLU, max by FSS in 1 round (fss), the 7-round protocol (exact), or as "
+        "the cost model over MPCRT_NETWORK picks (auto)"),
+    Var("MPCRT_NETWORK", "network", None, "DELAY_MS:MBIT", _network,
+        "the links' one-way delay and rate, for auto's cost model (unset: loopback; same on every party)"),
     Var("MPCRT_FSS_BITS", "fss_bits", 64, "integer 2..64", _int(2, 64),
         "bits an FSS comparison looks at (64: exact; fewer: smaller keys, exact where abs(x - y) < 2^(bits-1))"),
     Var("MPCRT_NETSIM_REALTIME", "netsim_realtime", True, "0 or 1", _bool,
@@ -158,6 +176,7 @@ class Config:
     native_aes: bool = True
     gemm: str = "auto"
     comparison: str = "auto"
+    network: str | None = None
     fss_bits: int = 64
     netsim_realtime: bool = True
     crypten_side: str | None = None

@@ -59,7 +59,8 @@ class Runtime:
         self._plans: dict = {}  # lookahead key -> the dealer requests its last run made
         self._looking_ahead = False
         cfg = config.current()
-        self.comparison, self.fss_bits = cfg.comparison, cfg.fss_bits  # protocols.fss (tests may set them)
+        # protocols.fss's choice (tests may set them)
+        self.comparison, self.fss_bits, self.network = cfg.comparison, cfg.fss_bits, config.network_link(cfg.network)
         try:
             self._setup()
         except BaseException:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpcrt.protocols import beaver, comparison, fixedpoint, fss, powers, truncation
+from mpcrt.protocols import beaver, comparison, fixedpoint, fss, powers
 from mpcrt.protocols.rounds import run, run1
 from mpcrt.protocols.shared import SharedTensor
 
@@ -44,8 +44,8 @@ def ltz_many(parts: list[SharedTensor], muls: list[SharedTensor | None] | None =
     if muls is not None:
         m = [np.concatenate([(q if q is not None else p).share.ravel() for p, q in zip(parts, muls)])]
     with rt.scope("ltz"):
-        if fss.use_fss(rt):
-            self_prod = muls is not None and all(q is None or q is p for p, q in zip(parts, muls))
+        self_prod = muls is not None and all(q is None or q is p for p, q in zip(parts, muls))
+        if fss.use_fss(rt, flat.size, 1, muls is not None):
             bit, prods = _fss_ltz(rt, flat, m[0] if m and not self_prod else None, self_prod)
         else:
             bit, prods = comparison.ltz(rt, flat, m)
@@ -71,7 +71,8 @@ def ltz_at(x: SharedTensor, ts: list[int], muls: list[SharedTensor] | None = Non
     else:
         ys = (lambda: [np.stack([q.share for q in muls])]) if muls else None
     with rt.scope("ltz"):
-        if fss.use_fss(rt) and (not muls or same is x):  # one opening and one key serve every row
+        if (not muls or same is x) and fss.use_fss(rt, x.share.size, len(ts), same is not None):
+            # one opening and one key serve every row
             bits, prod = run1(rt, fss.ltz_steps(rt, x.share, thresholds=ts, prod=same is not None))
             prods = [] if prod is None else [prod]
         else:
@@ -132,10 +133,9 @@ def relu(x: SharedTensor) -> SharedTensor:
     if x.fbits <= f:
         _, (bx,) = ltz_many([x], [x])
         return x - bx
-    if fss.use_fss(rt):  # truncated first (1 round), then the 1-round FSS ReLU
+    if fss.use_fss(rt, x.share.size, 1, True, x.fbits - f):  # the truncation rides on the FSS opening
         with rt.scope("relu"):
-            t = SharedTensor(rt, truncation.truncate(rt, x.share, x.fbits - f), f)
-        return relu(t)
+            return SharedTensor(rt, run1(rt, fss.relu_trunc_steps(rt, x.share, x.fbits - f)), f)
     hold = {}
 
     def trunc():

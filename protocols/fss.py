@@ -38,6 +38,7 @@ from mpcrt.errors import DealerError, ProtocolError
 from mpcrt.kernels import dcf
 from mpcrt.protocols.dealt import Kind, copy_tag, from_wire, split, wire_int
 from mpcrt.protocols.rounds import Open
+from mpcrt.protocols.truncation import OFFSET
 
 PAD = 64  # elements are padded to whole words of packed control bits
 EXACT_BITS = 64
@@ -46,22 +47,26 @@ EXACT_BITS = 64
 @dataclass(frozen=True)
 class FssSpec:
     """One FSS comparison's keys ('fss'): n elements (a multiple of PAD), the ring bits
-    the comparison looks at (`bits` = L + 1, 2..64: 64 is exact), and whether the keys
-    also carry the product terms of b x (`prod`)."""
+    the comparison looks at (`bits` = L + 1, 2..64: 64 is exact), whether the keys also
+    carry the product terms of b x (`prod`), and for a ReLU of a truncation x >> k fused
+    into the same opening, k (`trunc`, 1..62, needs bits = 64 and prod)."""
 
     n: int
     bits: int = EXACT_BITS
     prod: bool = False
+    trunc: int = 0
 
     def __post_init__(self) -> None:
         if self.n <= 0 or self.n % PAD:
             raise ValueError(f"FSS keys for n={self.n} elements: n must be a positive multiple of {PAD}")
         if not 2 <= self.bits <= 64:
             raise ValueError(f"FSS comparison bits must be 2..64, got {self.bits}")
+        if self.trunc and not (0 < self.trunc < 63 and self.prod and self.bits == EXACT_BITS):
+            raise ValueError(f"a fused truncation (tk={self.trunc}) needs 0 < tk < 63, prod and 64 bits")
 
     @classmethod
-    def of(cls, size: int, bits: int = EXACT_BITS, prod: bool = False) -> "FssSpec":
-        return cls(-(-max(int(size), 1) // PAD) * PAD, int(bits), bool(prod))
+    def of(cls, size: int, bits: int = EXACT_BITS, prod: bool = False, trunc: int = 0) -> "FssSpec":
+        return cls(-(-max(int(size), 1) // PAD) * PAD, int(bits), bool(prod), int(trunc))
 
     @property
     def levels(self) -> int:
@@ -70,28 +75,35 @@ class FssSpec:
 
     @property
     def payload(self) -> int:
-        return 2 if self.prod else 1
+        """Payload words: (1 - 2m); with prod (1 - 2m) r, or with trunc (1 - 2m)(r >> k) and -m."""
+        return 3 if self.trunc else 2 if self.prod else 1
 
     def to_wire(self) -> dict:
-        return {"n": self.n, "bits": self.bits, "pr": int(self.prod)}
+        p = {"n": self.n, "bits": self.bits, "pr": int(self.prod)}
+        if self.trunc:
+            p["tk"] = self.trunc
+        return p
 
     @classmethod
     def from_wire(cls, p: dict) -> "FssSpec":
-        return cls(wire_int(p, "n"), wire_int(p, "bits", EXACT_BITS), bool(wire_int(p, "pr", 0, 0, 1)))
+        return cls(wire_int(p, "n"), wire_int(p, "bits", EXACT_BITS), bool(wire_int(p, "pr", 0, 0, 1)),
+                   wire_int(p, "tk", 0))
 
 
 def key_bytes(spec: FssSpec) -> float:
     """Dealer bytes per element sent to each party: the DCF key's correction words and the
-    corrections of [m] (and [m r])."""
-    return dcf.key_bytes(spec.levels, spec.payload) + 8 * spec.payload
+    corrections of [m] (and [m r]; with trunc [m (r >> k)] and [r >> k])."""
+    return dcf.key_bytes(spec.levels, spec.payload) + 8 * (spec.payload + bool(spec.trunc))
 
 
 # ------------------------------------------------------------ the dealer's half
 class FssKeys(Kind):
-    """DCF keys of alpha = r mod 2^L, payload (1 - 2m[, (1 - 2m) r]); own: r, the
-    root seeds `k` (each party's own: paired), the masks u (and v) of the corrections
-    dm = m - U (and dmr = m r - V). `to_all`: the corrected entries (common correction
-    words, masked corrections) go whole to both parties (dealt.Kind.to_all)."""
+    """DCF keys of alpha = r mod 2^L, payload (1 - 2m[, (1 - 2m) y]) with y = r (prod)
+    or, with trunc k, y = r >> k and a third word -m (= (1 - 2m) msb r, as m = msb r at
+    L = 63); own: r, the root seeds `k` (each party's own: paired), the masks u, v, h of
+    the corrections dm = m - U, dmy = m y - V and, with trunc, dh = (r >> k) - H.
+    `to_all`: the corrected entries (common correction words, masked corrections) go
+    whole to both parties (dealt.Kind.to_all)."""
 
     to_all = True
 
@@ -105,12 +117,12 @@ class FssKeys(Kind):
     def own(self, p):
         s = self.spec(p)
         out = [("r", (s.n,), "a"), ("k", (s.n, 2), "x"), ("u", (s.n,), "a")]
-        return out + ([("v", (s.n,), "a")] if s.prod else [])
+        return out + [(nm, (s.n,), "a") for nm in ("v", "h")[: s.prod + bool(s.trunc)]]
 
     def corrected(self, p):
         s = self.spec(p)
         L, P, n = s.levels, s.payload, s.n
-        out = [("dm", (n,), "a")] + ([("dmr", (n,), "a")] if s.prod else [])
+        out = [(nm, (n,), "a") for nm in ("dm", "dmy", "dh")[: 1 + s.prod + bool(s.trunc)]]
         return out + [("sc", (L, n, 2), "x"), ("vc", (L, P, n), "a"), ("tl", (L, n // 64), "x"),
                       ("tr", (L, n // 64), "x"), ("fc", (P, n), "a")]
 
@@ -118,15 +130,18 @@ class FssKeys(Kind):
         """The true corrections straight into `out` (nothing subtracted: both parties get them)."""
         s = self.spec(p)
         L = s.levels
+        if not isinstance(own["k"], tuple):
+            raise DealerError("FSS keys are for two parties only")
         r = own["r"]
         m = _bit(r, L)
         views = split(out, self.corrected(p))
-        beta = [1 - 2 * m] + ([(1 - 2 * m) * r] if s.prod else [])
+        y = _lshr(r, s.trunc) if s.trunc else r
+        beta = [1 - 2 * m] + ([(1 - 2 * m) * y] if s.prod else []) + ([-m] if s.trunc else [])
         np.subtract(m, own["u"], out=views["dm"])
         if s.prod:
-            np.subtract(m * r, own["v"], out=views["dmr"])
-        if not isinstance(own["k"], tuple):
-            raise DealerError("FSS keys are for two parties only")
+            np.subtract(m * y, own["v"], out=views["dmy"])
+        if s.trunc:
+            np.subtract(y, own["h"], out=views["dh"])
         k0, k1 = own["k"]
         keys = dcf.gen(_low(r, L), np.stack(beta), dcf.clear_seeds(k0), dcf.clear_seeds(k1), L)
         for name, val in keys.items():
@@ -138,6 +153,10 @@ KINDS: dict[str, Kind] = {"fss": FssKeys()}
 
 def _bit(v: np.ndarray, i: int) -> np.ndarray:
     return (v.view(np.uint64) >> np.uint64(i)).view(np.int64) & 1
+
+
+def _lshr(v: np.ndarray, k: int) -> np.ndarray:
+    return (v.view(np.uint64) >> np.uint64(k)).view(np.int64)
 
 
 def _low(v: np.ndarray, L: int) -> np.ndarray:
@@ -216,9 +235,42 @@ def request(rt, spec: FssSpec) -> Keys:
     return Keys(rt, spec)
 
 
-def use_fss(rt) -> bool:
-    """Whether comparisons run by FSS here: two parties and MPCRT_COMPARISON auto or fss."""
-    return rt.world_size == 2 and getattr(rt, "comparison", "auto") != "exact"
+# the cost model's per-element CPU figures (AMD EPYC, 2 cores, numba kernels; docs/design.md)
+EVAL_S_PER_BLOCK = 10e-9  # a party's DCF evaluation, per AES block (1 + q per level)
+GEN_S_PER_BLOCK = 7e-9  # the dealer's key generation, per AES block (2 (2 + 2q) per level)
+EXACT_S = 0.4e-6  # a party's local work of one exact comparison row
+EXACT_BYTES, EXACT_DEALER_BYTES = 23.4, 32.0  # per element per row (protocols.comparison), + 8 / 16 per product
+
+
+def costs(rt, n: int, rows: int = 1, prod: bool = False, trunc: int = 0) -> tuple[float, float]:
+    """(exact, FSS) seconds the cost model gives one comparison of n elements against
+    `rows` thresholds over rt.network (one-way delay s, bytes/s of every link; MPCRT_NETWORK),
+    the dealer's part counted unless its material was fetched ahead (rt.preprocess)."""
+    delay, rate = rt.network
+    spec = FssSpec.of(n, bits_of(rt), prod or bool(trunc), trunc)
+    online = rt.dealer.prefetched == 0
+    q = -(-spec.payload // 2)
+    exact = 7 * delay + n * rows * ((EXACT_BYTES + 8 * prod) / rate + EXACT_S)
+    exact += online * n * rows * (EXACT_DEALER_BYTES + 16 * prod) / rate
+    fss = delay + 8 * n / rate + n * rows * spec.levels * (1 + q) * EVAL_S_PER_BLOCK
+    fss += online * n * (key_bytes(spec) / rate + spec.levels * 2 * (2 + 2 * q) * GEN_S_PER_BLOCK)
+    return exact, fss
+
+
+def use_fss(rt, n: int = 1, rows: int = 1, prod: bool = False, trunc: int = 0) -> bool:
+    """Whether a comparison of n elements runs by FSS: never for N != 2; MPCRT_COMPARISON
+    exact: never, fss: always; auto: where the cost model (`costs`) says it is faster over
+    MPCRT_NETWORK (unset: loopback, where the exact protocol's cheaper local work wins).
+    Every party decides alike (settings, sizes and the prefetched count are common)."""
+    mode = getattr(rt, "comparison", "auto")
+    if rt.world_size != 2 or mode == "exact":
+        return False
+    if mode == "fss":
+        return True
+    if getattr(rt, "network", None) is None:
+        return False
+    exact, fss = costs(rt, n, rows, prod, trunc)
+    return fss < exact
 
 
 def bits_of(rt) -> int:
@@ -232,8 +284,57 @@ def ltz_steps(rt, x: np.ndarray, thresholds=None, prod: bool = False, mat: Keys 
     shares of 0/1, and with `prod` [b x] for each row's bit b (else None)."""
     shape, n = np.shape(x), int(np.size(x))
     spec = spec if spec is not None else FssSpec.of(n, bits_of(rt), prod)
-    if spec.n != -(-max(n, 1) // PAD) * PAD or spec.prod != prod:
-        raise ValueError(f"FSS spec for {spec.n} elements (prod {spec.prod}) does not fit {n} elements (prod {prod})")
+    if spec.prod != prod or spec.trunc:
+        raise ValueError(f"FSS spec (prod {spec.prod}, trunc {spec.trunc}) does not fit a comparison (prod {prod})")
+    z, keys, r, sm, smy = yield from _open(rt, x, spec, mat)
+    ts = [0] if thresholds is None else list(thresholds)
+    first = rt.rank == 0
+    bits, prods = [], []
+    for t in ts:
+        zt = z - np.int64(t)
+        a, W = _eval(rt, spec, keys, zt)
+        s = sm + W[0]
+        b = (1 - 2 * a) * s
+        if first:
+            b += a
+        bits.append(b)
+        if prod:  # b r = a r + (1 - 2a) s r, s r = m r + (1 - 2m) r w; b x = b z - b r
+            prods.append(b * z - (a * r + (1 - 2 * a) * (smy + W[1])))
+    if thresholds is None:
+        return bits[0].reshape(shape), (prods[0].reshape(shape) if prod else None)
+    out = np.stack(bits).reshape((len(ts),) + tuple(shape))
+    return out, (np.stack(prods).reshape(out.shape) if prod else None)
+
+
+def relu_trunc_steps(rt, x: np.ndarray, k: int, mat: Keys | None = None):
+    """Generator, one round: relu(x >> k) for |x| < 2^62 (the truncation of
+    protocols.truncation, 0 or +1 ulp, computed from the same opening: c = z + 2^62)."""
+    shape, n = np.shape(x), int(np.size(x))
+    spec = FssSpec.of(n, EXACT_BITS, True, k)
+    z, keys, r, sm, smy = yield from _open(rt, x, spec, mat)
+    first = rt.rank == 0
+    h = keys["h"][:n] + (keys["dh"][:n] if first else 0)
+    c = z + OFFSET
+    a, W = _eval(rt, spec, keys, z)
+    up = (1 - _bit(c, 63)) << np.int64(64 - k)  # the wrap's weight: [msb r] (1 - msb c) 2^(64 - k)
+    t = up * sm - h  # [x >> k] (protocols.truncation), public part below
+    pub = _lshr(c, k) - np.int64(1 << (62 - k))
+    if first:
+        t += pub
+    s = sm + W[0]
+    b = (1 - 2 * a) * s
+    if first:
+        b += a
+    by = a * h + (1 - 2 * a) * (smy + W[1])  # b (r >> k)
+    bm = a * sm + (1 - 2 * a) * (sm + W[2])  # b m, s m = m - m w
+    return (t - (b * pub - by + up * bm)).reshape(shape)
+
+
+def _open(rt, x: np.ndarray, spec: FssSpec, mat: Keys | None):
+    """Generator: open z = x + r (the round); returns (z, keys, [r], [m], [m y] or None)."""
+    n = int(np.size(x))
+    if spec.n != -(-max(n, 1) // PAD) * PAD:
+        raise ValueError(f"FSS spec for {spec.n} elements does not fit {n} elements")
     mat = mat if mat is not None else request(rt, spec)
     own = mat.own()
     r = own["r"][:n]
@@ -241,30 +342,16 @@ def ltz_steps(rt, x: np.ndarray, thresholds=None, prod: bool = False, mat: Keys 
     (z,), _ = yield Open(add=[z], fresh=True)
     keys = mat.get()
     first = rt.rank == 0
-    L = spec.levels
-    ts = [0] if thresholds is None else list(thresholds)
     sm = keys["u"][:n] + (keys["dm"][:n] if first else 0)
-    smr = None
-    if prod:
-        smr = keys["v"][:n] + (keys["dmr"][:n] if first else 0)
-    bits, prods = [], []
-    seeds = dcf.clear_seeds(own["k"])
+    smy = keys["v"][:n] + (keys["dmy"][:n] if first else 0) if spec.prod else None
+    keys = dict(keys, seeds=dcf.clear_seeds(own["k"]))
+    return z, keys, r, sm, smy
+
+
+def _eval(rt, spec: FssSpec, keys: dict, zt: np.ndarray):
+    """(a = bit L of zt, this party's DCF shares (P, n)) at zt mod 2^L."""
+    n, L = zt.size, spec.levels
     zp = np.zeros(spec.n, np.int64)
-    for t in ts:
-        zt = z - np.int64(t)
-        zp[:n] = _low(zt, L)
-        W = dcf.eval_(rt.rank, seeds, {k: keys[k] for k in ("sc", "vc", "tl", "tr", "fc")}, zp, L)[:, :n]
-        a = _bit(zt, L)
-        s = sm + W[0]
-        b = (1 - 2 * a) * s
-        if first:
-            b += a
-        bits.append(b)
-        if prod:
-            sr = smr + W[1]
-            br = a * r + (1 - 2 * a) * sr
-            prods.append(b * z - br)
-    if thresholds is None:
-        return bits[0].reshape(shape), (prods[0].reshape(shape) if prod else None)
-    out = np.stack(bits).reshape((len(ts),) + tuple(shape))
-    return out, (np.stack(prods).reshape(out.shape) if prod else None)
+    zp[:n] = _low(zt, L)
+    W = dcf.eval_(rt.rank, keys["seeds"], {k: keys[k] for k in ("sc", "vc", "tl", "tr", "fc")}, zp, L)
+    return _bit(zt, L), W[:, :n]

@@ -107,7 +107,7 @@ def test_fss_ltz_zero_wrong_on_edges_and_random():
 
 
 def _reduced(rt, x0, x1, bits):
-    rt.fss_bits = bits
+    rt.fss_bits, rt.comparison = bits, "fss"
     x = x0 if rt.rank == 0 else x1
     spec = fss.FssSpec.of(x.size, bits, True)
     return run1(rt, fss.ltz_steps(rt, x, prod=True, spec=spec)), rt.stats()["dealer_bytes_received"]
@@ -164,7 +164,7 @@ def _ops(rt, x, y, mode):
     op("ge", lambda: a >= b)
     op("eq", lambda: a == b)
     op("relu", lambda: a.relu())
-    op("relu_untrunc", lambda: (a * b).relu())
+    op("relu_untrunc", lambda: a.matmul(b, truncate=False).relu())
     op("abs", lambda: abs(a))
     op("clamp", lambda: a.clamp(-0.5, 0.75))
     op("max", lambda: ordering.max_(a, 1))
@@ -179,7 +179,7 @@ def test_operations_match_exact_protocol():
     x = np.round(rng.normal(0, 2, (8, 8)) * 8) / 8
     y = np.round(rng.normal(0, 2, (8, 8)) * 8) / 8
     y[0] = x[0]  # ties
-    f, rf = run(_ops, x, y, "auto")[0]
+    f, rf = run(_ops, x, y, "fss")[0]
     e, re_ = run(_ops, x, y, "exact")[0]
     for name in f:
         if name == "relu_untrunc":  # truncations differ by at most one ulp
@@ -191,7 +191,7 @@ def test_operations_match_exact_protocol():
     for name in ("lt", "ge", "eq", "relu", "abs", "clamp", "maximum"):
         assert rf[name] == 1, (name, rf[name])
         assert re_[name] == 7, (name, re_[name])
-    assert rf["relu_untrunc"] - 1 <= 2  # the product, then truncation + ReLU (2 rounds)
+    assert rf["relu_untrunc"] == 2 and re_["relu_untrunc"] == 8  # the product, then 1 round (FSS) or 7
     assert rf["max"] == 3 and rf["maxpool"] == 2  # one round per tree level: 8 -> 3, 2x2 -> 2
     assert rf["argmax"] == 3 + 1 + 2  # the max, [x >= max], then the first one (FSS bit + product)
 
@@ -212,6 +212,7 @@ def test_three_parties_keep_the_exact_protocol():
 
 # ------------------------------------------------------------ ahead of time
 def _ahead(rt, x):
+    rt.comparison = "fss"
     a = rt.share(x if rt.rank == 0 else None, src=0)
 
     def model(t):
@@ -245,3 +246,50 @@ def test_preprocess_and_lookahead_fetch_keys_ahead():
     assert rounds == 3
     assert res[0][3][0] == 3
     assert res[0][3][1] == 0  # party 0 reads nothing from the dealer online; party 1 its copies, already sent
+
+
+def _fused(rt, x0, x1, k):
+    x = x0 if rt.rank == 0 else x1
+    r0 = rt.stats()["rounds"]
+    out = run1(rt, fss.relu_trunc_steps(rt, x, k))
+    return out, rt.stats()["rounds"] - r0
+
+
+@pytest.mark.parametrize("k", [1, 16, 32, 61])
+def test_relu_with_fused_truncation(k):
+    """relu(x >> k) from one opening: floor(x / 2^k) + (0 or 1) where positive, else 0,
+    for |x| < 2^62 (edges of that range included)."""
+    rng = np.random.default_rng(k)
+    lim = 1 << 62
+    xs = np.concatenate([np.array([0, 1, -1, lim - 1, -lim, -lim + 1, 1 << k, -(1 << k), (1 << k) - 1], np.int64),
+                         rng.integers(-lim, lim - 1, 3000, dtype=np.int64, endpoint=True),
+                         rng.integers(-(1 << min(k + 4, 62)), 1 << min(k + 4, 62), 1000, dtype=np.int64)])
+    res = run(_fused, *split2(xs), k)
+    got = res[0][0] + res[1][0]
+    want = np.maximum(xs >> k, 0)
+    d = got - want
+    assert ((d == 0) | ((d == 1) & (xs >= 0))).all(), xs[~((d == 0) | ((d == 1) & (xs >= 0)))][:5]
+    assert (got[xs < 0] == 0).all()
+    assert res[0][1] == 1
+
+
+def _choice(rt, network, prefetch):
+    rt.network = network
+    out = {}
+    for n in (100, 10_000, 1_000_000):
+        if prefetch:
+            rt.dealer._planned = {0: None}  # as if material were fetched ahead (the model reads the count)
+        out[n] = fss.use_fss(rt, n, 1, True)
+        rt.dealer._planned = {}
+    return out
+
+
+def test_cost_model_choice():
+    wan = (0.025, 100e6 / 8)
+    lan = (0.25e-3, 10e9 / 8)
+    assert run(_choice, None, False)[0] == {100: False, 10_000: False, 1_000_000: False}  # loopback: exact
+    ahead = run(_choice, wan, True)[0]
+    online = run(_choice, wan, False)[0]
+    assert ahead[100] and ahead[10_000] and ahead[1_000_000]  # at 100 Mbit/s the 23 bytes of BitLT weigh too
+    assert online[100] and not online[10_000]  # the dealer on line over the WAN: keys cost more than rounds
+    assert run(_choice, lan, True)[0][10_000] is False
