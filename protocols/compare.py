@@ -6,12 +6,19 @@ protocols.comparison. Results are shared 0/1 tensors with 0 fractional bits, so
 multiplying by them needs no truncation; relu, abs and clamp fuse their product with
 the comparison's bit into its last round.
 
-Rounds: 7 for each (one batched comparison run).
+With two parties, where protocols.fss.use_fss says so (MPCRT_COMPARISON, and for auto
+its cost model of MPCRT_NETWORK), the comparison is the one-round FSS one instead
+(protocols.fss): ltz, relu, abs, clamp, eq, sign in 1 round (relu of an untruncated
+product too: the truncation rides on the same opening); a product with another tensor
+than the compared one takes a Beaver round more.
+
+Rounds: 7 for each (one batched comparison run); FSS: 1 (2 with a foreign product).
 Bytes per element per peer: 23.4 for one comparison (8 for the masked opening, 15.4
   for BitLT and the B2A), + 8 per fused product (relu, abs: 31.4); eq and sign compare
   against two thresholds sharing one opening (38.8). Each peer gets this, so a party
-  sends (N - 1) times it.
-Dealer words per element: 6.9 per comparison (edaBit, AND triples, daBit; 4.0 of them
+  sends (N - 1) times it. FSS: 8, whatever the thresholds and the fused product.
+Dealer words per element: FSS: 1544 bytes to each party (2064 with the product, 2592 with
+  the fused truncation; protocols.fss.key_bytes). Exact: 6.9 per comparison (edaBit, AND triples, daBit; 4.0 of them
   sent, protocols.comparison), + 2 per fused product, + 3.9 per extra threshold row;
   independent of N (one corrected party).
 Error: none (exact for every ring value).

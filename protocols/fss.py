@@ -10,22 +10,39 @@ z - t public: s = m xor w = [m] + W1, b = a + (1 - 2a) s; with `prod` also
 s r = [m r] + W2, b r = a [r] + (1 - 2a) [s r] and b x = b z - b r (x = z - r): a
 ReLU x - b x, a max b + relu(a - b) or a clamp costs that one opening.
 
+ReLU of a truncation (`relu_trunc_steps`, the ReLU after a convolution): c = z + 2^62 is
+also the opening protocols.truncation makes, so t = x >> k = (c >> k) - [r >> k] +
+[msb r] (1 - msb c) 2^(64 - k) - 2^(62 - k) is local, and b t needs b (r >> k) and
+b msb r = b m: a third payload word (1 - 2m)(r >> k) in place of (1 - 2m) r, a fourth
+-m (as s m = m - m w), and [r >> k]: relu(t) = t - b t in the same single round.
+
+Which protocol runs (`use_fss`): MPCRT_COMPARISON exact or fss, or auto: a cost model
+(`costs`) of the links (MPCRT_NETWORK) and of whether the dealer's material was fetched
+ahead: FSS sends 8 bytes instead of about 31 and saves 6 rounds, but costs each party a
+DCF evaluation (~1.3 us per element here) and, with the dealer on line, ~2 KB of keys
+per element and the dealer's key generation: FSS on a WAN with material fetched ahead,
+the exact protocol on loopback, on a LAN for large tensors, and for large tensors when
+the dealer is on line over a slow link.
+
 With L = 63 (the default) bit L is the sign bit of x - t for every ring element (exact);
 a smaller L (MPCRT_FSS_BITS = L + 1) is exact where |x - t| < 2^L and shrinks the keys.
 
 Rounds: 1 (the opening of x + r; every threshold row shares it and the key).
 Bytes per element per peer: 8, whatever the number of rows.
 Dealer words per element: sent to each party, L (2 + P) + P + L / 32 with P = 1 (the bit)
-  or 2 (`prod`), plus 1 (+1 with prod) word of correction: 1544 bytes (P = 1) and 2064
-  bytes (P = 2) per element per party at L = 63 (kernels.dcf.key_bytes); every party also
-  expands r, its 128-bit root seed and the shares' masks from its PRG stream.
-Error: none for L = 63 (every ring element); for L < 63 none where |x - t| < 2^L.
+  or 2 (`prod`) or 3 (the fused truncation), plus P (+1 with the truncation) words of
+  corrections: 1544 bytes (P = 1), 2064 (P = 2) and 2592 (fused truncation) per element
+  per party at L = 63, 1322 for a product at 41 bits (key_bytes); every party also
+  expands r, its 128-bit root seed and the corrections' masks from its PRG stream.
+Error: none for L = 63 (every ring element); for L < 63 none where |x - t| < 2^L; the
+  fused truncation 0 or +1 ulp for |x| < 2^62 (protocols.truncation).
 Reference: Boyle et al., "Function Secret Sharing for Mixed-Mode and Fixed-Point Secure
   Computation" (Eurocrypt 2021) for the DCF and the sign from it; Ryffel et al., AriaNN
   (PETS 2022) and Agrawal et al., Orca (S&P 2024) for the one-round comparison and ReLU.
   Security: z is x masked by the uniform r; each key alone is pseudorandom (the DCF
-  proof); the corrections dm = m - U, dmr = m r - V are masked by the parties' summed PRG
-  words U, V, of which each party knows only its own half, so both parties may see them.
+  proof); the corrections dm = m - U, dmy = m y - V, dh = (r >> k) - H are masked by the
+  parties' summed PRG words U, V, H, of which each party knows only its own half, so both
+  parties may see them.
 """
 from __future__ import annotations
 
@@ -248,7 +265,8 @@ def costs(rt, n: int, rows: int = 1, prod: bool = False, trunc: int = 0) -> tupl
     the dealer's part counted unless its material was fetched ahead (rt.preprocess)."""
     delay, rate = rt.network
     spec = FssSpec.of(n, bits_of(rt), prod or bool(trunc), trunc)
-    online = rt.dealer.prefetched == 0
+    # a dry run (rt.plan, for rt.preprocess) decides as its prefetched online run will
+    online = rt.dealer.prefetched == 0 and rt.dealer.recording is None
     q = -(-spec.payload // 2)
     exact = 7 * delay + n * rows * ((EXACT_BYTES + 8 * prod) / rate + EXACT_S)
     exact += online * n * rows * (EXACT_DEALER_BYTES + 16 * prod) / rate

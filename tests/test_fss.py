@@ -293,3 +293,21 @@ def test_cost_model_choice():
     assert ahead[100] and ahead[10_000] and ahead[1_000_000]  # at 100 Mbit/s the 23 bytes of BitLT weigh too
     assert online[100] and not online[10_000]  # the dealer on line over the WAN: keys cost more than rounds
     assert run(_choice, lan, True)[0][10_000] is False
+
+
+def _auto_preprocess(rt, x):
+    rt.network = (0.025, 100e6 / 8)  # the WAN preset: FSS once material is fetched ahead
+    a = rt.share(x if rt.rank == 0 else None, src=0)
+    rt.preprocess(lambda t: t.relu(), a)
+    r0 = rt.stats()["rounds"]
+    out = a.relu()
+    rounds = rt.stats()["rounds"] - r0
+    (v,) = rt.open([out.share])
+    return v, rounds
+
+
+def test_auto_choice_agrees_between_plan_and_prefetched_run():
+    x = np.linspace(-2, 2, 20_000)
+    v, rounds = run(_auto_preprocess, x)[0]
+    assert rounds == 1
+    np.testing.assert_allclose(v / 2**16, np.maximum(x, 0), atol=2**-15)
