@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from mpcrt.kernels.jit import njit
 
 AES_KEY = bytes.fromhex("6d70637274206663732064636620676b")  # fixed and public ("mpcrt fss dcf gk")
-CHUNK = 1 << 14  # elements per pass: a chunk's seeds and values stay in cache across the levels
+CHUNK = 8192  # elements per pass: a chunk's seeds, blocks and values stay in cache across the levels
 LOW = np.int64(-2)  # clears the control bit of a seed's first word
 
 
@@ -145,26 +145,35 @@ def _gen_final(aes, S, T, Va, fc):
 
 
 @njit
-def _eval_level(aes, S, T, U, z, pos, q, sc, vc, tlw, trw):
-    """One level of Eval: aes (1 + q, k, 2) = AES of S ^ (0, d) and S ^ (0, 2 + q d + j);
-    adds the level's values into U (P, k), steps S (k, 2) and T (k) down z's path."""
+def _eval_level(aes, inp, S, T, U, z, pos, q, sc, vc, tlw, trw):
+    """One level of Eval: aes (1 + q, k, 2) = AES of inp = S ^ (0, d), S ^ (0, 2 + q d + j);
+    adds the level's values into U (P, k), steps S (k, 2) and T (k) down z's path and
+    writes the next level's inputs into inp (after the last level: S ^ (0, 2 + j) in
+    inp[1:], for the final values)."""
     P, k = U.shape
     for e in range(k):
         d = (z[e] >> pos) & 1
         tb = T[e]
-        s0 = aes[0, e, 0] ^ S[e, 0]
-        s1 = aes[0, e, 1] ^ S[e, 1] ^ d
+        s0 = aes[0, e, 0] ^ inp[0, e, 0]
+        s1 = aes[0, e, 1] ^ inp[0, e, 1]
         t = s0 & 1
         s0 &= -2
         for p in range(P):
             wd = p % 2
-            j = 2 + q * d + p // 2
-            v = aes[1 + p // 2, e, wd] ^ S[e, wd] ^ (j * wd)
+            v = aes[1 + p // 2, e, wd] ^ inp[1 + p // 2, e, wd]
             U[p, e] += v + (vc[p, e] & -tb)
         words = trw if d else tlw
-        S[e, 0] = s0 ^ (sc[e, 0] & -tb)
-        S[e, 1] = s1 ^ (sc[e, 1] & -tb)
+        s0 ^= sc[e, 0] & -tb
+        s1 ^= sc[e, 1] & -tb
+        S[e, 0] = s0
+        S[e, 1] = s1
         T[e] = t ^ (tb & ((words[e >> 6] >> (e & 63)) & 1))
+        nd = (z[e] >> (pos - 1)) & 1 if pos else 0
+        inp[0, e, 0] = s0
+        inp[0, e, 1] = s1 ^ nd
+        for j in range(q):
+            inp[1 + j, e, 0] = s0
+            inp[1 + j, e, 1] = s1 ^ (2 + q * nd + j if pos else 2 + j)
 
 
 @njit
@@ -235,15 +244,11 @@ def eval_(b: int, seed: np.ndarray, keys: dict[str, np.ndarray], z: np.ndarray, 
         U = np.zeros((P, k), np.int64)
         zc = np.ascontiguousarray(z[lo:hi])
         inp = np.empty((1 + q, k, 2), np.int64)
+        _tweaked(S, 0, 1, zc, L - 1, 1, inp[:1])
+        _tweaked(S, 2, q, zc, L - 1, q, inp[1:])
         for i in range(L):
-            pos = L - 1 - i
-            _tweaked(S, 0, 1, zc, pos, 1, inp[:1])
-            _tweaked(S, 2, q, zc, pos, q, inp[1:])
-            _eval_level(_aes(enc, inp), S, T, U, zc, pos, q, np.ascontiguousarray(keys["sc"][i, lo:hi]),
-                        np.ascontiguousarray(keys["vc"][i, :, lo:hi]), keys["tl"][i, lo // 64 :],
-                        keys["tr"][i, lo // 64 :])
-        fin = np.empty((q, k, 2), np.int64)
-        _tweaked(S, 2, 0, zc, 0, q, fin)
-        _eval_final(_aes(enc, fin), S, T, U, np.ascontiguousarray(keys["fc"][:, lo:hi]), b == 1)
+            _eval_level(_aes(enc, inp), inp, S, T, U, zc, L - 1 - i, q, keys["sc"][i, lo:hi], keys["vc"][i, :, lo:hi],
+                        keys["tl"][i, lo // 64 :], keys["tr"][i, lo // 64 :])
+        _eval_final(_aes(enc, inp[1:]), S, T, U, keys["fc"][:, lo:hi], b == 1)
         out[:, lo:hi] = U
     return out
