@@ -13,12 +13,19 @@
 """
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
+from mpcrt import correlations
+from mpcrt.errors import DealerError
 from mpcrt.kernels import dcf
+from mpcrt.kernels.prg import PRG
 from mpcrt.launch.inprocess import run_parties
 from mpcrt.protocols import comparison, fss, ordering
 from mpcrt.protocols.rounds import run1
@@ -311,3 +318,43 @@ def test_auto_choice_agrees_between_plan_and_prefetched_run():
     v, rounds = run(_auto_preprocess, x)[0]
     assert rounds == 1
     np.testing.assert_allclose(v / 2**16, np.maximum(x, 0), atol=2**-15)
+
+
+# ------------------------------------------------------------ malformed requests (as tests/test_fuzz_dealer.py)
+FSS_VALID = fss.FssSpec.of(100, 64, True, 16).to_wire()
+_nums = st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats() | st.text(max_size=4) | \
+    st.lists(st.integers(-5, 2**40), max_size=3) | st.sampled_from([0, 1, 2, 63, 64, 65, 2**32, 2**40])
+
+
+@settings(max_examples=150, deadline=5000, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(["n", "bits", "pr", "tk", "x"]), _nums, st.booleans())
+@example("n", 2**40, False)
+@example("tk", 63, False)
+@example("bits", 65, False)
+def test_malformed_fss_requests_are_dealer_errors(key, value, drop):
+    p = dict(FSS_VALID)
+    if drop and key in p:
+        del p[key]
+    else:
+        p[key] = value
+    k = correlations.kind("fss")
+    try:
+        words = correlations.flat_words(correlations.own_layout(k, p)) + correlations.flat_words(k.corrected(p))
+    except DealerError as e:
+        assert str(e)
+        return
+    if words <= 1 << 18:  # a small accepted request is dealt by the dealer's code (two parties)
+        prgs = [PRG(bytes([i]) * 16) for i in range(2)]
+        out = correlations.deal(prgs, None, 3, "fss", p)
+        assert out.dtype == np.int64
+
+
+def test_oversized_fss_request_refused_before_allocation():
+    tracemalloc.start()
+    try:
+        with pytest.raises(DealerError, match="more than"):
+            correlations.deal([PRG(b"\0" * 16), PRG(b"\1" * 16)], None, 0, "fss", {"n": 2**40, "bits": 64, "pr": 1})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
