@@ -11,7 +11,7 @@ The kernels (mpcrt.kernels) sit below this module and read no variable: the runt
 the dealer pass `device`, `threads` and `native_aes` to `kernels.backend.select`, once,
 and hand the back end down. launch/relay.py runs as a stdlib-only script inside network
 namespaces and reads MPCRT_NETSIM_REALTIME itself; launch/harness.py reads
-MPCRT_CRYPTEN_SIDE in a process that must not import mpcrt (the CrypTen side).
+MPCRT_CRYPTEN_SIDE and MPCRT_CRYPTEN_PYTHON in a process that must not import mpcrt (the CrypTen side).
 """
 from __future__ import annotations
 
@@ -129,6 +129,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("MPCRT_GEMM", "gemm", "auto", "auto, avx512, avx2, blas, torch",
         _choice("auto", "avx512", "avx2", "blas", "torch"),
         "the CPU's exact ring GEMM kernel (auto: the fastest this CPU runs; the others to compare paths)"),
+    Var("MPCRT_WARMUP", "warmup", True, "0 or 1", _bool,
+        "0: launched parties and the dealer skip the start-up warm-up (loading kernels before connecting)"),
     Var("MPCRT_COMPARISON", "comparison", "auto", "auto, exact, fss", _choice("auto", "exact", "fss"),
         "2 parties: comparisons, ReLU, max by FSS in 1 round (fss), the 7-round protocol (exact), or as "
         "the cost model over MPCRT_NETWORK picks (auto)"),
@@ -138,6 +140,8 @@ VARIABLES: tuple[Var, ...] = (
         "bits an FSS comparison looks at (64: exact; fewer: smaller keys, exact where abs(x - y) < 2^(bits-1))"),
     Var("MPCRT_NETSIM_REALTIME", "netsim_realtime", True, "0 or 1", _bool,
         "0: netsim's relays do not ask for real-time priority (read by launch/relay.py)"),
+    Var("MPCRT_CRYPTEN_PYTHON", "crypten_python", None, "path", _text,
+        "the Python that runs the CrypTen side (a virtualenv with crypten; default: this one)"),
     Var("MPCRT_CRYPTEN_SIDE", "crypten_side", None, "path", _text,
         "`mpcrt bench`: the CrypTen comparison script (default launch/crypten_side.py)"),
     Var("MPCRT_MODELS_PARTY", "models_party", False, "0 or 1", _bool,
@@ -175,10 +179,12 @@ class Config:
     threads: int | None = None
     native_aes: bool = True
     gemm: str = "auto"
+    warmup: bool = True
     comparison: str = "auto"
     network: str | None = None
     fss_bits: int = 64
     netsim_realtime: bool = True
+    crypten_python: str | None = None
     crypten_side: str | None = None
     models_party: bool = False
 

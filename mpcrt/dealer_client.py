@@ -161,6 +161,17 @@ class DealerClient:
             self._abandoned.update(gone - got)
             self._announced, self._sent_ahead = {}, set()
 
+    def discard_prefetched(self) -> int:
+        """Drop material fetched ahead and not used (a serving party whose next request has another
+        shape): its request numbers are skipped. Every party must call it at the same point.
+        Returns how many requests were dropped."""
+        n = len(self._planned)
+        if n:
+            self.counter = max(self.counter, max(self._planned) + 1)
+            self._planned.clear()
+            self._ready.clear()
+        return n
+
     @property
     def prefetched(self) -> int:
         """How many requests are fetched ahead and not yet used."""

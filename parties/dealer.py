@@ -33,6 +33,7 @@ from mpcrt.errors import ConfigError, DealerError, MpcError, PeerFailure, Protoc
 from mpcrt.kernels import allocator, gemm
 from mpcrt.kernels.backend import Backend
 from mpcrt.kernels.prg import new_seed
+from mpcrt.parties.warmup import maybe_rehearse
 from mpcrt.protocols.dealt import copy_tag
 from mpcrt.transport import DEFAULT_TIMEOUT, Transport
 from mpcrt.zmq_transport import dealer_node
@@ -209,6 +210,7 @@ def main() -> int:
         if cfg.cluster is None:
             raise ConfigError("the dealer needs a cluster file: --cluster FILE (or MPCRT_CLUSTER)")
         cluster = load_cluster(cfg.cluster)
+        maybe_rehearse(Dealer)  # load the kernels before the parties' first requests
         secret = None if cfg.insecure else load_secret_key(cfg.secret_key or "")
         backend = default_backend(cluster.world_size)  # --device cuda without CuPy or a GPU stops here
         d = Dealer.connect(cluster, secret, insecure=cfg.insecure, timeout=cfg.timeout, backend=backend)

@@ -14,6 +14,8 @@ import traceback
 from mpcrt import config
 from mpcrt.cluster import load_cluster
 from mpcrt.errors import ConfigError, MpcError
+from mpcrt.parties.dealer import Dealer
+from mpcrt.parties.warmup import maybe_rehearse
 
 
 def run_cluster_party(prog: str, cluster: str, rank: int | None, key: str | None, insecure: bool,
@@ -48,6 +50,7 @@ def run_script(script: str, args: list[str]) -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
     import mpcrt.runtime as runtime
 
+    maybe_rehearse(Dealer)  # the one-time loads, before the session's clock (and the peers') starts
     try:
         runpy.run_path(script, run_name="__main__")
     except SystemExit as e:
