@@ -17,10 +17,10 @@ Bytes per element per peer: 23.4 for one comparison (8 for the masked opening, 1
   for BitLT and the B2A), + 8 per fused product (relu, abs: 31.4); eq and sign compare
   against two thresholds sharing one opening (38.8). Each peer gets this, so a party
   sends (N - 1) times it. FSS: 8, whatever the thresholds and the fused product.
-Dealer words per element: FSS: 1544 bytes to each party (2064 with the product, 2592 with
-  the fused truncation; protocols.fss.key_bytes). Exact: 6.9 per comparison (edaBit, AND triples, daBit; 4.0 of them
+Dealer words per element: 6.9 per comparison (edaBit, AND triples, daBit; 4.0 of them
   sent, protocols.comparison), + 2 per fused product, + 3.9 per extra threshold row;
-  independent of N (one corrected party).
+  independent of N (one corrected party). FSS: 1544 bytes to each party (2064 with the
+  product, 2592 with the fused truncation; protocols.fss.key_bytes).
 Error: none (exact for every ring value).
 Reference: docs/design.md, 'Protocols' (comparison); Damgard et al., TCC 2006.
 """
