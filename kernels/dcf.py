@@ -188,19 +188,22 @@ def _eval_final(aes, S, T, U, fc, neg):
             U[p, e] = -u if neg else u
 
 
-def gen(alpha: np.ndarray, beta: np.ndarray, s0: np.ndarray, s1: np.ndarray, bits: int) -> dict[str, np.ndarray]:
+def gen(alpha: np.ndarray, beta: np.ndarray, s0: np.ndarray, s1: np.ndarray, bits: int,
+        out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The common correction words of m DCF keys (dealer side).
 
     alpha (m,) int64: the thresholds (their low `bits` bits, bits <= 63); beta (P, m)
     int64: the payloads; s0, s1 (m, 2) int64: the two parties' root seeds (clear_seeds).
     m must be a multiple of 64. Returns sc (L, m, 2), vc (L, P, m), tl, tr (L, m / 64:
-    bits packed little-endian), fc (P, m)."""
+    bits packed little-endian), fc (P, m), written into `out`'s arrays if given (the
+    reply buffer's views: no copy)."""
     m, P, L = alpha.size, beta.shape[0], bits
     if m % 64 or not 0 < L <= 63:
         raise ValueError(f"DCF keys need a multiple of 64 elements and 1..63 bits, got {m}, {L}")
-    out = {"sc": np.empty((L, m, 2), np.int64), "vc": np.empty((L, P, m), np.int64),
-           "tl": np.empty((L, m // 64), np.int64), "tr": np.empty((L, m // 64), np.int64),
-           "fc": np.empty((P, m), np.int64)}
+    shapes = {"sc": (L, m, 2), "vc": (L, P, m), "tl": (L, m // 64), "tr": (L, m // 64), "fc": (P, m)}
+    out = {k: np.empty(s, np.int64) for k, s in shapes.items()} if out is None else out
+    if any(out[k].shape != s for k, s in shapes.items()):
+        raise ValueError("DCF key arrays of the wrong shape")
     enc, q = _encryptor(), -(-P // 2)
     nb = 2 + 2 * q
     for lo in range(0, m, CHUNK):

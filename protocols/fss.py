@@ -160,9 +160,8 @@ class FssKeys(Kind):
         if s.trunc:
             np.subtract(y, own["h"], out=views["dh"])
         k0, k1 = own["k"]
-        keys = dcf.gen(_low(r, L), np.stack(beta), dcf.clear_seeds(k0), dcf.clear_seeds(k1), L)
-        for name, val in keys.items():
-            views[name][...] = val
+        dcf.gen(_low(r, L), np.stack(beta), dcf.clear_seeds(k0), dcf.clear_seeds(k1), L,
+                {name: views[name] for name in ("sc", "vc", "tl", "tr", "fc")})
 
 
 KINDS: dict[str, Kind] = {"fss": FssKeys()}
