@@ -57,6 +57,21 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _network(s: str) -> str:
+    delay, rate = (float(v) for v in s.split(":"))
+    if not (0 <= delay < float("inf") and 0 < rate < float("inf")):
+        raise ValueError
+    return s
+
+
+def network_link(spec: str | None) -> tuple[float, float] | None:
+    """MPCRT_NETWORK as (one-way delay in seconds, bytes per second), or None."""
+    if spec is None:
+        return None
+    delay, rate = (float(v) for v in spec.split(":"))
+    return delay / 1e3, rate * 1e6 / 8
+
+
 def _text(s: str) -> str:
     return s
 
@@ -118,6 +133,13 @@ VARIABLES: tuple[Var, ...] = (
         "0: shared models re-mask their weights on every call instead of once at load (for comparisons)"),
     Var("MPCRT_WARMUP", "warmup", True, "0 or 1", _bool,
         "0: launched parties and the dealer skip the start-up warm-up (loading kernels before connecting)"),
+    Var("MPCRT_COMPARISON", "comparison", "auto", "auto, exact, fss", _choice("auto", "exact", "fss"),
+        "2 parties: comparisons, ReLU, max by FSS in 1 round (fss), the 7-round protocol (exact), or as "
+        "the cost model over MPCRT_NETWORK picks (auto)"),
+    Var("MPCRT_NETWORK", "network", None, "DELAY_MS:MBIT", _network,
+        "the links' one-way delay and rate, for auto's cost model (unset: loopback; same on every party)"),
+    Var("MPCRT_FSS_BITS", "fss_bits", 64, "integer 2..64", _int(2, 64),
+        "bits an FSS comparison looks at (64: exact; fewer: smaller keys, exact where abs(x - y) < 2^(bits-1))"),
     Var("MPCRT_NETSIM_REALTIME", "netsim_realtime", True, "0 or 1", _bool,
         "0: netsim's relays do not ask for real-time priority (read by launch/relay.py)"),
     Var("MPCRT_CRYPTEN_PYTHON", "crypten_python", None, "path", _text,
@@ -161,6 +183,9 @@ class Config:
     gemm: str = "auto"
     fixed_masks: bool = True
     warmup: bool = True
+    comparison: str = "auto"
+    network: str | None = None
+    fss_bits: int = 64
     netsim_realtime: bool = True
     crypten_python: str | None = None
     crypten_side: str | None = None

@@ -36,7 +36,7 @@ from mpcrt import framing
 from mpcrt.errors import DealerError
 from mpcrt.kernels import bufpool
 from mpcrt.kernels.backend import Backend, CpuBackend
-from mpcrt.protocols import beaver, comparison, fixedmask, powers, truncation
+from mpcrt.protocols import beaver, comparison, fixedmask, fss, powers, truncation
 from mpcrt.protocols.dealt import PARALLEL_MIN, Kind, Shape, pad_odd_a32, split, words
 
 _pool = None
@@ -63,7 +63,7 @@ def _parallel(*fns) -> list:
 
 
 KINDS: dict[str, Kind] = {**powers.KINDS, **comparison.KINDS, **beaver.KINDS, **truncation.KINDS,
-                         **fixedmask.KINDS}
+                         **fixedmask.KINDS, **fss.KINDS}
 
 
 def kind(name: str) -> Kind:
@@ -133,6 +133,7 @@ def expand_party(prg, stream: int, name: str, p: dict, corrected: bool, lazy: bo
     lazy: where the kind has `lazy_rows`, the other parties get its corrected entries as
     kernels.prg.LazyRows, expanded by the kernels that use them a chunk at a time."""
     k = kind(name)
+    corrected = corrected or k.to_all  # its corrections come whole from the dealer
     lazy = lazy and not corrected and hasattr(k, "lazy_rows")
     out, _, nown = _expand(prg, stream, name, p, corrected or lazy)  # lazy: the own prefix only, as if corrected
     if lazy:
@@ -163,7 +164,7 @@ def deal(prgs: list, private, stream: int, name: str, p: dict, ops: Backend | No
     ops = ops if ops is not None else _cpu()
     c = corrected_party(stream, len(prgs))
     order = [c] + [i for i in range(len(prgs)) if i != c]  # the corrected party's arrays first
-    jobs = [lambda i=i: _expand(prgs[i], stream, name, p, i == c) for i in order]
+    jobs = [lambda i=i: _expand(prgs[i], stream, name, p, i == c or k.to_all) for i in order]
     big = flat_words(own_layout(k, p)) >= PARALLEL_MIN
     parts = _parallel(*jobs) if big else [j() for j in jobs]
     priv = lambda shape: private(stream, shape)  # noqa: E731
@@ -192,7 +193,7 @@ def deal(prgs: list, private, stream: int, name: str, p: dict, ops: Backend | No
     corr = k.corrected(p)
     out = bufpool.empty(flat_words(corr))
     pad_odd_a32(out, corr)
-    subs = [flat[nown:] for _, flat, nown in parts[1:]]
+    subs = [] if k.to_all else [flat[nown:] for _, flat, nown in parts[1:]]  # to_all: dealt whole
     if hasattr(k, "deal_into"):
         k.deal_into(p, own, priv, out, subs[0] if subs else None, ops, parallel=_parallel)
         rest = subs[1:]

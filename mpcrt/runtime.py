@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from mpcrt import allreduce, config
-from mpcrt.protocols import fixedpoint
+from mpcrt.protocols import fixedpoint, fss
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import DealerClient
 from mpcrt.errors import ConfigError, MpcError, ShapeError
@@ -58,6 +58,9 @@ class Runtime:
         self._closed = False
         self._plans: dict = {}  # lookahead key -> the dealer requests its last run made
         self._looking_ahead = False
+        cfg = config.current()
+        # protocols.fss's choice (tests may set them)
+        self.comparison, self.fss_bits, self.network = cfg.comparison, cfg.fss_bits, config.network_link(cfg.network)
         try:
             self._setup()
         except BaseException:
@@ -390,7 +393,11 @@ class Runtime:
         plan = plan or []
         # every party numbers the plan alike; only whether party 0 sends it early may differ
         cap_mb = config.current().lookahead_mb if LOOKAHEAD_MB is None else LOOKAHEAD_MB
-        d.announce(plan, send=bool(plan) and d.correction_bytes(plan) <= cap_mb << 20)
+        first, send = d.counter, bool(plan) and d.correction_bytes(plan) <= cap_mb << 20
+        if d.announce(plan, send=send) and send and self.rank:  # the FSS key copies sent ahead come here too
+            for i, (kind, _) in enumerate(plan):
+                if kind == "fss":
+                    fss.copies(self).expect(first + i)
         d.log, self._looking_ahead = [], True
         ok = False
         try:

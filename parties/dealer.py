@@ -34,6 +34,7 @@ from mpcrt.kernels import allocator, gemm
 from mpcrt.kernels.backend import Backend
 from mpcrt.kernels.prg import new_seed
 from mpcrt.parties.warmup import maybe_rehearse
+from mpcrt.protocols.dealt import copy_tag
 from mpcrt.transport import DEFAULT_TIMEOUT, Transport
 from mpcrt.zmq_transport import dealer_node
 
@@ -168,7 +169,11 @@ class Dealer:
     def _head_sendable(self) -> bool:
         """A request is pending and its corrected party has its seed (party 0 may ask before
         another party said hello; that party's seed must reach it first)."""
-        return bool(self._pending) and correlations.corrected_party(self._pending[0][1], self.n) in self._hello
+        if not self._pending:
+            return False
+        if correlations.kind(self._pending[0][2]).to_all:  # a copy goes to every party
+            return len(self._hello) == self.n
+        return correlations.corrected_party(self._pending[0][1], self.n) in self._hello
 
     def _send_ready(self, wait: bool = False) -> None:
         """Send the corrections dealt so far, in request order (all of them if `wait`);
@@ -178,6 +183,10 @@ class Dealer:
             flat = fut.result()
             t2 = time.perf_counter()
             to = correlations.corrected_party(n, self.n)
+            if correlations.kind(kind).to_all:  # the others' copies: one frame each (dealt.Kind.to_all)
+                for j in range(self.n):
+                    if j != to:
+                        self.node.send(j, copy_tag(n), flat)
             for lo, hi, _ in correlations.reply_parts(correlations.kind(kind).corrected(p)):
                 # one frame per part, used in place; the dealer never touches flat again
                 self.node.send(to, reply_tag(n), flat[lo:hi], donate=True)

@@ -21,6 +21,7 @@ from mpcrt import correlations
 from mpcrt.errors import DealerError, ProtocolError
 from mpcrt.kernels.prg import PRG
 from mpcrt.memory_transport import MemoryNetwork
+from mpcrt.protocols.fss import FssSpec
 from mpcrt.protocols import dealt
 from mpcrt.protocols.beaver import ProductSpec
 from mpcrt.protocols.comparison import LtzSpec
@@ -47,6 +48,7 @@ VALID = {
     "fm_conv2d": {**ProductSpec("conv2d", (1, 2, 5, 5), (3, 2, 3, 3)).to_wire(), "mask": 2},
     "fm_matmul_trunc": {**ProductSpec("matmul", (2, 3), (3, 2), 16).to_wire(), "mask": 0},
     "fm_conv2d_trunc": {**ProductSpec("conv2d", (1, 2, 4, 4), (2, 1, 3, 3), 16, groups=2).to_wire(), "mask": 1},
+    "fss": FssSpec.of(100, 64, True, 16).to_wire(),
 }
 assert set(VALID) == set(correlations.KINDS)
 
