@@ -356,7 +356,10 @@ def run_session_netsim(model: str, n: int, channels: str, repeats: int, seed: in
         ns.write_cluster(insecure=channels == "plaintext")
         t0 = time.monotonic()
         r = ns.run_mpc(THIS, [json.dumps(cfg), out], timeout=timeout,
-                       env_extra={PARTY_FLAG: "1", "MPCRT_TIMEOUT": str(RECV_TIMEOUT), "PYTHONPATH": REPO_ROOT})
+                       env_extra={PARTY_FLAG: "1", "MPCRT_TIMEOUT": str(RECV_TIMEOUT), "PYTHONPATH": REPO_ROOT,
+                                  # the links, for the comparison protocol's cost model (unless set)
+                                  "MPCRT_NETWORK": os.environ.get("MPCRT_NETWORK")
+                                  or f"{net.delay_ms:g}:{net.rate_mbit or 0:g}"})
         res = {"model": model, "parties": n, "channels": channels}
         if os.path.exists(out):
             with open(out) as fh:
