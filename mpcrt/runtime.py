@@ -355,19 +355,24 @@ class Runtime:
             return self._share_ring(x, src, f, owned=True)
 
     def _pair_stream(self, j: int, shape: tuple) -> np.ndarray:
-        ctr = self._pair_ctr[j]
-        self._pair_ctr[j] += 1
-        return self._pair[j].ring(ctr, [tuple(shape)])[0]
+        """The next pair stream with party j, as a new array of `shape` (filled a chunk at a time:
+        no pooled block of its size stays behind, kernels.bufpool)."""
+        out = np.empty(shape, np.int64)
+        self._apply_pair_stream(j, out, None)
+        return out
 
-    def _minus_pair_stream(self, j: int, x: np.ndarray) -> None:
-        """x -= the next pair stream with party j (x's shape), expanded a chunk at a time."""
+    def _apply_pair_stream(self, j: int, x: np.ndarray, op) -> None:
+        """x = op(x, the next pair stream with party j) (op None: x = the stream), expanded a chunk at a time."""
         ctr = self._pair_ctr[j]
         self._pair_ctr[j] += 1
-        flat, step = x.reshape(-1), chunked.chunk_elements() or x.size
-        buf = np.empty(min(step, flat.size), np.int64)
+        flat, step = x.reshape(-1), chunked.chunk_elements() or max(x.size, 1)
+        buf = np.empty(min(step, flat.size), np.int64) if op is not None else None
         for lo in range(0, flat.size, step):
-            part = buf[: min(step, flat.size - lo)]
-            flat[lo : lo + part.size] -= self._pair[j].words_at(ctr, lo, part)
+            part = flat[lo : lo + step]
+            if op is None:
+                self._pair[j].words_at(ctr, lo, part)
+            else:
+                op(part, self._pair[j].words_at(ctr, lo, buf[: part.size]), out=part)
 
     def share_ring(self, ring_value, src: int = 0, fbits: int = 0):
         """Share an int64 array that is already in the ring (encoded with `fbits` fractional bits)."""
@@ -386,7 +391,7 @@ class Runtime:
             for j in self.peers:
                 self.node.send(j, "share", np.asarray(mine.shape, np.int64))
             for j in self.peers:
-                self._minus_pair_stream(j, mine)
+                self._apply_pair_stream(j, mine, np.subtract)
             self._count_round()
             return SharedTensor(self, mine, fbits)
         shape = self.node.recv(src, "share", dtype=np.int64)
