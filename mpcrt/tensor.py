@@ -17,6 +17,7 @@ maxpool2d) have none, model import maps those torch calls itself.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -109,8 +110,10 @@ CHUNKED: dict[str, str] = {
     "__mul__": "mul", "__rmul__": "mul", "to_precision": "trunc",
 }
 
+METHODS.update({n: dataclasses.replace(m, fn=chunked.elementwise(m.fn, CHUNKED[n]))
+                for n, m in METHODS.items() if n in CHUNKED})
 for _name, _m in METHODS.items():
     setattr(SharedTensor, _name, _m.fn)
-for _name, _scope in CHUNKED.items():
-    setattr(SharedTensor, _name, chunked.elementwise(getattr(SharedTensor, _name), _scope))
+for _name in ("__mul__", "__rmul__", "to_precision"):  # protocols.shared's own elementwise methods
+    setattr(SharedTensor, _name, chunked.elementwise(getattr(SharedTensor, _name), CHUNKED[_name]))
 SharedTensor.reveal = chunked.revealing(SharedTensor.reveal)
