@@ -196,3 +196,27 @@ def test_failure_in_a_chunk_is_raised():
     finally:
         chunked.CHUNK_ELEMENTS = old
     assert res == ["boom", "boom"]
+
+
+@pytest.mark.parametrize("n_parties", [2, 3])
+def test_dealer_slices_large_elementwise_requests(monkeypatch, n_parties):
+    """With chunking off, a large product, truncation and truncated product are single
+    requests; the dealer deals and sends them in slices (correlations.slices), sizes not a
+    multiple of the slice, and the parties' results are as exact as ever."""
+    from mpcrt import correlations
+
+    monkeypatch.setattr(correlations, "SLICE_ELEMENTS", 16)
+    assert correlations.slices("triple", {"a": [N_ELEMS], "b": [N_ELEMS]}) is not None
+    assert correlations.slices("triple", {"a": [N_ELEMS], "b": [1]}) is None  # broadcasting: whole
+    ops = {
+        "int_mul": lambda x, y, a, b: (x < y) * (x.ltz() + 0),  # shared 0-bit x 0-bit: an exact triple
+        "mul": lambda x, y, a, b: x * y,  # triple_trunc
+        "mul_public": lambda x, y, a, b: x * b,  # trunc
+        "relu": lambda x, y, a, b: x.relu(),
+    }
+    got = _session(ops, n_parties, 0)
+    a, b = (np.rint(v * 2**F) / 2**F for v in _inputs())
+    np.testing.assert_array_equal(got["int_mul"][0], ((a < b) & (a < 0)).astype(np.float64))
+    assert np.max(np.abs(got["mul"][0] - a * b)) <= 2.0**-F + 1e-9
+    assert np.max(np.abs(got["mul_public"][0] - a * b)) <= 2.0**-F * 4
+    np.testing.assert_array_equal(got["relu"][0], np.maximum(a, 0))
