@@ -220,3 +220,18 @@ def test_dealer_slices_large_elementwise_requests(monkeypatch, n_parties):
     assert np.max(np.abs(got["mul"][0] - a * b)) <= 2.0**-F + 1e-9
     assert np.max(np.abs(got["mul_public"][0] - a * b)) <= 2.0**-F * 4
     np.testing.assert_array_equal(got["relu"][0], np.maximum(a, 0))
+
+
+@pytest.mark.parametrize("split", [0, 600])
+def test_chunked_with_two_step_openings(monkeypatch, split):
+    """At N = 3 with two-step openings (mpcrt.allreduce) for all or only the larger
+    openings, chunks in flight are read before a two-step opening starts: the same results."""
+    from mpcrt import allreduce
+
+    monkeypatch.setattr(allreduce, "SPLIT_BYTES", split)
+    ops = {"relu": EXACT["relu"], "lt": EXACT["lt"], "mul": TRUNCATING["mul"][0]}
+    whole = _session(ops, 3, 0)
+    parts = _session(ops, 3, CHUNK)
+    np.testing.assert_array_equal(parts["relu"][0], whole["relu"][0])
+    np.testing.assert_array_equal(parts["lt"][0], whole["lt"][0])
+    assert np.max(np.abs(parts["mul"][0] - whole["mul"][0])) <= 2 * 2.0**-F
