@@ -7,7 +7,8 @@
 Each case starts the dealer and N parties as processes on this host (`mpcrt launch`'s
 cluster files and keys: CurveZMQ channels, the default), samples every process's RSS
 from /proc every --every-ms (20 ms), and prints the peak RSS of each party and of the
-dealer, the op's time (the slowest party's) and the whole run's wall time. Cases:
+dealer, the op's time (the slowest party's), the whole run's wall time and CPU seconds
+(the busiest party's / the dealer's, whole run: steadier than times on a loaded host). Cases:
 
 - mul:   2 parties, x (party 0's) * y (party 1's), real product with its truncation;
 - relu:  2 parties, relu(x);
@@ -77,6 +78,19 @@ def worker(case: str, n: int) -> None:
 
 
 # ------------------------------------------------------------- the launcher side
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _rss(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/statm") as fh:
@@ -92,6 +106,7 @@ def run_case(case: str, n: int, parties: int, every: float, limit: float, env_ex
     os.chmod(workdir, 0o700)
     procs: dict[str, subprocess.Popen] = {}
     peak: dict[str, int] = {}
+    cpu: dict[str, float] = {}
     outs: dict[str, list[str]] = {}
     stop = threading.Event()
     over = []
@@ -115,6 +130,7 @@ def run_case(case: str, n: int, parties: int, every: float, limit: float, env_ex
                 for name, p in procs.items():
                     r = _rss(p.pid)
                     peak[name] = max(peak.get(name, 0), r)
+                    cpu[name] = max(cpu.get(name, 0.0), _cpu_s(p.pid))
                     total += r
                 if total > limit:
                     over.append(total)
@@ -140,7 +156,7 @@ def run_case(case: str, n: int, parties: int, every: float, limit: float, env_ex
                 print(f"  [{name}] {line.rstrip()}")
     return {"case": case, "n": n, "parties": parties, "ok": ok, "over_limit": bool(over),
             "op_s": max(seconds) if seconds else float("nan"), "wall_s": wall,
-            "peak_gb": {k: v / 1e9 for k, v in peak.items()}}
+            "peak_gb": {k: v / 1e9 for k, v in peak.items()}, "cpu_s": cpu}
 
 
 def _size(s: str) -> int:
@@ -158,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     env = dict(kv.split("=", 1) for kv in a.env)
     print(f"# cpu: {_cpu()}; env: {env or '-'}")
-    print(f"{'case':6} {'N':>2} {'elements':>11} {'op s':>7} {'wall s':>7}  peak RSS GB: parties | dealer")
+    print(f"{'case':6} {'N':>2} {'elements':>11} {'op s':>7} {'wall s':>7} {'cpu s':>11}  "
+          "peak RSS GB: parties | dealer")
     bad = 0
     for case in a.cases.split(","):
         n = a.big if case in ("agg", "mul8") else a.size
@@ -166,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         r = run_case(case, n, parties, a.every_ms / 1e3, a.limit_gb * 1e9, env)
         ps = " ".join(f"{r['peak_gb'].get(f'party {i}', 0):.2f}" for i in range(parties))
         state = "" if r["ok"] else ("  OVER LIMIT" if r["over_limit"] else "  FAILED")
-        print(f"{case:6} {parties:>2} {n:>11.3g} {r['op_s']:>7.2f} {r['wall_s']:>7.1f}  {ps} | "
+        cpu = f"{max(r['cpu_s'].get(f'party {i}', 0) for i in range(parties)):.1f}/{r['cpu_s'].get('dealer', 0):.1f}"
+        print(f"{case:6} {parties:>2} {n:>11.3g} {r['op_s']:>7.2f} {r['wall_s']:>7.1f} {cpu:>11}  {ps} | "
               f"{r['peak_gb'].get('dealer', 0):.2f}{state}", flush=True)
         bad += not r["ok"]
     return 1 if bad else 0

@@ -197,15 +197,17 @@ def _cut(v, how: str, view: ChunkView, lo: int, hi: int):
     return v.reshape(-1)[lo:hi]
 
 
-def elementwise(fn: Callable, scope: str) -> Callable:
+def elementwise(fn: Callable, scope: str, local: Callable[..., bool] | None = None) -> Callable:
     """fn(x, *args, **kwargs), an elementwise SharedTensor op, run in chunks when x is larger
     than chunk_elements() and every other argument is a scalar or has x's shape; rounds and
-    bytes are attributed to `scope`."""
+    bytes are attributed to `scope`. local(x, *args, **kwargs): True where the call is
+    local (no protocol: run whole)."""
 
     @functools.wraps(fn)
     def method(x, *args, **kwargs):
         step = chunk_elements()
-        if not step or x.share.size <= step or isinstance(x.rt, ChunkView):
+        if not step or x.share.size <= step or isinstance(x.rt, ChunkView) or \
+                (local is not None and local(x, *args, **kwargs)):
             return fn(x, *args, **kwargs)
         hows = [_how(v, x.shape) for v in args]
         khows = {k: _how(v, x.shape) for k, v in kwargs.items()}

@@ -18,6 +18,7 @@ maxpool2d) have none, model import maps those torch calls itself.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -114,6 +115,11 @@ METHODS.update({n: dataclasses.replace(m, fn=chunked.elementwise(m.fn, CHUNKED[n
                 for n, m in METHODS.items() if n in CHUNKED})
 for _name, _m in METHODS.items():
     setattr(SharedTensor, _name, _m.fn)
-for _name in ("__mul__", "__rmul__", "to_precision"):  # protocols.shared's own elementwise methods
-    setattr(SharedTensor, _name, chunked.elementwise(getattr(SharedTensor, _name), CHUNKED[_name]))
+# protocols.shared's own elementwise methods; a product by an integer, or a tensor already at
+# the runtime's precision, is local and runs whole
+_LOCAL = {"to_precision": lambda x: x.fbits <= x.rt.precision,
+          "__mul__": lambda x, other: isinstance(other, numbers.Integral)}
+_LOCAL["__rmul__"] = _LOCAL["__mul__"]
+for _name, _local in _LOCAL.items():
+    setattr(SharedTensor, _name, chunked.elementwise(getattr(SharedTensor, _name), CHUNKED[_name], _local))
 SharedTensor.reveal = chunked.revealing(SharedTensor.reveal)
