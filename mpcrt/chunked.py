@@ -206,7 +206,7 @@ def elementwise(fn: Callable, scope: str, local: Callable[..., bool] | None = No
     @functools.wraps(fn)
     def method(x, *args, **kwargs):
         step = chunk_elements()
-        if not step or x.share.size <= step or isinstance(x.rt, ChunkView) or \
+        if not step or not isinstance(x, SharedTensor) or x.share.size <= step or isinstance(x.rt, ChunkView) or \
                 (local is not None and local(x, *args, **kwargs)):
             return fn(x, *args, **kwargs)
         hows = [_how(v, x.shape) for v in args]
