@@ -116,6 +116,8 @@ VARIABLES: tuple[Var, ...] = (
         "largest correction (MB) a lookahead plan asks for at its start (same on every party)"),
     Var("MPCRT_SPLIT_OPEN_BYTES", "split_open_bytes", 1 << 19, "integer >= -1", _int(-1),
         "openings this large go in two steps at N >= 3 (0: all, -1: none; same on every party)"),
+    Var("MPCRT_CHUNK_ELEMENTS", "chunk_elements", 1 << 20, "integer >= 0", _int(0),
+        "elementwise ops on larger tensors run in chunks of this many elements (0: never; same on every party)"),
     Var("MPCRT_DEALER_THREADS", "dealer_threads", None, "integer >= 1", _int(1),
         "threads that deal requests (default 2 where cores are spare, else 1)"),
     Var("MPCRT_LOGLEVEL", "loglevel", "WARNING", "debug, info, warning, error, critical", _level,
@@ -175,6 +177,7 @@ class Config:
     io_threads: int = 1
     lookahead_mb: int = 2048
     split_open_bytes: int = 1 << 19
+    chunk_elements: int = 1 << 20
     dealer_threads: int | None = None
     loglevel: str = "WARNING"
     device: str = "cpu"

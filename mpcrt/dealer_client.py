@@ -186,8 +186,7 @@ class DealerClient:
         if self.rank == 0:
             raw = msgpack.packb([[n, k, p] for n, k, p in batch], use_bin_type=True)
             self.node.send(self.dealer_id, "req", np.frombuffer(raw, np.uint8))
-        self._awaiting.extend((n, len(correlations.reply_parts(correlations.kind(k).corrected(p))))
-                              for n, k, p in batch if self._due_here(n))
+        self._awaiting.extend((n, correlations.reply_count(k, p)) for n, k, p in batch if self._due_here(n))
 
     def _expand(self, n: int, lazy: bool = True) -> dict[str, np.ndarray]:
         """This party's PRG-derived arrays of request n; `lazy`: tuples the kernels can
@@ -210,16 +209,5 @@ class DealerClient:
             else:
                 self._corr[m] = got
         out = dict(own)
-        out.update(self._split(kind, p, flat))
-        return out
-
-    @staticmethod
-    def _split(kind, p, got: list) -> dict:
-        """The named corrections from the reply's parts (correlations.reply_parts)."""
-        out = {}
-        for (lo, hi, entries), flat in zip(correlations.reply_parts(correlations.kind(kind).corrected(p)), got):
-            if flat.size != hi - lo:
-                raise ProtocolError("dealer", f"correction for {kind} has a part of {flat.size} words, "
-                                              f"expected {hi - lo}")
-            out.update(correlations.split(flat, entries))
+        out.update(correlations.assemble(kind, p, flat))
         return out

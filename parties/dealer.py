@@ -82,6 +82,9 @@ class Dealer:
     def _private_words(self, stream: int, shape: tuple) -> np.ndarray:
         return self._private.ring(stream, [shape])[0]
 
+    def _private_words_at(self, stream: int, first: int, shape: tuple) -> np.ndarray:
+        return self._private.words_at(stream, first, np.empty(shape, np.int64).reshape(-1)).reshape(shape)
+
     def serve(self, idle_timeout: float | None = None) -> None:
         """Serve until all parties said bye. Raises PeerFailure-like errors on a vanished party."""
         hello, bye = self._hello, set()
@@ -155,13 +158,27 @@ class Dealer:
             self._pending.append((fut, n, kind, p))
         self.busy_seconds += time.perf_counter() - t0
 
-    def _deal(self, n: int, kind: str, p: dict) -> np.ndarray:
+    def _deal(self, n: int, kind: str, p: dict) -> np.ndarray | None:
+        """A request's corrections, flat (None for one dealt in slices as it is sent: _send_ready)."""
+        if correlations.slices(kind, p) is not None:
+            return None
         t1 = time.perf_counter()
         try:
             flat = correlations.deal(self.prgs, self._private_words, n, kind, p, self.backend)
         except MpcError:
             raise
         except Exception as e:  # a request the spec checks let through must still not crash the dealer
+            raise DealerError(f"request {n} ({kind}) could not be dealt: {type(e).__name__}: {e}") from e
+        self.deal_seconds += time.perf_counter() - t1
+        return flat
+
+    def _deal_slice(self, n: int, kind: str, p: dict, lo: int, hi: int) -> np.ndarray:
+        t1 = time.perf_counter()
+        try:
+            flat = correlations.deal_slice(self.prgs, self._private_words_at, n, kind, p, lo, hi, self.backend)
+        except MpcError:
+            raise
+        except Exception as e:
             raise DealerError(f"request {n} ({kind}) could not be dealt: {type(e).__name__}: {e}") from e
         self.deal_seconds += time.perf_counter() - t1
         return flat
@@ -183,13 +200,17 @@ class Dealer:
             flat = fut.result()
             t2 = time.perf_counter()
             to = correlations.corrected_party(n, self.n)
-            if correlations.kind(kind).to_all:  # the others' copies: one frame each (dealt.Kind.to_all)
+            if flat is not None and correlations.kind(kind).to_all:  # the others' copies (dealt.Kind.to_all)
                 for j in range(self.n):
                     if j != to:
                         self.node.send(j, copy_tag(n), flat)
-            for lo, hi, _ in correlations.reply_parts(correlations.kind(kind).corrected(p)):
-                # one frame per part, used in place; the dealer never touches flat again
-                self.node.send(to, reply_tag(n), flat[lo:hi], donate=True)
+            if flat is None:  # a large elementwise request: dealt a slice at a time, each sent at once
+                for lo, hi in correlations.slices(kind, p):
+                    self.node.send(to, reply_tag(n), self._deal_slice(n, kind, p, lo, hi), donate=True)
+            else:
+                for lo, hi, _ in correlations.reply_parts(correlations.kind(kind).corrected(p)):
+                    # one frame per part, used in place; the dealer never touches flat again
+                    self.node.send(to, reply_tag(n), flat[lo:hi], donate=True)
             self.send_seconds += time.perf_counter() - t2
             self.requests_served += 1
 
