@@ -56,7 +56,8 @@ scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.flo
            | st.text(max_size=8) | st.binary(max_size=8))
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5)
                       | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=15)
-numbers = (st.integers(-(2**64), 2**64) | st.sampled_from([0, 1, -1, 2**31, 2**32, 2**32 + 1, 2**40, 2**63 - 1])
+numbers = (st.integers(-(2**63), 2**64 - 1) |  # what msgpack can carry
+            st.sampled_from([0, 1, -1, 2**31, 2**32, 2**32 + 1, 2**40, 2**63 - 1])
            | values)
 shapes = st.lists(numbers, max_size=6) | st.lists(st.integers(0, 2**34), max_size=4) | values
 
