@@ -42,9 +42,10 @@ import numpy as np
 from mpcrt.errors import MpcError, ShapeError
 from mpcrt.protocols import compare, exp, fixedpoint
 from mpcrt.tensor import SharedTensor
+from mpcrt.tensor import cat as _cat
 
 __all__ = ["Variable", "record", "backward", "no_grad", "is_grad_enabled", "NoBackwardError", "ones_like",
-           "relu", "sigmoid", "tanh", "unbroadcast", "as_variable"]
+           "relu", "sigmoid", "tanh", "unbroadcast", "as_variable", "cat"]
 
 
 class NoBackwardError(MpcError, TypeError):
@@ -460,3 +461,15 @@ def tanh(x: SharedTensor) -> SharedTensor:
 def parameters_of(values: Iterable) -> list:
     """The Variables among values that require a gradient."""
     return [v for v in values if _needs(v)]
+
+
+def cat(tensors: Sequence[SharedTensor], dim: int = 0) -> SharedTensor:
+    """torch.cat; backward splits g back into the pieces (local)."""
+    y = _cat([t.to_precision() for t in tensors], dim)
+    d = dim % y.ndim
+    cuts = np.cumsum([t.shape[d] for t in tensors])[:-1]
+
+    def back(g):
+        return tuple(SharedTensor(g.rt, np.ascontiguousarray(s), g.fbits) for s in np.split(g.share, cuts, axis=d))
+
+    return record(y, tuple(tensors), back, "cat")
