@@ -18,8 +18,9 @@ forward pass with the inference protocols, and records its backward on the tape.
   (protocols.reciprocal, relative error ~1e-4); backward by the closed form
   dx = r/M (M g' - sum g' - xhat sum(g' xhat)), g' = g w. Running statistics updated with
   the momentum, used in eval mode.
-* dropout: the mask is [r < T] for r = sum of per-party uniform ring words (no party
-  knows it, one comparison, 7 rounds), scaled by 1/(1 - p); backward g * mask.
+* dropout: the mask is [u < (1 - p) 2^m] for u = (sum of per-party uniform m-bit words)
+  mod 2^m (no party knows it; random_bits: one comparison run, 7 rounds), scaled by
+  1/(1 - p); backward g * mask.
 
 Rounds: linear/conv forward 2, backward 4 (two Beaver products with truncation);
   max_pool2d k x k forward 7 ceil(log2 k^2) + 14, backward 1; batch_norm about 45
@@ -290,16 +291,26 @@ def batch_norm(x: SharedTensor, weight, bias, running: dict | None = None, train
 
 # ------------------------------------------------------------------ dropout
 def random_bits(rt, shape: tuple, p: float = 0.5) -> SharedTensor:
-    """A shared 0/1 tensor, each entry 1 with probability p, that no party knows: the
-    comparison [r < T] of r = sum of every party's own uniform ring words (AES-CTR from a
-    fresh seed) with the public T = -2^63 + p 2^64. One comparison (7 rounds)."""
+    """A shared 0/1 tensor, each entry 1 with probability p (to 2^-m), that no party knows.
+
+    Party i draws s_i uniform in [0, 2^m) (AES-CTR from a fresh seed; m = 61 - ceil(log2 N),
+    so S = sum s_i < 2^62 never wraps); u = S mod 2^m is uniform as soon as one party's s_i
+    is. [u < p 2^m] = sum_j ([S < (j + p) 2^m] - [S < j 2^m]) over j = 0..N-1 (S lies in
+    [j 2^m, (j + 1) 2^m) for exactly one j): 2N - 1 threshold rows of one comparison run
+    on one masked opening of S (7 rounds)."""
     n = int(np.prod(shape))
-    words = PRG(new_seed()).words(0, n).copy().reshape(shape)
-    r = SharedTensor(rt, words, 0)
-    t = int(round(-(2 ** 63) + p * 2.0 ** 64))
-    t = max(-(2 ** 63), min(2 ** 63 - 1, t))
-    (bits,), _ = compare.ltz_at(r, [t])
-    return bits
+    m = 61 - max(1, int(np.ceil(np.log2(rt.world_size))))
+    words = PRG(new_seed()).words(0, n).copy().reshape(shape) & np.int64((1 << m) - 1)
+    s = SharedTensor(rt, words, 0)
+    q = int(round(p * (1 << m)))
+    ts = [j * (1 << m) + q for j in range(rt.world_size)] + [j * (1 << m) for j in range(1, rt.world_size)]
+    bits, _ = compare.ltz_at(s, ts)
+    out = bits[0]
+    for b in bits[1:rt.world_size]:
+        out = out + b
+    for b in bits[rt.world_size:]:
+        out = out - b
+    return out
 
 
 def dropout(x: SharedTensor, p: float = 0.5, training: bool = True) -> SharedTensor:
