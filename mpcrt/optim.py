@@ -22,13 +22,14 @@ Adam: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, p = p - lr m^ / (sqrt(v^) 
 with m^ = m / (1 - b1^t), v^ = v / (1 - b2^t). Under MPC: g is scaled by 2^k before
 squaring (k = grad_scale_bits, exact: an integer product) so that v holds g^2 2^(2k):
 at f = 16 a gradient of 1e-3 squares to 0.07 ulp, which would vanish. The denominator is
-rsqrt(v^ 2^(2k) + (eps 2^k)^2) 2^k (protocols.reciprocal.rsqrt: relative error < 1e-3 for
-inputs in [2^-10, 2^14), so |g| in about [2^-(5 + k), 2^(7 - k)]); 1 / sqrt(v^ + eps^2)
+rsqrt(v^ 2^(2k) + (eps 2^k)^2) 2^k (protocols.reciprocal.rsqrt_scaled over [2^-f, 2^14):
+relative error < 1e-3 there, so |g| in about [2^-(f/2 + k), 2^(7 - k)]: with the default
+k = 4, [2^-14, 8] at f = 20; outside it a weight steps less than torch's lr); 1 / sqrt(v^ + eps^2)
 differs from torch's 1 / (sqrt(v^) + eps) by a factor in [1, sqrt(2)], equal once
 sqrt(v^) >> eps.
 
 Rounds per step: SGD 1-3 public-product truncations (+7 for the range check), Adam
-  about 25 (rsqrt's 16, three products).
+  about 25 (rsqrt's 16 with f/2 + 7 comparison rows, three products).
 Bytes per element per peer: 8 per truncation, 16 + 8 per shared product, 23.4 for the
   range check's comparison.
 Dealer words per element: those of the truncations, products and the comparison.
@@ -148,7 +149,7 @@ class Adam(Optimizer):
     """torch.optim.Adam on shared parameters (see the module docstring for its MPC form)."""
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, grad_scale_bits: int = 8, **kw):
+                 weight_decay: float = 0.0, grad_scale_bits: int = 4, **kw):
         super().__init__(params, lr, **kw)
         self.b1, self.b2 = float(betas[0]), float(betas[1])
         self.eps, self.weight_decay, self.k = float(eps), float(weight_decay), int(grad_scale_bits)
@@ -165,6 +166,7 @@ class Adam(Optimizer):
         t = self.steps
         vhat = self.v * (1.0 / (1 - self.b2 ** t))
         scale = 2.0 ** self.k
-        denom = reciprocal.rsqrt(vhat + (self.eps * scale) ** 2)  # 1 / (2^k sqrt(v^ + eps^2))
+        lo = -(self.rt.precision // 2 * 2)  # down to one ulp: tiny gradients still take steps of ~lr, as torch's
+        denom = reciprocal.rsqrt_scaled(vhat + (self.eps * scale) ** 2, lo=lo)[0]  # 1 / (2^k sqrt(v^ + eps^2))
         step = self.m * (self.lr * scale / (1 - self.b1 ** t))
         return p - step * denom
