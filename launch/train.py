@@ -83,6 +83,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--out", metavar="FILE.npz", help="party 0 writes the trained weights here")
     t.add_argument("--compare-plaintext", action="store_true", help="party 0 also trains in float (demo check)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--dp-noise", type=float, default=None, metavar="SIGMA",
+                   help="DP-SGD (mpcrt.dp) with this noise multiplier; epsilon per epoch (needs dp-accounting)")
+    t.add_argument("--dp-clip", type=float, default=1.0, metavar="C", help="DP-SGD per-example clipping norm")
+    t.add_argument("--dp-delta", type=float, default=1e-5, metavar="DELTA", help="DP-SGD delta")
+    t.add_argument("--bench", type=int, default=0, metavar="K",
+                   help="instead of training: time K iterations (after one warm-up) on a random batch and print "
+                        "seconds, rounds and bytes per iteration and the epoch time they imply")
     w = p.add_argument_group("where to run (pick one; inside `mpcrt launch`/`mpcrt party` neither is needed)")
     w.add_argument("-n", type=int, dest="local_n", metavar="N", help="spawn the dealer and N parties on this host")
     w.add_argument("--cluster", metavar="FILE", help="cluster file (TOML): run one party of it")
@@ -110,7 +117,8 @@ def _party_argv(a) -> list[str]:
     out = ["--model", a.model, "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--optimizer",
            a.optimizer, "--lr", repr(a.lr), "--momentum", repr(a.momentum), "--seed", str(a.seed),
            "--test-fraction", repr(a.test_fraction)]
-    for flag, v in (("--limit", a.limit), ("--out", a.out)):
+    for flag, v in (("--limit", a.limit), ("--out", a.out), ("--bench", a.bench or None), ("--dp-noise", a.dp_noise),
+                    ("--dp-clip", a.dp_clip), ("--dp-delta", a.dp_delta)):
         if v is not None:
             out += [flag, str(v)]
     out += [f for f, on in (("--compare-plaintext", a.compare_plaintext), ("--no-progress", a.no_progress)) if on]
@@ -136,7 +144,7 @@ def run(a) -> int:
     if cfg.cluster is not None and cfg.rank is not None:
         import mpcrt
 
-        train_party(mpcrt.init(), a)
+        (bench_party if a.bench else train_party)(mpcrt.init(), a)
         return 0
     print("mpcrt train: pass -n N (dealer and N parties here) or --cluster FILE --rank I", file=sys.stderr)
     return 2
@@ -167,17 +175,71 @@ def train_party(rt, a) -> dict:
         print(f"mpcrt train: {a.model}, {n} parties, {x.shape[0]} training rows ({[len(ytr[i::n]) for i in range(n)]} "
               f"per party), {xt.shape[0]} test rows, {a.epochs} epochs, batch {a.batch_size}, "
               f"{rt.precision} fractional bits", flush=True)
+    dp = None
+    if a.dp_noise is not None:
+        from mpcrt.dp import DPSGD
+
+        dp = DPSGD(model, opt, a.dp_clip, a.dp_noise, x.shape[0], a.batch_size)
     hist = train_data.fit(model, opt, x, y, a.epochs, a.batch_size, a.seed, test=(xt, yt),
-                          progress=not a.no_progress)
+                          progress=not a.no_progress, dp=dp, dp_delta=a.dp_delta)
     state = model.reveal_state_dict(to=0)
     result = {"history": hist}
     if me == 0:
+        last = hist[-1]
+        eps = f", (epsilon, delta) = ({last['epsilon']:.2f}, {a.dp_delta:g})" if "epsilon" in last else ""
+        print(f"trained: final loss {last['loss']:.4f}, test accuracy {100 * last['test_acc']:.2f}%{eps}", flush=True)
         if a.out:
             np.savez(a.out, **state)
             print(f"wrote the trained weights to {a.out} (party 0 only)")
         if a.compare_plaintext:
             result["plain"] = _compare(init, state, xtr, ytr, xte, yte, a, hist, n)
     return result
+
+
+EPOCH_ROWS = {"cnn": 1438, "mlp": 1438, "lenet": 60000}  # digits' training rows; MNIST's for LeNet
+
+
+def bench_party(rt, a) -> dict:
+    """Time a.bench training iterations (forward, loss, backward, SGD step) on a random batch of
+    a.batch_size; party 0 prints per-iteration seconds, rounds and bytes sent (this party, to
+    peers and the dealer) and the epoch time they imply (EPOCH_ROWS / batch iterations)."""
+    import time
+
+    import torch
+
+    import mpcrt.nn as mnn
+    import mpcrt.optim as optim
+    from mpcrt.nn import functional as F
+
+    net, shape = build_net(a.model, a.seed)
+    rng = np.random.default_rng(a.seed)
+    x = rt.share(rng.random((a.batch_size,) + tuple(shape[1:])) if rt.rank == 0 else None, src=0)
+    y = rt.share(np.eye(10)[rng.integers(0, 10, a.batch_size)] if rt.rank == 1 else None, src=1)
+    model = mnn.from_torch(net if rt.rank == 0 else None, torch.zeros(shape) if rt.rank == 0 else None, src=0,
+                           train=True, rt=rt)
+    opt = optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum, check_range=False)
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step()  # warm-up
+    s0, t0 = rt.stats(), time.perf_counter()
+    for _ in range(a.bench):
+        step()
+    sec = (time.perf_counter() - t0) / a.bench
+    s1 = rt.stats()
+    per = {k: (s1[k] - s0[k]) / a.bench for k in ("rounds", "bytes_sent", "dealer_bytes_received")}
+    iters = -(-EPOCH_ROWS[a.model] // a.batch_size)
+    row = {"model": a.model, "parties": rt.world_size, "batch": a.batch_size, "s_per_iter": sec, **per,
+           "iters_per_epoch": iters, "epoch_s": sec * iters}
+    if rt.rank == 0:
+        print(f"bench {a.model} N={rt.world_size} batch {a.batch_size}: {sec:.3f} s/iteration, "
+              f"{per['rounds']:.0f} rounds, {per['bytes_sent'] / 1e6:.2f} MB sent by party 0, "
+              f"{per['dealer_bytes_received'] / 1e6:.2f} MB from the dealer; epoch ({iters} iterations) "
+              f"{sec * iters:.1f} s", flush=True)
+    return row
 
 
 def _plain_batches(n_rows: int, parts: int, a) -> tuple[np.ndarray, list]:

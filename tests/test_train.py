@@ -259,3 +259,42 @@ def test_mpcrt_train_command_runs_and_reveals_to_party_0(cli, tmp_path):
     assert "plaintext float64: test accuracy" in r.stdout
     with np.load(out, allow_pickle=False) as z:
         assert z["1.weight"].shape == (128, 64)
+
+
+def test_dp_sgd_clips_like_torch_and_adds_joint_noise():
+    pytest.importorskip("dp_accounting")
+    from mpcrt import dp
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 1, 1, 4)) * 3, rng.integers(0, 3, 6)
+
+    def party(rt, sigma):
+        X = rt.share(x if rt.rank == 0 else None, src=0)
+        model = mnn.from_torch(copy.deepcopy(net) if rt.rank == 0 else None, torch.zeros(1, 1, 1, 4), src=0,
+                               train=True, rt=rt)
+        opt = optim.SGD(model.parameters(), lr=1.0)
+        d = dp.DPSGD(model, opt, max_grad_norm=0.5, noise_multiplier=sigma, n_rows=600, batch_size=6)
+        d.step(lambda o, t: F.cross_entropy(o, t, reduction="sum"), X, y)
+        return model.reveal_state_dict(to=0), d.epsilon(1e-5)
+
+    ref = copy.deepcopy(net).double()
+    ps = list(ref.parameters())
+    total = [torch.zeros_like(p) for p in ps]
+    for i in range(6):  # per-example clipping in float
+        ref.zero_grad()
+        TF.cross_entropy(ref(torch.tensor(x[i:i + 1])), torch.tensor(y[i:i + 1]), reduction="sum").backward()
+        norm = float(torch.sqrt(sum((p.grad ** 2).sum() for p in ps)))
+        for t, p in zip(total, ps):
+            t += p.grad * min(1.0, 0.5 / norm)
+    with torch.no_grad():
+        for t, p in zip(total, ps):
+            p -= t / 6
+    want = {k: v.numpy() for k, v in ref.state_dict().items()}
+    state, _ = run_parties(party, 2, 0.0, precision=20)[0]
+    assert max(np.abs(state[k] - want[k]).max() for k in want) < 1e-4
+    state, eps = run_parties(party, 3, 1.0, precision=20)[0]
+    noise = np.concatenate([(state[k] - want[k]).ravel() for k in want])
+    assert 0.02 < noise.std() < 0.5  # each of 3 parties adds N(0, (sigma C / B)^2): std 0.144 in all
+    assert 0 < eps < dp.epsilon(1, 6 / 600, 0.5, 1e-5)  # more noise, smaller epsilon

@@ -98,9 +98,11 @@ def correct_count(model, x: SharedTensor, y: SharedTensor, batch_size: int = 256
 
 def fit(model, opt, x: SharedTensor, y: SharedTensor, epochs: int, batch_size: int = 64, seed: int = 0,
         loss: Callable = F.cross_entropy, test: tuple | None = None, progress: bool = False,
-        on_epoch: Callable[[dict], None] | None = None, show: int = 0) -> list[dict]:
+        on_epoch: Callable[[dict], None] | None = None, show: int = 0, dp=None, dp_delta: float = 1e-5) -> list[dict]:
     """Train for `epochs` over the public schedule; return one dict per epoch (epoch, loss,
-    test_acc or None, seconds). progress: a tqdm bar on party `show` (plain lines without tqdm)."""
+    test_acc or None, seconds, and epsilon with `dp`). progress: a tqdm bar on party `show`
+    (plain lines without tqdm). dp: an mpcrt.dp.DPSGD wrapping `opt` (its steps replace
+    the plain ones; loss is then summed per example)."""
     rt = x.rt
     history = []
     for ep in range(epochs):
@@ -109,10 +111,13 @@ def fit(model, opt, x: SharedTensor, y: SharedTensor, epochs: int, batch_size: i
         bar = _bar(len(batches), f"epoch {ep + 1}/{epochs}") if progress and rt.rank == show else None
         total = None
         for idx in batches:
-            opt.zero_grad()
-            out = loss(model(x[idx]), y[idx])
-            out.backward()
-            opt.step()
+            if dp is not None:
+                out = dp.step(lambda o, t: loss(o, t, reduction="sum"), x[idx], y[idx])
+            else:
+                opt.zero_grad()
+                out = loss(model(x[idx]), y[idx])
+                out.backward()
+                opt.step()
             part = SharedTensor(rt, out.share, out.fbits) * float(len(idx))
             total = part if total is None else total + part
             if bar is not None:
@@ -120,14 +125,18 @@ def fit(model, opt, x: SharedTensor, y: SharedTensor, epochs: int, batch_size: i
         row = {"epoch": ep + 1, "loss": float(total.reveal()) / x.shape[0], "test_acc": None}
         if test is not None:
             row["test_acc"] = correct_count(model, test[0], test[1]) / test[0].shape[0]
+        if dp is not None:
+            row["epsilon"] = dp.epsilon(dp_delta)
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         if bar is not None:
-            bar.set_postfix(loss=f"{row['loss']:.4f}", **({} if row["test_acc"] is None else
-                                                           {"test_acc": f"{100 * row['test_acc']:.1f}%"}))
+            extra = {} if row["test_acc"] is None else {"test_acc": f"{100 * row['test_acc']:.1f}%"}
+            extra.update({"eps": f"{row['epsilon']:.2f}"} if "epsilon" in row else {})
+            bar.set_postfix(loss=f"{row['loss']:.4f}", **extra)
             bar.close()
         elif progress and rt.rank == show:
             acc = "" if row["test_acc"] is None else f"  test accuracy {100 * row['test_acc']:.2f}%"
+            acc += f"  epsilon {row['epsilon']:.2f}" if "epsilon" in row else ""
             print(f"epoch {row['epoch']}/{epochs}  loss {row['loss']:.4f}{acc}  ({row['seconds']:.1f} s)", flush=True)
         if on_epoch is not None:
             on_epoch(row)
