@@ -9,9 +9,11 @@ forward pass with the inference protocols, and records its backward on the tape.
   channel-swapped weight; dW is a Beaver conv2d of x (channels as batch) with g (batch as
   channels) at dilation = stride, so each opens only x and g, never an im2col matrix.
   groups > 1: dW takes every (in, out) channel pair from one conv and keeps the group's.
-* max_pool2d: the window maximum by the comparison tree, and the first maximum's one-hot
-  mask (two more comparisons, as torch routes ties to the first); backward scatters
-  mask * g into the windows (one Beaver product with the 0-bit mask, 1 round).
+* max_pool2d: the window maximum by a comparison tree over adjacent pairs (ties keep the
+  left one, so the winner is the first maximum, where torch routes the gradient); the
+  winner's one-hot is the product of the tree's side bits (ceil(log2 levels) rounds of
+  0-bit products, no further comparison); backward scatters one_hot * g into the windows
+  (one Beaver product with the 0-bit mask, 1 round).
 * avg_pool2d, adaptive_avg_pool2d: public linear maps; backward their adjoints (local,
   one public-product truncation).
 * batch_norm (training mode): batch mean and variance over (N, H, W), rsqrt under MPC
@@ -23,7 +25,7 @@ forward pass with the inference protocols, and records its backward on the tape.
   1/(1 - p); backward g * mask.
 
 Rounds: linear/conv forward 2, backward 4 (two Beaver products with truncation);
-  max_pool2d k x k forward 7 ceil(log2 k^2) + 14, backward 1; batch_norm about 45
+  max_pool2d k x k forward 7 ceil(log2 k^2) + ceil(log2 ceil(log2 k^2)), backward 1; batch_norm about 45
   forward (rsqrt) + 8 backward; dropout 7 + 1.
 Bytes per element per peer: a Beaver product opens its two operands (8 bytes per element
   of each) and truncates its output (8 per element); comparisons 23.4 per element.
@@ -181,8 +183,7 @@ def max_pool2d(x: SharedTensor, kernel_size, stride=None, padding=0, dilation=1,
     win = SharedTensor(x.rt, _windows(xs.share, k, s, d, oh, ow), xs.fbits)
     if not _needs(x):
         return ordering.max_(win, dim=-1)
-    m = ordering.max_(win, dim=-1, keepdim=True)
-    first = ordering._first_index(win, m, -1, True, True)  # one-hot of the first maximum, 0 fractional bits
+    m, first = max_with_first_one_hot(win)
     xshape, pshape = x.shape, xs.shape
 
     def back(g):
@@ -191,7 +192,52 @@ def max_pool2d(x: SharedTensor, kernel_size, stride=None, padding=0, dilation=1,
         crop = (slice(None), slice(None), slice(pad[2], pad[2] + xshape[2]), slice(pad[0], pad[0] + xshape[3]))
         return (SharedTensor(g.rt, np.ascontiguousarray(z[crop]), gw.fbits),)
 
-    return record(m.squeeze(-1), (x,), back, "max_pool2d")
+    return record(m, (x,), back, "max_pool2d")
+
+
+def max_with_first_one_hot(win: SharedTensor) -> tuple[SharedTensor, SharedTensor]:
+    """(max over the last dim, one-hot of its first maximum) by a tree over adjacent pairs.
+
+    Level l compares neighbours (left - right < 0: the right one wins; a tie keeps the left,
+    so a group's winner is its first maximum), one comparison with the product fused
+    (7 rounds) on half the remaining values. Each element's one-hot entry is the product,
+    over the levels, of its group's side bit there (1 - b or b; 1 for an odd group
+    passed through): ceil(log2 levels) rounds of Beaver products of 0-bit tensors at the
+    end, instead of argmax's two more comparisons over every element."""
+    rt = win.rt
+    k = win.shape[-1]
+    cur, pos = win, np.arange(k)  # pos[t]: element t's group at the current level
+    sides = []  # per level: (K,) factor of each element: a shared bit column or public 1
+    while cur.shape[-1] > 1:
+        n = cur.shape[-1]
+        h = n // 2
+        left, right = cur[..., 0:2 * h:2], cur[..., 1:2 * h:2]
+        d = left - right
+        (b,), (bd,) = compare.ltz_many([d], [d])  # b = [left < right]
+        top = left - bd  # max(left, right)
+        group = pos // 2
+        cols = [None if g >= h else (1 - b[..., g:g + 1]) if p % 2 == 0 else b[..., g:g + 1]
+                for p, g in zip(pos, group)]
+        sides.append(cols)
+        cur = top if n % 2 == 0 else _cat_last([top, cur[..., n - 1:n]])
+        pos = group
+    factors = [_cat_last([c if c is not None else _ones(rt, win.shape[:-1] + (1,)) for c in cols])
+               for cols in sides]
+    while len(factors) > 1:  # a product tree over the levels
+        factors = [factors[i] * factors[i + 1] if i + 1 < len(factors) else factors[i]
+                   for i in range(0, len(factors), 2)]
+    one_hot = factors[0] if factors else _ones(rt, win.shape)
+    return cur.squeeze(-1), one_hot
+
+
+def _cat_last(parts: list) -> SharedTensor:
+    from mpcrt.tensor import cat
+
+    return cat(parts, dim=-1)
+
+
+def _ones(rt, shape: tuple) -> SharedTensor:
+    return SharedTensor(rt, np.full(shape, 1 if rt.rank == 0 else 0, np.int64), 0)
 
 
 def avg_pool2d(x: SharedTensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
