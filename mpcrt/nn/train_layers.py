@@ -40,6 +40,7 @@ import numpy as np
 from mpcrt.autograd import Variable, is_grad_enabled, record, relu
 from mpcrt.errors import ShapeError
 from mpcrt.kernels.prg import PRG, new_seed
+from mpcrt.nn.layers import SharedOps
 from mpcrt.protocols import compare, fixedpoint, ordering, reciprocal
 from mpcrt.tensor import SharedTensor
 
@@ -272,30 +273,16 @@ def _avg_factor(shape, k, s, p, ceil_mode, count_include_pad, divisor_override):
     return float(f.flat[0]) if np.all(f == f.flat[0]) else f
 
 
+class _Pools:
+    """What the inference layer's adaptive pooling calls back into: this module's avg_pool2d."""
+
+    avg_pool2d = staticmethod(lambda x, k: avg_pool2d(x, k))
+
+
 def adaptive_avg_pool2d(x: SharedTensor, output_size):
-    """torch.nn.functional.adaptive_avg_pool2d: a mean, an avg_pool2d or two public 0/1 matmuls."""
-    n, c, h, w = x.shape
-    if isinstance(output_size, (tuple, list)):
-        oh, ow = (output_size[0], output_size[-1]) if len(output_size) else (None, None)
-    else:
-        oh = ow = output_size
-    oh, ow = int(h if oh is None else oh), int(w if ow is None else ow)
-    if (oh, ow) == (1, 1):
-        return x.mean(dim=(2, 3), keepdim=True)
-    if h % oh == 0 and w % ow == 0:
-        return avg_pool2d(x, (h // oh, w // ow))
-    mh, lh = _adaptive_matrix(h, oh)
-    mw, lw = _adaptive_matrix(w, ow)
-    t = x @ mw.T
-    t = (t.transpose(2, 3) @ mh.T).transpose(2, 3)
-    return t * (1.0 / np.outer(lh, lw))
-
-
-def _adaptive_matrix(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
-    m = np.zeros((out, size), np.int64)
-    for i in range(out):
-        m[i, (i * size) // out: -((-(i + 1) * size) // out)] = 1
-    return m, m.sum(1)
+    """torch.nn.functional.adaptive_avg_pool2d: the inference layer's code (a mean, an
+    avg_pool2d or two public 0/1 matmuls), whose every op records on a Variable."""
+    return SharedOps.adaptive_avg_pool2d(_Pools(), x, output_size)
 
 
 # ------------------------------------------------------------------ batch norm
