@@ -336,7 +336,8 @@ def _no_backward(name: str):
     def method(self, *args, **kwargs):
         if self.requires_grad and is_grad_enabled():
             raise NoBackwardError(f"SharedTensor.{name}() has no backward: it cannot be used on a tensor that "
-                                  "requires a gradient (detach() it, or call it under mpcrt.autograd.no_grad())")
+                                  "requires a gradient (use mpcrt.nn.functional's layers and losses, detach() it, or "
+                                  "call it under mpcrt.autograd.no_grad())")
         return getattr(SharedTensor, name)(self.detach(), *args, **kwargs)
 
     method.__name__ = name

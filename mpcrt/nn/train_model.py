@@ -274,9 +274,9 @@ def _set_module(net, path: str, new) -> None:
     setattr(owner, leaf, new)
 
 
-def from_torch(model, example_input=None, src: int = 0, train: bool = False, rt=None):
+def from_torch(model, example_input=None, src: int = 0, rt=None, *, train: bool = False):
     """mpcrt.nn.from_torch with train=True: a TrainableModel (see the module docstring).
-    train=False: the inference PrivateModel (mpcrt.nn.model.from_torch)."""
+    train=False: the inference PrivateModel (mpcrt.nn.model.from_torch, same positional arguments)."""
     if not train:
         return _infer_from_torch(model, example_input, src, rt)
     rt = _runtime(rt)
