@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """CrypTen 0.4.1's training of the `mpcrt train` networks, timed per iteration, for the comparison.
 
-    MPCRT_CRYPTEN_PYTHON=/work/crypten-venv/bin/python
-    $MPCRT_CRYPTEN_PYTHON launch/crypten_train.py --model mlp --parties 2 --repeats 3
+    /work/crypten-venv/bin/python launch/crypten_train.py --model mlp --parties 2 --repeats 3
+    (CrypTen's own interpreter: benchmarks/CRYPTEN.md)
 
 One iteration, as `mpcrt train --bench`: forward of a batch (64 random inputs of the
 model's shape, encrypted by party 0; one-hot labels), crypten.nn.CrossEntropyLoss,
