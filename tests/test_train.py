@@ -4,11 +4,10 @@ Stated distances (20 fractional bits, float64 torch from the same initial weight
 batches): SGD variants after 3 steps within 1e-4; Adam within 2e-3 (rsqrt's 1e-3 relative
 on steps of lr). Networks with ReLUs: a ReLU input within the fixed-point error (~1e-5)
 of 0 can take the other branch, and then its whole gradient passes where torch's is 0 (or
-the reverse): after BatchNorm, whose outputs crowd around 0, about one run in seven
-flips one such element in 3 steps (5 runs of 25, measured), moving a channel's weights by ~5e-3
-(L2 1e-2). So:
-each tensor within L2 2e-2 |w| + 1e-3 of torch's and max abs 2e-2; an MLP after 2
-epochs of SGD with momentum within 1e-2 max abs.
+the reverse): after BatchNorm, whose outputs crowd around 0, about one run in five
+flips one such element in 3 steps (5 runs of 25, measured), moving a channel's weights
+by ~5e-3 (L2 1e-2). So: each tensor within L2 2e-2 |w| + 1e-3 of torch's and max abs
+2e-2; an MLP after 2 epochs of SGD with momentum within 1e-2 max abs.
 """
 from __future__ import annotations
 
