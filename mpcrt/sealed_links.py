@@ -1,0 +1,177 @@
+"""The sealed links of one ZeroMQ node (mpcrt.zmq_transport.Node in secure mode): a second,
+NULL-mechanism ZeroMQ link per direction that carries large payloads sealed with
+AES-256-GCM (mpcrt.aead), beside the CurveZMQ link that carries every frame header,
+every small frame and the keys.
+
+Layout. Each node binds one more ROUTER (its sealed port: NULL mechanism, it only
+receives) on the interface of its CURVE port, at a port the system picks, and tells each
+peer it dials, in an offer over CURVE, that port (as an offset from its CURVE port), a
+routing id and the key for that peer's payloads to it. The peer, on the offer, dials the
+sealed port with a DEALER that carries the routing id. Once that DEALER's handshake is
+done, a payload of at least aead.SEAL_MIN bytes goes as [header, MARK] over CURVE and as
+sealed pieces over the sealed link; before that (and for good where the sealed port
+cannot be reached, e.g. behind a relay that forwards only the CURVE port) it goes inside
+CURVE as before. The receiver reads a frame's payload where its header message says.
+
+Who can reach the sealed port, and what counts. The port speaks plaintext ZMTP, so
+anyone who reaches it can connect and send. The rule:
+* a message is read only if it arrived on a connection whose routing id this node
+  offered (to exactly one member, confidentially over CURVE); any other is dropped and
+  counted (`dropped`), with a warning at most once per DROP_LOG_S: never an error,
+  never a liveness signal;
+* a message under an offered routing id that does not open (AEAD tag, size, parts) is a
+  ProtocolError naming that member, raised when its frame is received: only that member
+  holds the routing id and the key, so it is an attack on that member's link (as a forged
+  CURVE message would be, which libzmq answers by closing the link);
+* the sealed links give no liveness signal at all: liveness stays with the CURVE links
+  (mpcrt.zmq_transport). ZeroMQ redials a sealed connection that dropped.
+Limit: the routing id crosses the wire in clear (ZMTP's READY command). Someone who reads
+the traffic and can reach the port may, while the member's own connection is down,
+connect under it and send junk, which ends the session with a ProtocolError naming the
+member (such an observer can reset TCP connections anyway). It can neither read nor
+forge a payload: the key never leaves CURVE.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from mpcrt import aead
+from mpcrt.errors import ProtocolError
+
+log = logging.getLogger("mpcrt.transport")
+
+DROP_LOG_S = 10.0  # at most one warning per this many seconds about dropped messages
+
+
+def _host_port(endpoint: str | None) -> tuple[str, int] | None:
+    """("tcp://host", port) of a TCP endpoint; None for any other (ipc, inproc, a name without port)."""
+    if not endpoint or not endpoint.startswith("tcp://"):
+        return None
+    host, _, port = endpoint.rpartition(":")
+    return (host, int(port)) if port.isdigit() and host != "tcp:/" else None
+
+
+class SealedLinks:
+    """This node's sealed port, its offers to peers and its sealed links to peers.
+
+    tune: applied to every socket (the Node's limits and heartbeats). Owned by the
+    thread that owns the Node, like its other sockets."""
+
+    def __init__(self, ctx: zmq.Context, names: dict[int, str], endpoints: dict[int, str], bind: str,
+                 session: str, tune: Callable[[zmq.Socket], None]):
+        hp = _host_port(bind)
+        if hp is None:
+            raise ValueError(f"no sealed port beside a non-TCP endpoint {bind!r}")
+        self._ctx, self._tune = ctx, tune
+        self.names, self.endpoints, self.session = names, endpoints, session
+        self.router = ctx.socket(zmq.ROUTER)
+        tune(self.router)
+        self.router.bind(f"{hp[0]}:*")
+        self.port = int(self.router.getsockopt(zmq.LAST_ENDPOINT).decode().rpartition(":")[2])
+        self._offset = self.port - hp[1]
+        self._openers: dict[int, aead.Opener] = {}
+        self._peer_of_rid: dict[bytes, int] = {}
+        self._sealers: dict[int, aead.Sealer] = {}
+        self.out: dict[int, zmq.Socket] = {}
+        self.monitors: dict[zmq.Socket, int] = {}
+        self._up: set[int] = set()
+        self.inbox: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+        self.dropped = 0  # messages on the sealed port under no offered routing id
+        self._warned = -DROP_LOG_S
+
+    # ------------------------------------------------------------ keys
+    def offer(self, peer: int) -> list[bytes]:
+        """The offer message for `peer` (send it over CURVE): fresh key and routing id."""
+        o = aead.Offer(self.session, self._offset)
+        self._openers[peer] = aead.Opener(o.key)
+        self._peer_of_rid[o.rid] = peer
+        return o.pack()
+
+    def take_offer(self, peer: int, body: bytes) -> zmq.Socket | None:
+        """`peer` (authenticated by CURVE) offers its sealed port: dial it. Returns the new
+        link's monitor socket (to poll; on_monitor reads it), None if the port cannot be dialled."""
+        name = self.names[peer]
+        if peer in self._sealers:
+            raise ProtocolError(name, "a second sealed-link offer in one session")
+        o = aead.Offer.unpack(body, name, self.session)
+        self._sealers[peer] = aead.Sealer(o.key)
+        hp = _host_port(self.endpoints.get(peer))
+        port = None if hp is None else hp[1] + o.port_offset
+        if port is None or not 0 < port < 65536:
+            log.info("no sealed link to %s (endpoint %r): its payloads stay inside CURVE", name,
+                     self.endpoints.get(peer))
+            return None
+        s = self._ctx.socket(zmq.DEALER)
+        self._tune(s)
+        s.setsockopt(zmq.ROUTING_ID, o.rid)
+        mon = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        s.connect(f"{hp[0]}:{port}")
+        self.out[peer] = s
+        self.monitors[mon] = peer
+        return mon
+
+    def on_monitor(self, mon: zmq.Socket) -> None:
+        """Read a sealed link's monitor: its handshake done, payloads to that peer go sealed."""
+        while True:
+            try:
+                ev = parse_monitor_message(mon.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            if ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._up.add(self.monitors[mon])
+
+    # ------------------------------------------------------------ payloads
+    def ready(self, peer: int) -> bool:
+        """Whether payloads to `peer` go sealed now."""
+        return peer in self._up
+
+    def send(self, peer: int, seq: int, header: bytes, payload: memoryview) -> None:
+        """Seal frame `seq`'s payload for `peer` and queue its pieces (after its header went over CURVE)."""
+        s = self.out[peer]
+        for piece in self._sealers[peer].seal(seq, header, payload):
+            s.send(piece, copy=False)
+
+    def drain(self) -> None:
+        """Move what arrived on the sealed port to the inboxes of the members it belongs to;
+        drop (count, warn now and then) anything under a routing id this node did not offer."""
+        while True:
+            try:
+                msg = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            peer = self._peer_of_rid.get(msg[0].bytes)
+            if peer is None:
+                self.dropped += 1
+                now = time.monotonic()
+                if now - self._warned >= DROP_LOG_S:
+                    self._warned = now
+                    log.warning("dropped a message on the sealed port from a connection no member holds (%d so "
+                                "far): a stranger, or a stale connection", self.dropped)
+                continue
+            self.inbox[peer].append(msg[1:])
+
+    def open_into(self, peer: int, seq: int, piece: int, header: bytes, msg: list, dest: np.ndarray) -> None:
+        """Check and decrypt piece `piece` of frame `seq` from `peer` into dest; ProtocolError naming it."""
+        name = self.names[peer]
+        if peer not in self._openers:
+            raise ProtocolError(name, "sent a payload on a sealed link this node never offered it")
+        if len(msg) != 1:
+            raise ProtocolError(name, f"sealed piece {piece} of frame #{seq} came in {len(msg)} parts, expected 1")
+        self._openers[peer].open_into(seq, piece, header, msg[0].buffer, dest, name)
+
+    def close(self) -> None:
+        for s in list(self.out.values()) + [self.router]:
+            try:
+                s.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            s.close()
+        for m in self.monitors:
+            m.close(0)
