@@ -61,19 +61,25 @@ def _host_port(endpoint: str | None) -> tuple[str, int] | None:
 class SealedLinks:
     """This node's sealed port, its offers to peers and its sealed links to peers.
 
-    tune: applied to every socket (the Node's limits and heartbeats). Owned by the
-    thread that owns the Node, like its other sockets."""
+    bind: this node's CURVE bind endpoint (TCP); port_offset: bind the sealed port that many
+    ports above it (for relays and firewalls set up in advance; every node of the cluster
+    must use the same), None: at a port the system picks. tune: the Node's socket settings.
+    Owned by the thread that owns the Node, like its other sockets."""
 
     def __init__(self, ctx: zmq.Context, names: dict[int, str], endpoints: dict[int, str], bind: str,
-                 session: str, tune: Callable[[zmq.Socket], None]):
+                 session: str, tune: Callable[[zmq.Socket], None], port_offset: int | None = None):
         hp = _host_port(bind)
         if hp is None:
             raise ValueError(f"no sealed port beside a non-TCP endpoint {bind!r}")
         self._ctx, self._tune = ctx, tune
         self.names, self.endpoints, self.session = names, endpoints, session
         self.router = ctx.socket(zmq.ROUTER)
-        tune(self.router)
-        self.router.bind(f"{hp[0]}:*")
+        self._tune_sealed(self.router)
+        try:
+            self.router.bind(f"{hp[0]}:{'*' if port_offset is None else hp[1] + port_offset}")
+        except zmq.ZMQError:
+            self.router.close(0)
+            raise
         self.port = int(self.router.getsockopt(zmq.LAST_ENDPOINT).decode().rpartition(":")[2])
         self._offset = self.port - hp[1]
         self._openers: dict[int, aead.Opener] = {}
@@ -85,6 +91,13 @@ class SealedLinks:
         self.inbox: dict[int, collections.deque] = collections.defaultdict(collections.deque)
         self.dropped = 0  # messages on the sealed port under no offered routing id
         self._warned = -DROP_LOG_S
+
+    def _tune_sealed(self, s: zmq.Socket) -> None:
+        """The Node's settings without ZMTP heartbeats: a sealed link says nothing about
+        liveness (the CURVE links do), and one closed by a late heartbeat on a loaded host
+        would lose the pieces in flight (ZeroMQ redials, but does not resend them)."""
+        self._tune(s)
+        s.setsockopt(zmq.HEARTBEAT_IVL, 0)
 
     # ------------------------------------------------------------ keys
     def offer(self, peer: int) -> list[bytes]:
@@ -109,7 +122,7 @@ class SealedLinks:
                      self.endpoints.get(peer))
             return None
         s = self._ctx.socket(zmq.DEALER)
-        self._tune(s)
+        self._tune_sealed(s)
         s.setsockopt(zmq.ROUTING_ID, o.rid)
         mon = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         s.connect(f"{hp[0]}:{port}")

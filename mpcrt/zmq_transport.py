@@ -89,6 +89,8 @@ class Node(FrameBook):
     `public_keys[id]` its z85 public key (unused when insecure). `connect_to` lists
     the peers this node dials, the only ones it can send to (party_node and dealer_node:
     every other node); frames from a peer arrive on our ROUTER, over its own link.
+    `sealed_port_offset`: where the sealed port (mpcrt.sealed_links) listens, that many
+    ports above the CURVE port (the same on every node); None: a port the system picks.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class Node(FrameBook):
         timeout: float = DEFAULT_TIMEOUT,
         insecure: bool = False,
         binds: dict[int, str] | None = None,
+        sealed_port_offset: int | None = None,
     ):
         super().__init__(my_id, names, session, timeout)
         self.insecure = insecure
@@ -169,18 +172,22 @@ class Node(FrameBook):
         self._poller.register(self.router, zmq.POLLIN)  # the DEALERs only send: nobody writes back on them
         for m in self._mon:
             self._poller.register(m, zmq.POLLIN)
-        self._sealed: SealedLinks | None = None
-        if not insecure and where.startswith("tcp://"):
-            self._sealed = SealedLinks(self.ctx, names, endpoints, where, session, self._tune)
-            self._poller.register(self._sealed.router, zmq.POLLIN)
-            for j in connect_to:  # the first message on each link: where and how j seals its payloads to us
-                self.out[j].send_multipart(self._sealed.offer(j))
         self._poller.register(self._router_mon, zmq.POLLIN)
         self._wake_r, self._wake_w = os.pipe()  # wake(): another thread ends a recv_any wait at once
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._woken = False
+        self._sealed: SealedLinks | None = None
+        if not insecure and where.startswith("tcp://"):
+            try:
+                self._sealed = SealedLinks(self.ctx, names, endpoints, where, session, self._tune, sealed_port_offset)
+            except zmq.ZMQError as e:
+                self.close(barrier=False)
+                raise ConfigError(f"{names[my_id]} cannot open its sealed port beside {where}: {e}") from None
+            self._poller.register(self._sealed.router, zmq.POLLIN)
+            for j in connect_to:  # the first message on each link: where and how j seals its payloads to us
+                self.out[j].send_multipart(self._sealed.offer(j))
 
     @staticmethod
     def _tune(s: zmq.Socket) -> None:

@@ -318,3 +318,37 @@ def test_a_secure_session_multiplies_large_tensors_correctly():
     res = run_parties(fn, 2, timeout=20, join_timeout=120, transport="zmq")
     for r in res:
         assert np.max(np.abs(r - x * x)) < 1e-3
+
+
+def _four_free_ports():
+    import socket
+    for _ in range(50):
+        base = free_ports(1)[0]
+        socks = []
+        try:
+            for p in range(base, base + 4):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    pytest.skip("no four consecutive free ports")
+
+
+def test_a_fixed_sealed_port_offset_binds_there_and_is_used():
+    base = _four_free_ports()
+    keys = {i: generate_keypair() for i in range(2)}
+    ep = {i: f"tcp://127.0.0.1:{base + i}" for i in range(2)}
+    pub = {i: k[0] for i, k in keys.items()}
+    a = Node(0, NAMES, ep, pub, keys[0][1], SID, connect_to=[1], timeout=4, sealed_port_offset=2)
+    b = Node(1, NAMES, ep, pub, keys[1][1], SID, connect_to=[0], timeout=4, sealed_port_offset=2)
+    try:
+        assert (a._sealed.port, b._sealed.port) == (base + 2, base + 3)
+        _warm(a, b)
+    finally:
+        a.close(barrier=False)
+        b.close(barrier=False)
