@@ -9,7 +9,11 @@ channels) and once with `--insecure-plaintext`, in alternating order, so that lo
 processes falls on both alike. Prints, per job, the median and the best of all timed calls
 (end to end: the dealer on line; online: dealer material fetched ahead) for each kind of
 channel and their ratio secure / plaintext (target: at most 1.15), and the CPU model.
-On a shared machine the best times are the steadier figure; both are printed.
+On a shared machine the best times are the steadier figure; both are printed. Beside them:
+the CPU seconds (user + system) all processes of a launch used (parties, dealer, launcher:
+`getrusage(RUSAGE_CHILDREN)`), median over the rounds, and the difference secure - plaintext
+per protocol call (each launch makes the same calls, so start-up costs cancel). That figure
+holds up under load from other processes, where wall times do not.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 
@@ -39,11 +44,15 @@ def cpu_model() -> str:
 def run(args) -> dict:
     jobs = make_jobs(parse_sizes(args.sizes, ["mul", "matmul"]))
     times: dict[tuple, dict[str, list[float]]] = {}
+    cpu: dict[str, list[float]] = {}
     for rnd in range(args.rounds):
         order = ("curve", "plaintext") if rnd % 2 == 0 else ("plaintext", "curve")
         for ch in order:
+            c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             res = bench_run.run_local(args.parties, jobs, args.repeats, args.warmup, insecure=ch == "plaintext",
                                       timeout=args.timeout)
+            c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.setdefault(ch, []).append(c1.ru_utime - c0.ru_utime + c1.ru_stime - c0.ru_stime)
             if res.get("error"):
                 raise SystemExit(f"channels.py: the {ch} run failed: {res['error']}")
             for r in res["results"]:
@@ -63,8 +72,13 @@ def run(args) -> dict:
             for stat in ("median", "best"):
                 row[f"{phase}_ratio_{stat}"] = row[f"curve_{phase}_{stat}_s"] / row[f"plaintext_{phase}_{stat}_s"]
         rows.append(row)
+    # per launch, every job makes warmup + 2 * repeats protocol calls (e2e, online) and repeats preprocesses
+    calls = len(jobs) * (args.warmup + 2 * args.repeats)
+    cpu_s = {ch: statistics.median(xs) for ch, xs in cpu.items()}
     return {"cpu": cpu_model(), "cpus": os.cpu_count(), "parties": args.parties, "rounds": args.rounds,
-            "repeats": args.repeats, "warmup": args.warmup, "rows": rows}
+            "repeats": args.repeats, "warmup": args.warmup, "rows": rows, "cpu_s_per_launch": cpu_s,
+            "cpu_s_per_launch_all": cpu, "calls_per_launch": calls,
+            "extra_cpu_ms_per_call": (cpu_s["curve"] - cpu_s["plaintext"]) / calls * 1e3}
 
 
 def print_table(rep: dict) -> None:
@@ -78,6 +92,10 @@ def print_table(rep: dict) -> None:
             print(f"| {job} | {phase} | {r[f'curve_{phase}_median_s']:.4f} | {r[f'plaintext_{phase}_median_s']:.4f} | "
                   f"{r[f'{phase}_ratio_median']:.2f} | {r[f'curve_{phase}_best_s']:.4f} | "
                   f"{r[f'plaintext_{phase}_best_s']:.4f} | {r[f'{phase}_ratio_best']:.2f} |")
+    c = rep["cpu_s_per_launch"]
+    print(f"\nCPU seconds per launch, all processes (median of {rep['rounds']}): secure {c['curve']:.2f}, "
+          f"plaintext {c['plaintext']:.2f}; secure costs {rep['extra_cpu_ms_per_call']:.1f} ms more CPU per "
+          f"protocol call ({rep['calls_per_launch']} calls per launch, all jobs)")
 
 
 def main(argv: list[str] | None = None) -> int:

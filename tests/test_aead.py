@@ -7,7 +7,9 @@ sealed port are dropped and counted, never an error and never a liveness signal.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
 
 import numpy as np
@@ -101,19 +103,26 @@ def test_offers_round_trip_and_malformed_ones_name_the_peer():
 
 
 # ---------------------------------------------------------------- two nodes over ZeroMQ
-@pytest.fixture
-def pair():
+@contextlib.contextmanager
+def two_nodes(ports=None, **kw):
+    """Party 0 and party 1, secure, each dialling the other."""
     keys = {i: generate_keypair() for i in range(2)}
-    ep = {i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(free_ports(2))}
+    ep = {i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(ports or free_ports(2))}
     pub = {i: k[0] for i, k in keys.items()}
-    a = Node(0, NAMES, ep, pub, keys[0][1], SID, connect_to=[1], timeout=4)
-    b = Node(1, NAMES, ep, pub, keys[1][1], SID, connect_to=[0], timeout=4)
+    a = Node(0, NAMES, ep, pub, keys[0][1], SID, connect_to=[1], timeout=4, **kw)
+    b = Node(1, NAMES, ep, pub, keys[1][1], SID, connect_to=[0], timeout=4, **kw)
     try:
-        _warm(a, b)
         yield a, b
     finally:
         a.close(barrier=False)
         b.close(barrier=False)
+
+
+@pytest.fixture
+def pair():
+    with two_nodes() as (a, b):
+        _warm(a, b)
+        yield a, b
 
 
 def _warm(a, b):
@@ -292,20 +301,12 @@ def test_payloads_stay_inside_curve_when_the_sealed_port_cannot_be_reached(monke
         return real(self, peer)
 
     monkeypatch.setattr(SealedLinks, "offer", offer_nowhere)
-    keys = {i: generate_keypair() for i in range(2)}
-    ep = {i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(free_ports(2))}
-    pub = {i: k[0] for i, k in keys.items()}
-    a = Node(0, NAMES, ep, pub, keys[0][1], SID, connect_to=[1], timeout=4)
-    b = Node(1, NAMES, ep, pub, keys[1][1], SID, connect_to=[0], timeout=4)
-    try:
+    with two_nodes() as (a, b):
         for _ in range(3):
             a.send(1, "x", BIG)
             assert np.array_equal(b.recv(0, "x"), BIG)
             time.sleep(0.1)
         assert 1 in a._sealed._sealers and not a._sealed.ready(1)  # offered, never reached
-    finally:
-        a.close(barrier=False)
-        b.close(barrier=False)
 
 
 def test_a_secure_session_multiplies_large_tensors_correctly():
@@ -321,7 +322,6 @@ def test_a_secure_session_multiplies_large_tensors_correctly():
 
 
 def _four_free_ports():
-    import socket
     for _ in range(50):
         base = free_ports(1)[0]
         socks = []
@@ -341,14 +341,6 @@ def _four_free_ports():
 
 def test_a_fixed_sealed_port_offset_binds_there_and_is_used():
     base = _four_free_ports()
-    keys = {i: generate_keypair() for i in range(2)}
-    ep = {i: f"tcp://127.0.0.1:{base + i}" for i in range(2)}
-    pub = {i: k[0] for i, k in keys.items()}
-    a = Node(0, NAMES, ep, pub, keys[0][1], SID, connect_to=[1], timeout=4, sealed_port_offset=2)
-    b = Node(1, NAMES, ep, pub, keys[1][1], SID, connect_to=[0], timeout=4, sealed_port_offset=2)
-    try:
+    with two_nodes([base, base + 1], sealed_port_offset=2) as (a, b):
         assert (a._sealed.port, b._sealed.port) == (base + 2, base + 3)
         _warm(a, b)
-    finally:
-        a.close(barrier=False)
-        b.close(barrier=False)
