@@ -14,6 +14,11 @@ the CPU seconds (user + system) all processes of a launch used (parties, dealer,
 `getrusage(RUSAGE_CHILDREN)`), median over the rounds, and the difference secure - plaintext
 per protocol call (each launch makes the same calls, so start-up costs cancel). That figure
 holds up under load from other processes, where wall times do not.
+
+`--exchange`: instead, two Nodes in this process swap one 8 MB array each way, 20 times per
+kind of channel, and the best and median wall time and the process CPU per swap are printed
+(the channel alone, no protocol). `OPENSSL_ia32cap=":~0xC0030000"` in the environment hides
+AVX-512 from OpenSSL (AES-GCM then takes its AES-NI/AVX path, as on a CPU without AVX-512).
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import platform
 import resource
 import statistics
 import sys
+import time
 
 from mpcrt.launch import bench_run, harness
 from mpcrt.launch.bench_args import make_jobs, parse_sizes
@@ -81,6 +87,55 @@ def run(args) -> dict:
             "extra_cpu_ms_per_call": (cpu_s["curve"] - cpu_s["plaintext"]) / calls * 1e3}
 
 
+def exchange(nbytes: int, insecure: bool, iters: int = 20) -> dict:
+    """Two Nodes (parties 0 and 1 of a session, in this process) swap an nbytes array each way."""
+    import warnings
+
+    import numpy as np
+
+    from mpcrt.kernels import allocator
+    from mpcrt.launch.local import free_ports
+    from mpcrt.zmq_transport import Node, generate_keypair
+
+    allocator.tune()  # as the runtime and the dealer do
+    keys = {i: generate_keypair() for i in range(2)}
+    ep = {i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(free_ports(2))}
+    pub = None if insecure else {i: k[0] for i, k in keys.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nodes = [Node(i, {0: "party 0", 1: "party 1"}, ep, pub, None if insecure else keys[i][1], "exchange",
+                      connect_to=[1 - i], timeout=30, insecure=insecure) for i in range(2)]
+    x = np.arange(nbytes // 8, dtype=np.int64)
+    walls = []
+    try:
+        for it in range(iters + 3):  # 3 to warm up (and to bring the sealed links up)
+            c0, t0 = os.times(), time.perf_counter()
+            nodes[0].send(1, "x", x)
+            nodes[1].send(0, "x", x)
+            nodes[1].recv(0, "x")
+            nodes[0].recv(1, "x")
+            if it == 3:
+                cpu0 = c0
+            if it >= 3:
+                walls.append(time.perf_counter() - t0)
+        c1 = os.times()
+    finally:
+        for n in nodes:
+            n.close(barrier=False)
+    cpu = (c1.user - cpu0.user + c1.system - cpu0.system) / iters
+    return {"best_s": min(walls), "median_s": statistics.median(walls), "cpu_s": cpu}
+
+
+def print_exchange(nbytes: int) -> None:
+    print(f"two Nodes swap {nbytes >> 20} MiB each way; {cpu_model()}; "
+          f"OPENSSL_ia32cap={os.environ.get('OPENSSL_ia32cap', '(unset)')}")
+    print("| channels | best s | median s | CPU s per swap |\n|---|---|---|---|")
+    for insecure in (True, False, True, False):
+        r = exchange(nbytes, insecure)
+        print(f"| {'plaintext' if insecure else 'secure'} | {r['best_s']:.4f} | {r['median_s']:.4f} | "
+              f"{r['cpu_s']:.4f} |")
+
+
 def print_table(rep: dict) -> None:
     print(f"\n{rep['parties']} parties + dealer on loopback; {rep['cpu']} ({rep['cpus']} CPUs); "
           f"{rep['rounds']} rounds x {rep['repeats']} timed calls per kind of channel")
@@ -107,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parties", type=int, default=2)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one launch may take")
     p.add_argument("--out", help="also write the results as JSON here")
+    p.add_argument("--exchange", action="store_true", help="time the channels alone (two Nodes, one process)")
     a = p.parse_args(argv)
+    if a.exchange:
+        print_exchange(8 << 20)
+        return 0
     rep = run(a)
     print_table(rep)
     if a.out:
