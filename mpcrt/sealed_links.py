@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import queue
+import threading
 import time
 from typing import Callable
 
@@ -90,6 +92,9 @@ class SealedLinks:
         self._up: set[int] = set()
         self.inbox: dict[int, collections.deque] = collections.defaultdict(collections.deque)
         self.dropped = 0  # messages on the sealed port under no offered routing id
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._failed: BaseException | None = None
         self._warned = -DROP_LOG_S
 
     def _tune_sealed(self, s: zmq.Socket) -> None:
@@ -146,10 +151,31 @@ class SealedLinks:
         return peer in self._up
 
     def send(self, peer: int, seq: int, header: bytes, payload: memoryview) -> None:
-        """Seal frame `seq`'s payload for `peer` and queue its pieces (after its header went over CURVE)."""
-        s = self.out[peer]
-        for piece in self._sealers[peer].seal(seq, header, payload):
-            s.send(piece, copy=False)
+        """Queue frame `seq`'s payload for `peer` (after its header went over CURVE): the
+        sealing thread seals it and sends its pieces, frame after frame in this order, while
+        the caller goes on (AESGCM releases the GIL). The payload must stay unchanged until
+        then, as for every send (Transport.send: large buffers go without a copy)."""
+        if self._failed is not None:
+            raise self._failed
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._seal_loop, name="mpcrt-seal", daemon=True)
+            self._worker.start()
+        self._jobs.put((peer, seq, header, payload))
+
+    def _seal_loop(self) -> None:
+        """The sealing thread: the only user of the sealed DEALERs once they exist."""
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            peer, seq, header, payload = job
+            try:
+                s = self.out[peer]
+                for piece in self._sealers[peer].seal(seq, header, payload):
+                    s.send(piece, copy=False)
+            except Exception as e:  # the next send raises it; the peer sees the frame missing
+                log.error("sealing frame #%d for %s failed: %s", seq, self.names.get(peer, peer), e)
+                self._failed = e
 
     def drain(self) -> None:
         """Move what arrived on the sealed port to the inboxes of the members it belongs to;
@@ -180,6 +206,10 @@ class SealedLinks:
         self._openers[peer].open_into(seq, piece, header, msg[0].buffer, dest, name)
 
     def close(self) -> None:
+        """Let the sealing thread send what is queued, then close every socket."""
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join()
         for s in list(self.out.values()) + [self.router]:
             try:
                 s.disable_monitor()
