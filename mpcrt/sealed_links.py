@@ -12,6 +12,9 @@ done, a payload of at least aead.SEAL_MIN bytes goes as [header, MARK] over CURV
 sealed pieces over the sealed link; before that (and for good where the sealed port
 cannot be reached, e.g. behind a relay that forwards only the CURVE port) it goes inside
 CURVE as before. The receiver reads a frame's payload where its header message says.
+A sealing thread of the node seals and sends the queued payloads, in order (AESGCM
+releases the GIL, so it overlaps the caller's work); the receiver opens each piece as it
+arrives, in its own thread.
 
 Who can reach the sealed port, and what counts. The port speaks plaintext ZMTP, so
 anyone who reaches it can connect and send. The rule:
@@ -66,7 +69,8 @@ class SealedLinks:
     bind: this node's CURVE bind endpoint (TCP); port_offset: bind the sealed port that many
     ports above it (for relays and firewalls set up in advance; every node of the cluster
     must use the same), None: at a port the system picks. tune: the Node's socket settings.
-    Owned by the thread that owns the Node, like its other sockets."""
+    Owned by the thread that owns the Node, like its other sockets, except the sealed
+    DEALERs: once made (take_offer) only the sealing thread uses them, until close."""
 
     def __init__(self, ctx: zmq.Context, names: dict[int, str], endpoints: dict[int, str], bind: str,
                  session: str, tune: Callable[[zmq.Socket], None], port_offset: int | None = None):
