@@ -486,22 +486,22 @@ class Node(FrameBook):
 
 
 def party_node(cluster: Cluster, rank: int, secret_key: bytes | None, timeout: float = DEFAULT_TIMEOUT,
-               insecure: bool = False) -> Node:
+               insecure: bool = False, sealed_port_offset: int | None = None) -> Node:
     """Party `rank`'s node of a cluster: it dials every other party and the dealer."""
     n = cluster.world_size
     if not 0 <= rank < n:
         raise ConfigError(f"rank {rank} is not in 0..{n - 1} for a {n}-party cluster")
     return Node(rank, cluster.names, cluster.endpoints, None if insecure else cluster.public_keys, secret_key,
                 cluster.session, connect_to=[j for j in range(n) if j != rank] + [n], timeout=timeout,
-                insecure=insecure, binds=cluster.binds)
+                insecure=insecure, binds=cluster.binds, sealed_port_offset=sealed_port_offset)
 
 
 def dealer_node(cluster: Cluster, secret_key: bytes | None, timeout: float = DEFAULT_TIMEOUT,
-                insecure: bool = False) -> Node:
+                insecure: bool = False, sealed_port_offset: int | None = None) -> Node:
     """The dealer's node of a cluster: it dials every party (and every party dials it)."""
     return Node(cluster.world_size, cluster.names, cluster.endpoints, None if insecure else cluster.public_keys,
                 secret_key, cluster.session, connect_to=list(range(cluster.world_size)), timeout=timeout,
-                insecure=insecure, binds=cluster.binds)
+                insecure=insecure, binds=cluster.binds, sealed_port_offset=sealed_port_offset)
 
 
 def _is_chunk(msg: list) -> bool:
