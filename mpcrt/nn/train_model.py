@@ -274,11 +274,16 @@ def _set_module(net, path: str, new) -> None:
     setattr(owner, leaf, new)
 
 
-def from_torch(model, example_input=None, src: int = 0, rt=None, *, train: bool = False):
+def from_torch(model, example_input=None, src: int = 0, rt=None, *, train: bool = False,
+               mask_weights: bool | None = None):
     """mpcrt.nn.from_torch with train=True: a TrainableModel (see the module docstring).
-    train=False: the inference PrivateModel (mpcrt.nn.model.from_torch, same positional arguments)."""
+    train=False: the inference PrivateModel (mpcrt.nn.model.from_torch, same arguments; `mask_weights`:
+    weights masked once at load, protocols.fixedmask). A model being trained changes its weights at
+    every step, so train=True re-masks them per product and refuses mask_weights=True."""
     if not train:
-        return _infer_from_torch(model, example_input, src, rt)
+        return _infer_from_torch(model, example_input, src, rt, mask_weights)
+    if mask_weights:
+        raise ValueError("mask_weights=True is for inference: a trained model's weights change at every step")
     rt = _runtime(rt)
     src = _check_src(rt, src)
     kept: dict = {}
