@@ -49,7 +49,7 @@ if __name__ == "__main__":
 '''
 N = 2
 ACTIONS = ("kill", "stop", "cut")
-MARKER_VAR = "MPCRT_FAULT_MARKER"
+MARKER_VAR = "FAULTS_BENCH_MARKER"  # (not MPCRT_: the config table lists those)
 _FAILURE = re.compile(r"^\[(party \d+|dealer)\] (?:dealer: )?(PeerFailure|MpcError|ProtocolError|DealerError)\b")
 
 

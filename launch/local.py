@@ -223,13 +223,14 @@ def _supervise(procs: dict[str, subprocess.Popen], n: int, out, lock) -> int:
     while procs["dealer"].poll() is None and time.monotonic() < deadline and not _stopped(procs["dealer"].pid):
         time.sleep(0.05)
     codes = {name: p.poll() for name, p in procs.items()}
-    failures = [f"{nm} (exit {codes[nm]})" for nm in procs if codes[nm] not in (None, 0)]
-    stuck = [nm for nm in procs if codes[nm] is None]
+    nodes = parties + ["dealer"]
+    failures = [f"{nm} (exit {codes[nm]})" for nm in nodes if codes[nm] not in (None, 0)]
+    stuck = [nm for nm in nodes if codes[nm] is None]
     if failures or stuck:
         with lock:
             msg = "mpcrt launch: failed: " + ", ".join(failures)
             if stuck:
-                msg += ("; " if failures else "") + "stopped (did not exit): " + ", ".join(stuck)
+                msg += ("; " if failures else "") + "stopped: " + ", ".join(stuck)
             print(msg, file=sys.stderr)
         return 1
     return 0

@@ -3,10 +3,11 @@
 The script calls `mpcrt.init()`. If it raises, the party aborts its channels (no
 goodbye), prints the error and exits 1, so the launcher stops the others. A PeerFailure's
 line also names every other node this party found gone (a party that failed because the
-dealer vanished is then not taken for the culprit). When the script ends, the party says
-goodbye to the dealer and its peers and waits for theirs (`close_checked`): a peer that
-left without its goodbye fails this party too (PeerFailure naming it, exit 1), so a run
-counts as a success only where every party finished.
+dealer vanished is then not taken for the culprit), and such a party waits FAILURE_HOLD_S
+before it leaves, so that the others too see the first loss before its own. When the
+script ends, the party says goodbye to the dealer and its peers and waits for theirs
+(`close_checked`): a peer that left without its goodbye fails this party too (PeerFailure
+naming it, exit 1), so a run counts as a success only where every party finished.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import logging
 import os
 import runpy
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -21,6 +23,10 @@ import numpy as np
 from mpcrt import config
 from mpcrt.cluster import load_cluster
 from mpcrt.errors import ConfigError, MpcError, PeerFailure
+
+# A party that fails because a peer is gone keeps its links up this long before it leaves, so
+# the other nodes find the first loss (the culprit) before they find this party's exit.
+FAILURE_HOLD_S = 1.5
 
 
 def run_cluster_party(prog: str, cluster: str, rank: int | None, key: str | None, insecure: bool,
@@ -67,6 +73,8 @@ def run_script(script: str, args: list[str]) -> int:
     except MpcError as e:
         print(failure_line(e, runtime._current), file=sys.stderr)
         if runtime._current is not None:
+            if isinstance(e, PeerFailure):
+                time.sleep(FAILURE_HOLD_S)
             runtime._current.abort()
         return 1
     except BaseException:
