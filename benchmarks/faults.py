@@ -87,7 +87,8 @@ class Result:
 
     def row(self) -> list[str]:
         c = self.case
-        det = ", ".join(f"{s}: {'-' if t is None else f'{t:.2f} s'}{'' if self.named.get(s) else ' (other)'}"
+        det = ", ".join(f"{s}: finished (nothing left to ask)" if exempt(c, s) and t is None else
+                        f"{s}: {'-' if t is None else f'{t:.2f} s'}{'' if self.named.get(s) else ' (other)'}"
                         for s, t in sorted(self.detect.items()))
         out = "" if self.output_written is None else (" written" if self.output_written else " none")
         return [c.action, ("infer: " if c.infer else "") + c.phase, c.culprit, det, str(self.rc),

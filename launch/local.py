@@ -30,7 +30,7 @@ from mpcrt.launch.relay import CutRelay
 from mpcrt.kernels import gemm
 from mpcrt.zmq_transport import generate_keypair
 
-GRACE_SECONDS = 8.0  # after a node's failure, the others' time to report theirs
+GRACE_SECONDS = 8.0  # after a node's failure, the others' time to report theirs (at least: report_grace)
 DEALER_EXIT_SECONDS = 5.0  # after every party succeeded, the dealer's time to leave
 
 
@@ -190,7 +190,7 @@ def launch(
         start("dealer", [sys.executable, "-m", "mpcrt.parties.dealer"], n)
         for i in range(n):
             start(f"party {i}", [sys.executable, "-m", "mpcrt.parties.party", script, *(args or [])], i)
-        return _supervise(procs, n, out, lock)
+        return _supervise(procs, n, out, lock, report_grace(base, timeout))
     except KeyboardInterrupt:
         print("mpcrt launch: interrupted; stopping all nodes", file=sys.stderr)
         return 130
@@ -203,7 +203,16 @@ def launch(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _supervise(procs: dict[str, subprocess.Popen], n: int, out, lock) -> int:
+def report_grace(env: dict, timeout: float | None) -> float:
+    """How long, after a node's failure, the others get to report theirs: GRACE_SECONDS, or
+    where a receive timeout was set (--timeout, MPCRT_TIMEOUT) that timeout + 2 s if longer. A
+    node lost before its links came up (start-up) is found by the receive timeout alone."""
+    if timeout is None and env.get("MPCRT_TIMEOUT"):
+        timeout = Config.from_env(env).timeout
+    return GRACE_SECONDS if timeout is None else max(GRACE_SECONDS, timeout + 2.0)
+
+
+def _supervise(procs: dict[str, subprocess.Popen], n: int, out, lock, grace: float = GRACE_SECONDS) -> int:
     parties = [f"party {i}" for i in range(n)]
     failed_at = None
     while True:
@@ -215,11 +224,11 @@ def _supervise(procs: dict[str, subprocess.Popen], n: int, out, lock) -> int:
             break
         if failed_at is not None and all(codes[nm] is not None or _stopped(procs[nm].pid) for nm in procs):
             break  # the nodes still there are stopped (SIGSTOP): none of them will report anything
-        if failed_at is not None and time.monotonic() - failed_at > GRACE_SECONDS:
+        if failed_at is not None and time.monotonic() - failed_at > grace:
             break
         time.sleep(0.05)
     # the dealer leaves by itself once all parties said goodbye (or reports a party's failure)
-    deadline = time.monotonic() + (GRACE_SECONDS if failed_at is not None else DEALER_EXIT_SECONDS)
+    deadline = time.monotonic() + (grace if failed_at is not None else DEALER_EXIT_SECONDS)
     while procs["dealer"].poll() is None and time.monotonic() < deadline and not _stopped(procs["dealer"].pid):
         time.sleep(0.05)
     codes = {name: p.poll() for name, p in procs.items()}
