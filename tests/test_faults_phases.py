@@ -5,11 +5,13 @@ every survivor prints a failure naming the culprit within the stated bound (benc
 `bound`: kill 8 s, stop or cut the heartbeat timeout + 8 s, at start-up the receive timeout + 7 s),
 the launcher exits non-zero, no process is left, and `mpcrt infer` writes no output file.
 
-The whole matrix (57 cases, about 15 minutes on 2 shared cores) is benchmarks/faults.py, whose
-table is in benchmarks/README.md; here, a sample that covers every action, both kinds of
-culprit, the comparison's rounds and the inference output in about 90 s (MPCRT_FAULTS_ALL=1 runs
-the whole matrix as one test). The fast tests check the pieces: the fault spec, the counting of
-frames, the cut relay, the atomic output write and the checked goodbye.
+The whole matrix (57 cases, 12.9 min on 2 cores shared at load average 10-12) is
+benchmarks/faults.py, whose table is in benchmarks/README.md; here a sample that covers every
+action, both kinds of culprit, a middle round of the comparison and the inference output (six
+sessions; about 95 s at that load, less on an idle runner; MPCRT_FAULTS_ALL=1 runs the whole
+matrix as one test), and a cut in network namespaces when root (skipped otherwise). The fast
+tests check the pieces: the fault spec, the counting of frames, the cut relay, the atomic output
+write and the checked goodbye.
 """
 from __future__ import annotations
 
