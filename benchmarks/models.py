@@ -2,6 +2,7 @@
 """Model benchmark: private inference of whole networks with real launched sessions.
 
     python benchmarks/models.py [--parties 2,3] [--models digits_mlp,digits_cnn,lenet5,resnet18_b1]
+                                [--network none|lan|wan|DELAY_MS:RATE_MBIT[,...]]
                                 [--channels curve,plaintext | --insecure-plaintext] [--repeats R]
                                 [--no-crypten] [--wait-idle S] [--profile] [--out DIR] [--timeout S]
     python benchmarks/models.py --list
@@ -49,6 +50,14 @@ Models (`--list`):
 The ct_ models exist so that the CrypTen comparison is like for like: crypten_side.py's
 digits workloads are not the demo's networks (they are the ones the issue quotes).
 
+Networks: --network lan|wan|DELAY_MS:RATE_MBIT runs each session with every party and the
+dealer in its own network namespace (launch/netsim.py; root), the dealer on its own node of
+the same network, the network validated first; the report then adds, per model, the lower
+bound rounds x one-way delay + the busiest link direction's bytes / rate (online: material
+fetched ahead; e2e: dealer on line, its bytes counted), the dealer's MB per inference, and
+CrypTen's rounds and bytes with the bound they give on the same network (measured here on
+loopback when CrypTen is installed, else the figures the issue quotes, marked *).
+
 CrypTen: unless --no-crypten, the models crypten_side.py has (ct_digits_mlp ->
 digits_mlp, ct_digits_cnn -> digits_cnn, lenet5, resnet18_b1 -> resnet18) are run
 through `launch/crypten_side.py --parties N` (a subprocess, exit 3 = CrypTen not
@@ -67,13 +76,16 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
 
 from mpcrt.launch import harness
+from mpcrt.launch.bench_args import Network, parse_networks
 from mpcrt.launch.party_timing import barrier, gather, slowest, timed
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from models_table import _agree, print_crypten, print_network, print_table, summarize  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
@@ -100,16 +112,6 @@ MODEL_INFO = {
 ZOO_NAME = {"resnet18_b1": "resnet18", "resnet18_b32": "resnet18", "vgg16_cifar": "vgg16"}  # else: less "ct_"
 DEFAULT_MODELS = "digits_mlp,digits_cnn,lenet5,resnet18_b1,resnet18_b32,ct_digits_mlp,ct_digits_cnn"
 DIGITS = ("digits_mlp", "digits_cnn", "ct_digits_mlp", "ct_digits_cnn")
-
-# CrypTen 0.4.1 figures quoted in the issue (2 / 3 parties, end to end)
-ISSUE_CRYPTEN = {
-    "ct_digits_mlp": {2: {"time_s": 0.117, "rounds": 12}, 3: {"time_s": 0.334, "rounds": 25}},
-    "ct_digits_cnn": {2: {"time_s": 2.85, "rounds": 114, "bytes": 1.08e9},
-                      3: {"time_s": 10.5, "rounds": 205, "bytes": 2.71e9}},
-    "lenet5": {2: {"time_s": 1.98}, 3: {"time_s": 6.21}},
-    "resnet18_b1": {2: {"time_s": 4.24, "rounds": 555}, 3: {"time_s": 11.2, "rounds": 1218}},
-}
-
 
 def _demo():
     """examples/digits_demo.py as a module (its models, train() and digits())."""
@@ -336,6 +338,50 @@ def run_session(model: str, n: int, channels: str, repeats: int, seed: int, *, t
         return res
 
 
+def run_session_netsim(model: str, n: int, channels: str, repeats: int, seed: int, net: Network, *,
+                       timeout: float, cache_dir: str, warmup: int = 1, warmup_batch: int | None = None,
+                       verbose: bool = False) -> dict:
+    """The same session with each party and the dealer in its own network namespace (launch/netsim.py,
+    n + 1 nodes: the dealer on its own node of the same network); the network is validated first."""
+    from mpcrt.launch.netsim import NetSim
+
+    cfg = {"model": model, "seed": seed, "repeats": repeats, "channels": channels, "cache_dir": cache_dir,
+           "warmup": warmup, "warmup_batch": warmup_batch, "profile": False}
+    with tempfile.TemporaryDirectory(prefix="mpcrt-models-") as d, \
+            NetSim(n + 1, net.delay_ms, net.rate_mbit or 0) as ns:
+        out = os.path.join(d, "result.json")
+        v = ns.validate(seconds=1.0)
+        if not v["ok"]:  # a busy machine can upset one measurement
+            v = ns.validate(seconds=1.0)
+        ns.write_cluster(insecure=channels == "plaintext")
+        t0 = time.monotonic()
+        r = ns.run_mpc(THIS, [json.dumps(cfg), out], timeout=timeout,
+                       env_extra={PARTY_FLAG: "1", "MPCRT_TIMEOUT": str(RECV_TIMEOUT), "PYTHONPATH": REPO_ROOT,
+                                  # the links, for the comparison protocol's cost model (unless set)
+                                  "MPCRT_NETWORK": os.environ.get("MPCRT_NETWORK")
+                                  or f"{net.delay_ms:g}:{net.rate_mbit or 0:g}"})
+        res = {"model": model, "parties": n, "channels": channels}
+        if os.path.exists(out):
+            with open(out) as fh:
+                res = json.load(fh)
+        err = None
+        if r.timed_out:
+            err = f"timed out after {timeout:.0f} s"
+        elif not r.ok:
+            err = "failed: " + ", ".join(f"{k} exit {c}" for k, c in r.returncodes.items() if c != 0)
+        elif "per_party" not in res:
+            err = "the parties exited without writing a result"
+        if err:
+            res["error"] = err + "\n" + "\n".join(f"--- {k}\n{o[-1500:]}" for k, o in r.outputs.items())
+        if verbose:
+            for k, o in r.outputs.items():
+                print(f"--- {k}\n{o}", file=sys.stderr)
+        res["session_wall_s"] = time.monotonic() - t0
+        res["network"] = {"name": net.name, "delay_ms": net.delay_ms, "rate_mbit": net.rate_mbit, "validation": v}
+        res["loadavg_before"] = res["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+        return res
+
+
 def run_crypten(n: int, workloads: list[str], repeats: int, *, timeout: float, wait_idle: float = 0.0) -> dict:
     """crypten_side.py --parties n --ops workloads; {"available", "reason", "results": {workload: res}}."""
     rep = {"available": False, "reason": None, "results": {}, "version": None}
@@ -356,120 +402,6 @@ def run_crypten(n: int, workloads: list[str], repeats: int, *, timeout: float, w
     return rep
 
 
-def _med(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def summarize(res: dict) -> dict:
-    """One table row from a session's result."""
-    row = {"model": res["model"], "parties": res["parties"], "channels": res["channels"]}
-    if res.get("error") or "per_party" not in res:
-        row["error"] = (res.get("error") or "no result").splitlines()[0]
-        return row
-    pp = res["per_party"]
-    last_e2e = [p["e2e_stats"][-1] for p in pp]
-    last_on = [p["online_stats"][-1] for p in pp]
-    row.update(
-        e2e_s=_med(res["e2e"]), e2e_all_s=res["e2e"], online_s=_med(res["online"]), online_all_s=res["online"],
-        offline_s=_med(res["offline"]), offline_all_s=res["offline"],
-        rounds=max(s["rounds"] for s in last_e2e),
-        rounds_online=max(s["rounds"] for s in last_on),
-        rounds_per_party=[s["rounds"] for s in last_e2e],
-        bytes_sent_per_party=[s["bytes_sent"] for s in last_e2e],
-        bytes_received_per_party=[s["bytes_received"] for s in last_e2e],
-        dealer_bytes_received_per_party=[s["dealer_bytes_received"] for s in last_e2e],
-        dealer_bytes_sent_per_party=[s["dealer_bytes_sent"] for s in last_e2e],
-        online_dealer_bytes_received=max(s["dealer_bytes_received"] for s in last_on),
-        max_sent_mb=max(s["bytes_sent"] for s in last_e2e) / 1e6,
-        max_sent_plus_received_mb=max(s["bytes_sent"] + s["bytes_received"] for s in last_e2e) / 1e6,
-        dealer_mb=sum(s["dealer_bytes_received"] for s in last_e2e) / 1e6,  # to all parties (to whichever is corrected)
-        maxrss_mb=[round(p["maxrss_mb"]) for p in pp],
-        check=res.get("check"),
-        session_wall_s=res.get("session_wall_s"), loadavg_before=res.get("loadavg_before"),
-        loadavg_after=res.get("loadavg_after"),
-        stats_varied=any(p.get("stats_varied") for p in pp),
-        by_op_p0=last_on[0].get("by_op"),
-    )
-    return row
-
-
-def _agree(row) -> str:
-    c = row.get("check") or {}
-    return f"{c['agree']}/{c['of']}" if c else "-"
-
-
-def print_table(rows: list[dict], crypten: dict, out=None) -> None:
-    out = out or sys.stdout
-    hdr = (f"{'model':<14}{'N':>2} {'chan':<6}{'e2e s':>9}{'(min)':>8}{'online s':>10}{'(min)':>8}{'offline s':>10}"
-           f"{'rounds':>7}"
-           f"{'MB sent':>9}{'MB s+r':>9}{'MB dlr':>9}{'agree':>9}{'max err':>9}{'CrypTen s':>10}{'x CT':>7}")
-    print(hdr, file=out)
-    print("-" * len(hdr), file=out)
-    for r in rows:
-        if r.get("error"):
-            print(f"{r['model']:<14}{r['parties']:>2} {r['channels'][:5]:<6}  FAILED: {r['error'][:90]}", file=out)
-            continue
-        ct, ratio = "-", "-"
-        cr = _crypten_row(crypten, r["model"], r["parties"])
-        if cr is not None:
-            ct = f"{cr['time_s']:.3f}"
-            if r["channels"] == "plaintext":
-                ratio = f"{r['e2e_s'] / cr['time_s']:.2f}"
-        err = (r.get("check") or {}).get("max_abs_err")
-        print(f"{r['model']:<14}{r['parties']:>2} {r['channels'][:5]:<6}{r['e2e_s']:>9.3f}{min(r['e2e_all_s']):>8.3f}"
-              f"{r['online_s']:>10.3f}{min(r['online_all_s']):>8.3f}"
-              f"{r['offline_s']:>10.3f}{r['rounds']:>7}{r['max_sent_mb']:>9.2f}{r['max_sent_plus_received_mb']:>9.2f}"
-              f"{r['dealer_mb']:>9.2f}{_agree(r):>9}{(err if err is not None else float('nan')):>9.1e}"
-              f"{ct:>10}{ratio:>7}", file=out)
-    print("e2e: dealer on line; online: dealer material fetched ahead by rt.preprocess (offline = that fetch);\n"
-          "median (and min) over the repeats of the slowest party; rounds and MB from the e2e run (max over parties);\n"
-          "MB sent: most any party sent; MB s+r: most any party sent + received (CrypTen's byte count is\n"
-          "about this); MB dlr: dealer to the parties, all together; agree: argmax equal to the plaintext model's;\n"
-          "x CT: mpcrt e2e / CrypTen (TTP on line), plaintext channels only (CrypTen's are plaintext).", file=out)
-
-
-def _crypten_row(crypten: dict, model: str, n: int):
-    w = MODEL_INFO[model][3]
-    if w is None:
-        return None
-    r = (crypten.get(n) or {}).get("results", {}).get(w)
-    if not r or r.get("error") or r.get("time_s") is None:
-        return None
-    return r
-
-
-def print_crypten(rows: list[dict], crypten: dict, out=None) -> None:
-    """mpcrt (plaintext channels) beside CrypTen measured here and the CrypTen figures the issue quotes."""
-    out = out or sys.stdout
-    for n, c in sorted(crypten.items()):
-        if not c.get("available"):
-            print(f"CrypTen, {n} parties: not run here ({c.get('reason')})", file=out)
-    sel = [r for r in rows if not r.get("error") and r["channels"] == "plaintext"
-           and (_crypten_row(crypten, r["model"], r["parties"]) or ISSUE_CRYPTEN.get(r["model"], {}).get(r["parties"]))]
-    if not sel:
-        return
-    print("\nmpcrt (plaintext channels) vs CrypTen 0.4.1 (TTP, gloo), same networks", file=out)
-    hdr = (f"{'model':<14}{'N':>2}{'mpcrt e2e':>11}{'online':>9}{'rounds':>8}{'MB s+r':>9}"
-           f"{'CT here s':>11}{'e2e x':>7}{'on x':>7}{'CT rnd':>8}{'CT MB':>9}{'issue CT s':>12}{'x issue':>8}")
-    print(hdr, file=out)
-    print("-" * len(hdr), file=out)
-    for r in sel:
-        cr = _crypten_row(crypten, r["model"], r["parties"])
-        iss = ISSUE_CRYPTEN.get(r["model"], {}).get(r["parties"])
-        here = (f"{cr['time_s']:>11.3f}{r['e2e_s'] / cr['time_s']:>7.2f}{r['online_s'] / cr['time_s']:>7.2f}"
-                f"{cr['rounds']:>8}{cr['bytes_per_party'] / 1e6:>9.1f}") if cr else \
-            f"{'-':>11}{'-':>7}{'-':>7}{'-':>8}{'-':>9}"
-        quoted = f"{iss['time_s']:>12.3f}{r['e2e_s'] / iss['time_s']:>8.2f}" if iss else f"{'-':>12}{'-':>8}"
-        print(f"{r['model']:<14}{r['parties']:>2}{r['e2e_s']:>11.3f}{r['online_s']:>9.3f}{r['rounds']:>8}"
-              f"{r['max_sent_plus_received_mb']:>9.1f}{here}{quoted}", file=out)
-    print("CT here: crypten_side.py on this machine in this run (median, TTP on line); e2e x / on x: mpcrt e2e /\n"
-          "online over it; issue CT: the CrypTen 0.4.1 figures quoted in the issue (another machine/load).", file=out)
-    for n in sorted(crypten):
-        for w, r in (crypten[n].get("results") or {}).items():
-            if r.get("error"):
-                print(f"CrypTen {w}, {n} parties FAILED: {r['error'].splitlines()[0][:120]}", file=out)
-
-
 def _parse_list(spec: str, known, what: str) -> list:
     items = [s.strip() for s in spec.split(",") if s.strip()]
     for s in items:
@@ -484,6 +416,11 @@ def main(argv=None) -> int:
     ap.add_argument("--parties", default="2,3", help="party counts, comma separated (default 2,3)")
     ap.add_argument("--models", default=DEFAULT_MODELS,
                     help=f"comma list, or 'all' (default {DEFAULT_MODELS})")
+    ap.add_argument("--network", default="none",
+                    help="none (loopback), lan (0.25 ms, 10 Gbit/s), wan (25 ms, 100 Mbit/s) or DELAY_MS:RATE_MBIT, "
+                         "comma separated; simulated ones run each node in its own network namespace (root)")
+    ap.add_argument("--no-fixed-masks", action="store_true",
+                    help="weights re-masked on every call (MPCRT_FIXED_MASKS=0), as before issue 19")
     ap.add_argument("--channels", default="curve", help="curve, plaintext or curve,plaintext (default curve)")
     ap.add_argument("--insecure-plaintext", action="store_true",
                     help="plaintext channels only (same as --channels plaintext; local benchmarking only)")
@@ -520,6 +457,12 @@ def main(argv=None) -> int:
         ap.error(f"--parties {a.parties!r}: use e.g. 2,3")
     if not parties or any(n < 2 for n in parties):
         ap.error("--parties needs party counts >= 2")
+    if a.no_fixed_masks:
+        os.environ["MPCRT_FIXED_MASKS"] = "0"  # the sessions' processes inherit it
+    try:
+        networks = parse_networks(a.network)
+    except ValueError as e:
+        ap.error(str(e))
     chans = ["plaintext"] if a.insecure_plaintext else _parse_list(a.channels, ("curve", "plaintext"), "channel kind")
     if any(m in DIGITS for m in models):
         try:
@@ -531,7 +474,8 @@ def main(argv=None) -> int:
         "benchmark": "models", "argv": sys.argv[1:] if argv is None else argv,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "uptime_before": harness.uptime()},
-        "config": {"parties": parties, "models": models, "channels": chans, "seed": a.seed,
+        "config": {"parties": parties, "models": models, "channels": chans, "networks": [x.name for x in networks],
+                   "seed": a.seed,
                    "recv_timeout_s": RECV_TIMEOUT, "precision": 16,
                    "time": "median over repeats of the slowest party's forward time (model(x) to shared logits)"},
         "sessions": [], "rows": [], "crypten": {},
@@ -547,33 +491,36 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="mpcrt-models-cache-") as cache:
         for m in models:
             reps = a.repeats or MODEL_INFO[m][2]
-            for n in parties:
-                for ch in chans:
-                    busy = harness.wait_idle(a.wait_idle) if a.wait_idle > 0 else harness.cpu_busy(0.5)
-                    print(f"[{m}, {n} parties, {ch}] ...", end=" ", file=sys.stderr, flush=True)
+            for n, ch, net in ((n, ch, net) for net in networks for n in parties for ch in chans):
+                busy = harness.wait_idle(a.wait_idle) if a.wait_idle > 0 else harness.cpu_busy(0.5)
+                print(f"[{m}, {n} parties, {ch}, {net.name}] ...", end=" ", file=sys.stderr, flush=True)
+                if net.simulated:
+                    res = run_session_netsim(m, n, ch, reps, a.seed, net, timeout=a.timeout, cache_dir=cache,
+                                             warmup_batch=a.warmup_batch, verbose=a.verbose)
+                else:
                     res = run_session(m, n, ch, reps, a.seed, timeout=a.timeout, cache_dir=cache,
                                       warmup_batch=a.warmup_batch, profile=a.profile, verbose=a.verbose)
-                    res["cpu_busy_before"] = None if busy is None else round(busy, 2)
-                    row = summarize(res)
-                    row["cpu_busy_before"] = res["cpu_busy_before"]
-                    rows.append(row)
-                    doc["sessions"].append(res)
-                    doc["rows"] = rows
-                    dump()
-                    if row.get("error"):
-                        print(f"FAILED ({res['session_wall_s']:.0f} s): {res['error'][:3000]}", file=sys.stderr)
-                    else:
-                        print(f"e2e {row['e2e_s']:.3f} s, online {row['online_s']:.3f} s, offline "
-                              f"{row['offline_s']:.3f} s, {row['rounds']} rounds, agree {_agree(row)} "
-                              f"({res['session_wall_s']:.0f} s wall, load {res['loadavg_before'][0]:.1f}, "
-                              f"CPUs busy before {'?' if busy is None else f'{100 * busy:.0f}%'})",
-                              file=sys.stderr, flush=True)
-                    if a.profile and a.profile_dir and "per_party" in res:
-                        os.makedirs(a.profile_dir, exist_ok=True)
-                        for p in res["per_party"]:
-                            if p.get("profile"):
-                                with open(os.path.join(a.profile_dir, f"{m}_N{n}_{ch}_p{p['rank']}.txt"), "w") as fh:
-                                    fh.write(p["profile"])
+                res["cpu_busy_before"] = None if busy is None else round(busy, 2)
+                row = summarize(res, net, MODEL_INFO[m][3])
+                row["cpu_busy_before"] = res["cpu_busy_before"]
+                rows.append(row)
+                doc["sessions"].append(res)
+                doc["rows"] = rows
+                dump()
+                if row.get("error"):
+                    print(f"FAILED ({res['session_wall_s']:.0f} s): {res['error'][:3000]}", file=sys.stderr)
+                else:
+                    print(f"e2e {row['e2e_s']:.3f} s, online {row['online_s']:.3f} s, offline "
+                          f"{row['offline_s']:.3f} s, {row['rounds']} rounds, agree {_agree(row)} "
+                          f"({res['session_wall_s']:.0f} s wall, load {res['loadavg_before'][0]:.1f}, "
+                          f"CPUs busy before {'?' if busy is None else f'{100 * busy:.0f}%'})",
+                          file=sys.stderr, flush=True)
+                if a.profile and a.profile_dir and "per_party" in res:
+                    os.makedirs(a.profile_dir, exist_ok=True)
+                    for p in res["per_party"]:
+                        if p.get("profile"):
+                            with open(os.path.join(a.profile_dir, f"{m}_N{n}_{ch}_p{p['rank']}.txt"), "w") as fh:
+                                fh.write(p["profile"])
 
     crypten: dict = {}
     if not a.no_crypten:
@@ -589,8 +536,9 @@ def main(argv=None) -> int:
     doc["machine"]["uptime_after"] = harness.uptime()
     dump()
     print(f"\nmpcrt model benchmark, {os.cpu_count()} CPUs, {doc['machine']['uptime_before']}", flush=True)
-    print_table(rows, crypten)
+    print_table([r for r in rows if r.get("network", "loopback") == "loopback"], crypten)
     print_crypten(rows, crypten)
+    print_network(rows, crypten)
     if path:
         print(f"\nwrote {path}")
     fails = [r for r in rows if r.get("error")]

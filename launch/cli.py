@@ -1,4 +1,4 @@
-"""The `mpcrt` command: launch, party, dealer, keygen, bench, infer.
+"""The `mpcrt` command: launch, party, dealer, keygen, bench, infer, train.
 
 Every command builds this process's configuration (mpcrt.config) from the environment
 and its flags (flags win), installs it, and so passes it on to the processes it starts.
@@ -77,10 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("args", nargs=argparse.REMAINDER)
         p.set_defaults(fn=fn)
 
-    from mpcrt.launch import bench, infer
+    from mpcrt.launch import bench, infer, train
 
     bench.add_parser(sub)
     infer.add_parser(sub)
+    train.add_parser(sub)
 
     p = sub.add_parser("keygen", help="write a CurveZMQ key pair for a cluster node")
     p.add_argument("name", help="file name stem, e.g. party0 or dealer")

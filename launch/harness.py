@@ -113,6 +113,12 @@ def crypten_side_script() -> str:
     return os.environ.get("MPCRT_CRYPTEN_SIDE") or CRYPTEN_SIDE
 
 
+def crypten_python() -> str:
+    """The interpreter that runs the CrypTen side: MPCRT_CRYPTEN_PYTHON (a virtualenv where CrypTen is
+    installed; CrypTen pins old torch and ONNX internals), else this one."""
+    return os.environ.get("MPCRT_CRYPTEN_PYTHON") or sys.executable
+
+
 def run_crypten_side(parties: int, ops: list[str], *, repeats: int, timeout: float, warmup: int | None = None,
                      n: int | None = None, wait_idle: float = 0.0, script: str | None = None,
                      echo: Callable[[str], None] | None = None) -> CryptenRun:
@@ -123,7 +129,7 @@ def run_crypten_side(parties: int, ops: list[str], *, repeats: int, timeout: flo
         return CryptenRun(None, f"{script} does not exist (the CrypTen side-by-side runner is missing)", None, [])
     with tempfile.TemporaryDirectory(prefix="mpcrt-crypten-") as d:
         path = os.path.join(d, "crypten.json")
-        argv = [sys.executable, script, "--parties", str(parties), "--ops", ",".join(ops)]
+        argv = [crypten_python(), script, "--parties", str(parties), "--ops", ",".join(ops)]
         argv += ["--n", str(n)] if n is not None else []
         argv += ["--repeats", str(repeats)] + (["--warmup", str(warmup)] if warmup is not None else [])
         argv += ["--timeout", str(timeout), "--json", path]

@@ -77,6 +77,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what the data owner learns: the model's output (default), its softmax "
                         "(computed under MPC), or only the argmax label (computed under MPC)")
     o.add_argument("--progress", action="store_true", help="progress bar on the data owner")
+    o.add_argument("--no-fixed-masks", action="store_true",
+                   help="re-mask the weights on every call instead of once at load (MPCRT_FIXED_MASKS=0; comparisons)")
+    o.add_argument("--serve", metavar="DIR", help="stay up and serve requests: the data owner watches DIR for .npy "
+                   "files (instead of --input/--output; see launch/serve.py); DIR/STOP stops it")
+    o.add_argument("--serve-ping", type=float, default=5.0, metavar="S",
+                   help="with --serve: seconds between the data owner's keep-alives while idle (default 5)")
     w = p.add_argument_group("where to run (pick one; inside `mpcrt launch`/`mpcrt party` neither is needed)")
     w.add_argument("-n", type=int, dest="local_n", metavar="N", help="spawn the dealer and N parties on this host")
     w.add_argument("--cluster", metavar="FILE", help="cluster file (TOML): run one party of it")
@@ -108,11 +114,13 @@ def _party_argv(a) -> list[str]:
     out = ["--model-owner", str(a.model_owner), "--data-owner", str(a.data_owner),
            "--batch-size", str(a.batch_size), "--reveal", a.reveal, "--arch-kwargs", a.arch_kwargs]
     for flag, v in (("--model", a.model), ("--arch", a.arch), ("--input-shape", a.input_shape),
-                    ("--input", a.input), ("--output", a.output)):
+                    ("--input", a.input), ("--output", a.output), ("--serve", a.serve)):
         if v is not None:
             out += [flag, v]
     if a.progress:
         out.append("--progress")
+    if a.serve:
+        out += ["--serve-ping", str(a.serve_ping)]
     return out
 
 
@@ -123,7 +131,9 @@ def run(a) -> int:
         print("mpcrt infer: pass either -n N (all parties here) or --cluster/--rank (one party), not both",
               file=sys.stderr)
         return 2
-    cfg = config.install(config.current().replace(device=a.device))  # the local parties and the dealer inherit it
+    cfg = config.current().replace(device=a.device)
+    # installed: the local parties and the dealer inherit it
+    cfg = config.install(cfg.replace(fixed_masks=False) if a.no_fixed_masks else cfg)
     if a.local_n is not None:
         from mpcrt.launch.local import launch
 
@@ -169,7 +179,9 @@ def party_main(a) -> int:
     try:
         if rt.rank == mo:
             build = _model_loader(a)
-        if rt.rank == do:
+        if rt.rank == do and a.serve:
+            _check_serve_folder(a.serve)
+        elif rt.rank == do:
             inputs = _load_inputs(a.input, rt.precision)
             _check_output(a.output)
     except ConfigError as e:
@@ -188,6 +200,14 @@ def party_main(a) -> int:
         raise ConfigError("--reveal label needs SharedTensor.argmax(), which this mpcrt build lacks")
     if a.reveal == "probs" and not hasattr(mpcrt.SharedTensor, "softmax"):
         raise ConfigError("--reveal probs needs SharedTensor.softmax(), which this mpcrt build lacks")
+
+    if a.serve:  # 3'. a service: requests as they come, until DIR/STOP
+        from mpcrt.launch.serve import serve
+
+        if not 0.05 <= a.serve_ping <= rt.node.timeout / 2:
+            raise ConfigError(f"--serve-ping {a.serve_ping} must be positive and at most half the receive timeout")
+        serve(rt, model, a.serve, do, a.batch_size, a.reveal, _load_inputs, ping_s=a.serve_ping)
+        return 0
 
     # 3. private inference, outputs revealed to the data owner only
     rt.reset_stats()
@@ -407,6 +427,15 @@ def _load_inputs(path: str | None, precision: int) -> np.ndarray:
     if float(np.abs(x).max()) >= lim:
         raise ConfigError(f"input {path!r} has values of magnitude >= {lim:g}, outside the fixed-point range")
     return x
+
+
+def _check_serve_folder(path: str) -> None:
+    from mpcrt.errors import ConfigError
+
+    if not os.path.isdir(path):
+        raise ConfigError(f"--serve {path!r}: no such folder (create it; requests are .npy files put there)")
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise ConfigError(f"--serve {path!r}: the data owner needs to read and write it")
 
 
 def _check_output(path: str | None) -> None:

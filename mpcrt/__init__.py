@@ -22,9 +22,10 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """`mpcrt.nn` on first use (model import needs torch, which takes a second to import)."""
-    if name == "nn":
+    """`mpcrt.nn` on first use (model import needs torch, which takes a second to import); `mpcrt.optim`,
+    `mpcrt.autograd` and `mpcrt.dp` (training) likewise."""
+    if name in ("nn", "optim", "autograd", "dp"):
         import importlib
 
-        return importlib.import_module("mpcrt.nn")
+        return importlib.import_module(f"mpcrt.{name}")
     raise AttributeError(f"module 'mpcrt' has no attribute {name!r}")

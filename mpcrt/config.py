@@ -11,7 +11,7 @@ The kernels (mpcrt.kernels) sit below this module and read no variable: the runt
 the dealer pass `device`, `threads` and `native_aes` to `kernels.backend.select`, once,
 and hand the back end down. launch/relay.py runs as a stdlib-only script inside network
 namespaces and reads MPCRT_NETSIM_REALTIME itself; launch/harness.py reads
-MPCRT_CRYPTEN_SIDE in a process that must not import mpcrt (the CrypTen side).
+MPCRT_CRYPTEN_SIDE and MPCRT_CRYPTEN_PYTHON in a process that must not import mpcrt (the CrypTen side).
 """
 from __future__ import annotations
 
@@ -58,6 +58,21 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _network(s: str) -> str:
+    delay, rate = (float(v) for v in s.split(":"))
+    if not (0 <= delay < float("inf") and 0 < rate < float("inf")):
+        raise ValueError
+    return s
+
+
+def network_link(spec: str | None) -> tuple[float, float] | None:
+    """MPCRT_NETWORK as (one-way delay in seconds, bytes per second), or None."""
+    if spec is None:
+        return None
+    delay, rate = (float(v) for v in spec.split(":"))
+    return delay / 1e3, rate * 1e6 / 8
+
+
 def _text(s: str) -> str:
     return s
 
@@ -102,6 +117,8 @@ VARIABLES: tuple[Var, ...] = (
         "largest correction (MB) a lookahead plan asks for at its start (same on every party)"),
     Var("MPCRT_SPLIT_OPEN_BYTES", "split_open_bytes", 1 << 19, "integer >= -1", _int(-1),
         "openings this large go in two steps at N >= 3 (0: all, -1: none; same on every party)"),
+    Var("MPCRT_CHUNK_ELEMENTS", "chunk_elements", 1 << 20, "integer >= 0", _int(0),
+        "elementwise ops on larger tensors run in chunks of this many elements (0: never; same on every party)"),
     Var("MPCRT_DEALER_THREADS", "dealer_threads", None, "integer >= 1", _int(1),
         "threads that deal requests (default 2 where cores are spare, else 1)"),
     Var("MPCRT_LOGLEVEL", "loglevel", "WARNING", "debug, info, warning, error, critical", _level,
@@ -115,8 +132,21 @@ VARIABLES: tuple[Var, ...] = (
     Var("MPCRT_GEMM", "gemm", "auto", "auto, avx512, avx2, blas, torch",
         _choice("auto", "avx512", "avx2", "blas", "torch"),
         "the CPU's exact ring GEMM kernel (auto: the fastest this CPU runs; the others to compare paths)"),
+    Var("MPCRT_FIXED_MASKS", "fixed_masks", True, "0 or 1", _bool,
+        "0: shared models re-mask their weights on every call instead of once at load (for comparisons)"),
+    Var("MPCRT_WARMUP", "warmup", True, "0 or 1", _bool,
+        "0: launched parties and the dealer skip the start-up warm-up (loading kernels before connecting)"),
+    Var("MPCRT_COMPARISON", "comparison", "auto", "auto, exact, fss", _choice("auto", "exact", "fss"),
+        "2 parties: comparisons, ReLU, max by FSS in 1 round (fss), the 7-round protocol (exact), or as "
+        "the cost model over MPCRT_NETWORK picks (auto)"),
+    Var("MPCRT_NETWORK", "network", None, "DELAY_MS:MBIT", _network,
+        "the links' one-way delay and rate, for auto's cost model (unset: loopback; same on every party)"),
+    Var("MPCRT_FSS_BITS", "fss_bits", 64, "integer 2..64", _int(2, 64),
+        "bits an FSS comparison looks at (64: exact; fewer: smaller keys, exact where abs(x - y) < 2^(bits-1))"),
     Var("MPCRT_NETSIM_REALTIME", "netsim_realtime", True, "0 or 1", _bool,
         "0: netsim's relays do not ask for real-time priority (read by launch/relay.py)"),
+    Var("MPCRT_CRYPTEN_PYTHON", "crypten_python", None, "path", _text,
+        "the Python that runs the CrypTen side (a virtualenv with crypten; default: this one)"),
     Var("MPCRT_CRYPTEN_SIDE", "crypten_side", None, "path", _text,
         "`mpcrt bench`: the CrypTen comparison script (default launch/crypten_side.py)"),
     Var("MPCRT_MODELS_PARTY", "models_party", False, "0 or 1", _bool,
@@ -152,13 +182,20 @@ class Config:
     io_threads: int = 1
     lookahead_mb: int = 2048
     split_open_bytes: int = 1 << 19
+    chunk_elements: int = 1 << 20
     dealer_threads: int | None = None
     loglevel: str = "WARNING"
     device: str = "cpu"
     threads: int | None = None
     native_aes: bool = True
     gemm: str = "auto"
+    fixed_masks: bool = True
+    warmup: bool = True
+    comparison: str = "auto"
+    network: str | None = None
+    fss_bits: int = 64
     netsim_realtime: bool = True
+    crypten_python: str | None = None
     crypten_side: str | None = None
     models_party: bool = False
     fault: str | None = None

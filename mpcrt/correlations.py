@@ -33,11 +33,11 @@ import threading
 import numpy as np
 
 from mpcrt import framing
-from mpcrt.errors import DealerError
+from mpcrt.errors import DealerError, ProtocolError
 from mpcrt.kernels import bufpool
 from mpcrt.kernels.backend import Backend, CpuBackend
-from mpcrt.protocols import beaver, comparison, powers, truncation
-from mpcrt.protocols.dealt import PARALLEL_MIN, Kind, Shape, pad_odd_a32, split, words
+from mpcrt.protocols import beaver, comparison, fixedmask, fss, powers, truncation
+from mpcrt.protocols.dealt import PARALLEL_MIN, Kind, Shape, count, pad_odd_a32, spans, split, words
 
 _pool = None
 _pool_lock = threading.Lock()  # the dealer's worker threads may ask for the pool at once
@@ -62,7 +62,8 @@ def _parallel(*fns) -> list:
     return [first] + [f.result() for f in futs]
 
 
-KINDS: dict[str, Kind] = {**powers.KINDS, **comparison.KINDS, **beaver.KINDS, **truncation.KINDS}
+KINDS: dict[str, Kind] = {**powers.KINDS, **comparison.KINDS, **beaver.KINDS, **truncation.KINDS,
+                         **fixedmask.KINDS, **fss.KINDS}
 
 
 def kind(name: str) -> Kind:
@@ -132,6 +133,7 @@ def expand_party(prg, stream: int, name: str, p: dict, corrected: bool, lazy: bo
     lazy: where the kind has `lazy_rows`, the other parties get its corrected entries as
     kernels.prg.LazyRows, expanded by the kernels that use them a chunk at a time."""
     k = kind(name)
+    corrected = corrected or k.to_all  # its corrections come whole from the dealer
     lazy = lazy and not corrected and hasattr(k, "lazy_rows")
     out, _, nown = _expand(prg, stream, name, p, corrected or lazy)  # lazy: the own prefix only, as if corrected
     if lazy:
@@ -158,14 +160,31 @@ def deal(prgs: list, private, stream: int, name: str, p: dict, ops: Backend | No
     The corrections are written straight into the buffer that is sent; the first other
     party's shares are subtracted inside the kind's fused kernel where it has one.
     """
+    return _deal(prgs, lambda shape: private(stream, shape), stream, name, p, ops,
+                 lambda prg, corrected: _expand(prg, stream, name, p, corrected))
+
+
+def deal_slice(prgs: list, private_at, stream: int, name: str, p: dict, lo: int, hi: int,
+               ops: Backend | None = None) -> np.ndarray:
+    """Dealer side: the corrections of elements lo..hi-1 of a request that `slices` cuts, as
+    one reply part (each corrected entry's slice, back to back): only the slice's words
+    of each party's stream are expanded. `private_at(stream, first, shape)`: the dealer's
+    private words from word `first` of the stream on."""
+    sub = _sub_request(p, hi - lo)
+    return _deal(prgs, lambda shape: private_at(stream, lo, shape), stream, name, sub, ops,
+                 lambda prg, corrected: _expand_slice(prg, stream, name, p, sub, lo, corrected))
+
+
+def _deal(prgs: list, priv, stream: int, name: str, p: dict, ops: Backend | None, expand) -> np.ndarray:
+    """deal's work once the way to expand a party's arrays (`expand(prg, corrected)`) and the
+    dealer's private words (`priv(shape)`) are fixed."""
     k = kind(name)
     ops = ops if ops is not None else _cpu()
     c = corrected_party(stream, len(prgs))
     order = [c] + [i for i in range(len(prgs)) if i != c]  # the corrected party's arrays first
-    jobs = [lambda i=i: _expand(prgs[i], stream, name, p, i == c) for i in order]
+    jobs = [lambda i=i: expand(prgs[i], i == c or k.to_all) for i in order]
     big = flat_words(own_layout(k, p)) >= PARALLEL_MIN
     parts = _parallel(*jobs) if big else [j() for j in jobs]
-    priv = lambda shape: private(stream, shape)  # noqa: E731
     if len(parts) == 2 and hasattr(k, "deal_two"):
         out = bufpool.empty(parts[1][1].size - parts[1][2])
         if k.deal_two(p, parts[0][0], parts[1][0], out, priv, ops):
@@ -191,7 +210,7 @@ def deal(prgs: list, private, stream: int, name: str, p: dict, ops: Backend | No
     corr = k.corrected(p)
     out = bufpool.empty(flat_words(corr))
     pad_odd_a32(out, corr)
-    subs = [flat[nown:] for _, flat, nown in parts[1:]]
+    subs = [] if k.to_all else [flat[nown:] for _, flat, nown in parts[1:]]  # to_all: dealt whole
     if hasattr(k, "deal_into"):
         k.deal_into(p, own, priv, out, subs[0] if subs else None, ops, parallel=_parallel)
         rest = subs[1:]
@@ -212,6 +231,78 @@ def deal(prgs: list, private, stream: int, name: str, p: dict, ops: Backend | No
         for n, _, how in corr:
             _unshare(how)(mine[n], theirs[n], out=mine[n])
     return out
+
+
+# ------------------------------------------------- large elementwise requests in slices
+SLICE_ELEMENTS = 1 << 20  # (even: 'a32' entries slice on whole words)
+SLICED_KINDS = frozenset({"triple", "trunc", "triple_trunc"})  # elementwise kinds whose shapes are "a", "b", "shape"
+_SHAPE_KEYS = ("a", "b", "shape")
+
+
+def slices(name: str, p: dict) -> list[tuple[int, int]] | None:
+    """The element ranges [lo, hi) in which the dealer deals and sends request (name, p), one
+    reply part each; None: in one piece (reply_parts). A request of an elementwise kind whose
+    arrays all have its n > 2 SLICE_ELEMENTS elements is cut, so the dealer never expands
+    more than a slice of it at a time (the parties' elementwise ops ask in chunks anyway,
+    mpcrt.chunked; this bounds the dealer for requests that do not)."""
+    if name not in SLICED_KINDS:
+        return None
+    k = kind(name)
+    entries = own_layout(k, p) + k.corrected(p)
+    n = count(entries[0][1])
+    if n <= 2 * SLICE_ELEMENTS or any(count(s) != n for _, s, _ in entries):
+        return None
+    return [(lo, min(lo + SLICE_ELEMENTS, n)) for lo in range(0, n, SLICE_ELEMENTS)]
+
+
+def _sub_request(p: dict, m: int) -> dict:
+    """The request p over m elements (a slice of it): its shapes made (m,)."""
+    return {key: ([m] if key in _SHAPE_KEYS else v) for key, v in p.items()}
+
+
+def _expand_slice(prg, stream: int, name: str, p: dict, sub: dict, lo: int,
+                  corrected: bool) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    """_expand's result for the sub-request `sub` (elements lo.. of request p): each array's
+    slice read from where the whole request lays it out in the stream."""
+    k = kind(name)
+    whole = own_layout(k, p) + ([] if corrected else k.corrected(p))
+    part = own_layout(k, sub) + ([] if corrected else k.corrected(sub))
+    flat = bufpool.empty(flat_words(part))
+    for (_, _, how, off, _), (_, _, _, soff, sw) in zip(spans(whole), spans(part)):
+        prg.words_at(stream, off + (lo // 2 if how == "a32" else lo), flat[soff : soff + sw])
+    return split(flat, part), flat, flat_words(own_layout(k, sub))
+
+
+def reply_count(name: str, p: dict) -> int:
+    """How many messages carry request (name, p)'s corrections."""
+    sl = slices(name, p)
+    return len(sl) if sl is not None else len(reply_parts(kind(name).corrected(p)))
+
+
+def assemble(name: str, p: dict, got: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The named corrections of request (name, p) from its reply messages (reply_parts, or
+    `slices`: each slice's entries copied into place). A message of the wrong size is a
+    ProtocolError naming the dealer."""
+    corr = kind(name).corrected(p)
+    sl = slices(name, p)
+    if sl is None:
+        out = {}
+        for (lo, hi, entries), flat in zip(reply_parts(corr), got):
+            _check_part(name, flat, hi - lo)
+            out.update(split(flat, entries))
+        return out
+    full = split(np.empty(flat_words(corr), np.int64), corr)
+    for (lo, hi), flat in zip(sl, got):
+        sub = kind(name).corrected(_sub_request(p, hi - lo))
+        _check_part(name, flat, flat_words(sub))
+        for nm, v in split(flat, sub).items():
+            full[nm].reshape(-1)[lo:hi] = v.reshape(-1)
+    return full
+
+
+def _check_part(name: str, flat: np.ndarray, want: int) -> None:
+    if flat.size != want:
+        raise ProtocolError("dealer", f"correction for {name} has a part of {flat.size} words, expected {want}")
 
 
 def correction_shapes(name: str, p: dict) -> list[Shape]:

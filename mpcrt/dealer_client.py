@@ -161,6 +161,17 @@ class DealerClient:
             self._abandoned.update(gone - got)
             self._announced, self._sent_ahead = {}, set()
 
+    def discard_prefetched(self) -> int:
+        """Drop material fetched ahead and not used (a serving party whose next request has another
+        shape): its request numbers are skipped. Every party must call it at the same point.
+        Returns how many requests were dropped."""
+        n = len(self._planned)
+        if n:
+            self.counter = max(self.counter, max(self._planned) + 1)
+            self._planned.clear()
+            self._ready.clear()
+        return n
+
     @property
     def prefetched(self) -> int:
         """How many requests are fetched ahead and not yet used."""
@@ -175,8 +186,7 @@ class DealerClient:
         if self.rank == 0:
             raw = msgpack.packb([[n, k, p] for n, k, p in batch], use_bin_type=True)
             self.node.send(self.dealer_id, "req", np.frombuffer(raw, np.uint8))
-        self._awaiting.extend((n, len(correlations.reply_parts(correlations.kind(k).corrected(p))))
-                              for n, k, p in batch if self._due_here(n))
+        self._awaiting.extend((n, correlations.reply_count(k, p)) for n, k, p in batch if self._due_here(n))
 
     def _expand(self, n: int, lazy: bool = True) -> dict[str, np.ndarray]:
         """This party's PRG-derived arrays of request n; `lazy`: tuples the kernels can
@@ -199,16 +209,5 @@ class DealerClient:
             else:
                 self._corr[m] = got
         out = dict(own)
-        out.update(self._split(kind, p, flat))
-        return out
-
-    @staticmethod
-    def _split(kind, p, got: list) -> dict:
-        """The named corrections from the reply's parts (correlations.reply_parts)."""
-        out = {}
-        for (lo, hi, entries), flat in zip(correlations.reply_parts(correlations.kind(kind).corrected(p)), got):
-            if flat.size != hi - lo:
-                raise ProtocolError("dealer", f"correction for {kind} has a part of {flat.size} words, "
-                                              f"expected {hi - lo}")
-            out.update(correlations.split(flat, entries))
+        out.update(correlations.assemble(kind, p, flat))
         return out

@@ -11,14 +11,16 @@ the configuration `mpcrt launch` / `mpcrt party` set up (mpcrt.config).
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import logging
 import time
+from typing import Callable
 
 import numpy as np
 
-from mpcrt import allreduce, config
-from mpcrt.protocols import fixedpoint
+from mpcrt import allreduce, chunked, config
+from mpcrt.protocols import fixedpoint, fss
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import DealerClient
 from mpcrt.errors import ConfigError, MpcError, ShapeError
@@ -34,6 +36,15 @@ LOOKAHEAD_MB: int | None = None  # None: mpcrt.config's lookahead_mb (tests set 
 MAX_PLANS = 1024  # lookahead plans kept per runtime
 
 _current: "Runtime | None" = None
+
+
+class Posted:
+    """An opening whose shares are sent (Runtime.post): `result` once its replies are read."""
+
+    __slots__ = ("result", "finish")
+
+    def __init__(self, result: tuple | None, finish: Callable[[], tuple] | None = None):
+        self.result, self.finish = result, finish
 
 
 class Runtime:
@@ -58,6 +69,10 @@ class Runtime:
         self._closed = False
         self._plans: dict = {}  # lookahead key -> the dealer requests its last run made
         self._looking_ahead = False
+        cfg = config.current()
+        # protocols.fss's choice (tests may set them)
+        self.comparison, self.fss_bits, self.network = cfg.comparison, cfg.fss_bits, config.network_link(cfg.network)
+        self._posted: collections.deque[Posted] = collections.deque()  # openings sent, replies not read
         try:
             self._setup()
         except BaseException:
@@ -98,6 +113,7 @@ class Runtime:
         int64 array is sent as it is instead of a copy of it."""
         if self._dry:
             return [np.zeros(s.shape, np.int64) for s in shares]
+        self.drain()
         one = shares[0] if len(shares) == 1 else None
         if donate and isinstance(one, np.ndarray) and one.dtype == np.int64 and one.flags.c_contiguous and one.ndim:
             flat = one.reshape(-1)
@@ -128,17 +144,27 @@ class Runtime:
         is c - d, low bits zero (see Top). donate=True: the caller never changes these
         arrays again, so (for direct openings) each goes out as its own message, as it
         is, instead of being copied into one."""
+        return self.collect(self.post(adds, xors, tag, donate))
+
+    def post(self, adds: list, xors: list[np.ndarray], tag: str = "open", donate: bool = False) -> "Posted":
+        """The sending half of open_mixed: my shares go out now, `collect` reads the peers'
+        (mpcrt.chunked keeps several chunks' openings in flight this way). Openings are
+        collected in the order they were posted (collecting a later one collects the earlier
+        ones first), and any other exchange with the peers first collects all posted ones, so
+        every channel is read in the order it was written on every party."""
         if not adds and not xors:
-            return [], []
+            return Posted(([], []))
         plain = [a.share if isinstance(a, Top) else a for a in adds]  # for shapes and sizes
         if self._dry:
-            return [np.zeros(np.shape(a), np.int64) for a in plain], [np.zeros(a.shape, a.dtype) for a in xors]
+            return Posted(([np.zeros(np.shape(a), np.int64) for a in plain],
+                           [np.zeros(a.shape, a.dtype) for a in xors]))
         shapes = [np.shape(a) for a in plain] + [np.shape(a) for a in xors]  # ascontiguousarray makes 0-d 1-d
         full = sum(8 * int(np.size(a)) for a in plain) + sum(np.asarray(a).nbytes for a in xors)
         if allreduce.use_split(self.world_size, full):  # two steps: Top entries open in full
+            self.drain()  # (its second step is sent only after its first is read)
             full_adds = [a.full() if isinstance(a, Top) else a for a in adds]
             parts = [np.ascontiguousarray(a, np.int64) for a in full_adds] + [np.ascontiguousarray(a) for a in xors]
-            return self._open_split(parts, len(adds), shapes, tag)
+            return Posted(self._open_split(parts, len(adds), shapes, tag))
         # wire parts, and per opened entry: (kind, first part, number of parts, Top bytes)
         parts, plan = [], []
         for a in adds:
@@ -152,11 +178,28 @@ class Runtime:
         for a in xors:
             plan.append(("x", len(parts), 1, 0))
             parts.append(np.ascontiguousarray(a))
-        if donate:  # (without it, the caller may change its arrays while they are still being sent)
-            mine, got = self._exchange_parts(parts, tag)
-        else:
-            mine, got = self._exchange_copy(parts, tag)
-        self._count_round()
+        # (without donate, the caller may change its arrays while they are still being sent)
+        mine, receive = self._send_parts(parts, tag) if donate else self._send_copy(parts, tag)
+        posted = Posted(None, lambda: self._sum_mixed(plan, shapes, mine, receive(), len(adds)))
+        self._posted.append(posted)
+        return posted
+
+    def collect(self, posted: "Posted") -> tuple[list, list]:
+        """The opened values of a posted opening (reading the earlier posted ones first)."""
+        while posted.result is None:
+            first = self._posted.popleft()
+            first.result = first.finish()
+            first.finish = None
+            self._count_round()
+        return posted.result
+
+    def drain(self) -> None:
+        """Read every posted opening's replies (before another exchange with the peers)."""
+        while self._posted:
+            self.collect(self._posted[-1])
+
+    def _sum_mixed(self, plan: list, shapes: list, mine: list, got: list, n_add: int) -> tuple[list, list]:
+        """The openings of open_mixed from my parts and the peers' (`plan`: see post)."""
         out = []
         for (kind, i, cnt, nb), shape in zip(plan, shapes):
             if kind == "t":
@@ -170,21 +213,21 @@ class Runtime:
                 for g in got[1:]:
                     op(res, g[i], out=res)
             out.append(res.reshape(shape))
-        return out[: len(adds)], out[len(adds) :]
+        return out[:n_add], out[n_add:]
 
-    def _exchange_parts(self, parts: list[np.ndarray], tag: str) -> tuple[list, list]:
-        """Every part to every peer as its own message, sent without a copy; returns
-        (my parts flat, each peer's parts flat)."""
+    def _send_parts(self, parts: list[np.ndarray], tag: str) -> tuple[list, Callable[[], list]]:
+        """Every part to every peer as its own message, sent without a copy; returns (my
+        parts flat, a function that reads each peer's parts flat)."""
         mine = [p.reshape(-1) for p in parts]
         for j in self.peers:
             for p in mine:
                 self.node.send(j, tag, p)
-        got = [[self.node.recv(j, tag, dtype=p.dtype, shape=(p.size,)) for p in parts] for j in self.peers]
-        return mine, got
+        return mine, lambda: [[self.node.recv(j, tag, dtype=p.dtype, shape=(p.size,)) for p in parts]
+                              for j in self.peers]
 
-    def _exchange_copy(self, parts: list[np.ndarray], tag: str) -> tuple[list, list]:
+    def _send_copy(self, parts: list[np.ndarray], tag: str) -> tuple[list, Callable[[], list]]:
         """The parts copied into one message per peer (each at an offset that is a multiple
-        of 8 bytes); returns views as _exchange_parts does. The message is sent without a
+        of 8 bytes); returns views as _send_parts does. The message is sent without a
         copy, so my views into it must not be changed."""
         offs, off = [], 0
         for p in parts:
@@ -196,11 +239,11 @@ class Runtime:
             buf[o + p.nbytes : end] = 0  # padding: never send stale memory
         for j in self.peers:
             self.node.send(j, tag, buf)
-        got = [self.node.recv(j, tag, dtype=np.uint8, shape=buf.shape) for j in self.peers]
 
         def views(b):
             return [b[o : o + p.nbytes].view(p.dtype) for p, o in zip(parts, offs)]
-        return views(buf), [views(g) for g in got]
+        return views(buf), lambda: [views(self.node.recv(j, tag, dtype=np.uint8, shape=buf.shape))
+                                    for j in self.peers]
 
     def _open_split(self, parts: list[np.ndarray], n_add: int, shapes: list, tag: str) -> tuple[list, list]:
         """open_mixed in two steps (mpcrt.allreduce): parts back to back in one buffer."""
@@ -224,6 +267,7 @@ class Runtime:
         """Open one ring array to party `to` only (one round); None on the others."""
         if self._dry:
             return np.zeros(share.shape, np.int64) if self.rank == to else None
+        self.drain()
         if self.rank != to:
             self.node.send(to, tag, np.array(share, np.int64))  # a copy: sent without one
             self._count_round()
@@ -239,6 +283,7 @@ class Runtime:
         """One round of point-to-point messages: send[j] to j, receive arrays of shape recv[j]."""
         if self._dry:
             return {j: np.zeros(s, dtype) for j, s in recv.items()}
+        self.drain()
         for j, a in send.items():
             self.node.send(j, tag, a)
         out = {j: self.node.recv(j, tag, dtype=dtype, shape=s) for j, s in recv.items()}
@@ -309,25 +354,47 @@ class Runtime:
             if self.rank == src:
                 if value is None:
                     raise ShapeError(f"party {src} is the source of this share() but passed None: pass the array")
-                x = fixedpoint.encode(value, f)
-            return self.share_ring(x, src, f)
+                x = _encode(value, f)
+            return self._share_ring(x, src, f, owned=True)
 
     def _pair_stream(self, j: int, shape: tuple) -> np.ndarray:
+        """The next pair stream with party j, as a new array of `shape` (filled a chunk at a time:
+        no pooled block of its size stays behind, kernels.bufpool)."""
+        out = np.empty(shape, np.int64)
+        self._apply_pair_stream(j, out, None)
+        return out
+
+    def _apply_pair_stream(self, j: int, x: np.ndarray, op) -> None:
+        """x = op(x, the next pair stream with party j) (op None: x = the stream), expanded a chunk at a time."""
         ctr = self._pair_ctr[j]
         self._pair_ctr[j] += 1
-        return self._pair[j].ring(ctr, [tuple(shape)])[0]
+        flat, step = x.reshape(-1), chunked.chunk_elements() or max(x.size, 1)
+        buf = np.empty(min(step, flat.size), np.int64) if op is not None else None
+        for lo in range(0, flat.size, step):
+            part = flat[lo : lo + step]
+            if op is None:
+                self._pair[j].words_at(ctr, lo, part)
+            else:
+                op(part, self._pair[j].words_at(ctr, lo, buf[: part.size]), out=part)
 
     def share_ring(self, ring_value, src: int = 0, fbits: int = 0):
         """Share an int64 array that is already in the ring (encoded with `fbits` fractional bits)."""
+        return self._share_ring(ring_value, src, fbits, owned=False)
+
+    def _share_ring(self, ring_value, src: int, fbits: int, owned: bool):
+        """share_ring; owned: ring_value is a fresh int64 array nobody else holds (it becomes the share)."""
         from mpcrt.tensor import SharedTensor
 
+        self.drain()
         if self.rank == src:
-            x = np.array(ring_value, np.int64)  # keeps 0-d shapes
+            # keeps 0-d shapes; an owned array (fresh from _encode) becomes the share in place
+            mine = np.asarray(ring_value, np.int64) if owned else np.array(ring_value, np.int64, copy=True)
+            if not (mine.flags.writeable and mine.flags.c_contiguous):
+                mine = mine.copy()
             for j in self.peers:
-                self.node.send(j, "share", np.asarray(x.shape, np.int64))
-            mine = x.copy()
+                self.node.send(j, "share", np.asarray(mine.shape, np.int64))
             for j in self.peers:
-                mine -= self._pair_stream(j, x.shape)
+                self._apply_pair_stream(j, mine, np.subtract)
             self._count_round()
             return SharedTensor(self, mine, fbits)
         shape = self.node.recv(src, "share", dtype=np.int64)
@@ -390,7 +457,11 @@ class Runtime:
         plan = plan or []
         # every party numbers the plan alike; only whether party 0 sends it early may differ
         cap_mb = config.current().lookahead_mb if LOOKAHEAD_MB is None else LOOKAHEAD_MB
-        d.announce(plan, send=bool(plan) and d.correction_bytes(plan) <= cap_mb << 20)
+        first, send = d.counter, bool(plan) and d.correction_bytes(plan) <= cap_mb << 20
+        if d.announce(plan, send=send) and send and self.rank:  # the FSS key copies sent ahead come here too
+            for i, (kind, _) in enumerate(plan):
+                if kind == "fss":
+                    fss.copies(self).expect(first + i)
         d.log, self._looking_ahead = [], True
         ok = False
         try:
@@ -432,6 +503,19 @@ class Runtime:
             self.close()
         else:
             self.abort()
+
+
+def _encode(value, f: int) -> np.ndarray:
+    """fixedpoint.encode(value, f) a chunk at a time (its float temporaries stay chunk-sized)."""
+    a = fixedpoint.to_numpy(value)
+    step = chunked.chunk_elements()
+    if not step or a.size <= step or a.dtype == np.int64:
+        return fixedpoint.encode(a, f)
+    flat = a.reshape(-1)
+    out = np.empty(a.shape, np.int64)
+    for lo in range(0, flat.size, step):
+        out.reshape(-1)[lo : lo + step] = fixedpoint.encode(flat[lo : lo + step], f)
+    return out
 
 
 def _unflatten(total: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:

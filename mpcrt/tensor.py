@@ -7,7 +7,8 @@ the activations, ...) is a protocol function fn(x, *args, **kwargs) from a proto
 module, listed once in METHODS and attached here with the function's own docstring.
 
 Adding an elementwise activation: one function in a protocol module (e.g.
-protocols/activations.py) and one METHODS entry. Model import reads the same table
+protocols/activations.py), one METHODS entry and its name in CHUNKED (large tensors then
+run it a chunk at a time, mpcrt.chunked). Model import reads the same table
 (`torch`: the torch names an entry stands for; `params`: its keyword parameters in
 torch's order, which are also the nn module's attribute names). An entry has torch names
 only where fn(x, **params) is the whole call (x and its keyword parameters: activations,
@@ -16,9 +17,12 @@ maxpool2d) have none, model import maps those torch calls itself.
 """
 from __future__ import annotations
 
+import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from mpcrt import chunked
 from mpcrt.protocols import activations, compare, exp, normalize, ordering, reciprocal
 from mpcrt.protocols.shared import SharedTensor, cat, stack, where
 
@@ -96,5 +100,26 @@ METHODS: dict[str, Method] = {
     "relu6": Method(activations.relu6),  # model import maps nn.ReLU6 to hardtanh
 }
 
+# elementwise methods: on tensors above MPCRT_CHUNK_ELEMENTS they run a chunk at a time
+# (mpcrt.chunked), rounds and bytes attributed to the scope named here
+CHUNKED: dict[str, str] = {
+    **{n: n.strip("_") for n in ("ltz", "lt", "gt", "le", "ge", "eq", "ne", "__lt__", "__gt__", "__le__", "__ge__",
+                                 "__eq__", "__ne__", "relu", "abs", "__abs__", "sign", "clamp", "clip", "maximum",
+                                 "minimum", "exp", "sigmoid", "tanh", "reciprocal", "__truediv__", "__rtruediv__",
+                                 "log", "sqrt", "rsqrt", "gelu", "silu", "elu", "selu", "celu", "softplus",
+                                 "logsigmoid", "mish", "hardswish", "hardsigmoid", "hardtanh", "relu6")},
+    "__mul__": "mul", "__rmul__": "mul", "to_precision": "trunc",
+}
+
+METHODS.update({n: dataclasses.replace(m, fn=chunked.elementwise(m.fn, CHUNKED[n]))
+                for n, m in METHODS.items() if n in CHUNKED})
 for _name, _m in METHODS.items():
     setattr(SharedTensor, _name, _m.fn)
+# protocols.shared's own elementwise methods; a product by an integer, or a tensor already at
+# the runtime's precision, is local and runs whole
+_LOCAL = {"to_precision": lambda x: x.fbits <= x.rt.precision,
+          "__mul__": lambda x, other: isinstance(other, numbers.Integral)}
+_LOCAL["__rmul__"] = _LOCAL["__mul__"]
+for _name, _local in _LOCAL.items():
+    setattr(SharedTensor, _name, chunked.elementwise(getattr(SharedTensor, _name), CHUNKED[_name], _local))
+SharedTensor.reveal = chunked.revealing(SharedTensor.reveal)

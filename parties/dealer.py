@@ -33,6 +33,8 @@ from mpcrt.errors import ConfigError, DealerError, MpcError, PeerFailure, Protoc
 from mpcrt.kernels import allocator, gemm
 from mpcrt.kernels.backend import Backend
 from mpcrt.kernels.prg import new_seed
+from mpcrt.parties.warmup import maybe_rehearse
+from mpcrt.protocols.dealt import copy_tag
 from mpcrt.transport import DEFAULT_TIMEOUT, Transport
 from mpcrt.zmq_transport import dealer_node
 
@@ -79,6 +81,9 @@ class Dealer:
 
     def _private_words(self, stream: int, shape: tuple) -> np.ndarray:
         return self._private.ring(stream, [shape])[0]
+
+    def _private_words_at(self, stream: int, first: int, shape: tuple) -> np.ndarray:
+        return self._private.words_at(stream, first, np.empty(shape, np.int64).reshape(-1)).reshape(shape)
 
     def serve(self, idle_timeout: float | None = None) -> None:
         """Serve until all parties said bye. Raises PeerFailure-like errors on a vanished party."""
@@ -153,7 +158,10 @@ class Dealer:
             self._pending.append((fut, n, kind, p))
         self.busy_seconds += time.perf_counter() - t0
 
-    def _deal(self, n: int, kind: str, p: dict) -> np.ndarray:
+    def _deal(self, n: int, kind: str, p: dict) -> np.ndarray | None:
+        """A request's corrections, flat (None for one dealt in slices as it is sent: _send_ready)."""
+        if correlations.slices(kind, p) is not None:
+            return None
         t1 = time.perf_counter()
         try:
             flat = correlations.deal(self.prgs, self._private_words, n, kind, p, self.backend)
@@ -164,10 +172,25 @@ class Dealer:
         self.deal_seconds += time.perf_counter() - t1
         return flat
 
+    def _deal_slice(self, n: int, kind: str, p: dict, lo: int, hi: int) -> np.ndarray:
+        t1 = time.perf_counter()
+        try:
+            flat = correlations.deal_slice(self.prgs, self._private_words_at, n, kind, p, lo, hi, self.backend)
+        except MpcError:
+            raise
+        except Exception as e:
+            raise DealerError(f"request {n} ({kind}) could not be dealt: {type(e).__name__}: {e}") from e
+        self.deal_seconds += time.perf_counter() - t1
+        return flat
+
     def _head_sendable(self) -> bool:
         """A request is pending and its corrected party has its seed (party 0 may ask before
         another party said hello; that party's seed must reach it first)."""
-        return bool(self._pending) and correlations.corrected_party(self._pending[0][1], self.n) in self._hello
+        if not self._pending:
+            return False
+        if correlations.kind(self._pending[0][2]).to_all:  # a copy goes to every party
+            return len(self._hello) == self.n
+        return correlations.corrected_party(self._pending[0][1], self.n) in self._hello
 
     def _send_ready(self, wait: bool = False) -> None:
         """Send the corrections dealt so far, in request order (all of them if `wait`);
@@ -177,9 +200,17 @@ class Dealer:
             flat = fut.result()
             t2 = time.perf_counter()
             to = correlations.corrected_party(n, self.n)
-            for lo, hi, _ in correlations.reply_parts(correlations.kind(kind).corrected(p)):
-                # one frame per part, used in place; the dealer never touches flat again
-                self.node.send(to, reply_tag(n), flat[lo:hi], donate=True)
+            if flat is not None and correlations.kind(kind).to_all:  # the others' copies (dealt.Kind.to_all)
+                for j in range(self.n):
+                    if j != to:
+                        self.node.send(j, copy_tag(n), flat)
+            if flat is None:  # a large elementwise request: dealt a slice at a time, each sent at once
+                for lo, hi in correlations.slices(kind, p):
+                    self.node.send(to, reply_tag(n), self._deal_slice(n, kind, p, lo, hi), donate=True)
+            else:
+                for lo, hi, _ in correlations.reply_parts(correlations.kind(kind).corrected(p)):
+                    # one frame per part, used in place; the dealer never touches flat again
+                    self.node.send(to, reply_tag(n), flat[lo:hi], donate=True)
             self.send_seconds += time.perf_counter() - t2
             self.requests_served += 1
 
@@ -200,6 +231,7 @@ def main() -> int:
         if cfg.cluster is None:
             raise ConfigError("the dealer needs a cluster file: --cluster FILE (or MPCRT_CLUSTER)")
         cluster = load_cluster(cfg.cluster)
+        maybe_rehearse(Dealer)  # load the kernels before the parties' first requests
         secret = None if cfg.insecure else load_secret_key(cfg.secret_key or "")
         backend = default_backend(cluster.world_size)  # --device cuda without CuPy or a GPU stops here
         d = Dealer.connect(cluster, secret, insecure=cfg.insecure, timeout=cfg.timeout, backend=backend)

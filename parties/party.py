@@ -23,6 +23,8 @@ import numpy as np
 from mpcrt import config
 from mpcrt.cluster import load_cluster
 from mpcrt.errors import ConfigError, MpcError, PeerFailure
+from mpcrt.parties.dealer import Dealer
+from mpcrt.parties.warmup import maybe_rehearse
 
 # A party that fails because a peer is gone keeps its links up this long before it leaves, so
 # the other nodes find the first loss (the culprit) before they find this party's exit.
@@ -61,6 +63,7 @@ def run_script(script: str, args: list[str]) -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
     import mpcrt.runtime as runtime
 
+    maybe_rehearse(Dealer)  # the one-time loads, before the session's clock (and the peers') starts
     try:
         runpy.run_path(script, run_name="__main__")
         if runtime._current is not None:

@@ -216,7 +216,6 @@ def _beaver(rt, x: np.ndarray, y: np.ndarray, spec: ProductSpec, op, op2=None) -
     """op(x, y) of shares by a dealer triple, then >> spec.f; op2(a1, b1, a2, b2) =
     op(a1, b1) + op(a2, b2) in one call where the kernels fuse them (matmul, conv: one GPU
     round trip). With spec.f one dealer tuple serves the product and its truncation."""
-    shift = spec.f
     mat = request(rt, spec)
     if getattr(rt, "_dry", False):  # shape-only planning run: skip the local products
         return np.zeros(spec.out_shape, np.int64)
@@ -226,16 +225,25 @@ def _beaver(rt, x: np.ndarray, y: np.ndarray, spec: ProductSpec, op, op2=None) -
     np.subtract(y, own["b"], out=masked[x.size :].reshape(y.shape))
     (de,) = rt.open([masked], "beaver", donate=True)
     d, e = de[: x.size].reshape(x.shape), de[x.size :].reshape(y.shape)
+    return finish(rt, x, d, own["b"], e, spec, mat, op, op2)
+
+
+def finish(rt, x: np.ndarray, d: np.ndarray, b: np.ndarray, e: np.ndarray, spec: ProductSpec, mat, op,
+           op2=None) -> np.ndarray:
+    """[op(x, y)] (>> spec.f) from the opened d = x - a and e = y - b, this party's [b]
+    and the tuple `mat` ([c], or the truncation's [c + r], [r >> f], [msb r]):
+    [c] + op(d, [b]) + op([x], e), then (spec.f) opened masked by r and truncated."""
+    shift = spec.f
     offset = truncation.OFFSET if rt.rank == 0 else np.int64(0)
-    if shift and op is np.multiply and x.shape == y.shape:  # the masked product in one pass (kernels.beaver)
+    if shift and op is np.multiply and x.shape == b.shape:  # the masked product in one pass (kernels.beaver)
         z = np.empty(spec.out_shape, np.int64)
-        rt.backend.beaver.product_masked(d.reshape(-1), own["b"].reshape(-1), x.reshape(-1), e.reshape(-1),
+        rt.backend.beaver.product_masked(d.reshape(-1), b.reshape(-1), x.reshape(-1), e.reshape(-1),
                           mat.get()["cr"].reshape(-1), offset, z.reshape(-1))
     else:
         if op2 is not None:  # both products in one call: the second adds in place (on the GPU: one download)
-            z = op2(d, own["b"], x, e)
+            z = op2(d, b, x, e)
         else:
-            z = op(d, own["b"])
+            z = op(d, b)
             z += op(x, e)
         if not shift:
             z += mat.get()["c"]
@@ -260,12 +268,21 @@ def matmul(rt, x: np.ndarray, y: np.ndarray, shift: int = 0) -> np.ndarray:
 def conv2d(rt, x: np.ndarray, w: np.ndarray, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups: int = 1,
            shift: int = 0) -> np.ndarray:
     """[conv2d(x, w)] for NCHW input and OIHW weight, then >> shift."""
+    spec = conv_spec(x.shape, w.shape, stride, padding, dilation, groups, shift)
+    return _beaver(rt, x, w, spec, *conv_ops(rt, spec))
+
+
+def conv_spec(xshape: Shape, wshape: Shape, stride, padding, dilation, groups: int, shift: int) -> ProductSpec:
+    """The conv2d ProductSpec of an input and a weight shape (int or pair parameters)."""
     s, p, d = ring._pair(stride), ring._pair(padding), ring._pair(dilation)
-    spec = ProductSpec("conv2d", x.shape, w.shape, shift, s, p, d, groups)
-    return _beaver(
-        rt, x, w, spec, lambda u, v: rt.backend.conv2d(u, v, s, p, d, groups),
-        lambda u1, v1, u2, v2: rt.backend.conv2d2(u1, v1, u2, v2, s, p, d, groups),
-    )
+    return ProductSpec("conv2d", xshape, wshape, shift, s, p, d, groups)
+
+
+def conv_ops(rt, spec: ProductSpec) -> tuple:
+    """(op, op2) of `finish` for a conv2d spec: the back end's conv, and two convs summed."""
+    s, p, d, g = spec.stride, spec.padding, spec.dilation, spec.groups
+    return (lambda u, v: rt.backend.conv2d(u, v, s, p, d, g),
+            lambda u1, v1, u2, v2: rt.backend.conv2d2(u1, v1, u2, v2, s, p, d, g))
 
 
 def mul_steps(rt, x: np.ndarray, y: np.ndarray, mat=None):

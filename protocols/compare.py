@@ -6,14 +6,21 @@ protocols.comparison. Results are shared 0/1 tensors with 0 fractional bits, so
 multiplying by them needs no truncation; relu, abs and clamp fuse their product with
 the comparison's bit into its last round.
 
-Rounds: 7 for each (one batched comparison run).
+With two parties, where protocols.fss.use_fss says so (MPCRT_COMPARISON, and for auto
+its cost model of MPCRT_NETWORK), the comparison is the one-round FSS one instead
+(protocols.fss): ltz, relu, abs, clamp, eq, sign in 1 round (relu of an untruncated
+product too: the truncation rides on the same opening); a product with another tensor
+than the compared one takes a Beaver round more.
+
+Rounds: 7 for each (one batched comparison run); FSS: 1 (2 with a foreign product).
 Bytes per element per peer: 23.4 for one comparison (8 for the masked opening, 15.4
   for BitLT and the B2A), + 8 per fused product (relu, abs: 31.4); eq and sign compare
   against two thresholds sharing one opening (38.8). Each peer gets this, so a party
-  sends (N - 1) times it.
+  sends (N - 1) times it. FSS: 8, whatever the thresholds and the fused product.
 Dealer words per element: 6.9 per comparison (edaBit, AND triples, daBit; 4.0 of them
   sent, protocols.comparison), + 2 per fused product, + 3.9 per extra threshold row;
-  independent of N (one corrected party).
+  independent of N (one corrected party). FSS: 1544 bytes to each party (2064 with the
+  product, 2592 with the fused truncation; protocols.fss.key_bytes).
 Error: none (exact for every ring value).
 Reference: docs/design.md, 'Protocols' (comparison); Damgard et al., TCC 2006.
 """
@@ -21,20 +28,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpcrt.protocols import comparison, fixedpoint, powers
-from mpcrt.protocols.rounds import run
+from mpcrt.protocols import beaver, comparison, fixedpoint, fss, powers
+from mpcrt.protocols.rounds import run, run1
 from mpcrt.protocols.shared import SharedTensor
 
 
+def _fss_ltz(rt, flat: np.ndarray, ys: np.ndarray | None, self_prod: bool):
+    """[flat < 0] by FSS (protocols.fss, 1 round) and its product with flat itself
+    (self_prod, fused) or with ys (one more round, a Beaver product)."""
+    bit, prod = run1(rt, fss.ltz_steps(rt, flat, prod=self_prod))
+    if ys is not None:
+        prod = beaver.mul(rt, bit, ys)
+    return bit, ([prod] if prod is not None else [])
+
+
 def ltz_many(parts: list[SharedTensor], muls: list[SharedTensor | None] | None = None):
-    """ltz of several same-fbits tensors in one batched run (7 rounds for all)."""
+    """ltz of several same-fbits tensors in one batched run (7 rounds for all; with two
+    parties 1 by FSS, 2 where a product is with another tensor than the compared one)."""
     rt = parts[0].rt
     flat = np.concatenate([p.share.ravel() for p in parts])
     m = []
     if muls is not None:
         m = [np.concatenate([(q if q is not None else p).share.ravel() for p, q in zip(parts, muls)])]
     with rt.scope("ltz"):
-        bit, prods = comparison.ltz(rt, flat, m)
+        self_prod = muls is not None and all(q is None or q is p for p, q in zip(parts, muls))
+        if fss.use_fss(rt, flat.size, 1, muls is not None):
+            bit, prods = _fss_ltz(rt, flat, m[0] if m and not self_prod else None, self_prod)
+        else:
+            bit, prods = comparison.ltz(rt, flat, m)
     out, prod_out, off = [], [], 0
     for p in parts:
         k = p.share.size
@@ -57,8 +78,13 @@ def ltz_at(x: SharedTensor, ts: list[int], muls: list[SharedTensor] | None = Non
     else:
         ys = (lambda: [np.stack([q.share for q in muls])]) if muls else None
     with rt.scope("ltz"):
-        spec = comparison.LtzSpec.of(x.share.size, 1 if muls else 0, len(ts), shared_y=same is not None)
-        bits, prods = run(rt, comparison.ltz_steps(rt, x.share, muls=ys, thresholds=ts, spec=spec))[0]
+        if (not muls or same is x) and fss.use_fss(rt, x.share.size, len(ts), same is not None):
+            # one opening and one key serve every row
+            bits, prod = run1(rt, fss.ltz_steps(rt, x.share, thresholds=ts, prod=same is not None))
+            prods = [] if prod is None else [prod]
+        else:
+            spec = comparison.LtzSpec.of(x.share.size, 1 if muls else 0, len(ts), shared_y=same is not None)
+            bits, prods = run(rt, comparison.ltz_steps(rt, x.share, muls=ys, thresholds=ts, spec=spec))[0]
     out = [SharedTensor(rt, bits[i, ...], 0) for i in range(len(ts))]  # [i, ...]: 0-d arrays stay arrays
     return out, [SharedTensor(rt, prods[0][i, ...], q.fbits) for i, q in enumerate(muls)] if muls else []
 
@@ -114,6 +140,9 @@ def relu(x: SharedTensor) -> SharedTensor:
     if x.fbits <= f:
         _, (bx,) = ltz_many([x], [x])
         return x - bx
+    if fss.use_fss(rt, x.share.size, 1, True, x.fbits - f):  # the truncation rides on the FSS opening
+        with rt.scope("relu"):
+            return SharedTensor(rt, run1(rt, fss.relu_trunc_steps(rt, x.share, x.fbits - f)), f)
     hold = {}
 
     def trunc():

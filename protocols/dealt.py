@@ -41,7 +41,14 @@ def serial(*fns) -> list:
 class Kind:
     """A kind of correlated randomness: own: [(name, shape[, 'a'|'x'])], corrected:
     [(name, shape, 'a'|'x'|'a32')], deal: the true corrected values from the summed own
-    values. Every method takes the request's wire dict p (what the parties send)."""
+    values. Every method takes the request's wire dict p (what the parties send).
+
+    to_all: the corrected entries are values both parties may see (FSS keys' common
+    correction words, corrections masked by both parties' PRG words): the dealer deals
+    them whole (no party's PRG share subtracted, none expanded) and sends them to party 0
+    as a reply and to every other party as one frame tagged copy_tag(n)."""
+
+    to_all = False
 
     def own(self, p: dict) -> list[tuple]:
         raise NotImplementedError
@@ -59,6 +66,11 @@ class Kind:
         gives the dealer's private words, `ops` is the dealer's ring back end (its matmul,
         conv2d: kernels.backend)."""
         raise NotImplementedError
+
+
+def copy_tag(n: int) -> str:
+    """The frame tag of a 'to_all' reply's copy for the parties other than 0 (request n)."""
+    return f"copy{n}"
 
 
 # ----------------------------------------------------------- request specs

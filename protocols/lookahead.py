@@ -38,6 +38,8 @@ def _elementwise_plan(fn, x: SharedTensor, args, kwargs) -> list:
         q = {k: (list(x.shape) if k in ("shape", "a", "b") and v == [1] else v) for k, v in p.items()}
         if kind in ("ltz", "ltzpow"):
             q["n"] = npad * int(q.get("rows", 1))
+        elif kind == "fss":  # one key per element, whatever the rows
+            q["n"] = npad
         out.append((kind, q))
     return out
 

@@ -7,13 +7,15 @@ max over the k*k shifted windows.
 
 Rounds: max/min over k elements 7 ceil(log2 k); with the indices (max(dim), argmax) 14
   more (max over 64 with indices: 56, measured); maxpool2d with a k x k window
-  7 ceil(log2 k^2); maximum/minimum 7.
+  7 ceil(log2 k^2); maximum/minimum 7. By FSS (two parties, protocols.compare): 1 per
+  tree level (max over k: ceil(log2 k); maxpool2d k x k: ceil(log2 k^2)), 3 more for
+  the indices; maximum/minimum 1.
 Bytes per element per peer: 31.4 per pairwise max (a comparison with its product fused,
   protocols.compare), on half the remaining elements per level: about 31.4 per input
   element for the values; 86.4 measured for max over rows of 64 with the indices; each
-  of a party's N - 1 peers gets this.
+  of a party's N - 1 peers gets this. By FSS: 8 per pairwise max.
 Dealer words per element: 8.9 per pairwise max (a comparison with one fused product);
-  independent of N.
+  independent of N. By FSS: 2064 bytes to each party per pairwise max (protocols.fss).
 Error: none (exact).
 Reference: docs/design.md, 'Protocols' (comparison).
 """

@@ -52,6 +52,10 @@ from hypothesis import settings as hypothesis_settings
 
 hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True, deadline=None)
 hypothesis_settings.register_profile("dev", derandomize=False, print_blob=True, deadline=None)
+# launched parties skip the start-up warm-up (parties/warmup.py) unless a test asks: it costs each process
+# the kernel loads up front, which most multi-process tests never use; test_warmup.py checks it
+os.environ.setdefault("MPCRT_WARMUP", "0")
+
 HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI", "").lower() == "true"
                                                                else "dev")
 hypothesis_settings.load_profile(HYPOTHESIS_PROFILE)
@@ -134,6 +138,7 @@ class Cli:
         e[MARKER_VAR] = marker
         e.setdefault("PYTHONUNBUFFERED", "1")
         e.setdefault("MPCRT_THREADS", "1")
+        e.setdefault("MPCRT_WARMUP", "0")  # tests/test_warmup.py turns it on where it is the subject
         return e
 
     def run(self, args: list[str], timeout: float = 60, env: dict | None = None, cwd=None) -> CliResult:

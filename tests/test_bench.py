@@ -367,3 +367,32 @@ def test_crypten_side_runs_by_its_path(tmp_path):
         pytest.skip("CrypTen is installed here: the not-importable path cannot be shown")
     rep = bench_run.run_crypten([2], {"mul": [100]}, 1, 0, timeout=60)
     assert rep["available"] is False and "not importable" in rep["reason"], rep
+
+
+def test_models_network_rows_carry_the_lower_bound():
+    """benchmarks/models_table.py: the bound is rounds x delay + busiest link direction / rate, per call kind."""
+    import io
+    import sys as _sys
+
+    _sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import models_table
+    from mpcrt.launch.bench_args import parse_networks
+
+    def st(sent, recv, dsent, drecv, rounds):
+        return {"rounds": rounds, "bytes_sent": sent, "bytes_received": recv, "dealer_bytes_sent": dsent,
+                "dealer_bytes_received": drecv}
+
+    pp = [{"e2e_stats": [st(4e6, 3e6, 1e3, 2e6, 20)], "online_stats": [st(4e6, 3e6, 0, 0, 18)], "maxrss_mb": 100},
+          {"e2e_stats": [st(3e6, 4e6, 1e3, 0, 20)], "online_stats": [st(3e6, 4e6, 0, 0, 18)], "maxrss_mb": 100}]
+    res = {"model": "ct_digits_mlp", "parties": 2, "channels": "curve", "per_party": pp,
+           "e2e": [1.0], "online": [0.6], "offline": [0.2]}
+    net = parse_networks("wan")[0]
+    row = models_table.summarize(res, net, "digits_mlp")
+    assert row["bound_online_s"] == pytest.approx(18 * 0.025 + 4e6 * 8 / 100e6)
+    assert row["bound_e2e_s"] == pytest.approx(20 * 0.025 + 5e6 * 8 / 100e6)  # 3e6 received + 2e6 from the dealer
+    out = io.StringIO()
+    models_table.print_network([row], {}, out)
+    text = out.getvalue()
+    assert "ct_digits_mlp" in text and "0.77" in text and "*" in text  # 18 x 25 ms + 0.32 s; CrypTen quoted
+    loop = models_table.summarize(res, parse_networks("none")[0], None)
+    assert "bound_online_s" not in loop and loop["network"] == "loopback"

@@ -21,6 +21,7 @@ from mpcrt import correlations
 from mpcrt.errors import DealerError, ProtocolError
 from mpcrt.kernels.prg import PRG
 from mpcrt.memory_transport import MemoryNetwork
+from mpcrt.protocols.fss import FssSpec
 from mpcrt.protocols import dealt
 from mpcrt.protocols.beaver import ProductSpec
 from mpcrt.protocols.comparison import LtzSpec
@@ -42,6 +43,12 @@ VALID = {
     "truncmul": MulMaskSpec((5,), 16).to_wire(),
     "ltz": LtzSpec.of(100, muls=2, rows=2, powers=(16, 2, 3), coarse=8).to_wire(),
     "ltzpow": LtzPowersSpec(128, 2, (16, 2, 3)).to_wire(),
+    "wmask": {"shape": [3, 4]},
+    "fm_matmul": {**ProductSpec("matmul", (2, 3), (3, 4)).to_wire(), "mask": 1},
+    "fm_conv2d": {**ProductSpec("conv2d", (1, 2, 5, 5), (3, 2, 3, 3)).to_wire(), "mask": 2},
+    "fm_matmul_trunc": {**ProductSpec("matmul", (2, 3), (3, 2), 16).to_wire(), "mask": 0},
+    "fm_conv2d_trunc": {**ProductSpec("conv2d", (1, 2, 4, 4), (2, 1, 3, 3), 16, groups=2).to_wire(), "mask": 1},
+    "fss": FssSpec.of(100, 64, True, 16).to_wire(),
 }
 assert set(VALID) == set(correlations.KINDS)
 
@@ -49,7 +56,8 @@ scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.flo
            | st.text(max_size=8) | st.binary(max_size=8))
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5)
                       | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=15)
-numbers = (st.integers(-(2**64), 2**64) | st.sampled_from([0, 1, -1, 2**31, 2**32, 2**32 + 1, 2**40, 2**63 - 1])
+numbers = (st.integers(-(2**63), 2**64 - 1) |  # what msgpack can carry
+            st.sampled_from([0, 1, -1, 2**31, 2**32, 2**32 + 1, 2**40, 2**63 - 1])
            | values)
 shapes = st.lists(numbers, max_size=6) | st.lists(st.integers(0, 2**34), max_size=4) | values
 
@@ -69,7 +77,7 @@ def mutated(draw) -> tuple[str, object]:
         del p[key]
     elif how == "add":
         p[draw(st.sampled_from(["stride", "padding", "dilation", "groups", "f", "rows", "mrows", "pw", "back",
-                                "ym", "cb", "tk", "xr", "part", "J", "k", "n"]))] = draw(numbers | shapes)
+                                "ym", "cb", "tk", "xr", "part", "J", "k", "n", "mask"]))] = draw(numbers | shapes)
     elif how == "random":
         p = draw(st.dictionaries(st.text(max_size=6), values, max_size=6))
     else:

@@ -100,7 +100,8 @@ def mutated_docs(draw) -> str:
             tbl = draw(st.sampled_from([doc, doc.get("dealer"), *(doc.get("party") or [])]))
             if isinstance(tbl, dict) and tbl:
                 del tbl[draw(st.sampled_from(sorted(tbl)))]
-        elif isinstance(doc.get("party"), list) and doc["party"]:  # a party twice, or a key reused
+        elif isinstance(doc.get("party"), list) and doc["party"] and isinstance(doc["party"][0], dict):
+            # a party twice, or a key reused
             doc["party"].append(dict(doc["party"][0]) if draw(st.booleans()) else
                                 {**doc["party"][0], "rank": len(doc["party"]), "address": "tcp://z:1"})
     return toml_doc(doc)

@@ -21,6 +21,9 @@ Modules, by job: ops (the op registry), ir (Graph, msgpack form, validation), tr
 layers (the executor, on SharedTensors and on torch tensors), archive (model files),
 model (PrivateModel and the import protocol between parties).
 
+Training: `from_torch(net, example, src=0, train=True)` gives a TrainableModel (mpcrt.nn.train_model)
+whose calls record a tape (mpcrt.autograd); losses are in mpcrt.nn.functional.
+
 Model files (`save`/`load`): one .npz holding the msgpack graph and the folded
 float64 weights, read with numpy's allow_pickle=False: loading runs no code.
 """
@@ -35,13 +38,16 @@ from mpcrt.nn.ir import (  # noqa: F401
     UnsupportedLayerError,
 )
 from mpcrt.nn.layers import SharedOps, TorchOps, run_graph  # noqa: F401
-from mpcrt.nn.model import PrivateModel, distribute, from_graph, from_torch, load_model  # noqa: F401
+from mpcrt.nn.model import PrivateModel, distribute, from_graph, load_model  # noqa: F401
+from mpcrt.nn import functional  # noqa: F401  (training: losses and layers with a backward)
+from mpcrt.nn.train_model import TrainableModel, from_torch  # noqa: F401  (from_torch(..., train=True) trains)
 from mpcrt.nn.ops import IR_OPS, supported  # noqa: F401
 from mpcrt.nn.tracer import trace  # noqa: F401
 
 __all__ = [
     "from_torch", "from_graph", "load_model", "distribute", "PrivateModel", "Graph", "trace", "save", "save_graph",
     "load", "run_graph", "ModelImportError", "UnsupportedLayerError", "ModelFileError", "SUPPORTED",
+    "TrainableModel", "functional",
 ]
 
 

@@ -8,6 +8,8 @@ Cost of each layer under MPC (N parties, one round = everyone sends once):
 
 * linear, conv2d: one Beaver matmul/conv (1 round), left untruncated (2f bits); the
   truncation happens inside a following relu (no extra round) or on first use (1 round).
+  A weight masked once at load (PrivateModel.mask_weights, the default; protocols.fixedmask)
+  comes as its FixedMask (`overrides`), and the call opens only the input's mask.
 * affine (an unfolded BatchNorm): one Beaver product (2 rounds); folded BatchNorm: free.
 * avg_pool2d, adaptive_avg_pool2d: linear with public weights: sums are exact
   (integer weights, no truncation), then one multiplication by a public 1/count
@@ -35,6 +37,8 @@ import numpy as np
 from mpcrt.errors import MpcError, ShapeError
 from mpcrt.nn.ir import MAX_PARAM_ELEMENTS, UnsupportedLayerError, refs_of, resolve
 from mpcrt.nn.ops import ELEMENTWISE, NONLINEAR_METHODS
+from mpcrt.protocols import fixedmask
+from mpcrt.protocols.fixedmask import FixedMask
 from mpcrt.protocols.normalize import normalize
 from mpcrt.tensor import SharedTensor, cat, stack, where
 
@@ -323,12 +327,21 @@ class SharedOps(_Common):
 
     # Linear and conv2d leave their product untruncated (2f fractional bits, one round):
     # a following relu truncates inside its own rounds, anything else truncates on use.
+    # A weight masked once at load (protocols.fixedmask, `masked_uses`) arrives as its
+    # FixedMask: the product opens only the input's mask (a linear's is W^T's mask).
     def linear(self, input, weight, bias=None):
-        y = input.matmul(weight.T, truncate=False)
+        if isinstance(weight, FixedMask):
+            y = _fixed(input, weight, "matmul", fixedmask.matmul)
+        else:
+            y = input.matmul(weight.T, truncate=False)
         return y + bias if bias is not None else y
 
     def conv2d(self, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        y = input.conv2d(weight, _pair(stride), _pair(padding), _pair(dilation), groups, truncate=False)
+        conv = _pair(stride), _pair(padding), _pair(dilation), groups
+        if isinstance(weight, FixedMask):
+            y = _fixed(input, weight, "conv2d", fixedmask.conv2d, *conv)
+        else:
+            y = input.conv2d(weight, *conv, truncate=False)
         return y + bias.reshape(1, -1, 1, 1) if bias is not None else y
 
     def affine(self, input, scale, shift):
@@ -453,6 +466,30 @@ class SharedOps(_Common):
         return cat(list(tensors), dim)
 
 
+def _fixed(x, m: FixedMask, scope: str, product, *args):
+    """product(rt, [x], m, *args) of a SharedTensor x and a weight masked once, untruncated
+    (2f fractional bits, as the layers leave their products)."""
+    if not isinstance(x, SharedTensor):
+        raise UnsupportedLayerError(f"a public input times a shared weight ({type(x).__name__}); share the input")
+    x = x.to_precision()
+    with x.rt.scope(scope):
+        return x._new(product(x.rt, x.share, m, *args), x.fbits + m.fbits)
+
+
+MASKED_OPS = {"linear": True, "conv2d": False}  # the layers whose weight is masked once: transposed?
+
+
+def masked_uses(graph) -> dict[int, tuple[int, bool]]:
+    """The layers whose weight is masked once: {node index: (parameter index, transposed)}
+    for every linear (its weight used as W^T) and conv2d whose weight is a parameter node."""
+    out = {}
+    for i, n in enumerate(graph.nodes):
+        v = n["args"].get("weight") if n["op"] in MASKED_OPS else None
+        if isinstance(v, dict) and "ref" in v and graph.nodes[v["ref"]]["op"] == "param":
+            out[i] = (graph.nodes[v["ref"]]["args"]["index"], MASKED_OPS[n["op"]])
+    return out
+
+
 _COMPARE = {"lt": _operator.lt, "le": _operator.le, "gt": _operator.gt, "ge": _operator.ge, "eq": _operator.eq,
             "ne": _operator.ne}
 
@@ -510,10 +547,13 @@ def last_uses(graph) -> list[list[int]]:
     return free_after
 
 
-def run_graph(graph, params: list, x, ops, free_after=None, collect: dict | None = None):
+def run_graph(graph, params: list, x, ops, free_after=None, collect: dict | None = None,
+              overrides: dict | None = None):
     """Evaluate `graph` on input x with the given parameter values and back end.
 
     `collect`, if given, receives {fx node name: value} of every node (layer-by-layer checks).
+    `overrides`: {node index: {argument: value}} replacing resolved arguments (the weights
+    masked once, as their FixedMasks).
     """
     env: list = [None] * len(graph.nodes)
     free_after = free_after if free_after is not None else last_uses(graph)
@@ -525,6 +565,8 @@ def run_graph(graph, params: list, x, ops, free_after=None, collect: dict | None
             val = params[node["args"]["index"]]
         else:
             args = {k: resolve(v, env) for k, v in node["args"].items()}
+            if overrides and i in overrides:
+                args.update(overrides[i])
             try:
                 val = getattr(ops, op)(**args)
             except UnsupportedLayerError as e:

@@ -24,12 +24,16 @@ from typing import Callable
 
 import numpy as np
 
+from mpcrt import config
 from mpcrt.errors import ProtocolError, ShapeError
 from mpcrt.nn.archive import load
 from mpcrt.nn.ir import MAX_GRAPH_BYTES, Graph, ModelImportError, UnsupportedLayerError
-from mpcrt.nn.layers import SharedOps, last_uses, missing_methods, run_graph
+from mpcrt.nn.layers import SharedOps, last_uses, masked_uses, missing_methods, run_graph
+from mpcrt.protocols import fixedmask
 from mpcrt.nn.tracer import trace
 from mpcrt.tensor import SharedTensor
+
+MASK_WEIGHTS = True  # distribute()'s default: weights masked once at load (protocols.fixedmask)
 
 
 class PrivateModel:
@@ -45,6 +49,9 @@ class PrivateModel:
         self.params = params
         self.src = src
         self._free_after = last_uses(graph)
+        self._masked: dict[int, dict] = {}  # node index -> {"weight": its FixedMask}
+        self.fixed_masks = False  # whether calls use the weights masked once (mask_weights)
+        self.mask_openings = 0  # rounds that opened W - B: 1 per model once masked, never per call
         missing = missing_methods(graph)
         if missing:
             raise UnsupportedLayerError(
@@ -65,20 +72,40 @@ class PrivateModel:
                 f"(example input {want}), got {shape}"
             )
 
+    def mask_weights(self) -> int:
+        """Mask the weights of every Linear and Conv2d (attention projections included) once
+        (protocols.fixedmask): one dealer mask B per weight tensor, all W - B opened in one
+        round; later calls open only their activations' masks. Every party calls it (from_torch
+        and the other importers do, unless told not to); a second call does nothing. Returns the
+        number of weight tensors masked."""
+        if not self._masked:
+            uses = masked_uses(self.graph)
+            keys = sorted({u for u in uses.values()})  # (parameter, transposed): one mask each
+            shares = [self.params[i].share.T if t else self.params[i].share for i, t in keys]
+            with self.rt.scope("nn.mask_weights"):
+                masks = dict(zip(keys, fixedmask.mask(self.rt, shares, self.rt.precision)))
+            self.mask_openings += 1 if keys else 0
+            self._masked = {node: {"weight": masks[u]} for node, u in uses.items()}
+        self.fixed_masks = True
+        return len({id(m["weight"]) for m in self._masked.values()})
+
+    def _run(self, x, collect: dict | None = None):
+        self.check_input_shape(x.shape)
+        overrides = self._masked if self.fixed_masks else None
+        return run_graph(self.graph, self.params, x, SharedOps(), self._free_after, collect, overrides)
+
     def __call__(self, x):
         if not isinstance(x, SharedTensor):
             raise TypeError(f"a PrivateModel takes a SharedTensor (share the input first with rt.share), got "
                             f"{type(x).__name__}")
-        self.check_input_shape(x.shape)
-        return run_graph(self.graph, self.params, x, SharedOps(), self._free_after)
+        return self._run(x)
 
     forward = __call__
 
     def intermediates(self, x) -> dict:
         """{fx node name: value} of every node on input x (SharedTensors for tensors): layer-by-layer debugging."""
-        self.check_input_shape(x.shape)
         out: dict = {}
-        run_graph(self.graph, self.params, x, SharedOps(), self._free_after, collect=out)
+        self._run(x, out)
         return out
 
     def infer(self, inputs=None, data_owner: int = 1, reveal_to: int | None = None, batch_size: int = 64,
@@ -153,11 +180,22 @@ def _check_src(rt, src) -> int:
     return int(src)
 
 
-def distribute(build: Callable[[], tuple[Graph, list]] | None, src: int = 0, rt=None) -> PrivateModel:
+def _mask_default(mask_weights: bool | None) -> bool:
+    """`mask_weights`, else the configuration's `fixed_masks` (MPCRT_FIXED_MASKS) and MASK_WEIGHTS."""
+    if mask_weights is not None:
+        return bool(mask_weights)
+    return bool(config.current().fixed_masks) and MASK_WEIGHTS
+
+
+def distribute(build: Callable[[], tuple[Graph, list]] | None, src: int = 0, rt=None,
+               mask_weights: bool | None = None) -> PrivateModel:
     """Run `build()` on party `src` (returning (Graph, parameter arrays)), send the graph and share the weights.
 
     Every party calls this with the same `src`; `build` is only called (and only
     needed) on `src`. Errors in `build` reach every party as ModelImportError.
+    `mask_weights` (default True, MASK_WEIGHTS): mask the Linear and Conv2d weights once
+    (PrivateModel.mask_weights), so that calls send only activation-sized openings; every
+    party must pass the same value. False: each call masks the weights afresh (as before).
     """
     rt = _runtime(rt)
     src = _check_src(rt, src)
@@ -171,7 +209,10 @@ def distribute(build: Callable[[], tuple[Graph, list]] | None, src: int = 0, rt=
             k = math.prod(p["shape"])
             params.append(w[off:off + k].reshape(tuple(p["shape"])))
             off += k
-    return PrivateModel(rt, graph, params, src)
+    model = PrivateModel(rt, graph, params, src)
+    if _mask_default(mask_weights):
+        model.mask_weights()
+    return model
 
 
 def _send_model(rt, src: int, build) -> tuple[Graph, object]:
@@ -224,7 +265,7 @@ def _check_range(graph: Graph, arrays, precision: int) -> None:
                                    f"fixed-point range |w| < {lim:g} at {precision} fractional bits")
 
 
-def from_torch(model, example_input=None, src: int = 0, rt=None) -> PrivateModel:
+def from_torch(model, example_input=None, src: int = 0, rt=None, mask_weights: bool | None = None) -> PrivateModel:
     """Import a torch.nn.Module held by party `src` as a PrivateModel on every party.
 
     On `src`: `model` is the module (traced with torch.fx in eval mode) and
@@ -234,16 +275,17 @@ def from_torch(model, example_input=None, src: int = 0, rt=None) -> PrivateModel
     """
     rt = _runtime(rt)
     build = None if model is None else (lambda: trace(model, example_input))
-    return distribute(build, src, rt)
+    return distribute(build, src, rt, mask_weights)
 
 
-def from_graph(graph: Graph | None, params: list | None, src: int = 0, rt=None) -> PrivateModel:
+def from_graph(graph: Graph | None, params: list | None, src: int = 0, rt=None,
+               mask_weights: bool | None = None) -> PrivateModel:
     """Like from_torch for an already traced (Graph, parameter arrays), e.g. from load()."""
     build = None if graph is None else (lambda: (graph, [np.asarray(p, np.float64) for p in params]))
-    return distribute(build, src, rt)
+    return distribute(build, src, rt, mask_weights)
 
 
-def load_model(path: str | None, src: int = 0, rt=None) -> PrivateModel:
+def load_model(path: str | None, src: int = 0, rt=None, mask_weights: bool | None = None) -> PrivateModel:
     """Like from_torch for a model archive written by save(): `path` on `src`, None elsewhere."""
     build = None if path is None else (lambda: load(path))
-    return distribute(build, src, rt)
+    return distribute(build, src, rt, mask_weights)

@@ -1,0 +1,249 @@
+"""`mpcrt infer --serve DIR`: a private-inference service that stays up.
+
+Every party runs the same `mpcrt infer ... --serve DIR` (over a cluster file, or -n N on
+one host). The model is shared once, when the service starts (and, with weights masked
+once, preprocessed once); then the data owner watches DIR and serves the requests as they
+come:
+
+    DIR/<name>.npy        a request: inputs, batch first, the model's input shape after
+                          (write it elsewhere and rename it in: files whose name starts
+                          with "." or that do not end in .npy are not read)
+    DIR/out/<name>.npy    the revealed outputs (written to a temporary file, then renamed)
+    DIR/out/<name>.json   that request's figures: rows, seconds, rounds, bytes, dealer bytes
+    DIR/done/<name>.npy   the request, once served
+    DIR/failed/<name>.npy a request that was refused (unreadable, wrong shape, out of range),
+                          with DIR/failed/<name>.txt saying why; the service goes on
+    DIR/STOP              create it to stop the service (all parties exit 0); SIGTERM or
+                          Ctrl-C on the data owner does the same after the current request
+
+What each party learns: per request, its row count (the batch shape is public), and the
+times at which requests come; the inputs stay secret-shared and the outputs are revealed
+to the data owner only. The model owner and any helper party never read DIR.
+
+Each request costs only its own rounds and bytes: the weights were shared (and masked)
+once. While idle, the parties fetch the dealer material for one more request of the last
+request's batch shape (`rt.preprocess`), so a request of that shape runs online only; one
+of another shape drops that material (the same on every party) and fetches its own on
+line. While idle the data owner sends a small keep-alive every --serve-ping seconds, so the
+other parties' receive timeout never fires on a quiet service; a party that dies is seen
+as a PeerFailure (the service stops, non-zero).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from mpcrt.errors import ConfigError, ProtocolError
+
+log = logging.getLogger("mpcrt.serve")
+
+OP_IDLE, OP_REQUEST, OP_STOP = 0, 1, 2
+TAG = "serve.op"
+
+
+class Service:
+    """One party's side of the serving loop (the data owner's also reads DIR)."""
+
+    def __init__(self, rt, model, folder: str, data_owner: int, batch_size: int, reveal: str,
+                 load_inputs: Callable[[str, int], np.ndarray], ping_s: float = 5.0, poll_s: float = 0.1):
+        self.rt, self.model, self.do = rt, model, data_owner
+        self.folder = os.path.abspath(folder)
+        self.batch_size, self.reveal_kind = batch_size, reveal
+        self.load_inputs = load_inputs
+        self.ping_s, self.poll_s = ping_s, poll_s
+        self.prepared: tuple | None = None  # the batch shape whose material is fetched ahead
+        self.served = 0
+        self._stop = False
+        self._pending: np.ndarray | None = None  # the data owner's next request, read and checked
+        self._last_shape: tuple = ()
+        if rt.rank == data_owner:
+            for sub in ("out", "done", "failed"):
+                os.makedirs(os.path.join(self.folder, sub), exist_ok=True)
+
+    # ------------------------------------------------------------ the loop
+    def run(self) -> int:
+        """Serve until stopped; returns the number of requests served."""
+        old = self._install_signals() if self.rt.rank == self.do else {}
+        try:
+            while True:
+                op, rows, name = self._next_op()
+                if op == OP_STOP:
+                    break
+                if op == OP_REQUEST:
+                    self._serve(rows, name)
+                    self._prepare_ahead()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        return self.served
+
+    def _install_signals(self) -> dict:
+        def on_signal(signum, frame):
+            self._stop = True
+
+        old = {}
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                old[s] = signal.signal(s, on_signal)
+            except ValueError:  # not the main thread: STOP files still work
+                pass
+        return old
+
+    def _next_op(self) -> tuple[int, int, str | None]:
+        """The data owner decides (a request, idle, stop) and tells the others; they wait for it."""
+        rt = self.rt
+        if rt.rank != self.do:
+            hdr = rt.exchange({}, {self.do: (2,)}, TAG)[self.do]
+            op, rows = int(hdr[0]), int(hdr[1])
+            if op not in (OP_IDLE, OP_REQUEST, OP_STOP) or not 0 <= rows <= 1 << 31 or (op == OP_REQUEST) != (rows > 0):
+                raise ProtocolError(f"party {self.do}", f"malformed serve message {hdr.tolist()}")
+            return op, rows, None
+        deadline = time.monotonic() + self.ping_s
+        op, rows, name = OP_IDLE, 0, None
+        while time.monotonic() < deadline:
+            if self._stop or os.path.exists(os.path.join(self.folder, "STOP")):
+                op = OP_STOP
+                break
+            found = self._take_request()
+            if found is not None:
+                op, rows, name = OP_REQUEST, found[0], found[1]
+                break
+            time.sleep(self.poll_s)
+        rt.exchange({j: np.array([op, rows], np.int64) for j in rt.peers}, {}, TAG)
+        if op == OP_STOP:
+            try:
+                os.remove(os.path.join(self.folder, "STOP"))
+            except OSError:
+                pass
+        return op, rows, name
+
+    def _take_request(self) -> tuple[int, str] | None:
+        """The oldest readable request file (refused ones go to failed/); (rows, name) or None."""
+        try:
+            names = [f for f in os.listdir(self.folder) if f.endswith(".npy") and not f.startswith(".")]
+        except OSError as e:
+            raise ConfigError(f"the serve folder {self.folder!r} cannot be read: {e}") from None
+        names.sort(key=lambda f: (self._mtime(f), f))
+        for f in names:
+            path = os.path.join(self.folder, f)
+            try:
+                x = self.load_inputs(path, self.rt.precision)
+                self.model.check_input_shape(x.shape)
+            except Exception as e:  # ConfigError, ShapeError: the request is refused, the service goes on
+                self._refuse(f, f"{type(e).__name__}: {e}")
+                continue
+            self._pending = x
+            return x.shape[0], f
+        return None
+
+    def _mtime(self, f: str) -> float:
+        try:
+            return os.stat(os.path.join(self.folder, f)).st_mtime
+        except OSError:
+            return 0.0
+
+    def _refuse(self, f: str, why: str) -> None:
+        log.warning("request %s refused: %s", f, why)
+        stem = os.path.splitext(f)[0]
+        try:
+            os.replace(os.path.join(self.folder, f), os.path.join(self.folder, "failed", f))
+            _write_atomic(os.path.join(self.folder, "failed", stem + ".txt"), (why + "\n").encode())
+        except OSError as e:
+            log.warning("could not move %s to failed/: %s", f, e)
+
+    # ------------------------------------------------------------ one request
+    def _call(self, x) -> Any:
+        y = self.model(x)
+        if self.reveal_kind == "probs":
+            y = y.softmax(dim=1)
+        elif self.reveal_kind == "label":
+            y = y.argmax(dim=1)
+        return y
+
+    def _serve(self, rows: int, name: str | None) -> None:
+        rt = self.rt
+        t0 = time.perf_counter()
+        s0 = rt.stats()
+        x_all = self._pending if rt.rank == self.do else None
+        self._pending = None
+        shape = (rows,) + tuple(self.model.input_shape[1:])
+        outs, used_prepared = [], 0
+        for s in range(0, rows, self.batch_size):
+            part = None if x_all is None else x_all[s:s + self.batch_size]
+            bshape = (min(self.batch_size, rows - s),) + shape[1:]
+            if self.prepared is not None and self.prepared != bshape:
+                rt.dealer.discard_prefetched()  # every party alike: they all know the batch shape
+            used_prepared += self.prepared == bshape
+            self.prepared = None
+            x = rt.share(part, src=self.do)
+            r = self._call(x).reveal(to=self.do)
+            if r is not None:
+                outs.append(r)
+        s1 = rt.stats()
+        seconds = time.perf_counter() - t0
+        self.served += 1
+        self._last_shape = (min(self.batch_size, rows),) + shape[1:]
+        figures = {"rows": rows, "seconds": round(seconds, 6), "batches_prepared_ahead": int(used_prepared),
+                   **{k: s1[k] - s0[k] for k in ("rounds", "bytes_sent", "bytes_received",
+                                                 "dealer_bytes_sent", "dealer_bytes_received") if k in s1}}
+        if rt.rank == self.do:
+            out = np.concatenate(outs, axis=0)
+            if self.reveal_kind == "label":
+                out = out.astype(np.int64)
+            stem = os.path.splitext(name)[0]
+            _write_npy_atomic(os.path.join(self.folder, "out", stem + ".npy"), out)
+            _write_atomic(os.path.join(self.folder, "out", stem + ".json"),
+                          json.dumps({"request": name, **figures}).encode())
+            try:
+                os.replace(os.path.join(self.folder, name), os.path.join(self.folder, "done", name))
+            except OSError as e:
+                log.warning("could not move %s to done/: %s", name, e)
+            print(f"party {rt.rank} (data owner): served {name}: {rows} inputs in {seconds:.3f} s, "
+                  f"{figures['rounds']} rounds, {figures['bytes_sent'] / 1e6:.2f} MB sent", flush=True)
+        else:
+            print(f"party {rt.rank}: served request {self.served} ({rows} inputs) in {seconds:.3f} s, "
+                  f"{figures['rounds']} rounds, {figures['bytes_sent'] / 1e6:.2f} MB sent", flush=True)
+
+    def _prepare_ahead(self) -> None:
+        """Fetch the material of one more batch of the last shape while the service is idle."""
+        from mpcrt.protocols.shared import SharedTensor
+
+        shape = self._last_shape
+        dummy = SharedTensor(self.rt, np.zeros(shape, np.int64), self.rt.precision)  # dry run: shapes only
+        self.rt.preprocess(lambda: self._call(dummy))
+        self.prepared = shape
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _write_npy_atomic(path: str, arr: np.ndarray) -> None:
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, arr, allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def serve(rt, model, folder: str, data_owner: int, batch_size: int, reveal: str,
+          load_inputs: Callable[[str, int], np.ndarray], ping_s: float = 5.0) -> int:
+    """Run the service on this party until DIR/STOP (or SIGTERM on the data owner); returns requests served."""
+    if rt.rank == data_owner and not os.path.isdir(folder):
+        raise ConfigError(f"--serve {folder!r}: no such folder (create it; requests are .npy files put there)")
+    svc = Service(rt, model, folder, data_owner, batch_size, reveal, load_inputs, ping_s=ping_s)
+    n = svc.run()
+    print(f"party {rt.rank}: service stopped after {n} requests", flush=True)
+    return n

@@ -1,0 +1,86 @@
+"""`mpcrt infer --serve DIR`: the service stays up, serves requests as files arrive, refuses bad ones,
+prepares the next batch's material while idle, and stops on DIR/STOP (real processes, bounded in time)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import mpcrt.nn as mnn
+
+TOL = 1e-3
+
+
+def _put(folder, name: str, arr: np.ndarray) -> None:
+    """Write elsewhere, rename in: the service never reads a half-written request."""
+    tmp = os.path.join(folder, "." + name)
+    with open(tmp, "wb") as fh:
+        np.save(fh, arr)
+    os.replace(tmp, os.path.join(folder, name))
+
+
+def _wait_for(path: str, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < end, f"{path} did not appear within {timeout} s"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def model(tmp_path):
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+    path = str(tmp_path / "model.npz")
+    mnn.save(net, torch.zeros(1, 12), path)
+    return net, path
+
+
+def test_service_serves_requests_until_stop(cli, tmp_path, model):
+    net, path = model
+    q = tmp_path / "q"
+    q.mkdir()
+    p, _ = cli.start(["infer", "-n", "2", "--model", path, "--serve", str(q), "--batch-size", "8",
+                      "--serve-ping", "0.5"])
+    rng = np.random.default_rng(0)
+    xs = {"a.npy": rng.uniform(-1, 1, (8, 12)), "b.npy": rng.uniform(-1, 1, (8, 12)),
+          "c.npy": rng.uniform(-1, 1, (5, 12))}
+    try:
+        for name in ("a.npy", "b.npy"):  # the same batch shape: b's material is fetched while idle
+            _put(str(q), name, xs[name])
+            _wait_for(str(q / "out" / name.replace(".npy", ".json")), 120)
+        _put(str(q), "bad.npy", rng.uniform(-1, 1, (4, 7)))  # wrong shape: refused, the service goes on
+        _put(str(q), "c.npy", xs["c.npy"])  # another shape: the prepared material is dropped alike
+        _wait_for(str(q / "out" / "c.json"), 120)
+        time.sleep(1.5)  # a few idle keep-alives
+        (q / "STOP").touch()
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, out + err
+    for name, x in xs.items():
+        got = np.load(q / "out" / name, allow_pickle=False)
+        with torch.no_grad():
+            ref = net.double()(torch.from_numpy(x)).numpy()
+        assert got.shape == ref.shape and float(np.abs(got - ref).max()) <= TOL
+        assert (q / "done" / name).exists() and not (q / name).exists()
+    figs = {n: json.loads((q / "out" / n.replace(".npy", ".json")).read_text()) for n in xs}
+    assert figs["a.npy"]["batches_prepared_ahead"] == 0 and figs["b.npy"]["batches_prepared_ahead"] == 1
+    assert figs["a.npy"]["rounds"] == figs["b.npy"]["rounds"]  # each request costs only its own rounds
+    assert figs["b.npy"]["bytes_sent"] == figs["a.npy"]["bytes_sent"]
+    assert (q / "failed" / "bad.npy").exists() and "expects input" in (q / "failed" / "bad.txt").read_text()
+    assert "service stopped after 3 requests" in out
+    owner = [ln for ln in out.splitlines() if ln.startswith("[party 0]")]
+    assert owner and not any(".npy" in ln for ln in owner)  # the model owner never sees a request's name
+    assert not (q / "STOP").exists()
+
+
+def test_missing_serve_folder_is_a_config_error_on_every_party(cli, tmp_path, model):
+    _, path = model
+    r = cli.run(["infer", "-n", "2", "--model", path, "--serve", str(tmp_path / "nope")], timeout=120)
+    assert r.returncode != 0
+    assert "no such folder" in r.output
