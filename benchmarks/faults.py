@@ -20,6 +20,7 @@ tests/test_faults_phases.py imports this file and runs a part of the matrix in C
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -216,7 +217,8 @@ def run_case(case: Case, workdir: str, heartbeat: float = 2.0, timeout: float = 
     """Run one case under `mpcrt launch` (or `mpcrt infer -n 2`) and collect what happened."""
     marker = uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPCRT_")}
-    env.update({MARKER_VAR: marker, "PYTHONUNBUFFERED": "1", "MPCRT_THREADS": "1", "MPCRT_FAULT": case.spec,
+    env.update({MARKER_VAR: marker, "PYTHONUNBUFFERED": "1", "MPCRT_THREADS": "1", "MPCRT_WARMUP": "0",
+                "MPCRT_FAULT": case.spec,
                 "MPCRT_HEARTBEAT_TIMEOUT": str(heartbeat), "MPCRT_TIMEOUT": str(timeout)})
     if case.infer:
         files = files or infer_files(workdir)
@@ -251,11 +253,9 @@ def run_case(case: Case, workdir: str, heartbeat: float = 2.0, timeout: float = 
     reader.join(5)
     elapsed = time.monotonic() - t0
     left = marked_pids(marker)
-    for pid in left:
-        try:
+    for pid in left:  # a leftover is a failure of the case (reported), and must not outlive it
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     t_fault = next((t for t, s in lines if "mpcrt fault:" in s), None)
     detect, named = {}, {}
     for who in [f"party {i}" for i in range(N)] + ["dealer"]:

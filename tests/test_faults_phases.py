@@ -8,7 +8,7 @@ the launcher exits non-zero, no process is left, and `mpcrt infer` writes no out
 The whole matrix (57 cases, 12.9 min on 2 cores shared at load average 10-12) is
 benchmarks/faults.py, whose table is in benchmarks/README.md; here a sample that covers every
 action, both kinds of culprit, a middle round of the comparison and the inference output (six
-sessions; about 95 s at that load, less on an idle runner; MPCRT_FAULTS_ALL=1 runs the whole
+sessions; the whole file took 79 s on 2 shared cores, 95-130 s at load average 10-12; MPCRT_FAULTS_ALL=1 runs the whole
 matrix as one test), and a cut in network namespaces when root (skipped otherwise). The fast
 tests check the pieces: the fault spec, the counting of frames, the cut relay, the atomic output
 write and the checked goodbye.
