@@ -74,6 +74,7 @@ from mpcrt.launch.netns import (
     unavailable_reason,
 )
 
+SEALED_OFFSET = 10  # the sealed-payload port sits this far above a node's port (clear of the probe ports)
 PRESETS: dict[str, tuple[float, float]] = {
     "lan": (0.25, 10_000.0),  # one-way delay in ms, rate in Mbit/s
     "wan": (25.0, 100.0),
@@ -246,6 +247,8 @@ class NetSim:
             spec = {"delay": self.relay_delay_s, "maps": [
                 [self.ips[i], self.base_port, "127.0.0.1", self.base_port + 1],
                 [self.ips[i], self._probe_port, "127.0.0.1", self._probe_bind],
+                # the sealed-payload port (mpcrt.sealed_links), MPCRT_SEALED_PORT_OFFSET above the CURVE port
+                [self.ips[i], self.base_port + SEALED_OFFSET, "127.0.0.1", self.base_port + 1 + SEALED_OFFSET],
             ]}
             c = _Child(["ip", "netns", "exec", ns, sys.executable, "-s", _RELAY_PATH, "relay", json.dumps(spec)],
                        f"relay of node {i}", os.path.join(self._workdir, f"relay{i}.err"))
@@ -428,8 +431,10 @@ class NetSim:
         """The environment node i's mpcrt process needs (as launch/local.py sets it)."""
         if self.cluster_path is None:
             self.write_cluster()
-        return node_env(dict(os.environ if base is None else base), self.n - 1, i, self.cluster_path,
-                        self.key_paths[i], self.precision, self.insecure)
+        env = node_env(dict(os.environ if base is None else base), self.n - 1, i, self.cluster_path,
+                       self.key_paths[i], self.precision, self.insecure)
+        env.setdefault("MPCRT_SEALED_PORT_OFFSET", str(SEALED_OFFSET))  # the relays forward that port too
+        return env
 
     def run_mpc(self, script: str, args: list[str] | tuple = (), *, timeout: float = 120.0,
                 env_extra: dict | None = None, grace: float = 5.0) -> MpcRun:

@@ -111,6 +111,9 @@ VARIABLES: tuple[Var, ...] = (
         "how long a receive waits before PeerFailure (`--timeout`)"),
     Var("MPCRT_HEARTBEAT_TIMEOUT", "heartbeat_timeout", 10.0, "seconds > 0", _positive_float,
         "ZMTP heartbeat timeout (at least 2): a silent link is closed after it, its peer then fails as gone"),
+    Var("MPCRT_SEALED_PORT_OFFSET", "sealed_port_offset", None, "integer 1..1000", _int(1, 1000),
+        "the sealed-payload port (AES-256-GCM) is this many ports above each node's CURVE port "
+        "(the same on every node; unset: a port the system picks)"),
     Var("MPCRT_IO_THREADS", "io_threads", 1, "integer >= 1", _int(1),
         "ZeroMQ I/O threads per node"),
     Var("MPCRT_LOOKAHEAD_MB", "lookahead_mb", 2048, "integer >= 0", _int(0),
@@ -179,6 +182,7 @@ class Config:
     precision: int | None = None
     timeout: float = 60.0
     heartbeat_timeout: float = 10.0
+    sealed_port_offset: int | None = None
     io_threads: int = 1
     lookahead_mb: int = 2048
     split_open_bytes: int = 1 << 19

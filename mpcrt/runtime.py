@@ -84,7 +84,8 @@ class Runtime:
                 timeout: float = DEFAULT_TIMEOUT, insecure: bool = False, backend: Backend | None = None) -> "Runtime":
         """Party `rank` of a cluster file's session, over ZeroMQ (CurveZMQ unless insecure)."""
         precision = fixedpoint.check_precision(cluster.precision if precision is None else precision)
-        return cls(party_node(cluster, rank, secret_key, timeout=timeout, insecure=insecure), precision, backend)
+        return cls(party_node(cluster, rank, secret_key, timeout=timeout, insecure=insecure,
+                              sealed_port_offset=config.current().sealed_port_offset), precision, backend)
 
     def _setup(self) -> None:
         # a seed with the dealer (over the encrypted channel), then one per pair of parties

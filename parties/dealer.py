@@ -72,7 +72,8 @@ class Dealer:
     def connect(cls, cluster: Cluster, secret_key: bytes | None, insecure: bool = False,
                 timeout: float = DEFAULT_TIMEOUT, backend: Backend | None = None) -> "Dealer":
         """The dealer of a cluster file's session, over ZeroMQ (CurveZMQ unless insecure)."""
-        node = dealer_node(cluster, secret_key, timeout=timeout, insecure=insecure)
+        node = dealer_node(cluster, secret_key, timeout=timeout, insecure=insecure,
+                           sealed_port_offset=config.current().sealed_port_offset)
         try:
             return cls(node, backend)
         except BaseException:
