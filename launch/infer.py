@@ -17,8 +17,9 @@ files its role owns:
 What each party learns: the architecture (public by design: layer kinds, shapes,
 hyper-parameters) and the input's shape. The weights stay secret-shared, the inputs
 too; the model's output is revealed to the data owner only and written by it to
---output (.npy, float64, one row per input). The model owner writes nothing and
-sees no prediction.
+--output (.npy, float64, one row per input), once every party has finished (the goodbye
+barrier) and atomically (a temporary file renamed): a failed run leaves no output file.
+The model owner writes nothing and sees no prediction.
 
 Model file formats (read only on the model owner's host; never pickle):
 
@@ -161,6 +162,7 @@ def party_main(a) -> int:
     import mpcrt
     import mpcrt.nn as mnn
     from mpcrt.errors import ConfigError
+    from mpcrt.parties.party import close_checked
 
     rt = mpcrt.init()
     n = rt.world_size
@@ -213,15 +215,35 @@ def party_main(a) -> int:
     out = _infer(rt, model, inputs, do, a)
     t_inf = time.perf_counter() - t0
     st = rt.stats()
+    # 4. the commit point: every party said goodbye (a peer lost before that is a PeerFailure
+    # here), and only then does the data owner write, atomically (no partial or stale file)
+    close_checked(rt)
     if rt.rank == do:
-        with open(a.output, "wb") as fh:  # np.save(path) would append .npy to other names
-            np.save(fh, out, allow_pickle=False)
+        write_atomically(a.output, out)
         print(f"party {rt.rank} ({role}): wrote {a.reveal} {out.shape} for {out.shape[0]} inputs to {a.output}")
     count = None if rt.rank != do else out.shape[0]
     print(f"party {rt.rank} ({role}): model import {t_import:.2f} s ({model.graph.param_count} shared weights), "
           f"inference {t_inf:.2f} s{'' if count is None else f' for {count} inputs'}, {st['rounds']} rounds, "
           f"{st['bytes_sent'] / 1e6:.2f} MB sent, {st['bytes_received'] / 1e6:.2f} MB received")
     return 0
+
+
+def write_atomically(path: str, out: np.ndarray) -> None:
+    """Write `out` as .npy at `path` through a temporary file in the same folder and a rename:
+    `path` holds the whole result or is left as it was (a crash leaves at most the hidden
+    `.NAME.partial-PID`, never a truncated file under the output's name)."""
+    d, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(d, f".{name}.partial-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:  # np.save(path) would append .npy to other names
+            np.save(fh, out, allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:

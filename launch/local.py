@@ -1,9 +1,14 @@
 """`mpcrt launch`: the dealer and N parties as processes on this host.
 
 Free loopback ports, fresh CurveZMQ keys in a private temporary folder, every output
-line prefixed with its node's name, exit status 0 only if every party succeeded. On a
-party's failure the others get a short grace period to report (PeerFailure), then
-are stopped; no process is left behind, also on Ctrl-C.
+line prefixed with its node's name, exit status 0 only if every node succeeded: every
+party and the dealer exited 0 (a dealer that does not leave by itself once the parties
+are done fails the run too). On a node's failure the others get a short grace period
+to report (PeerFailure), then are stopped; no process is left behind, also on Ctrl-C.
+
+A cut fault (MPCRT_FAULT=NODE:cut:..., mpcrt.faults) routes every link of that node
+through relays in this process (launch/relay.py's CutRelay): each node gets its own
+cluster file, in which the addresses it dials to or from the cut node are the relays'.
 """
 from __future__ import annotations
 
@@ -18,12 +23,15 @@ import tempfile
 import threading
 import time
 
-from mpcrt.cluster import Cluster, format_cluster, write_secret_key
+from mpcrt import faults
+from mpcrt.cluster import Cluster, format_cluster, load_cluster, write_secret_key
 from mpcrt.config import Config
+from mpcrt.launch.relay import CutRelay
 from mpcrt.kernels import gemm
 from mpcrt.zmq_transport import generate_keypair
 
-GRACE_SECONDS = 8.0
+GRACE_SECONDS = 8.0  # after a node's failure, the others' time to report theirs (at least: report_grace)
+DEALER_EXIT_SECONDS = 5.0  # after every party succeeded, the dealer's time to leave
 
 
 def free_ports(k: int, host: str = "127.0.0.1") -> list[int]:
@@ -63,6 +71,36 @@ def make_local_cluster(n: int, workdir: str, precision: int = 16) -> tuple[str, 
         key_paths[i] = os.path.join(workdir, f"node{i}.key_secret")
         write_secret_key(key_paths[i], c.public_keys[i], sec)
     return path, key_paths
+
+
+def cut_views(path: str, victim: int, workdir: str) -> tuple[CutRelay, dict[int, str]]:
+    """Relays for every link to and from node `victim` of the cluster file `path`, and each
+    node's own cluster file dialling them; returns (relays, {node id: cluster file})."""
+    c = load_cluster(path)
+    ids = sorted(c.endpoints)
+    port = {i: int(c.endpoints[i].rsplit(":", 1)[1]) for i in ids}
+    others = [j for j in ids if j != victim]
+    # targets: victim -> j for each j, then j -> victim for each j
+    relay = CutRelay([port[j] for j in others] + [port[victim]] * len(others))
+    via = {(victim, j): relay.ports[k] for k, j in enumerate(others)}
+    via.update({(j, victim): relay.ports[len(others) + k] for k, j in enumerate(others)})
+    paths = {}
+    for i in ids:
+        eps = {j: f"tcp://127.0.0.1:{via[(i, j)]}" if (i, j) in via else c.endpoints[j] for j in ids}
+        paths[i] = os.path.join(workdir, f"cluster-{i}.toml")
+        with open(paths[i], "w") as fh:
+            fh.write(format_cluster(Cluster(c.session, eps, c.public_keys, c.precision, c.binds)))
+    return relay.start(), paths
+
+
+def _cut_victim(env: dict, n: int) -> int | None:
+    """The node id a cut fault in env's MPCRT_FAULT names, or None."""
+    spec = Config.from_env(env).fault
+    f = faults.parse(spec) if spec else None
+    if f is None or f.action != "cut":
+        return None
+    names = {f"party {i}": i for i in range(n)} | {"dealer": n}
+    return names.get(f.node)
 
 
 def _pump(stream, prefix: str, out, lock: threading.Lock) -> None:
@@ -125,16 +163,23 @@ def launch(
     procs: dict[str, subprocess.Popen] = {}
     threads = []
     lock = threading.Lock()
+    relay = None
     try:
         cluster, key_paths = make_local_cluster(n, workdir, precision)
+        clusters = {i: cluster for i in range(n + 1)}
         base = dict(os.environ)
         base.update(env_extra or {})
+        victim = _cut_victim(base, n)
+        if victim is not None:
+            relay, clusters = cut_views(cluster, victim, workdir)
+            base["MPCRT_FAULT_CUT"] = os.path.join(workdir, "cut")
+            relay.watch(base["MPCRT_FAULT_CUT"])
         if insecure:
             print("mpcrt launch: WARNING --insecure-plaintext: channels are NOT encrypted or authenticated "
                   "(local benchmarking only)", file=sys.stderr)
 
         def start(name, argv, i):
-            env = node_env(base, n, i, cluster, key_paths[i], precision, insecure, timeout)
+            env = node_env(base, n, i, clusters[i], key_paths[i], precision, insecure, timeout)
             p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  start_new_session=True)
             procs[name] = p
@@ -145,39 +190,51 @@ def launch(
         start("dealer", [sys.executable, "-m", "mpcrt.parties.dealer"], n)
         for i in range(n):
             start(f"party {i}", [sys.executable, "-m", "mpcrt.parties.party", script, *(args or [])], i)
-        return _supervise(procs, n, out, lock)
+        return _supervise(procs, n, out, lock, report_grace(base, timeout))
     except KeyboardInterrupt:
         print("mpcrt launch: interrupted; stopping all nodes", file=sys.stderr)
         return 130
     finally:
         stop_all(procs)
+        if relay is not None:
+            relay.close()
         for t in threads:
             t.join(timeout=2)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _supervise(procs: dict[str, subprocess.Popen], n: int, out, lock) -> int:
+def report_grace(env: dict, timeout: float | None) -> float:
+    """How long, after a node's failure, the others get to report theirs: GRACE_SECONDS, or
+    where a receive timeout was set (--timeout, MPCRT_TIMEOUT) that timeout + 2 s if longer. A
+    node lost before its links came up (start-up) is found by the receive timeout alone."""
+    if timeout is None and env.get("MPCRT_TIMEOUT"):
+        timeout = Config.from_env(env).timeout
+    return GRACE_SECONDS if timeout is None else max(GRACE_SECONDS, timeout + 2.0)
+
+
+def _supervise(procs: dict[str, subprocess.Popen], n: int, out, lock, grace: float = GRACE_SECONDS) -> int:
     parties = [f"party {i}" for i in range(n)]
     failed_at = None
     while True:
         codes = {name: p.poll() for name, p in procs.items()}
-        bad = [nm for nm in parties if codes[nm] not in (None, 0)]
-        if codes["dealer"] not in (None, 0) and any(codes[nm] is None for nm in parties):
-            bad.append("dealer")
+        bad = [nm for nm in procs if codes[nm] not in (None, 0)]
         if bad and failed_at is None:
             failed_at = time.monotonic()
         if all(codes[nm] is not None for nm in parties):
             break
-        if failed_at is not None and time.monotonic() - failed_at > GRACE_SECONDS:
+        if failed_at is not None and all(codes[nm] is not None or _stopped(procs[nm].pid) for nm in procs):
+            break  # the nodes still there are stopped (SIGSTOP): none of them will report anything
+        if failed_at is not None and time.monotonic() - failed_at > grace:
             break
         time.sleep(0.05)
-    codes = {name: p.poll() for name, p in procs.items()}
-    # the dealer leaves by itself once all parties said goodbye
-    deadline = time.monotonic() + 5
-    while procs["dealer"].poll() is None and time.monotonic() < deadline and failed_at is None:
+    # the dealer leaves by itself once all parties said goodbye (or reports a party's failure)
+    deadline = time.monotonic() + (grace if failed_at is not None else DEALER_EXIT_SECONDS)
+    while procs["dealer"].poll() is None and time.monotonic() < deadline and not _stopped(procs["dealer"].pid):
         time.sleep(0.05)
-    failures = [f"{nm} (exit {codes[nm]})" for nm in parties if codes[nm] not in (None, 0)]
-    stuck = [nm for nm in parties if codes[nm] is None]
+    codes = {name: p.poll() for name, p in procs.items()}
+    nodes = parties + ["dealer"]
+    failures = [f"{nm} (exit {codes[nm]})" for nm in nodes if codes[nm] not in (None, 0)]
+    stuck = [nm for nm in nodes if codes[nm] is None]
     if failures or stuck:
         with lock:
             msg = "mpcrt launch: failed: " + ", ".join(failures)
@@ -188,12 +245,22 @@ def _supervise(procs: dict[str, subprocess.Popen], n: int, out, lock) -> int:
     return 0
 
 
+def _stopped(pid: int) -> bool:
+    """True if process `pid` is stopped (SIGSTOP; state T in /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[-1].split()[0] in (b"T", b"t")
+    except (OSError, IndexError):
+        return False
+
+
 def stop_all(procs: dict[str, subprocess.Popen]) -> None:
-    """SIGTERM every live process group, SIGKILL what is still up 3 s later."""
+    """SIGTERM (and SIGCONT) every live process group, SIGKILL what is still up 3 s later."""
     for p in procs.values():
         if p.poll() is None:
             try:
                 os.killpg(p.pid, signal.SIGTERM)
+                os.killpg(p.pid, signal.SIGCONT)  # a stopped process takes its SIGTERM now
             except ProcessLookupError:
                 pass
     deadline = time.monotonic() + 3

@@ -1,5 +1,6 @@
 """Network namespaces for `mpcrt.launch.netsim`: whether this host can make them, the ones
-a NetSim left behind, and the helper processes (relays, probes) that run inside them.
+a NetSim left behind, the helper processes (relays, probes) that run inside them, and the
+switch that cuts a node's link for a cut fault (`cut_on_request`).
 
 Namespaces are named `mpcrt-<pid>-<k>-<i>` (node i) and `mpcrt-<pid>-<k>-hub` (the
 switch), so `cleanup_stale` can tell those whose creating process is gone.
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 SUBNET = "10.77.0"
@@ -158,3 +160,23 @@ class _Child:
                 f.close()
             except (OSError, ValueError):
                 pass
+
+
+def cut_on_request(ns: str, switch: str, dev: str = "eth0", poll: float = 0.002) -> threading.Thread:
+    """A cut fault inside a NetSim (mpcrt.faults, MPCRT_FAULT=NODE:cut:...): a thread that waits
+    for the node to create `switch` (its MPCRT_FAULT_CUT), then takes the node's link down
+    (`ip -n NS link set eth0 down`: from then on nothing crosses it, in either direction, and
+    nothing is closed) and removes the file, which lets the node go on. Ends with the file's
+    folder (or when the link is down)."""
+    def run():
+        while os.path.isdir(os.path.dirname(switch) or "."):
+            if os.path.exists(switch):
+                subprocess.run(["ip", "-n", ns, "link", "set", dev, "down"], capture_output=True,
+                               timeout=_CMD_TIMEOUT)
+                os.remove(switch)
+                return
+            time.sleep(poll)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t

@@ -32,6 +32,9 @@ Modes (this file runs as a script, stdlib only, so it starts in a few millisecon
     relay.py probe HOST PORT   probe client: stdin "ping K" / "bulk BYTES" / "quit",
                                answers one JSON line each
 
+`CutRelay` (imported by `mpcrt launch`, threads in its process) is the other relay here: it
+forwards loopback connections as they are until a cut fault makes it silent (mpcrt.faults).
+
 Known differences from a real link: the TCP handshake (SYN, SYN-ACK) is not delayed
 (the relay accepts at once; the ZeroMQ/CURVE handshake, which is data, is), and each
 hop's TCP sees a short RTT, so a sender never suffers slow start over the long RTT
@@ -446,6 +449,133 @@ def _probe_main(host: str, port: int) -> int:
             break
     s.close()
     return 0
+
+
+class CutRelay:
+    """`mpcrt launch`'s relays for a cut fault (mpcrt.faults), as threads of the launcher.
+
+    Each target port gets a listener on a free loopback port (`ports`, in the targets' order)
+    that forwards every connection to the target, retrying while the target is not up yet
+    (the dialler's connection is held meanwhile: dropping it would look like a failed
+    handshake). `cut()` makes every relay silent at once, both ways and for good, as on a lost
+    path: what arrives is read and dropped, nothing is closed or reset (no FIN, no RST), and a
+    later connection is accepted and held silent. `watch(path)` cuts when that file appears,
+    then removes it (the node that asked waits for that). Before a cut, a side that closes
+    closes the other too. `close()` ends everything."""
+
+    CONNECT_WAIT_S = 60.0
+
+    def __init__(self, targets: list[int], host: str = "127.0.0.1"):
+        self.host = host
+        self._cut = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._listeners = []
+        for t in targets:
+            ls = self._keep(socket.socket())
+            ls.bind((host, 0))
+            ls.listen(64)
+            self._listeners.append((ls, t))
+        self.ports = [ls.getsockname()[1] for ls, _ in self._listeners]
+
+    def _keep(self, s: socket.socket) -> socket.socket:
+        with self._lock:
+            self._socks.append(s)
+        return s
+
+    def start(self) -> "CutRelay":
+        for ls, t in self._listeners:
+            threading.Thread(target=self._accept, args=(ls, t), daemon=True).start()
+        return self
+
+    def cut(self) -> None:
+        self._cut.set()
+
+    @property
+    def is_cut(self) -> bool:
+        return self._cut.is_set()
+
+    def watch(self, path: str, poll: float = 0.002) -> None:
+        """Cut as soon as `path` exists, then remove it (a thread)."""
+        def run():
+            while not self._stop.is_set():
+                if os.path.exists(path):
+                    self.cut()
+                    os.remove(path)
+                    return
+                time.sleep(poll)
+        threading.Thread(target=run, daemon=True).start()
+
+    def _accept(self, ls: socket.socket, target: int) -> None:
+        while not self._stop.is_set():
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            self._keep(c)
+            threading.Thread(target=self._open, args=(c, target), daemon=True).start()
+
+    def _open(self, c: socket.socket, target: int) -> None:
+        deadline = time.monotonic() + self.CONNECT_WAIT_S
+        while not (self._stop.is_set() or self._cut.is_set()):
+            try:
+                d = self._keep(socket.create_connection((self.host, target), timeout=1))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    c.close()
+                    return
+                time.sleep(0.05)
+        else:
+            self._drop(c)  # cut (or closing) before the target answered: silence
+            return
+        d.settimeout(None)
+        for s in (c, d):
+            _tune(s)
+        threading.Thread(target=self._pipe, args=(d, c), daemon=True).start()
+        self._pipe(c, d)
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                data = src.recv(CHUNK)
+            except OSError:
+                data = b""
+            if self._cut.is_set():
+                if not data:
+                    return  # after a cut nothing is passed on, not even a close
+                continue
+            if not data:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                return
+            try:
+                dst.sendall(data)
+            except OSError:
+                pass
+
+    def _drop(self, s: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                if not s.recv(CHUNK):
+                    return
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
 
 
 def main(argv: list[str]) -> int:

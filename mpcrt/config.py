@@ -19,6 +19,7 @@ import dataclasses
 import os
 from typing import Any, Callable, Mapping, MutableMapping
 
+from mpcrt import faults
 from mpcrt.errors import ConfigError
 
 
@@ -153,6 +154,10 @@ VARIABLES: tuple[Var, ...] = (
         "`mpcrt bench`: the CrypTen comparison script (default launch/crypten_side.py)"),
     Var("MPCRT_MODELS_PARTY", "models_party", False, "0 or 1", _bool,
         "internal: set by benchmarks/models.py for the party processes it launches"),
+    Var("MPCRT_FAULT", "fault", None, "NODE:kill|stop|cut:send|recv:TAG[@K]", faults.check,
+        "tests and benchmarks: that node kills, stops or cuts itself at that frame (mpcrt.faults)"),
+    Var("MPCRT_FAULT_CUT", "fault_cut", None, "path", _text,
+        "internal: set by `mpcrt launch` for a cut fault (the switch file of the relays it cuts)"),
 )
 _BY_FIELD = {v.field: v for v in VARIABLES}
 
@@ -197,6 +202,8 @@ class Config:
     crypten_python: str | None = None
     crypten_side: str | None = None
     models_party: bool = False
+    fault: str | None = None
+    fault_cut: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":

@@ -44,7 +44,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
-from mpcrt import aead, config, framing
+from mpcrt import aead, config, faults, framing
 from mpcrt.cluster import Cluster
 from mpcrt.errors import ConfigError, PeerFailure, ProtocolError
 from mpcrt.kernels import bufpool
@@ -115,7 +115,9 @@ class Node(FrameBook):
         self.refused_inbound = 0  # inbound connections that failed the handshake (never a liveness signal)
         self._hs_fail = collections.Counter()
         self._up = collections.Counter()
-        self.ctx = zmq.Context(io_threads=config.current().io_threads)
+        cfg = config.current()
+        self._fault = faults.hook(names[my_id], cfg.fault, cfg.fault_cut)  # MPCRT_FAULT: tests only
+        self.ctx = zmq.Context(io_threads=cfg.io_threads)
         self._auth = None
         if insecure:
             warnings.warn(
@@ -212,6 +214,8 @@ class Node(FrameBook):
     def send(self, peer: int, tag: str, array: np.ndarray, donate: bool = False) -> None:
         """Send one array to `peer` over our own link to it (zero-copy for large buffers,
         donated or not; above framing.SINGLE_MAX as chunk messages). Never blocks on the peer."""
+        if self._fault is not None:
+            self._fault.before_send(tag)
         s = self.out.get(peer)
         if s is None:
             raise PeerFailure(self.name(peer), "is not a peer this node dials (not in its connect_to)")
@@ -293,11 +297,14 @@ class Node(FrameBook):
         q = self._inbox[peer]
         head = q[0]
         try:
-            return self._decode_head(peer, tag, dtype, shape, deadline)
+            h, arr = self._decode_head(peer, tag, dtype, shape, deadline)
         except ProtocolError:
             if q and q[0] is head:
                 q.popleft()
             raise
+        if self._fault is not None:
+            self._fault.after_recv(h["tag"])
+        return h, arr
 
     def _decode_head(self, peer, tag, dtype, shape, deadline: float) -> tuple[dict, np.ndarray]:
         name, q = self.name(peer), self._inbox[peer]

@@ -1,7 +1,13 @@
 """A party process: runs the user's script as __main__ with this party's settings.
 
 The script calls `mpcrt.init()`. If it raises, the party aborts its channels (no
-goodbye), prints the error and exits 1, so the launcher stops the others.
+goodbye), prints the error and exits 1, so the launcher stops the others. A PeerFailure's
+line also names every other node this party found gone (a party that failed because the
+dealer vanished is then not taken for the culprit), and such a party waits FAILURE_HOLD_S
+before it leaves, so that the others too see the first loss before its own. When the
+script ends, the party says goodbye to the dealer and its peers and waits for theirs
+(`close_checked`): a peer that left without its goodbye fails this party too (PeerFailure
+naming it, exit 1), so a run counts as a success only where every party finished.
 """
 from __future__ import annotations
 
@@ -9,13 +15,20 @@ import logging
 import os
 import runpy
 import sys
+import time
 import traceback
+
+import numpy as np
 
 from mpcrt import config
 from mpcrt.cluster import load_cluster
-from mpcrt.errors import ConfigError, MpcError
+from mpcrt.errors import ConfigError, MpcError, PeerFailure
 from mpcrt.parties.dealer import Dealer
 from mpcrt.parties.warmup import maybe_rehearse
+
+# A party that fails because a peer is gone keeps its links up this long before it leaves, so
+# the other nodes find the first loss (the culprit) before they find this party's exit.
+FAILURE_HOLD_S = 1.5
 
 
 def run_cluster_party(prog: str, cluster: str, rank: int | None, key: str | None, insecure: bool,
@@ -53,14 +66,18 @@ def run_script(script: str, args: list[str]) -> int:
     maybe_rehearse(Dealer)  # the one-time loads, before the session's clock (and the peers') starts
     try:
         runpy.run_path(script, run_name="__main__")
+        if runtime._current is not None:
+            close_checked(runtime._current)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if code and runtime._current is not None:
             runtime._current.abort()
         return code
     except MpcError as e:
-        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        print(failure_line(e, runtime._current), file=sys.stderr)
         if runtime._current is not None:
+            if isinstance(e, PeerFailure):
+                time.sleep(FAILURE_HOLD_S)
             runtime._current.abort()
         return 1
     except BaseException:
@@ -68,14 +85,38 @@ def run_script(script: str, args: list[str]) -> int:
         if runtime._current is not None:
             runtime._current.abort()
         return 1
-    if runtime._current is not None:
-        try:
-            runtime._current.close()
-        except MpcError as e:
-            print(f"{type(e).__name__}: {e}", file=sys.stderr)
-            runtime._current.abort()
-            return 1
     return 0
+
+
+def close_checked(rt) -> None:
+    """Close a party's session as Runtime.close does (goodbye to the dealer, then a goodbye
+    barrier with the peers), except that a peer gone before its goodbye raises PeerFailure
+    naming it instead of being let go. The channels are released either way."""
+    import mpcrt.runtime as runtime
+
+    bye = np.zeros(0, np.int64)
+    try:
+        rt.node.send(rt.dealer_id, "bye", bye)
+        for j in rt.peers:
+            rt.node.send(j, "bye", bye)
+        for j in rt.peers:
+            rt.node.recv(j, "bye", dtype=np.int64, shape=(0,))
+    finally:
+        rt.abort()  # the barrier is over (or failed): release without another
+        if runtime._current is rt:
+            runtime._current = None
+
+
+def failure_line(e: MpcError, rt) -> str:
+    """The line a failed party prints: the error, and for a PeerFailure the other nodes
+    this party found gone (their own authenticated links told it)."""
+    line = f"{type(e).__name__}: {e}"
+    if isinstance(e, PeerFailure) and rt is not None:
+        gone = [(rt.node.names[j], rt.node.peer_dead(j)) for j in sorted(rt.node.names) if j != rt.rank]
+        also = [f"{name} ({why})" for name, why in gone if why and name != e.peer]
+        if also:
+            line += "; also gone: " + ", ".join(also)
+    return line
 
 
 def main() -> int:
