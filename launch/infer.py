@@ -49,6 +49,7 @@ import numpy as np
 
 from mpcrt import config
 from mpcrt.config import add_device_argument
+from mpcrt.launch.atomic_write import write_atomically
 
 ROLE_HELP = "the same on every party"
 
@@ -226,24 +227,6 @@ def party_main(a) -> int:
           f"inference {t_inf:.2f} s{'' if count is None else f' for {count} inputs'}, {st['rounds']} rounds, "
           f"{st['bytes_sent'] / 1e6:.2f} MB sent, {st['bytes_received'] / 1e6:.2f} MB received")
     return 0
-
-
-def write_atomically(path: str, out: np.ndarray) -> None:
-    """Write `out` as .npy at `path` through a temporary file in the same folder and a rename:
-    `path` holds the whole result or is left as it was (a crash leaves at most the hidden
-    `.NAME.partial-PID`, never a truncated file under the output's name)."""
-    d, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(d, f".{name}.partial-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:  # np.save(path) would append .npy to other names
-            np.save(fh, out, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:

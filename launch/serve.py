@@ -40,6 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mpcrt.errors import ConfigError, ProtocolError
+from mpcrt.launch.atomic_write import write_atomically
 
 log = logging.getLogger("mpcrt.serve")
 
@@ -153,7 +154,7 @@ class Service:
         stem = os.path.splitext(f)[0]
         try:
             os.replace(os.path.join(self.folder, f), os.path.join(self.folder, "failed", f))
-            _write_atomic(os.path.join(self.folder, "failed", stem + ".txt"), (why + "\n").encode())
+            write_atomically(os.path.join(self.folder, "failed", stem + ".txt"), (why + "\n").encode())
         except OSError as e:
             log.warning("could not move %s to failed/: %s", f, e)
 
@@ -197,8 +198,8 @@ class Service:
             if self.reveal_kind == "label":
                 out = out.astype(np.int64)
             stem = os.path.splitext(name)[0]
-            _write_npy_atomic(os.path.join(self.folder, "out", stem + ".npy"), out)
-            _write_atomic(os.path.join(self.folder, "out", stem + ".json"),
+            write_atomically(os.path.join(self.folder, "out", stem + ".npy"), out)
+            write_atomically(os.path.join(self.folder, "out", stem + ".json"),
                           json.dumps({"request": name, **figures}).encode())
             try:
                 os.replace(os.path.join(self.folder, name), os.path.join(self.folder, "done", name))
@@ -218,24 +219,6 @@ class Service:
         dummy = SharedTensor(self.rt, np.zeros(shape, np.int64), self.rt.precision)  # dry run: shapes only
         self.rt.preprocess(lambda: self._call(dummy))
         self.prepared = shape
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _write_npy_atomic(path: str, arr: np.ndarray) -> None:
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, arr, allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def serve(rt, model, folder: str, data_owner: int, batch_size: int, reveal: str,

@@ -8,15 +8,14 @@ the launcher exits non-zero, no process is left, and `mpcrt infer` writes no out
 The whole matrix (57 cases, 12.9 min on 2 cores shared at load average 10-12) is
 benchmarks/faults.py, whose table is in benchmarks/README.md; here a sample that covers every
 action, both kinds of culprit, a middle round of the comparison and the inference output (six
-sessions; the whole file took 79 s on 2 shared cores, 95-130 s at load average 10-12; MPCRT_FAULTS_ALL=1 runs the whole
-matrix as one test), and a cut in network namespaces when root (skipped otherwise). The fast
+sessions; the whole file took 79 s on 2 shared cores, 95-130 s at load average 10-12), and a cut in
+network namespaces when root (skipped otherwise). The fast
 tests check the pieces: the fault spec, the counting of frames, the cut relay, the atomic output
 write and the checked goodbye.
 """
 from __future__ import annotations
 
 import importlib.util
-import os
 import pathlib
 import re
 import socket
@@ -29,7 +28,7 @@ import pytest
 
 from mpcrt import config, faults
 from mpcrt.errors import ConfigError, PeerFailure
-from mpcrt.launch.infer import write_atomically
+from mpcrt.launch.atomic_write import write_atomically
 from mpcrt.launch.inprocess import run_parties
 from mpcrt.launch.relay import CutRelay
 from mpcrt.parties.party import close_checked
@@ -204,19 +203,6 @@ def test_a_fault_at_a_phase_is_named_by_every_survivor(matrix, tmp_path, key):
 def test_a_fault_during_inference_writes_no_output(matrix, infer_files, tmp_path, key):
     r = _check(matrix[(True, *key)], tmp_path, infer_files)
     assert r.output_written is False
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("MPCRT_FAULTS_ALL") != "1", reason="the whole matrix takes ~15 min: "
-                    "MPCRT_FAULTS_ALL=1, or run benchmarks/faults.py")
-def test_every_fault_of_the_matrix(matrix, infer_files, tmp_path):
-    bad = {}
-    for c in matrix.values():
-        r = F.run_case(c, str(tmp_path), HEARTBEAT, TIMEOUT, files=infer_files if c.infer else None)
-        issues = F.problems(r, HEARTBEAT, TIMEOUT)
-        if issues:
-            bad[c.spec] = issues
-    assert not bad, bad
 
 
 @pytest.mark.slow
