@@ -17,6 +17,12 @@ ISSUE_CRYPTEN = {
 }
 
 
+def _heading(title: str, hdr: str, out) -> None:
+    print(title, file=out)
+    print(hdr, file=out)
+    print("-" * len(hdr), file=out)
+
+
 def _med(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -123,11 +129,9 @@ def print_crypten(rows: list[dict], crypten: dict, out=None) -> None:
            and (_crypten_row(crypten, r, r["parties"]) or ISSUE_CRYPTEN.get(r["model"], {}).get(r["parties"]))]
     if not sel:
         return
-    print("\nmpcrt (plaintext channels) vs CrypTen 0.4.1 (TTP, gloo), same networks", file=out)
-    hdr = (f"{'model':<14}{'N':>2}{'mpcrt e2e':>11}{'online':>9}{'rounds':>8}{'MB s+r':>9}"
-           f"{'CT here s':>11}{'e2e x':>7}{'on x':>7}{'CT rnd':>8}{'CT MB':>9}{'issue CT s':>12}{'x issue':>8}")
-    print(hdr, file=out)
-    print("-" * len(hdr), file=out)
+    _heading("\nmpcrt (plaintext channels) vs CrypTen 0.4.1 (TTP, gloo), same networks",
+             f"{'model':<14}{'N':>2}{'mpcrt e2e':>11}{'online':>9}{'rounds':>8}{'MB s+r':>9}"
+             f"{'CT here s':>11}{'e2e x':>7}{'on x':>7}{'CT rnd':>8}{'CT MB':>9}{'issue CT s':>12}{'x issue':>8}", out)
     for r in sel:
         cr = _crypten_row(crypten, r, r["parties"])
         iss = ISSUE_CRYPTEN.get(r["model"], {}).get(r["parties"])
@@ -164,11 +168,10 @@ def print_network(rows: list[dict], crypten: dict, out=None) -> None:
     sel = [r for r in rows if not r.get("error") and r.get("delay_ms") is not None]
     if not sel:
         return
-    print("\nsimulated network: time vs the lower bound rounds x one-way delay + link bytes / rate", file=out)
-    hdr = (f"{'model':<14}{'N':>2} {'net':<9}{'chan':<6}{'online s':>9}{'bound':>7}{'rnd':>5}{'MB sent':>8}"
-           f"{'dlr MB':>8}{'e2e s':>8}{'bound':>7}{'rnd':>5}{'dlr MB':>8}{'CT rnd':>7}{'CT MB':>8}{'CT bound':>9}")
-    print(hdr, file=out)
-    print("-" * len(hdr), file=out)
+    _heading("\nsimulated network: time vs the lower bound rounds x one-way delay + link bytes / rate",
+             f"{'model':<14}{'N':>2} {'net':<9}{'chan':<6}{'online s':>9}{'bound':>7}{'rnd':>5}{'MB sent':>8}"
+             f"{'dlr MB':>8}{'e2e s':>8}{'bound':>7}{'rnd':>5}{'dlr MB':>8}{'CT rnd':>7}{'CT MB':>8}{'CT bound':>9}",
+             out)
     for r in sel:
         ct = _crypten_figures(crypten, r)
         if ct:

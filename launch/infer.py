@@ -48,7 +48,7 @@ import time
 import numpy as np
 
 from mpcrt import config
-from mpcrt.config import add_device_argument
+from mpcrt.launch.where_args import add_where_arguments
 from mpcrt.launch.atomic_write import write_atomically
 
 ROLE_HELP = "the same on every party"
@@ -84,16 +84,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    "files (instead of --input/--output; see launch/serve.py); DIR/STOP stops it")
     o.add_argument("--serve-ping", type=float, default=5.0, metavar="S",
                    help="with --serve: seconds between the data owner's keep-alives while idle (default 5)")
-    w = p.add_argument_group("where to run (pick one; inside `mpcrt launch`/`mpcrt party` neither is needed)")
-    w.add_argument("-n", type=int, dest="local_n", metavar="N", help="spawn the dealer and N parties on this host")
-    w.add_argument("--cluster", metavar="FILE", help="cluster file (TOML): run one party of it")
-    w.add_argument("--rank", type=int, metavar="I", help="with --cluster: this party's rank")
-    w.add_argument("--key", metavar="FILE", help="with --cluster: this party's secret key file (from `mpcrt keygen`)")
-    w.add_argument("--precision", type=int, default=16, metavar="F",
-                   help="with -n: fractional bits (a cluster file sets its own)")
-    w.add_argument("--insecure-plaintext", action="store_true", help="NO encryption/authentication (benchmarks only)")
-    w.add_argument("--timeout", type=float, default=None, metavar="S", help="receive timeout in seconds")
-    add_device_argument(w)
+    add_where_arguments(p, 16, "fractional bits (a cluster file sets its own)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

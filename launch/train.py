@@ -28,7 +28,7 @@ import sys
 import numpy as np
 
 from mpcrt import config
-from mpcrt.config import add_device_argument
+from mpcrt.launch.where_args import add_where_arguments
 
 from mpcrt.launch.train_nets import MODELS, build_net  # noqa: F401  (torch only: the CrypTen side reads it too)
 
@@ -69,16 +69,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--bench", type=int, default=0, metavar="K",
                    help="instead of training: time K iterations (after one warm-up) on a random batch and print "
                         "seconds, rounds and bytes per iteration and the epoch time they imply")
-    w = p.add_argument_group("where to run (pick one; inside `mpcrt launch`/`mpcrt party` neither is needed)")
-    w.add_argument("-n", type=int, dest="local_n", metavar="N", help="spawn the dealer and N parties on this host")
-    w.add_argument("--cluster", metavar="FILE", help="cluster file (TOML): run one party of it")
-    w.add_argument("--rank", type=int, metavar="I", help="with --cluster: this party's rank")
-    w.add_argument("--key", metavar="FILE", help="with --cluster: this party's secret key file")
-    w.add_argument("--precision", type=int, default=20, metavar="F",
-                   help="with -n: fractional bits (default 20: SGD steps of 1e-4 need them)")
-    w.add_argument("--insecure-plaintext", action="store_true", help="NO encryption/authentication (benchmarks only)")
-    w.add_argument("--timeout", type=float, default=None, metavar="S", help="receive timeout in seconds")
-    add_device_argument(w)
+    add_where_arguments(p, 20, "fractional bits (default 20: SGD steps of 1e-4 need them)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
