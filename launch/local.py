@@ -30,6 +30,7 @@ from mpcrt.launch.relay import CutRelay
 from mpcrt.kernels import gemm
 from mpcrt.zmq_transport import generate_keypair
 
+DEALER_REPORT_SECONDS = 5.0  # the dealer's time to report once every party has exited
 GRACE_SECONDS = 8.0  # after a node's failure, the others' time to report theirs (at least: report_grace)
 DEALER_EXIT_SECONDS = 5.0  # after every party succeeded, the dealer's time to leave
 
@@ -227,8 +228,13 @@ def _supervise(procs: dict[str, subprocess.Popen], n: int, out, lock, grace: flo
         if failed_at is not None and time.monotonic() - failed_at > grace:
             break
         time.sleep(0.05)
-    # the dealer leaves by itself once all parties said goodbye (or reports a party's failure)
-    deadline = time.monotonic() + (grace if failed_at is not None else DEALER_EXIT_SECONDS)
+    # the dealer leaves by itself once all parties said goodbye (or reports a party's failure); once
+    # every party has exited it has no one left to serve, and its report comes within seconds
+    codes = {name: p.poll() for name, p in procs.items()}
+    left = grace if failed_at is not None else DEALER_EXIT_SECONDS
+    if all(codes[nm] is not None for nm in parties):
+        left = min(left, max(DEALER_EXIT_SECONDS, DEALER_REPORT_SECONDS))
+    deadline = time.monotonic() + left
     while procs["dealer"].poll() is None and time.monotonic() < deadline and not _stopped(procs["dealer"].pid):
         time.sleep(0.05)
     codes = {name: p.poll() for name, p in procs.items()}

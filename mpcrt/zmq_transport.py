@@ -111,6 +111,7 @@ class Node(FrameBook):
         self.insecure = insecure
         self._inbox: dict[int, collections.deque] = collections.defaultdict(collections.deque)
         self._dead: dict[int, str] = {}
+        self._said_bye: set[int] = set()  # members we said goodbye to: their leaving is no failure
         self._member_fds: dict[int, int] = {}  # inbound connection fd -> the member it carried authenticated frames of
         self.refused_inbound = 0  # inbound connections that failed the handshake (never a liveness signal)
         self._hs_fail = collections.Counter()
@@ -216,6 +217,8 @@ class Node(FrameBook):
         donated or not; above framing.SINGLE_MAX as chunk messages). Never blocks on the peer."""
         if self._fault is not None:
             self._fault.before_send(tag)
+        if tag == "bye":
+            self._said_bye.add(peer)
         s = self.out.get(peer)
         if s is None:
             raise PeerFailure(self.name(peer), "is not a peer this node dials (not in its connect_to)")
@@ -250,12 +253,15 @@ class Node(FrameBook):
         it is gone or silent."""
         name, box = self.name(peer), self._inbox if inbox is None else inbox
         while len(box[peer]) < count:
-            if peer in self._dead:
+            first = self._first_dead(peer)  # the member found gone first is the one to name
+            if first == peer:
                 for _ in range(int(DRAIN_S * 10)):  # messages sent just before it died may still be queued
                     self._pump(100)
                     if len(box[peer]) >= count:
                         return
                 raise PeerFailure(name, self._dead[peer])
+            if first is not None:  # the session cannot finish without it: fail now, not at our next wait on it
+                raise PeerFailure(self.name(first), self._dead[first])
             left = deadline - time.monotonic()
             if left <= 0:
                 raise PeerFailure(name, f"sent nothing for {self.timeout:.0f} s "
@@ -459,6 +465,14 @@ class Node(FrameBook):
         if first and peer in self._dead:
             return
         self._dead[peer] = why
+
+    def _first_dead(self, peer: int) -> int | None:
+        """The first member found gone: `peer` (the one we wait on), or another we had not said
+        goodbye to (after our goodbye, a member's leaving is the session's normal end)."""
+        for p in self._dead:
+            if p == peer or p not in self._said_bye:
+                return p
+        return None
 
     def peer_dead(self, peer: int) -> str | None:
         """Why `peer` is gone (what it sent just before may still be on its way: DRAIN_S)."""

@@ -516,7 +516,9 @@ def test_dealer_disappearing_gives_peer_failure_naming_the_dealer():
     assert isinstance(errors.get(0), PeerFailure), errors
     assert "dealer" in str(errors[0])
     assert errors["t0"] < 8
-    assert isinstance(errors.get(1), PeerFailure) and "party 0" in str(errors[1])
+    # party 1 waits on party 0: it names the dealer if it saw the dealer's link close first (it fails
+    # at once, not at its next wait on the dealer), else party 0, which left right after (rt.abort)
+    assert isinstance(errors.get(1), PeerFailure) and ("dealer" in str(errors[1]) or "party 0" in str(errors[1]))
 
 
 def test_wake_ends_a_recv_any_wait_from_another_thread(plain_node):
