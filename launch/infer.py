@@ -154,15 +154,20 @@ def party_main(a) -> int:
     import mpcrt
     import mpcrt.nn as mnn
     from mpcrt.errors import ConfigError
+    from mpcrt.cluster import load_cluster
     from mpcrt.parties.party import close_checked
 
-    rt = mpcrt.init()
-    n = rt.world_size
+    # arguments every party has alike are checked before connecting, so that every party reports
+    # them (after connecting, the first to fail would be a lost peer to the others)
+    n = load_cluster(config.current().cluster).world_size
     for name, r in (("--model-owner", a.model_owner), ("--data-owner", a.data_owner)):
         if not 0 <= r < n:
             raise ConfigError(f"{name} {r} is not a party rank in 0..{n - 1}")
     if a.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {a.batch_size}")
+    if a.serve and not 0.05 <= a.serve_ping <= config.current().timeout / 2:
+        raise ConfigError(f"--serve-ping {a.serve_ping} must be at least 0.05 s and at most half the receive timeout")
+    rt = mpcrt.init()
     mo, do = a.model_owner, a.data_owner
     role = " and ".join([w for w, r in (("model owner", mo), ("data owner", do)) if r == rt.rank]) or "helper"
 
@@ -196,8 +201,6 @@ def party_main(a) -> int:
     if a.serve:  # 3'. a service: requests as they come, until DIR/STOP
         from mpcrt.launch.serve import serve
 
-        if not 0.05 <= a.serve_ping <= rt.node.timeout / 2:
-            raise ConfigError(f"--serve-ping {a.serve_ping} must be positive and at most half the receive timeout")
         serve(rt, model, a.serve, do, a.batch_size, a.reveal, _load_inputs, ping_s=a.serve_ping)
         return 0
 

@@ -26,6 +26,10 @@ from mpcrt import framing
 from mpcrt.errors import PeerFailure, ProtocolError
 
 DEFAULT_TIMEOUT = 60.0  # seconds a receive waits (MPCRT_TIMEOUT, --timeout)
+# A member's last word before it stops on a PeerFailure: an empty frame tagged "gone:<id>", naming
+# the member whose loss stopped it, so that the others name that one rather than the messenger
+# (best effort: a cut link drops it, and then the members find the loss themselves).
+GONE_TAG = "gone:"
 
 
 @runtime_checkable
@@ -63,6 +67,12 @@ class Transport(Protocol):
     def peer_dead(self, peer: int) -> str | None:
         """Why `peer` is known to be gone, or None."""
 
+    def tell_gone(self, failure: PeerFailure) -> None:
+        """Our last word before we stop on `failure` (GONE_TAG, naming its member), to every other member."""
+
+    def reported(self) -> PeerFailure | None:
+        """The PeerFailure a member's last word named (GONE_TAG), or None."""
+
     def close(self, barrier: bool = True, barrier_peers: list[int] | None = None) -> None:
         """Optionally exchange goodbyes with barrier_peers (so nobody sees our exit as a
         failure), then release the channels. Idempotent."""
@@ -85,6 +95,7 @@ class FrameBook:
         self._send_seq: collections.Counter = collections.Counter()
         self._recv_seq: collections.Counter = collections.Counter()
         self._closed = False
+        self._reported: PeerFailure | None = None  # the first member's last word (GONE_TAG)
 
     def name(self, peer: int) -> str:
         return self.names.get(peer, f"node {peer}")
@@ -106,9 +117,44 @@ class FrameBook:
         """The checked header of the next frame from `peer` (tag None: any tag, as recv_any)."""
         name = self.name(peer)
         h = framing.unpack_header(header, name)
+        notice = self.note_gone(peer, h) if h["tag"] != tag else None
+        if notice is not None:  # a member's last word, where the caller expected a frame
+            raise notice
         framing.check(h, name, sid=self.session, src=peer, seq=self._recv_seq[peer],
                       tag=h["tag"] if tag is None else tag, dtype=dtype, shape=shape)
         return h
+
+    def tell_gone(self, failure: PeerFailure) -> None:
+        """Our last word before we stop on `failure`, naming its member to every other member (best
+        effort), so that they name it too rather than us, who leave because of it."""
+        culprit = next((i for i, name in self.names.items() if name == failure.peer), None)
+        if culprit is None or culprit == self.id:
+            return
+        for j in self.names:
+            if j not in (self.id, culprit):
+                try:
+                    self.send(j, f"{GONE_TAG}{culprit}", np.zeros(0, np.int64))
+                except Exception:  # noqa: BLE001 (a closed or failed channel: the last word is optional)
+                    pass
+
+    def note_gone(self, peer: int, h: dict) -> PeerFailure | None:
+        """If header `h` from `peer` is a member's last word (GONE_TAG) of this session, the
+        PeerFailure it tells (the first naming a third member is kept for reported()), else None."""
+        tag, culprit = h["tag"], h["tag"][len(GONE_TAG):]
+        if (not tag.startswith(GONE_TAG) or not (culprit.isascii() and culprit.isdigit() and len(culprit) < 9)
+                or int(culprit) not in self.names
+                or h["sid"] != self.session or h["src"] != peer or h["sh"] != [0]):
+            return None
+        culprit = int(culprit)
+        if culprit in (peer, self.id):
+            return PeerFailure(self.name(peer), "stopped: it lost its link to us (process stopped or network lost)")
+        if self._reported is None:
+            self._reported = PeerFailure(self.name(culprit), f"failed: {self.name(peer)} lost it and stopped")
+        return self._reported
+
+    def reported(self) -> PeerFailure | None:
+        """The PeerFailure a member's last word named (GONE_TAG), or None."""
+        return self._reported
 
     def accepted(self, peer: int, header: bytes, arr: np.ndarray) -> np.ndarray:
         """Count a frame whose header and payload passed the checks; returns arr."""

@@ -112,6 +112,10 @@ class Node(FrameBook):
         self._inbox: dict[int, collections.deque] = collections.defaultdict(collections.deque)
         self._dead: dict[int, str] = {}
         self._said_bye: set[int] = set()  # members we said goodbye to: their leaving is no failure
+        self._dead_at: dict[int, float] = {}  # when each member was found gone (monotonic)
+        # how long another member's loss waits before it fails a wait on a live, linked peer: the time a
+        # stopped or cut member takes to be found, so a survivor that left because of it is not named first
+        self._blame_after = max(config.current().heartbeat_timeout, 2 * HEARTBEAT_IVL_MS / 1000) + 1.0
         self._member_fds: dict[int, int] = {}  # inbound connection fd -> the member it carried authenticated frames of
         self.refused_inbound = 0  # inbound connections that failed the handshake (never a liveness signal)
         self._hs_fail = collections.Counter()
@@ -253,15 +257,17 @@ class Node(FrameBook):
         it is gone or silent."""
         name, box = self.name(peer), self._inbox if inbox is None else inbox
         while len(box[peer]) < count:
-            first = self._first_dead(peer)  # the member found gone first is the one to name
-            if first == peer:
+            if self._reported is not None:  # a member stopped because another failed: name that one
+                raise self._reported
+            other = self._other_gone(peer)
+            if peer in self._dead and other is None:
                 for _ in range(int(DRAIN_S * 10)):  # messages sent just before it died may still be queued
                     self._pump(100)
                     if len(box[peer]) >= count:
                         return
                 raise PeerFailure(name, self._dead[peer])
-            if first is not None:  # the session cannot finish without it: fail now, not at our next wait on it
-                raise PeerFailure(self.name(first), self._dead[first])
+            if other is not None:  # the session cannot finish without it: fail now, not at our next wait on it
+                raise PeerFailure(self.name(other), self._dead[other])
             left = deadline - time.monotonic()
             if left <= 0:
                 raise PeerFailure(name, f"sent nothing for {self.timeout:.0f} s "
@@ -291,7 +297,7 @@ class Node(FrameBook):
                 if q:
                     return (peer, *self._decode(peer, None, None, None, time.monotonic() + self.timeout))
             left = deadline - time.monotonic()
-            if left <= 0 or len(self._dead) != dead:
+            if left <= 0 or len(self._dead) != dead or self._reported is not None:
                 return None
             self._pump(int(min(left, 0.5) * 1000) + 1)
 
@@ -420,7 +426,22 @@ class Node(FrameBook):
             if mon is not None:
                 self._poller.register(mon, zmq.POLLIN)
             return
+        if len(msg) == 3 and len(msg[2]) == 0 and self._last_word(peer, msg[1].bytes):
+            return
         self._inbox[peer].append(msg[1:])
+
+    def _last_word(self, peer: int, hdr: bytes) -> bool:
+        """Whether an empty frame is `peer`'s last word (transport.GONE_TAG): it names the member whose
+        loss stops it (kept for reported(), which fails our waits at once) or us (then it is gone)."""
+        if b"gone:" not in hdr:
+            return False
+        try:
+            notice = self.note_gone(peer, framing.unpack_header(hdr, self.name(peer)))
+        except ProtocolError:
+            return False  # a receive reports it
+        if notice is not None and notice is not self._reported:
+            self._gone(peer, "stopped: it lost its link to us (process stopped or network lost)")
+        return notice is not None
 
     def _monitor_event(self, m: zmq.Socket, peer: int | None) -> None:
         while True:
@@ -465,12 +486,19 @@ class Node(FrameBook):
         if first and peer in self._dead:
             return
         self._dead[peer] = why
+        self._dead_at.setdefault(peer, time.monotonic())
 
-    def _first_dead(self, peer: int) -> int | None:
-        """The first member found gone: `peer` (the one we wait on), or another we had not said
-        goodbye to (after our goodbye, a member's leaving is the session's normal end)."""
-        for p in self._dead:
-            if p == peer or p not in self._said_bye:
+    def _other_gone(self, peer: int) -> int | None:
+        """Another member to name while we wait on `peer`: the first found gone, if we had not said
+        goodbye to it (after that its leaving is the session's normal end), if it was found before
+        `peer` was (if `peer` was), and if `peer`'s link is up and the loss is `_blame_after` old: the
+        time a stopped or cut `peer` takes to be found, so that a survivor which left because of
+        `peer` is not named in its place."""
+        now = time.monotonic()
+        for p, at in self._dead_at.items():
+            if p == peer:
+                return None
+            if p not in self._said_bye and self._up[peer] and now - at >= self._blame_after:
                 return p
         return None
 

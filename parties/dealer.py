@@ -126,6 +126,8 @@ class Dealer:
         GOODBYE_GRACE since (its goodbye may still be on the way over its other link). Only a
         party's own authenticated link tells its death (mpcrt.zmq_transport), never a connection
         to our port that some other process opened and closed."""
+        if self.node.reported() is not None:  # a party stopped because another member failed
+            raise self.node.reported()
         now = time.monotonic()
         for p in range(self.n):
             if p not in bye and p not in gone and self.node.peer_dead(p):
@@ -243,6 +245,8 @@ def main() -> int:
         d.serve()
     except MpcError as e:
         print(f"dealer: {type(e).__name__}: {e}", file=sys.stderr)
+        if isinstance(e, PeerFailure):
+            d.node.tell_gone(e)
         return 1
     finally:
         d.close()

@@ -77,6 +77,7 @@ def run_script(script: str, args: list[str]) -> int:
         print(failure_line(e, runtime._current), file=sys.stderr)
         if runtime._current is not None:
             if isinstance(e, PeerFailure):
+                runtime._current.node.tell_gone(e)
                 time.sleep(FAILURE_HOLD_S)
             runtime._current.abort()
         return 1

@@ -166,3 +166,19 @@ def test_same_program_same_results_and_stats_over_memory_and_zmq(n):
         assert np.array_equal(mz, (x * x).sum(1) * (x[:, 0] > 1)) and np.array_equal(mz, zz)
         assert ms == zs, (r, ms, zs)
         assert ms["bytes_sent"] > 0 and ms["dealer_bytes_received"] > 0 and ms["by_op"]["body"]["rounds"] > 2
+
+
+def test_a_last_word_names_the_failed_member_to_the_others():
+    """tell_gone: party 1 stops because party 2 failed; party 0 and the dealer learn it was
+    party 2, party 2 itself is not told."""
+    net = MemoryNetwork(3, session=SID)
+    n0, n1, n2, d = (net.node(i, timeout=2) for i in range(4))
+    n1.tell_gone(PeerFailure("party 2", "sent nothing"))
+    with pytest.raises(PeerFailure) as ei:
+        n0.recv(1, "beaver")
+    assert ei.value.peer == "party 2" and "party 1 lost it" in str(ei.value) and n0.reported() is ei.value
+    with pytest.raises(PeerFailure, match="party 1 lost it"):
+        d.recv_any(timeout=1)
+    assert not n2._inbox[1]
+    n1.tell_gone(PeerFailure("party 1", "myself"))  # a failure naming ourselves: nothing to tell
+    assert not n0._inbox[1]

@@ -224,6 +224,42 @@ def test_replayed_frame_is_out_of_sequence(plain_node):
     assert e.peer == "party 1" and "out of sequence" in str(e) and "#0" in str(e)
 
 
+# ------------------------------------------------------------------ a member's last word
+def _gone(culprit, src=1, sid=SID, seq=0):
+    return frame(sid=sid, src=src, seq=seq, tag=f"gone:{culprit}", arr=np.zeros(0, np.int64))
+
+
+def test_last_word_naming_a_third_member_fails_a_wait_on_it_at_once(plain_node):
+    """Party 1 stops because the dealer failed and says so: party 0, waiting on the (silent,
+    linked) dealer, names the dealer at once instead of party 1 once party 1's link closes."""
+    node, ep, rogue = plain_node
+    rogue.dealer(ep[0]).send_multipart(_gone(2))
+    t0 = time.monotonic()
+    with pytest.raises(PeerFailure) as ei:
+        node.recv(2, "beaver")
+    assert time.monotonic() - t0 < 1.5  # the receive timeout is 3 s
+    assert ei.value.peer == "dealer" and "party 1 lost it" in str(ei.value)
+    assert node.reported() is ei.value and node.peer_dead(1) is None
+
+
+def test_last_word_naming_us_is_its_sender_gone(plain_node):
+    node, ep, rogue = plain_node
+    rogue.dealer(ep[0]).send_multipart(_gone(0))
+    e = recv_error(node, PeerFailure)
+    assert e.peer == "party 1" and "lost its link to us" in str(e) and node.reported() is None
+
+
+@pytest.mark.parametrize("raw", [_gone("x"), _gone(7), _gone("\u00b2"), _gone("-1"), _gone(2, sid="other"),
+                                 frame(tag="gone:2", arr=np.zeros(1, np.int64))])
+def test_a_malformed_last_word_is_an_ordinary_frame(plain_node, raw):
+    """Only an empty frame of this session, from its sender, naming a member is a last word;
+    anything else is checked as a frame (a wrong tag, session or size: ProtocolError)."""
+    node, ep, rogue = plain_node
+    rogue.dealer(ep[0]).send_multipart(raw)
+    e = recv_error(node, ProtocolError)
+    assert e.peer == "party 1" and node.reported() is None
+
+
 @pytest.mark.parametrize("identity", [b"n9", b"n0", b"zz", b"n-1"])
 def test_unknown_sender_identity_is_refused(plain_node, identity):
     node, ep, rogue = plain_node
