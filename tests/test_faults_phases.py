@@ -192,6 +192,22 @@ def test_the_matrix_covers_every_phase_and_round(matrix):
     assert all((False, *k) in matrix for k in SAMPLE) and all((True, *k) in matrix for k in INFER_SAMPLE)
 
 
+def test_exit_0_passes_only_for_a_dealer_cut_after_every_goodbye():
+    """The one fault whose right outcome may be success: the dealer cut as it reads the goodbyes,
+    all of which were in. Exit 0 anywhere else, or with a failure reported, is a problem."""
+    def result(case, rc, detect, lines=()):
+        return F.Result(case, rc, detect, {s: True for s in detect}, [], None, 1.0, list(lines))
+
+    late = F.Case("cut", "shutdown", "dealer", "recv:bye")
+    done = {"party 0": None, "party 1": None}
+    assert F.problems(result(late, 0, done), HEARTBEAT, TIMEOUT) == []
+    assert F.problems(result(late, 0, done, ["[party 1] PeerFailure: dealer ..."]), HEARTBEAT, TIMEOUT)
+    assert F.problems(result(F.Case("kill", "shutdown", "dealer", "recv:bye"), 0, done), HEARTBEAT, TIMEOUT)
+    mid = F.Case("cut", "reveal", "party 1", "send:reveal")
+    assert "launcher exit 0" in F.problems(result(mid, 0, {"party 0": 3.0, "dealer": 3.0}), HEARTBEAT, TIMEOUT)
+    assert F.problems(result(mid, 1, {"party 0": 3.0, "dealer": 3.0}), HEARTBEAT, TIMEOUT) == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("key", SAMPLE, ids=["-".join(k).replace(" ", "_") for k in SAMPLE])
 def test_a_fault_at_a_phase_is_named_by_every_survivor(matrix, tmp_path, key):
