@@ -159,13 +159,14 @@ def party_main(a) -> int:
 
     # arguments every party has alike are checked before connecting, so that every party reports
     # them (after connecting, the first to fail would be a lost peer to the others)
-    n = load_cluster(config.current().cluster).world_size
+    cfg = config.current()
+    n = load_cluster(cfg.cluster).world_size
     for name, r in (("--model-owner", a.model_owner), ("--data-owner", a.data_owner)):
         if not 0 <= r < n:
             raise ConfigError(f"{name} {r} is not a party rank in 0..{n - 1}")
     if a.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {a.batch_size}")
-    if a.serve and not 0.05 <= a.serve_ping <= config.current().timeout / 2:
+    if a.serve and not 0.05 <= a.serve_ping <= cfg.timeout / 2:
         raise ConfigError(f"--serve-ping {a.serve_ping} must be at least 0.05 s and at most half the receive timeout")
     rt = mpcrt.init()
     mo, do = a.model_owner, a.data_owner

@@ -49,7 +49,7 @@ from mpcrt.cluster import Cluster
 from mpcrt.errors import ConfigError, PeerFailure, ProtocolError
 from mpcrt.kernels import bufpool
 from mpcrt.sealed_links import SealedLinks
-from mpcrt.transport import DEFAULT_TIMEOUT, FrameBook
+from mpcrt.transport import DEFAULT_TIMEOUT, GONE_TAG, FrameBook
 
 log = logging.getLogger("mpcrt.transport")
 
@@ -115,7 +115,7 @@ class Node(FrameBook):
         self._dead_at: dict[int, float] = {}  # when each member was found gone (monotonic)
         # how long another member's loss waits before it fails a wait on a live, linked peer: the time a
         # stopped or cut member takes to be found, so a survivor that left because of it is not named first
-        self._blame_after = max(config.current().heartbeat_timeout, 2 * HEARTBEAT_IVL_MS / 1000) + 1.0
+        self._blame_after = quiet_ms() / 1000 + 1.0
         self._member_fds: dict[int, int] = {}  # inbound connection fd -> the member it carried authenticated frames of
         self.refused_inbound = 0  # inbound connections that failed the handshake (never a liveness signal)
         self._hs_fail = collections.Counter()
@@ -205,11 +205,9 @@ class Node(FrameBook):
         s.setsockopt(zmq.SNDHWM, 0)
         s.setsockopt(zmq.RCVHWM, 0)
         s.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        # at least two intervals: a timeout equal to the interval races every next ping and
-        # closed healthy links under load (measured with 1 s: a 100 MB exchange lost a link)
-        quiet_ms = max(int(config.current().heartbeat_timeout * 1000), 2 * HEARTBEAT_IVL_MS)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, quiet_ms)
-        s.setsockopt(zmq.HEARTBEAT_TTL, quiet_ms)
+        quiet = quiet_ms()
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, quiet)
+        s.setsockopt(zmq.HEARTBEAT_TTL, quiet)
         # No SNDBUF/RCVBUF: a fixed size turns off Linux's buffer autotuning, which grows
         # the buffers as the link needs (tcp_rmem / tcp_wmem). Measured: exp on 1e6
         # elements at N = 2 took 157-160 ms with autotuning against 163-167 ms with fixed
@@ -433,7 +431,7 @@ class Node(FrameBook):
     def _last_word(self, peer: int, hdr: bytes) -> bool:
         """Whether an empty frame is `peer`'s last word (transport.GONE_TAG): it names the member whose
         loss stops it (kept for reported(), which fails our waits at once) or us (then it is gone)."""
-        if b"gone:" not in hdr:
+        if GONE_TAG.encode() not in hdr:
             return False
         try:
             notice = self.note_gone(peer, framing.unpack_header(hdr, self.name(peer)))
@@ -551,6 +549,13 @@ def dealer_node(cluster: Cluster, secret_key: bytes | None, timeout: float = DEF
     return Node(cluster.world_size, cluster.names, cluster.endpoints, None if insecure else cluster.public_keys,
                 secret_key, cluster.session, connect_to=list(range(cluster.world_size)), timeout=timeout,
                 insecure=insecure, binds=cluster.binds, sealed_port_offset=sealed_port_offset)
+
+
+def quiet_ms() -> int:
+    """How long a link may stay silent before ZMTP closes it (MPCRT_HEARTBEAT_TIMEOUT): at least
+    two intervals, since a timeout equal to the interval races every next ping and closed healthy
+    links under load (measured with 1 s: a 100 MB exchange lost a link)."""
+    return max(int(config.current().heartbeat_timeout * 1000), 2 * HEARTBEAT_IVL_MS)
 
 
 def _is_chunk(msg: list) -> bool:
