@@ -13,7 +13,16 @@
  * into the high half once per micro-tile. Two multiplies and two adds per four MACs, a 2x8 tile.
  * 1024^3 on one Zen 4 core (CPU time): 0.127 s; tiles 3x8 0.17 s, 4x4 0.15 s, 5x4 0.146 s, 6x4
  * 0.18 s, 4x8 0.19 s; A packed with its rotation instead (two broadcasts a row) 0.133 s; the
- * AVX-512 kernel 0.057 s. vpmulld is two uops where vpmuludq is one, so the multiplies bound it.
+ * AVX-512 kernel 0.057 s. On Intel client cores vpmulld is two uops, so the multiplies bound it.
+ * On Zen 4 (measured, ymm, independent chains) vpmuludq and vpmulld each issue 2 a cycle, vpaddq 4,
+ * vfmadd231pd 1.9; but the adds share the multiplies' ports: 4 vpmuludq + 4 vpmulld + 8 adds (one
+ * k-step of the 2x8 tile) take 5.3 cycles, not 4, which puts this tile's floor at 0.098 s at 3.6 GHz
+ * against 0.107-0.112 s measured (best of 12). Tried on 2026-12-07 and not kept: B pinned in
+ * registers and the k loop unrolled by 4 (tiles 2x8, 3x4, 4x4: 0.106-0.111 s, within the noise);
+ * Strassen one and two levels deep over Z_2^64 (sums of blocks formed while packing, each of the 7
+ * or 49 products added into up to four blocks of C): 0.945x and 0.97x of this kernel at 1024^3,
+ * 1.01-1.17x at 512^3 and 1.08-1.28x for a 128x1152x784 convolution GEMM, the 12.5% (23%) fewer
+ * multiplies spent on the summed packing and the extra passes over C.
  *
  * Compiled without -march flags: each kernel carries its own target attribute, so the same
  * binary loads on any x86-64 CPU, and the AVX2 kernel uses no AVX-512 instruction even where
