@@ -236,13 +236,24 @@ def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:
             bar = tqdm(total=total, unit="input", desc="private inference")
         except ImportError:
             bar = None
+    from mpcrt.nn.rows import batch_rows
+
+    step = batch_rows(model.graph, a.batch_size, total)
+    if step != a.batch_size and total > a.batch_size and rt.rank == do:
+        print(f"mpcrt infer: the model mixes the rows of its input's dim 0 (a sequence-first model?), so its "
+              f"{total} rows run as one batch, not in batches of {a.batch_size}", file=sys.stderr)
     try:
-        for s in range(0, total, a.batch_size):
-            y = model(x[s:s + a.batch_size])
+        for s in range(0, total, step):
+            y = model(x[s:s + step])
             if not hasattr(y, "reveal"):
                 from mpcrt.nn import UnsupportedLayerError
 
                 raise UnsupportedLayerError("mpcrt infer needs a model with a single tensor output")
+            if a.reveal in ("probs", "label") and y.ndim < 2:
+                from mpcrt.errors import ShapeError
+
+                raise ShapeError(f"--reveal {a.reveal} takes class scores along dim 1, but this model's output has "
+                                 f"shape {tuple(y.shape)}: use --reveal logits (the raw outputs)")
             if a.reveal == "probs":
                 y = y.softmax(dim=1)
             elif a.reveal == "label":
@@ -251,7 +262,7 @@ def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:
             if r is not None:
                 outs.append(r)
             if bar is not None:
-                bar.update(min(total, s + a.batch_size) - bar.n)
+                bar.update(min(total, s + step) - bar.n)
     finally:
         if bar is not None:
             bar.close()

@@ -18,6 +18,10 @@ class ShapeError(MpcError, ValueError):
     """Operand shapes do not fit the operation."""
 
 
+class DimError(ShapeError, IndexError):
+    """A `dim` argument names no dimension of the tensor (torch raises IndexError there too)."""
+
+
 class ConfigError(MpcError):
     """A cluster file, key file, environment or argument is wrong."""
 

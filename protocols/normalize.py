@@ -31,7 +31,7 @@ from mpcrt.errors import ShapeError
 from mpcrt.protocols import beaver
 from mpcrt.protocols.precision import at_f, capped
 from mpcrt.protocols.reciprocal import rsqrt_scaled
-from mpcrt.protocols.shared import SharedTensor
+from mpcrt.protocols.shared import SharedTensor, dim_index
 
 
 @capped(24)  # (x - mean)^2 of unit-scale rows at 2f bits stays below 2^62
@@ -94,7 +94,7 @@ def normalize(x: SharedTensor, dim: int = 1, eps: float = 1e-12) -> SharedTensor
     """torch.nn.functional.normalize with p = 2: x / max(||x||, eps) along dim (for norms
     above 2^-f; the sum of squares at 2f - log2 n - 4 bits as in layer_norm)."""
     x = at_f(x)
-    d = dim % x.ndim if x.ndim else 0
+    d = dim_index(dim, x.ndim)
     return _times_rsqrt_sumsq(x, (d,), 1.0, eps * eps)
 
 

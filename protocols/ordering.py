@@ -29,7 +29,7 @@ import numpy as np
 from mpcrt.errors import ShapeError
 from mpcrt.protocols import fixedpoint
 from mpcrt.protocols.compare import ltz_many, lt
-from mpcrt.protocols.shared import SharedTensor, cat, stack
+from mpcrt.protocols.shared import SharedTensor, cat, dim_index, stack
 
 
 class MinMax(NamedTuple):
@@ -78,7 +78,7 @@ def max_(x: SharedTensor, dim: int | None = None, keepdim: bool = False) -> Shar
     """Largest element along `dim` (all elements if None) by a log-depth tree."""
     if dim is None:
         x, dim = x.reshape(-1), 0
-    dim = dim % x.ndim
+    dim = dim_index(dim, x.ndim)
     if x.shape[dim] == 0:
         raise ShapeError("max() of an empty dimension")
     cur = x
@@ -118,7 +118,7 @@ def minimum(a: SharedTensor, b) -> SharedTensor:
 def max_with_indices(x: SharedTensor, dim: int, keepdim: bool = False) -> tuple[SharedTensor, SharedTensor]:
     """(values, indices) of the largest elements along `dim`, as torch.max(x, dim): one
     comparison tree serves both (the indices cost argmax's two extra runs)."""
-    dim = dim % x.ndim if x.ndim else 0
+    dim = dim_index(dim, x.ndim)
     if x.ndim == 0:
         return x, SharedTensor(x.rt, np.zeros((), np.int64), 0)
     m = max_(x, dim, keepdim=True)
@@ -134,7 +134,7 @@ def argmax(x: SharedTensor, dim: int | None = None, keepdim: bool = False, one_h
     """
     if dim is None:
         x, dim = x.reshape(-1), 0
-    dim = dim % x.ndim
+    dim = dim_index(dim, x.ndim)
     m = max_(x, dim, keepdim=True)
     return _first_index(x, m, dim, keepdim, one_hot)
 

@@ -29,10 +29,19 @@ from typing import Sequence
 
 import numpy as np
 
-from mpcrt.errors import ShapeError
+from mpcrt.errors import DimError, ShapeError
 from mpcrt.kernels import ring
 from mpcrt.protocols import beaver, fixedpoint, truncation
 
+
+
+def dim_index(dim: int, ndim: int) -> int:
+    """`dim` as an index in [0, ndim) (negative counts from the end), as torch checks it: a 0-d
+    tensor takes -1 and 0; anything else outside [-ndim, ndim) raises DimError."""
+    n = max(ndim, 1)
+    if not -n <= int(dim) < n:
+        raise DimError(f"dim {dim} is out of range for a {ndim}-d tensor: use a dim in [{-n}, {n - 1}]")
+    return int(dim) % n
 
 class SharedTensor:
     __array_priority__ = 1000  # numpy defers `ndarray * SharedTensor` to us
@@ -282,7 +291,7 @@ class SharedTensor:
         s = self.shape
         if not s:
             return self.reshape(1)
-        a, b = start_dim % len(s), end_dim % len(s)
+        a, b = dim_index(start_dim, len(s)), dim_index(end_dim, len(s))
         return self.reshape(s[:a] + (int(np.prod(s[a : b + 1])),) + s[b + 1 :])
 
     def transpose(self, d0: int, d1: int) -> "SharedTensor":

@@ -27,8 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from mpcrt.errors import DimError
 from mpcrt.launch.inprocess import run_parties
-from mpcrt.protocols import comparison, rounds as rounds_mod
+from mpcrt.protocols import comparison, normalize, rounds as rounds_mod
 from mpcrt.protocols.comparison import LtzSpec
 from mpcrt.protocols.rounds import run1
 from mpcrt.tensor import where as t_where
@@ -692,6 +693,30 @@ def test_max_min_argmax_like_torch(n, shape, seed, ties):
             np.testing.assert_array_equal(r["argmin"], ta.argmin(dim=d).numpy(), err_msg=f"argmin dim={d}")
             oh = F.one_hot(ta.argmax(dim=d), a.shape[d]).movedim(-1, d % a.ndim).numpy()
             np.testing.assert_array_equal(r["onehot"], oh, err_msg=f"one_hot dim={d}")
+
+
+def test_out_of_range_dim_raises_like_torch():
+    """A dim outside [-ndim, ndim) is refused before any round, as torch refuses it (IndexError),
+    instead of wrapping onto another dimension; in-range negative dims still work."""
+    a = np.array([[1.0, 3.0, 2.0], [4.0, 0.0, 5.0]])
+
+    def fn(rt):
+        A = share_from(rt, a, 0)
+        r0 = rounds(rt)
+        refused = []
+        for call in (lambda: A.argmax(dim=2), lambda: A.max(dim=3), lambda: A.argmax(dim=-3),
+                     lambda: A.min(dim=2), lambda: A.argmin(dim=2), lambda: A.softmax(dim=2),
+                     lambda: A.flatten(0, 2), lambda: normalize.normalize(A, dim=-3)):
+            with pytest.raises(DimError) as e:
+                call()
+            refused.append(isinstance(e.value, IndexError) and "out of range" in str(e.value))
+        return refused, rounds(rt) - r0, opened(rt, A.argmax(dim=-2)), A.max(dim=-1).values.reveal()
+
+    for refused, spent, am, mx in run(fn, 2):
+        assert refused == [True] * 8
+        assert spent == 0
+        np.testing.assert_array_equal(am, [1, 0, 1])
+        np.testing.assert_allclose(mx, [3.0, 5.0])
 
 
 def test_argmax_first_maximum_on_ties():

@@ -139,6 +139,38 @@ def test_transformer_encoder_stack_in_a_model():
     _check(Classifier(), torch.randn(7, 2, 4))
 
 
+def test_minus_infinity_causal_mask_buffer():
+    """The standard causal mask (a buffer of -inf above the diagonal) imports as -1e9 and gives torch's output;
+    a NaN weight, a boolean mask and a padding mask are still refused, each saying what to do instead."""
+    class Causal(nn.Module):
+        def __init__(self, t=5, fill=float("nan")):
+            super().__init__()
+            self.qkv = nn.Linear(8, 24)
+            self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(t))
+            self.register_buffer("bad", torch.tensor([fill]))
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).chunk(3, -1)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask) + self.bad
+
+    torch.manual_seed(4)
+    model = Causal(fill=0.0)
+    assert torch.isinf(model.mask).any()
+    graph, arrays = mnn.trace(model.eval(), torch.randn(1, 5, 8))
+    mask = arrays[[p["name"] for p in graph.params].index("mask")]
+    assert mask.min() == -1e9 and np.isfinite(mask).all()
+    _check(model, torch.randn(2, 5, 8))
+    with pytest.raises(mnn.ModelImportError, match=r"NaN or \+infinity"):
+        mnn.trace(Causal().eval(), torch.randn(1, 5, 8))
+
+    class BoolMask(nn.Module):
+        def forward(self, x):
+            return F.scaled_dot_product_attention(x, x, x, attn_mask=x[..., :5] > 0)
+
+    with pytest.raises(UnsupportedLayerError, match="pass an additive float mask"):
+        mnn.trace(BoolMask(), torch.randn(1, 5, 8))
+
+
 def test_unsupported_attention_variants_are_named():
     class Weights(nn.Module):
         def __init__(self):

@@ -72,8 +72,9 @@ def sdpa(tr, n, a):
     m = a["attn_mask"]
     tm = getattr(m, "meta", {}).get("tensor_meta") if m is not None else None
     if m is not None and (tm is None or not tm.dtype.is_floating_point):
-        raise UnsupportedLayerError(f"scaled_dot_product_attention with a boolean or constant attn_mask at fx node "
-                                    f"'{n.name}' (an additive float mask computed by the model, or is_causal=True)")
+        raise UnsupportedLayerError(f"scaled_dot_product_attention with a boolean (or non-tensor) attn_mask at fx node "
+                                    f"'{n.name}': pass an additive float mask (0 where attending, -inf elsewhere, as "
+                                    "nn.Transformer.generate_square_subsequent_mask makes), or is_causal=True")
     if a["scale"] is not None and not (public_number(a["scale"]) or is_size(a["scale"])):
         raise UnsupportedLayerError(f"scaled_dot_product_attention with a non-constant scale at fx node '{n.name}'")
 

@@ -29,6 +29,7 @@ from mpcrt.errors import ProtocolError, ShapeError
 from mpcrt.nn.archive import load
 from mpcrt.nn.ir import MAX_GRAPH_BYTES, Graph, ModelImportError, UnsupportedLayerError
 from mpcrt.nn.layers import SharedOps, last_uses, masked_uses, missing_methods, run_graph
+from mpcrt.nn.rows import batch_rows, mark
 from mpcrt.protocols import fixedmask
 from mpcrt.nn.tracer import trace
 from mpcrt.tensor import SharedTensor
@@ -114,7 +115,8 @@ class PrivateModel:
 
         `inputs` (a numpy array or torch tensor, batch first) on the data owner, None
         elsewhere. The whole set is shared at once (one shape message: the shares
-        come from pairwise PRGs), then run in batches of `batch_size`; each batch's
+        come from pairwise PRGs), then run in batches of `batch_size` (in one call
+        where the model mixes the rows of dim 0: mpcrt.nn.rows); each batch's
         output is revealed only to `reveal_to` (default: the data owner). Returns the
         outputs stacked (numpy float64) there, None on every other party.
         `progress`: True for a tqdm bar on the receiving party, or a callable
@@ -139,7 +141,7 @@ class PrivateModel:
                 bar = tqdm(total=total, unit="img", desc="private inference")
             except ImportError:  # pragma: no cover
                 bar = None
-        outs = []
+        outs, batch_size = [], batch_rows(self.graph, batch_size, total)
         try:
             for start in range(0, total, batch_size):
                 y = self(x[start:start + batch_size])
@@ -224,6 +226,7 @@ def _send_model(rt, src: int, build) -> tuple[Graph, object]:
         graph, arrays = build()
         graph.check_arrays(arrays)
         _check_range(graph, arrays, rt.precision)
+        mark(graph, arrays)  # whether dim 0 is a batch: every party's infer() batches alike
         payload, status = graph.to_bytes(), 0
     except Exception as e:  # every party must hear of it, not wait for weights that never come
         err = e

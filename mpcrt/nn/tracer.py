@@ -23,6 +23,8 @@ from mpcrt.nn.layers import TorchOps, run_graph
 from mpcrt.nn.modules import import_module, plan_folds
 
 
+MASK_FILL = -1e9  # a weight's -inf (an attention mask's fill): exp() of it is 0 under MPC too; 1e9 < 2^33 fits f <= 28
+
 def trace(model, example_input) -> tuple[Graph, list[np.ndarray]]:
     """Trace `model` (a torch.nn.Module, evaluated in eval mode) into (Graph, parameter arrays).
 
@@ -169,8 +171,11 @@ class _Tracer:
 
     def param(self, array, name: str) -> dict:
         a = np.ascontiguousarray(np.asarray(array, dtype=np.float64))
+        if np.any(np.isneginf(a)):  # an additive mask (generate_square_subsequent_mask): -inf has no fixed point
+            a = np.where(np.isneginf(a), MASK_FILL, a)
         if not np.all(np.isfinite(a)):
-            raise ModelImportError(f"parameter {name} contains NaN or infinity")
+            raise ModelImportError(f"parameter {name} contains NaN or +infinity (only -inf, the masks' fill, is "
+                                   f"imported: as {MASK_FILL:g})")
         self.params.append({"name": name, "shape": [int(s) for s in a.shape]})
         self.arrays.append(a)
         return self.emit("param", {"index": len(self.params) - 1}, name, "param")
