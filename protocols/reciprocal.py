@@ -7,16 +7,22 @@ round) plus Newton steps, then the rescaling by the public weight of m's bucket.
 Inputs outside the stated ranges are clamped (results stay bounded, never wrap).
 
 Rounds: reciprocal 25 (sign 7, normalization 7, m and the cubic 2, 3 Newton steps,
-  rescale 2); log 10; rsqrt 16; sqrt 18; x / y the reciprocal's 25 + 2.
-Bytes per element per peer: reciprocal 299, log 432 (the 25-row normalization), rsqrt 320,
-  sqrt 344; each of a party's N - 1 peers gets this.
-Dealer words per element: (sent to the corrected party) reciprocal 46.3, log 60.7, rsqrt 46.6, sqrt 49.1;
-  independent of N.
+  rescale 2); log 10; rsqrt 16; sqrt 16; x / y the reciprocal's 25 + 2.
+Bytes per element per peer: reciprocal 299, log 432 (the 25-row normalization), rsqrt 458
+  (22 rows at f = 16; 397 at f = 12, 520 at f = 20), sqrt 613 (31 rows at every even f);
+  each of a party's N - 1 peers gets this.
+Dealer words per element: (sent to the corrected party) reciprocal 46.3, log 60.7, rsqrt 65.8
+  (56.4 at f = 12, 73.7 at f = 20), sqrt 84.5; independent of N.
   Measured (10240 elements) at N = 2; from N = 3 the runtime may open a large array in two
   steps (mpcrt.allreduce): a round or two more, fewer bytes per peer.
 Error: measured at 16 fractional bits (tests assert these):
   reciprocal: rel < 1e-3 on 2^-7 <= |x| < 2^17 (clamped beyond);
-  log: abs < 8e-3 on [2^-10, 2^14); rsqrt, sqrt: rel < 1e-3 on [2^-10, 2^14).
+  log: abs < 8e-3 on [2^-10, 2^14);
+  rsqrt: rel < 1e-3 on [2^-10, 2^12), within 1 ulp on [2^12, 2^32) (clamped beyond:
+    about 2^-16; 32 below 2^-10);
+  sqrt: rel < 1e-3 on [2^-10, 2^44) (1e-4 plus the last ulp: 4.9e-4 at 2^-10, 1e-4 from
+    2^-4 up), within 1 ulp on [2^-16, 2^-10), 0 for x <= 0, clamped to about 2^22 above.
+  At f bits: sqrt over [2^-f, 2^(60 - f)), rsqrt up to 2^min(2f, 60 - f), same rel 1e-4 plus an ulp.
 Reference: docs/design.md, 'Protocols' (normalization and Newton steps).
 
 Methods:
@@ -27,7 +33,11 @@ Methods:
 - log: normalization as above (no sign), log m by a cubic, plus e ln 2. 10 rounds.
   Error: abs < 8e-3 on [2^-10, 2^14).
 - rsqrt: normalization by powers of four to m in [0.25, 1), cubic plus one Newton
-  step, rescaled by 2^-j (16 rounds). sqrt(x) = x rsqrt(x) (18). Error: rel < 1e-3 on [2^-10, 2^14).
+  step, rescaled by 2^-j (16 rounds). Error: as above.
+- sqrt: the same normalization over [2^-f, 2^(60 - f)) (the format holds up to 2^(62 - f);
+  x times its bucket's weight stays below the truncation's 2^62 there), m rsqrt(m) = sqrt(m)
+  with the product m y in the Newton step's round, rescaled by 2^(k/2) (16 rounds). Not
+  x rsqrt(x): rsqrt of a large x falls below the resolution (it gave 128 for every x >= 2^14).
 """
 from __future__ import annotations
 
@@ -40,7 +50,7 @@ from mpcrt.protocols.comparison import LtzSpec, ltz_steps
 from mpcrt.protocols.lookahead import lookahead
 from mpcrt.protocols.polynomial import F, G, const, enc, fit, fit_rel, poly3
 from mpcrt.protocols.precision import at_f_share
-from mpcrt.protocols.rounds import run
+from mpcrt.protocols.rounds import lockstep, run
 from mpcrt.protocols.shared import SharedTensor
 
 RECIP_POLY = fit_rel(lambda m: 1 / m, 0.0625, 1.0, 3)  # rel err 0.37 on [1/16, 1): 3 Newton steps -> 4e-4
@@ -174,61 +184,109 @@ def log(x: SharedTensor) -> SharedTensor:
     return SharedTensor(rt, lm + e * np.int64(round(math.log(2) * 2**f)), f)
 
 
-RSQRT_LO, RSQRT_HI = -10, 14
+RSQRT_LO, RSQRT_HI = -10, 14  # rsqrt_scaled's default range; rsqrt itself goes up to 2^(2f)
+SQRT_BITS = 24  # fractional bits of sqrt(m) before the bucket's weight
+
+
+def _hi_max(f: int) -> int:
+    """The largest even hi the normalization takes at f fractional bits: the product a sig
+    it truncates is m 2^(hi + 2 + f) with m < 1, and a truncation needs it below 2^62."""
+    return (60 - f) - (60 - f) % 2
+
+
+def _rsqrt_hi(f: int) -> int:
+    """rsqrt's hi: 2f (above, 1/sqrt(x) < 2^-f is below the resolution), even, at most _hi_max."""
+    return max(RSQRT_HI, min(2 * f, _hi_max(f)))
+
+
+def _rsqrt_m_steps(rt, ms: list[np.ndarray], out_bits: int, times_m: bool = False):
+    """Generator (5 rounds): 1/sqrt(m) for m in [1/4, 1) from ms = [m, m^2, m^3] (F, 2F, 3F
+    bits): the cubic y, then one Newton step y (3 - m y^2) / 2, at out_bits. times_m:
+    m/sqrt(m) = sqrt(m), as (m y)(3 - m y^2) / 2 with the product m y (kept at 2F bits,
+    untruncated) in the round of m y^2: no extra round."""
+    y0 = poly3(rt, ms, RSQRT_POLY)
+    y, y2 = yield from powers.trunc_pow_steps(rt, y0, 2 * F + G, 2)
+    if times_m:
+        my2, y = yield from lockstep(beaver.mul_steps(rt, ms[0], y2), beaver.mul_steps(rt, ms[0], y))
+        yb = 2 * F  # m y, < 1.01
+    else:
+        my2 = yield from beaver.mul_steps(rt, ms[0], y2)  # m y^2 at 3F
+        yb = F
+    (t,) = yield from powers.trunc_pow_steps(rt, my2, 2 * F, 1)  # at F
+    three = const(rt, 3.0, F, t.shape)
+    z = yield from beaver.mul_steps(rt, y, three - t)  # y (3 - m y^2) at yb + F (< 2^51)
+    (out,) = yield from powers.trunc_pow_steps(rt, z, yb + F + 1 - out_bits, 1)  # /2, at out_bits
+    return out
+
+
+def _rsqrt_normalized(rt, A: np.ndarray, fa: int, lo: int, hi: int, out_bits: int, times_m: bool = False):
+    """14 rounds: the normalization of a (A at fa bits) by powers of four to m = a 2^-k in
+    [1/4, 1) (bucket k even, a in [2^(k-2), 2^k); one comparison row per factor of 4 from 2^lo
+    to 2^hi, a clamped into [2^lo - ulp, 2^hi - ulp]), m at F bits with its powers, then
+    _rsqrt_m_steps. Returns (rsqrt(m) or sqrt(m) at out_bits, the bucket bits, hold)."""
+    hold: dict = {}
+    (bits,) = run(rt, _normalize_steps(rt, A, fa, lo, hi, 2, hold))
+    top = hi + 2  # even
+    sig = _indicator_weights(rt, bits, hold["ks"], lambda k: 2 ** (top - k))  # m = a sig / 2^top in [1/4, 1)
+
+    def main():
+        mx = yield from beaver.mul_steps(rt, hold["clamped"], sig)  # m 2^(top + fa) < 2^62
+        ms = yield from powers.trunc_pow_steps(rt, mx, fa + top - F, 3)
+        return (yield from _rsqrt_m_steps(rt, ms, out_bits, times_m))
+
+    (yf,) = run(rt, main())
+    return yf, bits, hold
 
 
 @lookahead(elementwise=True)
 def rsqrt(x: SharedTensor) -> SharedTensor:
-    """1/sqrt(x) for x in [2^-10, 2^14): rel err < 1e-3. 16 rounds."""
-    return rsqrt_scaled(x)[0]
+    """1/sqrt(x) for x in [2^-10, 2^min(2f, 60 - f)) (2^32 at f = 16; rsqrt_scaled with
+    hi = _rsqrt_hi(f)): rel err < 1e-3 on [2^-10, 2^12) at 16 bits, within 1 ulp above
+    (1/sqrt(x) there is under 2^-6); clamped outside (32 below, about 2^-f above). 16 rounds."""
+    return rsqrt_scaled(x, hi=_rsqrt_hi(x.rt.precision))[0]
 
 
 def rsqrt_scaled(x: SharedTensor, lo: int = RSQRT_LO, hi: int = RSQRT_HI, extra: int = 0,
            scale: float = 1.0, scale_bits: int = 0, wide: bool = False) -> tuple[SharedTensor, SharedTensor]:
     """scale * rsqrt(x) (at f + extra fractional bits, extra <= (hi + 2) / 2) and x clamped
-    from above (sqrt = that * rsqrt stays bounded, sqrt(0) = 0), for x in [2^lo, 2^hi) (lo,
-    hi even; one comparison row per factor of 4 between them). x may carry more fractional
+    from above (x times the first stays bounded, 0 at 0), for x in [2^lo, 2^hi) (lo, hi even;
+    one comparison row per factor of 4 between them; hi <= _hi_max(f)). x may carry more fractional
     bits than f (fa) when `wide` and 2^(hi + 2 + fa) < 2^62 (else it is truncated to f); the
     public `scale` rides in the final product's weights at `scale_bits` more bits."""
     rt, f = x.rt, x.rt.precision
     wide = wide and x.fbits > f and hi + 2 + x.fbits <= 61
     fa = x.fbits if wide else f
     A = x.share if wide else at_f_share(x)
-    hold: dict = {}
     with rt.scope("rsqrt"):
-        (bits,) = run(rt, _normalize_steps(rt, A, fa, lo, hi, 2, hold))
-        ks = hold["ks"]
-        top = hi + 2  # even
-        sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (top - k))  # m = a sig / 2^top in [1/4, 1)
+        yf, bits, hold = _rsqrt_normalized(rt, A, fa, lo, hi, f)
+        top = hi + 2
         # rsqrt(a) = rsqrt(m) half / 2^(top/2)
-        half = _indicator_weights(rt, bits, ks, lambda k: int(round(scale * 2 ** ((top - k) // 2 + scale_bits))))
-
-        Ac = hold["clamped"]
-
-        def main():
-            mx = yield from beaver.mul_steps(rt, Ac, sig)
-            ms = yield from powers.trunc_pow_steps(rt, mx, fa + top - F, 3)
-            y0 = poly3(rt, ms, RSQRT_POLY)
-            y, y2 = yield from powers.trunc_pow_steps(rt, y0, 2 * F + G, 2)
-            my2 = yield from beaver.mul_steps(rt, ms[0], y2)  # m y^2 at 3F
-            (t,) = yield from powers.trunc_pow_steps(rt, my2, 2 * F, 1)  # at F
-            three = const(rt, 3.0, F, t.shape)
-            z = yield from beaver.mul_steps(rt, y, three - t)  # y (3 - m y^2) at 2F
-            (yf,) = yield from powers.trunc_pow_steps(rt, z, 2 * F + 1 - f, 1)  # /2, at f
-            return yf
-
-        (yf,) = run(rt, main())
+        half = _indicator_weights(rt, bits, hold["ks"],
+                                  lambda k: int(round(scale * 2 ** ((top - k) // 2 + scale_bits))))
         (out,) = run(rt, _then_trunc(rt, yf, half, top // 2 - extra + scale_bits))
     return SharedTensor(rt, out, f + extra), SharedTensor(rt, hold["clamped_top"], fa)
 
 
 @lookahead(elementwise=True)
 def sqrt(x: SharedTensor) -> SharedTensor:
-    """sqrt(x) = x rsqrt(x) for x in [2^-10, 2^14) (sqrt(0) = 0): rel err < 1e-3. 18 rounds."""
-    r, xc = rsqrt_scaled(x)
-    return xc * r
+    """sqrt(x) for x in [2^-f, 2^(60 - f)) (2^44 at f = 16, the even top _hi_max(f); 0 for
+    x <= 0): rel err < 1e-3 on [2^-10, 2^44) at 16 bits (1e-4 plus the last ulp at any f),
+    clamped to about 2^(30 - f/2) above. 16 rounds.
 
-
+    The normalization by powers of four from 2^lo = 2^-f (-(f + 1) for odd f: the bucket below
+    it holds only x <= 0) gives m = x 2^-k in [1/4, 1); sqrt(m) = m rsqrt(m) at SQRT_BITS,
+    then sqrt(x) = sqrt(m) 2^((k - lo)/2) 2^(lo/2): the public weight of m's bucket (0 for
+    the bucket below 2^lo) and a truncation by SQRT_BITS - f - lo/2. (x rsqrt(x) does not
+    scale: rsqrt of a large x falls below the resolution.)"""
+    rt, f = x.rt, x.rt.precision
+    lo, hi = -(f + f % 2), _hi_max(f)
+    A = at_f_share(x)
+    with rt.scope("sqrt"):
+        s, bits, hold = _rsqrt_normalized(rt, A, f, lo, hi, SQRT_BITS, times_m=True)
+        # s < 1.01 at SQRT_BITS times w < 2^((hi + 2 - lo) / 2) <= 2^31: below 2^56
+        w = _indicator_weights(rt, bits, hold["ks"], lambda k: 0 if k == lo else 2 ** ((k - lo) // 2))
+        (out,) = run(rt, _then_trunc(rt, s, w, SQRT_BITS - f - lo // 2))
+    return SharedTensor(rt, out, f)
 
 
 def div(x: SharedTensor, other) -> SharedTensor:

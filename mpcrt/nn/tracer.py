@@ -80,8 +80,9 @@ class _Tracer:
         except Exception as e:
             raise ModelImportError(
                 f"torch.fx could not trace {type(self.model).__name__}: {type(e).__name__}: {e}. "
-                "Models whose forward() branches on tensor values cannot be imported; make the "
-                "control flow static (or mark such helpers with torch.fx.wrap)."
+                "A forward() that branches (if/while) on tensor values, or on sizes such as x.dim() or "
+                "x.shape[0], cannot be traced; make the control flow static (or mark such helpers with "
+                "torch.fx.wrap)."
             ) from None
         gm.graph.eliminate_dead_code()
         self.gm = gm
