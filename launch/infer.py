@@ -194,6 +194,9 @@ def party_main(a) -> int:
     t0 = time.perf_counter()
     model = mnn.distribute(build, src=mo, rt=rt)
     t_import = time.perf_counter() - t0
+    if not isinstance(model.graph.output, dict):  # the graph is public: every party stops here alike
+        raise mnn.UnsupportedLayerError("mpcrt infer needs a model with a single tensor output; this one returns "
+                                        f"{len(model.graph.output)} values (return one tensor from forward())")
     if a.reveal == "label" and not hasattr(mpcrt.SharedTensor, "argmax"):
         raise ConfigError("--reveal label needs SharedTensor.argmax(), which this mpcrt build lacks")
     if a.reveal == "probs" and not hasattr(mpcrt.SharedTensor, "softmax"):

@@ -98,3 +98,23 @@ def test_reveal_label_needs_class_scores(cli, tmp_path):
     assert r.returncode != 0
     assert "--reveal label takes class scores along dim 1" in r.output and "use --reveal logits" in r.output
     assert "zero-dimensional" not in r.output and not (tmp_path / "o.npy").exists()
+
+
+def test_tuple_output_refused_at_load(cli, tmp_path):
+    """A model returning two tensors stops every party right after the import, before any inference round."""
+    class Two(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = tnn.Linear(4, 3)
+
+        def forward(self, x):
+            y = self.fc(x)
+            return y, y * 2
+
+    mnn.save(Two().eval(), torch.zeros(2, 4), str(tmp_path / "m.npz"))
+    np.save(str(tmp_path / "x.npy"), np.zeros((3, 4)))
+    r = cli.run_argv([sys.executable, "-m", "mpcrt.launch.infer", "-n", "2", "--model", str(tmp_path / "m.npz"),
+                      "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "o.npy")], timeout=120)
+    assert r.returncode != 0
+    assert r.output.count("this one returns 2 values") >= 2  # both parties, from the public graph
+    assert not (tmp_path / "o.npy").exists()
