@@ -18,8 +18,13 @@ class ShapeError(MpcError, ValueError):
     """Operand shapes do not fit the operation."""
 
 
-class DimError(ShapeError, IndexError):
-    """A `dim` argument names no dimension of the tensor (torch raises IndexError there too)."""
+class DimError(ShapeError, IndexError, TypeError):
+    """A `dim` argument names no dimension of the tensor, or is no integer (torch raises
+    IndexError or TypeError there)."""
+
+
+class SecretValueError(MpcError, TypeError):
+    """Python asked for a plaintext (if, while, bool()) where the value is secret-shared."""
 
 
 class ConfigError(MpcError):

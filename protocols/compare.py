@@ -170,7 +170,7 @@ def sign(x: SharedTensor) -> SharedTensor:
 def clamp(x: SharedTensor, min=None, max=None) -> SharedTensor:
     """torch.clamp with public bounds: lo + relu(x - lo) - relu(x - hi), one batched run."""
     if min is None and max is None:
-        return x
+        raise ValueError("clamp(): give min, max or both (as torch requires)")
     if min is not None and max is not None:
         if np.any(np.asarray(min) > np.asarray(max)):  # torch: min(max(x, min), max) = max there
             m = np.minimum(np.asarray(min, np.float64), np.asarray(max, np.float64))

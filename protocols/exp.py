@@ -57,6 +57,7 @@ Outside the stated input ranges results stay bounded (clamped), never wrap.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -275,10 +276,20 @@ def tanh(x: SharedTensor) -> SharedTensor:
     return SharedTensor(rt, 2 * s - const(rt, 1.0, f, s.shape), f)
 
 
+def _softmax_dim(dim, ndim: int) -> int:
+    """dim=None as torch reads it (its implicit dim, with its warning): 0 for 0-, 1- and 3-d input, else 1."""
+    if dim is None:
+        warnings.warn("softmax/log_softmax without dim: using torch's implicit choice; pass dim=", UserWarning,
+                      stacklevel=3)
+        return 0 if ndim in (0, 1, 3) else 1
+    return dim
+
+
 # ---------------------------------------------------------------- softmax
 @lookahead
 def softmax(x: SharedTensor, dim: int = -1) -> SharedTensor:
     """exp(x - max) / sum(exp(x - max)) along dim."""
+    dim = _softmax_dim(dim, x.ndim)
     m = max_(x, dim, keepdim=True)  # values only (x.max(dim) also finds the indices)
     e = exp_precise(x - m)  # softmax's abs 1e-3 on outputs near 1 wants exp's precise chain
     s = e.sum(dim=dim, keepdim=True)
@@ -288,6 +299,7 @@ def softmax(x: SharedTensor, dim: int = -1) -> SharedTensor:
 @lookahead
 def log_softmax(x: SharedTensor, dim: int = -1) -> SharedTensor:
     """(x - max) - log(sum(exp(x - max))) along dim."""
+    dim = _softmax_dim(dim, x.ndim)
     m = max_(x, dim, keepdim=True)  # values only (x.max(dim) also finds the indices)
     d = x - m
     return d - log(exp_precise(d).sum(dim=dim, keepdim=True))

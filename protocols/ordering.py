@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mpcrt.errors import ShapeError
+from mpcrt.errors import DimError, ShapeError
 from mpcrt.protocols import fixedpoint
 from mpcrt.protocols.compare import ltz_many, lt
 from mpcrt.protocols.shared import SharedTensor, cat, dim_index, stack
@@ -48,6 +48,7 @@ def max_like_torch(x: SharedTensor, dim=None, keepdim: bool = False):
         return max_(x, None, keepdim)
     if isinstance(dim, numbers.Integral) and not isinstance(dim, bool):
         return MinMax(*max_with_indices(x, int(dim), keepdim))
+    _tensor_operand(dim, "max")
     return maximum(x, dim)
 
 
@@ -59,7 +60,15 @@ def min_like_torch(x: SharedTensor, dim=None, keepdim: bool = False):
     if isinstance(dim, numbers.Integral) and not isinstance(dim, bool):
         v, i = max_with_indices(-x, int(dim), keepdim)
         return MinMax(-v, i)
+    _tensor_operand(dim, "min")
     return minimum(x, dim)
+
+
+def _tensor_operand(other, name: str) -> None:
+    """x.max(other) is torch.maximum only for a tensor `other`: a bool or a real there is a bad dim."""
+    if isinstance(other, (bool, numbers.Number)):
+        raise DimError(f"{name}(dim={other!r}): dim must be an integer (an elementwise {name} with a number: "
+                       f"x.{name}imum(value) or x.clamp)")
 
 
 def argmin(x: SharedTensor, dim: int | None = None, keepdim: bool = False, one_hot: bool = False) -> SharedTensor:
@@ -132,8 +141,9 @@ def argmax(x: SharedTensor, dim: int | None = None, keepdim: bool = False, one_h
     Two comparison runs after the max: [x_i >= max] marks the maxima, and a prefix
     count keeps the first one, as torch.argmax does.
     """
-    if dim is None:
-        x, dim = x.reshape(-1), 0
+    if dim is None:  # over all elements; torch's keepdim then keeps every dim, as size 1
+        i = argmax(x.reshape(-1), 0, keepdim and one_hot, one_hot)
+        return i.reshape(*(1,) * x.ndim) if keepdim and not one_hot else i
     dim = dim_index(dim, x.ndim)
     m = max_(x, dim, keepdim=True)
     return _first_index(x, m, dim, keepdim, one_hot)

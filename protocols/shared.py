@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mpcrt.errors import DimError, ShapeError
+from mpcrt.errors import DimError, SecretValueError, ShapeError
 from mpcrt.kernels import ring
 from mpcrt.protocols import beaver, fixedpoint, truncation
 
@@ -38,6 +38,8 @@ from mpcrt.protocols import beaver, fixedpoint, truncation
 def dim_index(dim: int, ndim: int) -> int:
     """`dim` as an index in [0, ndim) (negative counts from the end), as torch checks it: a 0-d
     tensor takes -1 and 0; anything else outside [-ndim, ndim) raises DimError."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise DimError(f"dim must be an integer, got {dim!r}")
     n = max(ndim, 1)
     if not -n <= int(dim) < n:
         raise DimError(f"dim {dim} is out of range for a {ndim}-d tensor: use a dim in [{-n}, {n - 1}]")
@@ -77,6 +79,15 @@ class SharedTensor:
             raise TypeError("len() of a 0-d SharedTensor")
         return self.shape[0]
 
+    def __bool__(self) -> bool:
+        raise SecretValueError("the truth value of a SharedTensor is secret, so Python cannot branch on it: select "
+                               "with mpcrt.where(cond, a, b) (or a multiply by the 0/1 tensor), or reveal() it first")
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d SharedTensor")
+        return (self[i] for i in range(self.shape[0]))
+
     def __repr__(self) -> str:  # never prints the share
         return f"SharedTensor(shape={self.shape}, fbits={self.fbits}, party {self.rt.rank} of {self.rt.world_size})"
 
@@ -99,7 +110,7 @@ class SharedTensor:
             if to is None:
                 (v,) = self.rt.open([self.share], "reveal")
             else:
-                if not isinstance(to, (int, np.integer)) or not 0 <= to < self.rt.world_size:
+                if isinstance(to, bool) or not isinstance(to, (int, np.integer)) or not 0 <= to < self.rt.world_size:
                     raise ValueError(f"reveal(to=...) must be a party rank in 0..{self.rt.world_size - 1}, got {to!r}")
                 v = self.rt.open_to(self.share, int(to))
                 if v is None:
@@ -145,6 +156,9 @@ class SharedTensor:
             self._bshape(other.shape)
             a, b, f = self._align(other)
             return self._new(a + b if sign > 0 else a - b, f)
+        f = self.rt.precision
+        if self.fbits < f and self._integer_public(other) is None:  # a 0/1 mask or count minus 0.5: to f bits
+            return self._new(self.share << np.int64(f - self.fbits), f)._linear(other, sign)
         p = self._encode_public(other, self.fbits)
         shape = self._bshape(np.shape(p))
         if self.rt.rank == 0:
@@ -274,7 +288,11 @@ class SharedTensor:
 
     def mean(self, dim=None, keepdim: bool = False) -> "SharedTensor":
         s = self.to_precision().sum(dim, keepdim)
-        n = self.numel() // max(1, s.numel()) if dim is not None else self.numel()
+        ax = _axis(dim)
+        axes = range(self.ndim) if ax is None else (ax if isinstance(ax, tuple) else (ax,))
+        n = math.prod(self.shape[a] for a in axes)
+        if n == 0 and s.numel():
+            raise ShapeError(f"mean() over an empty dimension of {self.shape} (torch's nan has no fixed-point value)")
         return s * (1.0 / n) if n > 1 else s
 
     # ----------------------------------------------------------- reshaping
@@ -292,6 +310,8 @@ class SharedTensor:
         if not s:
             return self.reshape(1)
         a, b = dim_index(start_dim, len(s)), dim_index(end_dim, len(s))
+        if a > b:
+            raise ShapeError(f"flatten(): start_dim {start_dim} comes after end_dim {end_dim}")
         return self.reshape(s[:a] + (int(np.prod(s[a : b + 1])),) + s[b + 1 :])
 
     def transpose(self, d0: int, d1: int) -> "SharedTensor":
@@ -315,7 +335,7 @@ class SharedTensor:
         return self.T
 
     def unsqueeze(self, dim: int) -> "SharedTensor":
-        return self._new(np.expand_dims(self.share, dim if dim >= 0 else dim + self.ndim + 1))
+        return self._new(np.expand_dims(self.share, dim_index(dim, self.ndim + 1)))
 
     def squeeze(self, dim=None) -> "SharedTensor":
         if dim is not None and self.shape[dim] != 1:
@@ -324,11 +344,20 @@ class SharedTensor:
 
     def expand(self, *shape) -> "SharedTensor":
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        shape = tuple(s if s != -1 else self.shape[i - len(shape) + self.ndim] for i, s in enumerate(shape))
-        return self._new(np.broadcast_to(self.share, shape).copy())
+        new = len(shape) - self.ndim
+        if new < 0 or any(s == -1 for s in shape[:new]):
+            raise ShapeError(f"expand{tuple(shape)}: a {self.ndim}-d tensor {self.shape} needs at least {self.ndim} "
+                             "sizes, and -1 (keep) only for its existing dimensions")
+        shape = tuple(s if s != -1 else self.shape[i - new] for i, s in enumerate(shape))
+        try:
+            return self._new(np.broadcast_to(self.share, shape).copy())
+        except ValueError:
+            raise ShapeError(f"cannot expand {self.shape} to {shape}") from None
 
     def repeat(self, *reps) -> "SharedTensor":
         reps = reps[0] if len(reps) == 1 and isinstance(reps[0], (tuple, list)) else reps
+        if len(reps) < self.ndim:
+            raise ShapeError(f"repeat{tuple(reps)}: a {self.ndim}-d tensor needs at least {self.ndim} repeat counts")
         return self._new(np.tile(self.share, reps))
 
     def contiguous(self) -> "SharedTensor":
@@ -337,7 +366,11 @@ class SharedTensor:
     def __getitem__(self, idx) -> "SharedTensor":
         if isinstance(idx, SharedTensor):
             raise TypeError("indexing by a SharedTensor would reveal it; use where() or a mask multiply")
-        return self._new(np.asarray(self.share[idx], np.int64))
+        share = self.share
+        if isinstance(idx, tuple) and _ints_beside_arrays(idx):  # torch: the integers index first (basic),
+            share = share[tuple(i if _is_int(i) else slice(None) for i in idx)]  # so the arrays' dims stay put
+            idx = tuple(i for i in idx if not _is_int(i))
+        return self._new(np.asarray(share[idx], np.int64))
 
     def __setitem__(self, idx, value) -> None:
         if isinstance(value, SharedTensor):
@@ -348,6 +381,9 @@ class SharedTensor:
             self.share = np.array(self.share, copy=True) if not self.share.flags.writeable else self.share
             self.share[idx] = b
         else:
+            f = self.rt.precision
+            if self.fbits < f and self._integer_public(value) is None:  # a real into an integer tensor
+                self.share, self.fbits = self.share << np.int64(f - self.fbits), f
             p = fixedpoint.encode(value, self.fbits)
             if not self.share.flags.writeable:
                 self.share = self.share.copy()
@@ -361,6 +397,10 @@ class SharedTensor:
 
     def pad(self, pad: Sequence[int], value: float = 0.0) -> "SharedTensor":
         """torch.nn.functional.pad with a constant (pairs from the last dim backwards)."""
+        if len(pad) % 2 or len(pad) > 2 * self.ndim:
+            raise ShapeError(f"pad {tuple(pad)}: pairs (before, after) for at most {self.ndim} dimensions")
+        if self.fbits < self.rt.precision and self._integer_public(value) is None:
+            return self._new(self.share << np.int64(self.rt.precision - self.fbits), self.rt.precision).pad(pad, value)
         widths = [(0, 0)] * self.ndim
         for i in range(len(pad) // 2):
             widths[self.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
@@ -369,9 +409,29 @@ class SharedTensor:
 
 
 def _axis(dim):
-    if dim is None:
+    """A reduction's dim as numpy's axis: None, or an empty tuple (torch: all dims), is every axis."""
+    if dim is None or (isinstance(dim, (list, tuple)) and not dim):
         return None
-    return tuple(dim) if isinstance(dim, (list, tuple)) else int(dim)
+    if isinstance(dim, (list, tuple)):
+        return tuple(_checked_int(d) for d in dim)
+    return _checked_int(dim)
+
+
+def _checked_int(d) -> int:
+    if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+        raise DimError(f"dim must be an integer (or a tuple of them), got {d!r}")
+    return int(d)
+
+
+def _is_int(i) -> bool:
+    return isinstance(i, numbers.Integral) and not isinstance(i, bool)
+
+
+def _ints_beside_arrays(idx: tuple) -> bool:
+    """An index mixing integers with arrays and no None / Ellipsis: numpy moves the broadcast
+    dims to the front there, torch keeps them in place (integers index first)."""
+    has_array = any(isinstance(i, (list, np.ndarray)) or hasattr(i, "__array__") for i in idx if not _is_int(i))
+    return has_array and any(_is_int(i) for i in idx) and not any(i is None or i is Ellipsis for i in idx)
 
 
 def _check_matmul(a: tuple, b: tuple) -> None:

@@ -1,0 +1,96 @@
+"""SharedTensor calls that differed from torch silently (an API audit against torch), each now
+torch's answer or torch's refusal: public reals against integer-valued tensors (0/1 masks,
+counts, argmax), truth values, empty-dim reductions, torch's index order, argument checks."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+import mpcrt
+from mpcrt.errors import DimError, SecretValueError, ShapeError
+from mpcrt.launch.inprocess import run_parties
+
+
+def _run(fn):
+    return run_parties(fn, 2, timeout=60)[0]
+
+
+def test_integer_valued_tensors_meet_public_reals_at_full_precision():
+    x = np.array([-1.0, 2.0, 3.0])
+    t = torch.tensor(x)
+    m_t = (t > 0).double()
+
+    def fn(rt):
+        X = rt.share(x if rt.rank == 0 else None, src=0)
+        m = X > 0
+        w = m.clone() if hasattr(m, "clone") else m * 1
+        w[0] = 0.25
+        return {
+            "sub": (m - 0.5).reveal(), "ge": (m >= 0.5).reveal(), "gt_sum": (m.sum() > 1.5).reveal(),
+            "ge_sum": (m.sum() >= 2.5).reveal(), "argmax": (X.argmax() + 0.5).reveal(),
+            "clamp": m.clamp(max=0.5).reveal(), "where": mpcrt.where(np.array([False, True, False]), m, 0.5).reveal(),
+            "set": w.reveal(), "pad": m.pad((1, 0), 0.5).reveal(), "int": (m + 2).reveal(),
+        }
+
+    r = _run(fn)
+    np.testing.assert_allclose(r["sub"], (m_t - 0.5).numpy())
+    np.testing.assert_array_equal(r["ge"], [0, 1, 1])
+    assert float(r["gt_sum"]) == 1.0 and float(r["ge_sum"]) == 0.0
+    assert float(r["argmax"]) == 2.5
+    np.testing.assert_allclose(r["clamp"], [0, 0.5, 0.5])
+    np.testing.assert_allclose(r["where"], [0.5, 1, 0.5])
+    np.testing.assert_allclose(r["set"], [0.25, 1, 1])
+    np.testing.assert_allclose(r["pad"], [0.5, 0, 1, 1])
+    np.testing.assert_allclose(r["int"], [2, 3, 3])
+
+
+def test_torch_shapes_and_refusals():
+    a = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    ta = torch.tensor(a)
+
+    def fn(rt):
+        X = rt.share(a if rt.rank == 0 else None, src=0)
+        Y = X[0]
+        out = {"adv": X[0, :, [0, 1]].reveal(), "adv2": X[:, 1, [0, 3]].reveal(),
+               "sum0": X.sum(dim=()).reveal(), "mean0": X.mean(dim=[]).reveal(),
+               "amk": X.argmax(keepdim=True).shape, "amk1": Y.argmax(keepdim=True).reveal(),
+               "rows": [r.reveal() for r in Y], "empty_mean": X[:0].mean(dim=1).shape}
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            out["softmax"] = Y.softmax(dim=None).reveal()
+            out["warned"] = any("implicit" in str(x.message) for x in w)
+        refused = []
+        for call, err in [
+            (lambda: bool(X > 0), SecretValueError), (lambda: [t for t in X.sum()], TypeError),
+            (lambda: Y.unsqueeze(-4), DimError), (lambda: Y.repeat(2), ShapeError),
+            (lambda: X[0, 0].expand(-1, 4), ShapeError), (lambda: Y.pad((1, 2, 3)), ShapeError),
+            (lambda: Y.pad((1,) * 6), ShapeError), (lambda: Y.flatten(1, 0), ShapeError),
+            (lambda: Y.max(dim=True), DimError), (lambda: Y.min(1.5), DimError), (lambda: Y.sum(dim=1.5), DimError),
+            (lambda: Y.argmax(dim=1.5), DimError), (lambda: X[:, :0].mean(), ShapeError),
+            (lambda: Y.clamp(), ValueError), (lambda: Y.reveal(to=True), ValueError),
+        ]:
+            try:
+                call()
+                refused.append(None)
+            except err:
+                refused.append(True)
+            except Exception as e:  # noqa: BLE001 - the wrong class is a failure too
+                refused.append(type(e).__name__)
+        out["refused"] = refused
+        return out
+
+    r = _run(fn)
+    np.testing.assert_array_equal(r["adv"], ta[0, :, [0, 1]].numpy())
+    np.testing.assert_array_equal(r["adv2"], ta[:, 1, [0, 3]].numpy())
+    assert float(r["sum0"]) == float(ta.sum()) and abs(float(r["mean0"]) / float(ta.mean()) - 1) < 2 ** -13
+    assert r["amk"] == tuple(ta.argmax(keepdim=True).shape)
+    np.testing.assert_array_equal(r["amk1"], ta[0].argmax(keepdim=True).numpy())
+    np.testing.assert_array_equal(np.stack(r["rows"]), a[0])
+    assert r["empty_mean"] == tuple(ta[:0].mean(dim=1).shape) == (0, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = torch.nn.functional.softmax(ta[0]).numpy()  # its implicit dim (with a warning)
+    assert r["warned"] and np.abs(r["softmax"] - ref).max() < 2e-3
+    assert r["refused"] == [True] * 15, r["refused"]
