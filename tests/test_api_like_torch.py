@@ -94,3 +94,19 @@ def test_torch_shapes_and_refusals():
         ref = torch.nn.functional.softmax(ta[0]).numpy()  # its implicit dim (with a warning)
     assert r["warned"] and np.abs(r["softmax"] - ref).max() < 2e-3
     assert r["refused"] == [True] * 15, r["refused"]
+
+
+def test_mish_past_the_product_bound_is_x():
+    """mish(x) = x tanh(softplus(x)) wrapped from x = 2^33 (a shared product past 2^(62 - 2f)); it now clamps
+    at +-20 and adds the excess back: x itself up to the format's top, 0 far left."""
+    a = np.array([-2.0**40, -1e6, -25.0, -1.0, 0.0, 2.0, 25.0, 2.0**33, 1e10, 2.0**40, 2.0**45])
+
+    def fn(rt):
+        return rt.share(a if rt.rank == 0 else None, src=0).mish().reveal()
+
+    got = _run(fn)
+    ref = torch.nn.functional.mish(torch.tensor(a)).numpy()
+    small = np.abs(a) <= 25
+    assert np.abs(got - ref)[small].max() < 1e-3
+    np.testing.assert_allclose(got[~small & (a > 0)], a[~small & (a > 0)], rtol=1e-9)
+    assert np.abs(got[~small & (a < 0)]).max() < 1e-3
