@@ -1,23 +1,28 @@
 """1/x, log x, sqrt x, 1/sqrt x, and division by a shared tensor.
 
 A range normalization (one batched comparison of |x| against the powers of 2^step of
-the range) brings x to m in [1/16, 1) (reciprocal, log) or [1/4, 1) (rsqrt); a cubic
+the range) brings x to m in [1/16, 1) (reciprocal) or [1/4, 1) (rsqrt, sqrt, log); a cubic
 Chebyshev fit of the function on m (protocols.powers: truncation and powers in one
-round) plus Newton steps, then the rescaling by the public weight of m's bucket.
-Inputs outside the stated ranges are clamped (results stay bounded, never wrap).
+round) plus Newton steps (log: two cubics in a row, no Newton step), then the rescaling by
+the public weight of m's bucket (log: plus k ln 2). Inputs outside the stated ranges are
+clamped (results stay bounded, never wrap).
 
 Rounds: reciprocal 25 (sign 7, normalization 7, m and the cubic 2, 3 Newton steps,
   rescale 2); log 10; rsqrt 16; sqrt 16; x / y the reciprocal's 25 + 2.
-Bytes per element per peer: reciprocal 299, log 432 (the 25-row normalization), rsqrt 458
-  (22 rows at f = 16; 397 at f = 12, 520 at f = 20), sqrt 613 (31 rows at every even f);
-  each of a party's N - 1 peers gets this.
-Dealer words per element: (sent to the corrected party) reciprocal 46.3, log 60.7, rsqrt 65.8
-  (56.4 at f = 12, 73.7 at f = 20), sqrt 84.5; independent of N.
+Bytes per element per peer: reciprocal 299, log 505 (31 rows at every f; 504.7, 505.7 from
+  f = 20; 432 for the old 25 rows over [2^-10, 2^14)), rsqrt 458 (22 rows at f = 16; 397 at
+  f = 12, 520 at f = 20), sqrt 613 (31 rows at every even f); each of a party's N - 1 peers
+  gets this.
+Dealer words per element: (sent to the corrected party) reciprocal 46.3, log 108 (60.7 before:
+  the products of all 31 rows save a round), rsqrt 65.8 (56.4 at f = 12, 73.7 at f = 20),
+  sqrt 84.5; independent of N.
   Measured (10240 elements) at N = 2; from N = 3 the runtime may open a large array in two
   steps (mpcrt.allreduce): a round or two more, fewer bytes per peer.
 Error: measured at 16 fractional bits (tests assert these):
   reciprocal: rel < 1e-3 on 2^-7 <= |x| < 2^17 (clamped beyond);
-  log: abs < 8e-3 on [2^-10, 2^14);
+  log: abs < 3.5e-4 + 2 ulp on [2^-f, 2^(62 - f)), the whole format, at any f (measured 2.7e-4
+    at 16, 20 and 24 bits, 4.8e-4 at 12; before: 5.3e-4 on [2^-10, 2^14), ln 2^14 above),
+    ln 2^-(f + 1) for x <= 0;
   rsqrt: rel < 1e-3 on [2^-10, 2^12), within 1 ulp on [2^12, 2^32) (clamped beyond:
     about 2^-16; 32 below 2^-10);
   sqrt: rel < 1e-3 on [2^-10, 2^44) (1e-4 plus the last ulp: 4.9e-4 at 2^-10, 1e-4 from
@@ -30,8 +35,12 @@ Methods:
   with the powers of sixteen of the range (one batched run of 7), 1/m by a cubic
   (rel err 37%) plus three Newton steps, rescaled. 25 rounds.
   Error: rel < 1e-3 on 2^-7 <= |x| < 2^17 (clamped beyond).
-- log: normalization as above (no sign), log m by a cubic, plus e ln 2. 10 rounds.
-  Error: abs < 8e-3 on [2^-10, 2^14).
+- log: normalization by powers of four over [2^-f, 2^(62 - f)) (31 rows, the products of
+  every row fused: no product round), m in [1/4, 1), log m = Q(P(m - 1)) by two truncations
+  with powers (a composition of two cubics, 2.2e-4), plus k ln 2 in the last truncation's
+  weights. 10 rounds. Chosen over a step-1 normalization (62 rows: 969 bytes for its
+  comparison alone, one cubic, 5.3e-4) and over powers of 16 (16 rows, but three cubics
+  for 9e-4, 11 rounds). Error: as above.
 - rsqrt: normalization by powers of four to m in [0.25, 1), cubic plus one Newton
   step, rescaled by 2^-j (16 rounds). Error: as above.
 - sqrt: the same normalization over [2^-f, 2^(60 - f)) (the format holds up to 2^(62 - f);
@@ -54,7 +63,6 @@ from mpcrt.protocols.rounds import lockstep, run
 from mpcrt.protocols.shared import SharedTensor
 
 RECIP_POLY = fit_rel(lambda m: 1 / m, 0.0625, 1.0, 3)  # rel err 0.37 on [1/16, 1): 3 Newton steps -> 4e-4
-LOG_POLY = fit(np.log, 0.5, 1.0, 3)
 RSQRT_POLY = fit(lambda m: 1 / np.sqrt(m), 0.25, 1.0, 3)
 
 
@@ -86,15 +94,18 @@ def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hol
     return [b_lo] + [mb[i, ...] for i in range(len(mb))] + [b_hi]
 
 
-def _indicator_weights(rt, bits: np.ndarray, ks: list[int], weight) -> np.ndarray:
+def _indicator_weights(rt, bits: np.ndarray, ks: list[int], weight, one: np.ndarray | None = None) -> np.ndarray:
     """sum over the bucket k (a in [2^(k-step), 2^k)) of weight(k), as a share (0 fbits).
-    Buckets: below the first threshold -> ks[0]; at/above the last -> ks[-1] + step."""
+    Buckets: below the first threshold -> ks[0]; at/above the last -> ks[-1] + step.
+    With `one` (a share y) and bits the products [b_k y]: sum of weight(k) [bucket k] y."""
     step = ks[1] - ks[0] if len(ks) > 1 else 1
     out = bits[0] * np.int64(weight(ks[0]))
     for i in range(1, len(ks)):
         out += (bits[i] - bits[i - 1]) * np.int64(weight(ks[i]))
     top = -bits[-1]
-    if rt.rank == 0:
+    if one is not None:
+        top = top + one
+    elif rt.rank == 0:
         top = top + 1
     out += top * np.int64(weight(ks[-1] + step))
     return out
@@ -155,33 +166,86 @@ def _then_trunc(rt, y, tau, k):
     return out
 
 
-LOG_LO, LOG_HI = -10, 14
+# log: m = a 2^-k in [1/4, 1) (one comparison row per factor of 4), s = m - 1 at LOG_F1 bits,
+# t = P(s) at 3 LOG_F1 + LOG_G1 = 61 bits, truncated to LOG_F2 bits, log m = Q(t) at
+# LOG_OUT = 3 LOG_F2 + LOG_G2 = 56 bits, where k ln 2 (|log x| < 43 over the format) still fits.
+# P, Q: a minimax fit of log m on [1/4, 1] by the composition of two cubics (max error 2.20e-4;
+# a degree-6 polynomial's is 1.8e-4, one cubic's 8.5e-3), p3 and q3 rounded to their grids
+# (2^-LOG_G1, 2^-LOG_G2) first and the rest refit (power basis in s, then in t).
+LOG_STEP = 2
+LOG_F1, LOG_G1, LOG_F2, LOG_G2 = 17, 10, 16, 8
+LOG_OUT = 3 * LOG_F2 + LOG_G2
+LOG_M0 = 0.625  # the m that x <= 0 gets (its bucket's additive weight then gives log's value there)
+LOG_P = (0.3798634268496743, 0.5160576870904947, -0.30065540969371796, 567 / 2**LOG_G1)
+LOG_Q = (-0.6567716309732957, 1.6178125415126487, -0.03677147626876831, 223 / 2**LOG_G2)
+
+
+def _log_range(f: int) -> tuple[int, int]:
+    """(lo, hi) of log's thresholds at f bits: 2^-f (the bucket below it holds only x <= 0)
+    to 2^(60 - f): the top bucket [2^(60 - f), 2^(62 - f)) ends at the format's top, and
+    a sig = m 2^62 (a at f bits, sig = 2^(62 - f - k)) less 2^62 stays within the
+    truncation's [-2^62, 2^62) for every m in [0, 2)."""
+    return -f, 60 - f
+
+
+def log_at_zero(f: int) -> float:
+    """What log returns for x <= 0 at f bits: ln 2^-(f + 1), the log of half an ulp (below
+    the log of every positive input; -11.78 at 16 bits)."""
+    return -(f + 1) * math.log(2)
+
+
+def log_fit(m) -> np.ndarray:
+    """Q(P(m - 1)) in float64: the function log evaluates on m in [1/4, 1) (log m within 2.2e-4)."""
+    t = np.polynomial.polynomial.polyval(np.asarray(m, np.float64) - 1, LOG_P)
+    return np.polynomial.polynomial.polyval(t, LOG_Q)
 
 
 @lookahead(elementwise=True)
 def log(x: SharedTensor) -> SharedTensor:
-    """Natural log for x in [2^-10, 2^14): abs err < 8e-3. 10 rounds."""
-    rt, f = x.rt, x.rt.precision
-    A = at_f_share(x)
-    hold: dict = {}
-    with rt.scope("log"):
-        (bits,) = run(rt, _normalize_steps(rt, A, f, LOG_LO, LOG_HI, 1, hold))
-        ks = hold["ks"]
-        top = LOG_HI + 1
-        sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (top - k))
-        e = _indicator_weights(rt, bits, ks, lambda k: k)  # a in [2^(e-1), 2^e)
+    """Natural log for x in [2^-f, 2^(62 - f)), every positive value of the format: abs err
+    < 3.5e-4 plus 2 ulp at any f (measured 2.7e-4 at 16 bits, 4.8e-4 at 12); ln 2^-(f + 1)
+    (log_at_zero) for x <= 0; ring values past the format's top, up to 2^(63 - f), bounded
+    in [ln 2^(62 - f), ln 2^(62 - f) + 2.5] (m in [1, 2): the truncation still holds). 10 rounds.
 
-        Ac = hold["clamped"]
+    One comparison of a = x against 2^k, k = -f, -f + 2, ..., 60 - f (31 rows), with the
+    products [b_k a] fused into its last round for every row (one opening of a's mask):
+    a sig = m 2^62 is then local, m = a 2^-k in [1/4, 1) for a in [2^(k-2), 2^k) (k = 62 - f
+    on top; x <= 0 gets m = 5/8 from its bucket's public weight instead); two truncations
+    with powers (narrow openings) give t = P(m - 1) and log m = Q(t) at 56 bits, and a third
+    takes log m + k ln 2 (the bucket's public weight, exact at 56 bits) to f bits.
+    Why powers of 4: a step-1 normalization (m in [1/2, 1), one cubic) needs 62 rows over the
+    format: 969 bytes for the comparison alone, for 5.3e-4; powers of 16 (16 rows, 262 bytes)
+    leave m in [1/16, 1), where two cubics err by 1.1e-2 and three by 9e-4 (11 rounds). The
+    fused products cost 30 dealer words more than a Beaver product of a and sig, which would
+    take a round (11)."""
+    rt, f = x.rt, x.rt.precision
+    lo, hi = _log_range(f)
+    top = hi + LOG_STEP  # 62 - f
+    ks = list(range(lo, hi + 1, LOG_STEP))
+    A = at_f_share(x)
+    with rt.scope("log"):
+        spec = LtzSpec.of(A.size, 1, len(ks), shared_y=True)
+        ((bits, (ba,)),) = run(rt, ltz_steps(rt, A, muls=lambda: [A], spec=spec,
+                                             thresholds=[enc(2.0**k, f) for k in ks]))
+        # (m - 1) 2^62: a 2^(62 - f - k) in bucket k, 5/8 2^62 for x <= 0 (bucket lo)
+        mx = _indicator_weights(rt, ba, ks, lambda k: 0 if k == lo else 1 << (top - k), one=A)
+        mx += _indicator_weights(rt, bits, ks, lambda k: enc(LOG_M0, 62) if k == lo else 0)
+        if rt.rank == 0:
+            mx -= np.int64(1 << 62)
+        zero = log_at_zero(f) - float(log_fit(LOG_M0))
+        add = _indicator_weights(rt, bits, ks, lambda k: enc(zero if k == lo else k * math.log(2), LOG_OUT))
+        s1 = 3 * LOG_F1 + LOG_G1
+        cp = [enc(c, s1 - j * LOG_F1) for j, c in enumerate(LOG_P)]
+        cq = [enc(c, LOG_OUT - j * LOG_F2) for j, c in enumerate(LOG_Q)]
 
         def main():
-            mx = yield from beaver.mul_steps(rt, Ac, sig)
-            ms = yield from powers.trunc_pow_steps(rt, mx, f + top - F, 3)
-            lp = poly3(rt, ms, LOG_POLY)
-            (lm,) = yield from powers.trunc_pow_steps(rt, lp, 3 * F + G - f, 1)
-            return lm
+            t = yield from powers.trunc_poly_steps(rt, mx, 62 - LOG_F1, 3, cp, top=True)  # P(s) at 61 bits
+            y = yield from powers.trunc_poly_steps(rt, t, s1 - LOG_F2, 3, cq, top=True)  # log m at 56 bits
+            (out,) = yield from powers.trunc_pow_steps(rt, y + add, LOG_OUT - f, 1, top=True)
+            return out
 
-        (lm,) = run(rt, main())
-    return SharedTensor(rt, lm + e * np.int64(round(math.log(2) * 2**f)), f)
+        (out,) = run(rt, main())
+    return SharedTensor(rt, out, f)
 
 
 RSQRT_LO, RSQRT_HI = -10, 14  # rsqrt_scaled's default range; rsqrt itself goes up to 2^(2f)

@@ -8,7 +8,7 @@ Losses (each returns a one-element Variable; `reduction` "mean" or "sum"):
 * cross_entropy(logits, target): the gradient is (softmax(x) - y) / N, with softmax
   computed as exp(x - max) / sum: safe for large logits (the max is subtracted under
   MPC, exactly, by the comparison tree). The loss value log(sum exp(x - max)) - y.(x - max)
-  costs one log per row (abs err < 8e-3) and one product. Shared class indices become
+  costs one log per row (abs err < 3.5e-4 + 2 ulp) and one product. Shared class indices become
   one-hot by one batched equality comparison against 0..C-1.
 * mse_loss(x, y): mean (x - y)^2, gradient 2 (x - y) / n.
 * binary_cross_entropy(p, y) for probabilities (gradient (p - y) / (p (1 - p) n), a
@@ -20,7 +20,7 @@ Rounds: cross_entropy over C classes: softmax's (7 ceil(log2 C) + 7 + 25 + 1) + 
 Bytes per element per peer: softmax's (104 over 64 classes) + 24 for y.(x - max).
 Dealer words per element: softmax's and one Beaver product's.
 Error: cross_entropy's gradient: softmax's, abs ~1e-3 per element before the 1/N; the
-  value: log's 8e-3 per row.
+  value: log's 3.5e-4 + 2 ulp per row.
 Reference: docs/design.md, 'Training'.
 """
 from __future__ import annotations
@@ -127,7 +127,7 @@ def mse_loss(input: SharedTensor, target, reduction: str = "mean") -> SharedTens
     return _reduce((d * d).sum(), d.numel(), reduction)
 
 
-BCE_CLAMP = 2.0 ** -7  # probabilities clamped to [BCE_CLAMP, 1 - BCE_CLAMP] (log's domain starts at 2^-10)
+BCE_CLAMP = 2.0 ** -7  # probabilities clamped to [BCE_CLAMP, 1 - BCE_CLAMP] (the gradient's reciprocal starts at 2^-7)
 
 
 def binary_cross_entropy(input: SharedTensor, target, reduction: str = "mean") -> SharedTensor:
