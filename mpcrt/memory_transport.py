@@ -126,11 +126,11 @@ class MemoryTransport(FrameBook):
             while not self._inbox[peer]:
                 why = self._net.gone(peer)
                 if why is not None:
-                    raise PeerFailure(self.name(peer), why)
+                    raise self.failed(PeerFailure(self.name(peer), why))
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise PeerFailure(self.name(peer), f"sent nothing for {self.timeout:.0f} s "
-                                                       "(receive timeout; raise it with MPCRT_TIMEOUT)")
+                    raise self.failed(PeerFailure(self.name(peer), f"sent nothing for {self.timeout:.0f} s "
+                                                                   "(receive timeout; raise it with MPCRT_TIMEOUT)"))
                 self._cond.wait(min(left, 0.5))  # (a peer's thread may end without notifying)
             header, payload = self._inbox[peer].popleft()
         return self._decode(peer, header, payload, tag, dtype, shape)[1]

@@ -491,9 +491,13 @@ class Runtime:
                 _current = None
 
     def abort(self) -> None:
-        """Close without the goodbye barrier (after a failure)."""
+        """Close without the goodbye barrier (after a failure). Where this node raised a member's
+        PeerFailure (even one the program caught before it exited), the others hear it first
+        (the last word: they name that member, not us)."""
         if not self._closed:
             self._closed = True
+            if getattr(self.node, "raised", None) is not None:
+                self.node.tell_gone(self.node.raised)
             self.node.close(barrier=False)
 
     def __enter__(self):

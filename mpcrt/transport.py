@@ -96,6 +96,13 @@ class FrameBook:
         self._recv_seq: collections.Counter = collections.Counter()
         self._closed = False
         self._reported: PeerFailure | None = None  # the first member's last word (GONE_TAG)
+        self.raised: PeerFailure | None = None  # the last failure of a member this node raised (abort's last word)
+        self._told = False
+
+    def failed(self, failure: PeerFailure) -> PeerFailure:
+        """`failure` (about a member found gone or silent), remembered for the last word; raise what it returns."""
+        self.raised = failure
+        return failure
 
     def name(self, peer: int) -> str:
         return self.names.get(peer, f"node {peer}")
@@ -128,8 +135,9 @@ class FrameBook:
         """Our last word before we stop on `failure`, naming its member to every other member (best
         effort), so that they name it too rather than us, who leave because of it."""
         culprit = next((i for i, name in self.names.items() if name == failure.peer), None)
-        if culprit is None or culprit == self.id:
+        if culprit is None or culprit == self.id or self._told:
             return
+        self._told = True
         for j in self.names:
             if j not in (self.id, culprit):
                 try:

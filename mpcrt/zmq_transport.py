@@ -263,13 +263,13 @@ class Node(FrameBook):
                     self._pump(100)
                     if len(box[peer]) >= count:
                         return
-                raise PeerFailure(name, self._dead[peer])
+                raise self.failed(PeerFailure(name, self._dead[peer]))
             if other is not None:  # the session cannot finish without it: fail now, not at our next wait on it
-                raise PeerFailure(self.name(other), self._dead[other])
+                raise self.failed(PeerFailure(self.name(other), self._dead[other]))
             left = deadline - time.monotonic()
             if left <= 0:
-                raise PeerFailure(name, f"sent nothing for {self.timeout:.0f} s "
-                                        "(receive timeout; raise it with MPCRT_TIMEOUT)")
+                raise self.failed(PeerFailure(name, f"sent nothing for {self.timeout:.0f} s "
+                                                    "(receive timeout; raise it with MPCRT_TIMEOUT)"))
             self._pump(int(min(left, 0.5) * 1000) + 1)
 
     def wake(self) -> None:

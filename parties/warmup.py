@@ -32,7 +32,7 @@ from mpcrt.tensor import METHODS
 
 log = logging.getLogger("mpcrt.warmup")
 
-SKIP = {"log", "sqrt", "rsqrt", "reciprocal"}  # need positive inputs: called on one below
+SKIP = {"log", "sqrt", "rsqrt", "reciprocal", "clamp", "clip"}  # positive inputs (called below); bounds
 
 
 def _unary_methods() -> list[str]:

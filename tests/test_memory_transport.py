@@ -168,6 +168,27 @@ def test_same_program_same_results_and_stats_over_memory_and_zmq(n):
         assert ms["bytes_sent"] > 0 and ms["dealer_bytes_received"] > 0 and ms["by_op"]["body"]["rounds"] > 2
 
 
+def test_abort_after_a_caught_failure_still_tells_the_others():
+    """A program that catches a member's PeerFailure and exits: its Runtime.abort() sends the last word
+    naming that member (the dealer then names party 2, not party 1, whose link it sees close), once."""
+    from mpcrt.runtime import Runtime
+
+    net = MemoryNetwork(3, session=SID)
+    n0, n1, n2, d = (net.node(i, timeout=0.3) for i in range(4))
+    rt1 = object.__new__(Runtime)  # only its abort() on this node (a real start would handshake with the dealer)
+    rt1.node, rt1._closed = n1, False
+    with pytest.raises(PeerFailure, match="sent nothing"):
+        n1.recv(2, "beaver")  # party 2 is silent: the program catches this and exits
+    assert n1.raised is not None and n1.raised.peer == "party 2"
+    rt1.abort()
+    with pytest.raises(PeerFailure, match="party 1 lost it") as ei:
+        d.recv_any(timeout=1)
+    assert ei.value.peer == "party 2"
+    with pytest.raises(PeerFailure, match="party 1 lost it"):
+        n0.recv(1, "beaver")
+    assert len(n0._inbox[1]) == 0 and not n2._inbox[1]  # one word each, none to the culprit
+
+
 def test_a_last_word_names_the_failed_member_to_the_others():
     """tell_gone: party 1 stops because party 2 failed; party 0 and the dealer learn it was
     party 2, party 2 itself is not told."""
