@@ -256,8 +256,9 @@ class SharedTensor:
         k = self._integer_public(p)
         if k is not None:
             return self._new(op(self.share, np.asarray(k)))
-        shift, f = self._shift_for(self.fbits, rt.precision)
-        z = op(self.share, fixedpoint.encode(p, rt.precision))
+        e = _extra_bits(p, rt.precision) if self.fbits <= rt.precision else 0  # small weights keep 13 bits, as in *
+        shift, f = self._shift_for(self.fbits, rt.precision + e)
+        z = op(self.share, fixedpoint.encode(p, rt.precision + e))
         with rt.scope("matmul_public"):
             return self._new(truncation.truncate(rt, z, shift) if shift else z, f)
 
