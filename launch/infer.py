@@ -239,6 +239,7 @@ def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:
             bar = tqdm(total=total, unit="input", desc="private inference")
         except ImportError:
             bar = None
+    from mpcrt.launch.serve import output_form
     from mpcrt.nn.rows import batch_rows
 
     step = batch_rows(model.graph, a.batch_size, total)
@@ -247,21 +248,7 @@ def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:
               f"{total} rows run as one batch, not in batches of {a.batch_size}", file=sys.stderr)
     try:
         for s in range(0, total, step):
-            y = model(x[s:s + step])
-            if not hasattr(y, "reveal"):
-                from mpcrt.nn import UnsupportedLayerError
-
-                raise UnsupportedLayerError("mpcrt infer needs a model with a single tensor output")
-            if a.reveal in ("probs", "label") and y.ndim < 2:
-                from mpcrt.errors import ShapeError
-
-                raise ShapeError(f"--reveal {a.reveal} takes class scores along dim 1, but this model's output has "
-                                 f"shape {tuple(y.shape)}: use --reveal logits (the raw outputs)")
-            if a.reveal == "probs":
-                y = y.softmax(dim=1)
-            elif a.reveal == "label":
-                y = y.argmax(dim=1)
-            r = y.reveal(to=do)
+            r = output_form(model(x[s:s + step]), a.reveal).reveal(to=do)  # one tensor: party_main checked
             if r is not None:
                 outs.append(r)
             if bar is not None:

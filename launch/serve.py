@@ -39,8 +39,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mpcrt.errors import ConfigError, ProtocolError
+from mpcrt.errors import ConfigError, ProtocolError, ShapeError
 from mpcrt.launch.atomic_write import write_atomically
+from mpcrt.nn.rows import batch_rows
 
 log = logging.getLogger("mpcrt.serve")
 
@@ -160,12 +161,7 @@ class Service:
 
     # ------------------------------------------------------------ one request
     def _call(self, x) -> Any:
-        y = self.model(x)
-        if self.reveal_kind == "probs":
-            y = y.softmax(dim=1)
-        elif self.reveal_kind == "label":
-            y = y.argmax(dim=1)
-        return y
+        return output_form(self.model(x), self.reveal_kind)
 
     def _serve(self, rows: int, name: str | None) -> None:
         rt = self.rt
@@ -175,9 +171,10 @@ class Service:
         self._pending = None
         shape = (rows,) + tuple(self.model.input_shape[1:])
         outs, used_prepared = [], 0
-        for s in range(0, rows, self.batch_size):
-            part = None if x_all is None else x_all[s:s + self.batch_size]
-            bshape = (min(self.batch_size, rows - s),) + shape[1:]
+        step = batch_rows(self.model.graph, self.batch_size, rows)  # all rows at once where the model mixes them
+        for s in range(0, rows, step):
+            part = None if x_all is None else x_all[s:s + step]
+            bshape = (min(step, rows - s),) + shape[1:]
             if self.prepared is not None and self.prepared != bshape:
                 rt.dealer.discard_prefetched()  # every party alike: they all know the batch shape
             used_prepared += self.prepared == bshape
@@ -189,7 +186,7 @@ class Service:
         s1 = rt.stats()
         seconds = time.perf_counter() - t0
         self.served += 1
-        self._last_shape = (min(self.batch_size, rows),) + shape[1:]
+        self._last_shape = (min(step, rows),) + shape[1:]
         figures = {"rows": rows, "seconds": round(seconds, 6), "batches_prepared_ahead": int(used_prepared),
                    **{k: s1[k] - s0[k] for k in ("rounds", "bytes_sent", "bytes_received",
                                                  "dealer_bytes_sent", "dealer_bytes_received") if k in s1}}
@@ -219,6 +216,19 @@ class Service:
         dummy = SharedTensor(self.rt, np.zeros(shape, np.int64), self.rt.precision)  # dry run: shapes only
         self.rt.preprocess(lambda: self._call(dummy))
         self.prepared = shape
+
+
+def output_form(y, kind: str):
+    """A model's output `y` as `--reveal` asks for it: the raw outputs ("logits"), softmax ("probs") or
+    argmax ("label") over the class scores in dim 1 (a ShapeError where there is no dim 1)."""
+    if kind in ("probs", "label") and y.ndim < 2:
+        raise ShapeError(f"--reveal {kind} takes class scores along dim 1, but this model's output has "
+                         f"shape {tuple(y.shape)}: use --reveal logits (the raw outputs)")
+    if kind == "probs":
+        return y.softmax(dim=1)
+    if kind == "label":
+        return y.argmax(dim=1)
+    return y
 
 
 def serve(rt, model, folder: str, data_owner: int, batch_size: int, reveal: str,

@@ -34,16 +34,14 @@ from mpcrt.kernels import ring
 from mpcrt.protocols import beaver, fixedpoint, truncation
 
 
-
 def dim_index(dim: int, ndim: int) -> int:
     """`dim` as an index in [0, ndim) (negative counts from the end), as torch checks it: a 0-d
     tensor takes -1 and 0; anything else outside [-ndim, ndim) raises DimError."""
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
-        raise DimError(f"dim must be an integer, got {dim!r}")
     n = max(ndim, 1)
-    if not -n <= int(dim) < n:
+    if not -n <= _checked_int(dim) < n:
         raise DimError(f"dim {dim} is out of range for a {ndim}-d tensor: use a dim in [{-n}, {n - 1}]")
     return int(dim) % n
+
 
 class SharedTensor:
     __array_priority__ = 1000  # numpy defers `ndarray * SharedTensor` to us
@@ -136,6 +134,14 @@ class SharedTensor:
             return a.astype(np.int64)
         return None
 
+    def _at_f_for(self, value) -> "SharedTensor":
+        """self, moved to the runtime's f fractional bits where it holds integers (a 0/1 mask, a count,
+        an index: fewer bits) and the public `value` it meets is not an integer; else self."""
+        f = self.rt.precision
+        if self.fbits < f and self._integer_public(value) is None:
+            return self._new(self.share << np.int64(f - self.fbits), f)
+        return self
+
     def _align(self, other: "SharedTensor") -> tuple[np.ndarray, np.ndarray, int]:
         fa, fb = self.fbits, other.fbits
         if fa == fb:
@@ -156,9 +162,9 @@ class SharedTensor:
             self._bshape(other.shape)
             a, b, f = self._align(other)
             return self._new(a + b if sign > 0 else a - b, f)
-        f = self.rt.precision
-        if self.fbits < f and self._integer_public(other) is None:  # a 0/1 mask or count minus 0.5: to f bits
-            return self._new(self.share << np.int64(f - self.fbits), f)._linear(other, sign)
+        wide = self._at_f_for(other)  # a 0/1 mask or count minus 0.5: at f bits
+        if wide is not self:
+            return wide._linear(other, sign)
         p = self._encode_public(other, self.fbits)
         shape = self._bshape(np.shape(p))
         if self.rt.rank == 0:
@@ -382,9 +388,8 @@ class SharedTensor:
             self.share = np.array(self.share, copy=True) if not self.share.flags.writeable else self.share
             self.share[idx] = b
         else:
-            f = self.rt.precision
-            if self.fbits < f and self._integer_public(value) is None:  # a real into an integer tensor
-                self.share, self.fbits = self.share << np.int64(f - self.fbits), f
+            wide = self._at_f_for(value)  # a real into an integer tensor
+            self.share, self.fbits = wide.share, wide.fbits
             p = fixedpoint.encode(value, self.fbits)
             if not self.share.flags.writeable:
                 self.share = self.share.copy()
@@ -400,8 +405,9 @@ class SharedTensor:
         """torch.nn.functional.pad with a constant (pairs from the last dim backwards)."""
         if len(pad) % 2 or len(pad) > 2 * self.ndim:
             raise ShapeError(f"pad {tuple(pad)}: pairs (before, after) for at most {self.ndim} dimensions")
-        if self.fbits < self.rt.precision and self._integer_public(value) is None:
-            return self._new(self.share << np.int64(self.rt.precision - self.fbits), self.rt.precision).pad(pad, value)
+        wide = self._at_f_for(value)
+        if wide is not self:
+            return wide.pad(pad, value)
         widths = [(0, 0)] * self.ndim
         for i in range(len(pad) // 2):
             widths[self.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
@@ -419,7 +425,7 @@ def _axis(dim):
 
 
 def _checked_int(d) -> int:
-    if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+    if not _is_int(d):
         raise DimError(f"dim must be an integer (or a tuple of them), got {d!r}")
     return int(d)
 

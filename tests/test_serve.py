@@ -84,3 +84,31 @@ def test_missing_serve_folder_is_a_config_error_on_every_party(cli, tmp_path, mo
     r = cli.run(["infer", "-n", "2", "--model", path, "--serve", str(tmp_path / "nope")], timeout=120)
     assert r.returncode != 0
     assert "no such folder" in r.output
+
+
+def test_service_runs_a_sequence_first_model_in_one_call(cli, tmp_path):
+    """A request of T = 7 rows for a model whose dim 0 is its sequence (mpcrt.nn.rows), with --batch-size 3:
+    one call over all 7, as torch, not three cuts of the sequence (which gave 6 rows)."""
+    torch.manual_seed(5)
+    enc = torch.nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0)
+    net = torch.nn.Sequential(enc, torch.nn.Linear(8, 3)).eval()
+    path = str(tmp_path / "seq.npz")
+    mnn.save(net, torch.zeros(4, 2, 8), path)
+    q = tmp_path / "q"
+    q.mkdir()
+    x = np.random.default_rng(1).uniform(-1, 1, (7, 2, 8))
+    p, _ = cli.start(["infer", "-n", "2", "--model", path, "--serve", str(q), "--batch-size", "3"])
+    try:
+        _put(str(q), "s.npy", x)
+        _wait_for(str(q / "out" / "s.json"), 120)
+        (q / "STOP").touch()
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, out + err
+    got = np.load(q / "out" / "s.npy", allow_pickle=False)
+    with torch.no_grad():
+        ref = net.double()(torch.from_numpy(x)).numpy()
+    assert got.shape == ref.shape == (7, 2, 3)
+    assert float(np.abs(got - ref).max()) <= 5e-3
