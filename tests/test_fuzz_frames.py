@@ -8,7 +8,6 @@ profile changes their cost.
 """
 from __future__ import annotations
 
-import socket
 import tracemalloc
 
 import msgpack
@@ -19,6 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mpcrt import PeerFailure, ProtocolError, framing, zmq_transport
+from mpcrt.launch.local import free_ports
 from mpcrt.memory_transport import MemoryNetwork
 
 PEER = "party 1"
@@ -205,12 +205,6 @@ def test_memory_transport_refuses_hostile_frames(raw, payload, any_peer):
 
 
 # ---------------------------------------------------- end to end: a raw ZeroMQ peer
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def zmq_party():
     """Party 0 of a plaintext 2-party session on loopback, and a raw DEALER socket that
@@ -218,7 +212,7 @@ def zmq_party():
     from mpcrt.zmq_transport import Node
 
     names = {0: "party 0", 1: "party 1", 2: "dealer"}
-    ports = {i: _free_port() for i in names}
+    ports = dict(zip(names, free_ports(len(names))))
     eps = {i: f"tcp://127.0.0.1:{p}" for i, p in ports.items()}
     with pytest.warns(UserWarning, match="PLAINTEXT"):
         node = Node(0, names, eps, None, None, "sess", connect_to=[], timeout=3, insecure=True)
