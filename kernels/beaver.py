@@ -1,5 +1,5 @@
 """Fused loops of the elementwise Beaver multiply with truncation (protocols.beaver,
-protocols.truncation), party and dealer side. One pass each instead of 4-8 numpy passes."""
+protocols.truncation, protocols.division), party and dealer side. One pass each instead of 4-8 numpy passes."""
 from __future__ import annotations
 
 from mpcrt.kernels.jit import njit
@@ -23,6 +23,20 @@ def trunc_finish(c, r_hi, r_msb, f, low, rank0, out):  # pragma: no cover - comp
         v = r_msb[i] * (wrapw if ci >= 0 else 0) - r_hi[i]
         if rank0:
             v += ((ci >> f) & low) - pub
+        out[i] = v
+
+
+@njit
+def div_finish(c, q, r_msb, d, q64, r64, top, pub, rank0, out):  # pragma: no cover - compiled
+    """[x div d] = [msb r] (1 - msb c) ((c + 2^64) div d - c div d) - [r div d] (+ c div d - pub on party 0);
+    (c + 2^64) div d = q64 + (c + r64) div d for 2^64 = d q64 + r64. Every argument uint64 (numba would
+    take a mix of int64 and uint64 to float64)."""
+    for i in range(out.size):
+        ci = c[i]
+        cq = ci // d
+        v = (r_msb[i] * (q64 + (ci + r64) // d - cq) if ci < top else q64 - q64) - q[i]
+        if rank0:
+            v += cq - pub
         out[i] = v
 
 

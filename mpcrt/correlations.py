@@ -36,7 +36,7 @@ from mpcrt import framing
 from mpcrt.errors import DealerError, ProtocolError
 from mpcrt.kernels import bufpool
 from mpcrt.kernels.backend import Backend, CpuBackend
-from mpcrt.protocols import beaver, comparison, fixedmask, fss, powers, truncation
+from mpcrt.protocols import beaver, comparison, division, fixedmask, fss, powers, truncation
 from mpcrt.protocols.dealt import PARALLEL_MIN, Kind, Shape, count, pad_odd_a32, spans, split, words
 
 _pool = None
@@ -63,7 +63,7 @@ def _parallel(*fns) -> list:
 
 
 KINDS: dict[str, Kind] = {**powers.KINDS, **comparison.KINDS, **beaver.KINDS, **truncation.KINDS,
-                         **fixedmask.KINDS, **fss.KINDS}
+                         **division.KINDS, **fixedmask.KINDS, **fss.KINDS}
 
 
 def kind(name: str) -> Kind:
@@ -235,7 +235,8 @@ def _deal(prgs: list, priv, stream: int, name: str, p: dict, ops: Backend | None
 
 # ------------------------------------------------- large elementwise requests in slices
 SLICE_ELEMENTS = 1 << 20  # (even: 'a32' entries slice on whole words)
-SLICED_KINDS = frozenset({"triple", "trunc", "triple_trunc"})  # elementwise kinds whose shapes are "a", "b", "shape"
+# elementwise kinds whose shapes are "a", "b", "shape"
+SLICED_KINDS = frozenset({"triple", "trunc", "triple_trunc", "div"})
 _SHAPE_KEYS = ("a", "b", "shape")
 
 

@@ -3,13 +3,14 @@ celu, softplus, logsigmoid, mish, prelu, hardtanh and relu6, built from the exac
 (protocols.compare) and the exp chain (protocols.exp).
 
 Rounds: gelu 30 (tanh form 28), silu 24, hardswish 9, hardsigmoid 8, elu 15 (+1 for a
-  non-integer alpha), softplus and logsigmoid 19, mish 46, prelu 9, hardtanh and relu6 7.
+  non-integer alpha), softplus and logsigmoid 19, mish 46, prelu 9 (8 with a public w), hardtanh and relu6 7.
 Bytes per element per peer: gelu 273, silu 201, hardswish 70.9, elu 98.8, softplus 155,
   mish 501; each of a party's N - 1 peers gets this.
 Dealer words per element: (sent to the corrected party) gelu 64.9, silu 56.9, hardswish 10.9, elu 38.9,
   softplus 46.9, mish 98.6; independent of N.
-  Measured (10240 elements) at N = 2; from N = 3 the runtime may open a large array in two
-  steps (mpcrt.allreduce): a round or two more, fewer bytes per peer.
+  Measured (10240 elements) at N = 2. From N = 3 every opening of 512 KiB or more goes in two
+  steps (mpcrt.allreduce: fewer bytes per peer, two rounds): at 10240 elements log takes 13 and
+  sqrt 19 rounds; at 128000 exp 13, sigmoid 28, reciprocal 45 (up to twice the rounds above).
 Error: measured at 16 fractional bits (tests assert these): see each method below.
 Reference: docs/design.md, 'Protocols' (activations).
 
@@ -22,26 +23,29 @@ Methods:
   where the sigmoid saturates to exactly 0 or 1: the result is x or 0 (true GELU there
   differs by < 6e-9). 30 rounds (clamp 7, t^2 and t^4 2 each, z = t p 2 with p's
   coefficients at 24 bits and no truncation of its own, sigmoid 15, product 2); the
-  tanh form skips t^4 (28). Error: abs 1.4e-4 on [-8, 8] and
-  every input the format holds (measured; torch's erf GELU as reference).
+  tanh form skips t^4 (28). Error: abs 1.8e-4 on [-8, 8] and
+  every input the format holds (measured 1.3e-4 to 1.67e-4 near |x| = 5 over runs; torch's erf GELU
+  as reference).
 - silu: t sigmoid(t) + relu(x - 16), t = clamp(x, -16, 16) (Swish). 24 rounds; abs
-  2e-4 (measured), x or ~0 beyond +-16.
+  2.5e-4 on [-8, 8] (2.3e-4 measured), 5e-4 out to the clamp (|t| times sigmoid's 2-ulp
+  floor: -4.9e-4 measured at x = -19), x or ~0 beyond +-16.
 - elu(alpha): relu(x) + alpha [x < 0] (e^min(x, 0) - 1), the bit and min(x, 0) from one
   comparison, e^ by exp's precise chain, the bit's product (1 round) keeping x > 0
-  exact: 15 rounds (+1 for a non-integer alpha), abs err 5.5e-4 alpha (measured
+  exact: 15 rounds (+1 for a non-integer alpha), abs err 6e-4 alpha (5.2e-4 to 5.6e-4 measured
   on [-20, 20] and far out). selu and celu are elu with torch's constants / a scaled input
   (those scalings are products with public reals: |x| < 2^(62-2f), 2^30 at 16 bits).
 - softplus(beta): (relu(b) + log1p(e^-|b|)) / beta, b = beta x, with |b| and relu(b) from
   one comparison and log1p(z) on [0, 1] by a quartic through 0 (8e-5; softplus(-inf) is
   exactly 0) whose one truncation takes
-  all its terms: 19 rounds (+1 for beta != 1); abs err 3e-4 / beta (measured, rel 6e-4
-  for every input the format holds); torch's linear regime beyond `threshold` differs
+  all its terms: 19 rounds (+1 for beta != 1); abs err 3.5e-4 / beta (3.3e-4 measured near 0)
+  for every input the format holds, which is not a relative bound where softplus is small (at
+  x = -15 it gives 1 ulp for 2.6e-7); torch's linear regime beyond `threshold` differs
   from log(1 + e^(beta x)) / beta by < e^-threshold.
 - logsigmoid: -softplus(-x) (19 rounds, softplus's error).
 - mish: x n / (n + 2), n = e^x (e^x + 2) (= x tanh(softplus(x))), as n r for x < 0 and
-  1 - 2 r for x >= 0, r = 1 / (n + 2): 46 rounds; abs err 6e-4 on [-20, 20] (measured), rel
+  1 - 2 r for x >= 0, r = 1 / (n + 2): 46 rounds; abs err 6.5e-4 on [-20, 20] (6.1e-4 measured), rel
   3e-5 beyond 20, exactly 0 below -15.
-- prelu: relu(x) + w min(x, 0) with a shared or public per-channel w (9 rounds).
+- prelu: relu(x) + w min(x, 0) with a shared (9 rounds) or public (8) per-channel w.
 - hardtanh / relu6: clamp to public bounds (exact, 7 rounds).
 - hardswish: t (t + 3) / 6 + relu(x - 3), t = clamp(x, -3, 3) from one comparison run
   (x never multiplies itself beyond the clamp), the 1/6 folded into the product's

@@ -20,7 +20,7 @@ Bytes per element per peer: 23.4 for one comparison (8 for the masked opening, 1
 Dealer words per element: 6.9 per comparison (edaBit, AND triples, daBit; 4.0 of them
   sent, protocols.comparison), + 2 per fused product, + 3.9 per extra threshold row;
   independent of N (one corrected party). FSS: 1544 bytes to each party (2064 with the
-  product, 2592 with the fused truncation; protocols.fss.key_bytes).
+  product, 2584 with the fused truncation; protocols.fss.key_bytes).
 Error: none (exact for every ring value).
 Reference: docs/design.md, 'Protocols' (comparison); Damgard et al., TCC 2006.
 """

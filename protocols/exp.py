@@ -9,15 +9,16 @@ evaluated with protocols.powers (truncation and powers in one round).
 
 Rounds: exp 7 (the comparison's; the 5-step chain runs inside them); sigmoid and tanh 15;
   softmax over k elements 7 ceil(log2 k) (the max) + 7 (exp) + the sum's reciprocal (25)
-  + 1; log_softmax the max, exp and a log of the sum. softmax over 64: 76.
+  + 2 (76 over 64, 48 over 3); log_softmax the max, exp and a log of the sum. softmax over 64: 76.
 Bytes per element per peer: exp 53.4 (CrypTen: 64; the cubes' openings send only the
   bits their truncations keep, 4-6 bytes, rounds.top_bytes, more as N grows), sigmoid and
   tanh 130.3, softmax over 64 104.4; each of a party's N - 1 peers gets this.
 Dealer words per element: (sent to the corrected party) exp 29.9 (the chain's 22.5, the
   comparison's material in three requests), sigmoid and tanh 46.4, softmax over 64 41.2;
   independent of N (one corrected party; every party expands its own share of the rest).
-  Measured (10240 elements) at N = 2; from N = 3 the runtime may open a large array in two
-  steps (mpcrt.allreduce): a round or two more, fewer bytes per peer.
+  Measured (10240 elements) at N = 2. From N = 3 every opening of 512 KiB or more goes in two
+  steps (mpcrt.allreduce: fewer bytes per peer, two rounds): at 10240 elements log takes 13 and
+  sqrt 19 rounds; at 128000 exp 13, sigmoid 28, reciprocal 45 (up to twice the rounds above).
 Error: measured at 16 fractional bits (tests assert these): see each method below.
 Reference: docs/design.md, 'Protocols' (exp chain, sigmoid); Damgard et al., TCC 2006
   (powers from the dealer).

@@ -30,8 +30,8 @@ a smaller L (MPCRT_FSS_BITS = L + 1) is exact where |x - t| < 2^L and shrinks th
 Rounds: 1 (the opening of x + r; every threshold row shares it and the key).
 Bytes per element per peer: 8, whatever the number of rows.
 Dealer words per element: sent to each party, L (2 + P) + P + L / 32 with P = 1 (the bit)
-  or 2 (`prod`) or 3 (the fused truncation), plus P (+1 with the truncation) words of
-  corrections: 1544 bytes (P = 1), 2064 (P = 2) and 2592 (fused truncation) per element
+  or 2 (`prod`) or 3 (the fused truncation), plus 1, 2 or 3 words of corrections (dm, dmy,
+  dh): 1544 bytes (P = 1), 2064 (P = 2) and 2584 (fused truncation) per element
   per party at L = 63, 1322 for a product at 41 bits (key_bytes); every party also
   expands r, its 128-bit root seed and the corrections' masks from its PRG stream.
 Error: none for L = 63 (every ring element); for L < 63 none where |x - t| < 2^L; the
@@ -109,8 +109,8 @@ class FssSpec:
 
 def key_bytes(spec: FssSpec) -> float:
     """Dealer bytes per element sent to each party: the DCF key's correction words and the
-    corrections of [m] (and [m r]; with trunc [m (r >> k)] and [r >> k])."""
-    return dcf.key_bytes(spec.levels, spec.payload) + 8 * (spec.payload + bool(spec.trunc))
+    corrections of [m] and [m y] (prod; y = r, or r >> k with trunc) and, with trunc, [r >> k]."""
+    return dcf.key_bytes(spec.levels, spec.payload) + 8 * (1 + spec.prod + bool(spec.trunc))
 
 
 # ------------------------------------------------------------ the dealer's half

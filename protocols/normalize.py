@@ -9,14 +9,17 @@ and bias. rsqrt covers every S the format forms (plain rsqrt stops at 2^14); the
 deviations need |x - mean| < 2^(31-f) (std up to ~5000 at 16 bits). group_norm is
 layer_norm over each group of channels, then the per-channel affine.
 
-Rounds: layer_norm 21 (+2 with a shared weight); group_norm the same; normalize 21.
+Rounds: layer_norm 21 (+2 with a shared weight); group_norm the same; normalize 20.
 Bytes per element per peer: layer_norm over rows of 64: 58.9 (the square and the final
   product per element, rsqrt's per row); each of a party's N - 1 peers gets this.
 Dealer words per element: (sent to the corrected party) layer_norm over rows of 64: 7.0; independent of N.
-  Measured (10240 elements) at N = 2; from N = 3 the runtime may open a large array in two
-  steps (mpcrt.allreduce): a round or two more, fewer bytes per peer.
-Error: measured at 16 fractional bits, rows of 16 / 768 / 4096: <= 3.7e-4 / 1.3e-3 /
-  3.5e-4 for std 0.05 to 3000, 3e-4 / 3.2e-3 / 5.2e-4 at std 0.02 (outputs of unit scale).
+  Measured (10240 elements) at N = 2. From N = 3 every opening of 512 KiB or more goes in two
+  steps (mpcrt.allreduce: fewer bytes per peer, two rounds): at 10240 elements log takes 13 and
+  sqrt 19 rounds; at 128000 exp 13, sigmoid 28, reciprocal 45 (up to twice the rounds above).
+Error: measured at 16 fractional bits, rows of mean 0 and of 16 / 4096 elements: <= 4.3e-4 / 5.3e-4
+  for std 0.05 to 3000 (4.1e-4 at std 100), 1.3e-3 / 1.1e-3 at std 0.02; rows of 768 of mean 3:
+  4.1e-3 at std 0.05 and 1e-2 at std 0.02 (outputs of unit scale). The error grows as 1 / std:
+  (x - mean) carries its 1-ulp truncation, 2^-16 / std in the output (7.6e-4 at std 0.02).
   Above 24 fractional bits these compute at 24 and return at the runtime's precision.
 Reference: docs/design.md, 'Protocols' (normalization).
 """

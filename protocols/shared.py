@@ -17,21 +17,25 @@ Rounds: 0 for +, -, public integer products and shape operations; 1 for a shared
   1 for a public real product's truncation, 1 for reveal.
 Bytes per element per peer: a shared product 8 (|x| + |y|) (+ 8 |z| truncating); a
   truncation 8 |z|; reveal 8; for every N (each of the N - 1 peers).
-Dealer words per element: protocols.beaver's and protocols.truncation's; independent of N.
-Error: +1 ulp at most per truncation; public reals keep 13 significant bits (PUBLIC_BITS).
+Dealer words per element: protocols.beaver's, protocols.truncation's and protocols.division's;
+  independent of N.
+Error: +1 ulp at most per truncation. A public real scalar c multiplies as (x a) / b, a / b the closest
+  fraction with b <= 2^40 (protocols.division): floor + {0, 1} ulp + |x| |c - a / b| (1/3 is exact), as
+  do mean() and x / d; public real arrays keep 13 significant bits (PUBLIC_BITS).
 Reference: docs/design.md, 'Protocols' (Beaver products, truncation).
 """
 from __future__ import annotations
 
 import math
 import numbers
+from fractions import Fraction
 from typing import Sequence
 
 import numpy as np
 
 from mpcrt.errors import DimError, SecretValueError, ShapeError
 from mpcrt.kernels import ring
-from mpcrt.protocols import beaver, fixedpoint, truncation
+from mpcrt.protocols import beaver, division, fixedpoint, truncation
 
 
 def dim_index(dim: int, ndim: int) -> int:
@@ -204,6 +208,11 @@ class SharedTensor:
         if k is not None:
             self._bshape(np.shape(k))
             return self._new(self.share * k)
+        ab = _rational(other, rt.precision)
+        if ab is not None:  # a public real scalar c as a / b: (x a) / b, +1 ulp at most + |x (c - a / b)|
+            x = self._at_f_for(other)
+            with rt.scope("mul_public"):
+                return x._new(_divide(rt, x.share * np.int64(ab[0]), ab[1]))
         k = _extra_bits(other, rt.precision)
         p = fixedpoint.encode(other, rt.precision + k)
         self._bshape(p.shape)
@@ -300,7 +309,23 @@ class SharedTensor:
         n = math.prod(self.shape[a] for a in axes)
         if n == 0 and s.numel():
             raise ShapeError(f"mean() over an empty dimension of {self.shape} (torch's nan has no fixed-point value)")
-        return s * (1.0 / n) if n > 1 else s
+        return s.divided(n) if n > 1 else s
+
+    def divided(self, d: int) -> "SharedTensor":
+        """self / d for a public integer d >= 1, at the runtime's f bits, floor + {0, 1} ulp (1 round): a
+        truncation where d is a power of two, else protocols.division; x * (1 / d) at f bits would
+        carry 1 / d's encoding error (1/3 at f = 16 is 1.5e-5 off, relative)."""
+        d = int(d)
+        if d < 1:
+            raise ValueError(f"divided() takes a positive integer divisor, got {d}")
+        x = self.to_precision()
+        f = self.rt.precision
+        if x.fbits < f:
+            x = x._new(x.share << np.int64(f - x.fbits), f)
+        if d > division.MAX_DIVISOR:
+            return x * (1.0 / d)
+        with self.rt.scope("div"):
+            return x._new(_divide(self.rt, x.share, d))
 
     # ----------------------------------------------------------- reshaping
     def reshape(self, *shape) -> "SharedTensor":
@@ -474,6 +499,38 @@ def _extra_bits(v, f: int) -> int:
         return 0
     top = math.floor(math.log2(m)) + 1 + f  # significant bits of m at f bits
     return int(min(max(0, PUBLIC_BITS - top), 62 - 2 * f - 4)) if 62 - 2 * f - 4 > 0 else 0
+
+
+def _divide(rt, share: np.ndarray, d: int) -> np.ndarray:
+    """[share / d] for a public integer d in [1, 2^40]: a truncation for a power of two, else a division."""
+    if d == 1:
+        return share
+    if d & (d - 1) == 0:
+        return truncation.truncate(rt, share, d.bit_length() - 1)
+    return division.divide(rt, share, d)
+
+
+def _rational(v, f: int) -> tuple[int, int] | None:
+    """A public real scalar c as a / b (b <= 2^40), |a| <= max(2^PUBLIC_BITS, |c| 2^f) + 1 so that x a
+    holds every x that x * c at f bits holds, where that is closer to c than _extra_bits' encoding:
+    1/3 is 1/3, not 21845 / 2^16. None: not a finite real scalar, or the encoding is as close."""
+    if np.ndim(v) != 0 or isinstance(v, (bool, np.bool_)):
+        return None
+    try:
+        c = float(v)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(c) or c == 0:
+        return None
+    top = max(2.0**PUBLIC_BITS, abs(c) * 2.0**f)
+    fr = Fraction(c).limit_denominator(int(min(2**40, max(1.0, top / abs(c)))))
+    if fr.numerator == 0 or fr.denominator == 1:
+        return None
+    k = _extra_bits(c, f)
+    enc = round(c * 2.0 ** (f + k)) / 2.0 ** (f + k)
+    if abs(fr - Fraction(c)) >= abs(Fraction(enc) - Fraction(c)):
+        return None
+    return fr.numerator, fr.denominator
 
 
 def where(cond, a, b) -> SharedTensor:

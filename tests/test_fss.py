@@ -134,14 +134,17 @@ def test_reduced_bits_exact_in_range(bits):
 
 
 def test_key_bytes_formula():
-    for bits, prod in ((64, False), (64, True), (40, True)):
-        spec = fss.FssSpec.of(128, bits, prod)
-        L, P = bits - 1, 1 + prod
+    """key_bytes (the cost model's figure) is the corrected layout's size, also with the fused
+    truncation (it counted one correction word too many there: 2592 for 2584)."""
+    for bits, prod, trunc in ((64, False, 0), (64, True, 0), (40, True, 0), (64, True, 16)):
+        spec = fss.FssSpec.of(128, bits, prod, trunc)
+        L, P, corrections = bits - 1, spec.payload, 1 + prod + bool(trunc)
         words = sum(int(np.prod(s)) for _, s, _ in fss.KINDS["fss"].corrected(spec.to_wire()))
         assert 8 * words == spec.n * fss.key_bytes(spec)
-        assert fss.key_bytes(spec) == L * (16 + 8 * P + 0.25) + 8 * P + 8 * P
+        assert fss.key_bytes(spec) == L * (16 + 8 * P + 0.25) + 8 * P + 8 * corrections
     assert fss.key_bytes(fss.FssSpec.of(64, 64, False)) == 1543.75  # ~1.5 KB per comparison per party
     assert fss.key_bytes(fss.FssSpec.of(64, 64, True)) == 2063.75
+    assert fss.key_bytes(fss.FssSpec.of(64, 64, True, 16)) == 2583.75
 
 
 def test_party1_receives_its_key_copy():

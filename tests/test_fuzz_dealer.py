@@ -25,6 +25,7 @@ from mpcrt.protocols.fss import FssSpec
 from mpcrt.protocols import dealt
 from mpcrt.protocols.beaver import ProductSpec
 from mpcrt.protocols.comparison import LtzSpec
+from mpcrt.protocols.division import DivSpec
 from mpcrt.protocols.powers import LtzPowersSpec, MulMaskSpec, PowersSpec
 from mpcrt.protocols.truncation import TruncSpec
 
@@ -39,6 +40,7 @@ VALID = {
     "matmul_trunc": ProductSpec("matmul", (2, 3), (3, 2), 16).to_wire(),
     "conv2d_trunc": ProductSpec("conv2d", (1, 2, 4, 4), (2, 1, 3, 3), 16, groups=2).to_wire(),
     "trunc": TruncSpec((5,), 16).to_wire(),
+    "div": DivSpec((5,), 3).to_wire(),
     "truncpow": PowersSpec((5,), 16, 3).to_wire(),
     "truncmul": MulMaskSpec((5,), 16).to_wire(),
     "ltz": LtzSpec.of(100, muls=2, rows=2, powers=(16, 2, 3), coarse=8).to_wire(),

@@ -210,7 +210,7 @@ class _Common:
         n = input.numel() if dim is None else int(np.prod([input.shape[d] for d in _dims(dim)]))
         d = input - (input.mean() if dim is None else input.mean(dim=dim, keepdim=True))
         s = (d * d).sum() if dim is None else (d * d).sum(dim=dim, keepdim=keepdim)
-        return s * (1.0 / max(n - correction, 1))
+        return s / max(n - correction, 1)  # a public integer: exact division (protocols.division)
 
     def std(self, input, dim=None, correction=1, keepdim=False):
         return self.sqrt(self.var(input, dim, correction, keepdim))
@@ -426,7 +426,7 @@ class SharedOps(_Common):
         n, c, h, w = input.shape
         if (sh, sw) == (kh, kw) and ph == pw == 0 and h % kh == 0 and w % kw == 0 and divisor_override is None:
             s = input.reshape(n, c, h // kh, kh, w // kw, kw).sum(dim=(3, 5))
-            return s * (1.0 / (kh * kw))
+            return s / (kh * kw)
         # public per-position factor 1/divisor, from torch on a public tensor of ones
         ones = torch.ones(1, 1, h, w, dtype=torch.float64)
         try:
@@ -442,6 +442,8 @@ class SharedOps(_Common):
         ones_w = np.ones((c, 1, kh, kw), np.int64)
         s = xp.conv2d(ones_w, (sh, sw), 0, 1, c)[:, :, :oh, :ow]  # exact integer sums
         f0 = float(factor.flat[0])
+        if np.all(factor == f0) and float(round(1 / f0)) == 1 / f0:
+            return s / round(1 / f0)  # one public integer divisor: exact division
         return s * (f0 if np.all(factor == f0) else factor)
 
     def adaptive_avg_pool2d(self, input, output_size):
@@ -453,7 +455,7 @@ class SharedOps(_Common):
             oh = ow = output_size
         oh, ow = int(h if oh is None else oh), int(w if ow is None else ow)
         if (oh, ow) == (1, 1):
-            return input.sum(dim=(2, 3), keepdim=True) * (1.0 / (h * w))
+            return input.sum(dim=(2, 3), keepdim=True) / (h * w)
         if h % oh == 0 and w % ow == 0:
             return self.avg_pool2d(input, (h // oh, w // ow))
         mh, lh = _adaptive_matrix(h, oh)
