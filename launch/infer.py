@@ -228,8 +228,9 @@ def party_main(a) -> int:
 
 
 def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:
-    x = rt.share(inputs if rt.rank == do else None, src=do)
-    model.check_input_shape(x.shape)  # the shape is public: every party fails alike
+    # the shape is public: every party fails alike (the others before allocating anything)
+    x = rt.share(inputs if rt.rank == do else None, src=do, shape=model.check_input_shape)
+    model.check_input_shape(x.shape)
     total, outs = x.shape[0], []
     bar = None
     if a.progress and rt.rank == do:

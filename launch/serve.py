@@ -179,7 +179,7 @@ class Service:
                 rt.dealer.discard_prefetched()  # every party alike: they all know the batch shape
             used_prepared += self.prepared == bshape
             self.prepared = None
-            x = rt.share(part, src=self.do)
+            x = rt.share(part, src=self.do, shape=bshape)  # checked before anything is allocated
             r = self._call(x).reveal(to=self.do)
             if r is not None:
                 outs.append(r)

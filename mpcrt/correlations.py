@@ -274,10 +274,13 @@ def _expand_slice(prg, stream: int, name: str, p: dict, sub: dict, lo: int,
     return split(flat, part), flat, flat_words(own_layout(k, sub))
 
 
-def reply_count(name: str, p: dict) -> int:
-    """How many messages carry request (name, p)'s corrections."""
+def reply_words(name: str, p: dict) -> list[int]:
+    """The words of each message that carries request (name, p)'s corrections, in order (a party
+    receives each with that shape: a larger claim is refused before anything is allocated)."""
     sl = slices(name, p)
-    return len(sl) if sl is not None else len(reply_parts(kind(name).corrected(p)))
+    if sl is None:
+        return [hi - lo for lo, hi, _ in reply_parts(kind(name).corrected(p))]
+    return [flat_words(kind(name).corrected(_sub_request(p, hi - lo))) for lo, hi in sl]
 
 
 def assemble(name: str, p: dict, got: list[np.ndarray]) -> dict[str, np.ndarray]:

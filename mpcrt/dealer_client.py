@@ -67,7 +67,7 @@ class DealerClient:
         self._planned: dict[int, tuple[str, dict]] = {}
         self._corr: dict[int, np.ndarray] = {}
         # (request, reply parts) due here, not read
-        self._awaiting: collections.deque[tuple[int, int]] = collections.deque()
+        self._awaiting: collections.deque[tuple[int, list[int]]] = collections.deque()
         self._announced: dict[int, tuple[str, dict]] = {}  # numbered ahead, handed out lazily by request()
         self._sent_ahead: set[int] = set()  # announced numbers party 0 already sent to the dealer
         self._abandoned: set[int] = set()  # sent ahead, never used, due here: replies dropped
@@ -186,7 +186,7 @@ class DealerClient:
         if self.rank == 0:
             raw = msgpack.packb([[n, k, p] for n, k, p in batch], use_bin_type=True)
             self.node.send(self.dealer_id, "req", np.frombuffer(raw, np.uint8))
-        self._awaiting.extend((n, correlations.reply_count(k, p)) for n, k, p in batch if self._due_here(n))
+        self._awaiting.extend((n, correlations.reply_words(k, p)) for n, k, p in batch if self._due_here(n))
 
     def _expand(self, n: int, lazy: bool = True) -> dict[str, np.ndarray]:
         """This party's PRG-derived arrays of request n; `lazy`: tuples the kernels can
@@ -200,8 +200,8 @@ class DealerClient:
             return own
         flat = self._corr.pop(n, None)
         while flat is None:  # replies come in request order; keep those of other requests
-            m, nparts = self._awaiting.popleft()
-            got = [self.node.recv(self.dealer_id, reply_tag(m), dtype=np.int64) for _ in range(nparts)]
+            m, sizes = self._awaiting.popleft()
+            got = [self.node.recv(self.dealer_id, reply_tag(m), dtype=np.int64, shape=(w,)) for w in sizes]
             if m == n:
                 flat = got
             elif m in self._abandoned:

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from mpcrt import framing
-from mpcrt.errors import ConfigError, PeerFailure
+from mpcrt.errors import ConfigError, PeerFailure, ProtocolError
 from mpcrt.transport import DEFAULT_TIMEOUT, FrameBook
 
 
@@ -135,10 +135,12 @@ class MemoryTransport(FrameBook):
             header, payload = self._inbox[peer].popleft()
         return self._decode(peer, header, payload, tag, dtype, shape)[1]
 
-    def recv_any(self, timeout: float | None = None) -> tuple[int, dict, np.ndarray] | None:
+    def recv_any(self, timeout: float | None = None,
+                 max_bytes: int | None = None) -> tuple[int, dict, np.ndarray] | None:
         """(peer, header, array) of the next frame from any peer; None after `timeout`
         seconds, at once after wake(), or when another node closes (so that the caller
-        looks at `disconnects` now rather than after the timeout)."""
+        looks at `disconnects` now rather than after the timeout). A frame claiming more
+        than `max_bytes` of payload is a ProtocolError."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         with self._cond:
             seen = self._box.disconnects
@@ -156,11 +158,15 @@ class MemoryTransport(FrameBook):
                 if left <= 0:
                     return None
                 self._cond.wait(min(left, 0.5))
-        return (peer, *self._decode(peer, header, payload, None, None, None))
+        return (peer, *self._decode(peer, header, payload, None, None, None, max_bytes))
 
-    def _decode(self, peer: int, header: bytes, payload, tag, dtype, shape) -> tuple[dict, np.ndarray]:
+    def _decode(self, peer: int, header: bytes, payload, tag, dtype, shape,
+                max_bytes: int | None = None) -> tuple[dict, np.ndarray]:
         """The checked header and the array of one frame (counted as received)."""
         h = self.incoming(peer, header, tag, dtype, shape)
+        if max_bytes is not None and framing.payload_bytes(h) > max_bytes:
+            raise ProtocolError(self.name(peer), f"frame {h['tag']!r} claims {framing.payload_bytes(h)} bytes of "
+                                                 f"payload, at most {max_bytes} are taken here")
         return h, self.accepted(peer, header, framing.to_array(h, payload, self.name(peer)))
 
     def wake(self) -> None:

@@ -14,8 +14,9 @@ import atexit
 import collections
 import contextlib
 import logging
+import math
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from mpcrt import allreduce, chunked, config
 from mpcrt.protocols import fixedpoint, fss
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import DealerClient
-from mpcrt.errors import ConfigError, MpcError, ShapeError
+from mpcrt.errors import ConfigError, MpcError, ProtocolError, ShapeError
 from mpcrt.kernels import allocator, bufpool, gemm
 from mpcrt.kernels.backend import Backend, select
 from mpcrt.kernels.prg import PRG, new_seed
@@ -338,12 +339,15 @@ class Runtime:
         self._by_op.clear()
 
     # ---------------------------------------------------------------- inputs
-    def share(self, value, src: int = 0, precision: int | None = None):
+    def share(self, value, src: int = 0, precision: int | None = None,
+              shape: Sequence | Callable[[tuple], None] | None = None):
         """Secret-share `value` (numpy array, torch tensor or scalar) held by party `src`.
 
         Other parties pass None. Costs one small message (the shape) from `src`; the
         shares themselves come from PRGs seeded pairwise between parties, so the
-        input's bytes never cross the network.
+        input's bytes never cross the network. `shape` (receivers): the shape src must announce
+        (None entries match any size; or a function that raises on a shape it refuses), checked
+        before anything is allocated; more than MAX_SHARE_ELEMENTS elements is a ProtocolError.
         """
         if self._dry:
             raise MpcError("share() inside a planned function: share the inputs before rt.plan()/rt.preprocess()")
@@ -356,7 +360,7 @@ class Runtime:
                 if value is None:
                     raise ShapeError(f"party {src} is the source of this share() but passed None: pass the array")
                 x = _encode(value, f)
-            return self._share_ring(x, src, f, owned=True)
+            return self._share_ring(x, src, f, owned=True, expect=shape)
 
     def _pair_stream(self, j: int, shape: tuple) -> np.ndarray:
         """The next pair stream with party j, as a new array of `shape` (filled a chunk at a time:
@@ -378,11 +382,12 @@ class Runtime:
             else:
                 op(part, self._pair[j].words_at(ctr, lo, buf[: part.size]), out=part)
 
-    def share_ring(self, ring_value, src: int = 0, fbits: int = 0):
+    def share_ring(self, ring_value, src: int = 0, fbits: int = 0,
+                   shape: Sequence | Callable[[tuple], None] | None = None):
         """Share an int64 array that is already in the ring (encoded with `fbits` fractional bits)."""
-        return self._share_ring(ring_value, src, fbits, owned=False)
+        return self._share_ring(ring_value, src, fbits, owned=False, expect=shape)
 
-    def _share_ring(self, ring_value, src: int, fbits: int, owned: bool):
+    def _share_ring(self, ring_value, src: int, fbits: int, owned: bool, expect=None):
         """share_ring; owned: ring_value is a fresh int64 array nobody else holds (it becomes the share)."""
         from mpcrt.tensor import SharedTensor
 
@@ -398,11 +403,10 @@ class Runtime:
                 self._apply_pair_stream(j, mine, np.subtract)
             self._count_round()
             return SharedTensor(self, mine, fbits)
-        shape = self.node.recv(src, "share", dtype=np.int64)
-        if shape.ndim != 1 or shape.size > 32 or (shape < 0).any():
-            raise ShapeError(f"party {src} announced a malformed shape for share()")
+        got = self.node.recv(src, "share", dtype=np.int64)
+        shape = _announced_shape(got, expect, self.node.name(src))
         self._count_round()
-        return SharedTensor(self, self._pair_stream(src, tuple(int(d) for d in shape)), fbits)
+        return SharedTensor(self, self._pair_stream(src, shape), fbits)
 
     # ----------------------------------------------------- offline / online
     def plan(self, fn, *args, **kwargs) -> list:
@@ -460,9 +464,9 @@ class Runtime:
         cap_mb = config.current().lookahead_mb if LOOKAHEAD_MB is None else LOOKAHEAD_MB
         first, send = d.counter, bool(plan) and d.correction_bytes(plan) <= cap_mb << 20
         if d.announce(plan, send=send) and send and self.rank:  # the FSS key copies sent ahead come here too
-            for i, (kind, _) in enumerate(plan):
+            for i, (kind, p) in enumerate(plan):
                 if kind == "fss":
-                    fss.copies(self).expect(first + i)
+                    fss.copies(self).expect(first + i, p)
         d.log, self._looking_ahead = [], True
         ok = False
         try:
@@ -574,3 +578,25 @@ def default_backend(world_size: int) -> Backend:
     per runtime and passed down to every protocol as `rt.backend`."""
     cfg = config.current()
     return select(cfg.device, gemm.cpu_share(world_size, cfg.threads), cfg.native_aes, cfg.gemm)
+
+
+MAX_SHARE_ELEMENTS = 1 << 32  # the most elements a share() may announce (32 GiB of shares): a peer's 8-byte claim
+
+
+def _announced_shape(got: np.ndarray, expect: Sequence | None, who: str) -> tuple:
+    """The shape a share()'s source announced, checked before anything is allocated for it: at most 32
+    non-negative dimensions and MAX_SHARE_ELEMENTS elements (else ProtocolError), and `expect`: a shape
+    (None entries: any size; else ShapeError) or a function that raises on a shape it refuses."""
+    if got.ndim != 1 or got.size > 32 or (got < 0).any():
+        raise ProtocolError(who, f"announced a malformed shape for share(): {got.tolist()!r}")
+    shape = tuple(int(d) for d in got)
+    if math.prod(shape) > MAX_SHARE_ELEMENTS:
+        raise ProtocolError(who, f"announced a share() of shape {shape}: more than {MAX_SHARE_ELEMENTS} elements; "
+                                 "share a large input in parts")
+    if callable(expect):
+        expect(shape)
+    elif expect is not None:
+        want = tuple(expect)
+        if len(want) != len(shape) or any(w is not None and int(w) != d for w, d in zip(want, shape)):
+            raise ShapeError(f"{who} shares an input of shape {shape}, this party expects {want} (None: any size)")
+    return shape

@@ -53,6 +53,7 @@ from mpcrt.errors import ProtocolError
 log = logging.getLogger("mpcrt.transport")
 
 DROP_LOG_S = 10.0  # at most one warning per this many seconds about dropped messages
+DRAIN_MAX = 1024  # messages one drain() takes, and the sealed port's queue per connection
 
 
 def _host_port(endpoint: str | None) -> tuple[str, int] | None:
@@ -81,6 +82,9 @@ class SealedLinks:
         self.names, self.endpoints, self.session = names, endpoints, session
         self.router = ctx.socket(zmq.ROUTER)
         self._tune_sealed(self.router)
+        # a bounded queue per connection: past it libzmq stops reading that connection (TCP pushes back on
+        # the sender) instead of buffering whatever a stranger sends; 1024 pieces of 1 MiB per member link
+        self.router.setsockopt(zmq.RCVHWM, DRAIN_MAX)
         try:
             self.router.bind(f"{hp[0]}:{'*' if port_offset is None else hp[1] + port_offset}")
         except zmq.ZMQError:
@@ -183,8 +187,9 @@ class SealedLinks:
 
     def drain(self) -> None:
         """Move what arrived on the sealed port to the inboxes of the members it belongs to;
-        drop (count, warn now and then) anything under a routing id this node did not offer."""
-        while True:
+        drop (count, warn now and then) anything under a routing id this node did not offer. At most
+        DRAIN_MAX messages per call: a flood cannot keep the caller's wait from its deadline."""
+        for _ in range(DRAIN_MAX):
             try:
                 msg = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:

@@ -56,10 +56,12 @@ class Transport(Protocol):
         """The next frame from `peer`, checked against (tag, dtype, shape); ProtocolError
         on a mismatch, PeerFailure if the peer is gone or silent past `timeout`."""
 
-    def recv_any(self, timeout: float | None = None) -> tuple[int, dict, np.ndarray] | None:
+    def recv_any(self, timeout: float | None = None,
+                 max_bytes: int | None = None) -> tuple[int, dict, np.ndarray] | None:
         """(peer, header, array) of the next frame from any peer; None after `timeout`
         seconds, once another thread called wake(), or (an implementation may) as soon as a
-        peer disconnected: a caller checks its conditions on None and waits again."""
+        peer disconnected: a caller checks its conditions on None and waits again. A frame
+        claiming more than `max_bytes` of payload is a ProtocolError naming its sender."""
 
     def wake(self) -> None:
         """Thread-safe: make a waiting (or the next) recv_any return None at once."""

@@ -59,6 +59,8 @@ HEARTBEAT_IVL_MS = 1000
 # mpcrt.config) bounds how long a silently lost path goes unnoticed, whatever the sizes.
 HANDSHAKE_RETRIES = 5
 DRAIN_S = 1.0  # a peer found gone may still have frames on the way over its other link
+PUMP_MAX = 1024  # messages one pump takes off a socket before the wait looks at its deadline again
+INBOX_MAX = 1 << 16  # messages a member may have waiting here, unasked for, before it is a ProtocolError
 # A chunk message is [marker, bytes]; the marker starts with 0xc1, a byte msgpack never
 # uses, so it cannot be taken for a frame header. Then the frame's sequence number, the index.
 _CHUNK = struct.Struct("<4sQI")
@@ -166,8 +168,10 @@ class Node(FrameBook):
         for j in connect_to:
             s = self.ctx.socket(zmq.DEALER)
             self._tune(s)
-            s.setsockopt(zmq.ROUTING_ID, f"n{my_id}".encode())
-            if not insecure:
+            if insecure:  # plaintext: the routing id is the only name a frame has
+                s.setsockopt(zmq.ROUTING_ID, f"n{my_id}".encode())
+            else:  # no routing id: the ROUTER gives each connection its own, so none can be squatted
+
                 s.curve_secretkey = self._secret
                 s.curve_publickey = self._keys[my_id]
                 s.curve_serverkey = self._keys[j]
@@ -281,10 +285,12 @@ class Node(FrameBook):
         except BlockingIOError:  # the pipe is full: a wake-up is pending anyway
             pass
 
-    def recv_any(self, timeout: float | None = None) -> tuple[int, dict, np.ndarray] | None:
+    def recv_any(self, timeout: float | None = None,
+                 max_bytes: int | None = None) -> tuple[int, dict, np.ndarray] | None:
         """Next frame from any peer, in arrival order (used by the dealer's serve loop);
         None after `timeout` seconds, as soon as another thread called wake(), or once a
-        peer was found dead (the caller asks peer_dead)."""
+        peer was found dead (the caller asks peer_dead). A frame whose header claims more than
+        `max_bytes` of payload is a ProtocolError, before anything is allocated for it."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         dead = len(self._dead)
         while True:
@@ -293,13 +299,14 @@ class Node(FrameBook):
                 return None
             for peer, q in self._inbox.items():
                 if q:
-                    return (peer, *self._decode(peer, None, None, None, time.monotonic() + self.timeout))
+                    return (peer, *self._decode(peer, None, None, None, time.monotonic() + self.timeout, max_bytes))
             left = deadline - time.monotonic()
             if left <= 0 or len(self._dead) != dead or self._reported is not None:
                 return None
             self._pump(int(min(left, 0.5) * 1000) + 1)
 
-    def _decode(self, peer, tag, dtype, shape, deadline: float) -> tuple[dict, np.ndarray]:
+    def _decode(self, peer, tag, dtype, shape, deadline: float,
+                max_bytes: int | None = None) -> tuple[dict, np.ndarray]:
         """The checked header and the array of the message at the head of `peer`'s inbox (with its chunk messages,
         waited for until `deadline`): the header is checked against what the caller expects
         before any chunk is looked at, every chunk's place and size before the array is assembled.
@@ -307,7 +314,7 @@ class Node(FrameBook):
         q = self._inbox[peer]
         head = q[0]
         try:
-            h, arr = self._decode_head(peer, tag, dtype, shape, deadline)
+            h, arr = self._decode_head(peer, tag, dtype, shape, deadline, max_bytes)
         except ProtocolError:
             if q and q[0] is head:
                 q.popleft()
@@ -316,7 +323,7 @@ class Node(FrameBook):
             self._fault.after_recv(h["tag"])
         return h, arr
 
-    def _decode_head(self, peer, tag, dtype, shape, deadline: float) -> tuple[dict, np.ndarray]:
+    def _decode_head(self, peer, tag, dtype, shape, deadline: float, max_bytes: int | None) -> tuple[dict, np.ndarray]:
         name, q = self.name(peer), self._inbox[peer]
         first = q[0]
         if _is_chunk(first):
@@ -326,6 +333,9 @@ class Node(FrameBook):
         hdr = first[0].bytes
         h = self.incoming(peer, hdr, tag, dtype, shape)
         nbytes = framing.payload_bytes(h)
+        if max_bytes is not None and nbytes > max_bytes:
+            raise ProtocolError(name, f"frame {h['tag']!r} claims {nbytes} bytes of payload, at most {max_bytes} "
+                                      "are taken here")
         if len(first) == 2 and nbytes >= aead.SEAL_MIN and first[1].bytes == aead.MARK:
             return h, self.accepted(peer, hdr, framing.to_array(h, self._open_sealed(peer, h, hdr, deadline), name))
         want = framing.n_chunks(nbytes)
@@ -385,7 +395,7 @@ class Node(FrameBook):
             self._woken = True
         batch = []
         if self.router in events:
-            while True:
+            while len(batch) < PUMP_MAX:  # bounded: a flood cannot keep a wait from seeing its deadline
                 try:
                     batch.append(self.router.recv_multipart(zmq.NOBLOCK, copy=False))
                 except zmq.Again:
@@ -406,18 +416,21 @@ class Node(FrameBook):
                     self._sealed.on_monitor(m)
 
     def _route_inbound(self, msg: list) -> None:
-        ident = msg[0].bytes
-        try:
-            peer = int(ident[1:].decode()) if ident[:1] == b"n" else None
-        except ValueError:
-            peer = None
-        if peer is None or peer not in self.names or peer == self.id:
-            raise ProtocolError(f"unknown sender {ident!r}", "frame with an identity that is not in the cluster")
-        if not self.insecure:
-            uid = msg[0].get("User-Id")
-            if self._rank_of_key.get(uid) != peer:
-                raise ProtocolError(self.names[peer],
-                                    "frame's authenticated key is not that rank's key (impersonation?)")
+        if self.insecure:  # plaintext: the routing id the sender chose names it
+            ident = msg[0].bytes
+            try:
+                peer = int(ident[1:].decode()) if ident[:1] == b"n" else None
+            except ValueError:
+                peer = None
+            if peer is None or peer not in self.names or peer == self.id:
+                raise ProtocolError(f"unknown sender {ident!r}", "frame with an identity that is not in the cluster")
+        else:  # CURVE: the key the handshake authenticated names the member, whatever connection it came on
+            peer = self._rank_of_key.get(msg[0].get("User-Id"))
+            if peer is None or peer == self.id:
+                raise ProtocolError("unknown sender", "frame under a key that is not another member's")
+        if len(self._inbox[peer]) >= INBOX_MAX:
+            raise ProtocolError(self.names[peer], f"sent more than {INBOX_MAX} messages this node has not asked for "
+                                                  "yet (a flood)")
         self._member_fds[msg[0].get(zmq.SRCFD)] = peer  # this connection is that member's link to us
         if not self.insecure and aead.is_offer(msg[1:]):  # its sealed port (without one here: stay inside CURVE)
             mon = None if self._sealed is None else self._sealed.take_offer(peer, msg[2].bytes)

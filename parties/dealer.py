@@ -40,6 +40,7 @@ from mpcrt.zmq_transport import dealer_node
 
 log = logging.getLogger("mpcrt.dealer")
 GOODBYE_GRACE = 1.0  # seconds a party found gone has to deliver what it sent before (its bye)
+MAX_REQUEST_BYTES = 64 << 20  # the largest frame a party may send the dealer (a batch of requests, a plan)
 
 
 class Dealer:
@@ -93,7 +94,7 @@ class Dealer:
         last = start = time.monotonic()
         while len(bye) < self.n:
             self._send_ready()
-            got = self.node.recv_any(timeout=1.0)  # a finished deal wakes it (Transport.wake)
+            got = self.node.recv_any(timeout=1.0, max_bytes=MAX_REQUEST_BYTES)  # a finished deal wakes it
             if got is None and self._head_sendable():
                 continue  # what was asked is sent before a vanished party can stop the dealer
             if got is None:

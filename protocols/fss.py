@@ -187,26 +187,30 @@ class _Copies:
     one of an announced request the run abandoned, is kept aside rather than misread."""
 
     def __init__(self):
-        self.due: list[int] = []
+        self.due: list[tuple[int, int]] = []  # (request number, its copy's words)
         self.got: dict[int, np.ndarray] = {}
 
-    def expect(self, n: int) -> None:
-        if n in self.got or n in self.due:
+    def expect(self, n: int, p: dict) -> None:
+        """Copy n (of the request with wire dict p) will come, after those expected before."""
+        if n in self.got or any(m == n for m, _ in self.due):
             return
-        if self.due and n < self.due[-1]:
-            raise ProtocolError("local program", f"FSS key copy {n} expected after {self.due[-1]}")
-        self.due.append(n)
+        if self.due and n < self.due[-1][0]:
+            raise ProtocolError("local program", f"FSS key copy {n} expected after {self.due[-1][0]}")
+        self.due.append((n, copy_words(p)))
 
-    def read(self, rt, n: int, words: int) -> np.ndarray:
+    def read(self, rt, n: int) -> np.ndarray:
+        """Copy n, each copy received with its expected size (a larger claim is refused unallocated)."""
         while n not in self.got:
             if not self.due:
                 raise ProtocolError("dealer", f"FSS key copy {n} was never requested")
-            m = self.due.pop(0)
-            self.got[m] = rt.node.recv(rt.dealer_id, copy_tag(m), dtype=np.int64)
-        flat = self.got.pop(n)
-        if flat.size != words:
-            raise ProtocolError("dealer", f"FSS key copy {n} has {flat.size} words, expected {words}")
-        return flat
+            m, words = self.due.pop(0)
+            self.got[m] = rt.node.recv(rt.dealer_id, copy_tag(m), dtype=np.int64, shape=(words,))
+        return self.got.pop(n)
+
+
+def copy_words(p: dict) -> int:
+    """Words of one FSS request's key copy (its corrected entries, dealt whole to every party)."""
+    return sum(int(np.prod(s)) for _, s, _ in KINDS["fss"].corrected(p))
 
 
 _copies: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -229,7 +233,7 @@ class Keys:
         self.mat = rt.dealer.request("fss", **p)
         self.n = None if rt.dealer.recording is not None else rt.dealer.counter - 1
         if self.n is not None and rt.rank != 0:
-            copies(rt).expect(self.n)
+            copies(rt).expect(self.n, p)
 
     def own(self) -> dict:
         return self.mat.own()
@@ -237,10 +241,8 @@ class Keys:
     def get(self) -> dict:
         if self.n is None or self.rt.rank == 0:
             return self.mat.get()
-        kind = KINDS["fss"]
-        corr = kind.corrected(self.spec.to_wire())
-        words = sum(int(np.prod(s)) for _, s, _ in corr)
-        flat = copies(self.rt).read(self.rt, self.n, words)
+        corr = KINDS["fss"].corrected(self.spec.to_wire())
+        flat = copies(self.rt).read(self.rt, self.n)
         out = dict(self.mat.own())
         out.update(split(flat, corr))
         return out

@@ -130,7 +130,7 @@ class PrivateModel:
             self.check_input_shape(np.shape(inputs))
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        x = rt.share(inputs if rt.rank == data_owner else None, src=data_owner)
+        x = rt.share(inputs if rt.rank == data_owner else None, src=data_owner, shape=self.check_input_shape)
         self.check_input_shape(x.shape)
         total = x.shape[0]
         bar = None
@@ -251,7 +251,8 @@ def _receive_model(rt, src: int) -> tuple[Graph, object]:
         raise ModelImportError(
             f"the model owner (party {src}) could not import its model: {bytes(raw).decode('utf-8', 'replace')}"
         )
-    return Graph.from_bytes(bytes(raw)), rt.share(None, src=src)
+    graph = Graph.from_bytes(bytes(raw))
+    return graph, rt.share(None, src=src, shape=(graph.param_count,))  # checked before any allocation
 
 
 def _check_range(graph: Graph, arrays, precision: int) -> None:
