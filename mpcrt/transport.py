@@ -18,6 +18,7 @@ payload, per peer), so `Runtime.stats()` reports the same figures over either.
 from __future__ import annotations
 
 import collections
+import time
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -73,7 +74,7 @@ class Transport(Protocol):
         """Our last word before we stop on `failure` (GONE_TAG, naming its member), to every other member."""
 
     def reported(self) -> PeerFailure | None:
-        """The PeerFailure a member's last word named (GONE_TAG), or None."""
+        """The PeerFailure a member's last word (GONE_TAG) leads to, once settled (FrameBook.reported), or None."""
 
     def close(self, barrier: bool = True, barrier_peers: list[int] | None = None) -> None:
         """Optionally exchange goodbyes with barrier_peers (so nobody sees our exit as a
@@ -97,7 +98,12 @@ class FrameBook:
         self._send_seq: collections.Counter = collections.Counter()
         self._recv_seq: collections.Counter = collections.Counter()
         self._closed = False
-        self._reported: PeerFailure | None = None  # the first member's last word (GONE_TAG)
+        self._claim: tuple[int, int, float] | None = None  # 1st last word naming a third member: from, named, when
+        self._reported: PeerFailure | None = None  # what reported() settled on for it
+        # a third member named in a last word is taken as failed once this node's own link to it shows it gone
+        # (claim_confirmed), or without that after CLAIM_S; past CLAIM_S with the named member's link still
+        # up, the failure named is the speaker's own. In one process (MemoryNetwork) no member lies: 0 s
+        self.claim_s = 0.0
         self.raised: PeerFailure | None = None  # the last failure of a member this node raised (abort's last word)
         self._told = False
 
@@ -127,6 +133,8 @@ class FrameBook:
         name = self.name(peer)
         h = framing.unpack_header(header, name)
         notice = self.note_gone(peer, h) if h["tag"] != tag else None
+        if notice is True:  # it names a third member: that one once settled (reported), else the speaker stops
+            notice = self.reported() or PeerFailure(name, "stopped, saying that another member failed")
         if notice is not None:  # a member's last word, where the caller expected a frame
             raise notice
         framing.check(h, name, sid=self.session, src=peer, seq=self._recv_seq[peer],
@@ -147,9 +155,10 @@ class FrameBook:
                 except Exception:  # noqa: BLE001 (a closed or failed channel: the last word is optional)
                     pass
 
-    def note_gone(self, peer: int, h: dict) -> PeerFailure | None:
-        """If header `h` from `peer` is a member's last word (GONE_TAG) of this session, the
-        PeerFailure it tells (the first naming a third member is kept for reported()), else None."""
+    def note_gone(self, peer: int, h: dict) -> PeerFailure | bool | None:
+        """If header `h` from `peer` is a member's last word (GONE_TAG) of this session: a PeerFailure
+        naming `peer` if it says it lost us or itself; True if it names a third member (the first such
+        word is kept for reported(), which weighs it); None if it is no last word."""
         tag, culprit = h["tag"], h["tag"][len(GONE_TAG):]
         if (not tag.startswith(GONE_TAG) or not (culprit.isascii() and culprit.isdigit() and len(culprit) < 9)
                 or int(culprit) not in self.names
@@ -158,12 +167,28 @@ class FrameBook:
         culprit = int(culprit)
         if culprit in (peer, self.id):
             return PeerFailure(self.name(peer), "stopped: it lost its link to us (process stopped or network lost)")
-        if self._reported is None:
-            self._reported = PeerFailure(self.name(culprit), f"failed: {self.name(peer)} lost it and stopped")
-        return self._reported
+        if self._claim is None:
+            self._claim = (peer, culprit, time.monotonic())
+        return True
+
+    def claim_confirmed(self, member: int) -> bool:
+        """Whether this node's own link shows `member` gone (an implementation with links says)."""
+        return True
 
     def reported(self) -> PeerFailure | None:
-        """The PeerFailure a member's last word named (GONE_TAG), or None."""
+        """The PeerFailure a member's last word leads to, once settled: the member it named, when this
+        node's own link to that member shows it gone too (or at once where claim_s is 0); the speaker,
+        when claim_s passed with the named member's link up (a member's word alone never names
+        another: a hostile one could make the others blame an honest member). None: no such word, or
+        not settled yet."""
+        if self._reported is not None or self._claim is None:
+            return self._reported
+        speaker, named, at = self._claim
+        if self.claim_s <= 0 or self.claim_confirmed(named):
+            self._reported = PeerFailure(self.name(named), f"failed: {self.name(speaker)} lost it and stopped")
+        elif time.monotonic() - at >= self.claim_s:
+            self._reported = PeerFailure(self.name(speaker), f"stopped, saying that {self.name(named)} failed, "
+                                         f"while {self.name(named)}'s own link to us stayed up: not taken")
         return self._reported
 
     def accepted(self, peer: int, header: bytes, arr: np.ndarray) -> np.ndarray:

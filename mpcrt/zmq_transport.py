@@ -12,7 +12,8 @@ and only then assembles the array.
 
 Security: CurveZMQ (X25519 + XSalsa20-Poly1305) on every socket by default. A ZAP
 handler accepts only the public keys of the cluster, and each inbound frame's
-authenticated key (its `User-Id`) must be the key of the rank it claims. Payloads of
+authenticated key (its `User-Id`) names its sender: the DEALERs set no routing id, so a
+member cannot take another's (the ROUTER names each connection itself). Payloads of
 aead.SEAL_MIN bytes and more go sealed with AES-256-GCM over a second link per direction,
 keyed over CURVE (mpcrt.sealed_links, mpcrt.aead: CURVE alone carried ~0.6 GB/s a
 socket); their headers still go over CURVE. Plaintext is allowed only with
@@ -118,6 +119,7 @@ class Node(FrameBook):
         # how long another member's loss waits before it fails a wait on a live, linked peer: the time a
         # stopped or cut member takes to be found, so a survivor that left because of it is not named first
         self._blame_after = quiet_ms() / 1000 + 1.0
+        self.claim_s = self._blame_after  # a last word naming a third member waits for our own link's view
         self._member_fds: dict[int, int] = {}  # inbound connection fd -> the member it carried authenticated frames of
         self.refused_inbound = 0  # inbound connections that failed the handshake (never a liveness signal)
         self._hs_fail = collections.Counter()
@@ -259,8 +261,9 @@ class Node(FrameBook):
         it is gone or silent."""
         name, box = self.name(peer), self._inbox if inbox is None else inbox
         while len(box[peer]) < count:
-            if self._reported is not None:  # a member stopped because another failed: name that one
-                raise self._reported
+            told = self.reported()  # a member stopped because another failed: name that one, once settled
+            if told is not None:
+                raise told
             other = self._other_gone(peer)
             if peer in self._dead and other is None:
                 for _ in range(int(DRAIN_S * 10)):  # messages sent just before it died may still be queued
@@ -301,7 +304,7 @@ class Node(FrameBook):
                 if q:
                     return (peer, *self._decode(peer, None, None, None, time.monotonic() + self.timeout, max_bytes))
             left = deadline - time.monotonic()
-            if left <= 0 or len(self._dead) != dead or self._reported is not None:
+            if left <= 0 or len(self._dead) != dead or self.reported() is not None:
                 return None
             self._pump(int(min(left, 0.5) * 1000) + 1)
 
@@ -450,7 +453,7 @@ class Node(FrameBook):
             notice = self.note_gone(peer, framing.unpack_header(hdr, self.name(peer)))
         except ProtocolError:
             return False  # a receive reports it
-        if notice is not None and notice is not self._reported:
+        if isinstance(notice, PeerFailure):
             self._gone(peer, "stopped: it lost its link to us (process stopped or network lost)")
         return notice is not None
 
@@ -512,6 +515,10 @@ class Node(FrameBook):
             if p not in self._said_bye and self._up[peer] and now - at >= self._blame_after:
                 return p
         return None
+
+    def claim_confirmed(self, member: int) -> bool:
+        """Our own view does not contradict a last word naming `member`: found gone, or no link to it up."""
+        return member in self._dead or not self._up[member]
 
     def peer_dead(self, peer: int) -> str | None:
         """Why `peer` is gone (what it sent just before may still be on its way: DRAIN_S)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ import zmq
 from mpcrt import PeerFailure, ProtocolError, ShapeError, aead, framing
 from mpcrt.runtime import MAX_SHARE_ELEMENTS, _announced_shape
 from mpcrt.zmq_transport import INBOX_MAX, Node, generate_keypair
-from test_transport_faults import NAMES, SID, Rogue, endpoints, frame
+from test_transport_faults import NAMES, SID, Rogue, _gone, endpoints, frame
 
 
 @pytest.fixture
@@ -110,3 +111,33 @@ def test_a_share_shape_is_checked_before_anything_is_allocated():
         _announced_shape(np.array([5]), (None, 784), "party 1")
     seen = []
     assert _announced_shape(np.array([2, 3]), seen.append, "party 1") == (2, 3) and seen == [(2, 3)]
+
+
+def test_a_last_word_blaming_a_member_whose_link_is_up_names_its_speaker(monkeypatch):
+    """Party 1 says the dealer failed, but party 0's own link to the dealer is up and the dealer alive:
+    after claim_s party 0 names party 1, not the dealer (a member's word alone never names another).
+    Before, the dealer was named at once, so one empty frame from a hostile member blamed an honest one."""
+    monkeypatch.setenv("MPCRT_HEARTBEAT_TIMEOUT", "2")  # claim_s = 3 s: the time a stopped member takes to be found
+    ep = endpoints()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dealer = Node(2, NAMES, ep, None, None, SID, connect_to=[], timeout=10, insecure=True)
+        node = Node(0, NAMES, ep, None, None, SID, connect_to=[2], timeout=10, insecure=True)
+    rogue = Rogue()
+    try:
+        deadline = time.monotonic() + 5
+        while not node._up[2] and time.monotonic() < deadline:  # our link to the dealer is up
+            node._pump(50)
+            dealer._pump(0)
+        assert node._up[2]
+        rogue.dealer(ep[0]).send_multipart(_gone(2))
+        t0 = time.monotonic()
+        with pytest.raises(PeerFailure) as ei:
+            node.recv(2, "beaver")  # a wait on the dealer, whose link stays up (libzmq's threads keep it)
+        waited = time.monotonic() - t0
+        assert ei.value.peer == "party 1" and "not taken" in str(ei.value), ei.value
+        assert node.claim_s - 0.5 <= waited < node.claim_s + 3, waited
+    finally:
+        rogue.close()
+        node.close(barrier=False)
+        dealer.close(barrier=False)
