@@ -404,8 +404,16 @@ def _load_inputs(path: str | None, precision: int) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise ConfigError(f"input {path!r} contains NaN or infinity")
     lim = fixedpoint.max_value(precision)
-    if float(np.abs(x).max()) >= lim:
+    top = float(np.abs(x).max())
+    if top >= lim:
         raise ConfigError(f"input {path!r} has values of magnitude >= {lim:g}, outside the fixed-point range")
+    bound = 2.0 ** (62 - 2 * precision)  # |x w| of a product at 2f bits, summed, must stay below it
+    if top * 16 >= bound:
+        import warnings
+
+        warnings.warn(f"input {path!r} has values up to {top:g}: at --precision {precision} a layer's products "
+                      f"must stay below 2^{62 - 2 * precision} = {bound:g} and would wrap silently past it; "
+                      f"normalize the inputs or lower --precision (16 holds products up to 2^30)", stacklevel=2)
     return x
 
 

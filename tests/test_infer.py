@@ -190,3 +190,18 @@ def test_mpcrt_cli_wiring(cli, files):
                 timeout=120)
     assert r.returncode == 0, r.output
     assert float(np.abs(np.load(files["out"]) - files["ref"]).max()) <= TOL
+
+
+def test_inputs_past_the_product_bound_of_the_precision_warn(tmp_path):
+    """0..255 pixels at --precision 28 (products must stay below 2^6) wrapped silently in a conv; the data
+    owner now gets a warning naming the bound. At 16 bits (2^30) the same file loads quietly."""
+    import warnings
+
+    p = tmp_path / "pixels.npy"
+    np.save(p, np.linspace(0, 255, 64).reshape(1, 64))
+    with pytest.warns(UserWarning, match=r"precision 28.*2\^6"):
+        mpcrt.launch.infer._load_inputs(str(p), 28)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = mpcrt.launch.infer._load_inputs(str(p), 16)
+    assert x.shape == (1, 64) and x.max() == 255
