@@ -38,7 +38,7 @@ def test_a_stranger_flooding_the_sealed_port_cannot_hold_a_wait_past_its_timeout
     s = rogue.dealer(f"tcp://127.0.0.1:{node._sealed.port}", b"stranger")  # plaintext ZMTP: anyone may
 
     def flood():
-        end = time.monotonic() + 8  # bounded: a regression fails the timing below instead of hanging
+        end = time.monotonic() + 12  # bounded: a regression fails the timing below instead of hanging
         while not stop.is_set() and time.monotonic() < end:
             try:
                 s.send(b"x", zmq.NOBLOCK)
@@ -52,7 +52,7 @@ def test_a_stranger_flooding_the_sealed_port_cannot_hold_a_wait_past_its_timeout
         t0 = time.monotonic()
         with pytest.raises(PeerFailure) as ei:
             node.recv(1, "beaver", dtype=np.int64, shape=(2,))
-        assert time.monotonic() - t0 < 4, time.monotonic() - t0  # the 2 s timeout, not the flood's length
+        assert time.monotonic() - t0 < 6, time.monotonic() - t0  # the 2 s timeout, not the flood's 12 s
         assert "party 1" in str(ei.value) and node._sealed.dropped > 0
     finally:
         stop.set()
