@@ -35,22 +35,21 @@ GRACE_SECONDS = 8.0  # after a node's failure, the others' time to report theirs
 DEALER_EXIT_SECONDS = 5.0  # after every party succeeded, the dealer's time to leave
 
 
-def _ephemeral_range() -> tuple[int, int]:
-    """The kernel's range for outgoing connections' source ports (Linux; 32768-60999 by default)."""
+def _ephemeral_start() -> int:
+    """Where the kernel's range for outgoing connections' source ports starts (Linux: 32768 by default)."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
-            lo, hi = (int(t) for t in fh.read().split())
-        return lo, hi
-    except (OSError, ValueError):
-        return 32768, 65535  # Linux's default start; macOS and Windows hand out 49152-65535
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; macOS and Windows hand out 49152-65535
 
 
 def free_ports(k: int, host: str = "127.0.0.1") -> list[int]:
     """k distinct ports free on host now, taken below the ephemeral range where it leaves room: a port the
     kernel hands out (bind to 0) may be given, before our node binds it, to another node's outgoing
     connection as its source port, and the node then fails with "address already in use"."""
-    lo, _ = _ephemeral_range()
-    pool = range(20000, min(lo, 32768)) if min(lo, 32768) - 20000 >= 1000 else range(0)
+    top = min(_ephemeral_start(), 32768)
+    pool = range(20000, top) if top - 20000 >= 1000 else range(0)
     pick = secrets.SystemRandom()
     socks: list[socket.socket] = []
     ports: list[int] = []

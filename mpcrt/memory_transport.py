@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from mpcrt import framing
-from mpcrt.errors import ConfigError, PeerFailure, ProtocolError
+from mpcrt.errors import ConfigError, PeerFailure
 from mpcrt.transport import DEFAULT_TIMEOUT, FrameBook
 
 
@@ -163,10 +163,7 @@ class MemoryTransport(FrameBook):
     def _decode(self, peer: int, header: bytes, payload, tag, dtype, shape,
                 max_bytes: int | None = None) -> tuple[dict, np.ndarray]:
         """The checked header and the array of one frame (counted as received)."""
-        h = self.incoming(peer, header, tag, dtype, shape)
-        if max_bytes is not None and framing.payload_bytes(h) > max_bytes:
-            raise ProtocolError(self.name(peer), f"frame {h['tag']!r} claims {framing.payload_bytes(h)} bytes of "
-                                                 f"payload, at most {max_bytes} are taken here")
+        h = self.incoming(peer, header, tag, dtype, shape, max_bytes)
         return h, self.accepted(peer, header, framing.to_array(h, payload, self.name(peer)))
 
     def wake(self) -> None:

@@ -128,8 +128,9 @@ class FrameBook:
         self.bytes_sent += len(header) + arr.nbytes
         self.sent_to[peer] += len(header) + arr.nbytes
 
-    def incoming(self, peer: int, header: bytes, tag: str | None, dtype, shape) -> dict:
-        """The checked header of the next frame from `peer` (tag None: any tag, as recv_any)."""
+    def incoming(self, peer: int, header: bytes, tag: str | None, dtype, shape, max_bytes: int | None = None) -> dict:
+        """The checked header of the next frame from `peer` (tag None: any tag, as recv_any); a payload
+        claimed past `max_bytes` is a ProtocolError, before anything is allocated for it."""
         name = self.name(peer)
         h = framing.unpack_header(header, name)
         notice = self.note_gone(peer, h) if h["tag"] != tag else None
@@ -139,6 +140,9 @@ class FrameBook:
             raise notice
         framing.check(h, name, sid=self.session, src=peer, seq=self._recv_seq[peer],
                       tag=h["tag"] if tag is None else tag, dtype=dtype, shape=shape)
+        if max_bytes is not None and framing.payload_bytes(h) > max_bytes:
+            raise ProtocolError(name, f"frame {h['tag']!r} claims {framing.payload_bytes(h)} bytes of payload, at "
+                                      f"most {max_bytes} are taken here")
         return h
 
     def tell_gone(self, failure: PeerFailure) -> None:

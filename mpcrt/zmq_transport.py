@@ -173,7 +173,6 @@ class Node(FrameBook):
             if insecure:  # plaintext: the routing id is the only name a frame has
                 s.setsockopt(zmq.ROUTING_ID, f"n{my_id}".encode())
             else:  # no routing id: the ROUTER gives each connection its own, so none can be squatted
-
                 s.curve_secretkey = self._secret
                 s.curve_publickey = self._keys[my_id]
                 s.curve_serverkey = self._keys[j]
@@ -334,11 +333,8 @@ class Node(FrameBook):
         if len(first) not in (1, 2):
             raise ProtocolError(name, f"expected a message of 1 or 2 frames (header, payload), got {len(first)}")
         hdr = first[0].bytes
-        h = self.incoming(peer, hdr, tag, dtype, shape)
+        h = self.incoming(peer, hdr, tag, dtype, shape, max_bytes)
         nbytes = framing.payload_bytes(h)
-        if max_bytes is not None and nbytes > max_bytes:
-            raise ProtocolError(name, f"frame {h['tag']!r} claims {nbytes} bytes of payload, at most {max_bytes} "
-                                      "are taken here")
         if len(first) == 2 and nbytes >= aead.SEAL_MIN and first[1].bytes == aead.MARK:
             return h, self.accepted(peer, hdr, framing.to_array(h, self._open_sealed(peer, h, hdr, deadline), name))
         want = framing.n_chunks(nbytes)

@@ -57,7 +57,7 @@ import math
 
 import numpy as np
 
-from mpcrt.protocols import beaver, division, fixedpoint, powers
+from mpcrt.protocols import beaver, fixedpoint, powers
 from mpcrt.protocols.comparison import LtzSpec, ltz_steps
 from mpcrt.protocols.lookahead import lookahead
 from mpcrt.protocols.polynomial import F, G, const, enc, fit, fit_rel, poly3
@@ -363,10 +363,7 @@ def div(x: SharedTensor, other) -> SharedTensor:
     a = fixedpoint.to_numpy(other).astype(np.float64)
     if np.any(a == 0):
         raise ZeroDivisionError("division of a SharedTensor by a public zero")
-    if a.ndim == 0 and a == np.round(a) and 2 <= abs(a) <= division.MAX_DIVISOR:  # x / 3: exact division
-        q = x.divided(int(abs(a)))
-        return q if a > 0 else -q
-    return x * (1.0 / a)
+    return x * (1.0 / a)  # a scalar 1 / d is the fraction 1 / d there (shared._rational): x / 3 divides exactly
 
 
 def rdiv(x: SharedTensor, other) -> SharedTensor:

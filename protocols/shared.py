@@ -20,8 +20,8 @@ Bytes per element per peer: a shared product 8 (|x| + |y|) (+ 8 |z| truncating);
 Dealer words per element: protocols.beaver's, protocols.truncation's and protocols.division's;
   independent of N.
 Error: +1 ulp at most per truncation. A public real scalar c multiplies as (x a) / b, a / b the closest
-  fraction with b <= 2^40 (protocols.division): floor + {0, 1} ulp + |x| |c - a / b| (1/3 is exact), as
-  do mean() and x / d; public real arrays keep 13 significant bits (PUBLIC_BITS).
+  fraction with b <= 2^40 (protocols.division): floor + {0, 1} ulp + |x| |c - a / b| (1/3 is exact), so
+  mean() and x / d divide exactly; public real arrays keep 13 significant bits (PUBLIC_BITS).
 Reference: docs/design.md, 'Protocols' (Beaver products, truncation).
 """
 from __future__ import annotations
@@ -309,23 +309,7 @@ class SharedTensor:
         n = math.prod(self.shape[a] for a in axes)
         if n == 0 and s.numel():
             raise ShapeError(f"mean() over an empty dimension of {self.shape} (torch's nan has no fixed-point value)")
-        return s.divided(n) if n > 1 else s
-
-    def divided(self, d: int) -> "SharedTensor":
-        """self / d for a public integer d >= 1, at the runtime's f bits, floor + {0, 1} ulp (1 round): a
-        truncation where d is a power of two, else protocols.division; x * (1 / d) at f bits would
-        carry 1 / d's encoding error (1/3 at f = 16 is 1.5e-5 off, relative)."""
-        d = int(d)
-        if d < 1:
-            raise ValueError(f"divided() takes a positive integer divisor, got {d}")
-        x = self.to_precision()
-        f = self.rt.precision
-        if x.fbits < f:
-            x = x._new(x.share << np.int64(f - x.fbits), f)
-        if d > division.MAX_DIVISOR:
-            return x * (1.0 / d)
-        with self.rt.scope("div"):
-            return x._new(_divide(self.rt, x.share, d))
+        return s * (1.0 / n) if n > 1 else s  # 1 / n as the fraction 1 / n (_rational): an exact division
 
     # ----------------------------------------------------------- reshaping
     def reshape(self, *shape) -> "SharedTensor":
@@ -502,9 +486,7 @@ def _extra_bits(v, f: int) -> int:
 
 
 def _divide(rt, share: np.ndarray, d: int) -> np.ndarray:
-    """[share / d] for a public integer d in [1, 2^40]: a truncation for a power of two, else a division."""
-    if d == 1:
-        return share
+    """[share / d] for a public integer d in [2, 2^40]: a truncation for a power of two, else a division."""
     if d & (d - 1) == 0:
         return truncation.truncate(rt, share, d.bit_length() - 1)
     return division.divide(rt, share, d)

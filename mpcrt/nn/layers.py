@@ -442,9 +442,7 @@ class SharedOps(_Common):
         ones_w = np.ones((c, 1, kh, kw), np.int64)
         s = xp.conv2d(ones_w, (sh, sw), 0, 1, c)[:, :, :oh, :ow]  # exact integer sums
         f0 = float(factor.flat[0])
-        if np.all(factor == f0) and float(round(1 / f0)) == 1 / f0:
-            return s / round(1 / f0)  # one public integer divisor: exact division
-        return s * (f0 if np.all(factor == f0) else factor)
+        return s * (f0 if np.all(factor == f0) else factor)  # a scalar 1 / k divides exactly (shared._rational)
 
     def adaptive_avg_pool2d(self, input, output_size):
         _check4(input, "adaptive_avg_pool2d")
