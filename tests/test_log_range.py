@@ -21,10 +21,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-import mpcrt.nn as mnn
 from mpcrt.launch.inprocess import run_parties
 from mpcrt.protocols import reciprocal
 from mpcrt.protocols.shared import SharedTensor
+from test_nn import _run_models
 
 PRECS = [12, 16, 20, 24]
 FIT = 2.2e-4  # log_fit's max error on [1/4, 1]
@@ -144,12 +144,7 @@ def test_torch_log_through_the_model_importer():
     with torch.no_grad():
         ref = _Logs()(x).double().numpy()
 
-    def prog(rt):
-        pm = mnn.from_torch(_Logs() if rt.rank == 0 else None, x[:1] if rt.rank == 0 else None, src=0, rt=rt)
-        xs = rt.share(x.numpy() if rt.rank == 1 else None, src=1)
-        return pm(xs).reveal(to=1)
-
-    got = run(prog)[1]
+    got = run(lambda rt: _run_models(rt, [_Logs()], [x])[0])[1]
     assert got.shape == ref.shape
     assert np.all(np.abs(got[:, :5] - ref[:, :5]) <= 1e-3), (got, ref)
     assert np.all(np.abs(got[:, 5:] - ref[:, 5:]) <= 1e-2), (got, ref)  # log_softmax, values to -9e4

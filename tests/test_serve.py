@@ -2,6 +2,7 @@
 prepares the next batch's material while idle, and stops on DIR/STOP (real processes, bounded in time)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -30,6 +31,22 @@ def _wait_for(path: str, timeout: float) -> None:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def _service(cli, args: list, q):
+    """`mpcrt infer ... --serve q` running for the with-block, then stopped by q/STOP; yields a dict that
+    gets its exit status and output ("rc", "out", "err"). Killed if it outlives the block's failure."""
+    p, _ = cli.start(["infer", "-n", "2", *args, "--serve", str(q)])
+    done: dict = {}
+    try:
+        yield done
+        (q / "STOP").touch()
+        done["out"], done["err"] = p.communicate(timeout=60)
+        done["rc"] = p.returncode
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
 @pytest.fixture
 def model(tmp_path):
     torch.manual_seed(3)
@@ -43,12 +60,10 @@ def test_service_serves_requests_until_stop(cli, tmp_path, model):
     net, path = model
     q = tmp_path / "q"
     q.mkdir()
-    p, _ = cli.start(["infer", "-n", "2", "--model", path, "--serve", str(q), "--batch-size", "8",
-                      "--serve-ping", "0.5"])
     rng = np.random.default_rng(0)
     xs = {"a.npy": rng.uniform(-1, 1, (8, 12)), "b.npy": rng.uniform(-1, 1, (8, 12)),
           "c.npy": rng.uniform(-1, 1, (5, 12))}
-    try:
+    with _service(cli, ["--model", path, "--batch-size", "8", "--serve-ping", "0.5"], q) as run:
         for name in ("a.npy", "b.npy"):  # the same batch shape: b's material is fetched while idle
             _put(str(q), name, xs[name])
             _wait_for(str(q / "out" / name.replace(".npy", ".json")), 120)
@@ -56,12 +71,8 @@ def test_service_serves_requests_until_stop(cli, tmp_path, model):
         _put(str(q), "c.npy", xs["c.npy"])  # another shape: the prepared material is dropped alike
         _wait_for(str(q / "out" / "c.json"), 120)
         time.sleep(1.5)  # a few idle keep-alives
-        (q / "STOP").touch()
-        out, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 0, out + err
+    out = run["out"]
+    assert run["rc"] == 0, out + run["err"]
     for name, x in xs.items():
         got = np.load(q / "out" / name, allow_pickle=False)
         with torch.no_grad():
@@ -97,16 +108,10 @@ def test_service_runs_a_sequence_first_model_in_one_call(cli, tmp_path):
     q = tmp_path / "q"
     q.mkdir()
     x = np.random.default_rng(1).uniform(-1, 1, (7, 2, 8))
-    p, _ = cli.start(["infer", "-n", "2", "--model", path, "--serve", str(q), "--batch-size", "3"])
-    try:
+    with _service(cli, ["--model", path, "--batch-size", "3"], q) as run:
         _put(str(q), "s.npy", x)
         _wait_for(str(q / "out" / "s.json"), 120)
-        (q / "STOP").touch()
-        out, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 0, out + err
+    assert run["rc"] == 0, run["out"] + run["err"]
     got = np.load(q / "out" / "s.npy", allow_pickle=False)
     with torch.no_grad():
         ref = net.double()(torch.from_numpy(x)).numpy()

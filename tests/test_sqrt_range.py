@@ -18,8 +18,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-import mpcrt.nn as mnn
 from mpcrt.launch.inprocess import run_parties
+from test_nn import _run_models
 
 PRECS = [12, 16, 20, 24]
 # rsqrt(m) in (1, 2] is held at f bits before the bucket's weight: 2^(1-f) relative more
@@ -140,12 +140,7 @@ def test_std_norm_sqrt_through_the_model_importer():
     with torch.no_grad():
         ref = _Roots()(x).double().numpy()
 
-    def prog(rt):
-        pm = mnn.from_torch(_Roots() if rt.rank == 0 else None, x[:1] if rt.rank == 0 else None, src=0, rt=rt)
-        xs = rt.share(x.numpy() if rt.rank == 1 else None, src=1)
-        return pm(xs).reveal(to=1)
-
-    got = run(prog)[1]
+    got = run(lambda rt: _run_models(rt, [_Roots()], [x])[0])[1]
     assert got.shape == ref.shape
     err = np.abs(got - ref)
     assert np.all(err <= 1e-3 * np.abs(ref) + 1e-2), (got, ref)
