@@ -120,6 +120,9 @@ VARIABLES: tuple[Var, ...] = (
         "largest correction (MB) a lookahead plan asks for at its start (same on every party)"),
     Var("MPCRT_SPLIT_OPEN_BYTES", "split_open_bytes", 1 << 19, "integer >= -1", _int(-1),
         "openings this large go in two steps at N >= 3 (0: all, -1: none; same on every party)"),
+    Var("MPCRT_MAX_SHARE_MB", "max_share_mb", None, "integer >= 1", _int(1),
+        "largest share() a peer may announce to this party, in MB (default: half this machine's memory, "
+        "at most 32768): a larger claim is a ProtocolError before anything is allocated"),
     Var("MPCRT_CHUNK_ELEMENTS", "chunk_elements", 1 << 20, "integer >= 0", _int(0),
         "elementwise ops on larger tensors run in chunks of this many elements (0: never; same on every party)"),
     Var("MPCRT_DEALER_THREADS", "dealer_threads", None, "integer >= 1", _int(1),
@@ -186,6 +189,7 @@ class Config:
     io_threads: int = 1
     lookahead_mb: int = 2048
     split_open_bytes: int = 1 << 19
+    max_share_mb: int | None = None
     chunk_elements: int = 1 << 20
     dealer_threads: int | None = None
     loglevel: str = "WARNING"

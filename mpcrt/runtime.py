@@ -15,6 +15,7 @@ import collections
 import contextlib
 import logging
 import math
+import os
 import time
 from typing import Callable, Sequence
 
@@ -347,7 +348,7 @@ class Runtime:
         shares themselves come from PRGs seeded pairwise between parties, so the
         input's bytes never cross the network. `shape` (receivers): the shape src must announce
         (None entries match any size; or a function that raises on a shape it refuses), checked
-        before anything is allocated; more than MAX_SHARE_ELEMENTS elements is a ProtocolError.
+        before anything is allocated; more than max_share_elements() (MPCRT_MAX_SHARE_MB) is a ProtocolError.
         """
         if self._dry:
             raise MpcError("share() inside a planned function: share the inputs before rt.plan()/rt.preprocess()")
@@ -583,16 +584,31 @@ def default_backend(world_size: int) -> Backend:
 MAX_SHARE_ELEMENTS = 1 << 32  # the most elements a share() may announce (32 GiB of shares): a peer's 8-byte claim
 
 
+def max_share_elements() -> int:
+    """The most elements a peer's share() may announce to this party: MPCRT_MAX_SHARE_MB, else half this
+    machine's memory; never above MAX_SHARE_ELEMENTS. The receiver fills what is announced, so the cap
+    bounds what one 8-byte claim of an insider can make it allocate."""
+    mb = config.current().max_share_mb
+    if mb is None:
+        try:
+            mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2 >> 20
+        except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name: the fixed cap
+            mb = MAX_SHARE_ELEMENTS * 8 >> 20
+    return max(1, min(MAX_SHARE_ELEMENTS, (int(mb) << 20) // 8))
+
+
 def _announced_shape(got: np.ndarray, expect: Sequence | None, who: str) -> tuple:
     """The shape a share()'s source announced, checked before anything is allocated for it: at most 32
-    non-negative dimensions and MAX_SHARE_ELEMENTS elements (else ProtocolError), and `expect`: a shape
+    non-negative dimensions and max_share_elements() elements (else ProtocolError), and `expect`: a shape
     (None entries: any size; else ShapeError) or a function that raises on a shape it refuses."""
     if got.ndim != 1 or got.size > 32 or (got < 0).any():
         raise ProtocolError(who, f"announced a malformed shape for share(): {got.tolist()!r}")
     shape = tuple(int(d) for d in got)
-    if math.prod(shape) > MAX_SHARE_ELEMENTS:
-        raise ProtocolError(who, f"announced a share() of shape {shape}: more than {MAX_SHARE_ELEMENTS} elements; "
-                                 "share a large input in parts")
+    cap = max_share_elements()
+    if math.prod(shape) > cap:
+        raise ProtocolError(who, f"announced a share() of shape {shape}: more than {cap} elements "
+                                 f"({cap * 8 >> 20} MB, MPCRT_MAX_SHARE_MB); share a large input in parts "
+                                 "or raise MPCRT_MAX_SHARE_MB on the receivers")
     if callable(expect):
         expect(shape)
     elif expect is not None:

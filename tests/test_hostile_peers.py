@@ -8,6 +8,7 @@ shape made a party allocate and fill 2 GiB.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -17,7 +18,7 @@ import pytest
 import zmq
 
 from mpcrt import PeerFailure, ProtocolError, ShapeError, aead, framing
-from mpcrt.runtime import MAX_SHARE_ELEMENTS, _announced_shape
+from mpcrt.runtime import MAX_SHARE_ELEMENTS, _announced_shape, max_share_elements
 from mpcrt.zmq_transport import INBOX_MAX, Node, generate_keypair
 from test_transport_faults import NAMES, SID, Rogue, _gone, endpoints, frame
 
@@ -111,6 +112,19 @@ def test_a_share_shape_is_checked_before_anything_is_allocated():
         _announced_shape(np.array([5]), (None, 784), "party 1")
     seen = []
     assert _announced_shape(np.array([2, 3]), seen.append, "party 1") == (2, 3) and seen == [(2, 3)]
+
+
+def test_the_share_cap_follows_the_setting_and_this_machines_memory(monkeypatch):
+    from mpcrt import config
+
+    monkeypatch.setattr(config, "_current", config.Config().replace(max_share_mb=1))
+    assert max_share_elements() == 1 << 17
+    assert _announced_shape(np.array([128, 1024]), None, "party 1") == (128, 1024)  # exactly 1 MB
+    with pytest.raises(ProtocolError, match="MPCRT_MAX_SHARE_MB"):
+        _announced_shape(np.array([129, 1024]), None, "party 1")
+    monkeypatch.setattr(config, "_current", config.Config())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert max_share_elements() == min(MAX_SHARE_ELEMENTS, (memory // 2 >> 20 << 20) // 8)
 
 
 def test_a_last_word_blaming_a_member_whose_link_is_up_names_its_speaker(monkeypatch):
