@@ -110,8 +110,9 @@ class DealerClient:
         self._dispatch([(n, kind, p)])
         return Material(self, n)
 
-    def prefetch(self, plan: list[tuple[str, dict]]) -> None:
-        """Fetch and expand the material of `plan`'s requests, numbered from the current counter."""
+    def prefetch(self, plan: list[tuple[str, dict]]) -> list[tuple[int, str, dict]]:
+        """Fetch and expand the material of `plan`'s requests, numbered from the current counter;
+        returns the (number, kind, params) of those fetched now."""
         self.abandon()  # an explicit prefetch supersedes an announced plan
         first = max([self.counter] + [n + 1 for n in self._planned])  # after anything planned already
         batch = []
@@ -126,6 +127,7 @@ class DealerClient:
         for n, kind, p in batch:
             self._ready[n] = self._complete(n, self._expand(n, lazy=False))  # all expanded ahead of the online run
             self._planned[n] = (kind, p)
+        return batch
 
     def announce(self, plan: list[tuple[str, dict]], send: bool = True) -> bool:
         """Number the requests of `plan` from the current counter; party 0 sends them to

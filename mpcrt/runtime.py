@@ -432,7 +432,12 @@ class Runtime:
         Returns the number of requests fetched. The next `fn(*args)` then runs online only.
         """
         plan = fn_or_plan if isinstance(fn_or_plan, list) else self.plan(fn_or_plan, *args, **kwargs)
-        self.dealer.prefetch(plan)
+        fetched = [(n, p) for n, kind, p in self.dealer.prefetch(plan) if kind == "fss"]
+        if self.rank and fetched:  # this party's FSS key copies too: the online run then reads no keys
+            copies = fss.copies(self)
+            for n, p in fetched:
+                copies.expect(n, p)
+            copies.fetch(self, fetched[-1][0])
         return len(plan)
 
     @contextlib.contextmanager

@@ -198,13 +198,18 @@ class _Copies:
             raise ProtocolError("local program", f"FSS key copy {n} expected after {self.due[-1][0]}")
         self.due.append((n, copy_words(p)))
 
-    def read(self, rt, n: int) -> np.ndarray:
-        """Copy n, each copy received with its expected size (a larger claim is refused unallocated)."""
+    def fetch(self, rt, n: int) -> None:
+        """Receive copies up to n and keep them, each with its expected size (a larger claim is
+        refused unallocated): rt.preprocess reads a plan's copies here, so the online run reads none."""
         while n not in self.got:
             if not self.due:
                 raise ProtocolError("dealer", f"FSS key copy {n} was never requested")
             m, words = self.due.pop(0)
             self.got[m] = rt.node.recv(rt.dealer_id, copy_tag(m), dtype=np.int64, shape=(words,))
+
+    def read(self, rt, n: int) -> np.ndarray:
+        """Copy n (received now unless fetched ahead); it is handed out once."""
+        self.fetch(rt, n)
         return self.got.pop(n)
 
 

@@ -255,7 +255,8 @@ def test_preprocess_and_lookahead_fetch_keys_ahead():
     np.testing.assert_array_equal(o, lft)
     assert rounds == 3
     assert res[0][3][0] == 3
-    assert res[0][3][1] == 0  # party 0 reads nothing from the dealer online; party 1 its copies, already sent
+    assert res[0][3][1] == 0  # neither party reads from the dealer online:
+    assert dealer_bytes == 0  # party 1 received its key copies in rt.preprocess too
 
 
 def _fused(rt, x0, x1, k):
