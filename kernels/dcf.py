@@ -17,7 +17,8 @@ cleared), j = 2 .. 2 + q - 1 the left values, 2 + q .. 2 + 2q - 1 the right ones
 level (its path's child seed and values) for P <= 2, the dealer 2 (2 + 2q) per key: per
 level, one ECB pass through `cryptography` over a chunk of elements' blocks, then one
 fused numba pass (the MMO xor, the control bits, the corrections), no Python loop over
-elements.
+elements. A party's evaluation runs in kernels/dcfeval.c instead where it is built and the
+CPU has AES-NI: all levels for 64 elements at a time, the same words.
 """
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from mpcrt.kernels.jit import njit
+
+try:  # kernels/dcfeval.c: all levels in one native pass on AES-NI (the same words; optional build)
+    from mpcrt.kernels import _dcfeval
+    NATIVE = bool(_dcfeval.available())
+except ImportError:  # not built (no compiler, or not x86-64): the numba levels below
+    _dcfeval, NATIVE = None, False
 
 AES_KEY = bytes.fromhex("6d70637274206663732064636620676b")  # fixed and public ("mpcrt fss dcf gk")
 CHUNK = 8192  # elements per pass: a chunk's seeds, blocks and values stay in cache across the levels
@@ -239,13 +246,20 @@ def gen(alpha: np.ndarray, beta: np.ndarray, s0: np.ndarray, s1: np.ndarray, bit
     return out
 
 
-def eval_(b: int, seed: np.ndarray, keys: dict[str, np.ndarray], z: np.ndarray, bits: int) -> np.ndarray:
+def eval_(b: int, seed: np.ndarray, keys: dict[str, np.ndarray], z: np.ndarray, bits: int,
+          native: bool | None = None) -> np.ndarray:
     """Party b's shares (P, m) of beta [z < alpha] for public z (m,) int64 (its low `bits`
-    bits, bits <= 63), its root seeds (m, 2) and the common correction words (gen's dict)."""
+    bits, bits <= 63), its root seeds (m, 2) and the common correction words (gen's dict).
+    native: kernels/dcfeval.c (None: where built and the CPU has AES-NI), else numpy and numba."""
     m, L = z.size, bits
     P = keys["fc"].shape[0]
     q = -(-P // 2)
     out = np.empty((P, m), np.int64)
+    if (NATIVE if native is None else native) and m % 64 == 0 and P <= 4:
+        c = np.ascontiguousarray
+        _dcfeval.eval(b, c(seed, np.int64), c(keys["sc"]), c(keys["vc"]), c(keys["tl"]), c(keys["tr"]),
+                      c(keys["fc"]), c(z, np.int64), L, out)
+        return out
     enc = _encryptor()
     for lo in range(0, m, CHUNK):
         hi = min(m, lo + CHUNK)

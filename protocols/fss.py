@@ -19,10 +19,10 @@ b msb r = b m: a third payload word (1 - 2m)(r >> k) in place of (1 - 2m) r, a f
 Which protocol runs (`use_fss`): MPCRT_COMPARISON exact or fss, or auto: a cost model
 (`costs`) of the links (MPCRT_NETWORK) and of whether the dealer's material was fetched
 ahead: FSS sends 8 bytes instead of about 31 and saves 6 rounds, but costs each party a
-DCF evaluation (~1.3 us per element here) and, with the dealer on line, ~2 KB of keys
-per element and the dealer's key generation: FSS on a WAN with material fetched ahead,
-the exact protocol on loopback, on a LAN for large tensors, and for large tensors when
-the dealer is on line over a slow link.
+DCF evaluation (0.4-0.6 us per element in kernels/dcfeval.c, 0.7-1.1 us on numba) and, with
+the dealer on line, ~2 KB of keys per element and the dealer's key generation: FSS on a WAN
+with material fetched ahead, the exact protocol on loopback, on a LAN for large tensors, and
+for large tensors when the dealer is on line over a slow link.
 
 With L = 63 (the default) bit L is the sign bit of x - t for every ring element (exact);
 a smaller L (MPCRT_FSS_BITS = L + 1) is exact where |x - t| < 2^L and shrinks the keys.
@@ -258,7 +258,8 @@ def request(rt, spec: FssSpec) -> Keys:
     return Keys(rt, spec)
 
 
-# the cost model's per-element CPU figures (AMD EPYC, 2 cores, numba kernels; docs/design.md)
+# the cost model's per-element CPU figures (AMD EPYC, 2 cores, numba kernels; docs/design.md). Every party
+# must choose alike, so they do not depend on this machine's kernels (dcfeval.c runs 3.2-3.7 ns per block)
 EVAL_S_PER_BLOCK = 10e-9  # a party's DCF evaluation, per AES block (1 + q per level)
 GEN_S_PER_BLOCK = 7e-9  # the dealer's key generation, per AES block (2 (2 + 2q) per level)
 EXACT_S = 0.4e-6  # a party's local work of one exact comparison row

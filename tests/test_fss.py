@@ -49,8 +49,10 @@ def split2(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------ the DCF kernel
-@pytest.mark.parametrize("L,P", [(1, 1), (5, 3), (8, 1), (20, 2), (63, 1), (63, 2)])
-def test_dcf_matches_integer_comparison(L, P):
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not dcf.NATIVE, reason="kernels/dcfeval.c not built or no AES-NI"))])
+@pytest.mark.parametrize("L,P", [(1, 1), (5, 3), (8, 1), (20, 2), (63, 1), (63, 2), (63, 3), (17, 4)])
+def test_dcf_matches_integer_comparison(L, P, native):
     rng = np.random.default_rng(L * 10 + P)
     top = (1 << L) - 1
     edge_alpha = np.array([0, 1, 2, top, top - 1, 1 << (L - 1), (1 << (L - 1)) - 1], np.int64) & top
@@ -64,8 +66,22 @@ def test_dcf_matches_integer_comparison(L, P):
           rng.integers(0, top, m, dtype=np.int64, endpoint=True)]
     for z in zs:
         z = z & np.int64(top)
-        got = dcf.eval_(0, s0, keys, z, L) + dcf.eval_(1, s1, keys, z, L)
-        np.testing.assert_array_equal(got, beta * (z < alpha))
+        y0, y1 = dcf.eval_(0, s0, keys, z, L, native=native), dcf.eval_(1, s1, keys, z, L, native=native)
+        np.testing.assert_array_equal(y0 + y1, beta * (z < alpha))
+        if native:  # word for word the numpy path's shares, not only the same sum
+            np.testing.assert_array_equal(y0, dcf.eval_(0, s0, keys, z, L, native=False))
+            np.testing.assert_array_equal(y1, dcf.eval_(1, s1, keys, z, L, native=False))
+
+
+@pytest.mark.skipif(not dcf.NATIVE, reason="kernels/dcfeval.c not built or no AES-NI")
+def test_native_dcf_refuses_malformed_buffers():
+    from mpcrt.kernels import _dcfeval
+
+    w = np.zeros(64 * 2 * 3, np.int64)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        _dcfeval.eval(0, w[:126], w, w, w, w, w, w[:63], 3, np.zeros(63, np.int64))
+    with pytest.raises(ValueError, match="expected"):  # sc too short for 3 levels of 64 elements
+        _dcfeval.eval(0, w[:128], w[:10], w[:192], w[:3], w[:3], w[:64], w[:64], 3, np.zeros(64, np.int64))
 
 
 def test_dcf_key_alone_looks_random():
