@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from mpcrt import chunked
-from mpcrt.protocols import activations, compare, exp, normalize, ordering, reciprocal
+from mpcrt.protocols import activations, compare, exp, normalize, ordering, quotient, reciprocal
 from mpcrt.protocols.shared import SharedTensor, cat, stack, where
 
 __all__ = ["METHODS", "Method", "SharedTensor", "cat", "stack", "where"]
@@ -76,8 +76,8 @@ METHODS: dict[str, Method] = {
     "log_softmax": Method(exp.log_softmax, ("log_softmax",), ("dim",)),
     # normalization and Newton steps (protocols.reciprocal)
     "reciprocal": Method(reciprocal.reciprocal, ("reciprocal",)),
-    "__truediv__": Method(reciprocal.div),
-    "__rtruediv__": Method(reciprocal.rdiv),
+    "__truediv__": Method(quotient.div),
+    "__rtruediv__": Method(quotient.rdiv),
     "log": Method(reciprocal.log, ("log",)),
     "sqrt": Method(reciprocal.sqrt, ("sqrt",)),
     "rsqrt": Method(reciprocal.rsqrt, ("rsqrt",)),

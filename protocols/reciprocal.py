@@ -1,4 +1,4 @@
-"""1/x, log x, sqrt x, 1/sqrt x, and division by a shared tensor.
+"""1/x, log x, sqrt x and 1/sqrt x (x / y for a shared y: protocols.quotient).
 
 A range normalization (one batched comparison of |x| against the powers of 2^step of
 the range) brings x to m in [1/16, 1) (reciprocal) or [1/4, 1) (rsqrt, sqrt, log); a cubic
@@ -8,7 +8,7 @@ the public weight of m's bucket (log: plus k ln 2). Inputs outside the stated ra
 clamped (results stay bounded, never wrap).
 
 Rounds: reciprocal 25 (sign 7, normalization 7, m and the cubic 2, 3 Newton steps,
-  rescale 2); log 10; rsqrt 16; sqrt 16; x / y the reciprocal's 25 + 2.
+  rescale 2); log 10; rsqrt 16; sqrt 16.
 Bytes per element per peer: reciprocal 299, log 505 (31 rows at every f; 504.7, 505.7 from
   f = 20; 432 for the old 25 rows over [2^-10, 2^14)), rsqrt 458 (22 rows at f = 16; 397 at
   f = 12, 520 at f = 20), sqrt 613 (31 rows at every even f); each of a party's N - 1 peers
@@ -57,7 +57,7 @@ import math
 
 import numpy as np
 
-from mpcrt.protocols import beaver, fixedpoint, powers
+from mpcrt.protocols import beaver, powers
 from mpcrt.protocols.comparison import LtzSpec, ltz_steps
 from mpcrt.protocols.lookahead import lookahead
 from mpcrt.protocols.polynomial import F, G, const, enc, fit, fit_rel, poly3
@@ -142,25 +142,28 @@ def reciprocal(x: SharedTensor) -> SharedTensor:
             sign += 1
         Ac = hold["clamped"]
 
-        def main():
-            mx = yield from beaver.mul_steps(rt, Ac, sig)  # f bits
-            ms = yield from powers.trunc_pow_steps(rt, mx, f + top - F, 3)  # m at F, F..3F
-            y0 = poly3(rt, ms, RECIP_POLY, REC_G)  # 1/m within 15%, at 3F + REC_G
-            y, y2 = yield from powers.trunc_pow_steps(rt, y0, 2 * F + REC_G, 2)
-            for it in range(3):  # Newton: y <- 2y - m y^2 (error squares)
-                p = yield from beaver.mul_steps(rt, ms[0], y2)  # m y^2 at 3F
-                y1 = (y << np.int64(2 * F + 1)) - p
-                if it < 2:
-                    y, y2 = yield from powers.trunc_pow_steps(rt, y1, 2 * F, 2)
-            (yf,) = yield from powers.trunc_pow_steps(rt, y1, 3 * F - f, 1)
-            return yf
-
         def scale():
             return (yield from beaver.mul_steps(rt, sig, sign))
 
-        yf, tau = run(rt, main(), scale())
+        yf, tau = run(rt, inverse_m_steps(rt, Ac, sig, f, top), scale())
         (out,) = run(rt, _then_trunc(rt, yf, tau, top))
     return SharedTensor(rt, out, f)
+
+
+def inverse_m_steps(rt, Ac: np.ndarray, sig: np.ndarray, f: int, top: int):
+    """Generator (9 rounds): [1/m] at f bits for m = Ac sig / 2^top in [1/16, 1) (Ac at f bits, sig an
+    integer share): m and its powers, a cubic within 37% (relative), three Newton steps (rel 4e-4)."""
+    mx = yield from beaver.mul_steps(rt, Ac, sig)  # f bits
+    ms = yield from powers.trunc_pow_steps(rt, mx, f + top - F, 3)  # m at F, F..3F
+    y0 = poly3(rt, ms, RECIP_POLY, REC_G)  # 1/m within 15%, at 3F + REC_G
+    y, y2 = yield from powers.trunc_pow_steps(rt, y0, 2 * F + REC_G, 2)
+    for it in range(3):  # Newton: y <- 2y - m y^2 (error squares)
+        p = yield from beaver.mul_steps(rt, ms[0], y2)  # m y^2 at 3F
+        y1 = (y << np.int64(2 * F + 1)) - p
+        if it < 2:
+            y, y2 = yield from powers.trunc_pow_steps(rt, y1, 2 * F, 2)
+    (yf,) = yield from powers.trunc_pow_steps(rt, y1, 3 * F - f, 1)
+    return yf
 
 
 def _then_trunc(rt, y, tau, k):
@@ -354,18 +357,3 @@ def sqrt(x: SharedTensor) -> SharedTensor:
         w = _indicator_weights(rt, bits, hold["ks"], lambda k: 0 if k == lo else 2 ** ((k - lo) // 2))
         (out,) = run(rt, _then_trunc(rt, s, w, SQRT_BITS - f - lo // 2))
     return SharedTensor(rt, out, f)
-
-
-def div(x: SharedTensor, other) -> SharedTensor:
-    """x / other: a shared divisor by its reciprocal (27 rounds), a public one by a product."""
-    if isinstance(other, SharedTensor):
-        return x * reciprocal(other)
-    a = fixedpoint.to_numpy(other).astype(np.float64)
-    if np.any(a == 0):
-        raise ZeroDivisionError("division of a SharedTensor by a public zero")
-    return x * (1.0 / a)  # a scalar 1 / d is the fraction 1 / d there (shared._rational): x / 3 divides exactly
-
-
-def rdiv(x: SharedTensor, other) -> SharedTensor:
-    """other / x for a public other."""
-    return reciprocal(x) * other

@@ -195,8 +195,8 @@ def test_reciprocal(n):
 @HSET
 @given(seed=st.integers(0, 2**32 - 1))
 def test_division_by_shared(seed):
-    """x / y for shared y (x * reciprocal(y)), x and y from different parties, and
-    public / shared. |x/y - x r| <= |x| |1/y - r|, so tol = max(1e-2 |ref|, 2^-12 (1 + |x|))."""
+    """x / y for shared y (protocols.quotient), x and y from different parties, and
+    public / shared: within the issue's tolerance, max(1e-2 |ref|, 2^-12 (1 + |x|))."""
     rng = np.random.default_rng(seed)
     k = 3000
     y = np.exp(rng.uniform(np.log(1e-2), np.log(1e4), k)) * rng.choice([-1.0, 1.0], k)
@@ -216,6 +216,43 @@ def test_division_by_shared(seed):
         refc = q(c) / q(y)
         tolc = np.maximum(1e-2 * np.abs(refc), 2.0**-12 * (1 + abs(c)))
         assert np.all(np.abs(cy - refc) <= tolc), "c / y"
+
+
+def _quotients(rt, x, y, xb, yb):
+    X = rt.share(x if rt.rank == 0 else None, src=0)
+    Y = rt.share(y if rt.rank == rt.world_size - 1 else None, src=rt.world_size - 1)
+    r0 = rounds(rt)
+    xy = X / Y
+    r = rounds(rt) - r0
+    XB = rt.share(xb if rt.rank == 0 else None, src=0)
+    YB = rt.share(yb if rt.rank == 0 else None, src=0)
+    return xy.reveal(), r, (XB / YB).reveal(), (7.5 / Y).reveal()
+
+
+@pytest.mark.parametrize("n", NS)
+def test_quotient_over_the_whole_format(n):
+    """x / y keeps f fractional bits for every divisor in [2^-12, 2^44) (16 ulps to the format's
+    top, both signs, the normalization's thresholds 2^k and their neighbours included): within
+    rel 1e-3 + 2 ulps of q(x) / q(y); 1/y alone would be 0 from y = 2^17 on. Broadcasting (rows
+    divided by their sums, the hand-written softmax that gave 0) and a public numerator; 25 rounds."""
+    rng = np.random.default_rng(n)
+    ks = np.arange(-12, 45, 4, dtype=np.float64)
+    edges = np.concatenate([2.0**ks, 2.0**ks - 2.0**-16, 2.0**ks + 2.0**-16])
+    edges = edges[(edges >= 2.0**-12) & (edges < 2.0**44)]
+    mags = np.concatenate([edges, np.exp2(rng.uniform(-12, 44, 400))])
+    y = mags * rng.choice([-1.0, 1.0], mags.size)
+    x = rng.uniform(-1000, 1000, y.size) * rng.choice([1.0, 1e-3, 1e3], y.size)
+    x = np.clip(x, -2.0**25, 2.0**25)  # the product bound: |x / m| < 2^30 at f = 16
+    e = np.exp(rng.uniform(0, 11, (6, 5)))  # rows of exp(logits) up to 6e4
+    for got, r, soft, pub in run(_quotients, n, x, y, e, e.sum(1, keepdims=True)):
+        assert r == ROUNDS["reciprocal"], r
+        ref = q(x) / q(y)
+        err, tol = np.abs(got - ref), 1e-3 * np.abs(ref) + 2.0**-15
+        assert np.all(err <= tol), f"x / y off at y = {y[err > tol][:4]}: {got[err > tol][:4]} vs {ref[err > tol][:4]}"
+        want = q(e) / q(e).sum(1, keepdims=True)
+        assert np.all(np.abs(soft - want) <= 1e-3 * want + 2.0**-15), (soft, want)
+        refp = 7.5 / q(y)
+        assert np.all(np.abs(pub - refp) <= 1e-3 * np.abs(refp) + 2.0**-15), "7.5 / y"
 
 
 # ======================================================== log, sqrt, rsqrt
