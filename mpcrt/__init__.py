@@ -12,6 +12,7 @@ from mpcrt.errors import (  # noqa: F401  (errors first: a leaf every layer impo
     EncodingError,
     MpcError,
     PeerFailure,
+    PrecisionWarning,
     ProtocolError,
     ShapeError,
 )

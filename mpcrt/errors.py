@@ -49,3 +49,8 @@ class PeerFailure(MpcError):
 
 class DealerError(MpcError):
     """The dealer refused or failed a request for correlated randomness."""
+
+
+class PrecisionWarning(UserWarning):
+    """A value is representable but keeps few significant bits at this fixed-point precision
+    (weights that round to a few ulps, inputs near the product bound); results may be far off."""

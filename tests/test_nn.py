@@ -339,6 +339,33 @@ def test_weights_outside_fixed_point_range_fail_everywhere():
         assert isinstance(e, ModelImportError) and "fixed-point range" in str(e)
 
 
+def test_faint_input_columns_warn_at_import():
+    """Weights fitted on unscaled features (2e-5: 1.3 ulps at 16 bits) lose their inputs' precision:
+    the model owner is warned at import, naming the parameter and column; a model whose columns all
+    keep 4 significant bits, or are zero, is imported quietly (checked at 16 and 24 bits)."""
+    import warnings
+
+    from mpcrt.errors import PrecisionWarning
+    from mpcrt.nn.model import _check_range, _warn_faint_columns
+    from mpcrt.nn.tracer import trace
+
+    lin = np.array([[0.03, 2.1e-5, -1.3e-5, 0.08, 0.0, 0.4]])
+    with pytest.warns(PrecisionWarning, match=r"fc.weight: 2 of 6 input columns .* \(column 1: max 2.1e-05\)"):
+        _warn_faint_columns("fc.weight", lin, 16)
+    conv = np.full((4, 3, 3, 3), 0.2)
+    conv[:, 2] = 1e-6  # one input channel all faint
+    with pytest.warns(PrecisionWarning, match="conv.weight: 1 of 3 input columns"):
+        _warn_faint_columns("conv.weight", conv, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_faint_columns("fc.weight", lin, 24)  # 2.1e-5 is 352 ulps at 24 bits
+        _warn_faint_columns("ok.weight", np.array([[0.03, 3e-4, 0.0, -0.5]]), 16)
+        _warn_faint_columns("bias", np.array([1e-6, 0.0]), 16)  # 1-d: no input columns
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.ReLU(), nn.Linear(144, 10))
+        _check_range(*trace(model, torch.zeros(1, 1, 8, 8)), 16)  # the owner's check before sending
+
+
 # ------------------------------------------------------- layers under MPC
 @pytest.mark.parametrize("n", [2, 3])
 def test_linear_layers_match_torch(n):

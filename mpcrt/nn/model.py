@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from mpcrt import config
-from mpcrt.errors import ProtocolError, ShapeError
+from mpcrt.errors import PrecisionWarning, ProtocolError, ShapeError
 from mpcrt.nn.archive import load
 from mpcrt.nn.ir import MAX_GRAPH_BYTES, Graph, ModelImportError, UnsupportedLayerError
 from mpcrt.nn.layers import SharedOps, last_uses, masked_uses, missing_methods, run_graph
@@ -267,6 +267,29 @@ def _check_range(graph: Graph, arrays, precision: int) -> None:
         if a.size and float(np.abs(a).max()) >= lim:
             raise ModelImportError(f"parameter {p['name']} has magnitude {float(np.abs(a).max()):.3g}, outside the "
                                    f"fixed-point range |w| < {lim:g} at {precision} fractional bits")
+        _warn_faint_columns(p["name"], a, precision)
+
+
+FAINT_ULPS = 16  # an input column whose weights all round to fewer ulps keeps under 4 significant bits
+
+
+def _warn_faint_columns(name: str, w: np.ndarray, precision: int) -> None:
+    """Warn (PrecisionWarning) where a Linear or Conv weight has whole input columns (axis 1) of tiny,
+    nonzero weights: the usual sign of unscaled input features, whose contributions then keep only a
+    few bits (a weight of 2e-5 is 1.3 ulps at 16 bits)."""
+    if w.ndim < 2 or not w.size or w.shape[1] == 0:
+        return
+    col = np.abs(np.moveaxis(w, 1, 0).reshape(w.shape[1], -1)).max(axis=1)
+    faint = (col > 0) & (col < FAINT_ULPS * 2.0**-precision)
+    if faint.any():
+        import warnings
+
+        j = int(np.flatnonzero(faint)[0])
+        warnings.warn(
+            f"parameter {name}: {int(faint.sum())} of {col.size} input columns have every weight below "
+            f"{FAINT_ULPS} ulps ({FAINT_ULPS * 2.0**-precision:.2g}) at {precision} fractional bits (column {j}: "
+            f"max {col[j]:.2g}), so those inputs keep under 4 significant bits in the products. Scale (standardize) "
+            "the input features so the weights grow, or import at a higher precision", PrecisionWarning, stacklevel=3)
 
 
 def from_torch(model, example_input=None, src: int = 0, rt=None, mask_weights: bool | None = None) -> PrivateModel:
