@@ -138,6 +138,14 @@ def pow_(tr, n, a):
     return ("pow", {"input": base, "exponent": int(e)})
 
 
+def sqrt_size(tr, n, a):
+    """math.sqrt of a size (1.0 / math.sqrt(k.size(-1)), nanoGPT's attention scale): public arithmetic."""
+    if not is_size(a["input"]):
+        raise UnsupportedLayerError(f"math.sqrt of a tensor at fx node '{n.name}': use torch.sqrt (math.sqrt "
+                                    "applies to sizes only)")
+    return ("pow", {"input": a["input"], "exponent": 0.5})
+
+
 def square(tr, n, a):
     return ("pow", {"input": a["input"], "exponent": 2})
 
@@ -282,7 +290,8 @@ def div_no_out(tr, n, a):
 
 FIXES = dict(no_out=no_out, softmax=softmax, sdpa=sdpa, maxpool=maxpool, conv=conv, div=div, varargs=varargs,
              dim_method=dim_method, getattr_fix=getattr_fix, getitem_fix=getitem_fix, relu6=relu6, clamp=clamp,
-             clamp_min=clamp_min, clamp_max=clamp_max, pow=pow_, square=square, instance_norm=instance_norm,
+             clamp_min=clamp_min, clamp_max=clamp_max, pow=pow_, sqrt_size=sqrt_size, square=square,
+             instance_norm=instance_norm,
              compare_as=compare_as, cast=cast, max_or_maximum=max_or_maximum, one_dim=one_dim, var_std=var_std,
              norm_fix=norm_fix, normalize_fix=normalize_fix, t_fix=t_fix, pad_fix=pad_fix, interpolate=interpolate,
              conv1d=one_d("conv2d", conv1d), max_pool1d=one_d("max_pool2d", max_pool1d),

@@ -8,6 +8,7 @@ tensor methods X and X_ of each of their torch names.
 from __future__ import annotations
 
 import inspect
+import math
 import operator
 
 from mpcrt.nn.fx_fixes import FIXES as fx
@@ -55,6 +56,7 @@ def _function_table(torch, F) -> dict:
         operator.pow: ("pow", S(lambda input, exponent: None), fx["pow"]),
         torch.pow: ("pow", S(lambda input, exponent, *, out=None: None), fx["pow"]),
         torch.square: ("pow", S(lambda input, *, out=None: None), fx["square"]),
+        math.sqrt: ("pow", S(lambda input: None), fx["sqrt_size"]),
         F.layer_norm: ("layer_norm", S(lambda input, normalized_shape, weight=None, bias=None, eps=1e-5: None), None),
         F.max_pool2d: ("max_pool2d", S(lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                                        return_indices=False: None), fx["maxpool"]),

@@ -140,7 +140,7 @@ _MODULES = (
     "TransformerEncoderLayer (relu/gelu, no masks)", "TransformerEncoder",
 )
 _FUNCTIONS = (
-    "+ - * / // ** (integer powers; any power of a size) unary-, @, < <= > >= == !=, indexing, "
+    "+ - * / // ** (integer powers; any power of a size) math.sqrt (of a size) unary-, @, < <= > >= == !=, indexing, "
     "getattr(x, 'shape'/'values'/'indices'), "
     "torch.add/sub/mul/div/neg/matmul/bmm/where/maximum/minimum/max/min/amax/amin/argmax/argmin/"
     "var/std/norm/stack/chunk/split/pow/square/clamp/clip/clamp_min/clamp_max/"
