@@ -313,6 +313,43 @@ def test_wrong_input_shape_is_a_clear_error_everywhere():
         assert "expects input of shape (batch, 3, 9, 9)" in str(e) and "(2, 3, 8, 9)" in str(e)
 
 
+class _OptionalMask(nn.Module):
+    """forward(x, mask=None, scale=2.0): the optional arguments are never passed to a shared model."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 4)
+
+    def forward(self, x, mask=None, scale=2.0):
+        y = self.a(x)
+        if mask is not None:
+            y = y.masked_fill(mask, 0.0)
+        return torch.relu(y) * scale
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 4), nn.Linear(3, 4)
+
+    def forward(self, x, meta):
+        return self.a(x) + self.b(meta)
+
+
+def test_optional_forward_arguments_trace_at_their_defaults_and_two_inputs_are_named():
+    torch.manual_seed(0)
+    g, _ = mnn.trace(_OptionalMask(), torch.zeros(1, 8))
+    assert [n["op"] for n in g.nodes].count("input") == 1 and "masked_fill" not in str(g.nodes)
+    _matches_torch(_OptionalMask(), torch.randn(5, 8))
+    for ex in [(torch.zeros(1, 8), torch.zeros(1, 3)), [torch.zeros(1, 8), np.zeros((1, 3))]]:
+        with pytest.raises(UnsupportedLayerError, match="of 2 tensors: only models with one input.*torch.split"):
+            mnn.trace(_TwoInputs(), ex)
+    with pytest.raises(UnsupportedLayerError, match="second model input 'meta'"):
+        mnn.trace(_TwoInputs(), torch.zeros(1, 8))  # a required second argument: fx sees two inputs
+    g, _ = mnn.trace(nn.Linear(2, 1), [[1.0, 2.0]])  # a nested list of numbers is one input
+    assert g.input_shape == [1, 2]
+
+
 def test_forged_graph_header_is_refused():
     """A graph length over the limit (or a bad status) is refused before anything else is received."""
     def prog(rt):

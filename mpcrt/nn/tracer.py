@@ -10,6 +10,8 @@ reproduces the model on the example, and returns the graph and the float64 weigh
 """
 from __future__ import annotations
 
+import inspect
+
 import numbers
 import operator
 
@@ -45,11 +47,66 @@ def trace(model, example_input) -> tuple[Graph, list[np.ndarray]]:
         model.train(was_training)
 
 
+ONE_INPUT_HINT = ("Wrap the model so that forward() takes one tensor: the data owner concatenates its inputs "
+                  "(torch.cat along the last dim) and forward() splits them again (torch.split)")
+
+
+def _defaults_after_first(root) -> dict:
+    """forward()'s arguments after the input that have defaults (forward(x, mask=None)): traced at
+    those defaults, as the shared model is always called with one input."""
+    try:
+        params = list(inspect.signature(root.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return {}
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: p.default for p in params if p.kind in kinds and p.default is not inspect.Parameter.empty}
+
+
+def _drop_specialized(gm) -> None:
+    """Remove what torch.fx adds for arguments traced at their defaults: the checks that they keep
+    that value and, once unused, their placeholders (after the first, the model's input)."""
+    import torch
+    from torch.fx import _symbolic_trace
+
+    checks = (torch._assert, getattr(_symbolic_trace, "_assert_is_none", None))
+    places = [n for n in gm.graph.nodes if n.op == "placeholder"][1:]
+    if not places:
+        return
+    for n in reversed(list(gm.graph.nodes)):
+        if n.op == "call_function" and n.target in checks and not n.users and _only_from(n, places):
+            gm.graph.erase_node(n)
+    gm.graph.eliminate_dead_code()
+    for n in places:
+        if not n.users:
+            gm.graph.erase_node(n)
+    gm.recompile()
+
+
+def _only_from(node, places) -> bool:
+    """Whether every placeholder that `node` depends on is one of `places`."""
+    seen, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op == "placeholder" and n not in places:
+            return False
+        todo.extend(n.all_input_nodes)
+    return True
+
+
 def _example(example_input, model):
     import torch
 
     if example_input is None:
         raise ShapeError("the model owner must pass example_input (a tensor of the input's shape, batch first)")
+    if isinstance(example_input, (tuple, list, dict)) and any(
+            isinstance(v, (torch.Tensor, np.ndarray)) for v in (
+                example_input.values() if isinstance(example_input, dict) else example_input)):
+        raise UnsupportedLayerError(
+            f"example_input is a {type(example_input).__name__} of {len(example_input)} tensors: only models with "
+            f"one input are supported. {ONE_INPUT_HINT}")
     if isinstance(example_input, torch.Tensor):
         x = example_input.detach()
     else:
@@ -76,7 +133,8 @@ class _Tracer:
 
         root = _wrapped(self.model) if isinstance(self.model, _transformer_types()) else self.model
         try:
-            gm = symbolic_trace(root)
+            gm = symbolic_trace(root, concrete_args=_defaults_after_first(root) or None)
+            _drop_specialized(gm)
         except Exception as e:
             raise ModelImportError(
                 f"torch.fx could not trace {type(self.model).__name__}: {type(e).__name__}: {e}. "
@@ -85,6 +143,11 @@ class _Tracer:
                 "torch.fx.wrap)."
             ) from None
         gm.graph.eliminate_dead_code()
+        extra = [n for n in gm.graph.nodes if n.op == "placeholder"][1:]
+        if extra:
+            raise UnsupportedLayerError(
+                f"a second model input '{extra[0].target}' (fx node '{extra[0].name}'): only models with one input "
+                f"are supported (arguments with defaults are traced at them). {ONE_INPUT_HINT}")
         self.gm = gm
         self.modules = dict(gm.named_modules())
         self._refuse_lookups(gm)
@@ -219,9 +282,6 @@ class _Tracer:
             self.ref_of[n] = self.ref_of[self.alias[n]]
             return
         if n.op == "placeholder":
-            if any(nd["op"] == "input" for nd in self.nodes):
-                raise UnsupportedLayerError(f"a second model input '{n.target}' (fx node '{n.name}'): only "
-                                            f"single-input models are supported")
             self.ref_of[n] = self.emit("input", {}, n.name, str(n.target))
         elif n.op == "get_attr":
             self.ref_of[n] = self._get_attr(n)
