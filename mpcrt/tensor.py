@@ -83,6 +83,7 @@ METHODS: dict[str, Method] = {
     "rsqrt": Method(reciprocal.rsqrt, ("rsqrt",)),
     # layer normalization (protocols.normalize)
     "layer_norm": Method(normalize.layer_norm, ("layer_norm",), ("normalized_shape", "weight", "bias", "eps")),
+    "rms_norm": Method(normalize.rms_norm, ("rms_norm",), ("normalized_shape", "weight", "eps")),
     "group_norm": Method(normalize.group_norm, ("group_norm",), ("num_groups", "weight", "bias", "eps")),
     # activations (protocols.activations)
     "gelu": Method(activations.gelu, ("gelu",), ("approximate",)),

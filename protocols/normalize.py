@@ -42,15 +42,9 @@ def layer_norm(x: SharedTensor, normalized_shape: Sequence[int] | int, weight=No
                eps: float = 1e-5) -> SharedTensor:
     """torch.nn.functional.layer_norm over the last len(normalized_shape) dims; weight and
     bias shared or public (or None)."""
-    if isinstance(normalized_shape, (int, np.integer)):
-        normalized_shape = (normalized_shape,)
-    shape = tuple(int(s) for s in normalized_shape)
-    k = len(shape)
-    if k == 0 or k > x.ndim or tuple(x.shape[x.ndim - k:]) != shape:
-        raise ShapeError(f"layer_norm over {list(shape)} needs an input ending in those dims, got shape {x.shape}")
-    dims = tuple(range(x.ndim - k, x.ndim))
+    dims = _norm_dims(x, normalized_shape, "layer_norm")
     x = at_f(x)
-    n = math.prod(shape)
+    n = math.prod(x.shape[i] for i in dims)
     d = x - x.mean(dim=dims, keepdim=True)
     # S = sum (x - mean)^2 at fa = 2f - t - 4 bits (t = log2 n: the sum cannot wrap) instead of
     # the variance at f bits: a small variance keeps its relative precision (std 0.05 had
@@ -63,6 +57,31 @@ def layer_norm(x: SharedTensor, normalized_shape: Sequence[int] | int, weight=No
     if bias is not None:
         y = y + bias
     return y
+
+
+@capped(24)  # x^2 of unit-scale rows at 2f bits stays below 2^62
+def rms_norm(x: SharedTensor, normalized_shape: Sequence[int] | int, weight=None, eps: float | None = None
+             ) -> SharedTensor:
+    """torch.nn.functional.rms_norm over the last len(normalized_shape) dims: x / sqrt(mean(x^2) + eps)
+    times weight (shared, public or None); eps None is float32's machine epsilon, as torch's for a
+    float32 model. The sum of squares and rsqrt as in layer_norm (|x| < 2^(31 - f))."""
+    dims = _norm_dims(x, normalized_shape, "rms_norm")
+    n = math.prod(x.shape[i] for i in dims)
+    eps = float(np.finfo(np.float32).eps) if eps is None else float(eps)
+    y = _times_rsqrt_sumsq(at_f(x), dims, math.sqrt(n), n * eps)
+    return y if weight is None else y * weight
+
+
+def _norm_dims(x: SharedTensor, normalized_shape, what: str) -> tuple:
+    """The trailing dims a layer_norm or rms_norm over `normalized_shape` reduces (ShapeError if x does
+    not end in them)."""
+    if isinstance(normalized_shape, (int, np.integer)):
+        normalized_shape = (normalized_shape,)
+    shape = tuple(int(s) for s in normalized_shape)
+    k = len(shape)
+    if k == 0 or k > x.ndim or tuple(x.shape[x.ndim - k:]) != shape:
+        raise ShapeError(f"{what} over {list(shape)} needs an input ending in those dims, got shape {x.shape}")
+    return tuple(range(x.ndim - k, x.ndim))
 
 
 def _times_rsqrt_sumsq(d: SharedTensor, dims: tuple, scale: float, add: float) -> SharedTensor:

@@ -276,6 +276,27 @@ def test_unsupported_layer_names_op_and_node():
     with pytest.raises(UnsupportedLayerError,
                        match=r"Embedding \(module '0'\).*one-hot.*nn\.Linear\(10, 4, bias=False\)"):
         mnn.trace(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)), torch.tensor([[1, 2]]))
+    # layers and calls users bring that have no MPC form: the message says what to write instead
+    with pytest.raises(UnsupportedLayerError, match=r"GRU.*recurrent layers.*TransformerEncoder"):
+        mnn.trace(nn.Sequential(nn.GRU(4, 4, batch_first=True)), torch.zeros(1, 3, 4))
+    with pytest.raises(UnsupportedLayerError, match=r"ConvTranspose2d.*nn\.Upsample\(scale_factor=stride\)"):
+        mnn.trace(nn.Sequential(nn.ConvTranspose2d(2, 2, 2, stride=2)), torch.zeros(1, 2, 4, 4))
+    with pytest.raises(UnsupportedLayerError, match=r"torch\.erf.*F\.gelu"):
+        mnn.trace(_Erf(), torch.zeros(1, 4))
+    with pytest.raises(UnsupportedLayerError, match=r"AdaptiveMaxPool2d.*does not divide.*nn\.MaxPool2d"):
+        mnn.trace(nn.Sequential(nn.AdaptiveMaxPool2d(3)), torch.zeros(1, 2, 8, 8))
+
+
+class _Erf(nn.Module):
+    def forward(self, x):
+        return 0.5 * x * (1 + torch.erf(x / 1.4142135))
+
+
+@pytest.mark.parametrize("size,shape", [(1, (2, 3, 8, 8)), ((2, 4), (2, 3, 8, 8)), ((None, 2), (2, 3, 6, 4))])
+def test_adaptive_max_pool_imports_as_a_max_pool(size, shape):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveMaxPool2d(size), nn.Flatten())
+    _matches_torch(model, torch.randn(*shape), ops=("max_pool2d",))
 
 
 def _catch(fn):

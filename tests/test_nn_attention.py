@@ -290,3 +290,29 @@ def test_attention_property(B, L, d, causal, scale, spread, seed):
     torch), head sizes, scales and score spreads: within TOL of torch in float64."""
     torch.manual_seed(seed)
     _check(_Sdpa(d, causal, scale), torch.randn(B, L, d) * spread)
+
+
+class RmsBlock(nn.Module):
+    """A LLaMA-style pre-norm MLP: nn.RMSNorm (eps None: float32's epsilon; a learned weight), F.rms_norm
+    with eps, SiLU gating."""
+
+    def __init__(self, d=16):
+        super().__init__()
+        self.norm = nn.RMSNorm(d)
+        self.up, self.gate, self.down = nn.Linear(d, 32), nn.Linear(d, 32), nn.Linear(32, d)
+        with torch.no_grad():
+            self.norm.weight.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        h = self.norm(x)
+        h = self.down(F.silu(self.gate(h)) * self.up(h))
+        return F.rms_norm(x + h, (x.shape[-1],), eps=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(nn, "RMSNorm"), reason="nn.RMSNorm needs torch >= 2.4")
+def test_rms_norm_module_and_function():
+    torch.manual_seed(3)
+    g, _ = mnn.trace(RmsBlock(), torch.randn(1, 5, 16))
+    assert [n["op"] for n in g.nodes].count("rms_norm") == 2
+    x = torch.randn(2, 5, 16) * torch.tensor([0.05, 1.0, 30.0, 300.0, 3.0]).reshape(1, 5, 1)  # rows of all scales
+    _check(RmsBlock(), x)

@@ -223,7 +223,8 @@ def one_dim(tr, n, a):
     dim = a.get("dim")
     if isinstance(dim, (tuple, list)):
         if len(dim) != 1:
-            raise UnsupportedLayerError(f"{describe(n)} over several dims at fx node '{n.name}' (one dim only)")
+            raise UnsupportedLayerError(f"{describe(n)} over several dims at fx node '{n.name}' (one dim only: "
+                                        "chain them, e.g. x.amax(-1).amax(-1) for dims (-2, -1))")
         a["dim"] = int(dim[0])
 
 

@@ -58,6 +58,8 @@ def _function_table(torch, F) -> dict:
         torch.square: ("pow", S(lambda input, *, out=None: None), fx["square"]),
         math.sqrt: ("pow", S(lambda input: None), fx["sqrt_size"]),
         F.layer_norm: ("layer_norm", S(lambda input, normalized_shape, weight=None, bias=None, eps=1e-5: None), None),
+        **({F.rms_norm: ("rms_norm", S(lambda input, normalized_shape, weight=None, eps=None: None), None)}
+           if hasattr(F, "rms_norm") else {}),
         F.max_pool2d: ("max_pool2d", S(lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                                        return_indices=False: None), fx["maxpool"]),
         F.avg_pool2d: ("avg_pool2d", S(lambda input, kernel_size, stride=None, padding=0, ceil_mode=False,

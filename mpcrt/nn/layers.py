@@ -267,6 +267,9 @@ class TorchOps(_Common):
     def layer_norm(self, input, normalized_shape, weight=None, bias=None, eps=1e-5):
         return self.F.layer_norm(input, tuple(normalized_shape), weight, bias, eps)
 
+    def rms_norm(self, input, normalized_shape, weight=None, eps=None):
+        return self.F.rms_norm(input, tuple(normalized_shape), weight, eps)
+
     def clamp(self, input, min=None, max=None):
         return self.torch.clamp(input, min, max)
 
@@ -373,6 +376,9 @@ class SharedOps(_Common):
 
     def layer_norm(self, input, normalized_shape, weight=None, bias=None, eps=1e-5):
         return self._nl(input, "layer_norm", normalized_shape, weight, bias, eps)
+
+    def rms_norm(self, input, normalized_shape, weight=None, eps=None):
+        return self._nl(input, "rms_norm", normalized_shape, weight, eps)
 
     def clamp(self, input, min=None, max=None):
         return self._nl(input, "clamp", min, max)

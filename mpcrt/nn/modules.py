@@ -52,9 +52,23 @@ def import_module(tr, n) -> dict:
         out = step(tr, n, mod, x, go, str(n.target), what)
         if out is not None:
             return out
+    hint = MODULE_HINTS.get(type(mod).__name__, "")
     raise UnsupportedLayerError(
-        f"unsupported layer {what} at fx node '{n.name}'; supported layers: {', '.join(supported()['modules'])}"
+        f"unsupported layer {what} at fx node '{n.name}'{'; ' + hint if hint else ''}; supported layers: "
+        f"{', '.join(supported()['modules'])}"
     )
+
+
+# What to write instead, for layers users bring that have no MPC form here
+_RECURRENT = ("recurrent layers run their nonlinear gates step by step and are not supported; a Conv1d stack or "
+              "a TransformerEncoder over the sequence imports")
+MODULE_HINTS = {
+    "LSTM": _RECURRENT, "GRU": _RECURRENT, "RNN": _RECURRENT, "LSTMCell": _RECURRENT, "GRUCell": _RECURRENT,
+    "ConvTranspose2d": "nn.Upsample(scale_factor=stride) followed by nn.Conv2d imports (the usual replacement)",
+    "ConvTranspose1d": "nn.Upsample(scale_factor=stride) followed by nn.Conv1d imports (the usual replacement)",
+    "AdaptiveMaxPool1d": "nn.MaxPool1d with kernel_size = stride = input length / output length imports",
+    "Bilinear": "write it as nn.Linear layers and a product of shared tensors",
+}
 
 
 def _transformer(tr, n, mod, what: str) -> dict:
@@ -143,6 +157,9 @@ def _nonlinear(tr, n, mod, x, go, t: str, what: str) -> dict | None:
         return _instance_norm(tr, n, mod, go, t, what)
     if isinstance(mod, tnn.LayerNorm):
         return layer_norm(tr, x, mod, t, n.name, what)
+    if isinstance(mod, getattr(tnn, "RMSNorm", ())):  # torch >= 2.4
+        return go("rms_norm", normalized_shape=[int(v) for v in mod.normalized_shape],
+                  weight=tr.opt_param(mod.weight, t + ".weight"), eps=None if mod.eps is None else float(mod.eps))
     return None
 
 
@@ -179,6 +196,8 @@ def _pool_or_shape(tr, n, mod, x, go, t: str, what: str) -> dict | None:
                   count_include_pad=bool(mod.count_include_pad), divisor_override=mod.divisor_override)
     if isinstance(mod, tnn.AdaptiveAvgPool2d):
         return go("adaptive_avg_pool2d", output_size=tr.enc(mod.output_size, n))
+    if isinstance(mod, tnn.AdaptiveMaxPool2d):
+        return go("max_pool2d", **_adaptive_max_args(tr.in_shape(n), mod, what, n.name))
     if isinstance(mod, tnn.Flatten):
         return go("flatten", start_dim=int(mod.start_dim), end_dim=int(mod.end_dim))
     if isinstance(mod, (tnn.Dropout, tnn.Dropout1d, tnn.Dropout2d, tnn.Dropout3d, tnn.AlphaDropout, tnn.Identity)):
@@ -186,6 +205,20 @@ def _pool_or_shape(tr, n, mod, x, go, t: str, what: str) -> dict | None:
     if qualname(type(mod)) in EVAL_IDENTITY_MODULES and not mod.training:
         return go("identity")
     return None
+
+
+def _adaptive_max_args(shape, mod, what: str, name: str) -> dict:
+    """AdaptiveMaxPool2d as max_pool2d where each output size divides the input's (kernel = stride = ratio)."""
+    out = mod.output_size if isinstance(mod.output_size, (tuple, list)) else (mod.output_size,) * 2
+    if mod.return_indices or shape is None or len(shape) < 2:
+        raise UnsupportedLayerError(f"{what} at fx node '{name}' with return_indices or an input of unknown shape")
+    ins = [int(v) for v in shape[-2:]]
+    outs = [i if o is None else int(o) for i, o in zip(ins, out)]
+    if any(o <= 0 or i % o for i, o in zip(ins, outs)):
+        raise UnsupportedLayerError(f"{what} at fx node '{name}': output size {tuple(outs)} does not divide the "
+                                    f"input's {tuple(ins)}; use nn.MaxPool2d with a kernel and stride of your choice")
+    k = [i // o for i, o in zip(ins, outs)]
+    return dict(kernel_size=k, stride=k, padding=[0, 0], dilation=[1, 1], ceil_mode=False)
 
 
 def _module_1d(tr, n, mod, x, t: str, what: str) -> dict:

@@ -55,6 +55,7 @@ _OPS: dict[str, Op] = {
     # softmax(q k^T scale + mask) v over the last two dims (F.scaled_dot_product_attention)
     "attention": Op(_s(lambda input, key, value, attn_mask=None, is_causal=False, scale=None: None), "softmax"),
     "layer_norm": Op(_s(lambda input, normalized_shape, weight=None, bias=None, eps=1e-5: None), "layer_norm"),
+    "rms_norm": Op(_s(lambda input, normalized_shape, weight=None, eps=None: None), "rms_norm"),
     "max_pool2d": Op(_s(lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False: None),
                      "maxpool2d"),
     "avg_pool2d": Op(_s(lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -133,9 +134,11 @@ NONLINEAR_METHODS: dict[str, str] = {name: op.needs for name, op in OPS.items() 
 
 # ------------------------------------------------------------ supported lists
 _MODULES = (
-    "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "LeakyReLU", "ReLU6", "Upsample", "PReLU",
+    "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "LeakyReLU", "ReLU6",
+    "Upsample", "PReLU",
     "GroupNorm", "InstanceNorm1d/2d", "Softmax", "LogSoftmax", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d",
-    "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
+    "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d (output size dividing the input's)",
+    "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
     "torchvision's StochasticDepth (eval)", "MultiheadAttention (no masks; output only)",
     "TransformerEncoderLayer (relu/gelu, no masks)", "TransformerEncoder",
 )
@@ -147,7 +150,7 @@ _FUNCTIONS = (
     "softmax/log_softmax/flatten/reshape/permute/transpose/unsqueeze/squeeze/cat/concat/sum/mean, "
     "torch._assert on sizes, torchvision.ops.stochastic_depth (eval), "
     "F.scaled_dot_product_attention (is_causal, scale, float attn_mask)/leaky_relu/relu6/pad/interpolate/normalize/"
-    "prelu/group_norm/instance_norm/softmax/log_softmax/layer_norm/max_pool1d/2d/avg_pool1d/2d/"
+    "prelu/group_norm/instance_norm/softmax/log_softmax/layer_norm/rms_norm/max_pool1d/2d/avg_pool1d/2d/"
     "adaptive_avg_pool1d/2d/dropout/dropout2d/linear/conv1d/conv2d, tensor methods "
     "add/sub/mul/div/neg/matmul/pow/square/clamp/clip/clamp_min/clamp_max/"
     "softmax/log_softmax/view/reshape/flatten/permute/repeat/expand/transpose/t/unsqueeze/squeeze/contiguous/size/dim/"

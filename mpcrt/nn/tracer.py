@@ -47,6 +47,16 @@ def trace(model, example_input) -> tuple[Graph, list[np.ndarray]]:
         model.train(was_training)
 
 
+# What to write instead, for calls users bring that have no MPC form here (keyed by the end of their name)
+CALL_HINTS = {
+    "erf": "for GELU use F.gelu or nn.GELU (exact or tanh form)",
+    "einsum": "write it with @ (torch.matmul) and permute/transpose/reshape",
+    "masked_fill": "with a constant mask, add an additive mask buffer instead (0 where kept, -inf where masked)",
+    "tensor method .masked_fill()": "with a constant mask, add an additive mask buffer instead (0 where kept, "
+                                   "-inf where masked)",
+    "embedding": "share one-hot inputs and use a Linear layer (weight = embedding.weight.T)",
+}
+
 ONE_INPUT_HINT = ("Wrap the model so that forward() takes one tensor: the data owner concatenates its inputs "
                   "(torch.cat along the last dim) and forward() splits them again (torch.split)")
 
@@ -334,8 +344,9 @@ class _Tracer:
 
     def _call(self, n, spec, what: str) -> dict:
         if spec is None:
-            raise UnsupportedLayerError(f"unsupported operation {what} at fx node '{n.name}'; see mpcrt.nn.SUPPORTED "
-                                        f"for what runs under MPC")
+            hint = next((h for k, h in CALL_HINTS.items() if what.endswith(k)), "")
+            raise UnsupportedLayerError(f"unsupported operation {what} at fx node '{n.name}'; "
+                                        f"{hint + '; ' if hint else ''}see mpcrt.nn.SUPPORTED for what runs under MPC")
         op, sig, fix = spec
         try:
             b = sig.bind(*n.args, **n.kwargs)
