@@ -22,12 +22,14 @@ setup(
         Extension(
             "mpcrt.kernels._aesctr",
             sources=["kernels/aesctr.c"],
+            depends=["kernels/aes128.h"],
             extra_compile_args=["-O3", "-std=c11"],
             optional=True,
         ),
         Extension(
             "mpcrt.kernels._dcfeval",
             sources=["kernels/dcfeval.c"],
+            depends=["kernels/aes128.h"],
             extra_compile_args=["-O3", "-std=c11"],
             optional=True,
         ),

@@ -21,25 +21,15 @@
 #include <stdint.h>
 #include <string.h>
 
-#define TARGET __attribute__((target("aes,sse4.1,avx512f,avx512bw,vaes")))
+#include "aes128.h"
 
-#define EXPAND(i, rcon)                                                          \
-    do {                                                                         \
-        __m128i t = _mm_aeskeygenassist_si128(rk[i - 1], rcon);                  \
-        __m128i k = rk[i - 1];                                                   \
-        t = _mm_shuffle_epi32(t, 0xff);                                          \
-        k = _mm_xor_si128(k, _mm_slli_si128(k, 4));                              \
-        k = _mm_xor_si128(k, _mm_slli_si128(k, 4));                              \
-        k = _mm_xor_si128(k, _mm_slli_si128(k, 4));                              \
-        rk[i] = _mm_xor_si128(k, t);                                             \
-    } while (0)
+#define TARGET __attribute__((target("aes,sse4.1,avx512f,avx512bw,vaes")))
 
 /* The scalar helpers, once per target (a 512-bit path's helpers may not run on an AVX2-only CPU). */
 #define HELPERS(TGT, SFX)                                                                           \
     TGT static void key_schedule##SFX(const uint8_t *key, __m128i rk[11]) {                         \
         rk[0] = _mm_loadu_si128((const __m128i *)key);                                              \
-        EXPAND(1, 0x01); EXPAND(2, 0x02); EXPAND(3, 0x04); EXPAND(4, 0x08); EXPAND(5, 0x10);        \
-        EXPAND(6, 0x20); EXPAND(7, 0x40); EXPAND(8, 0x80); EXPAND(9, 0x1b); EXPAND(10, 0x36);       \
+        AES128_SCHEDULE(rk);                                                                        \
     }                                                                                               \
     /* One counter block: stream id and block index, both big-endian. */                            \
     TGT static __m128i counter_block##SFX(uint64_t sid, uint64_t idx) {                             \

@@ -255,10 +255,14 @@ def eval_(b: int, seed: np.ndarray, keys: dict[str, np.ndarray], z: np.ndarray, 
     P = keys["fc"].shape[0]
     q = -(-P // 2)
     out = np.empty((P, m), np.int64)
-    if (NATIVE if native is None else native) and m % 64 == 0 and P <= 4:
-        c = np.ascontiguousarray
-        _dcfeval.eval(b, c(seed, np.int64), c(keys["sc"]), c(keys["vc"]), c(keys["tl"]), c(keys["tr"]),
-                      c(keys["fc"]), c(z, np.int64), L, out)
+    if native and not NATIVE:
+        raise RuntimeError("kernels/dcfeval.c is not built here or this CPU lacks AES-NI: use native=None")
+    if (NATIVE if native is None else native) and m and m % 64 == 0 and P <= 4:
+        def c(a):  # int64, C-contiguous and aligned, as the C side reads them (no copy when they are)
+            return np.require(a, np.int64, "CA")
+
+        _dcfeval.eval(b, c(seed), c(keys["sc"]), c(keys["vc"]), c(keys["tl"]), c(keys["tr"]), c(keys["fc"]), c(z),
+                      L, out)
         return out
     enc = _encryptor()
     for lo in range(0, m, CHUNK):

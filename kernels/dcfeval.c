@@ -11,8 +11,8 @@
  *
  * eval(b, seed, sc, vc, tl, tr, fc, z, bits, out) -> None, all int64 C-contiguous buffers:
  * seed (m, 2), sc (L, m, 2), vc (L, P, m), tl and tr (L, m / 64), fc (P, m), z (m,),
- * out (P, m) written; m a multiple of 64, 1 <= L = bits <= 63, 1 <= P <= 4. The GIL is
- * released. available() says whether this CPU has AES-NI (else dcf.py keeps numpy's path).
+ * out (P, m) written; m a multiple of 64, 1 <= L = bits <= 63, 1 <= P <= 4; the buffers are
+ * read as aligned int64 words (dcf.eval_ passes them so). The GIL is released. available() says whether this CPU has AES-NI (else dcf.py keeps numpy's path).
  * Keys are public correction words and z is public, so branches on them leak nothing; the
  * seeds, control bits and sums (secret shares) take no data-dependent branches or indices.
  */
@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "aes128.h"
+
 #define TGT __attribute__((target("aes,sse4.1")))
 #define GROUP 64 /* elements walked together: one word of tl / tr */
 #define MAXP 4
@@ -30,21 +32,9 @@
 static const uint8_t AES_KEY[16] = {0x6d, 0x70, 0x63, 0x72, 0x74, 0x20, 0x66, 0x63,
                                     0x73, 0x20, 0x64, 0x63, 0x66, 0x20, 0x67, 0x6b}; /* dcf.AES_KEY */
 
-#define EXPAND(i, rcon)                                                          \
-    do {                                                                         \
-        __m128i t = _mm_aeskeygenassist_si128(rk[i - 1], rcon);                  \
-        __m128i k = rk[i - 1];                                                   \
-        t = _mm_shuffle_epi32(t, 0xff);                                          \
-        k = _mm_xor_si128(k, _mm_slli_si128(k, 4));                              \
-        k = _mm_xor_si128(k, _mm_slli_si128(k, 4));                              \
-        k = _mm_xor_si128(k, _mm_slli_si128(k, 4));                              \
-        rk[i] = _mm_xor_si128(k, t);                                             \
-    } while (0)
-
 TGT static void key_schedule(__m128i rk[11]) {
     rk[0] = _mm_loadu_si128((const __m128i *)AES_KEY);
-    EXPAND(1, 0x01); EXPAND(2, 0x02); EXPAND(3, 0x04); EXPAND(4, 0x08); EXPAND(5, 0x10);
-    EXPAND(6, 0x20); EXPAND(7, 0x40); EXPAND(8, 0x80); EXPAND(9, 0x1b); EXPAND(10, 0x36);
+    AES128_SCHEDULE(rk);
 }
 
 /* Blocks i < n of w (two words each, 16-byte aligned) become AES_K(x) ^ x, eight in flight. */
@@ -74,7 +64,7 @@ TGT static void mmo(uint64_t *w, int n, const __m128i rk[11]) {
 TGT static INLINE void walk(int b, int64_t e0, int64_t m, int L, const int P, const uint64_t *seed,
                             const uint64_t *sc, const uint64_t *vc, const uint64_t *tl, const uint64_t *tr,
                             const uint64_t *fc, const uint64_t *z, uint64_t *out, const __m128i rk[11]) {
-    const int q = (P + 1) / 2, nb = 1 + q, kb = nb > 2 ? 4 : 8; /* at most 12 blocks in flight */
+    const int q = (P + 1) / 2, nb = 1 + q, kb = nb > 2 ? 4 : 8; /* 16 blocks in flight for P <= 2, 12 above */
     uint64_t s0[GROUP], s1[GROUP], t[GROUP], u[MAXP][GROUP];
     uint64_t blk[2 * GROUP * MAXB] __attribute__((aligned(16))); /* element e's block j: blk[2 (nb e + j)] */
     for (int e = 0; e < GROUP; e++) {
@@ -167,7 +157,10 @@ static PyObject *py_eval(PyObject *self, PyObject *args) {
     const Py_ssize_t m = v[6].len / 8, L = bits;
     const Py_ssize_t P = m ? v[5].len / 8 / m : 0;
     int ok = 1;
-    if (!has_aes()) {
+    if (v[6].len % 8 || (m && v[5].len % (8 * m))) {
+        PyErr_SetString(PyExc_ValueError, "dcf eval: z must be whole int64 words and fc (P, m) int64");
+        ok = 0;
+    } else if (!has_aes()) {
         PyErr_SetString(PyExc_RuntimeError, "this CPU lacks AES-NI: use dcf.py's numpy path");
         ok = 0;
     } else if (m <= 0 || m % 64 || L < 1 || L > 63 || P < 1 || P > MAXP || (b != 0 && b != 1)) {

@@ -1,25 +1,26 @@
-"""x / y for a shared divisor y: the quotient keeps f fractional bits whatever y's size.
+"""x / y for a shared divisor y: the quotient keeps f fractional bits for divisors across the format.
 
 x * reciprocal(y) loses the quotient once 1/y nears the resolution: at f = 16 the
 reciprocal of 1.8e6 is 0.04 ulp, so a hand-written softmax exp(x) / exp(x).sum() gave 0
 for logits near 14. Here |y| = m 2^k with m in [1/16, 1) (one batched comparison of |y|
 with the powers of 16 of [2^(4 - f), 2^(60 - f)), as protocols.reciprocal normalizes), 1/m
-from reciprocal's cubic and Newton steps, and the quotient is
-    x / y = sum over the buckets k of [bucket k] (sign(y) x (1/m)) >> (f + k),
+from reciprocal's cubic and Newton steps (at g = min(f, 16) bits), and the quotient is
+    x / y = sum over the buckets k of [bucket k] (sign(y) x (1/m)) >> (g + k),
 one truncation per bucket (all in one round): the 2^-k scale is a shift of the quotient,
 never a factor below the resolution. Each bucket's product [bucket k] sign(y) x is formed
 while 1/m is computed.
 
-Rounds: 25 (sign 7, normalization 7, 1/m 9, the products and the truncations 2), also for a
-  public numerator (its products with the buckets are local).
+Rounds: 25 (sign 7, normalization 7, 1/m 9, the products and the truncations 2).
 Bytes per element per peer: 895 measured at N = 2 for x and y of one shape (the comparison of
   |y| with 15 thresholds, ~350 per element of y; two products and a truncation for each of
-  the 15 buckets, ~550 per element of the quotient); x * reciprocal(y) sent 323.
-Dealer words per element: 131 measured (to the corrected party).
+  the 15 buckets, ~550 per element of the quotient); 762 for a public numerator (its product
+  with the buckets is local); x * reciprocal(y) sent 323.
+Dealer words per element: 131 measured (116 for a public numerator), to the corrected party.
 Error: rel 1e-3 + 1 ulp for 2^(4 - f) <= |y| < 2^(60 - f) (8.9e-4 and 1.1 ulps measured over
-  20000 log-uniform divisors at f = 16) while |x / m| < 2^(62 - 2f) (the product bound);
-  |y| below 2^(4 - f) (16 ulps) is taken as 2^(4 - f), above the range as 2^(60 - f); y = 0
-  gives x 2^(f - 4) (bounded, not an error).
+  20000 log-uniform divisors at f = 16) while |x| 16 < 2^(62 - f - g) (sign x / m at f + g
+  bits: |x| < 2^26 at f = 16, 2^18 at 24); |y| below 2^(4 - f) (16 ulps) is taken as 15 ulps,
+  above the range as 2^(60 - f); y = 0 gives x 2^f / 15 (bounded, not an error). Shapes
+  broadcast as numpy's (x may have more dims than y, or fewer).
 Reference: docs/design.md, 'Protocols' (normalization and Newton steps, 'Quotients'); division
   by normalization as in Catrina and Saxena, "Secure computation with fixed-point numbers"
   (FC 2010), here with one exact truncation (protocols.truncation) per bucket.
@@ -35,6 +36,8 @@ from mpcrt.protocols.rounds import lockstep, run
 from mpcrt.protocols.shared import SharedTensor
 
 STEP = 4
+YF_BITS = 16  # 1/m in (1, 16] needs no more fractional bits (rel 2^-16 < the Newton steps' 4e-4); fewer
+#               bits in the product sign x / m leave more room for x at high precisions
 
 
 def bucket_range(f: int) -> tuple[int, int]:
@@ -87,18 +90,29 @@ def _quotient(x, y: SharedTensor, shared: bool) -> SharedTensor:
         if rt.rank == 0:
             sign += 1
 
+        out_shape = np.broadcast_shapes(np.shape(X), y.shape)
+        # the bucket axis leads; y's dims line up with the quotient's last ones, as numpy broadcasts
+        ind = np.stack(ind).reshape((len(ks),) + (1,) * (len(out_shape) - y.ndim) + y.shape)
+
         def rows():  # [bucket k] sign(y) x, every bucket at once (integer factors: no truncation)
-            s = yield from beaver.mul_steps(rt, np.stack(ind), sign)
+            s = yield from beaver.mul_steps(rt, ind, sign)
             if not shared:
                 return s * X  # a public x: local
             return (yield from beaver.mul_steps(rt, s, X))
 
-        yf, sx = run(rt, inverse_m_steps(rt, hold["clamped"], sig, f, hi), rows())
+        g = min(f, YF_BITS)
+        yf, sx = run(rt, inverse_m_steps(rt, hold["clamped"], sig, f, hi, g), rows())
 
         def scale():
-            q = yield from beaver.mul_steps(rt, sx, yf)  # the bucket's x sign / m at 2f bits
-            outs = yield from lockstep(*[powers.trunc_pow_steps(rt, q[i], f + k, 1) for i, k in enumerate(ks)])
-            return sum((o[0] for o in outs[1:]), outs[0][0])
+            q = yield from beaver.mul_steps(rt, sx, yf)  # the bucket's x sign / m at f + g bits
+            shifts = [g + k for k in ks]  # 2^-k: right shifts, or left ones below 2^-(g) at high f
+            outs = yield from lockstep(*[powers.trunc_pow_steps(rt, q[i], s, 1)
+                                         for i, s in enumerate(shifts) if s > 0])
+            out = sum((o[0] for o in outs), np.zeros(out_shape, np.int64))
+            for i, s in enumerate(shifts):
+                if s <= 0:
+                    out += q[i] << np.int64(-s)
+            return out
 
         (out,) = run(rt, scale())
     return SharedTensor(rt, out, f)

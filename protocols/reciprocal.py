@@ -150,9 +150,10 @@ def reciprocal(x: SharedTensor) -> SharedTensor:
     return SharedTensor(rt, out, f)
 
 
-def inverse_m_steps(rt, Ac: np.ndarray, sig: np.ndarray, f: int, top: int):
-    """Generator (9 rounds): [1/m] at f bits for m = Ac sig / 2^top in [1/16, 1) (Ac at f bits, sig an
-    integer share): m and its powers, a cubic within 37% (relative), three Newton steps (rel 4e-4)."""
+def inverse_m_steps(rt, Ac: np.ndarray, sig: np.ndarray, f: int, top: int, out_bits: int | None = None):
+    """Generator (9 rounds): [1/m] at out_bits (default f) bits for m = Ac sig / 2^top in [1/16, 1) (Ac at
+    f bits, sig an integer share): m and its powers, a cubic within 37% (relative), three Newton steps
+    (rel 4e-4)."""
     mx = yield from beaver.mul_steps(rt, Ac, sig)  # f bits
     ms = yield from powers.trunc_pow_steps(rt, mx, f + top - F, 3)  # m at F, F..3F
     y0 = poly3(rt, ms, RECIP_POLY, REC_G)  # 1/m within 15%, at 3F + REC_G
@@ -162,7 +163,7 @@ def inverse_m_steps(rt, Ac: np.ndarray, sig: np.ndarray, f: int, top: int):
         y1 = (y << np.int64(2 * F + 1)) - p
         if it < 2:
             y, y2 = yield from powers.trunc_pow_steps(rt, y1, 2 * F, 2)
-    (yf,) = yield from powers.trunc_pow_steps(rt, y1, 3 * F - f, 1)
+    (yf,) = yield from powers.trunc_pow_steps(rt, y1, 3 * F - (f if out_bits is None else out_bits), 1)
     return yf
 
 

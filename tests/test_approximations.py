@@ -255,6 +255,35 @@ def test_quotient_over_the_whole_format(n):
         assert np.all(np.abs(pub - refp) <= 1e-3 * np.abs(refp) + 2.0**-15), "7.5 / y"
 
 
+def _quotient_shapes(rt, pairs):
+    out = []
+    for x, y in pairs:
+        X = rt.share(x if rt.rank == 0 else None, src=0)
+        Y = rt.share(y if rt.rank == 1 else None, src=1)
+        out.append(((X / Y).reveal(), (-2.5 / Y).reveal()))
+    return out
+
+
+def test_quotient_broadcasts_as_numpy_and_holds_at_high_precision():
+    """x with more dims than y (a 0-d sum: the hand-written softmax's e / e.sum()), fewer, or the same
+    with size-1 axes: numpy's result shape and values; at f = 24, |x| up to 2^17 over y = 1 (the
+    quotient's x / m at f + 16 bits, not 2f)."""
+    rng = np.random.default_rng(7)
+    shapes = [((15,), ()), ((5,), ()), ((2, 3), (3,)), ((15, 3), (3,)), ((1, 3), (3,)), ((2, 2, 3), (3,)),
+              ((), (4,)), ((3,), (2, 3)), ((), ())]
+    pairs = [(rng.uniform(-100, 100, xs), rng.uniform(0.5, 50, ys) * rng.choice([-1.0, 1.0], ys))
+             for xs, ys in shapes]
+    for (x, y), (got, pub) in zip(pairs, run(_quotient_shapes, 2, pairs)[1]):
+        ref = q(x) / q(y)
+        assert got.shape == ref.shape and pub.shape == np.shape(y), (np.shape(x), np.shape(y), got.shape)
+        assert np.all(np.abs(got - ref) <= 1e-3 * np.abs(ref) + 2.0**-15), (got, ref)
+        assert np.all(np.abs(pub - -2.5 / q(y)) <= 1e-3 * np.abs(2.5 / q(y)) + 2.0**-15)
+    x, y = np.array([2000.0, -16000.0, 2.0**17, 3.0]), np.array([1.0, 1.0, -1.0, 7.0])
+    (got, _), = run(_quotient_shapes, 2, [(x, y)], precision=24)[1]
+    ref = q(x, 24) / q(y, 24)
+    assert np.all(np.abs(got - ref) <= 1e-3 * np.abs(ref) + 2.0**-23), (got, ref)
+
+
 # ======================================================== log, sqrt, rsqrt
 @pytest.mark.parametrize("n", NS)
 def test_log_sqrt_rsqrt(n):

@@ -79,7 +79,9 @@ def test_native_dcf_refuses_malformed_buffers():
 
     w = np.zeros(64 * 2 * 3, np.int64)
     with pytest.raises(ValueError, match="multiple of 64"):
-        _dcfeval.eval(0, w[:126], w, w, w, w, w, w[:63], 3, np.zeros(63, np.int64))
+        _dcfeval.eval(0, w[:126], w, w, w, w, w[:189], w[:63], 3, np.zeros(189, np.int64))
+    with pytest.raises(ValueError, match="fc"):  # fc one word short of (P, m)
+        _dcfeval.eval(0, w[:128], w, w, w, w, w[:191], w[:64], 3, np.zeros(192, np.int64))
     with pytest.raises(ValueError, match="expected"):  # sc too short for 3 levels of 64 elements
         _dcfeval.eval(0, w[:128], w[:10], w[:192], w[:3], w[:3], w[:64], w[:64], 3, np.zeros(64, np.int64))
 
