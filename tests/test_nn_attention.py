@@ -316,3 +316,32 @@ def test_rms_norm_module_and_function():
     assert [n["op"] for n in g.nodes].count("rms_norm") == 2
     x = torch.randn(2, 5, 16) * torch.tensor([0.05, 1.0, 30.0, 300.0, 3.0]).reshape(1, 5, 1)  # rows of all scales
     _check(RmsBlock(), x)
+
+
+class NanoGptAttention(nn.Module):
+    """nanoGPT's CausalSelfAttention as written there: B, T, C = x.size(), split, the minGPT scale, and
+    the causal mask as a buffer sliced to T and applied with masked_fill(... == 0, -inf)."""
+
+    def __init__(self, n_embd=16, n_head=4, block_size=8):
+        super().__init__()
+        self.c_attn, self.c_proj = nn.Linear(n_embd, 3 * n_embd), nn.Linear(n_embd, n_embd)
+        self.n_head, self.n_embd = n_head, n_embd
+        self.register_buffer("bias", torch.tril(torch.ones(block_size, block_size)).view(1, 1, block_size, block_size))
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))
+        y = F.softmax(att, dim=-1) @ v
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+def test_nanogpt_causal_attention_with_its_sliced_mask_buffer():
+    torch.manual_seed(5)
+    g, _ = mnn.trace(NanoGptAttention(), torch.randn(1, 6, 16))
+    assert "where" in {n["op"] for n in g.nodes}
+    _check(NanoGptAttention(), torch.randn(2, 6, 16))

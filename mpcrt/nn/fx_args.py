@@ -5,6 +5,8 @@ import numpy as np
 
 from mpcrt.nn.ir import UnsupportedLayerError
 
+MASK_FILL = -1e9  # a weight's -inf (an attention mask's fill): exp() of it is 0 under MPC too; 1e9 < 2^33 fits f <= 28
+
 
 def as_f64(t):
     """A torch tensor (a module's parameter) as a float64 numpy array; None stays None."""

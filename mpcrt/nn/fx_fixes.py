@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from mpcrt.nn.fx_args import (
+    MASK_FILL,
     adaptive_pool1d_args,
     avg_pool1d_args,
     check_maxpool,
@@ -136,6 +137,18 @@ def pow_(tr, n, a):
     if public_number(base):
         raise UnsupportedLayerError(f"a number raised to a tensor power at fx node '{n.name}'")
     return ("pow", {"input": base, "exponent": int(e)})
+
+
+def masked_fill(tr, n, a):
+    """x.masked_fill(mask, value) as where(mask, value, x): a mask from the model's buffers (nanoGPT's
+    causal mask) is public; value -inf fills with MASK_FILL (+inf with -MASK_FILL): exp() of it is 0
+    under MPC too."""
+    v = a["value"]
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isinf(v):
+        v = MASK_FILL if v < 0 else -MASK_FILL
+    elif not public_number(v) and not hasattr(v, "op"):
+        raise UnsupportedLayerError(f"masked_fill with value {v!r} at fx node '{n.name}' (a number or a tensor)")
+    return ("where", {"condition": a["mask"], "input": v, "other": a["input"]})
 
 
 def sqrt_size(tr, n, a):
@@ -292,6 +305,7 @@ def div_no_out(tr, n, a):
 FIXES = dict(no_out=no_out, softmax=softmax, sdpa=sdpa, maxpool=maxpool, conv=conv, div=div, varargs=varargs,
              dim_method=dim_method, getattr_fix=getattr_fix, getitem_fix=getitem_fix, relu6=relu6, clamp=clamp,
              clamp_min=clamp_min, clamp_max=clamp_max, pow=pow_, sqrt_size=sqrt_size, square=square,
+             masked_fill=masked_fill,
              instance_norm=instance_norm,
              compare_as=compare_as, cast=cast, max_or_maximum=max_or_maximum, one_dim=one_dim, var_std=var_std,
              norm_fix=norm_fix, normalize_fix=normalize_fix, t_fix=t_fix, pad_fix=pad_fix, interpolate=interpolate,

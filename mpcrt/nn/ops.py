@@ -155,7 +155,7 @@ _FUNCTIONS = (
     "add/sub/mul/div/neg/matmul/pow/square/clamp/clip/clamp_min/clamp_max/"
     "softmax/log_softmax/view/reshape/flatten/permute/repeat/expand/transpose/t/unsqueeze/squeeze/contiguous/size/dim/"
     "sum/mean/chunk/split/bmm/lt/le/gt/ge/eq/ne/float/double/to(float dtype)/type_as/maximum/minimum/max/min/amax/amin/"
-    "argmax/argmin/var/std/norm"
+    "argmax/argmin/var/std/norm/masked_fill (torch. too; a public mask, such as a causal mask buffer)"
 )
 
 

@@ -18,14 +18,13 @@ import operator
 import numpy as np
 
 from mpcrt.errors import ShapeError
-from mpcrt.nn.fx_args import EVAL_IDENTITIES, describe, is_size, table_key, as_f64, qualname
+from mpcrt.nn.fx_args import MASK_FILL, EVAL_IDENTITIES, describe, is_size, table_key, as_f64, qualname
 from mpcrt.nn.fx_table import FUNCTIONS, METHODS
 from mpcrt.nn.ir import IR_OPS, Graph, ModelImportError, UnsupportedLayerError, refs_of
 from mpcrt.nn.layers import TorchOps, run_graph
 from mpcrt.nn.modules import import_module, plan_folds
 
 
-MASK_FILL = -1e9  # a weight's -inf (an attention mask's fill): exp() of it is 0 under MPC too; 1e9 < 2^33 fits f <= 28
 
 def trace(model, example_input) -> tuple[Graph, list[np.ndarray]]:
     """Trace `model` (a torch.nn.Module, evaluated in eval mode) into (Graph, parameter arrays).
@@ -51,9 +50,6 @@ def trace(model, example_input) -> tuple[Graph, list[np.ndarray]]:
 CALL_HINTS = {
     "erf": "for GELU use F.gelu or nn.GELU (exact or tanh form)",
     "einsum": "write it with @ (torch.matmul) and permute/transpose/reshape",
-    "masked_fill": "with a constant mask, add an additive mask buffer instead (0 where kept, -inf where masked)",
-    "tensor method .masked_fill()": "with a constant mask, add an additive mask buffer instead (0 where kept, "
-                                   "-inf where masked)",
     "embedding": "share one-hot inputs and use a Linear layer (weight = embedding.weight.T)",
 }
 
@@ -138,12 +134,14 @@ class _Tracer:
     # ----------------------------------------------------------------- run
     def run(self) -> tuple[Graph, list[np.ndarray]]:
         import torch
-        from torch.fx import symbolic_trace
+        from torch.fx import GraphModule, Tracer
         from torch.fx.passes.shape_prop import ShapeProp
 
         root = _wrapped(self.model) if isinstance(self.model, _transformer_types()) else self.model
         try:
-            gm = symbolic_trace(root, concrete_args=_defaults_after_first(root) or None)
+            fx_tracer = Tracer()
+            fx_tracer.proxy_buffer_attributes = True  # buffers as graph values: nanoGPT slices its mask by T
+            gm = GraphModule(root, fx_tracer.trace(root, concrete_args=_defaults_after_first(root) or None))
             _drop_specialized(gm)
         except Exception as e:
             raise ModelImportError(
