@@ -77,6 +77,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--reveal", choices=("logits", "probs", "label"), default="logits",
                    help="what the data owner learns: the model's output (default), its softmax "
                         "(computed under MPC), or only the argmax label (computed under MPC)")
+    o.add_argument("--class-dim", type=int, default=None, metavar="D",
+                   help="with --reveal probs/label: the output dim holding the class scores (default: 1 of a "
+                        "(batch, classes) output; say it for outputs with more dims)")
     o.add_argument("--progress", action="store_true", help="progress bar on the data owner")
     o.add_argument("--no-fixed-masks", action="store_true",
                    help="re-mask the weights on every call instead of once at load (MPCRT_FIXED_MASKS=0; comparisons)")
@@ -111,6 +114,8 @@ def _party_argv(a) -> list[str]:
             out += [flag, v]
     if a.progress:
         out.append("--progress")
+    if a.class_dim is not None:
+        out += ["--class-dim", str(a.class_dim)]
     if a.serve:
         out += ["--serve-ping", str(a.serve_ping)]
     return out
@@ -173,10 +178,11 @@ def party_main(a) -> int:
     role = " and ".join([w for w, r in (("model owner", mo), ("data owner", do)) if r == rt.rank]) or "helper"
 
     # 1. every party checks the files its role owns; all learn whether all are ready
-    build, inputs, err = None, None, None
+    build, inputs, err, stage = None, None, None, "model"
     try:
         if rt.rank == mo:
             build = _model_loader(a)
+        stage = "data"
         if rt.rank == do and a.serve:
             _check_serve_folder(a.serve)
         elif rt.rank == do:
@@ -186,7 +192,11 @@ def party_main(a) -> int:
         err = f"{type(e).__name__}: {e}" if isinstance(e, mnn.ModelImportError) else str(e)
     except Exception as e:  # told to every party below, so that nobody waits for this one
         err = f"{type(e).__name__}: {e}"
-    failures = _all_agree(rt, err)
+    # the data owner's reasons stay on the data owner: what its input holds (NaN, magnitudes, dtype) is
+    # not the others' to learn; they hear that it is not ready
+    told = err if err is None or stage == "model" else "its input or output was refused (the reason is shown " \
+        "on that party only)"
+    failures = [(r, err if r == rt.rank else m) for r, m in _all_agree(rt, told)]
     if failures:
         raise ConfigError("; ".join(f"party {r} ({_role(r, mo, do)}): {m}" for r, m in failures))
 
@@ -205,7 +215,8 @@ def party_main(a) -> int:
     if a.serve:  # 3'. a service: requests as they come, until DIR/STOP
         from mpcrt.launch.serve import serve
 
-        serve(rt, model, a.serve, do, a.batch_size, a.reveal, _load_inputs, ping_s=a.serve_ping)
+        serve(rt, model, a.serve, do, a.batch_size, a.reveal, _load_inputs, ping_s=a.serve_ping,
+              class_dim=a.class_dim)
         return 0
 
     # 3. private inference, outputs revealed to the data owner only
@@ -249,7 +260,7 @@ def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:
               f"{total} rows run as one batch, not in batches of {a.batch_size}", file=sys.stderr)
     try:
         for s in range(0, total, step):
-            r = output_form(model(x[s:s + step]), a.reveal).reveal(to=do)  # one tensor: party_main checked
+            r = output_form(model(x[s:s + step]), a.reveal, a.class_dim).reveal(to=do)  # one tensor: checked
             if r is not None:
                 outs.append(r)
             if bar is not None:
@@ -436,6 +447,16 @@ def _check_output(path: str | None) -> None:
         raise ConfigError(f"output folder {d!r} does not exist")
     if not os.access(d, os.W_OK):
         raise ConfigError(f"output folder {d!r} is not writable")
+    if os.path.isdir(path):
+        raise ConfigError(f"--output {path!r} is a folder: name a file, e.g. {os.path.join(path, 'out.npy')!r}")
+    existed = os.path.exists(path)
+    try:  # os.access says yes to root everywhere: try it (the file is written only after the inference)
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--output {path!r} cannot be written: {e.strerror}") from None
+    if not existed:
+        os.remove(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,8 +53,9 @@ class Service:
     """One party's side of the serving loop (the data owner's also reads DIR)."""
 
     def __init__(self, rt, model, folder: str, data_owner: int, batch_size: int, reveal: str,
-                 load_inputs: Callable[[str, int], np.ndarray], ping_s: float = 5.0, poll_s: float = 0.1):
-        self.rt, self.model, self.do = rt, model, data_owner
+                 load_inputs: Callable[[str, int], np.ndarray], ping_s: float = 5.0, poll_s: float = 0.1,
+                 class_dim: int | None = None):
+        self.rt, self.model, self.do, self.class_dim = rt, model, data_owner, class_dim
         self.folder = os.path.abspath(folder)
         self.batch_size, self.reveal_kind = batch_size, reveal
         self.load_inputs = load_inputs
@@ -161,7 +162,7 @@ class Service:
 
     # ------------------------------------------------------------ one request
     def _call(self, x) -> Any:
-        return output_form(self.model(x), self.reveal_kind)
+        return output_form(self.model(x), self.reveal_kind, self.class_dim)
 
     def _serve(self, rows: int, name: str | None) -> None:
         rt = self.rt
@@ -218,25 +219,36 @@ class Service:
         self.prepared = shape
 
 
-def output_form(y, kind: str):
+def output_form(y, kind: str, class_dim: int | None = None):
     """A model's output `y` as `--reveal` asks for it: the raw outputs ("logits"), softmax ("probs") or
-    argmax ("label") over the class scores in dim 1 (a ShapeError where there is no dim 1)."""
-    if kind in ("probs", "label") and y.ndim < 2:
-        raise ShapeError(f"--reveal {kind} takes class scores along dim 1, but this model's output has "
-                         f"shape {tuple(y.shape)}: use --reveal logits (the raw outputs)")
+    argmax ("label") over the class scores in `class_dim` (None: dim 1 of a (batch, classes) output;
+    outputs with more dims must say which, as a sequence-first model's (T, N, C) does not follow torch's
+    (N, C, ...)). A ShapeError where that dim does not exist or is not said."""
+    if kind in ("probs", "label"):
+        if y.ndim < 2:
+            raise ShapeError(f"--reveal {kind} takes class scores along a dim after the batch, but this model's "
+                             f"output has shape {tuple(y.shape)}: use --reveal logits (the raw outputs)")
+        if class_dim is None and y.ndim > 2:
+            raise ShapeError(f"--reveal {kind}: this model's outputs have shape {tuple(y.shape)}; say which dim "
+                             "holds the class scores with --class-dim D (torch's (N, C, ...) layout: 1; a "
+                             "sequence-first (T, N, C) output: 2), or use --reveal logits")
+        d = 1 if class_dim is None else class_dim
+        if not -y.ndim <= d < y.ndim:
+            raise ShapeError(f"--class-dim {d} is not a dim of this model's output shape {tuple(y.shape)}")
     if kind == "probs":
-        return y.softmax(dim=1)
+        return y.softmax(dim=d)
     if kind == "label":
-        return y.argmax(dim=1)
+        return y.argmax(dim=d)
     return y
 
 
 def serve(rt, model, folder: str, data_owner: int, batch_size: int, reveal: str,
-          load_inputs: Callable[[str, int], np.ndarray], ping_s: float = 5.0) -> int:
+          load_inputs: Callable[[str, int], np.ndarray], ping_s: float = 5.0, class_dim: int | None = None) -> int:
     """Run the service on this party until DIR/STOP (or SIGTERM on the data owner); returns requests served."""
     if rt.rank == data_owner and not os.path.isdir(folder):
         raise ConfigError(f"--serve {folder!r}: no such folder (create it; requests are .npy files put there)")
-    svc = Service(rt, model, folder, data_owner, batch_size, reveal, load_inputs, ping_s=ping_s)
+    svc = Service(rt, model, folder, data_owner, batch_size, reveal, load_inputs, ping_s=ping_s,
+                  class_dim=class_dim)
     n = svc.run()
     print(f"party {rt.rank}: service stopped after {n} requests", flush=True)
     return n

@@ -143,11 +143,22 @@ def _fails_everywhere(r, *needles):
             assert needle in text, f"{who} lacks {needle!r}:\n{r.output}"
 
 
+def _data_owner_only(r, *needles, owner="party 1", others=("party 0",)):
+    """The data owner's reasons on the data owner alone; the others hear only that it is not ready."""
+    for needle in needles:
+        assert needle in "\n".join(_lines(r.output, owner)), f"{owner} lacks {needle!r}:\n{r.output}"
+        for who in others:
+            assert needle not in "\n".join(_lines(r.output, who)), f"{who} learned {needle!r}:\n{r.output}"
+    for who in others:
+        assert "its input or output was refused" in "\n".join(_lines(r.output, who)), r.output
+
+
 def test_missing_files_are_reported_by_every_party(cli, files):
     t0 = time.monotonic()
     r = _infer(cli, "-n", 2, "--model", str(files["dir"] / "nope.npz"), "--input", str(files["dir"] / "nope.npy"),
                "--output", files["out"], timeout=60)
-    _fails_everywhere(r, "model file", "nope.npz' does not exist", "input file", "nope.npy' does not exist")
+    _fails_everywhere(r, "model file", "nope.npz' does not exist")
+    _data_owner_only(r, "input file", "nope.npy' does not exist")
     assert time.monotonic() - t0 < 60
     assert not os.path.exists(files["out"])
 
@@ -162,7 +173,26 @@ def test_non_model_files_are_refused(cli, files):
     r = _infer(cli, "-n", 2, "--model", pt, "--input", files["x"], "--output", files["out"], timeout=60)
     _fails_everywhere(r, "torch.save", "never unpickles")
     r = _infer(cli, "-n", 2, "--model", files["state"], "--input", files["model"], "--output", files["out"], timeout=60)
-    _fails_everywhere(r, "without an mpcrt graph", "--arch", "input", "is an .npz archive")
+    _fails_everywhere(r, "without an mpcrt graph", "--arch")
+    _data_owner_only(r, "is an .npz archive")
+
+
+def test_the_data_owners_input_errors_stay_with_it_and_outputs_are_checked_first(cli, files):
+    """A NaN or an out-of-range value says something about the input: the model owner learns only that
+    the data owner is not ready. An --output that cannot be written (a folder, a path under /proc, where
+    os.access says yes to root) is refused before the inference, not after it."""
+    nan = files["dir"] / "nan.npy"
+    x = np.load(files["x"])
+    x[3, 4] = np.nan
+    np.save(str(nan), x)
+    r = _infer(cli, "-n", 2, "--model", files["model"], "--input", nan, "--output", files["out"], timeout=60)
+    assert r.returncode != 0 and not r.left
+    _data_owner_only(r, "NaN", "nan.npy")
+    for bad in (files["dir"], "/proc/mpcrt-out.npy"):
+        r = _infer(cli, "-n", 2, "--model", files["model"], "--input", files["x"], "--output", bad, timeout=60)
+        assert r.returncode != 0 and not r.left
+        assert "--output" in "\n".join(_lines(r.output, "party 1")), r.output
+        assert "inference" not in "\n".join(_lines(r.output, "party 1")), r.output
 
 
 def test_wrong_input_shape(cli, files):

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 import mpcrt.nn as mnn
+from mpcrt.errors import ShapeError
+from mpcrt.launch.inprocess import run_parties
 
 TOL = 1e-3
 
@@ -117,3 +119,29 @@ def test_service_runs_a_sequence_first_model_in_one_call(cli, tmp_path):
         ref = net.double()(torch.from_numpy(x)).numpy()
     assert got.shape == ref.shape == (7, 2, 3)
     assert float(np.abs(got - ref).max()) <= 5e-3
+
+
+def _forms(rt, y):
+    from mpcrt.launch.serve import output_form
+
+    t = rt.share(y if rt.rank == 0 else None, src=0)
+    out = {"label2": output_form(t, "label", 2).reveal(), "probs-1": output_form(t, "probs", -1).reveal(),
+           "flat": output_form(t.reshape(4, 3), "label").reveal()}
+    for kind, dim in (("label", None), ("probs", 3)):
+        try:
+            output_form(t, kind, dim)
+        except ShapeError as e:
+            out[f"{kind}{dim}"] = str(e)
+    return out
+
+
+def test_reveal_forms_need_the_class_dim_of_outputs_with_more_dims():
+    """A sequence-first model's (T, N, C) output: --reveal label over dim 1 would be silently wrong, so
+    outputs of more than 2 dims need --class-dim; a (batch, classes) output keeps dim 1."""
+    y = np.random.default_rng(0).normal(size=(4, 1, 3))
+    got = run_parties(_forms, 2, y, timeout=30)[0]
+    np.testing.assert_array_equal(got["label2"], y.argmax(2))
+    np.testing.assert_allclose(got["probs-1"], np.exp(y) / np.exp(y).sum(-1, keepdims=True), atol=2e-3)
+    np.testing.assert_array_equal(got["flat"], y.reshape(4, 3).argmax(1))
+    assert "--class-dim" in got["labelNone"] and "(4, 1, 3)" in got["labelNone"]
+    assert "not a dim" in got["probs3"]
