@@ -197,7 +197,8 @@ def party_main(a) -> int:
     told = err if err is None or stage == "model" else "its input or output was refused (the reason is shown " \
         "on that party only)"
     failures = [(r, err if r == rt.rank else m) for r, m in _all_agree(rt, told)]
-    if failures:
+    if failures:  # every party stops here alike: a clean goodbye, so the dealer reports no lost party
+        close_checked(rt)
         raise ConfigError("; ".join(f"party {r} ({_role(r, mo, do)}): {m}" for r, m in failures))
 
     # 2. the model: public graph to all, weights secret-shared by the model owner
@@ -240,8 +241,15 @@ def party_main(a) -> int:
 
 def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:
     # the shape is public: every party fails alike (the others before allocating anything)
-    x = rt.share(inputs if rt.rank == do else None, src=do, shape=model.check_input_shape)
-    model.check_input_shape(x.shape)
+    from mpcrt.errors import ShapeError
+    from mpcrt.parties.party import close_checked
+
+    try:
+        x = rt.share(inputs if rt.rank == do else None, src=do, shape=model.check_input_shape)
+        model.check_input_shape(x.shape)
+    except ShapeError:  # every party refuses the (public) shape alike: a clean goodbye, no lost party
+        close_checked(rt)
+        raise
     total, outs = x.shape[0], []
     bar = None
     if a.progress and rt.rank == do:

@@ -159,6 +159,7 @@ def test_missing_files_are_reported_by_every_party(cli, files):
                "--output", files["out"], timeout=60)
     _fails_everywhere(r, "model file", "nope.npz' does not exist")
     _data_owner_only(r, "input file", "nope.npy' does not exist")
+    assert "dealer (exit" not in r.output and "PeerFailure" not in r.output, r.output  # a clean goodbye
     assert time.monotonic() - t0 < 60
     assert not os.path.exists(files["out"])
 
@@ -200,6 +201,7 @@ def test_wrong_input_shape(cli, files):
     np.save(str(bad), np.zeros((5, 7)))
     r = _infer(cli, "-n", 2, "--model", files["model"], "--input", bad, "--output", files["out"], timeout=60)
     _fails_everywhere(r, "ShapeError", "expects input of shape (batch, 20)", "(5, 7)")
+    assert "dealer (exit" not in r.output and "PeerFailure" not in r.output, r.output
 
 
 def test_usage_errors(cli, files):
