@@ -273,6 +273,9 @@ def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:
                 outs.append(r)
             if bar is not None:
                 bar.update(min(total, s + step) - bar.n)
+    except ShapeError:  # shapes are public: every party refuses alike (--reveal on an output without classes)
+        close_checked(rt)
+        raise
     finally:
         if bar is not None:
             bar.close()

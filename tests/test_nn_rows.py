@@ -96,7 +96,8 @@ def test_reveal_label_needs_class_scores(cli, tmp_path):
                       "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "o.npy"), "--reveal", "label"],
                      timeout=120)
     assert r.returncode != 0
-    assert "--reveal label takes class scores along dim 1" in r.output and "use --reveal logits" in r.output
+    assert "--reveal label takes class scores along a dim after the batch" in r.output
+    assert "use --reveal logits" in r.output and "dealer (exit" not in r.output
     assert "zero-dimensional" not in r.output and not (tmp_path / "o.npy").exists()
 
 
