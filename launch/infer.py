@@ -128,6 +128,13 @@ def run(a) -> int:
         print("mpcrt infer: pass either -n N (all parties here) or --cluster/--rank (one party), not both",
               file=sys.stderr)
         return 2
+    if a.serve and (a.input or a.output):
+        print("mpcrt infer: --serve DIR reads its requests from DIR and writes DIR/out; drop --input/--output",
+              file=sys.stderr)
+        return 2
+    if a.batch_size < 1:
+        print(f"mpcrt infer: --batch-size must be positive, got {a.batch_size}", file=sys.stderr)
+        return 2
     cfg = config.current().replace(device=a.device)
     # installed: the local parties and the dealer inherit it
     cfg = config.install(cfg.replace(fixed_masks=False) if a.no_fixed_masks else cfg)

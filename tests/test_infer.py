@@ -207,6 +207,10 @@ def test_wrong_input_shape(cli, files):
 def test_usage_errors(cli, files):
     r = _infer(cli, "--model", files["model"], timeout=30)
     assert r.returncode == 2 and "where should it run" in r.stderr
+    r = _infer(cli, "-n", 2, "--serve", files["dir"], "--input", files["x"], "--model", files["model"], timeout=30)
+    assert r.returncode == 2 and "drop --input/--output" in r.stderr  # before anything is started
+    r = _infer(cli, "-n", 2, "--batch-size", 0, "--model", files["model"], "--input", files["x"], timeout=30)
+    assert r.returncode == 2 and "--batch-size must be positive" in r.stderr
     r = _infer(cli, "-n", 2, "--model-owner", 5, "--model", files["model"], "--input", files["x"], "--output",
                files["out"], timeout=60)
     _fails_everywhere(r, "--model-owner 5 is not a party rank")
