@@ -176,8 +176,6 @@ def party_main(a) -> int:
     for name, r in (("--model-owner", a.model_owner), ("--data-owner", a.data_owner)):
         if not 0 <= r < n:
             raise ConfigError(f"{name} {r} is not a party rank in 0..{n - 1}")
-    if a.batch_size < 1:
-        raise ConfigError(f"--batch-size must be positive, got {a.batch_size}")
     if a.serve and not 0.05 <= a.serve_ping <= cfg.timeout / 2:
         raise ConfigError(f"--serve-ping {a.serve_ping} must be at least 0.05 s and at most half the receive timeout")
     rt = mpcrt.init()
@@ -249,38 +247,33 @@ def party_main(a) -> int:
 def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:
     # the shape is public: every party fails alike (the others before allocating anything)
     from mpcrt.errors import ShapeError
+    from mpcrt.launch.serve import output_form
+    from mpcrt.nn.rows import batch_rows
     from mpcrt.parties.party import close_checked
 
+    bar = None
     try:
         x = rt.share(inputs if rt.rank == do else None, src=do, shape=model.check_input_shape)
         model.check_input_shape(x.shape)
-    except ShapeError:  # every party refuses the (public) shape alike: a clean goodbye, no lost party
-        close_checked(rt)
-        raise
-    total, outs = x.shape[0], []
-    bar = None
-    if a.progress and rt.rank == do:
-        try:
-            from tqdm.auto import tqdm
+        total, outs = x.shape[0], []
+        if a.progress and rt.rank == do:
+            try:
+                from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, unit="input", desc="private inference")
-        except ImportError:
-            bar = None
-    from mpcrt.launch.serve import output_form
-    from mpcrt.nn.rows import batch_rows
-
-    step = batch_rows(model.graph, a.batch_size, total)
-    if step != a.batch_size and total > a.batch_size and rt.rank == do:
-        print(f"mpcrt infer: the model mixes the rows of its input's dim 0 (a sequence-first model?), so its "
-              f"{total} rows run as one batch, not in batches of {a.batch_size}", file=sys.stderr)
-    try:
+                bar = tqdm(total=total, unit="input", desc="private inference")
+            except ImportError:
+                bar = None
+        step = batch_rows(model.graph, a.batch_size, total)
+        if step != a.batch_size and total > a.batch_size and rt.rank == do:
+            print(f"mpcrt infer: the model mixes the rows of its input's dim 0 (a sequence-first model?), so its "
+                  f"{total} rows run as one batch, not in batches of {a.batch_size}", file=sys.stderr)
         for s in range(0, total, step):
             r = output_form(model(x[s:s + step]), a.reveal, a.class_dim).reveal(to=do)  # one tensor: checked
             if r is not None:
                 outs.append(r)
             if bar is not None:
                 bar.update(min(total, s + step) - bar.n)
-    except ShapeError:  # shapes are public: every party refuses alike (--reveal on an output without classes)
+    except ShapeError:  # shapes are public (the input's, --reveal's): every party refuses alike; a clean goodbye
         close_checked(rt)
         raise
     finally:

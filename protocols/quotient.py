@@ -16,11 +16,12 @@ Bytes per element per peer: 895 measured at N = 2 for x and y of one shape (the 
   the 15 buckets, ~550 per element of the quotient); 762 for a public numerator (its product
   with the buckets is local); x * reciprocal(y) sent 323.
 Dealer words per element: 131 measured (116 for a public numerator), to the corrected party.
-Error: rel 1e-3 + 1 ulp for 2^(4 - f) <= |y| < 2^(60 - f) (8.9e-4 and 1.1 ulps measured over
-  20000 log-uniform divisors at f = 16) while |x| 16 < 2^(62 - f - g) (sign x / m at f + g
-  bits: |x| < 2^26 at f = 16, 2^18 at 24); |y| below 2^(4 - f) (16 ulps) is taken as 15 ulps,
-  above the range as 2^(60 - f); y = 0 gives x 2^f / 15 (bounded, not an error). Shapes
-  broadcast as numpy's (x may have more dims than y, or fewer).
+Error: rel 1e-3 + 1 ulp for 2^(4 - f) <= |y| < 2^(60 - f) (7.9e-4 to 9.7e-4 and 1.1 ulps over
+  six runs of 20000 log-uniform divisors at f = 16: the truncations are random) while
+  |x| 16 < 2^(62 - f - g) (sign x / m at f + g bits: |x| < 2^26 at f = 16, 2^18 at 24);
+  |y| below 2^(4 - f) (16 ulps) is taken as 15 ulps, above the range as 2^(60 - f); y = 0
+  gives x 2^f / 15 (bounded, not an error). Shapes broadcast as numpy's (x may have more
+  dims than y, or fewer).
 Reference: docs/design.md, 'Protocols' (normalization and Newton steps, 'Quotients'); division
   by normalization as in Catrina and Saxena, "Secure computation with fixed-point numbers"
   (FC 2010), here with one exact truncation (protocols.truncation) per bucket.
@@ -31,7 +32,7 @@ import numpy as np
 
 from mpcrt.protocols import beaver, fixedpoint, powers
 from mpcrt.protocols.precision import at_f_share
-from mpcrt.protocols.reciprocal import _abs_and_sign, _indicator_weights, _normalize_steps, inverse_m_steps
+from mpcrt.protocols.reciprocal import _abs_and_sign, _normalize_steps, inverse_m_steps
 from mpcrt.protocols.rounds import lockstep, run
 from mpcrt.protocols.shared import SharedTensor
 
@@ -82,10 +83,10 @@ def _quotient(x, y: SharedTensor, shared: bool) -> SharedTensor:
     with rt.scope("quotient"):
         (bits,) = run(rt, _normalize_steps(rt, A, f, lo, hi, STEP, hold))
         ks = hold["ks"]
-        sig = _indicator_weights(rt, bits, ks, lambda k: 2 ** (hi - min(k, hi)))  # m = Ac sig / 2^hi
         # [bucket k] for k in ks; above the range (A clamped below 2^hi) counts as hi's bucket
         ind = [bits[0]] + [bits[i] - bits[i - 1] for i in range(1, len(ks))]
         ind[-1] = -bits[-2] + (1 if rt.rank == 0 else 0)
+        sig = sum(i * np.int64(2 ** (hi - k)) for i, k in zip(ind, ks))  # m = Ac sig / 2^hi, from the same buckets
         sign = -2 * b
         if rt.rank == 0:
             sign += 1

@@ -11,19 +11,17 @@ reproduces the model on the example, and returns the graph and the float64 weigh
 from __future__ import annotations
 
 import inspect
-
 import numbers
 import operator
 
 import numpy as np
 
 from mpcrt.errors import ShapeError
-from mpcrt.nn.fx_args import MASK_FILL, EVAL_IDENTITIES, describe, is_size, table_key, as_f64, qualname
+from mpcrt.nn.fx_args import EVAL_IDENTITIES, MASK_FILL, as_f64, describe, is_size, qualname, table_key
 from mpcrt.nn.fx_table import FUNCTIONS, METHODS
 from mpcrt.nn.ir import IR_OPS, Graph, ModelImportError, UnsupportedLayerError, refs_of
 from mpcrt.nn.layers import TorchOps, run_graph
 from mpcrt.nn.modules import import_module, plan_folds
-
 
 
 def trace(model, example_input) -> tuple[Graph, list[np.ndarray]]:
