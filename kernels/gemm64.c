@@ -22,7 +22,9 @@
  * Strassen one and two levels deep over Z_2^64 (sums of blocks formed while packing, each of the 7
  * or 49 products added into up to four blocks of C): 0.945x and 0.97x of this kernel at 1024^3,
  * 1.01-1.17x at 512^3 and 1.08-1.28x for a 128x1152x784 convolution GEMM, the 12.5% (23%) fewer
- * multiplies spent on the summed packing and the extra passes over C.
+ * multiplies spent on the summed packing and the extra passes over C. Also tried (2026-12-07, not kept):
+ * a hybrid tile, 2x8 in vectors plus 2x1..2x4 columns by scalar imul (the scalar multiplier sits idle):
+ * 0.120-0.126 s against 0.109-0.112 s for this kernel in the same run; the extra loads and adds cost more.
  *
  * Compiled without -march flags: each kernel carries its own target attribute, so the same
  * binary loads on any x86-64 CPU, and the AVX2 kernel uses no AVX-512 instruction even where

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from mpcrt.errors import ShapeError
+from mpcrt.nn.conv_transpose import import_conv_transpose
 from mpcrt.nn.fx_args import (
     EVAL_IDENTITY_MODULES,
     adaptive_pool1d_args,
@@ -64,8 +65,6 @@ _RECURRENT = ("recurrent layers run their nonlinear gates step by step and are n
               "a TransformerEncoder over the sequence imports")
 MODULE_HINTS = {
     "LSTM": _RECURRENT, "GRU": _RECURRENT, "RNN": _RECURRENT, "LSTMCell": _RECURRENT, "GRUCell": _RECURRENT,
-    "ConvTranspose2d": "nn.Upsample(scale_factor=stride) followed by nn.Conv2d imports (the usual replacement)",
-    "ConvTranspose1d": "nn.Upsample(scale_factor=stride) followed by nn.Conv1d imports (the usual replacement)",
     "AdaptiveMaxPool1d": "nn.MaxPool1d with kernel_size = stride = input length / output length imports",
     "Bilinear": "write it as nn.Linear layers and a product of shared tensors",
 }
@@ -90,7 +89,7 @@ def _transformer(tr, n, mod, what: str) -> dict:
 
 
 def _weighted(tr, n, mod, x, go, t: str, what: str) -> dict | None:
-    """Linear, Conv1d/2d (a BatchNorm folded in where planned) and BatchNorm as an affine layer."""
+    """Linear, Conv1d/2d (a BatchNorm folded in where planned), ConvTranspose1d/2d and BatchNorm as an affine layer."""
     import torch.nn as tnn
 
     if isinstance(mod, tnn.Linear):
@@ -104,6 +103,8 @@ def _weighted(tr, n, mod, x, go, t: str, what: str) -> dict | None:
                   stride=list(mod.stride), padding=pad, dilation=list(mod.dilation), groups=int(mod.groups))
     if isinstance(mod, (tnn.Conv1d, tnn.MaxPool1d, tnn.AvgPool1d, tnn.AdaptiveAvgPool1d)):
         return _module_1d(tr, n, mod, x, t, what)
+    if isinstance(mod, (tnn.ConvTranspose1d, tnn.ConvTranspose2d)):
+        return import_conv_transpose(tr, n, mod, x, _layer_weights(tr, n, mod, t), what)
     if isinstance(mod, (tnn.BatchNorm1d, tnn.BatchNorm2d)):
         if mod.running_mean is None:
             raise UnsupportedLayerError(f"{what} with track_running_stats=False at fx node '{n.name}' "
@@ -278,15 +279,20 @@ def plan_folds(tr, gm) -> dict:
                 or prev in folded):
             continue
         layer = tr.modules[prev.target]
-        ok = (isinstance(bn, tnn.BatchNorm2d) and isinstance(layer, tnn.Conv2d)) or (
+        ok = (isinstance(bn, tnn.BatchNorm2d) and isinstance(layer, (tnn.Conv2d, tnn.ConvTranspose2d))) or (
             isinstance(bn, tnn.BatchNorm1d) and isinstance(layer, tnn.Linear) and len(tr.in_shape(n) or ()) == 2
-        ) or (isinstance(bn, tnn.BatchNorm1d) and isinstance(layer, tnn.Conv1d))
+        ) or (isinstance(bn, tnn.BatchNorm1d) and isinstance(layer, (tnn.Conv1d, tnn.ConvTranspose1d)))
         if not ok:
             continue
         scale, shift = bn_affine(bn)
         w = layer.weight.detach().double().numpy()
-        b = layer.bias.detach().double().numpy() if layer.bias is not None else np.zeros(w.shape[0])
-        w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        if isinstance(layer, (tnn.ConvTranspose1d, tnn.ConvTranspose2d)):  # (C_in, C_out / g, k...): out = g co
+            g, cog = layer.groups, w.shape[1]
+            per = scale.reshape(g, cog)[np.arange(w.shape[0]) // (w.shape[0] // g)]  # (C_in, C_out / g)
+            w = w * per.reshape(per.shape + (1,) * (w.ndim - 2))
+        else:
+            w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        b = layer.bias.detach().double().numpy() if layer.bias is not None else np.zeros(scale.shape[0])
         b = b * scale + shift
         folded[prev] = (w, b, n.target)
         tr.alias[n] = prev

@@ -134,7 +134,8 @@ NONLINEAR_METHODS: dict[str, str] = {name: op.needs for name, op in OPS.items() 
 
 # ------------------------------------------------------------ supported lists
 _MODULES = (
-    "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "LeakyReLU", "ReLU6",
+    "Linear", "Conv1d", "Conv2d", "ConvTranspose1d/2d (dilation 1)", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
+    "RMSNorm", "LeakyReLU", "ReLU6",
     "Upsample", "PReLU",
     "GroupNorm", "InstanceNorm1d/2d", "Softmax", "LogSoftmax", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d",
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d (output size dividing the input's)",

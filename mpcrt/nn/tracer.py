@@ -48,6 +48,8 @@ def trace(model, example_input) -> tuple[Graph, list[np.ndarray]]:
 CALL_HINTS = {
     "erf": "for GELU use F.gelu or nn.GELU (exact or tanh form)",
     "einsum": "write it with @ (torch.matmul) and permute/transpose/reshape",
+    "conv_transpose1d": "use nn.ConvTranspose1d (the module imports)",
+    "conv_transpose2d": "use nn.ConvTranspose2d (the module imports)",
     "embedding": "share one-hot inputs and use a Linear layer (weight = embedding.weight.T)",
 }
 
@@ -240,7 +242,7 @@ class _Tracer:
         return {"ref": len(self.nodes) - 1}
 
     def param(self, array, name: str) -> dict:
-        a = np.ascontiguousarray(np.asarray(array, dtype=np.float64))
+        a = np.array(array, dtype=np.float64, order="C")  # a copy: writable (torch.from_numpy in the self-check)
         if np.any(np.isneginf(a)):  # an additive mask (generate_square_subsequent_mask): -inf has no fixed point
             a = np.where(np.isneginf(a), MASK_FILL, a)
         if not np.all(np.isfinite(a)):
