@@ -12,6 +12,7 @@ import numpy as np
 
 from mpcrt.errors import ShapeError
 from mpcrt.nn.conv_transpose import import_conv_transpose
+from mpcrt.nn.recurrent import import_recurrent
 from mpcrt.nn.fx_args import (
     EVAL_IDENTITY_MODULES,
     adaptive_pool1d_args,
@@ -41,6 +42,8 @@ def import_module(tr, n) -> dict:
         return [mha(tr, n, mod, str(n.target), what), None]  # (output, weights): [0] only
     if isinstance(mod, (tnn.TransformerEncoderLayer, tnn.TransformerEncoder)):
         return _transformer(tr, n, mod, what)
+    if isinstance(mod, (tnn.LSTM, tnn.GRU, tnn.RNN)):
+        return import_recurrent(tr, n, mod, str(n.target), what)
     if n.kwargs or len(n.args) != 1:
         raise UnsupportedLayerError(f"{what} at fx node '{n.name}' called with {len(n.args)} positional and "
                                     f"{len(n.kwargs)} keyword arguments (one input expected)")
@@ -61,10 +64,9 @@ def import_module(tr, n) -> dict:
 
 
 # What to write instead, for layers users bring that have no MPC form here
-_RECURRENT = ("recurrent layers run their nonlinear gates step by step and are not supported; a Conv1d stack or "
-              "a TransformerEncoder over the sequence imports")
+_CELL = "run the whole sequence through nn.LSTM / nn.GRU / nn.RNN (they import, unrolled over its length)"
 MODULE_HINTS = {
-    "LSTM": _RECURRENT, "GRU": _RECURRENT, "RNN": _RECURRENT, "LSTMCell": _RECURRENT, "GRUCell": _RECURRENT,
+    "LSTMCell": _CELL, "GRUCell": _CELL, "RNNCell": _CELL,
     "AdaptiveMaxPool1d": "nn.MaxPool1d with kernel_size = stride = input length / output length imports",
     "Bilinear": "write it as nn.Linear layers and a product of shared tensors",
 }

@@ -141,6 +141,7 @@ _MODULES = (
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d (output size dividing the input's)",
     "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
     "torchvision's StochasticDepth (eval)", "MultiheadAttention (no masks; output only)",
+    "LSTM/GRU/RNN (no initial state, no proj_size; unrolled over the example's length)",
     "TransformerEncoderLayer (relu/gelu, no masks)", "TransformerEncoder",
 )
 _FUNCTIONS = (
