@@ -12,7 +12,8 @@
  * eval(b, seed, sc, vc, tl, tr, fc, z, bits, out) -> None, all int64 C-contiguous buffers:
  * seed (m, 2), sc (L, m, 2), vc (L, P, m), tl and tr (L, m / 64), fc (P, m), z (m,),
  * out (P, m) written; m a multiple of 64, 1 <= L = bits <= 63, 1 <= P <= 4; the buffers are
- * read as aligned int64 words (dcf.eval_ passes them so). The GIL is released. available() says whether this CPU has AES-NI (else dcf.py keeps numpy's path).
+ * read as aligned int64 words (dcf.eval_ passes them so). The GIL is released. available() says whether this
+ * CPU has AES-NI (else dcf.py keeps numpy's path).
  * Keys are public correction words and z is public, so branches on them leak nothing; the
  * seeds, control bits and sums (secret shares) take no data-dependent branches or indices.
  */
@@ -84,7 +85,8 @@ TGT static INLINE void walk(int b, int64_t e0, int64_t m, int L, const int P, co
                 const uint64_t d = (z[e0 + e] >> pos) & 1;
                 x[nb * k] = _mm_set_epi64x((long long)(s1[e] ^ d), (long long)s0[e]);
                 for (int j = 0; j < q; j++)
-                    x[nb * k + 1 + j] = _mm_set_epi64x((long long)(s1[e] ^ (2 + q * d + (uint64_t)j)), (long long)s0[e]);
+                    x[nb * k + 1 + j] =
+                        _mm_set_epi64x((long long)(s1[e] ^ (2 + q * d + (uint64_t)j)), (long long)s0[e]);
             }
             for (int k = 0; k < kb * nb; k++) y[k] = _mm_xor_si128(x[k], rk[0]);
             for (int r = 1; r < 10; r++) {

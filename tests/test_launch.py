@@ -268,7 +268,7 @@ def _keygen_cluster(cli, tmp_path, names=("party0", "party1", "dealer")):
     ports = free_ports(3)
     c = Cluster(
         session="keygen-test",
-        endpoints={0: f"tcp://127.0.0.1:{ports[0]}", 1: f"tcp://127.0.0.1:{ports[1]}", 2: f"tcp://127.0.0.1:{ports[2]}"},
+        endpoints={i: f"tcp://127.0.0.1:{ports[i]}" for i in range(3)},
         public_keys={0: keys["party0"].encode(), 1: keys["party1"].encode(), 2: keys["dealer"].encode()},
         precision=16,
     )

@@ -551,7 +551,7 @@ def test_transformer_style_layers_match_torch():
 
 class MobileStyle(nn.Module):
     """Hardswish/Hardsigmoid (MobileNetV3), clamps, integer powers, abs and the
-    approximations called as torch functions and tensor methods, a hand-written RMSNorm."""
+    approximations called as torch functions and tensor methods, a hand-written RMSNorm (fused: rms_norm)."""
 
     def __init__(self):
         super().__init__()
@@ -573,7 +573,7 @@ class MobileStyle(nn.Module):
 
 def test_mobile_style_ops_match_torch():
     _matches_torch(_build(MobileStyle, 4), torch.randn(3, 2, 6, 6) * 2,
-                   {"hardswish", "hardsigmoid", "clamp", "abs", "pow", "rsqrt", "sqrt", "reciprocal", "log"})
+                   {"hardswish", "hardsigmoid", "clamp", "abs", "pow", "rms_norm", "sqrt", "reciprocal", "log"})
 
 
 class Audio1d(nn.Module):

@@ -91,9 +91,13 @@ def getattr_fix(tr, n, a):
 
 
 def getitem_fix(tr, n, a):
-    idx = a["index"]
-    parts = idx if isinstance(idx, tuple) else (idx,)
     from torch.fx import Node
+
+    idx = a["index"]
+    src = tr.ref_of.get(a["input"]) if isinstance(a["input"], Node) else None
+    if isinstance(src, list) and isinstance(idx, int) and -len(src) <= idx < len(src):
+        return {"value": src[idx]}  # a part of a layer's tuple output (LSTM's (output, (h, c))): no node
+    parts = idx if isinstance(idx, tuple) else (idx,)
 
     for p in parts:
         if isinstance(p, list) or (isinstance(p, Node) and p.meta.get("tensor_meta") is not None):

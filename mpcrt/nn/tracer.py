@@ -19,7 +19,8 @@ import numpy as np
 from mpcrt.errors import ShapeError
 from mpcrt.nn.fx_args import EVAL_IDENTITIES, MASK_FILL, as_f64, describe, is_size, qualname, table_key
 from mpcrt.nn.fx_table import FUNCTIONS, METHODS
-from mpcrt.nn.ir import IR_OPS, Graph, ModelImportError, UnsupportedLayerError, refs_of
+from mpcrt.nn import peephole
+from mpcrt.nn.ir import IR_OPS, Graph, ModelImportError, UnsupportedLayerError
 from mpcrt.nn.layers import TorchOps, run_graph
 from mpcrt.nn.modules import import_module, plan_folds
 
@@ -176,12 +177,24 @@ class _Tracer:
                 output = self.enc(n.args[0], n)
             else:
                 self.translate(n)
-        _pool_before_relu(self.nodes, output)
+        self._rewrite(output)
+        output = self.output
         graph = Graph(input_shape=[int(d) for d in self.x.shape], params=self.params, nodes=self.nodes,
                       output=output, meta={"model": type(self.model).__name__})
         graph = Graph.from_bytes(graph.to_bytes())  # what the other parties will read
         self._self_check(graph, reference)
         return graph, self.arrays
+
+    def _rewrite(self, output) -> None:
+        """The peephole rewrites (mpcrt.nn.peephole), then the nodes no output needs dropped; sets self.output."""
+        shapes = {}
+        for fx_node, v in self.ref_of.items():
+            tm = fx_node.meta.get("tensor_meta") if isinstance(v, dict) and "ref" in v else None
+            if tm is not None and hasattr(tm, "shape"):
+                shapes[v["ref"]] = tuple(int(d) for d in tm.shape)
+        peephole.pool_before_relu(self.nodes, output)
+        peephole.fuse_rms_norm(self.nodes, lambda r: len(shapes[r]) if r in shapes else None, shapes.get)
+        self.nodes, self.output = peephole.drop_dead(self.nodes, output, lambda n: n["op"] in ("input", "param"))
 
     def _refuse_lookups(self, gm) -> None:
         """Embedding layers index by integer tokens, which the float example (and a shared
@@ -359,6 +372,8 @@ class _Tracer:
             r = fix(self, n, a)
             if isinstance(r, dict) and "ref" in r:
                 return r
+            if isinstance(r, dict) and "value" in r:  # an IR value as it is (a list: part of a tuple output)
+                return r["value"]
             if isinstance(r, tuple):
                 op, a = r
         keep = IR_OPS[op].parameters
@@ -389,32 +404,6 @@ def _transformer_types() -> tuple:
     import torch.nn as tnn
 
     return (tnn.TransformerEncoderLayer, tnn.TransformerEncoder)
-
-
-def _pool_before_relu(nodes: list, output) -> None:
-    """relu -> max_pool2d becomes max_pool2d -> relu (in place) where the relu feeds only the pool.
-
-    Both are monotone, so max(relu(a), relu(b)) = relu(max(a, b)): the same output with
-    k*k times fewer comparisons for the ReLU (a k x k pool). Node order stays topological.
-    """
-    users: dict[int, list[int]] = {}
-    for j, n in enumerate(nodes):
-        for v in n["args"].values():
-            for r in refs_of(v):
-                users.setdefault(r, []).append(j)
-    for r in refs_of(output):
-        users.setdefault(r, []).append(len(nodes))
-    for i, n in enumerate(nodes):
-        u = users.get(i, [])
-        if n["op"] != "relu" or len(u) != 1 or u[0] >= len(nodes):
-            continue
-        j = u[0]
-        pool = nodes[j]
-        if pool["op"] != "max_pool2d" or pool["args"]["input"] != {"ref": i}:
-            continue
-        relu_in = n["args"]["input"]
-        nodes[i] = {**pool, "args": {**pool["args"], "input": relu_in}}
-        nodes[j] = {**n, "args": {"input": {"ref": i}}}
 
 
 def _flat_tensors(v) -> list:
