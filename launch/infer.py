@@ -225,6 +225,19 @@ def party_main(a) -> int:
               class_dim=a.class_dim)
         return 0
 
+    if model.one_hot:  # token ids, one-hot on the data owner; all learn whether they fit (not why)
+        err = None
+        if rt.rank == do:
+            try:
+                inputs = model.encode_input(inputs)
+            except (ConfigError, ValueError) as e:
+                err = str(e)
+        failures = [(r, err if r == rt.rank else m) for r, m in _all_agree(
+            rt, err and "its token ids do not fit the model's embedding (the reason is shown on that party only)")]
+        if failures:
+            close_checked(rt)
+            raise ConfigError("; ".join(f"party {r} ({_role(r, mo, do)}): {m}" for r, m in failures))
+
     # 3. private inference, outputs revealed to the data owner only
     rt.reset_stats()
     t0 = time.perf_counter()

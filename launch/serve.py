@@ -136,7 +136,7 @@ class Service:
         for f in names:
             path = os.path.join(self.folder, f)
             try:
-                x = self.load_inputs(path, self.rt.precision)
+                x = self.model.encode_input(self.load_inputs(path, self.rt.precision))  # one-hot token ids
                 self.model.check_input_shape(x.shape)
             except Exception as e:  # ConfigError, ShapeError: the request is refused, the service goes on
                 self._refuse(f, f"{type(e).__name__}: {e}")

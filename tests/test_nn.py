@@ -272,10 +272,10 @@ def test_unsupported_layer_names_op_and_node():
         mnn.trace(WithBranch(), torch.zeros(1, 4))
     with pytest.raises(ShapeError, match="does not fit"):
         mnn.trace(LinearBN(), torch.zeros(1, 7))
-    # a token lookup: named (with the one-hot Linear that replaces it), not a float-dtype error
+    # a token lookup past the first layer: named (with the one-hot Linear that replaces it)
     with pytest.raises(UnsupportedLayerError,
-                       match=r"Embedding \(module '0'\).*one-hot.*nn\.Linear\(10, 4, bias=False\)"):
-        mnn.trace(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)), torch.tensor([[1, 2]]))
+                       match=r"Embedding \(module '1'\).*one-hot.*nn\.Linear\(10, 4, bias=False\)"):
+        mnn.trace(nn.Sequential(nn.Identity(), nn.Embedding(10, 4), nn.Linear(4, 2)), torch.tensor([[1, 2]]))
     # layers and calls users bring that have no MPC form: the message says what to write instead
     with pytest.raises(UnsupportedLayerError, match=r"GRUCell.*nn\.LSTM / nn\.GRU"):
         mnn.trace(nn.Sequential(nn.GRUCell(4, 4)), torch.zeros(1, 4))

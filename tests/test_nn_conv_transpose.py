@@ -147,3 +147,29 @@ def test_conv_transpose_models_under_mpc_match_torch(n, build, x, tol):
     got = run_parties(_infer, n, model, x, timeout=120)[1]
     assert got.shape == ref.shape
     assert float(np.abs(got - ref).max()) <= tol
+
+
+class _Sized(nn.Module):
+    """The UNet idiom for odd sizes: the up-convolution told the size to produce."""
+
+    def __init__(self, one_d: bool):
+        super().__init__()
+        conv, up = (nn.Conv1d, nn.ConvTranspose1d) if one_d else (nn.Conv2d, nn.ConvTranspose2d)
+        self.one_d, self.down, self.up = one_d, conv(3, 4, 3, 2, 1), up(4, 3, 3, 2, 1)
+
+    def forward(self, x):
+        return self.up(self.down(x), [x.shape[-1]]) if self.one_d else self.up(self.down(x), output_size=x.size())
+
+
+_DECODERS = [(_Sized(False), torch.randn(2, 3, 8, 7)), (_Sized(True), torch.randn(2, 3, 10)),
+             (nn.ConvTranspose2d(3, 2, 4, 2, 1), torch.randn(2, 3, 4, 4)),
+             (nn.Sequential(nn.Conv2d(3, 12, 1), nn.PixelShuffle(2)), torch.randn(2, 3, 4, 5)),
+             (nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, 2, 1)), torch.randn(2, 3, 4, 6)),
+             (nn.Sequential(nn.Linear(4, 24), nn.Unflatten(-1, (2, -1, 3))), torch.randn(3, 4))]
+
+
+@pytest.mark.parametrize("model,x", _DECODERS)
+def test_decoder_layers_replay_equal_torch(model, x):
+    """output_size= (the output_padding it implies), a bare layer as the model, PixelShuffle/Unshuffle, Unflatten."""
+    _, _, got, ref = _replay(model.eval(), x)
+    assert got.shape == ref.shape and float((got - ref).abs().max()) < 1e-5

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import mpcrt.nn as mnn
 from mpcrt.launch.inprocess import run_parties
+from mpcrt.errors import ShapeError
 from mpcrt.nn import UnsupportedLayerError
 
 APPROX_TOL = 2e-2
@@ -116,3 +117,75 @@ def test_recurrent_limits_say_what_to_write():
         mnn.trace(_Take(nn.LSTM(3, 4, proj_size=2, batch_first=True), "out"), torch.zeros(1, 2, 3))
     with pytest.raises(UnsupportedLayerError, match=r"LSTMCell.*nn\.LSTM"):
         mnn.trace(nn.Sequential(nn.LSTMCell(3, 4)), torch.zeros(1, 3))
+
+
+class _SeqFirst(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru, self.fc = nn.GRU(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):  # x: (T, N, F)
+        return self.fc(self.gru(x)[1][0])
+
+
+def _call(rt, model, example, x):
+    pm = mnn.from_torch(model if rt.rank == 0 else None, example if rt.rank == 0 else None, src=0, rt=rt)
+    xs = rt.share(x.numpy() if rt.rank == 1 else None, src=1)
+    try:
+        return pm(xs).reveal(to=1)
+    except ShapeError as e:
+        return str(e)
+
+
+def test_time_along_the_input_dim_0_fixes_the_input_shape():
+    """A sequence-first (or unbatched) model unrolls over the input's dim 0: that dim is no batch size.
+    Traced on x[:1] (one step) it refuses a 6-step input instead of answering for 1 step."""
+    torch.manual_seed(3)
+    model, x = _SeqFirst().eval(), torch.randn(6, 2, 4)
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    msg = run_parties(_call, 2, model, x[:1], x, timeout=120)[1]
+    assert isinstance(msg, str) and "exactly the example's shape (1, 2, 4)" in msg and "batch_first" in msg
+    got = run_parties(_call, 2, model, x, x, timeout=120)[1]
+    assert float(np.abs(got - ref).max()) <= APPROX_TOL
+    graph, _ = mnn.trace(_Take(nn.LSTM(3, 4), "out"), torch.randn(5, 3))  # unbatched (T, F)
+    assert graph.meta.get("input_fixed")
+    graph, _ = mnn.trace(_Take(nn.LSTM(3, 4, batch_first=True), "out"), torch.randn(1, 5, 3))
+    assert "input_fixed" not in graph.meta  # batch first: dim 0 stays free
+
+
+class _ZeroState(nn.Module):
+    def __init__(self, form: str):
+        super().__init__()
+        self.form = form
+        self.lstm, self.gru = nn.LSTM(3, 8, 2, batch_first=True), nn.GRU(3, 8, batch_first=True)
+
+    def forward(self, x):
+        if self.form == "zeros":  # the tutorials' idiom
+            h0 = torch.zeros(2, x.size(0), 8).to(x.device)
+            c0 = torch.zeros(2, x.size(0), 8)
+            return self.lstm(x, (h0, c0))[0][:, -1]
+        if self.form == "none":
+            return self.gru(x, None)[0]
+        return self.gru(input=x)[1]
+
+
+@pytest.mark.parametrize("form", ["zeros", "none", "keyword"])
+def test_zero_initial_states_import_as_no_state(form):
+    model, x = _ZeroState(form).eval(), torch.randn(2, 4, 3)
+    graph, arrays = mnn.trace(model, x[:1])
+    with torch.no_grad():
+        got = mnn.run_graph(graph, [torch.from_numpy(a) for a in arrays], x.double(), mnn.TorchOps())
+        ref = model(x).double()
+    assert float((got - ref).abs().max()) < 1e-5
+    assert "size" not in graph.op_counts()  # x.size(0) fed only the zeros: nothing of it is left
+
+
+def test_packed_sequences_and_bare_layers():
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    x = torch.randn(1, 4, 3)
+    with pytest.raises(UnsupportedLayerError, match="Packed sequences .* pass the padded batch"):
+        mnn.trace(nn.Sequential(nn.Identity()), pack_padded_sequence(x, torch.tensor([4]), batch_first=True))
+    graph, _ = mnn.trace(nn.LSTM(3, 4, batch_first=True), x)  # the layer itself as the model
+    assert isinstance(graph.output, list) and len(graph.output) == 2

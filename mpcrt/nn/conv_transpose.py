@@ -53,9 +53,10 @@ def _check(mod, what: str, name: str) -> None:
         raise UnsupportedLayerError(f"{what} with padding={mod.padding!r} at fx node '{name}' (numbers only)")
 
 
-def import_conv_transpose(tr, n, mod, x: dict, weights: tuple, what: str) -> dict:
+def import_conv_transpose(tr, n, mod, x: dict, weights: tuple, what: str, sized: bool = False) -> dict:
     """The IR of nn.ConvTranspose1d (on (N, C, L)) or nn.ConvTranspose2d (on (N, C, H, W)) at fx node n;
-    weights: (weight, bias or None, parameter name), a following BatchNorm folded in where planned."""
+    weights: (weight, bias or None, parameter name), a following BatchNorm folded in where planned.
+    sized: called with output_size, whose output_padding is read off the traced output's size."""
     import torch.nn as tnn
 
     _check(mod, what, n.name)
@@ -74,6 +75,10 @@ def import_conv_transpose(tr, n, mod, x: dict, weights: tuple, what: str) -> dic
     v, vb, js = stacked_weight(w, b, stride, g)
     k = w.shape[-2:]
     outs = [(i - 1) * s - 2 * p + kk + op for i, s, p, kk, op in zip(ins, stride, pad, k, out_pad)]
+    tm = n.meta.get("tensor_meta")
+    if sized and hasattr(tm, "shape"):  # output_size chose the output_padding (torch checks it is < stride)
+        got = (1, int(tm.shape[-1])) if one_d else (int(tm.shape[-2]), int(tm.shape[-1]))
+        outs, out_pad = list(got), tuple(g - o + op for g, o, op in zip(got, outs, out_pad))
     qs, rights = [], []
     for i, s, p, j, o in zip(ins, stride, pad, js, outs):
         extra = max(0, -(-(p + o) // s) - (i + j - 1))  # output_padding past the last full phase row

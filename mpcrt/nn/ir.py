@@ -29,6 +29,7 @@ MAX_PARAM_ELEMENTS = 1 << 31  # about 2 billion weights (16 GiB of shares)
 MAX_POW = 64  # largest integer power a graph may take
 MAX_REPEAT = 1 << 20  # largest total tiling factor of a repeat node (peers allocate what it asks)
 MAX_NDIM = 8
+MAX_VOCAB = 1 << 24  # largest one-hot input (token ids; mpcrt.nn.embedding)
 _MAX_DEPTH = 6
 _MAX_LIST = 4096
 
@@ -152,6 +153,10 @@ def _check_header(d) -> None:
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, (str, int, float))
                                              for k, v in meta.items()):
         raise _bad("meta must map names to strings or numbers")
+    v = meta.get("input_one_hot")
+    if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= MAX_VOCAB
+                              and d["input_shape"][-1] == v):
+        raise _bad(f"input_one_hot {v!r}: an integer in [2, {MAX_VOCAB}], the input shape's last dim")
 
 
 def _check_params(params) -> list:

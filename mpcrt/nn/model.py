@@ -27,6 +27,7 @@ import numpy as np
 from mpcrt import config
 from mpcrt.errors import PrecisionWarning, ProtocolError, ShapeError
 from mpcrt.nn.archive import load
+from mpcrt.nn.embedding import one_hot
 from mpcrt.nn.ir import MAX_GRAPH_BYTES, Graph, ModelImportError, UnsupportedLayerError
 from mpcrt.nn.layers import SharedOps, last_uses, masked_uses, missing_methods, run_graph
 from mpcrt.nn.rows import batch_rows, mark
@@ -64,13 +65,32 @@ class PrivateModel:
         """The example input's shape; dim 0 (batch) is free at call time."""
         return tuple(self.graph.input_shape)
 
+    @property
+    def one_hot(self) -> int | None:
+        """V when the model's input is token ids for an nn.Embedding, shared one-hot (mpcrt.nn.embedding)."""
+        return self.graph.meta.get("input_one_hot")
+
+    def encode_input(self, x) -> np.ndarray:
+        """What the data owner shares for input x: one_hot(x) for a model over token ids (its first layer
+        an nn.Embedding), else x as float64. Local: call it on the data owner before rt.share."""
+        x = x.detach().cpu().numpy() if hasattr(x, "detach") else x
+        return one_hot(x, self.one_hot) if self.one_hot else np.asarray(x, dtype=np.float64)
+
     def check_input_shape(self, shape) -> None:
         want = self.input_shape
         shape = tuple(shape)
+        fixed = self.graph.meta.get("input_fixed")
+        if fixed and shape != want:
+            raise ShapeError(f"the model takes input of exactly the example's shape {want}, got {shape}: {fixed} "
+                             "(sequence-first or unbatched input); trace it with a full-length example of the "
+                             "batch you will share, or make the layer batch_first")
         if len(shape) != len(want) or shape[1:] != want[1:]:
+            ids = (f"; the model reads token ids, shared one-hot over {self.one_hot}: share "
+                   f"model.encode_input(ids) with ids of shape (batch, {', '.join(map(str, want[1:-1]))})"
+                   if self.one_hot else "")
             raise ShapeError(
                 f"the model expects input of shape (batch, {', '.join(map(str, want[1:]))}) "
-                f"(example input {want}), got {shape}"
+                f"(example input {want}), got {shape}{ids}"
             )
 
     def mask_weights(self) -> int:
@@ -127,6 +147,8 @@ class PrivateModel:
         if rt.rank == data_owner:
             if inputs is None:
                 raise ShapeError(f"party {data_owner} is the data owner: pass the inputs")
+            if self.one_hot:
+                inputs = self.encode_input(inputs)
             self.check_input_shape(np.shape(inputs))
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")

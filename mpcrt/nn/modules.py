@@ -12,6 +12,7 @@ import numpy as np
 
 from mpcrt.errors import ShapeError
 from mpcrt.nn.conv_transpose import import_conv_transpose
+from mpcrt.nn.embedding import import_embedding
 from mpcrt.nn.recurrent import import_recurrent
 from mpcrt.nn.fx_args import (
     EVAL_IDENTITY_MODULES,
@@ -44,6 +45,11 @@ def import_module(tr, n) -> dict:
         return _transformer(tr, n, mod, what)
     if isinstance(mod, (tnn.LSTM, tnn.GRU, tnn.RNN)):
         return import_recurrent(tr, n, mod, str(n.target), what)
+    if isinstance(mod, (tnn.ConvTranspose1d, tnn.ConvTranspose2d)) and (
+            set(n.kwargs) == {"output_size"} and len(n.args) == 1 or not n.kwargs and len(n.args) == 2):
+        # forward(x, output_size): the traced output's size gives the output_padding it chose
+        return import_conv_transpose(tr, n, mod, tr.enc(n.args[0], n), _layer_weights(tr, n, mod, str(n.target)),
+                                     what, sized=True)
     if n.kwargs or len(n.args) != 1:
         raise UnsupportedLayerError(f"{what} at fx node '{n.name}' called with {len(n.args)} positional and "
                                     f"{len(n.kwargs)} keyword arguments (one input expected)")
@@ -91,9 +97,12 @@ def _transformer(tr, n, mod, what: str) -> dict:
 
 
 def _weighted(tr, n, mod, x, go, t: str, what: str) -> dict | None:
-    """Linear, Conv1d/2d (a BatchNorm folded in where planned), ConvTranspose1d/2d and BatchNorm as an affine layer."""
+    """Linear, Conv1d/2d (a BatchNorm folded in where planned), ConvTranspose1d/2d, Embedding (on the input)
+    and BatchNorm as an affine layer."""
     import torch.nn as tnn
 
+    if isinstance(mod, tnn.Embedding):  # on the model's input (embedding.token_input checked): one-hot @ W
+        return import_embedding(tr, n, mod, x, t, what)
     if isinstance(mod, tnn.Linear):
         w, b, t = _layer_weights(tr, n, mod, t)
         return go("linear", weight=tr.param(w, t + ".weight"), bias=None if b is None else tr.param(b, t + ".bias"))
@@ -203,11 +212,40 @@ def _pool_or_shape(tr, n, mod, x, go, t: str, what: str) -> dict | None:
         return go("max_pool2d", **_adaptive_max_args(tr.in_shape(n), mod, what, n.name))
     if isinstance(mod, tnn.Flatten):
         return go("flatten", start_dim=int(mod.start_dim), end_dim=int(mod.end_dim))
+    if isinstance(mod, (tnn.Unflatten, tnn.PixelShuffle, tnn.PixelUnshuffle)):
+        return _reshaping(tr, n, mod, x, what)
     if isinstance(mod, (tnn.Dropout, tnn.Dropout1d, tnn.Dropout2d, tnn.Dropout3d, tnn.AlphaDropout, tnn.Identity)):
         return go("identity")
     if qualname(type(mod)) in EVAL_IDENTITY_MODULES and not mod.training:
         return go("identity")
     return None
+
+
+def _reshaping(tr, n, mod, x, what: str) -> dict:
+    """nn.Unflatten as a reshape; nn.PixelShuffle / PixelUnshuffle as reshape, permute, reshape (all local)."""
+    import torch.nn as tnn
+
+    shape = tr.in_shape(n)
+    if shape is None or len(shape) < 2 or (not isinstance(mod, tnn.Unflatten) and len(shape) != 4):
+        raise ShapeError(f"{what} at fx node '{n.name}' needs a batched input of known shape"
+                         + ("" if isinstance(mod, tnn.Unflatten) else " (N, C, H, W)"))
+    if isinstance(mod, tnn.Unflatten):
+        dim = int(mod.dim) % len(shape)
+        if dim == 0:
+            raise UnsupportedLayerError(f"{what} at fx node '{n.name}' unflattens the batch dim (dim 0)")
+        sizes = [int(v) for v in mod.unflattened_size]
+        if -1 in sizes:  # resolved now: dim 0 keeps the one -1 (the batch is free)
+            sizes[sizes.index(-1)] = int(shape[dim]) // max(1, -int(np.prod(sizes)))
+        return tr.emit("reshape", {"input": x, "shape": [-1, *shape[1:dim], *sizes, *shape[dim + 1:]]}, n.name, what)
+    c, h, w = (int(v) for v in shape[1:])
+    r = int(mod.upscale_factor if isinstance(mod, tnn.PixelShuffle) else mod.downscale_factor)
+    if isinstance(mod, tnn.PixelShuffle):  # (N, C r^2, H, W) -> (N, C, H r, W r)
+        steps = ([-1, c // (r * r), r, r, h, w], [0, 1, 4, 2, 5, 3], [-1, c // (r * r), h * r, w * r])
+    else:  # (N, C, H r, W r) -> (N, C r^2, H, W)
+        steps = ([-1, c, h // r, r, w // r, r], [0, 1, 3, 5, 2, 4], [-1, c * r * r, h // r, w // r])
+    y = tr.emit("reshape", {"input": x, "shape": steps[0]}, n.name + ":split", what)
+    y = tr.emit("permute", {"input": y, "dims": steps[1]}, n.name + ":move", what)
+    return tr.emit("reshape", {"input": y, "shape": steps[2]}, n.name, what)
 
 
 def _adaptive_max_args(shape, mod, what: str, name: str) -> dict:

@@ -139,9 +139,10 @@ _MODULES = (
     "Upsample", "PReLU",
     "GroupNorm", "InstanceNorm1d/2d", "Softmax", "LogSoftmax", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d",
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d (output size dividing the input's)",
-    "Flatten", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
+    "Flatten", "Unflatten", "PixelShuffle", "PixelUnshuffle", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
     "torchvision's StochasticDepth (eval)", "MultiheadAttention (no masks; output only)",
     "LSTM/GRU/RNN (no initial state, no proj_size; unrolled over the example's length)",
+    "Embedding (on the model's input: ids shared one-hot, model.encode_input)",
     "TransformerEncoderLayer (relu/gelu, no masks)", "TransformerEncoder",
 )
 _FUNCTIONS = (

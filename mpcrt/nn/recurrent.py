@@ -19,6 +19,8 @@ bounded values, so it does not grow).
 
 Limits: eval mode, no initial state argument (zeros, as torch uses without one), no
 proj_size; the sequence length is the example's (a different length needs a new import).
+Where the time axis is the model input's dim 0 (sequence-first or unbatched input), the
+graph's input shape is fixed (meta "input_fixed"): dim 0 is then not a free batch size.
 Outputs as torch gives them: (output, (h_n, c_n)) for the LSTM, (output, h_n) otherwise.
 """
 from __future__ import annotations
@@ -53,26 +55,68 @@ class _Steps:
         return self.op("mul", tag, input=a, other=b)
 
 
+ZERO_STATE = {"zero_state": True}  # what the tracer makes of a zeros tensor used only as a recurrent state
+_ZERO_MAKERS = ("zeros", "zeros_like", "new_zeros")
+_SAME_VALUE = ("to", "type_as", "float", "double", "detach", "contiguous")
+
+
+def zero_states(gm, modules: dict) -> set:
+    """The fx nodes that make zeros used only as the initial state of recurrent layers (torch.zeros(L, N, H),
+    .to(x.device), ...): the import reads them as no state, which is what torch does with zeros."""
+    import torch.nn as tnn
+
+    def makes_zeros(n) -> bool:
+        name = getattr(n.target, "__name__", n.target) if n.op in ("call_function", "call_method") else None
+        return name in _ZERO_MAKERS or (n.op == "call_method" and name in _SAME_VALUE and bool(n.args)
+                                        and getattr(n.args[0], "op", "") != "placeholder" and makes_zeros(n.args[0]))
+
+    def state_only(n) -> bool:
+        for u in n.users:
+            rnn = u.op == "call_module" and isinstance(modules.get(u.target), tnn.RNNBase)
+            if not ((rnn and (not u.args or u.args[0] is not n)) or (makes_zeros(u) and state_only(u))):
+                return False
+        return bool(n.users)
+
+    zeros = {n for n in gm.graph.nodes if makes_zeros(n) and state_only(n)}
+    for n in reversed(list(gm.graph.nodes)):  # what only they read (x.size(0), x.device): not imported either
+        if n.op != "placeholder" and n.users and all(u in zeros for u in n.users):
+            zeros.add(n)
+    return zeros
+
+
+def _no_state(v) -> bool:
+    if isinstance(v, (list, tuple)):
+        return all(_no_state(e) for e in v)
+    return v is None or v == ZERO_STATE
+
+
 def import_recurrent(tr, n, mod, t: str, what: str) -> list:
     """The IR value of an nn.LSTM / nn.GRU / nn.RNN call at fx node n: [output, [h_n, c_n]] or [output, h_n]."""
-    if len(n.args) != 1 or n.kwargs:
+    args = list(n.args) + [n.kwargs[k] for k in ("input", "hx") if k in n.kwargs]
+    if set(n.kwargs) - {"input", "hx"} or not args or len(args) > 2 or not _no_state(
+            [tr.enc(v, n) for v in args[1:]]):
         raise UnsupportedLayerError(f"{what} at fx node '{n.name}' called with an initial state: call it with the "
-                                    "input only (the state then starts at zero, as in torch)")
+                                    "input only, or with zeros (the state then starts at zero, as in torch)")
+    n_input = args[0]
     if getattr(mod, "proj_size", 0):
         raise UnsupportedLayerError(f"{what} with proj_size={mod.proj_size} at fx node '{n.name}' (0 only)")
-    shape = tr.in_shape(n)
+    tm = getattr(n_input, "meta", {}).get("tensor_meta")
+    shape = tuple(tm.shape) if hasattr(tm, "shape") else None
     if shape is None or len(shape) not in (2, 3):
         got = "an input of unknown shape" if shape is None else f"a {len(shape)}-d input"
         raise ShapeError(f"{what} needs a (batch, seq, feature) or (seq, feature) input at fx node '{n.name}', "
                          f"got {got}")
     s = _Steps(tr, n, what)
-    x = tr.enc(n.args[0], n)
+    x = tr.enc(n_input, n)
     unbatched, bf = len(shape) == 2, bool(mod.batch_first)
     if unbatched:  # (T, I): one sequence, its own batch of 1
         x = s.op("unsqueeze", "batch", input=x, dim=0)
     elif not bf:
         x = s.op("transpose", "batch_first", input=x, dim0=0, dim1=1)
     steps = int(shape[0] if unbatched or not bf else shape[1])
+    alt = tr.alt_shapes.get(n_input)  # the shapes with the model input's dim 0 one longer
+    if alt is not None and len(alt) == len(shape) and alt[0 if unbatched or not bf else 1] != steps:
+        tr.fixed_input = f"{what} at fx node '{n.name}' unrolls {steps} steps along the model input's dim 0"
     finals_h, finals_c = [], []
     for layer in range(mod.num_layers):
         outs = []

@@ -19,10 +19,11 @@ import numpy as np
 from mpcrt.errors import ShapeError
 from mpcrt.nn.fx_args import EVAL_IDENTITIES, MASK_FILL, as_f64, describe, is_size, qualname, table_key
 from mpcrt.nn.fx_table import FUNCTIONS, METHODS
-from mpcrt.nn import peephole
+from mpcrt.nn import embedding, peephole
 from mpcrt.nn.ir import IR_OPS, Graph, ModelImportError, UnsupportedLayerError
 from mpcrt.nn.layers import TorchOps, run_graph
 from mpcrt.nn.modules import import_module, plan_folds
+from mpcrt.nn.recurrent import ZERO_STATE, zero_states
 
 
 def trace(model, example_input) -> tuple[Graph, list[np.ndarray]]:
@@ -51,11 +52,31 @@ CALL_HINTS = {
     "einsum": "write it with @ (torch.matmul) and permute/transpose/reshape",
     "conv_transpose1d": "use nn.ConvTranspose1d (the module imports)",
     "conv_transpose2d": "use nn.ConvTranspose2d (the module imports)",
-    "embedding": "share one-hot inputs and use a Linear layer (weight = embedding.weight.T)",
+    "zeros": "torch.zeros as an LSTM/GRU/RNN's initial state imports (it is the zero state); register other "
+             "constant tensors as buffers (self.register_buffer)",
+    "ones": "register constant tensors as buffers (self.register_buffer)",
+    "embedding": "use nn.Embedding as the model's first layer (it imports: ids are shared one-hot)",
 }
 
 ONE_INPUT_HINT = ("Wrap the model so that forward() takes one tensor: the data owner concatenates its inputs "
                   "(torch.cat along the last dim) and forward() splits them again (torch.split)")
+
+
+PACKED_HINT = ("Packed sequences (pack_padded_sequence, PackedSequence) are not supported: pass the padded "
+               "batch as one tensor; the recurrent layer then runs every step of the padded length, so pad "
+               "at the front, or read each row's output at its own last step")
+
+
+def _uses_packing(model) -> bool:
+    """Whether a forward() of the model or its submodules packs sequences (best effort: their source)."""
+    for m in model.modules():
+        try:
+            src = inspect.getsource(type(m).forward)
+        except (OSError, TypeError):
+            continue
+        if "pack_padded_sequence" in src or "pack_sequence" in src:
+            return True
+    return False
 
 
 def _defaults_after_first(root) -> dict:
@@ -108,6 +129,8 @@ def _example(example_input, model):
 
     if example_input is None:
         raise ShapeError("the model owner must pass example_input (a tensor of the input's shape, batch first)")
+    if type(example_input).__name__ == "PackedSequence":
+        raise UnsupportedLayerError(f"example_input is a PackedSequence. {PACKED_HINT}")
     if isinstance(example_input, (tuple, list, dict)) and any(
             isinstance(v, (torch.Tensor, np.ndarray)) for v in (
                 example_input.values() if isinstance(example_input, dict) else example_input)):
@@ -118,6 +141,9 @@ def _example(example_input, model):
         x = example_input.detach()
     else:
         x = torch.as_tensor(np.asarray(example_input))
+    if not (x.dtype.is_floating_point or x.dtype == torch.bool) and any(
+            isinstance(m, torch.nn.Embedding) for m in model.modules()):
+        return x.to(torch.int64).clone()  # token ids (mpcrt.nn.embedding)
     p = next(iter(model.parameters()), None)
     dt = p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
     return x.to(dt).clone()  # in-place ops in forward() must not touch the caller's tensor
@@ -138,19 +164,19 @@ class _Tracer:
         from torch.fx import GraphModule, Tracer
         from torch.fx.passes.shape_prop import ShapeProp
 
-        root = _wrapped(self.model) if isinstance(self.model, _transformer_types()) else self.model
+        root = _wrapped(self.model) if isinstance(self.model, _leaf_types()) else self.model
         try:
             fx_tracer = Tracer()
             fx_tracer.proxy_buffer_attributes = True  # buffers as graph values: nanoGPT slices its mask by T
             gm = GraphModule(root, fx_tracer.trace(root, concrete_args=_defaults_after_first(root) or None))
             _drop_specialized(gm)
         except Exception as e:
-            raise ModelImportError(
-                f"torch.fx could not trace {type(self.model).__name__}: {type(e).__name__}: {e}. "
+            hint = PACKED_HINT if _uses_packing(self.model) else (
                 "A forward() that branches (if/while) on tensor values, or on sizes such as x.dim() or "
                 "x.shape[0], cannot be traced; make the control flow static (or mark such helpers with "
-                "torch.fx.wrap)."
-            ) from None
+                "torch.fx.wrap).")
+            raise ModelImportError(
+                f"torch.fx could not trace {type(self.model).__name__}: {type(e).__name__}: {e}. {hint}") from None
         gm.graph.eliminate_dead_code()
         extra = [n for n in gm.graph.nodes if n.op == "placeholder"][1:]
         if extra:
@@ -159,8 +185,9 @@ class _Tracer:
                 f"are supported (arguments with defaults are traced at them). {ONE_INPUT_HINT}")
         self.gm = gm
         self.modules = dict(gm.named_modules())
-        self._refuse_lookups(gm)
+        self.one_hot, id_casts = embedding.token_input(gm, self.modules)  # V: token ids, shared one-hot
         self._refuse_attention_weights(gm)
+        self.alt_shapes = self._shapes_at_another_batch(gm)
         try:
             with torch.no_grad():
                 reference = self.model(self.x.clone())  # first: ShapeProp prints tracebacks on failure
@@ -171,6 +198,8 @@ class _Tracer:
                 f"{type(e).__name__}: {e}"
             ) from None
         self.folded = plan_folds(self, gm)
+        self.alias.update(id_casts)  # ids.long() before the embedding: the one-hot input itself
+        self.zero_states = zero_states(gm, self.modules)  # torch.zeros(...) as an LSTM's (h0, c0): no state
         output = None
         for n in gm.graph.nodes:
             if n.op == "output":
@@ -179,11 +208,34 @@ class _Tracer:
                 self.translate(n)
         self._rewrite(output)
         output = self.output
-        graph = Graph(input_shape=[int(d) for d in self.x.shape], params=self.params, nodes=self.nodes,
-                      output=output, meta={"model": type(self.model).__name__})
+        meta = {"model": type(self.model).__name__}
+        if self.one_hot:
+            meta["input_one_hot"] = self.one_hot
+        if self.fixed_input:
+            meta["input_fixed"] = self.fixed_input
+        graph = Graph(input_shape=[int(d) for d in self.x.shape] + ([self.one_hot] if self.one_hot else []),
+                      params=self.params, nodes=self.nodes, output=output, meta=meta)
         graph = Graph.from_bytes(graph.to_bytes())  # what the other parties will read
         self._self_check(graph, reference)
         return graph, self.arrays
+
+    def _shapes_at_another_batch(self, gm) -> dict:
+        """{fx node: shape} with the example's dim 0 one longer, for graphs with a recurrent layer (which
+        unrolls over its time axis: one that follows dim 0 fixes the input's shape); {} if it cannot run."""
+        import torch
+        import torch.nn as tnn
+        from torch.fx.passes.shape_prop import ShapeProp
+
+        self.fixed_input = ""
+        if not any(isinstance(m, tnn.RNNBase) for m in self.modules.values()):
+            return {}
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(torch.cat([self.x, self.x[:1]]))
+        except Exception:  # noqa: BLE001 - a model that fixes its batch size: nothing learned
+            return {}
+        return {n: tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes
+                if hasattr(n.meta.get("tensor_meta"), "shape")}
 
     def _rewrite(self, output) -> None:
         """The peephole rewrites (mpcrt.nn.peephole), then the nodes no output needs dropped; sets self.output."""
@@ -195,20 +247,6 @@ class _Tracer:
         peephole.pool_before_relu(self.nodes, output)
         peephole.fuse_rms_norm(self.nodes, lambda r: len(shapes[r]) if r in shapes else None, shapes.get)
         self.nodes, self.output = peephole.drop_dead(self.nodes, output, lambda n: n["op"] in ("input", "param"))
-
-    def _refuse_lookups(self, gm) -> None:
-        """Embedding layers index by integer tokens, which the float example (and a shared
-        input) cannot be: say so before the example run fails with a dtype error."""
-        import torch.nn as tnn
-
-        for n in gm.graph.nodes:
-            mod = self.modules.get(n.target) if n.op == "call_module" else None
-            if isinstance(mod, (tnn.Embedding, tnn.EmbeddingBag)):
-                raise UnsupportedLayerError(
-                    f"{type(mod).__name__} (module '{n.target}') at fx node '{n.name}': a lookup by a secret token "
-                    "index is not supported; share one-hot inputs instead and replace it by "
-                    f"nn.Linear({mod.num_embeddings}, {mod.embedding_dim}, bias=False) with weight = "
-                    f"embedding.weight.T")
 
     def _refuse_attention_weights(self, gm) -> None:
         """nn.MultiheadAttention returns (output, weights): only the output is imported."""
@@ -227,7 +265,8 @@ class _Tracer:
 
         params = [torch.from_numpy(a) for a in self.arrays]
         with torch.no_grad():
-            got = run_graph(graph, params, self.x.to(torch.float64).clone(), TorchOps())
+            x = torch.from_numpy(embedding.one_hot(self.x.numpy(), self.one_hot)) if self.one_hot else self.x
+            got = run_graph(graph, params, x.to(torch.float64).clone(), TorchOps())
         ref_flat, got_flat = _flat_tensors(reference), _flat_tensors(got)
         if len(ref_flat) != len(got_flat):
             raise ModelImportError(f"internal error: imported graph returns {len(got_flat)} tensors, the model "
@@ -299,6 +338,9 @@ class _Tracer:
 
     # --------------------------------------------------------- translation
     def translate(self, n) -> None:
+        if n in self.zero_states:
+            self.ref_of[n] = ZERO_STATE
+            return
         if n in self.alias:
             self.ref_of[n] = self.ref_of[self.alias[n]]
             return
@@ -384,9 +426,10 @@ class _Tracer:
 
 
 def _wrapped(model):
-    """A transformer block given as the model itself, inside a module whose forward calls it:
-    fx traces a root's forward, and torch's transformer forwards branch on their inputs;
-    as a call inside a root they are one leaf node that _Tracer._module decomposes."""
+    """A layer the import decomposes (a transformer block, a recurrent layer, a transposed convolution)
+    given as the model itself, inside a module whose forward calls it: fx traces a root's forward (torch's
+    transformer and recurrent forwards branch on their inputs), but a call inside a root is one leaf node
+    that modules.import_module decomposes."""
     import torch.nn as tnn
 
     class Root(tnn.Module):
@@ -400,10 +443,10 @@ def _wrapped(model):
     return Root(model)
 
 
-def _transformer_types() -> tuple:
+def _leaf_types() -> tuple:
     import torch.nn as tnn
 
-    return (tnn.TransformerEncoderLayer, tnn.TransformerEncoder)
+    return (tnn.TransformerEncoderLayer, tnn.TransformerEncoder, tnn.RNNBase, tnn.ConvTranspose1d, tnn.ConvTranspose2d)
 
 
 def _flat_tensors(v) -> list:
