@@ -62,9 +62,8 @@ def test_recurrent_replay_equals_torch(kind, layers, bidir, batch_first, bias, w
         ref = model(x).double()
     assert got.shape == ref.shape
     assert float((got - ref).abs().max()) < 1e-5
-    directions = 2 if bidir else 1
-    # per layer and direction: W_ih, W_hh, the input-side bias, and the GRU's b_hn
-    assert len(arrays) == layers * directions * (2 + bias + (bias and kind == "GRU"))
+    # per layer (its directions side by side): W_ih, W_hh, the input-side bias, and the GRU's b_hn
+    assert len(arrays) == layers * (2 + bias + (bias and kind == "GRU"))
 
 
 class _Classifier(nn.Module):
@@ -81,7 +80,9 @@ class _Classifier(nn.Module):
 def _infer(rt, model, x):
     pm = mnn.from_torch(model if rt.rank == 0 else None, x[:1] if rt.rank == 0 else None, src=0, rt=rt)
     xs = rt.share(x.numpy() if rt.rank == 1 else None, src=1)
-    return pm(xs).reveal(to=1), pm.mask_weights()
+    r0 = rt.stats()["rounds"]
+    y = pm(xs).reveal(to=1)
+    return y, pm.mask_weights(), rt.stats()["rounds"] - r0
 
 
 @pytest.mark.parametrize("kind,bidir,n,kw", [("LSTM", True, 2, {}), ("GRU", False, 3, {}),
@@ -92,11 +93,18 @@ def test_recurrent_classifiers_under_mpc_match_torch(kind, bidir, n, kw):
     x = torch.randn(3, 6, 5)
     with torch.no_grad():
         ref = model(x).double().numpy()
-    got, masked = run_parties(_infer, n, model, x, timeout=300)[1]
+    got, masked, rounds = run_parties(_infer, n, model, x, timeout=300)[1]
     assert got.shape == ref.shape
     assert float(np.abs(got - ref).max()) <= APPROX_TOL
-    # one mask per weight tensor (W_ih, W_hh of each layer and direction, and fc), not per step
-    assert masked == 2 * 2 * (2 if bidir else 1) + 1
+    # one mask per weight tensor (W_ih, W_hh of each layer, both directions in one, and fc), not per step
+    assert masked == 2 * 2 + 1
+
+
+def test_a_bidirectional_layer_costs_one_directions_rounds():
+    torch.manual_seed(8)
+    x = torch.randn(2, 5, 5)
+    rounds = [run_parties(_infer, 2, _Classifier("GRU", bidir).eval(), x, timeout=300)[1][2] for bidir in (False, True)]
+    assert rounds[1] == rounds[0], rounds
 
 
 class _WithState(nn.Module):

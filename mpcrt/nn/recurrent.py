@@ -10,6 +10,8 @@ W_hh shared by all of them (masked once, so each step opens only h's mask):
 - GRU: r, z = sigmoid(x_t W_i^T + h W_h^T + b) (one call), n = tanh(x_n + b_in + r (h W_hn^T
   + b_hn)), h = n + z (h - n).
 - RNN: h = tanh or relu(x_t W_ih^T + b_ih + h W_hh^T + b_hh).
+A bidirectional layer runs its two directions in the same steps (the backward one on the
+reversed sequence, gates side by side, block-diagonal weights): no more rounds than one.
 Per step and layer: the products (1 round each: h W_hh^T, then one elementwise product,
 two for the LSTM) and the sigmoid/tanh rounds of mpcrt.protocols.exp; T steps cost T
 times that, so the rounds grow with the sequence (a model for long sequences is better
@@ -119,16 +121,12 @@ def import_recurrent(tr, n, mod, t: str, what: str) -> list:
         tr.fixed_input = f"{what} at fx node '{n.name}' unrolls {steps} steps along the model input's dim 0"
     finals_h, finals_c = [], []
     for layer in range(mod.num_layers):
-        outs = []
-        for d in range(2 if mod.bidirectional else 1):
-            sfx = f"_l{layer}" + ("_reverse" if d else "")
-            ws = [as_f64(getattr(mod, p + sfx, None)) for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            seq, h, c = _direction(s, mod.mode, x, steps, int(mod.hidden_size), ws, bool(d), t + "." + sfx[1:],
-                                   f"l{layer}{'r' if d else ''}")
-            outs.append(seq)
-            finals_h.append(h)
-            finals_c.append(c)
-        x = outs[0] if len(outs) == 1 else s.op("cat", f"l{layer}:out", tensors=outs, dim=2)
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        dirs = [[as_f64(getattr(mod, f"{p}_l{layer}{r}", None)) for p in names]
+                for r in ("", "_reverse")[: 2 if mod.bidirectional else 1]]
+        x, hs, cs = _layer(s, mod.mode, x, steps, int(mod.hidden_size), dirs, f"{t}.l{layer}", f"l{layer}")
+        finals_h += hs
+        finals_c += cs
     if unbatched:  # back to (T, H) and (layers x directions, H)
         out = tr.emit("squeeze", {"input": x, "dim": 0}, n.name, what)
         finals_h, finals_c = ([s.op("squeeze", f"{k}{i}", input=v, dim=0) for i, v in enumerate(vs)] if vs[0] else vs
@@ -143,39 +141,81 @@ def import_recurrent(tr, n, mod, t: str, what: str) -> list:
     return [out, [h_n, s.op("stack", "c_n", tensors=finals_c, dim=0)]]
 
 
-def _direction(s: _Steps, mode: str, x: dict, steps: int, hid: int, ws: list, reverse: bool, pname: str,
-               tag: str) -> tuple:
-    """(the (N, T, H) outputs, the last h, the last c or None) of one layer in one direction."""
+def _weights(mode: str, ws: list, hid: int) -> tuple:
+    """(W_ih, W_hh, the input side's bias or None, b_hn or None) of one direction; the LSTM's cell
+    gate rows doubled (sigmoid(2 g) gives tanh(g)), the GRU's b_hn kept for r * (h W_hn^T + b_hn)."""
     w_ih, w_hh, b_ih, b_hh = ws
     bias = b_ih is not None
-    b_x = (b_ih + b_hh) if bias else None
-    if mode == "LSTM":  # the cell gate's rows doubled: sigmoid(2 g) gives tanh(g)
+    b_x, b_hn = ((b_ih + b_hh) if bias else None), None
+    if mode == "LSTM":
         scale = np.ones(4 * hid)
         scale[2 * hid: 3 * hid] = 2.0
         w_ih, w_hh = w_ih * scale[:, None], w_hh * scale[:, None]
         b_x = b_x * scale if bias else None
-    elif mode == "GRU" and bias:  # b_hn stays inside r * (h W_hn^T + b_hn)
-        b_x = b_ih + np.concatenate([b_hh[: 2 * hid], np.zeros(hid)])
+    elif mode == "GRU" and bias:
+        b_x, b_hn = b_ih + np.concatenate([b_hh[: 2 * hid], np.zeros(hid)]), b_hh[2 * hid:]
+    return w_ih, w_hh, b_x, b_hn
+
+
+def _side_by_side(mats: list, gates: int, hid: int) -> np.ndarray:
+    """Rows of each direction's (gates H, ...) matrix, gate by gate: [gate g: direction 0's H rows | 1's | ...]."""
+    return np.concatenate([m.reshape(gates, hid, *m.shape[1:]) for m in mats], axis=1).reshape(
+        gates * len(mats) * hid, *mats[0].shape[1:])
+
+
+def _block(w: np.ndarray, d: int, n_dirs: int) -> np.ndarray:
+    """w (rows, K) as the columns [d K, (d + 1) K) of a (rows, n_dirs K) matrix, zeros elsewhere."""
+    out = np.zeros((w.shape[0], n_dirs * w.shape[1]))
+    out[:, d * w.shape[1]: (d + 1) * w.shape[1]] = w
+    return out
+
+
+def _layer(s: _Steps, mode: str, x: dict, steps: int, hid: int, dirs: list, pname: str, tag: str) -> tuple:
+    """(the (N, T, D H) outputs, [last h of each direction], [last c of each] or Nones) of one layer.
+
+    Its D directions run together: step k runs the forward direction at time k and the backward
+    one at time T - 1 - k, their gates side by side ([gate g: forward H | backward H]), with
+    block-diagonal weights over [x_t | x_(T-1-t)] and [h_forward | h_backward]; so a bidirectional
+    layer costs one direction's rounds (and twice its multiply-adds in the recurrent product)."""
+    n_dirs, gates = len(dirs), {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    parts = [_weights(mode, ws, hid) for ws in dirs]
     tr = s.tr
+    if n_dirs == 2:  # the backward direction reads the sequence from its end: x reversed along time, beside x
+        rev = [s.op("getitem", f"{tag}:x_rev{i}", input=x, index=[_WHOLE, steps - 1 - i]) for i in range(steps)]
+        x = s.op("cat", f"{tag}:x_both", tensors=[x, s.op("stack", f"{tag}:x_rev", tensors=rev, dim=1)], dim=-1)
+    w_ih = _side_by_side([_block(p[0], d, n_dirs) for d, p in enumerate(parts)], gates, hid)
+    w_hh = _side_by_side([_block(p[1], d, n_dirs) for d, p in enumerate(parts)], gates, hid)
+    b_x = None if parts[0][2] is None else _side_by_side([p[2] for p in parts], gates, hid)
     xs = s.op("linear", f"{tag}:x", input=x, weight=tr.param(w_ih, pname + ".weight_ih"),
               bias=None if b_x is None else tr.param(b_x, pname + ".bias"))
     whh = tr.param(w_hh, pname + ".weight_hh")
-    b_hn = tr.param(b_hh[2 * hid:], pname + ".bias_hn") if mode == "GRU" and bias else None
+    b_hn = None if parts[0][3] is None else tr.param(np.concatenate([p[3] for p in parts]), pname + ".bias_hn")
+    width = n_dirs * hid  # each gate's block: every direction's H
     h = c = None
-    hs: list = [None] * steps
-    for i in reversed(range(steps)) if reverse else range(steps):
-        st = f"{tag}t{i}"
-        xt = s.op("getitem", f"{st}:x", input=xs, index=[_WHOLE, i])
+    outs: list = [[None] * steps for _ in range(n_dirs)]
+    for k in range(steps):
+        st = f"{tag}t{k}"
+        xt = s.op("getitem", f"{st}:x", input=xs, index=[_WHOLE, k])
         gh = None if h is None else s.op("linear", f"{st}:h", input=h, weight=whh)
         if mode == "LSTM":
-            h, c = _lstm_step(s, xt, gh, c, hid, st)
+            h, c = _lstm_step(s, xt, gh, c, width, st)
         elif mode == "GRU":
-            h = _gru_step(s, xt, gh, h, b_hn, hid, st)
+            h = _gru_step(s, xt, gh, h, b_hn, width, st)
         else:
             pre = xt if gh is None else s.op("add", f"{st}:pre", input=xt, other=gh)
             h = s.op("tanh" if mode == "RNN_TANH" else "relu", f"{st}:h_new", input=pre)
-        hs[i] = h
-    return s.op("stack", f"{tag}:seq", tensors=hs, dim=1), h, c
+        if n_dirs == 1:
+            outs[0][k] = h
+        else:
+            outs[0][k] = s.part(h, 0, hid, f"{st}:h_fwd")
+            outs[1][steps - 1 - k] = s.part(h, hid, 2 * hid, f"{st}:h_bwd")
+    seqs = [s.op("stack", f"{tag}:seq{d}", tensors=o, dim=1) for d, o in enumerate(outs)]
+    seq = seqs[0] if n_dirs == 1 else s.op("cat", f"{tag}:seq", tensors=seqs, dim=-1)
+    if n_dirs == 1:
+        return seq, [h], [c]
+    finals = [[None if v is None else s.part(v, d * hid, (d + 1) * hid, f"{tag}:{nm}{d}") for d in range(2)]
+              for v, nm in ((h, "h"), (c, "c"))]
+    return seq, finals[0], finals[1]
 
 
 def _lstm_step(s: _Steps, xt: dict, gh, c, hid: int, st: str) -> tuple:
