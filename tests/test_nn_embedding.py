@@ -22,6 +22,7 @@ from mpcrt.nn import Graph, ModelImportError, UnsupportedLayerError
 from mpcrt.nn.embedding import one_hot
 
 VOCAB = 40
+APPROX_TOL = 2e-2
 
 
 class BagOfWords(nn.Module):
@@ -133,3 +134,87 @@ def test_mpcrt_infer_one_hot_on_the_data_owner(cli, tmp_path):
     other = "\n".join(ln for ln in r.output.splitlines() if ln.startswith("[party 0]"))
     assert f"[0, {VOCAB})" in owner and f"[0, {VOCAB})" not in other
     assert "token ids do not fit" in other
+
+
+class _Block(nn.Module):
+    """nanoGPT's causal self-attention block (mask buffer sliced by T), at toy size."""
+
+    def __init__(self, d: int, t: int):
+        super().__init__()
+        self.ln1, self.qkv, self.proj, self.ln2 = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d), nn.LayerNorm(d)
+        self.mlp, self.h = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d)), 2
+        self.register_buffer("bias", torch.tril(torch.ones(t, t)).view(1, 1, t, t))
+
+    def forward(self, x):
+        b, t, c = x.size()
+        q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
+        q, k, v = (q.view(b, t, self.h, c // self.h).transpose(1, 2), k.view(b, t, self.h, c // self.h).transpose(1, 2),
+                   v.view(b, t, self.h, c // self.h).transpose(1, 2))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / k.size(-1) ** 0.5)
+        att = att.masked_fill(self.bias[:, :, :t, :t] == 0, float("-inf")).softmax(dim=-1)
+        x = x + self.proj((att @ v).transpose(1, 2).contiguous().view(b, t, c))
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyGPT(nn.Module):
+    """Token and learned position embeddings (wpe(arange(t))), as nanoGPT; the last position's logits."""
+
+    def __init__(self, t: int = 8, d: int = 16):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(VOCAB, d), nn.Embedding(t, d)
+        self.block, self.ln, self.head = _Block(d, t), nn.LayerNorm(d), nn.Linear(d, VOCAB, bias=False)
+
+    def forward(self, idx):
+        b, t = idx.size()
+        x = self.wte(idx) + self.wpe(torch.arange(0, t, dtype=torch.long))
+        return self.head(self.ln(self.block(x)))[:, idx.size(-1) - 1, :]  # size(-1): the ids', not the one-hot's
+
+
+class TinyBert(nn.Module):
+    """Hugging Face's layout: positions from a position_ids buffer, the first token's output."""
+
+    def __init__(self, t: int = 16, d: int = 8):
+        super().__init__()
+        self.word, self.pos = nn.Embedding(VOCAB, d), nn.Embedding(t, d)
+        self.register_buffer("position_ids", torch.arange(t).expand((1, -1)))
+        self.enc, self.cls = nn.TransformerEncoderLayer(d, 2, 16, batch_first=True), nn.Linear(d, 2)
+
+    def forward(self, ids):
+        x = self.word(ids) + self.pos(self.position_ids[:, :ids.shape[1]])
+        return self.cls(self.enc(x)[:, 0])
+
+
+def _whole(rt, model, ids):
+    pm = mnn.from_torch(model if rt.rank == 0 else None, ids[:1] if rt.rank == 0 else None, src=0, rt=rt)
+    return pm.infer(ids if rt.rank == 1 else None, data_owner=1)
+
+
+@pytest.mark.parametrize("build", [TinyGPT, TinyBert])
+def test_position_embeddings_at_constant_positions_fold_into_parameters(build):
+    torch.manual_seed(4)
+    model, ids = build().eval(), _ids(3, 6, seed=5)
+    graph, arrays = mnn.trace(model, ids[:1])
+    assert graph.meta["input_one_hot"] == VOCAB
+    consts = [p for p in graph.params if p["name"].endswith(":const")]  # the position rows, looked up at import
+    assert len(consts) == 1 and consts[0]["shape"][-2:] == [6, model.pos.embedding_dim if build is TinyBert else 16]
+    with torch.no_grad():
+        ref = model(ids).double().numpy()
+    got = run_parties(_whole, 2, model, ids, timeout=300)[1]
+    assert float(np.abs(got - ref).max()) <= APPROX_TOL
+
+
+class _Offsets(nn.Module):
+    def forward(self, x):  # a float model: the offsets depend on a fixed size (dim 1), not on the values
+        return x + torch.arange(0, x.size(1)).float() * 0.5
+
+
+def test_input_free_tensors_fold_and_batch_sized_ones_do_not():
+    graph, arrays = mnn.trace(_Offsets(), torch.zeros(1, 5))
+    assert graph.op_counts().get("add") == 1 and arrays[0].tolist() == [0.0, 0.5, 1.0, 1.5, 2.0]
+
+    class PerRow(nn.Module):
+        def forward(self, x):  # depends on the batch size: not a constant
+            return x + torch.arange(0, x.size(0)).float().unsqueeze(1)
+
+    with pytest.raises(UnsupportedLayerError, match="arange"):
+        mnn.trace(PerRow(), torch.zeros(2, 3))

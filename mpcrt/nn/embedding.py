@@ -25,14 +25,15 @@ MAX_ONE_HOT = 1 << 28  # encoded elements per call (2 GiB of float64): larger in
 _ID_CASTS = ("long", "int", "to", "type_as")
 
 
-def token_input(gm, modules: dict) -> tuple[int | None, dict]:
-    """(V, {cast node: the input node}) when the model's input feeds one nn.Embedding (its only use,
-    through integer casts, which the import reads as the input itself); (None, {}) when no Embedding
-    is in the graph; UnsupportedLayerError for any other Embedding use."""
+def token_input(gm, modules: dict, folded: set) -> tuple[int | None, dict]:
+    """(V, {cast node: the input node}) when the model's input feeds one nn.Embedding (its only use
+    but size queries, through integer casts, which the import reads as the input itself); (None, {})
+    when no Embedding reads data (those in `folded`, at constant positions, are parameters);
+    UnsupportedLayerError for any other Embedding use."""
     import torch.nn as tnn
 
-    emb = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(modules.get(n.target),
-                                                                                  (tnn.Embedding, tnn.EmbeddingBag))]
+    emb = [n for n in gm.graph.nodes if n.op == "call_module" and n not in folded and isinstance(
+        modules.get(n.target), (tnn.Embedding, tnn.EmbeddingBag))]
     if not emb:
         return None, {}
     n = emb[0]
@@ -42,7 +43,8 @@ def token_input(gm, modules: dict) -> tuple[int | None, dict]:
         casts.append(src)
         src = src.args[0]
     ok = (len(emb) == 1 and isinstance(mod, tnn.Embedding) and getattr(src, "op", None) == "placeholder"
-          and len(src.users) == 1 and len(n.args) == 1 and not n.kwargs)
+          and all(u is (casts[-1] if casts else n) or u in folded or _size_query(u) for u in src.users)
+          and len(n.args) == 1 and not n.kwargs)
     if not ok:
         raise UnsupportedLayerError(
             f"{type(mod).__name__} (module '{n.target}') at fx node '{n.name}': a lookup by a secret token index "
@@ -56,6 +58,22 @@ def token_input(gm, modules: dict) -> tuple[int | None, dict]:
         raise UnsupportedLayerError(f"nn.Embedding with {mod.num_embeddings} rows (module '{n.target}'): 2 to "
                                     f"{MAX_VOCAB} are supported")
     return int(mod.num_embeddings), {c: src for c in casts}
+
+
+def _size_query(u) -> bool:
+    """x.size(...), x.shape: the ids' public sizes (read off the one-hot by id_sizes)."""
+    return (u.op == "call_method" and u.target == "size") or (
+        u.op == "call_function" and getattr(u.target, "__name__", "") == "getattr" and u.args[1:] == ("shape",))
+
+
+def id_sizes(tr, n) -> dict:
+    """The IR of a size query on the ids (fx node n): the one-hot input's sizes but its last (V)."""
+    x = tr.ref_of[n.args[0]]
+    d = n.args[1] if len(n.args) > 1 and n.op == "call_method" else n.kwargs.get("dim")
+    if isinstance(d, int):
+        return tr.emit("size", {"input": x, "dim": d - 1 if d < 0 else d}, n.name, "size of the token ids")
+    whole = tr.emit("size", {"input": x, "dim": None}, n.name + ":one_hot", "size of the token ids")
+    return tr.emit("getitem", {"input": whole, "index": {"slice": [None, -1, None]}}, n.name, "size of the token ids")
 
 
 def import_embedding(tr, n, mod, x: dict, t: str, what: str) -> dict:

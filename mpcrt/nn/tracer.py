@@ -19,7 +19,7 @@ import numpy as np
 from mpcrt.errors import ShapeError
 from mpcrt.nn.fx_args import EVAL_IDENTITIES, MASK_FILL, as_f64, describe, is_size, qualname, table_key
 from mpcrt.nn.fx_table import FUNCTIONS, METHODS
-from mpcrt.nn import embedding, peephole
+from mpcrt.nn import constants, embedding, peephole
 from mpcrt.nn.ir import IR_OPS, Graph, ModelImportError, UnsupportedLayerError
 from mpcrt.nn.layers import TorchOps, run_graph
 from mpcrt.nn.modules import import_module, plan_folds
@@ -185,7 +185,6 @@ class _Tracer:
                 f"are supported (arguments with defaults are traced at them). {ONE_INPUT_HINT}")
         self.gm = gm
         self.modules = dict(gm.named_modules())
-        self.one_hot, id_casts = embedding.token_input(gm, self.modules)  # V: token ids, shared one-hot
         self._refuse_attention_weights(gm)
         self.alt_shapes = self._shapes_at_another_batch(gm)
         try:
@@ -197,6 +196,8 @@ class _Tracer:
                 f"the example input of shape {tuple(self.x.shape)} does not fit {type(self.model).__name__}: "
                 f"{type(e).__name__}: {e}"
             ) from None
+        self.consts, self.skipped = constants.fold(gm, self.modules, self.x)  # arange positions, masks: params
+        self.one_hot, id_casts = embedding.token_input(gm, self.modules, set(self.consts) | self.skipped)
         self.folded = plan_folds(self, gm)
         self.alias.update(id_casts)  # ids.long() before the embedding: the one-hot input itself
         self.zero_states = zero_states(gm, self.modules)  # torch.zeros(...) as an LSTM's (h0, c0): no state
@@ -341,10 +342,18 @@ class _Tracer:
         if n in self.zero_states:
             self.ref_of[n] = ZERO_STATE
             return
+        if n in self.consts or n in self.skipped:  # built without the input: its value, a parameter
+            self.ref_of[n] = self.param(self.consts[n], f"{n.name}:const") if n in self.consts else None
+            return
+        if self.one_hot and n.args and n.args[0] is self.input_node and (
+                n.op == "call_method" and n.target == "size" or n.op == "call_function" and n.args[1:] == ("shape",)):
+            self.ref_of[n] = embedding.id_sizes(self, n)  # the ids' sizes, not the one-hot's
+            return
         if n in self.alias:
             self.ref_of[n] = self.ref_of[self.alias[n]]
             return
         if n.op == "placeholder":
+            self.input_node = n
             self.ref_of[n] = self.emit("input", {}, n.name, str(n.target))
         elif n.op == "get_attr":
             self.ref_of[n] = self._get_attr(n)
