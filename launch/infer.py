@@ -201,10 +201,7 @@ def party_main(a) -> int:
     # not the others' to learn; they hear that it is not ready
     told = err if err is None or stage == "model" else "its input or output was refused (the reason is shown " \
         "on that party only)"
-    failures = [(r, err if r == rt.rank else m) for r, m in _all_agree(rt, told)]
-    if failures:  # every party stops here alike: a clean goodbye, so the dealer reports no lost party
-        close_checked(rt)
-        raise ConfigError("; ".join(f"party {r} ({_role(r, mo, do)}): {m}" for r, m in failures))
+    _stop_unless_all_ready(rt, err, told, mo, do)
 
     # 2. the model: public graph to all, weights secret-shared by the model owner
     t0 = time.perf_counter()
@@ -230,13 +227,10 @@ def party_main(a) -> int:
         if rt.rank == do:
             try:
                 inputs = model.encode_input(inputs)
-            except (ConfigError, ValueError) as e:
-                err = str(e)
-        failures = [(r, err if r == rt.rank else m) for r, m in _all_agree(
-            rt, err and "its token ids do not fit the model's embedding (the reason is shown on that party only)")]
-        if failures:
-            close_checked(rt)
-            raise ConfigError("; ".join(f"party {r} ({_role(r, mo, do)}): {m}" for r, m in failures))
+            except Exception as e:  # noqa: BLE001 - told to the others (as a bare refusal) so nobody waits
+                err = f"{type(e).__name__}: {e}"
+        _stop_unless_all_ready(rt, err, err and "its token ids do not fit the model's embedding (the reason is "
+                               "shown on that party only)", mo, do)
 
     # 3. private inference, outputs revealed to the data owner only
     rt.reset_stats()
@@ -300,6 +294,18 @@ def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:
 
 def _role(r: int, mo: int, do: int) -> str:
     return " and ".join([w for w, q in (("model owner", mo), ("data owner", do)) if q == r]) or "helper"
+
+
+def _stop_unless_all_ready(rt, err: str | None, told: str | None, mo: int, do: int) -> None:
+    """Every party learns who is not ready (`told`: what this one tells the others; its own `err` it shows
+    itself) and all stop alike: a clean goodbye, so the dealer reports no lost party, then ConfigError."""
+    from mpcrt.errors import ConfigError
+    from mpcrt.parties.party import close_checked
+
+    failures = [(r, err if r == rt.rank else m) for r, m in _all_agree(rt, told)]
+    if failures:
+        close_checked(rt)
+        raise ConfigError("; ".join(f"party {r} ({_role(r, mo, do)}): {m}" for r, m in failures))
 
 
 def _all_agree(rt, err: str | None) -> list[tuple[int, str]]:

@@ -99,3 +99,53 @@ def test_drop_dead_renumbers_refs_in_lists_and_slices():
     assert [n["name"] for n in kept] == ["x", "n", "cut", "both"] and out == {"ref": 3}
     assert kept[2]["args"]["index"] == [{"slice": [None, {"ref": 1}, None]}]
     assert kept[3]["args"]["tensors"] == [{"ref": 2}, {"ref": 2}]
+
+
+class _ReadAfterInPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h.add_(x)  # imported as h + x: the read below would see h before the change
+        return h * 2
+
+
+class _Noise(nn.Module):
+    def forward(self, x):  # fresh on each call: not a constant to fold
+        return x + 1e-5 * torch.rand(x.size(1))
+
+
+def test_mutations_and_fresh_randomness_are_refused_not_frozen():
+    with pytest.raises(mnn.UnsupportedLayerError, match=r"in-place \.add_\(\).*read again.*out of place"):
+        mnn.trace(_ReadAfterInPlace(), torch.zeros(1, 4))  # a zero example would pass the self-check
+    with pytest.raises(mnn.UnsupportedLayerError, match="torch.rand"):
+        mnn.trace(_Noise(), torch.zeros(1, 3))
+
+
+class _TextCnn(nn.Module):
+    """Kim's CNN: a global max pool written with the sequence length, and a (logits, None) return."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.conv, self.fc = nn.Embedding(30, 6), nn.Conv1d(6, 5, 3), nn.Linear(5, 2)
+
+    def forward(self, ids):
+        c = torch.relu(self.conv(self.emb(ids).permute(0, 2, 1)))
+        mask = torch.triu(torch.ones((c.size(2), c.size(2))), 1).bool()  # a folded mask made boolean
+        c = c + c.unsqueeze(2).masked_fill(mask, 0.0).sum(2) * 0.0
+        return self.fc(nn.functional.max_pool1d(c, c.size(2)).squeeze(2)), None
+
+
+def test_text_cnn_with_size_kernel_bool_mask_and_none_output():
+    from mpcrt.nn.embedding import one_hot
+
+    model = _TextCnn().eval()
+    ids = torch.randint(0, 30, (3, 9))
+    graph, arrays = mnn.trace(model, ids[:1])
+    with torch.no_grad():
+        got = mnn.run_graph(graph, [torch.from_numpy(a) for a in arrays], torch.from_numpy(one_hot(ids.numpy(), 30)),
+                            mnn.TorchOps())
+        ref = model(ids)[0].double()
+    assert got[1] is None and float((got[0] - ref).abs().max()) < 1e-5

@@ -197,3 +197,18 @@ def test_packed_sequences_and_bare_layers():
         mnn.trace(nn.Sequential(nn.Identity()), pack_padded_sequence(x, torch.tensor([4]), batch_first=True))
     graph, _ = mnn.trace(nn.LSTM(3, 4, batch_first=True), x)  # the layer itself as the model
     assert isinstance(graph.output, list) and len(graph.output) == 2
+
+
+def _infer_batched(rt, model, x):
+    pm = mnn.from_torch(model if rt.rank == 0 else None, x if rt.rank == 0 else None, src=0, rt=rt)
+    return pm.infer(x if rt.rank == 1 else None, data_owner=1, batch_size=2)
+
+
+def test_infer_never_cuts_a_fixed_input_along_time():
+    """A sequence-first model's dim 0 is time: infer() runs it whole whatever batch_size says."""
+    torch.manual_seed(5)
+    model, x = _SeqFirst().eval(), torch.randn(7, 2, 4)
+    with torch.no_grad():
+        ref = model(x).double().numpy()
+    got = run_parties(_infer_batched, 2, model, x, timeout=120)[1]
+    assert float(np.abs(got - ref).max()) <= APPROX_TOL

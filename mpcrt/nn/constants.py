@@ -6,33 +6,49 @@ Face's `position_embeddings(self.position_ids[:, :t])`), causal masks made in fo
 input's fixed sizes (dims 1 and up; the batch dim, which may change, is never among them), not on
 the data. The model owner evaluates them on the example (torch.fx's Interpreter) and each becomes
 a parameter of the graph, shared like the weights, instead of ops (arange, ones, tril) with no
-MPC form. Nothing is folded that reads the input's values or its batch size; bool results (the
-comparisons that make masks) stay ops on the folded numbers, as for mask buffers.
+MPC form. Nothing is folded that reads the input's values or its batch size, nor random or
+uninitialised tensors (torch.rand, torch.empty: fresh on each call), nor a tensor changed in place
+later; x.device and x.dtype are public facts. bool results (the comparisons that make masks) stay
+ops on the folded numbers, as for mask buffers.
 
-`fold(gm, modules, x)` returns {fx node: value} for the nodes to emit as parameters and the set
-of nodes only they read (not imported at all).
+`fold(gm, modules, x, alt_shapes)` returns {fx node: value} for the nodes to emit as parameters
+and the set of nodes only they read (not imported at all); alt_shapes: the nodes' shapes with the
+example's batch one larger, which tells the sizes of inner tensors that do not follow the batch.
 """
 from __future__ import annotations
 
 import numpy as np
 
-_SIZE_METHODS = ("size",)
+from mpcrt.nn.fx_args import size_dim
+
+# made afresh on each call (random or uninitialised): never a constant
+_FRESH = ("rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "randperm", "normal", "bernoulli",
+          "multinomial", "empty", "empty_like", "new_empty", "poisson", "dropout", "uniform_", "normal_")
 
 
-def _input_dim(n, placeholder, ndim: int) -> int | None:
-    """The input dim a size query reads (x.size(d), x.shape[d], x.size()[d]), as 0..ndim-1; None if n is none."""
-    if n.op == "call_method" and n.target in _SIZE_METHODS and n.args and n.args[0] is placeholder:
-        d = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
-        return d % ndim if isinstance(d, int) else None
-    if n.op == "call_function" and getattr(n.target, "__name__", "") == "getitem" and len(n.args) == 2:
-        src, i = n.args
-        whole = getattr(src, "op", None) == "call_method" and src.target in _SIZE_METHODS and len(src.args) == 1 \
-            and not src.kwargs
-        shape = getattr(src, "op", None) == "call_function" and getattr(src.target, "__name__", "") == "getattr" \
-            and src.args[1:] == ("shape",)
-        if (whole or shape) and src.args[0] is placeholder and isinstance(i, int):
-            return i % ndim
-    return None
+def _fixed_size(n, placeholder, alt_shapes: dict) -> bool | None:
+    """For a size query (x.size(d), x.shape[d], x.size()[d]): whether that size is fixed (a dim >= 1 of
+    the input, or of an inner tensor one that stays put when the batch grows); None if n is no size query."""
+    src, d = size_dim(n)
+    tm = getattr(src, "meta", {}).get("tensor_meta") if src is not None and d is not None else None
+    if tm is None or not hasattr(tm, "shape"):
+        return None
+    d %= len(tm.shape)
+    if src is placeholder:
+        return d >= 1
+    alt = alt_shapes.get(src)
+    return alt is not None and len(alt) == len(tm.shape) and alt[d] == tm.shape[d]
+
+
+def public_metadata(n, src=None) -> bool:
+    """x.device, x.dtype (of src, or of any node): public facts, not values."""
+    return (n.op == "call_function" and getattr(n.target, "__name__", "") == "getattr"
+            and n.args[1:] in (("device",), ("dtype",)) and (src is None or n.args[0] is src))
+
+
+def _fresh_or_mutated(n) -> bool:
+    name = getattr(n.target, "__name__", n.target) if n.op in ("call_function", "call_method") else ""
+    return name in _FRESH or any(u.op == "call_method" and str(u.target).endswith("_") for u in n.users)
 
 
 def _buffer(gm, n) -> bool:
@@ -46,7 +62,7 @@ def _buffer(gm, n) -> bool:
     return isinstance(obj, torch.Tensor) and not isinstance(obj, torch.nn.Parameter)
 
 
-def fold(gm, modules: dict, x) -> tuple[dict, set]:
+def fold(gm, modules: dict, x, alt_shapes: dict) -> tuple[dict, set]:
     """({fx node: numpy value} to import as parameters, {fx nodes only those read}); ({}, set()) if none."""
     import torch
     import torch.nn as tnn
@@ -54,7 +70,6 @@ def fold(gm, modules: dict, x) -> tuple[dict, set]:
 
     nodes = list(gm.graph.nodes)
     placeholder = next(n for n in nodes if n.op == "placeholder")
-    ndim = x.ndim
     pure, from_buffers = set(), set()  # input-free; input-free but reading buffers (only folded into an Embedding)
     for n in nodes:
         ins = n.all_input_nodes
@@ -62,9 +77,13 @@ def fold(gm, modules: dict, x) -> tuple[dict, set]:
             continue
         if _buffer(gm, n):
             from_buffers.add(n)
-        elif (d := _input_dim(n, placeholder, ndim)) is not None:
-            if d >= 1:
+        elif (fixed := _fixed_size(n, placeholder, alt_shapes)) is not None:
+            if fixed:
                 pure.add(n)
+        elif public_metadata(n, placeholder):
+            pure.add(n)
+        elif _fresh_or_mutated(n):
+            continue
         elif n.op in ("call_function", "call_method") and all(i in pure for i in ins) and not _is_bool(n):
             pure.add(n)
         elif n.op in ("call_function", "call_method") and ins and all(i in pure or i in from_buffers for i in ins):
@@ -86,8 +105,8 @@ def fold(gm, modules: dict, x) -> tuple[dict, set]:
     class Capture(Interpreter):
         def run_node(self, n):
             v = super().run_node(n)
-            if n in want:
-                values[n] = v
+            if n in want:  # a copy: forward() may change the tensor later (in place)
+                values[n] = v.detach().clone() if isinstance(v, torch.Tensor) else v
             return v
 
     with torch.no_grad():

@@ -78,7 +78,7 @@ def import_conv_transpose(tr, n, mod, x: dict, weights: tuple, what: str, sized:
     tm = n.meta.get("tensor_meta")
     if sized and hasattr(tm, "shape"):  # output_size chose the output_padding (torch checks it is < stride)
         got = (1, int(tm.shape[-1])) if one_d else (int(tm.shape[-2]), int(tm.shape[-1]))
-        outs, out_pad = list(got), tuple(g - o + op for g, o, op in zip(got, outs, out_pad))
+        outs, out_pad = list(got), tuple(v - o + op for v, o, op in zip(got, outs, out_pad))
     qs, rights = [], []
     for i, s, p, j, o in zip(ins, stride, pad, js, outs):
         extra = max(0, -(-(p + o) // s) - (i + j - 1))  # output_padding past the last full phase row

@@ -8,6 +8,9 @@ the ids leaves the data owner but their shared one-hot, and nothing about W leav
 model owner. The graph records V (`meta["input_one_hot"]`) and an input shape ending in V;
 `PrivateModel.encode_input` (and `infer`, `mpcrt infer`) encode on the data owner.
 
+What the others learn: that the ids fit (whole numbers in [0, V)), not why not; the model owner
+chooses V, so over many sessions that bit can bound the largest id a data owner sends.
+
 Supported: an nn.Embedding whose input is the model's input (through .long()/.int()/.to()),
 the only use of that input; padding_idx as torch (its row is W's row); not max_norm
 (it rescales rows on lookup). Cost: V times the shared input's words (ids x V), so batches
@@ -18,10 +21,11 @@ from __future__ import annotations
 import numpy as np
 
 from mpcrt.errors import ShapeError
-from mpcrt.nn.fx_args import as_f64
+from mpcrt.nn.constants import public_metadata
+from mpcrt.nn.fx_args import as_f64, describe, size_dim
 from mpcrt.nn.ir import MAX_VOCAB, UnsupportedLayerError
 
-MAX_ONE_HOT = 1 << 28  # encoded elements per call (2 GiB of float64): larger inputs go in parts
+MAX_ONE_HOT = 1 << 26  # encoded numbers per share (512 MiB of float64; a hostile V cannot make it more)
 _ID_CASTS = ("long", "int", "to", "type_as")
 
 
@@ -42,15 +46,26 @@ def token_input(gm, modules: dict, folded: set) -> tuple[int | None, dict]:
     while getattr(src, "op", None) == "call_method" and src.target in _ID_CASTS and len(src.users) == 1:
         casts.append(src)
         src = src.args[0]
-    ok = (len(emb) == 1 and isinstance(mod, tnn.Embedding) and getattr(src, "op", None) == "placeholder"
-          and all(u is (casts[-1] if casts else n) or u in folded or _size_query(u) for u in src.users)
-          and len(n.args) == 1 and not n.kwargs)
-    if not ok:
+    on_input = getattr(src, "op", None) == "placeholder"
+    others = [u for u in (src.users if on_input else ()) if u is not (casts[-1] if casts else n) and u not in folded
+              and size_dim(u, src)[0] is None and not public_metadata(u, src)]
+    if len(emb) == 1 and isinstance(mod, tnn.Embedding) and on_input and not others and len(n.args) == 1 \
+            and not n.kwargs:
+        pass
+    elif others:
         raise UnsupportedLayerError(
-            f"{type(mod).__name__} (module '{n.target}') at fx node '{n.name}': a lookup by a secret token index "
-            "is supported only as the first layer, on the model's input (the data owner then shares the ids "
-            "one-hot); otherwise share one-hot inputs and replace it by "
-            f"nn.Linear({mod.num_embeddings}, {mod.embedding_dim}, bias=False) with weight = embedding.weight.T")
+            f"the token ids that {type(mod).__name__} (module '{n.target}') looks up are also read at fx node "
+            f"'{others[0].name}' ({describe(others[0])}): only their sizes, x.device and x.dtype may be read "
+            "besides the embedding (the ids are shared one-hot, not as numbers)")
+    else:
+        where = n if len(emb) == 1 else emb[1]
+        mod = modules[where.target]
+        raise UnsupportedLayerError(
+            f"{type(mod).__name__} (module '{where.target}') at fx node '{where.name}': a lookup "
+            "by a secret token index is supported only as the first layer, on the model's input (the data owner "
+            "then shares the ids one-hot), or at positions that do not depend on the input (they are folded); "
+            f"otherwise share one-hot inputs and replace it by nn.Linear({mod.num_embeddings}, {mod.embedding_dim}, "
+            "bias=False) with weight = embedding.weight.T")
     if mod.max_norm is not None:
         raise UnsupportedLayerError(f"nn.Embedding with max_norm={mod.max_norm} (module '{n.target}'): rows "
                                     "renormalized on lookup are not supported; renormalize the weight before import")
@@ -58,12 +73,6 @@ def token_input(gm, modules: dict, folded: set) -> tuple[int | None, dict]:
         raise UnsupportedLayerError(f"nn.Embedding with {mod.num_embeddings} rows (module '{n.target}'): 2 to "
                                     f"{MAX_VOCAB} are supported")
     return int(mod.num_embeddings), {c: src for c in casts}
-
-
-def _size_query(u) -> bool:
-    """x.size(...), x.shape: the ids' public sizes (read off the one-hot by id_sizes)."""
-    return (u.op == "call_method" and u.target == "size") or (
-        u.op == "call_function" and getattr(u.target, "__name__", "") == "getattr" and u.args[1:] == ("shape",))
 
 
 def id_sizes(tr, n) -> dict:

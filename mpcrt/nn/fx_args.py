@@ -21,7 +21,34 @@ def is_size(v) -> bool:
 
 
 def first_int(v) -> int:
-    return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
+    v = v[0] if isinstance(v, (tuple, list)) else v
+    return int(v) if not hasattr(v, "op") else static_int(v)
+
+
+def size_dim(n, src=None):
+    """(source node, dim or None) when fx node n reads a size of src (any node if src is None): x.size(d),
+    x.size()[d], x.shape[d] give d, x.size() and x.shape give None; else (None, None)."""
+    op, name = getattr(n, "op", None), getattr(getattr(n, "target", None), "__name__", getattr(n, "target", None))
+    if op == "call_method" and name == "size" and n.args and (src is None or n.args[0] is src):
+        d = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+        return n.args[0], d if isinstance(d, int) else None
+    if op == "call_function" and name == "getattr" and n.args[1:] == ("shape",) and (src is None or n.args[0] is src):
+        return n.args[0], None
+    if op == "call_function" and name == "getitem" and len(n.args) == 2 and isinstance(n.args[1], int):
+        whole, d = size_dim(n.args[0], src)
+        if whole is not None and d is None:
+            return whole, n.args[1]
+    return None, None
+
+
+def static_int(n) -> int:
+    """The value of a size read off a traced tensor (x.size(2) as a pool's kernel): fixed at import."""
+    src, d = size_dim(n)
+    tm = getattr(src, "meta", {}).get("tensor_meta") if src is not None else None
+    if d is None or not hasattr(tm, "shape"):
+        raise UnsupportedLayerError(f"a number computed at fx node '{getattr(n, 'name', n)}' where a fixed "
+                                    "integer is needed (a kernel size, a stride): use a number or x.size(d)")
+    return int(tm.shape[d])
 
 
 def stride_1d(stride, k: int) -> int:

@@ -216,6 +216,10 @@ def compare_as(op):
     return fix
 
 
+def to_bool(tr, n, a):  # mask.bool(): the comparison mask != 0 (0/1 under MPC, as every comparison)
+    return ("compare", {"input": a["input"], "other": 0.0, "op": "ne"})
+
+
 def cast(tr, n, a):
     dt = a.get("dtype")
     import torch
@@ -311,7 +315,8 @@ FIXES = dict(no_out=no_out, softmax=softmax, sdpa=sdpa, maxpool=maxpool, conv=co
              clamp_min=clamp_min, clamp_max=clamp_max, pow=pow_, sqrt_size=sqrt_size, square=square,
              masked_fill=masked_fill,
              instance_norm=instance_norm,
-             compare_as=compare_as, cast=cast, max_or_maximum=max_or_maximum, one_dim=one_dim, var_std=var_std,
+             compare_as=compare_as, cast=cast, to_bool=to_bool, max_or_maximum=max_or_maximum, one_dim=one_dim,
+             var_std=var_std,
              norm_fix=norm_fix, normalize_fix=normalize_fix, t_fix=t_fix, pad_fix=pad_fix, interpolate=interpolate,
              conv1d=one_d("conv2d", conv1d), max_pool1d=one_d("max_pool2d", max_pool1d),
              avg_pool1d=one_d("avg_pool2d", avg_pool1d), adaptive_avg_pool1d=one_d("adaptive_avg_pool2d",

@@ -160,6 +160,7 @@ def _method_table() -> dict:
         "ge": ("compare", S(lambda self, other: None), fx["compare_as"]("ge")),
         "eq": ("compare", S(lambda self, other: None), fx["compare_as"]("eq")),
         "ne": ("compare", S(lambda self, other: None), fx["compare_as"]("ne")),
+        "bool": ("compare", S(lambda self: None), fx["to_bool"]),
         "float": ("cast", S(lambda self, memory_format=None: None), fx["cast"]),
         "double": ("cast", S(lambda self, memory_format=None: None), fx["cast"]),
         "to": ("cast", S(lambda self, dtype=None, non_blocking=False, copy=False, memory_format=None: None),

@@ -46,7 +46,7 @@ def import_module(tr, n) -> dict:
     if isinstance(mod, (tnn.LSTM, tnn.GRU, tnn.RNN)):
         return import_recurrent(tr, n, mod, str(n.target), what)
     if isinstance(mod, (tnn.ConvTranspose1d, tnn.ConvTranspose2d)) and (
-            set(n.kwargs) == {"output_size"} and len(n.args) == 1 or not n.kwargs and len(n.args) == 2):
+            (set(n.kwargs) == {"output_size"} and len(n.args) == 1) or (not n.kwargs and len(n.args) == 2)):
         # forward(x, output_size): the traced output's size gives the output_padding it chose
         return import_conv_transpose(tr, n, mod, tr.enc(n.args[0], n), _layer_weights(tr, n, mod, str(n.target)),
                                      what, sized=True)

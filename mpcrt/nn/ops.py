@@ -141,7 +141,7 @@ _MODULES = (
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d (output size dividing the input's)",
     "Flatten", "Unflatten", "PixelShuffle", "PixelUnshuffle", "Dropout", "Dropout1d/2d/3d", "AlphaDropout", "Identity",
     "torchvision's StochasticDepth (eval)", "MultiheadAttention (no masks; output only)",
-    "LSTM/GRU/RNN (no initial state, no proj_size; unrolled over the example's length)",
+    "LSTM/GRU/RNN (zero initial state, no proj_size; unrolled over the example's length)",
     "Embedding (on the model's input: ids shared one-hot, model.encode_input)",
     "TransformerEncoderLayer (relu/gelu, no masks)", "TransformerEncoder",
 )

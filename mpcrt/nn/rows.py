@@ -63,5 +63,6 @@ def mark(graph: Graph, arrays: list) -> None:
 
 def batch_rows(graph: Graph, batch_size: int, total: int) -> int:
     """How many rows of dim 0 one call may take: batch_size, or all `total` of them when the
-    graph mixes rows (meta says 0)."""
-    return max(1, total) if graph.meta.get(ROWS_KEY, 1) == 0 else batch_size
+    graph mixes rows (meta says 0) or its input shape is fixed (dim 0 a recurrent layer's time)."""
+    whole = graph.meta.get(ROWS_KEY, 1) == 0 or graph.meta.get("input_fixed")
+    return max(1, total) if whole else batch_size

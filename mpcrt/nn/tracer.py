@@ -10,14 +10,16 @@ reproduces the model on the example, and returns the graph and the float64 weigh
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import numbers
 import operator
 
 import numpy as np
 
 from mpcrt.errors import ShapeError
-from mpcrt.nn.fx_args import EVAL_IDENTITIES, MASK_FILL, as_f64, describe, is_size, qualname, table_key
+from mpcrt.nn.fx_args import EVAL_IDENTITIES, MASK_FILL, as_f64, describe, is_size, qualname, size_dim, table_key
 from mpcrt.nn.fx_table import FUNCTIONS, METHODS
 from mpcrt.nn import constants, embedding, peephole
 from mpcrt.nn.ir import IR_OPS, Graph, ModelImportError, UnsupportedLayerError
@@ -177,6 +179,7 @@ class _Tracer:
                 "torch.fx.wrap).")
             raise ModelImportError(
                 f"torch.fx could not trace {type(self.model).__name__}: {type(e).__name__}: {e}. {hint}") from None
+        _refuse_reads_after_in_place(gm)  # before dead-code elimination drops the unused in-place calls
         gm.graph.eliminate_dead_code()
         extra = [n for n in gm.graph.nodes if n.op == "placeholder"][1:]
         if extra:
@@ -196,7 +199,7 @@ class _Tracer:
                 f"the example input of shape {tuple(self.x.shape)} does not fit {type(self.model).__name__}: "
                 f"{type(e).__name__}: {e}"
             ) from None
-        self.consts, self.skipped = constants.fold(gm, self.modules, self.x)  # arange positions, masks: params
+        self.consts, self.skipped = constants.fold(gm, self.modules, self.x, self.alt_shapes)  # positions, masks
         self.one_hot, id_casts = embedding.token_input(gm, self.modules, set(self.consts) | self.skipped)
         self.folded = plan_folds(self, gm)
         self.alias.update(id_casts)  # ids.long() before the embedding: the one-hot input itself
@@ -222,17 +225,19 @@ class _Tracer:
 
     def _shapes_at_another_batch(self, gm) -> dict:
         """{fx node: shape} with the example's dim 0 one longer, for graphs with a recurrent layer (which
-        unrolls over its time axis: one that follows dim 0 fixes the input's shape); {} if it cannot run."""
+        unrolls over its time axis: one that follows dim 0 fixes the input's shape) or that read sizes of
+        inner tensors (those that stay put are fixed, for constants.fold); {} if it cannot run."""
         import torch
         import torch.nn as tnn
         from torch.fx.passes.shape_prop import ShapeProp
 
         self.fixed_input = ""
-        if not any(isinstance(m, tnn.RNNBase) for m in self.modules.values()):
+        inner_sizes = any(size_dim(n)[0] is not None and size_dim(n)[0].op != "placeholder" for n in gm.graph.nodes)
+        if not inner_sizes and not any(isinstance(m, tnn.RNNBase) for m in self.modules.values()):
             return {}
         try:
-            with torch.no_grad():
-                ShapeProp(gm).propagate(torch.cat([self.x, self.x[:1]]))
+            with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                ShapeProp(gm).propagate(torch.cat([self.x, self.x[:1]]))  # (it prints its failures' tracebacks)
         except Exception:  # noqa: BLE001 - a model that fixes its batch size: nothing learned
             return {}
         return {n: tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes
@@ -345,8 +350,7 @@ class _Tracer:
         if n in self.consts or n in self.skipped:  # built without the input: its value, a parameter
             self.ref_of[n] = self.param(self.consts[n], f"{n.name}:const") if n in self.consts else None
             return
-        if self.one_hot and n.args and n.args[0] is self.input_node and (
-                n.op == "call_method" and n.target == "size" or n.op == "call_function" and n.args[1:] == ("shape",)):
+        if self.one_hot and n.args and n.args[0] is self.input_node and size_dim(n, self.input_node)[0] is not None:
             self.ref_of[n] = embedding.id_sizes(self, n)  # the ids' sizes, not the one-hot's
             return
         if n in self.alias:
@@ -461,4 +465,19 @@ def _leaf_types() -> tuple:
 def _flat_tensors(v) -> list:
     if isinstance(v, (tuple, list)):
         return [t for e in v for t in _flat_tensors(e)]
-    return [v]
+    return [] if v is None else [v]  # forward() returning (logits, None): None on both sides
+
+
+# in-place methods the tracer reads as their out-of-place forms (x.add_(y) as x + y)
+def _refuse_reads_after_in_place(gm) -> None:
+    """x.add_(y) imports as x + y: right where x is not read again, silently wrong where it is (the
+    later reads would see x before the change). Refuse those with what to write instead."""
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    for n in gm.graph.nodes:
+        if n.op == "call_method" and str(n.target).endswith("_") and not str(n.target).startswith("_") and n.args:
+            src = n.args[0]
+            later = [u for u in getattr(src, "users", ()) if u is not n and order[u] > order[n]]
+            if later:
+                raise UnsupportedLayerError(
+                    f"in-place .{n.target}() at fx node '{n.name}' changes a tensor read again at fx node "
+                    f"'{later[0].name}': write it out of place (y = x.{str(n.target)[:-1]}(...)) and read y")
