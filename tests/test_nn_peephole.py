@@ -149,3 +149,29 @@ def test_text_cnn_with_size_kernel_bool_mask_and_none_output():
                             mnn.TorchOps())
         ref = model(ids)[0].double()
     assert got[1] is None and float((got[0] - ref).abs().max()) < 1e-5
+
+
+class _ListIndex(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):  # nanoGPT's x[:, [-1], :]: literal positions, public
+        y = self.fc(x)
+        return y[:, [-1], :] + y[:, [0, 2], :].sum(1, keepdim=True)
+
+
+def test_literal_list_indexing_imports_and_tensor_indexing_does_not():
+    model, x = _ListIndex().eval(), torch.randn(2, 5, 4)
+    graph, arrays = mnn.trace(model, x[:1])
+    with torch.no_grad():
+        got = mnn.run_graph(graph, [torch.from_numpy(a) for a in arrays], x.double(), mnn.TorchOps())
+        ref = model(x).double()
+    assert got.shape == (2, 1, 3) and float((got - ref).abs().max()) < 1e-5
+
+    class ByTensor(nn.Module):
+        def forward(self, x):
+            return x[:, x[0, :, 0].argmax()]
+
+    with pytest.raises(mnn.UnsupportedLayerError, match="advanced"):
+        mnn.trace(ByTensor(), torch.randn(1, 5, 4))

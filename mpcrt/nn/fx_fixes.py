@@ -99,9 +99,12 @@ def getitem_fix(tr, n, a):
         return {"value": src[idx]}  # a part of a layer's tuple output (LSTM's (output, (h, c))): no node
     parts = idx if isinstance(idx, tuple) else (idx,)
 
-    for p in parts:
-        if isinstance(p, list) or (isinstance(p, Node) and p.meta.get("tensor_meta") is not None):
-            raise UnsupportedLayerError(f"advanced (tensor or list) indexing at fx node '{n.name}'")
+    for p in parts:  # a list of literal integers (x[:, [-1], :]) picks public positions: allowed
+        literal = isinstance(p, list) and p and all(isinstance(i, int) and not isinstance(i, bool) for i in p)
+        if (isinstance(p, list) and not literal) or (isinstance(p, Node) and p.meta.get("tensor_meta") is not None):
+            raise UnsupportedLayerError(f"advanced (tensor, or list of non-literal) indexing at fx node '{n.name}'")
+    if sum(isinstance(p, list) for p in parts) > 1:
+        raise UnsupportedLayerError(f"indexing by more than one list at fx node '{n.name}' (one list of positions)")
 
 
 def relu6(tr, n, a):  # F.relu6(x) = hardtanh(x, 0, 6)
