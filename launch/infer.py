@@ -222,11 +222,13 @@ def party_main(a) -> int:
               class_dim=a.class_dim)
         return 0
 
-    if model.one_hot:  # token ids, one-hot on the data owner; all learn whether they fit (not why)
+    if model.one_hot:  # token ids (one-hot on the data owner, a batch at a time); all learn whether they fit, not why
+        from mpcrt.nn.embedding import check_ids
+
         err = None
         if rt.rank == do:
             try:
-                inputs = model.encode_input(inputs)
+                model.check_input_shape(model.encoded_shape(np.shape(check_ids(inputs, model.one_hot))))
             except Exception as e:  # noqa: BLE001 - told to the others (as a bare refusal) so nobody waits
                 err = f"{type(e).__name__}: {e}"
         _stop_unless_all_ready(rt, err, err and "its token ids do not fit the model's embedding (the reason is "
@@ -255,14 +257,12 @@ def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:
     # the shape is public: every party fails alike (the others before allocating anything)
     from mpcrt.errors import ShapeError
     from mpcrt.launch.serve import output_form
-    from mpcrt.nn.rows import batch_rows
     from mpcrt.parties.party import close_checked
 
     bar = None
     try:
-        x = rt.share(inputs if rt.rank == do else None, src=do, shape=model.check_input_shape)
-        model.check_input_shape(x.shape)
-        total, outs = x.shape[0], []
+        total, step, batches = model.shared_batches(inputs if rt.rank == do else None, do, a.batch_size)
+        outs = []
         if a.progress and rt.rank == do:
             try:
                 from tqdm.auto import tqdm
@@ -270,12 +270,11 @@ def _infer(rt, model, inputs, do: int, a) -> np.ndarray | None:
                 bar = tqdm(total=total, unit="input", desc="private inference")
             except ImportError:
                 bar = None
-        step = batch_rows(model.graph, a.batch_size, total)
         if step != a.batch_size and total > a.batch_size and rt.rank == do:
             print(f"mpcrt infer: the model mixes the rows of its input's dim 0 (a sequence-first model?), so its "
                   f"{total} rows run as one batch, not in batches of {a.batch_size}", file=sys.stderr)
-        for s in range(0, total, step):
-            r = output_form(model(x[s:s + step]), a.reveal, a.class_dim).reveal(to=do)  # one tensor: checked
+        for s, xb in batches:
+            r = output_form(model(xb), a.reveal, a.class_dim).reveal(to=do)  # one tensor: checked
             if r is not None:
                 outs.append(r)
             if bar is not None:

@@ -41,6 +41,7 @@ import numpy as np
 
 from mpcrt.errors import ConfigError, ProtocolError, ShapeError
 from mpcrt.launch.atomic_write import write_atomically
+from mpcrt.nn.embedding import check_ids
 from mpcrt.nn.rows import batch_rows
 
 log = logging.getLogger("mpcrt.serve")
@@ -136,8 +137,10 @@ class Service:
         for f in names:
             path = os.path.join(self.folder, f)
             try:
-                x = self.model.encode_input(self.load_inputs(path, self.rt.precision))  # one-hot token ids
-                self.model.check_input_shape(x.shape)
+                x = self.load_inputs(path, self.rt.precision)
+                if self.model.one_hot:  # token ids: one-hot a batch at a time when shared
+                    x = check_ids(x, self.model.one_hot)
+                self.model.check_input_shape(self.model.encoded_shape(x.shape))
             except Exception as e:  # ConfigError, ShapeError: the request is refused, the service goes on
                 self._refuse(f, f"{type(e).__name__}: {e}")
                 continue
@@ -174,7 +177,7 @@ class Service:
         outs, used_prepared = [], 0
         step = batch_rows(self.model.graph, self.batch_size, rows)  # all rows at once where the model mixes them
         for s in range(0, rows, step):
-            part = None if x_all is None else x_all[s:s + step]
+            part = None if x_all is None else self.model.encode_input(x_all[s:s + step])
             bshape = (min(step, rows - s),) + shape[1:]
             if self.prepared is not None and self.prepared != bshape:
                 rt.dealer.discard_prefetched()  # every party alike: they all know the batch shape

@@ -219,3 +219,23 @@ def test_input_free_tensors_fold_and_batch_sized_ones_do_not():
 
     with pytest.raises(UnsupportedLayerError, match="arange"):
         mnn.trace(PerRow(), torch.zeros(2, 3))
+
+
+def test_one_hot_sets_are_shared_a_batch_at_a_time(monkeypatch):
+    """7 rows whose one-hot set is over the encoding cap run in batches of 2 under it."""
+    import mpcrt.nn.embedding as emb
+
+    torch.manual_seed(6)
+    model, ids = BagOfWords().eval(), _ids(7, 5, seed=7)
+    monkeypatch.setattr(emb, "MAX_ONE_HOT", 2 * 5 * VOCAB)  # two rows' one-hot, not seven
+    with pytest.raises(ShapeError, match="fewer rows"):
+        one_hot(ids.numpy(), VOCAB)
+    with torch.no_grad():
+        ref = model(ids).double().numpy()
+
+    def run(rt):
+        pm = mnn.from_torch(model if rt.rank == 0 else None, ids[:1] if rt.rank == 0 else None, src=0, rt=rt)
+        return pm.infer(ids if rt.rank == 1 else None, data_owner=1, batch_size=2)
+
+    got = run_parties(run, 2, timeout=120)[1]
+    assert got.shape == ref.shape and float(np.abs(got - ref).max()) <= 1e-3

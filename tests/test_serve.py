@@ -145,3 +145,32 @@ def test_reveal_forms_need_the_class_dim_of_outputs_with_more_dims():
     np.testing.assert_array_equal(got["flat"], y.reshape(4, 3).argmax(1))
     assert "--class-dim" in got["labelNone"] and "(4, 1, 3)" in got["labelNone"]
     assert "not a dim" in got["probs3"]
+
+
+def test_service_takes_token_ids_and_refuses_ids_past_the_vocabulary(cli, tmp_path):
+    """A model over token ids: requests hold ids, one-hot a batch at a time on the data owner."""
+    torch.manual_seed(4)
+
+    class Bag(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.fc = torch.nn.Embedding(20, 6), torch.nn.Linear(6, 2)
+
+        def forward(self, ids):
+            return self.fc(self.emb(ids).mean(1))
+
+    net = Bag().eval()
+    path = str(tmp_path / "bag.npz")
+    mnn.save(net, torch.zeros(1, 5, dtype=torch.long), path)
+    q = tmp_path / "q"
+    q.mkdir()
+    ids = np.random.default_rng(2).integers(0, 20, (5, 5))
+    with _service(cli, ["--model", path, "--batch-size", "2"], q) as run:
+        _put(str(q), "bad.npy", ids + 20)
+        _put(str(q), "ids.npy", ids)
+        _wait_for(str(q / "out" / "ids.json"), 120)
+    assert run["rc"] == 0, run["out"] + run["err"]
+    with torch.no_grad():
+        ref = net(torch.from_numpy(ids)).double().numpy()
+    assert float(np.abs(np.load(q / "out" / "ids.npy", allow_pickle=False) - ref).max()) <= TOL
+    assert "[0, 20)" in (q / "failed" / "bad.txt").read_text()

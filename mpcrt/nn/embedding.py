@@ -14,7 +14,7 @@ chooses V, so over many sessions that bit can bound the largest id a data owner 
 Supported: an nn.Embedding whose input is the model's input (through .long()/.int()/.to()),
 the only use of that input; padding_idx as torch (its row is W's row); not max_norm
 (it rescales rows on lookup). Cost: V times the shared input's words (ids x V), so batches
-of long sequences over large vocabularies are better shared a few rows at a time.
+of long sequences over large vocabularies are shared a batch at a time (PrivateModel.shared_batches).
 """
 from __future__ import annotations
 
@@ -91,19 +91,25 @@ def import_embedding(tr, n, mod, x: dict, t: str, what: str) -> dict:
                    n.name, what)
 
 
-def one_hot(ids, vocab: int) -> np.ndarray:
-    """float64 one-hot of integer token ids (any shape) over `vocab` classes: shape ids.shape + (vocab,).
-    ShapeError for ids that are not integers in [0, vocab), or an encoding over MAX_ONE_HOT elements."""
-    a = np.asarray(ids)
+def check_ids(ids, vocab: int) -> np.ndarray:
+    """The ids as an array, checked to be whole numbers in [0, vocab) (ShapeError, saying which rule fails)."""
+    a = np.asarray(ids.detach().cpu().numpy() if hasattr(ids, "detach") else ids)
     if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise ShapeError(f"token ids must be integers, got dtype {a.dtype}")
     if a.size and np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a) & (a == np.round(a))):
         raise ShapeError("token ids must be whole numbers (the model's input is an nn.Embedding's index)")
     if a.size and (a.min() < 0 or a.max() >= vocab):
         raise ShapeError(f"token ids must lie in [0, {vocab}) (the embedding's rows), got {a.min():g}..{a.max():g}")
+    return a
+
+
+def one_hot(ids, vocab: int) -> np.ndarray:
+    """float64 one-hot of integer token ids (any shape) over `vocab` classes: shape ids.shape + (vocab,).
+    ShapeError for ids that are not integers in [0, vocab), or an encoding over MAX_ONE_HOT elements."""
+    a = check_ids(ids, vocab)
     if a.size * vocab > MAX_ONE_HOT:
         raise ShapeError(f"{a.size} ids one-hot over {vocab} tokens is {a.size * vocab} numbers (limit "
-                         f"{MAX_ONE_HOT}); share fewer rows at a time")
+                         f"{MAX_ONE_HOT}); share fewer rows at a time (infer's batch_size)")
     out = np.zeros(a.shape + (vocab,), np.float64)
     np.put_along_axis(out, a.astype(np.int64)[..., None], 1.0, axis=-1)
     return out
