@@ -697,6 +697,7 @@ def test_group_instance_norm_prelu_mish_match_torch():
     _matches_torch(model, torch.randn(2, 3, 5, 5), {"group_norm", "prelu", "mish", "affine"}, timeout=90)
 
 
+@pytest.mark.filterwarnings("ignore:input's size at dim=1 does not match num_features")  # torch's, on purpose
 def test_instance_norm_channels_celu_alpha_softplus_threshold_on_import():
     """InstanceNorm2d(affine=False) normalizes each of the input's channels whatever its
     num_features (torch only warns); CELU with a negative alpha is named as unsupported;

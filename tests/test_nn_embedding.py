@@ -239,3 +239,26 @@ def test_one_hot_sets_are_shared_a_batch_at_a_time(monkeypatch):
 
     got = run_parties(run, 2, timeout=120)[1]
     assert got.shape == ref.shape and float(np.abs(got - ref).max()) <= 1e-3
+
+
+class _PositionsOnly(nn.Module):
+    """A vision model whose only embedding is positional: an integer (pixel) example is not token ids."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pos = nn.Conv2d(3, 4, 2, 2), nn.Embedding(4, 4)
+
+    def forward(self, x):
+        y = self.conv(x).flatten(2).transpose(1, 2)
+        return y + self.pos(torch.arange(0, y.size(1)))
+
+
+def test_integer_pixels_for_a_model_with_positional_embeddings_only():
+    torch.manual_seed(8)
+    model, x = _PositionsOnly().eval(), torch.randint(0, 255, (2, 3, 4, 4))
+    graph, arrays = mnn.trace(model, x[:1])
+    assert "input_one_hot" not in graph.meta and graph.input_shape == [1, 3, 4, 4]
+    with torch.no_grad():
+        got = mnn.run_graph(graph, [torch.from_numpy(a) for a in arrays], x.double(), mnn.TorchOps())
+        ref = model(x.float()).double()
+    assert got.shape == (2, 4, 4) and float((got - ref).abs().max()) < 1e-3

@@ -29,6 +29,21 @@ MAX_ONE_HOT = 1 << 26  # encoded numbers per share (512 MiB of float64; a hostil
 _ID_CASTS = ("long", "int", "to", "type_as")
 
 
+def reads_ids(gm, modules: dict) -> bool:
+    """Whether an nn.Embedding looks up values computed from the model's input (not only from its sizes):
+    the example is then token ids, kept as integers."""
+    import torch.nn as tnn
+
+    def from_input(n, seen: set) -> bool:
+        if n in seen or size_dim(n)[0] is not None or public_metadata(n):
+            return False  # sizes, device and dtype carry no values
+        seen.add(n)
+        return n.op == "placeholder" or any(from_input(i, seen) for i in n.all_input_nodes)
+
+    return any(n.op == "call_module" and isinstance(modules.get(n.target), tnn.Embedding) and n.args
+               and from_input(n.args[0], set()) for n in gm.graph.nodes)
+
+
 def token_input(gm, modules: dict, folded: set) -> tuple[int | None, dict]:
     """(V, {cast node: the input node}) when the model's input feeds one nn.Embedding (its only use
     but size queries, through integer casts, which the import reads as the input itself); (None, {})

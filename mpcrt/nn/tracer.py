@@ -189,6 +189,9 @@ class _Tracer:
         self.gm = gm
         self.modules = dict(gm.named_modules())
         self._refuse_attention_weights(gm)
+        if not (self.x.dtype.is_floating_point or embedding.reads_ids(gm, self.modules)):
+            p = next(iter(self.model.parameters()), None)  # integer pixels, say, and embeddings only positional
+            self.x = self.x.to(p.dtype if p is not None and p.dtype.is_floating_point else torch.float32)
         self.alt_shapes = self._shapes_at_another_batch(gm)
         try:
             with torch.no_grad():
