@@ -49,10 +49,10 @@ def pool_before_relu(nodes: list, output) -> None:
         nodes[j] = {**n, "args": {"input": {"ref": i}}}
 
 
-def fuse_rms_norm(nodes: list, ndim_of: Callable[[int], int | None], shape_of: Callable[[int], tuple | None]) -> int:
+def fuse_rms_norm(nodes: list, shape_of: Callable[[int], tuple | None]) -> int:
     """Replace each hand-written RMSNorm's final mul (div) by an rms_norm node, in place; the
-    nodes it no longer needs are left for drop_dead. ndim_of / shape_of: a node's output rank and
-    shape (None when unknown). Returns how many were fused."""
+    nodes it no longer needs are left for drop_dead. shape_of: a node's output shape (None when
+    unknown). Returns how many were fused."""
     def base(v):  # the node a value is, seen through casts
         while isinstance(v, dict) and "ref" in v and nodes[v["ref"]]["op"] in _SEE_THROUGH:
             v = nodes[v["ref"]]["args"]["input"]
@@ -81,11 +81,12 @@ def fuse_rms_norm(nodes: list, ndim_of: Callable[[int], int | None], shape_of: C
             if not (r and m and m["args"]["keepdim"] and eps >= 0 and xb is not None
                     and _squared(nodes, m["args"]["input"], base) == xb):
                 continue
-            nd, shape = ndim_of(xb), shape_of(xb)
+            shape = shape_of(xb)
             dims = m["args"]["dim"]
             dims = [dims] if isinstance(dims, int) else list(dims or [])
-            if nd is None or shape is None or not dims or any(not isinstance(d, int) for d in dims):
+            if shape is None or not dims or any(not isinstance(d, int) for d in dims):
                 continue
+            nd = len(shape)
             norm = sorted(d % nd for d in dims)
             if norm != list(range(nd - len(norm), nd)) or norm[0] == 0:
                 continue  # only trailing dims, never the batch dim (its size is the example's), are an rms_norm

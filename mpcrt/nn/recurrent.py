@@ -57,7 +57,16 @@ class _Steps:
         return self.op("mul", tag, input=a, other=b)
 
 
-ZERO_STATE = {"zero_state": True}  # what the tracer makes of a zeros tensor used only as a recurrent state
+class _ZeroState:
+    """What the tracer makes of a zeros tensor used only as a recurrent state (never part of the IR)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ZERO_STATE"
+
+
+ZERO_STATE = _ZeroState()
 _ZERO_MAKERS = ("zeros", "zeros_like", "new_zeros")
 _SAME_VALUE = ("to", "type_as", "float", "double", "detach", "contiguous")
 
@@ -89,7 +98,7 @@ def zero_states(gm, modules: dict) -> set:
 def _no_state(v) -> bool:
     if isinstance(v, (list, tuple)):
         return all(_no_state(e) for e in v)
-    return v is None or v == ZERO_STATE
+    return v is None or v is ZERO_STATE
 
 
 def import_recurrent(tr, n, mod, t: str, what: str) -> list:

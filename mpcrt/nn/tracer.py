@@ -254,7 +254,7 @@ class _Tracer:
             if tm is not None and hasattr(tm, "shape"):
                 shapes[v["ref"]] = tuple(int(d) for d in tm.shape)
         peephole.pool_before_relu(self.nodes, output)
-        peephole.fuse_rms_norm(self.nodes, lambda r: len(shapes[r]) if r in shapes else None, shapes.get)
+        peephole.fuse_rms_norm(self.nodes, shapes.get)
         self.nodes, self.output = peephole.drop_dead(self.nodes, output, lambda n: n["op"] in ("input", "param"))
 
     def _refuse_attention_weights(self, gm) -> None:
