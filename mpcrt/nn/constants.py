@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpcrt.nn.fx_args import size_dim
+from mpcrt.nn.fx_args import in_place_method, only_feeding, size_dim
 
 # made afresh on each call (random or uninitialised): never a constant
 _FRESH = ("rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "randperm", "normal", "bernoulli",
@@ -48,7 +48,7 @@ def public_metadata(n, src=None) -> bool:
 
 def _fresh_or_mutated(n) -> bool:
     name = getattr(n.target, "__name__", n.target) if n.op in ("call_function", "call_method") else ""
-    return name in _FRESH or any(u.op == "call_method" and str(u.target).endswith("_") for u in n.users)
+    return name in _FRESH or any(in_place_method(u) for u in n.users)
 
 
 def _buffer(gm, n) -> bool:
@@ -94,12 +94,8 @@ def fold(gm, modules: dict, x, alt_shapes: dict) -> tuple[dict, set]:
     folded = [n for n in pure if _is_tensor(n) and any(u not in pure for u in n.users)]
     if not folded:
         return {}, set()
-    skip = set()
-    for n in reversed(nodes):  # what only the folded nodes (or other skipped ones) read
-        if n not in folded and (n in pure or n in from_buffers) and n.users and all(
-                u in skip or u in folded for u in n.users):
-            skip.add(n)
     want = set(folded)
+    skip = only_feeding(nodes, want, lambda n: n in pure or n in from_buffers)  # what only the folded ones read
     values: dict = {}
 
     class Capture(Interpreter):

@@ -93,8 +93,8 @@ def token_input(gm, modules: dict, folded: set) -> tuple[int | None, dict]:
 def id_sizes(tr, n) -> dict:
     """The IR of a size query on the ids (fx node n): the one-hot input's sizes but its last (V)."""
     x = tr.ref_of[n.args[0]]
-    d = n.args[1] if len(n.args) > 1 and n.op == "call_method" else n.kwargs.get("dim")
-    if isinstance(d, int):
+    d = size_dim(n, n.args[0])[1]
+    if d is not None:
         return tr.emit("size", {"input": x, "dim": d - 1 if d < 0 else d}, n.name, "size of the token ids")
     whole = tr.emit("size", {"input": x, "dim": None}, n.name + ":one_hot", "size of the token ids")
     return tr.emit("getitem", {"input": whole, "index": {"slice": [None, -1, None]}}, n.name, "size of the token ids")

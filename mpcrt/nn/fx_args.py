@@ -41,6 +41,22 @@ def size_dim(n, src=None):
     return None, None
 
 
+def in_place_method(n) -> bool:
+    """An fx call of an in-place tensor method (x.add_(y), x.relu_()): torch's trailing underscore."""
+    name = str(getattr(n, "target", ""))
+    return getattr(n, "op", None) == "call_method" and name.endswith("_") and not name.startswith("_")
+
+
+def only_feeding(nodes: list, sinks: set, eligible) -> set:
+    """The fx nodes (of `nodes`, in graph order; those with eligible(n)) whose every user is in `sinks` or
+    among them: what only the sinks read, so it need not be imported."""
+    out: set = set()
+    for n in reversed(nodes):
+        if n not in sinks and eligible(n) and n.users and all(u in sinks or u in out for u in n.users):
+            out.add(n)
+    return out
+
+
 def static_int(n) -> int:
     """The value of a size read off a traced tensor (x.size(2) as a pool's kernel): fixed at import."""
     src, d = size_dim(n)

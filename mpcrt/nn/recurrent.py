@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from mpcrt.errors import ShapeError
-from mpcrt.nn.fx_args import as_f64
+from mpcrt.nn.fx_args import as_f64, only_feeding
 from mpcrt.nn.ir import UnsupportedLayerError
 
 _WHOLE = {"slice": [None, None, None]}
@@ -89,10 +89,8 @@ def zero_states(gm, modules: dict) -> set:
         return bool(n.users)
 
     zeros = {n for n in gm.graph.nodes if makes_zeros(n) and state_only(n)}
-    for n in reversed(list(gm.graph.nodes)):  # what only they read (x.size(0), x.device): not imported either
-        if n.op != "placeholder" and n.users and all(u in zeros for u in n.users):
-            zeros.add(n)
-    return zeros
+    # what only they read (x.size(0), x.device): not imported either
+    return zeros | only_feeding(list(gm.graph.nodes), zeros, lambda n: n.op != "placeholder")
 
 
 def _no_state(v) -> bool:

@@ -19,7 +19,8 @@ import operator
 import numpy as np
 
 from mpcrt.errors import ShapeError
-from mpcrt.nn.fx_args import EVAL_IDENTITIES, MASK_FILL, as_f64, describe, is_size, qualname, size_dim, table_key
+from mpcrt.nn.fx_args import (EVAL_IDENTITIES, MASK_FILL, as_f64, describe, in_place_method, is_size, qualname,
+                              size_dim, table_key)
 from mpcrt.nn.fx_table import FUNCTIONS, METHODS
 from mpcrt.nn import constants, embedding, peephole
 from mpcrt.nn.ir import IR_OPS, Graph, ModelImportError, UnsupportedLayerError
@@ -143,12 +144,17 @@ def _example(example_input, model):
         x = example_input.detach()
     else:
         x = torch.as_tensor(np.asarray(example_input))
-    if not (x.dtype.is_floating_point or x.dtype == torch.bool) and any(
-            isinstance(m, torch.nn.Embedding) for m in model.modules()):
-        return x.to(torch.int64).clone()  # token ids (mpcrt.nn.embedding)
+    if not (x.dtype.is_floating_point or x.dtype == torch.bool):  # maybe token ids: _Tracer.run decides
+        return x.to(torch.int64).clone()
+    return x.to(_float_type(model)).clone()  # in-place ops in forward() must not touch the caller's tensor
+
+
+def _float_type(model):
+    """The model's floating-point type (its first parameter's; float32 without one)."""
+    import torch
+
     p = next(iter(model.parameters()), None)
-    dt = p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
-    return x.to(dt).clone()  # in-place ops in forward() must not touch the caller's tensor
+    return p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
 
 
 class _Tracer:
@@ -159,6 +165,7 @@ class _Tracer:
         self.params: list[dict] = []
         self.arrays: list[np.ndarray] = []
         self.ref_of: dict = {}
+        self.fixed_input = ""  # why the input's shape is fixed (recurrent.import_recurrent sets it), if it is
 
     # ----------------------------------------------------------------- run
     def run(self) -> tuple[Graph, list[np.ndarray]]:
@@ -190,8 +197,7 @@ class _Tracer:
         self.modules = dict(gm.named_modules())
         self._refuse_attention_weights(gm)
         if not (self.x.dtype.is_floating_point or embedding.reads_ids(gm, self.modules)):
-            p = next(iter(self.model.parameters()), None)  # integer pixels, say, and embeddings only positional
-            self.x = self.x.to(p.dtype if p is not None and p.dtype.is_floating_point else torch.float32)
+            self.x = self.x.to(_float_type(self.model))  # integers, but no embedding reads them: pixels, say
         self.alt_shapes = self._shapes_at_another_batch(gm)
         try:
             with torch.no_grad():
@@ -234,8 +240,7 @@ class _Tracer:
         import torch.nn as tnn
         from torch.fx.passes.shape_prop import ShapeProp
 
-        self.fixed_input = ""
-        inner_sizes = any(size_dim(n)[0] is not None and size_dim(n)[0].op != "placeholder" for n in gm.graph.nodes)
+        inner_sizes = any((src := size_dim(n)[0]) is not None and src.op != "placeholder" for n in gm.graph.nodes)
         if not inner_sizes and not any(isinstance(m, tnn.RNNBase) for m in self.modules.values()):
             return {}
         try:
@@ -477,7 +482,7 @@ def _refuse_reads_after_in_place(gm) -> None:
     later reads would see x before the change). Refuse those with what to write instead."""
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     for n in gm.graph.nodes:
-        if n.op == "call_method" and str(n.target).endswith("_") and not str(n.target).startswith("_") and n.args:
+        if in_place_method(n) and n.args:
             src = n.args[0]
             later = [u for u in getattr(src, "users", ()) if u is not n and order[u] > order[n]]
             if later:
