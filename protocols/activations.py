@@ -2,7 +2,8 @@
 celu, softplus, logsigmoid, mish, prelu, hardtanh and relu6, built from the exact comparisons
 (protocols.compare) and the exp chain (protocols.exp).
 
-Rounds: gelu 30 (tanh form 28), silu 24, hardswish 9, hardsigmoid 8, elu 15 (+1 for a
+Rounds: gelu 30 (tanh form 28), silu 24 (both 2 with two parties where protocols.spline picks its
+  spline), hardswish 9, hardsigmoid 8, elu 15 (+1 for a
   non-integer alpha), softplus and logsigmoid 19, mish 46, prelu 9 (8 with a public w), hardtanh and relu6 7.
 Bytes per element per peer: gelu 273, silu 201, hardswish 70.9, elu 98.8, softplus 155,
   mish 501; each of a party's N - 1 peers gets this.
@@ -62,7 +63,7 @@ import math
 import numpy as np
 
 from mpcrt.errors import ShapeError
-from mpcrt.protocols import beaver
+from mpcrt.protocols import beaver, spline
 from mpcrt.protocols import fixedpoint
 from mpcrt.protocols.compare import clamp, clamp_excess, gt, ltz_at, relu
 from mpcrt.protocols.comparison import ltz_steps
@@ -91,6 +92,9 @@ def gelu(x: SharedTensor, approximate: str = "none") -> SharedTensor:
     a, b, c = GELU_ERF if approximate == "none" else GELU_TANH
     rt, f = x.rt, x.rt.precision
     x = at_f(x)
+    s = spline.maybe(x, "gelu" if approximate == "none" else "gelu_tanh")
+    if s is not None:
+        return s
     g = max(8, min(G, 56 - 2 * f))  # coefficient bits: |z| < 2^(2f + g + 5) stays below 2^62
     t, above = clamp_excess(x, GELU_CLAMP)
     t2 = t * t
@@ -109,6 +113,9 @@ def gelu(x: SharedTensor, approximate: str = "none") -> SharedTensor:
 def silu(x: SharedTensor) -> SharedTensor:
     """torch.nn.functional.silu: x sigmoid(x)."""
     x = at_f(x)
+    s = spline.maybe(x, "silu")
+    if s is not None:
+        return s
     t, above = clamp_excess(x, SILU_CLAMP)
     return t * sigmoid(t) + above
 

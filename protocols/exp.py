@@ -7,7 +7,8 @@ and the polynomial work runs inside the comparison's rounds (protocols.rounds), 
 the range handling costs few or no extra rounds. Polynomials are Chebyshev fits
 evaluated with protocols.powers (truncation and powers in one round).
 
-Rounds: exp 7 (the comparison's; the 5-step chain runs inside them); sigmoid and tanh 15;
+Rounds: exp 7 (the comparison's; the 5-step chain runs inside them); sigmoid and tanh 15
+  (2 with two parties where protocols.spline's cost model picks its spline);
   softmax over k elements 7 ceil(log2 k) (the max) + 7 (exp) + the sum's reciprocal (25)
   + 2 (76 over 64, 48 over 3); log_softmax the max, exp and a log of the sum. softmax over 64: 76.
 Bytes per element per peer: exp 53.4 (CrypTen: 64; the cubes' openings send only the
@@ -62,13 +63,13 @@ import warnings
 
 import numpy as np
 
-from mpcrt.protocols import beaver, powers
+from mpcrt.protocols import beaver, powers, spline
 from mpcrt.protocols.comparison import LtzSpec, YTrunc, ltz_steps
 from mpcrt.protocols.comparison import request as ltz_request
 from mpcrt.protocols.lookahead import lookahead
 from mpcrt.protocols.ordering import max_
 from mpcrt.protocols.polynomial import F, G, const, enc, fit, fit_rel, poly3
-from mpcrt.protocols.precision import at_f_share
+from mpcrt.protocols.precision import at_f, at_f_share
 from mpcrt.protocols.reciprocal import log, reciprocal
 from mpcrt.protocols.rounds import Open, run
 from mpcrt.protocols.shared import SharedTensor
@@ -265,13 +266,17 @@ def _sigmoid_share(x: SharedTensor, scale_in: int = 1) -> np.ndarray:
 
 @lookahead(elementwise=True)
 def sigmoid(x: SharedTensor) -> SharedTensor:
-    """1/(1+e^-x), abs err < 2e-4 for every input. 15 rounds."""
-    return SharedTensor(x.rt, _sigmoid_share(x), x.rt.precision)
+    """1/(1+e^-x), abs err < 2e-4 for every input. 15 rounds (2 as a spline, protocols.spline)."""
+    s = spline.maybe(at_f(x), "sigmoid")
+    return s if s is not None else SharedTensor(x.rt, _sigmoid_share(x), x.rt.precision)
 
 
 @lookahead(elementwise=True)
 def tanh(x: SharedTensor) -> SharedTensor:
-    """tanh(x) = 2 sigmoid(2x) - 1: abs err < 4e-4 for every input. 15 rounds."""
+    """tanh(x) = 2 sigmoid(2x) - 1: abs err < 4e-4 for every input. 15 rounds (2 as a spline)."""
+    t = spline.maybe(at_f(x), "tanh")
+    if t is not None:
+        return t
     rt, f = x.rt, x.rt.precision
     s = _sigmoid_share(x, 2)
     return SharedTensor(rt, 2 * s - const(rt, 1.0, f, s.shape), f)

@@ -66,12 +66,14 @@ class FssSpec:
     """One FSS comparison's keys ('fss'): n elements (a multiple of PAD), the ring bits
     the comparison looks at (`bits` = L + 1, 2..64: 64 is exact), whether the keys also
     carry the product terms of b x (`prod`), and for a ReLU of a truncation x >> k fused
-    into the same opening, k (`trunc`, 1..62, needs bits = 64 and prod)."""
+    into the same opening, k (`trunc`, 1..62, needs bits = 64 and prod); `sq`: the keys also
+    carry the terms of b x^2 (needs prod, not trunc: protocols.spline)."""
 
     n: int
     bits: int = EXACT_BITS
     prod: bool = False
     trunc: int = 0
+    sq: bool = False
 
     def __post_init__(self) -> None:
         if self.n <= 0 or self.n % PAD:
@@ -80,10 +82,12 @@ class FssSpec:
             raise ValueError(f"FSS comparison bits must be 2..64, got {self.bits}")
         if self.trunc and not (0 < self.trunc < 63 and self.prod and self.bits == EXACT_BITS):
             raise ValueError(f"a fused truncation (tk={self.trunc}) needs 0 < tk < 63, prod and 64 bits")
+        if self.sq and not (self.prod and not self.trunc):
+            raise ValueError("FSS keys with the square's terms (sq) need prod and no fused truncation")
 
     @classmethod
-    def of(cls, size: int, bits: int = EXACT_BITS, prod: bool = False, trunc: int = 0) -> "FssSpec":
-        return cls(-(-max(int(size), 1) // PAD) * PAD, int(bits), bool(prod), int(trunc))
+    def of(cls, size: int, bits: int = EXACT_BITS, prod: bool = False, trunc: int = 0, sq: bool = False) -> "FssSpec":
+        return cls(-(-max(int(size), 1) // PAD) * PAD, int(bits), bool(prod), int(trunc), bool(sq))
 
     @property
     def levels(self) -> int:
@@ -92,25 +96,34 @@ class FssSpec:
 
     @property
     def payload(self) -> int:
-        """Payload words: (1 - 2m); with prod (1 - 2m) r, or with trunc (1 - 2m)(r >> k) and -m."""
-        return 3 if self.trunc else 2 if self.prod else 1
+        """Payload words: (1 - 2m); with prod (1 - 2m) r, with sq also (1 - 2m) r^2, or with trunc
+        (1 - 2m)(r >> k) and -m."""
+        return 3 if self.trunc or self.sq else 2 if self.prod else 1
+
+    @property
+    def corrections(self) -> int:
+        """Correction words per element: dm, and dmy (prod), dh (trunc), dr2 and dmr2 (sq)."""
+        return 1 + self.prod + bool(self.trunc) + 2 * self.sq
 
     def to_wire(self) -> dict:
         p = {"n": self.n, "bits": self.bits, "pr": int(self.prod)}
         if self.trunc:
             p["tk"] = self.trunc
+        if self.sq:
+            p["sq"] = 1
         return p
 
     @classmethod
     def from_wire(cls, p: dict) -> "FssSpec":
         return cls(wire_int(p, "n"), wire_int(p, "bits", EXACT_BITS), bool(wire_int(p, "pr", 0, 0, 1)),
-                   wire_int(p, "tk", 0))
+                   wire_int(p, "tk", 0), bool(wire_int(p, "sq", 0, 0, 1)))
 
 
 def key_bytes(spec: FssSpec) -> float:
     """Dealer bytes per element sent to each party: the DCF key's correction words and the
-    corrections of [m] and [m y] (prod; y = r, or r >> k with trunc) and, with trunc, [r >> k]."""
-    return dcf.key_bytes(spec.levels, spec.payload) + 8 * (1 + spec.prod + bool(spec.trunc))
+    corrections of [m] and [m y] (prod; y = r, or r >> k with trunc) and, with trunc, [r >> k]
+    (with sq, [r^2] and [m r^2])."""
+    return dcf.key_bytes(spec.levels, spec.payload) + 8 * spec.corrections
 
 
 # ------------------------------------------------------------ the dealer's half
@@ -118,7 +131,8 @@ class FssKeys(Kind):
     """DCF keys of alpha = r mod 2^L, payload (1 - 2m[, (1 - 2m) y]) with y = r (prod)
     or, with trunc k, y = r >> k and a third word -m (= (1 - 2m) msb r, as m = msb r at
     L = 63); own: r, the root seeds `k` (each party's own: paired), the masks u, v, h of
-    the corrections dm = m - U, dmy = m y - V and, with trunc, dh = (r >> k) - H.
+    the corrections dm = m - U, dmy = m y - V and, with trunc, dh = (r >> k) - H. With sq a
+    third word (1 - 2m) r^2, and the masks w, g of dr2 = r^2 - W and dmr2 = m r^2 - G.
     `to_all`: the corrected entries (common correction words, masked corrections) go
     whole to both parties (dealt.Kind.to_all)."""
 
@@ -134,12 +148,18 @@ class FssKeys(Kind):
     def own(self, p):
         s = self.spec(p)
         out = [("r", (s.n,), "a"), ("k", (s.n, 2), "x"), ("u", (s.n,), "a")]
-        return out + [(nm, (s.n,), "a") for nm in ("v", "h")[: s.prod + bool(s.trunc)]]
+        return out + [(nm, (s.n,), "a") for nm in ("v", "h", "w", "g") if self._has(s, nm)]
+
+    @staticmethod
+    def _has(s: FssSpec, name: str) -> bool:
+        """Whether spec s has the mask (own) or correction (corrected) `name`."""
+        return {"u": True, "dm": True, "v": s.prod, "dmy": s.prod, "h": bool(s.trunc), "dh": bool(s.trunc),
+                "w": s.sq, "dr2": s.sq, "g": s.sq, "dmr2": s.sq}[name]
 
     def corrected(self, p):
         s = self.spec(p)
         L, P, n = s.levels, s.payload, s.n
-        out = [(nm, (n,), "a") for nm in ("dm", "dmy", "dh")[: 1 + s.prod + bool(s.trunc)]]
+        out = [(nm, (n,), "a") for nm in ("dm", "dmy", "dh", "dr2", "dmr2") if self._has(s, nm)]
         return out + [("sc", (L, n, 2), "x"), ("vc", (L, P, n), "a"), ("tl", (L, n // 64), "x"),
                       ("tr", (L, n // 64), "x"), ("fc", (P, n), "a")]
 
@@ -159,6 +179,11 @@ class FssKeys(Kind):
             np.subtract(m * y, own["v"], out=views["dmy"])
         if s.trunc:
             np.subtract(y, own["h"], out=views["dh"])
+        if s.sq:
+            r2 = r * r
+            beta.append((1 - 2 * m) * r2)
+            np.subtract(r2, own["w"], out=views["dr2"])
+            np.subtract(m * r2, own["g"], out=views["dmr2"])
         k0, k1 = own["k"]
         dcf.gen(_low(r, L), np.stack(beta), dcf.clear_seeds(k0), dcf.clear_seeds(k1), L,
                 {name: views[name] for name in ("sc", "vc", "tl", "tr", "fc")})
@@ -309,15 +334,15 @@ def ltz_steps(rt, x: np.ndarray, thresholds=None, prod: bool = False, mat: Keys 
     shares of 0/1, and with `prod` [b x] for each row's bit b (else None)."""
     shape, n = np.shape(x), int(np.size(x))
     spec = spec if spec is not None else FssSpec.of(n, bits_of(rt), prod)
-    if spec.prod != prod or spec.trunc:
+    if spec.prod != prod or spec.trunc or spec.sq:
         raise ValueError(f"FSS spec (prod {spec.prod}, trunc {spec.trunc}) does not fit a comparison (prod {prod})")
-    z, keys, r, sm, smy = yield from _open(rt, x, spec, mat)
+    z, keys, r, sm, smy = yield from open_masked(rt, x, spec, mat)
     ts = [0] if thresholds is None else list(thresholds)
     first = rt.rank == 0
     bits, prods = [], []
     for t in ts:
         zt = z - np.int64(t)
-        a, W = _eval(rt, spec, keys, zt)
+        a, W = eval_at(rt, spec, keys, zt)
         s = sm + W[0]
         b = (1 - 2 * a) * s
         if first:
@@ -336,11 +361,11 @@ def relu_trunc_steps(rt, x: np.ndarray, k: int, mat: Keys | None = None):
     protocols.truncation, 0 or +1 ulp, computed from the same opening: c = z + 2^62)."""
     shape, n = np.shape(x), int(np.size(x))
     spec = FssSpec.of(n, EXACT_BITS, True, k)
-    z, keys, r, sm, smy = yield from _open(rt, x, spec, mat)
+    z, keys, r, sm, smy = yield from open_masked(rt, x, spec, mat)
     first = rt.rank == 0
     h = keys["h"][:n] + (keys["dh"][:n] if first else 0)
     c = z + OFFSET
-    a, W = _eval(rt, spec, keys, z)
+    a, W = eval_at(rt, spec, keys, z)
     up = (1 - _bit(c, 63)) << np.int64(64 - k)  # the wrap's weight: [msb r] (1 - msb c) 2^(64 - k)
     t = up * sm - h  # [x >> k] (protocols.truncation), public part below
     pub = _lshr(c, k) - np.int64(1 << (62 - k))
@@ -355,7 +380,7 @@ def relu_trunc_steps(rt, x: np.ndarray, k: int, mat: Keys | None = None):
     return (t - (b * pub - by + up * bm)).reshape(shape)
 
 
-def _open(rt, x: np.ndarray, spec: FssSpec, mat: Keys | None):
+def open_masked(rt, x: np.ndarray, spec: FssSpec, mat: Keys | None):
     """Generator: open z = x + r (the round); returns (z, keys, [r], [m], [m y] or None)."""
     n = int(np.size(x))
     if spec.n != -(-max(n, 1) // PAD) * PAD:
@@ -373,7 +398,7 @@ def _open(rt, x: np.ndarray, spec: FssSpec, mat: Keys | None):
     return z, keys, r, sm, smy
 
 
-def _eval(rt, spec: FssSpec, keys: dict, zt: np.ndarray):
+def eval_at(rt, spec: FssSpec, keys: dict, zt: np.ndarray):
     """(a = bit L of zt, this party's DCF shares (P, n)) at zt mod 2^L."""
     n, L = zt.size, spec.levels
     zp = np.zeros(spec.n, np.int64)

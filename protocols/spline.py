@@ -1,0 +1,214 @@
+"""Piecewise-quadratic functions of a shared input for two parties in two rounds: sigmoid, tanh, silu, gelu.
+
+Computes f(x) from a table of protocols.spline_tables: knots t_1 < ... < t_m and pieces
+P_j(x) = c_j0 + c_j1 x + c_j2 x^2 on [t_j, t_j+1), P_0 = f's left limit, P_m its right limit
+(or 0, with x added apart: the `tail` of silu and gelu). With b_j = [x < t_j],
+
+    f(x) = P_m(x) - sum_j b_j D_j(x),   D_j = P_j - P_j-1,
+
+since for x in piece i exactly the b_j with j > i are 1 and the sum telescopes to P_m - P_i.
+One FSS opening (protocols.fss with `sq`: one DCF key, payload (1 - 2m)(1, r, r^2)) of
+z = x + r serves every knot: at z - t_j each party gets shares of b_j, b_j r and b_j r^2,
+so b_j x = b_j z - b_j r and b_j x^2 = b_j z^2 - 2 z b_j r + b_j r^2 are local, as are
+x = z - r and x^2 = z^2 - 2 z r + r^2 from [r], [r^2]. The sum is V = 2^S f(x), truncated
+by S - f in the second round (only its top bytes travel, rounds.narrow).
+
+Encoding. With X the ring integer of x (f fractional bits), each piece is the integer
+polynomial C_j0 + C_j1 X + C_j2 X^2, C_jk = round(c_jk 2^(S - k f)), S = min(2f + 24, 57), and
+D_j = C_j - C_j-1 as integers: the telescoping is exact modulo 2^64 for every ring element.
+Far outside the knots, where X^2 wraps, the result's X and X^2 coefficients are exactly 0
+(P_0 and P_m are constants), so no input wraps the result: exact limits beyond the knots.
+
+Rounds: 2 (the masked opening, the truncation).
+Bytes per element per peer: 12 (8 for z, 4 for the truncation's top bytes).
+Dealer words per element: to each party the key (fss.key_bytes with sq: 2600 bytes, 325 words,
+  at 64 bits, whatever the number of knots), plus the truncation's 1.5 words to party 1.
+  Local work: one DCF evaluation per knot (20 to 27 knots: 3 AES blocks per level each).
+Error: the table's (within 1e-4 of f) + the coefficients' rounding (<= 2^-(S - 2f + 1) T^2,
+  5.8e-6 at f = 16 for |x| <= T = 14) + the truncation's -1..+1 ulp; exact limits beyond
+  the knots. For 8 <= f <= 18 (`supports`); elsewhere the callers keep their exact-comparison
+  protocols. With fewer FSS bits (MPCRT_FSS_BITS = L + 1) it is right where |x| + T < 2^L.
+Reference: Boyle et al., "Function Secret Sharing for Mixed-Mode and Fixed-Point Secure
+  Computation" (Eurocrypt 2021), splines from DCFs; here one DCF key is evaluated at the m
+  shifted openings z - t_j (as fss.ltz_steps does for thresholds) and the powers of the mask
+  ride in its payload, so one key serves all knots and both powers of x.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpcrt.protocols import fss, truncation
+from mpcrt.protocols.rounds import Open, narrow, run1
+from mpcrt.protocols.shared import SharedTensor
+from mpcrt.protocols.spline_tables import TABLES
+
+NAMES = tuple(TABLES)
+MIN_F, MAX_F = 8, 18  # precisions whose scale S leaves the x^2 coefficients >= 21 bits (module docstring)
+DCF_BLOCKS = 3  # AES blocks per level of one evaluation with payload 3 (1 + ceil(3 / 2))
+
+
+def _wrap(v: int) -> int:
+    """A Python integer as the int64 of its residue mod 2^64."""
+    v &= (1 << 64) - 1
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A table at precision f: the knots as ring values, the last piece's integer
+    coefficients (of X^0, X^1, X^2) and each knot's D_j, at scale 2^S; `tail`: add x above
+    the last knot."""
+
+    f: int
+    S: int
+    knots: tuple[int, ...]
+    last: tuple[int, int, int]
+    diffs: tuple[tuple[int, int, int], ...]
+    tail: bool
+
+
+def supports(f: int) -> bool:
+    """Whether the spline protocol runs at f fractional bits (module docstring)."""
+    return MIN_F <= f <= MAX_F
+
+
+@functools.lru_cache(maxsize=None)
+def encoded(name: str, f: int) -> Encoded:
+    """Table `name` at f fractional bits (module docstring: the encoding). Exact integer
+    arithmetic on the table's literals, so every party derives the same integers."""
+    if name not in TABLES:
+        raise ValueError(f"no spline table {name!r}: use one of {', '.join(NAMES)}")
+    if not supports(f):
+        raise ValueError(f"splines run at {MIN_F}..{MAX_F} fractional bits, not {f}")
+    tab = TABLES[name]
+    S = min(2 * f + 24, 57)
+
+    def ints(c) -> tuple[int, int, int]:
+        return tuple(round(c[k] * 2.0 ** (S - k * f)) for k in range(3))
+
+    tail = tab["right"] is None
+    pieces = [ints((tab["left"], 0.0, 0.0))] + [ints(c) for c in tab["pieces"]]
+    pieces.append(ints((0.0 if tail else tab["right"], 0.0, 0.0)))
+    diffs = tuple(tuple(_wrap(b - a) for a, b in zip(p, q)) for p, q in zip(pieces, pieces[1:]))
+    knots = tuple(round(t * 2.0 ** f) for t in tab["knots"])
+    return Encoded(f, S, knots, tuple(_wrap(c) for c in pieces[-1]), diffs, tail)
+
+
+def reference(name: str, f: int, X: np.ndarray) -> np.ndarray:
+    """What the protocol computes before its truncation's -1..+1 ulp: floor(V / 2^(S - f)) (+ X
+    above the last knot with a tail), for ring integers X, in exact integer arithmetic."""
+    e = encoded(name, f)
+    out = np.empty(np.shape(X), np.int64)
+    c0 = _first(name, f)
+    for i, x in enumerate(np.asarray(X, np.int64).ravel().tolist()):
+        j = sum(x >= t for t in e.knots)  # the piece: P_0 .. P_m
+        coef = [_wrap(c0[k] + sum(d[k] for d in e.diffs[:j])) for k in range(3)]  # P_j = P_0 + D_1 + .. + D_j
+        v = _wrap(sum(coef[k] * x**k for k in range(3))) >> (e.S - f)
+        out.flat[i] = _wrap(v + (x if e.tail and j == len(e.knots) else 0))
+    return out
+
+
+def _first(name: str, f: int) -> tuple[int, int, int]:
+    """P_0's integer coefficients (the left limit at scale 2^S)."""
+    e = encoded(name, f)
+    return (round(TABLES[name]["left"] * 2.0 ** e.S), 0, 0)
+
+
+def request(rt, n: int, f: int, name: str) -> tuple:
+    """The dealer material of one spline over n elements: (FSS keys with sq, truncation tuple)."""
+    e = encoded(name, f)
+    spec = fss.FssSpec.of(n, fss.bits_of(rt), prod=True, sq=True)
+    return fss.request(rt, spec), truncation.request(rt, (n,), e.S - f)
+
+
+def steps(rt, x: np.ndarray, name: str, mats: tuple | None = None):
+    """Generator, two rounds: [f(x)] at the runtime precision for the int64 shares x (any shape)."""
+    f = rt.precision
+    e = encoded(name, f)
+    shape, n = np.shape(x), int(np.size(x))
+    keys_mat, trunc_mat = mats if mats is not None else request(rt, n, f, name)
+    spec = fss.FssSpec.of(n, fss.bits_of(rt), prod=True, sq=True)
+    z, keys, r, sm, smr = yield from fss.open_masked(rt, x, spec, keys_mat)
+    k = e.S - f
+    tr = trunc_mat.own()["r"].reshape(-1)
+    if getattr(rt, "_dry", False):  # shape-only planning run (rt.plan): the rounds, none of the work
+        yield Open(add=[np.zeros(n, np.int64)], fresh=True)
+        return np.zeros(shape, np.int64)
+    first = rt.rank == 0
+    r2 = keys["w"][:n] + (keys["dr2"][:n] if first else 0)
+    smr2 = keys["g"][:n] + (keys["dmr2"][:n] if first else 0)
+    z2 = z * z
+    x1 = -r  # [x] = z - [r], [x^2] = z^2 - 2 z [r] + [r^2]
+    x2 = r2 - 2 * z * r
+    c0, c1, c2 = (np.int64(c) for c in e.last)
+    V = c1 * x1 + c2 * x2
+    if first:
+        x1 = x1 + z
+        V += c0 + c1 * z + c2 * z2
+    bx_last = None
+    for j, t in enumerate(e.knots):
+        a, W = fss.eval_at(rt, spec, keys, z - np.int64(t))
+        neg = 1 - 2 * a
+        b = neg * (sm + W[0])  # [x < t_j]
+        if first:
+            b += a
+        br = a * r + neg * (smr + W[1])  # b r
+        br2 = a * r2 + neg * (smr2 + W[2])  # b r^2
+        d0, d1, d2 = (np.int64(d) for d in e.diffs[j])
+        V -= b * (d0 + d1 * z + d2 * z2) - br * (d1 + 2 * d2 * z) + d2 * br2  # b (D0 + D1 x + D2 x^2)
+        if e.tail and j == len(e.knots) - 1:
+            bx_last = b * z - br
+    (c,), _ = yield Open(add=[narrow(V, k, rt.world_size, tr, truncation.OFFSET if first else 0)], fresh=True)
+    out = truncation.finish(rt, c, k, trunc_mat)
+    if e.tail:  # x above the last knot: x - [x < t_m] x
+        out += x1 - bx_last
+    return out.reshape(shape)
+
+
+def costs(rt, n: int, name: str, exact_rounds: int, exact_bytes: float, exact_dealer_bytes: float) -> tuple:
+    """(exact, spline) seconds of f over n elements on rt.network (one-way delay, bytes/s),
+    the exact protocol's rounds, bytes per element per peer and dealer bytes per element given;
+    the dealer's part counted unless its material was fetched ahead (as fss.costs)."""
+    delay, rate = rt.network
+    online = rt.dealer.prefetched == 0 and rt.dealer.recording is None
+    spec = fss.FssSpec.of(n, fss.bits_of(rt), prod=True, sq=True)
+    knots = len(encoded(name, rt.precision).knots)
+    exact = exact_rounds * delay + n * (exact_bytes / rate + fss.EXACT_S * exact_rounds / 7)
+    exact += online * n * exact_dealer_bytes / rate
+    spline = 2 * delay + 12 * n / rate + n * knots * spec.levels * DCF_BLOCKS * fss.EVAL_S_PER_BLOCK
+    spline += online * n * (fss.key_bytes(spec) / rate + spec.levels * 2 * (2 + 2 * 2) * fss.GEN_S_PER_BLOCK)
+    return exact, spline
+
+
+def use(rt, n: int, name: str, exact_rounds: int, exact_bytes: float, exact_dealer_bytes: float) -> bool:
+    """Whether f over n elements runs as a spline: two parties, a supported precision, and
+    MPCRT_COMPARISON fss, or auto where the cost model (`costs`) says it is faster over
+    MPCRT_NETWORK (unset: loopback, where the exact protocols' cheaper local work wins)."""
+    mode = getattr(rt, "comparison", "auto")
+    if rt.world_size != 2 or mode == "exact" or not supports(rt.precision):
+        return False
+    if mode == "fss":
+        return True
+    if getattr(rt, "network", None) is None:
+        return False
+    exact, spline = costs(rt, n, name, exact_rounds, exact_bytes, exact_dealer_bytes)
+    return spline < exact
+
+
+# the exact protocols' figures at N = 2 (their module docstrings): rounds, bytes per element per
+# peer, dealer bytes per element; what `use` weighs a spline against
+EXACT_COSTS = {"sigmoid": (15, 130.3, 371.2), "tanh": (15, 130.3, 371.2), "silu": (24, 201.0, 455.2),
+               "gelu": (30, 273.0, 519.2), "gelu_tanh": (28, 250.0, 500.0)}
+
+
+def maybe(x: SharedTensor, name: str) -> SharedTensor | None:
+    """f(x) as a SharedTensor by the spline where `use` picks it for x's size, else None
+    (the caller runs its exact-comparison protocol). x: a SharedTensor at the runtime precision."""
+    rt = x.rt
+    if not use(rt, max(1, x.share.size), name, *EXACT_COSTS[name]):
+        return None
+    with rt.scope(name), np.errstate(over="ignore"):
+        return SharedTensor(rt, run1(rt, steps(rt, x.share, name)), rt.precision)
