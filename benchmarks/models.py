@@ -108,8 +108,13 @@ MODEL_INFO = {
                        (1, 3, 32, 32), 3, None),
     "vgg16_cifar": ("VGG-16 with BatchNorm, CIFAR layout (FC 512-10), random weights, 1x3x32x32", (1, 3, 32, 32),
                     3, None),
+    "lstm_b1": ("2-layer LSTM (16 features, hidden 64), 24 steps, last step to 5 classes, random weights",
+                (1, 24, 16), 3, None),
+    "encoder_b1": ("transformer encoder layer (d 64, 4 heads, ff 256, GELU), 32 tokens, mean-pooled to 5 classes, "
+                   "random weights", (1, 32, 64), 3, None),
 }
-ZOO_NAME = {"resnet18_b1": "resnet18", "resnet18_b32": "resnet18", "vgg16_cifar": "vgg16"}  # else: less "ct_"
+ZOO_NAME = {"resnet18_b1": "resnet18", "resnet18_b32": "resnet18", "vgg16_cifar": "vgg16", "lstm_b1": "lstm",
+            "encoder_b1": "encoder"}  # else: less "ct_"
 DEFAULT_MODELS = "digits_mlp,digits_cnn,lenet5,resnet18_b1,resnet18_b32,ct_digits_mlp,ct_digits_cnn"
 DIGITS = ("digits_mlp", "digits_cnn", "ct_digits_mlp", "ct_digits_cnn")
 

@@ -187,6 +187,31 @@ def encoder_layer(d: int, heads: int, ff: int) -> nn.Module:
     return nn.TransformerEncoderLayer(d, heads, ff, activation="gelu", batch_first=True).eval()
 
 
+class SeqLSTM(nn.Module):
+    """A sequence classifier: a 2-layer LSTM (batch first), its last step through a Linear."""
+
+    def __init__(self, features: int = 16, hidden: int = 64, classes: int = 5):
+        super().__init__()
+        self.rnn = nn.LSTM(features, hidden, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.fc(out[:, -1])
+
+
+class TinyEncoder(nn.Module):
+    """A token classifier: one transformer encoder layer (GELU), mean-pooled, then a Linear."""
+
+    def __init__(self, d: int = 64, heads: int = 4, ff: int = 256, classes: int = 5):
+        super().__init__()
+        self.layer = encoder_layer(d, heads, ff)
+        self.fc = nn.Linear(d, classes)
+
+    def forward(self, x):
+        return self.fc(self.layer(x).mean(dim=1))
+
+
 # name -> the class (or function) that builds the network with default arguments
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "lenet5": LeNet5,
@@ -195,6 +220,8 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "vgg16": VGG16,
     "digits_mlp": DigitsMLP,
     "digits_cnn": DigitsCNN,
+    "lstm": SeqLSTM,
+    "encoder": TinyEncoder,
 }
 
 

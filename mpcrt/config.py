@@ -143,8 +143,9 @@ VARIABLES: tuple[Var, ...] = (
     Var("MPCRT_WARMUP", "warmup", True, "0 or 1", _bool,
         "0: launched parties and the dealer skip the start-up warm-up (loading kernels before connecting)"),
     Var("MPCRT_COMPARISON", "comparison", "auto", "auto, exact, fss", _choice("auto", "exact", "fss"),
-        "2 parties: comparisons, ReLU, max by FSS in 1 round (fss), the 7-round protocol (exact), or as "
-        "the cost model over MPCRT_NETWORK picks (auto)"),
+        "2 parties: comparisons, ReLU, max by FSS in 1 round and sigmoid, tanh, gelu, silu, elu, softplus, mish "
+        "as 2-round splines (fss), the exact protocols (exact), or as the cost model over MPCRT_NETWORK picks "
+        "(auto)"),
     Var("MPCRT_NETWORK", "network", None, "DELAY_MS:MBIT", _network,
         "the links' one-way delay and rate, for auto's cost model (unset: loopback; same on every party)"),
     Var("MPCRT_FSS_BITS", "fss_bits", 64, "integer 2..64", _int(2, 64),

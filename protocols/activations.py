@@ -2,9 +2,10 @@
 celu, softplus, logsigmoid, mish, prelu, hardtanh and relu6, built from the exact comparisons
 (protocols.compare) and the exp chain (protocols.exp).
 
-Rounds: gelu 30 (tanh form 28), silu 24 (both 2 with two parties where protocols.spline picks its
-  spline), hardswish 9, hardsigmoid 8, elu 15 (+1 for a
+Rounds: gelu 30 (tanh form 28), silu 24, hardswish 9, hardsigmoid 8, elu 15 (+1 for a
   non-integer alpha), softplus and logsigmoid 19, mish 46, prelu 9 (8 with a public w), hardtanh and relu6 7.
+  With two parties, where protocols.spline's cost model picks its spline, gelu, silu, elu (alpha 1),
+  softplus (beta 1), logsigmoid and mish take 2 rounds (error <= 1.2e-4).
 Bytes per element per peer: gelu 273, silu 201, hardswish 70.9, elu 98.8, softplus 155,
   mish 501; each of a party's N - 1 peers gets this.
 Dealer words per element: (sent to the corrected party) gelu 64.9, silu 56.9, hardswish 10.9, elu 38.9,
@@ -150,7 +151,11 @@ P_BITS = 24  # fractional bits of softplus's polynomial coefficients
 def elu(x: SharedTensor, alpha: float = 1.0) -> SharedTensor:
     """torch.nn.functional.elu: x for x > 0, alpha (e^x - 1) otherwise."""
     rt, f = x.rt, x.rt.precision
-    X = at_f(x).share
+    x = at_f(x)
+    s = spline.maybe(x, "elu") if alpha == 1 else None
+    if s is not None:
+        return s
+    X = x.share
     with rt.scope("relu"):  # b = [x < 0] and b x = min(x, 0) from one comparison
         ((b, (nb,)),) = run(rt, ltz_steps(rt, X, 1, lambda: [X]))
     e = exp_precise(SharedTensor(rt, nb, f))  # e^min(x, 0), in (0, 1]: ~0 below -15
@@ -181,7 +186,11 @@ def softplus(x: SharedTensor, beta: float = 1.0, threshold: float = 20.0) -> Sha
     if beta <= 0:
         raise ValueError(f"softplus: beta must be positive, got {beta}")
     rt, f = x.rt, x.rt.precision
-    b = at_f(x)
+    x = at_f(x)
+    s = spline.maybe(x, "softplus") if beta == 1 and threshold >= SOFTPLUS_EXACT_THRESHOLD else None
+    if s is not None:
+        return s
+    b = x
     if beta != 1:
         b = at_f(b * float(beta))
     B = b.share
@@ -252,6 +261,9 @@ def mish(x: SharedTensor) -> SharedTensor:
     [x < 0], so the product with x never leaves the format (it wrapped from 2^33). 46 rounds;
     abs err 6e-4 on [-20, 20], and x itself above."""
     x = at_f(x)
+    s = spline.maybe(x, "mish")
+    if s is not None:
+        return s
     rt, f = x.rt, x.fbits
     ts = [int(fixedpoint.encode(v, f)) for v in (-MISH_CLAMP, 0.0, MISH_CLAMP)]
     (bl, neg, bh), (pl, _, ph) = ltz_at(x, ts, same=x)  # [x < t] and [x < t] x for t = -20, 0, 20

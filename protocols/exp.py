@@ -267,14 +267,16 @@ def _sigmoid_share(x: SharedTensor, scale_in: int = 1) -> np.ndarray:
 @lookahead(elementwise=True)
 def sigmoid(x: SharedTensor) -> SharedTensor:
     """1/(1+e^-x), abs err < 2e-4 for every input. 15 rounds (2 as a spline, protocols.spline)."""
-    s = spline.maybe(at_f(x), "sigmoid")
+    x = at_f(x)
+    s = spline.maybe(x, "sigmoid")
     return s if s is not None else SharedTensor(x.rt, _sigmoid_share(x), x.rt.precision)
 
 
 @lookahead(elementwise=True)
 def tanh(x: SharedTensor) -> SharedTensor:
     """tanh(x) = 2 sigmoid(2x) - 1: abs err < 4e-4 for every input. 15 rounds (2 as a spline)."""
-    t = spline.maybe(at_f(x), "tanh")
+    x = at_f(x)
+    t = spline.maybe(x, "tanh")
     if t is not None:
         return t
     rt, f = x.rt, x.rt.precision
@@ -297,7 +299,7 @@ def softmax(x: SharedTensor, dim: int = -1) -> SharedTensor:
     """exp(x - max) / sum(exp(x - max)) along dim."""
     dim = _softmax_dim(dim, x.ndim)
     m = max_(x, dim, keepdim=True)  # values only (x.max(dim) also finds the indices)
-    e = exp_precise(x - m)  # softmax's abs 1e-3 on outputs near 1 wants exp's precise chain
+    e = _exp_nonpositive(x - m)
     s = e.sum(dim=dim, keepdim=True)
     return e * reciprocal(s)
 
@@ -308,4 +310,11 @@ def log_softmax(x: SharedTensor, dim: int = -1) -> SharedTensor:
     dim = _softmax_dim(dim, x.ndim)
     m = max_(x, dim, keepdim=True)  # values only (x.max(dim) also finds the indices)
     d = x - m
-    return d - log(exp_precise(d).sum(dim=dim, keepdim=True))
+    return d - log(_exp_nonpositive(d).sum(dim=dim, keepdim=True))
+
+
+def _exp_nonpositive(d: SharedTensor) -> SharedTensor:
+    """e^d for d <= 0 (x - max): the spline (2 rounds, abs 1.2e-4) where protocols.spline picks
+    it, else exp's precise chain (softmax's abs 1e-3 on outputs near 1 wants its precision)."""
+    e = spline.maybe(d, "exp_neg")
+    return e if e is not None else exp_precise(d)

@@ -1,5 +1,6 @@
 """Two-round splines for two parties (protocols.spline, protocols.spline_tables): sigmoid, tanh,
-silu and gelu (both forms) by one FSS opening and one truncation.
+silu, gelu (both forms), elu, softplus (so logsigmoid), mish and softmax's e^(x - max) by one FSS
+opening and one truncation.
 
 * the tables: generate() still gives the literals; knots on the 2^-8 grid; the exact integer
   model (`reference`) within 1.2e-4 + 2 ulps of float64 on a dense grid, at f = 8, 16, 18;
@@ -24,10 +25,12 @@ from hypothesis import strategies as st
 from mpcrt.launch.inprocess import run_parties
 from mpcrt.protocols import activations, fss, spline, spline_tables
 from mpcrt.protocols.rounds import run1
+from mpcrt.protocols.shared import SharedTensor
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 TORCH = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "silu": F.silu, "gelu": F.gelu,
-         "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}
+         "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"), "elu": F.elu, "softplus": F.softplus,
+         "mish": F.mish, "exp_neg": lambda t: torch.exp(torch.clamp(t, max=0)), "logsigmoid": F.logsigmoid}
 BOUND = 1.2e-4  # the tables' 1e-4, the coefficients' rounding, the output grid
 
 
@@ -115,7 +118,10 @@ def _tensor(rt, x, mode):
     rt.comparison = mode
     a = rt.share(x if rt.rank == 0 else None, src=0)
     fns = {"sigmoid": lambda t: t.sigmoid(), "tanh": lambda t: t.tanh(), "silu": activations.silu,
-           "gelu": activations.gelu, "gelu_tanh": lambda t: activations.gelu(t, approximate="tanh")}
+           "gelu": activations.gelu, "gelu_tanh": lambda t: activations.gelu(t, approximate="tanh"),
+           "elu": activations.elu, "softplus": activations.softplus, "mish": activations.mish,
+           "logsigmoid": activations.logsigmoid, "softmax": lambda t: t.softmax(dim=-1),
+           "sigmoid_2f": lambda t: SharedTensor(t.rt, t.share << np.int64(16), 32).sigmoid()}
     out, rounds = {}, {}
     for name, fn in fns.items():
         r0 = rt.stats()["rounds"]
@@ -128,9 +134,16 @@ def _tensor(rt, x, mode):
 def test_shared_tensor_functions_by_spline_in_two_rounds():
     x = np.concatenate([np.linspace(-30, 30, 601), [0.0, 1e3, -1e3, 5e4, -5e4]]).reshape(3, -1)
     out, rounds = run(_tensor, x, "fss")[0]
+    softmax = out.pop("softmax")
+    np.testing.assert_allclose(out.pop("sigmoid_2f") / 2**16, _float("sigmoid", x), atol=BOUND + 2**-15)
+    assert rounds["sigmoid_2f"] == 3  # one truncation to f bits first, once
     for name, v in out.items():
         np.testing.assert_allclose(v / 2**16, _float(name, x), atol=BOUND + 2**-15, err_msg=name)
         assert rounds[name] == 2, (name, rounds[name])
+    want = torch.softmax(torch.from_numpy(x), -1).numpy()
+    np.testing.assert_allclose(softmax / 2**16, want, atol=1e-3)
+    exact, exact_rounds = run(_tensor, x, "exact")[0]
+    assert rounds["softmax"] < exact_rounds["softmax"] - 5  # its e^(x - max) in 2 rounds, not 7
 
 
 def test_exact_mode_and_three_parties_keep_the_exact_protocols():
