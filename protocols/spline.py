@@ -15,9 +15,11 @@ so b_j x = b_j z - b_j r and b_j x^2 = b_j z^2 - 2 z b_j r + b_j r^2 are local, 
 x = z - r and x^2 = z^2 - 2 z r + r^2 from [r], [r^2]. The sum is V = 2^S f(x), truncated
 by S - f in the second round (only its top bytes travel, rounds.narrow).
 
-Encoding. With X the ring integer of x (f fractional bits), each piece is the integer
-polynomial C_j0 + C_j1 X + C_j2 X^2, C_jk = round(c_jk 2^(S - k f)), S = min(2f + 24, 57), and
-D_j = C_j - C_j-1 as integers: the telescoping is exact modulo 2^64 for every ring element.
+Encoding. With X the ring integer of x (f fractional bits) and T_j that of t_j, piece j is
+C_j0 + C_j1 (X - T_j) + C_j2 (X - T_j)^2 with C_jk = round(c_jk 2^(S - k f)) (the table's
+coefficients are about the piece's own knot, so a rounding error is multiplied by at most the
+piece's width squared), S = min(2f + 24, 57); expanded in powers of X in exact integers, and
+D_j = P_j - P_j-1 as integers: the telescoping is exact modulo 2^64 for every ring element.
 Far outside the knots, where X^2 wraps, the result's X and X^2 coefficients are exactly 0
 (P_0 and P_m are constants), so no input wraps the result: exact limits beyond the knots.
 
@@ -26,8 +28,8 @@ Bytes per element per peer: 12 (8 for z, 4 for the truncation's top bytes).
 Dealer words per element: to each party the key (fss.key_bytes with sq: 2600 bytes, 325 words,
   at 64 bits, whatever the number of knots), plus the truncation's 1.5 words to party 1.
   Local work: one DCF evaluation per knot (20 to 27 knots: 3 AES blocks per level each).
-Error: the table's (within 1e-4 of f) + the coefficients' rounding (<= 2^-(S - 2f + 1) T^2,
-  5.8e-6 at f = 16 for |x| <= T = 14) + the truncation's -1..+1 ulp; exact limits beyond
+Error: the table's (within 1e-4 of f) + the coefficients' rounding (<= 2^-(S - 2f + 1) w^2 for
+  a piece w wide: < 1e-6 at f = 16) + the truncation's -1..+1 ulp; exact limits beyond
   the knots. For 8 <= f <= 18 (`supports`); elsewhere the callers keep their exact-comparison
   protocols. With fewer FSS bits (MPCRT_FSS_BITS = L + 1) it is right where |x| + T < 2^L.
 Reference: Boyle et al., "Function Secret Sharing for Mixed-Mode and Fixed-Point Secure
@@ -89,15 +91,19 @@ def encoded(name: str, f: int) -> Encoded:
         raise ValueError(f"splines run at {MIN_F}..{MAX_F} fractional bits, not {f}")
     tab = TABLES[name]
     S = min(2 * f + 24, 57)
+    knots = tuple(round(t * 2.0 ** f) for t in tab["knots"])
 
-    def ints(c) -> tuple[int, int, int]:
-        return tuple(round(c[k] * 2.0 ** (S - k * f)) for k in range(3))
+    def const(v: float) -> tuple[int, int, int]:
+        return (round(v * 2.0 ** S), 0, 0)
+
+    def piece(c, T: int) -> tuple[int, int, int]:  # C0 + C1 (X - T) + C2 (X - T)^2 in powers of X, exactly
+        c0, c1, c2 = (round(c[k] * 2.0 ** (S - k * f)) for k in range(3))
+        return (c0 - c1 * T + c2 * T * T, c1 - 2 * c2 * T, c2)
 
     lo, hi = tab["left"] is None, tab["right"] is None
-    pieces = [ints((0.0 if lo else tab["left"], 0.0, 0.0))] + [ints(c) for c in tab["pieces"]]
-    pieces.append(ints((0.0 if hi else tab["right"], 0.0, 0.0)))
+    pieces = [const(0.0 if lo else tab["left"])] + [piece(c, T) for c, T in zip(tab["pieces"], knots)]
+    pieces.append(const(0.0 if hi else tab["right"]))
     diffs = tuple(tuple(_wrap(b - a) for a, b in zip(p, q)) for p, q in zip(pieces, pieces[1:]))
-    knots = tuple(round(t * 2.0 ** f) for t in tab["knots"])
     return Encoded(f, S, knots, tuple(_wrap(c) for c in pieces[0]), tuple(_wrap(c) for c in pieces[-1]), diffs,
                    lo, hi)
 
