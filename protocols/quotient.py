@@ -10,7 +10,8 @@ one truncation per bucket (all in one round): the 2^-k scale is a shift of the q
 never a factor below the resolution. Each bucket's product [bucket k] sign(y) x is formed
 while 1/m is computed.
 
-Rounds: 25 (sign 7, normalization 7, 1/m 9, the products and the truncations 2).
+Rounds: 25 (sign 7, normalization 7, 1/m 9, the products and the truncations 2); 13 with two
+  parties where fss.use_fss picks the FSS comparison for the sign and the normalization.
 Bytes per element per peer: 895 measured at N = 2 for x and y of one shape (the comparison of
   |y| with 15 thresholds, ~350 per element of y; two products and a truncation for each of
   the 15 buckets, ~550 per element of the quotient); 762 for a public numerator (its product

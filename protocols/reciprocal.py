@@ -8,7 +8,9 @@ the public weight of m's bucket (log: plus k ln 2). Inputs outside the stated ra
 clamped (results stay bounded, never wrap).
 
 Rounds: reciprocal 25 (sign 7, normalization 7, m and the cubic 2, 3 Newton steps,
-  rescale 2); log 10; rsqrt 16; sqrt 16.
+  rescale 2); log 10; rsqrt 16; sqrt 16. With two parties, where fss.use_fss picks the FSS
+  comparison, the sign and the normalization take 1 round each: reciprocal 13, log 4, rsqrt
+  and sqrt 10 (bytes: the comparisons' 8 per element per peer; dealer: their FSS keys).
 Bytes per element per peer: reciprocal 299, log 505 (31 rows at every f; 504.7, 505.7 from
   f = 20; 432 for the old 25 rows over [2^-10, 2^14)), rsqrt 458 (22 rows at f = 16; 397 at
   f = 12, 520 at f = 20), sqrt 613 (31 rows at every even f); each of a party's N - 1 peers
@@ -57,12 +59,12 @@ import math
 
 import numpy as np
 
-from mpcrt.protocols import beaver, powers
+from mpcrt.protocols import beaver, fss, powers
 from mpcrt.protocols.comparison import LtzSpec, ltz_steps
 from mpcrt.protocols.lookahead import lookahead
 from mpcrt.protocols.polynomial import F, G, const, enc, fit, fit_rel, poly3
 from mpcrt.protocols.precision import at_f_share
-from mpcrt.protocols.rounds import lockstep, run
+from mpcrt.protocols.rounds import lockstep, run, run1
 from mpcrt.protocols.shared import SharedTensor
 
 RECIP_POLY = fit_rel(lambda m: 1 / m, 0.0625, 1.0, 3)  # rel err 0.37 on [1/16, 1): 3 Newton steps -> 4e-4
@@ -79,10 +81,15 @@ def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hol
     ks = list(range(lo, hi + 1, step))
     inner = ks[1:-1]
 
-    # one opening of a for every threshold; the products b a only on the two edge rows
-    spec = LtzSpec.of(A.size, 1, len(ks), mul_rows=2, shared_y=True)
-    bits, (eprod,) = yield from ltz_steps(rt, A, muls=lambda: [A], spec=spec,
-                                          thresholds=[enc(2.0**k, f) for k in [lo, hi] + inner])
+    # one opening of a for every threshold; the products b a only on the two edge rows (by FSS on
+    # every row: 1 round instead of 7, where fss.use_fss picks it)
+    ts = [enc(2.0**k, f) for k in [lo, hi] + inner]
+    if fss.use_fss(rt, A.size, len(ks), True):
+        bits, prods = yield from fss.ltz_steps(rt, A, thresholds=ts, prod=True)
+        eprod = prods[:2]
+    else:
+        spec = LtzSpec.of(A.size, 1, len(ks), mul_rows=2, shared_y=True)
+        bits, (eprod,) = yield from ltz_steps(rt, A, muls=lambda: [A], spec=spec, thresholds=ts)
     b_lo, b_hi, mb = bits[0, ...], bits[1, ...], bits[2:]
     c_lo = np.int64(round((2.0**lo - 2.0**-f) * 2**f))
     c_hi = np.int64(round((2.0**hi - 2.0**-f) * 2**f))
@@ -118,8 +125,10 @@ def _abs_and_sign(x: SharedTensor):
     rt = x.rt
     X = at_f_share(x)
     with rt.scope("abs"):
-        res = run(rt, ltz_steps(rt, X, 1, lambda: [X]))[0]
-    b, (bx,) = res
+        if fss.use_fss(rt, X.size, 1, True):  # 1 round instead of 7
+            b, bx = run1(rt, fss.ltz_steps(rt, X, prod=True))
+        else:
+            b, (bx,) = run(rt, ltz_steps(rt, X, 1, lambda: [X]))[0]
     return X - 2 * bx, b
 
 
@@ -231,9 +240,12 @@ def log(x: SharedTensor) -> SharedTensor:
     ks = list(range(lo, hi + 1, LOG_STEP))
     A = at_f_share(x)
     with rt.scope("log"):
-        spec = LtzSpec.of(A.size, 1, len(ks), shared_y=True)
-        ((bits, (ba,)),) = run(rt, ltz_steps(rt, A, muls=lambda: [A], spec=spec,
-                                             thresholds=[enc(2.0**k, f) for k in ks]))
+        ts = [enc(2.0**k, f) for k in ks]
+        if fss.use_fss(rt, A.size, len(ks), True):  # 1 round instead of 7
+            bits, ba = run1(rt, fss.ltz_steps(rt, A, thresholds=ts, prod=True))
+        else:
+            spec = LtzSpec.of(A.size, 1, len(ks), shared_y=True)
+            ((bits, (ba,)),) = run(rt, ltz_steps(rt, A, muls=lambda: [A], spec=spec, thresholds=ts))
         # (m - 1) 2^62: a 2^(62 - f - k) in bucket k, 5/8 2^62 for x <= 0 (bucket lo)
         mx = _indicator_weights(rt, ba, ks, lambda k: 0 if k == lo else 1 << (top - k), one=A)
         mx += _indicator_weights(rt, bits, ks, lambda k: enc(LOG_M0, 62) if k == lo else 0)

@@ -380,3 +380,37 @@ def test_oversized_fss_request_refused_before_allocation():
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20
+
+
+# ------------------------------------------------------------ normalizations by FSS
+def _normalized(rt, rec, pos, mode):
+    rt.comparison = mode
+    out, rounds = {}, {}
+    x = rt.share(rec if rt.rank == 0 else None, src=0)
+    p = rt.share(pos if rt.rank == 0 else None, src=0)
+    y = rt.share(rec[::-1].copy() if rt.rank == 1 else None, src=1)
+    for name, fn in {"reciprocal": lambda: x.reciprocal(), "log": lambda: p.log(), "sqrt": lambda: p.sqrt(),
+                     "rsqrt": lambda: p.rsqrt(), "div": lambda: x / y}.items():
+        r0 = rt.stats()["rounds"]
+        v = fn()
+        rounds[name] = rt.stats()["rounds"] - r0
+        out[name] = v.reveal()
+    return out, rounds
+
+
+def test_reciprocal_log_sqrt_rsqrt_normalize_by_fss():
+    """The sign and the range normalization of reciprocal, x / y, log, sqrt and rsqrt by FSS
+    (1 round each instead of 7) at N = 2: the exact protocol's tolerances (rel 1e-2, abs
+    2^-12; log abs 1e-2) and 12 (log 6) rounds fewer."""
+    g = np.geomspace(1e-2, 1e4, 2000)
+    rec = np.concatenate([g, -g])
+    pos = np.geomspace(1e-3, 1e4, 2000)
+    (got, rounds), (_, exact) = run(_normalized, rec, pos, "fss")[0], run(_normalized, rec, pos, "exact")[0]
+    q = lambda v: np.rint(v * 2.0**16) / 2.0**16  # noqa: E731 - the parties' fixed-point grid
+    refs = {"reciprocal": 1 / q(rec), "log": np.log(q(pos)), "sqrt": np.sqrt(q(pos)), "rsqrt": 1 / np.sqrt(q(pos)),
+            "div": q(rec) / q(rec[::-1])}
+    for name, ref in refs.items():
+        num = np.abs(q(rec)) if name == "div" else 0.0
+        tol = np.maximum(1e-2 * np.abs(ref), 1e-2 if name == "log" else 2.0**-12 * (1 + num))
+        assert np.all(np.abs(got[name] - ref) <= tol), name
+    assert rounds == {k: v - (12 if k in ("reciprocal", "div") else 6) for k, v in exact.items()}, (rounds, exact)
