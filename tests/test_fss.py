@@ -349,12 +349,30 @@ _nums = st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats() |
 
 
 @settings(max_examples=150, deadline=5000, suppress_health_check=list(HealthCheck))
-@given(st.sampled_from(["n", "bits", "pr", "tk", "x"]), _nums, st.booleans())
+@given(st.sampled_from(["n", "bits", "pr", "tk", "sq", "x"]), _nums, st.booleans())
+@example("sq", 1, False)  # with the fused truncation: refused
 @example("n", 2**40, False)
 @example("tk", 63, False)
 @example("bits", 65, False)
 def test_malformed_fss_requests_are_dealer_errors(key, value, drop):
-    p = dict(FSS_VALID)
+    _check_request(dict(FSS_VALID), key, value, drop)
+
+
+@settings(max_examples=60, deadline=5000, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(["n", "bits", "pr", "sq"]), _nums, st.booleans())
+@example("pr", 0, False)  # the square's terms without the product's: refused
+def test_malformed_spline_key_requests_are_dealer_errors(key, value, drop):
+    _check_request(fss.FssSpec.of(100, 64, True, sq=True).to_wire(), key, value, drop)
+
+
+def test_square_terms_need_the_product_and_no_fused_truncation():
+    k = correlations.kind("fss")
+    for p in ({"n": 128, "bits": 64, "pr": 0, "sq": 1}, {"n": 128, "bits": 64, "pr": 1, "tk": 16, "sq": 1}):
+        with pytest.raises(DealerError, match="sq"):
+            k.corrected(p)
+
+
+def _check_request(p, key, value, drop):
     if drop and key in p:
         del p[key]
     else:
