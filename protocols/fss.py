@@ -30,8 +30,9 @@ a smaller L (MPCRT_FSS_BITS = L + 1) is exact where |x - t| < 2^L and shrinks th
 Rounds: 1 (the opening of x + r; every threshold row shares it and the key).
 Bytes per element per peer: 8, whatever the number of rows.
 Dealer words per element: sent to each party, L (2 + P) + P + L / 32 with P = 1 (the bit)
-  or 2 (`prod`) or 3 (the fused truncation), plus 1, 2 or 3 words of corrections (dm, dmy,
-  dh): 1544 bytes (P = 1), 2064 (P = 2) and 2584 (fused truncation) per element
+  or 2 (`prod`) or 3 (the fused truncation, or `sq`: (1 - 2m) r^2 for protocols.spline), plus
+  1 to 4 words of corrections (dm; dmy with prod; dh with trunc; dr2, dmr2 with sq): 1544 bytes (P = 1),
+  2064 (P = 2), 2584 (fused truncation) and 2592 (sq) per element
   per party at L = 63, 1322 for a product at 41 bits (key_bytes); every party also
   expands r, its 128-bit root seed and the corrections' masks from its PRG stream.
 Error: none for L = 63 (every ring element); for L < 63 none where |x - t| < 2^L; the
@@ -40,9 +41,9 @@ Reference: Boyle et al., "Function Secret Sharing for Mixed-Mode and Fixed-Point
   Computation" (Eurocrypt 2021) for the DCF and the sign from it; Ryffel et al., AriaNN
   (PETS 2022) and Agrawal et al., Orca (S&P 2024) for the one-round comparison and ReLU.
   Security: z is x masked by the uniform r; each key alone is pseudorandom (the DCF
-  proof); the corrections dm = m - U, dmy = m y - V, dh = (r >> k) - H are masked by the
-  parties' summed PRG words U, V, H, of which each party knows only its own half, so both
-  parties may see them.
+  proof); the corrections dm = m - U, dmy = m y - V, dh = (r >> k) - H (with sq also
+  dr2 = r^2 - W, dmr2 = m r^2 - G) are masked by the parties' summed PRG words U, V, H (W, G),
+  of which each party knows only its own half, so both parties may see them.
 """
 from __future__ import annotations
 
@@ -248,6 +249,7 @@ _copies: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def copies(rt) -> _Copies:
     """The runtime's reader of 'to_all' copies (made on first use)."""
+    rt = getattr(rt, "_rt", rt)  # a chunk's view (mpcrt.chunked) shares its runtime's copies
     c = _copies.get(rt)
     if c is None:
         c = _copies[rt] = _Copies()
@@ -291,14 +293,25 @@ EXACT_S = 0.4e-6  # a party's local work of one exact comparison row
 EXACT_BYTES, EXACT_DEALER_BYTES = 23.4, 32.0  # per element per row (protocols.comparison), + 8 / 16 per product
 
 
+def deciding(rt, n: int) -> tuple[int, bool]:
+    """(elements, whether the dealer is on line) as a size-dependent protocol choice should see
+    them: a dry run (rt.plan, for rt.preprocess) decides as its prefetched online run will; the
+    one-element guess of protocols.lookahead as the call it stands for (`plan_scale` elements,
+    the dealer on line unless material was prefetched: `plan_online`), so its plan is kept."""
+    online = rt.dealer.prefetched == 0 and rt.dealer.recording is None
+    plan_online = getattr(rt, "plan_online", None)
+    if plan_online is not None:
+        return n * int(getattr(rt, "plan_scale", 1)), plan_online
+    return n, online
+
+
 def costs(rt, n: int, rows: int = 1, prod: bool = False, trunc: int = 0) -> tuple[float, float]:
     """(exact, FSS) seconds the cost model gives one comparison of n elements against
     `rows` thresholds over rt.network (one-way delay s, bytes/s of every link; MPCRT_NETWORK),
     the dealer's part counted unless its material was fetched ahead (rt.preprocess)."""
     delay, rate = rt.network
+    n, online = deciding(rt, n)
     spec = FssSpec.of(n, bits_of(rt), prod or bool(trunc), trunc)
-    # a dry run (rt.plan, for rt.preprocess) decides as its prefetched online run will
-    online = rt.dealer.prefetched == 0 and rt.dealer.recording is None
     q = -(-spec.payload // 2)
     exact = 7 * delay + n * rows * ((EXACT_BYTES + 8 * prod) / rate + EXACT_S)
     exact += online * n * rows * (EXACT_DEALER_BYTES + 16 * prod) / rate

@@ -31,7 +31,13 @@ def _elementwise_plan(fn, x: SharedTensor, args, kwargs) -> list:
     x's: every request of an elementwise function here has x's shape (or, for a
     comparison, x's padded size per row). A wrong guess is only abandoned, never used."""
     rt = x.rt
-    plan = rt.plan(fn, SharedTensor(rt, np.zeros(1, np.int64), x.fbits), *args, **kwargs)
+    real = getattr(rt, "_rt", rt)  # a chunk's view (mpcrt.chunked) forwards to its runtime
+    # size- and dealer-dependent choices (protocols.fss.deciding) decide as the real call will
+    real.plan_scale, real.plan_online = x.share.size, rt.dealer.prefetched == 0
+    try:
+        plan = rt.plan(fn, SharedTensor(rt, np.zeros(1, np.int64), x.fbits), *args, **kwargs)
+    finally:
+        real.plan_scale, real.plan_online = 1, None
     npad = -(-x.share.size // PAD) * PAD
     out = []
     for kind, p in plan:

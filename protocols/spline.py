@@ -24,9 +24,10 @@ Far outside the knots, where X^2 wraps, the result's X and X^2 coefficients are 
 (P_0 and P_m are constants), so no input wraps the result: exact limits beyond the knots.
 
 Rounds: 2 (the masked opening, the truncation).
-Bytes per element per peer: 12 (8 for z, 4 for the truncation's top bytes).
-Dealer words per element: to each party the key (fss.key_bytes with sq: 2600 bytes, 325 words,
-  at 64 bits, whatever the number of knots), plus the truncation's 1.5 words to party 1.
+Bytes per element per peer: 12 (8 for z, 4 for the truncation's top bytes; 13 at f <= 12).
+Dealer words per element: to each party the key (fss.key_bytes with sq: 2592 bytes, 324 words,
+  at 64 bits, whatever the number of knots), plus the truncation's 2 words (1.5 at f = 8) to
+  the corrected party.
   Local work: one DCF evaluation per knot (20 to 27 knots: 3 AES blocks per level each).
 Error: the table's (within 1e-4 of f) + the coefficients' rounding (<= 2^-(S - 2f + 1) w^2 for
   a piece w wide: < 1e-6 at f = 16) + the truncation's -1..+1 ulp; exact limits beyond
@@ -45,7 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpcrt.protocols import fss, truncation
-from mpcrt.protocols.rounds import Open, narrow, run1
+from mpcrt.protocols.precision import at_f
+from mpcrt.protocols.rounds import Open, narrow, run1, top_bytes
 from mpcrt.protocols.shared import SharedTensor
 from mpcrt.protocols.spline_tables import TABLES
 
@@ -122,11 +124,12 @@ def reference(name: str, f: int, X: np.ndarray) -> np.ndarray:
     return out
 
 
-def request(rt, n: int, f: int, name: str) -> tuple:
-    """The dealer material of one spline over n elements: (FSS keys with sq, truncation tuple)."""
+def request(rt, shape: tuple, f: int, name: str) -> tuple:
+    """The dealer material of one spline over x of this shape: (FSS keys with sq, truncation tuple
+    of x's shape, as protocols.lookahead's one-element guess scales it)."""
     e = encoded(name, f)
-    spec = fss.FssSpec.of(n, fss.bits_of(rt), prod=True, sq=True)
-    return fss.request(rt, spec), truncation.request(rt, (n,), e.S - f)
+    spec = fss.FssSpec.of(int(np.prod(shape, dtype=np.int64)), fss.bits_of(rt), prod=True, sq=True)
+    return fss.request(rt, spec), truncation.request(rt, tuple(shape), e.S - f)
 
 
 def steps(rt, x: np.ndarray, name: str, mats: tuple | None = None):
@@ -134,7 +137,7 @@ def steps(rt, x: np.ndarray, name: str, mats: tuple | None = None):
     f = rt.precision
     e = encoded(name, f)
     shape, n = np.shape(x), int(np.size(x))
-    keys_mat, trunc_mat = mats if mats is not None else request(rt, n, f, name)
+    keys_mat, trunc_mat = mats if mats is not None else request(rt, shape, f, name)
     spec = fss.FssSpec.of(n, fss.bits_of(rt), prod=True, sq=True)
     z, keys, r, sm, smr = yield from fss.open_masked(rt, x, spec, keys_mat)
     k = e.S - f
@@ -182,12 +185,13 @@ def costs(rt, n: int, name: str, exact_rounds: int, exact_bytes: float, exact_de
     the exact protocol's rounds, bytes per element per peer and dealer bytes per element given;
     the dealer's part counted unless its material was fetched ahead (as fss.costs)."""
     delay, rate = rt.network
-    online = rt.dealer.prefetched == 0 and rt.dealer.recording is None
+    n, online = fss.deciding(rt, n)
     spec = fss.FssSpec.of(n, fss.bits_of(rt), prod=True, sq=True)
-    knots = len(encoded(name, rt.precision).knots)
+    e = encoded(name, rt.precision)
+    knots, sent = len(e.knots), 8 + top_bytes(e.S - rt.precision, 2)
     exact = exact_rounds * delay + n * (exact_bytes / rate + fss.EXACT_S * exact_rounds / 7)
     exact += online * n * exact_dealer_bytes / rate
-    spline = 2 * delay + 12 * n / rate + n * knots * spec.levels * DCF_BLOCKS * fss.EVAL_S_PER_BLOCK
+    spline = 2 * delay + sent * n / rate + n * knots * spec.levels * DCF_BLOCKS * fss.EVAL_S_PER_BLOCK
     spline += online * n * (fss.key_bytes(spec) / rate + spec.levels * 2 * (2 + 2 * 2) * fss.GEN_S_PER_BLOCK)
     return exact, spline
 
@@ -195,9 +199,12 @@ def costs(rt, n: int, name: str, exact_rounds: int, exact_bytes: float, exact_de
 def use(rt, n: int, name: str, exact_rounds: int, exact_bytes: float, exact_dealer_bytes: float) -> bool:
     """Whether f over n elements runs as a spline: two parties, a supported precision, and
     MPCRT_COMPARISON fss, or auto where the cost model (`costs`) says it is faster over
-    MPCRT_NETWORK (unset: loopback, where the exact protocols' cheaper local work wins)."""
+    MPCRT_NETWORK (unset: loopback, where the exact protocols' cheaper local work wins); and
+    MPCRT_FSS_BITS (L + 1) covering inputs up to 64 at least (L >= f + 6)."""
     mode = getattr(rt, "comparison", "auto")
     if rt.world_size != 2 or mode == "exact" or not supports(rt.precision):
+        return False
+    if fss.bits_of(rt) - 1 < rt.precision + 6:  # fewer FSS bits than |x - t_j| < 2^6 needs (knots within 16)
         return False
     if mode == "fss":
         return True
@@ -215,10 +222,11 @@ EXACT_COSTS = {"sigmoid": (15, 130.3, 371.2), "tanh": (15, 130.3, 371.2), "silu"
 
 
 def maybe(x: SharedTensor, name: str) -> SharedTensor | None:
-    """f(x) as a SharedTensor by the spline where `use` picks it for x's size, else None
-    (the caller runs its exact-comparison protocol). x: a SharedTensor at the runtime precision."""
+    """f(x) as a SharedTensor (at the runtime precision, x first brought to it) by the spline where
+    `use` picks it for x's size, else None (the caller runs its exact-comparison protocol)."""
     rt = x.rt
     if not use(rt, max(1, x.share.size), name, *EXACT_COSTS[name]):
         return None
+    x = at_f(x)
     with rt.scope(name), np.errstate(over="ignore"):
         return SharedTensor(rt, run1(rt, steps(rt, x.share, name)), rt.precision)

@@ -215,3 +215,56 @@ def test_wire_spec_and_key_bytes():
     with pytest.raises(ValueError, match="sq|truncation"):
         fss.FssSpec(64, 64, True, 16, True)
     assert math.isclose(spline.encoded("sigmoid", 16).S, 56)
+
+
+# ------------------------------------------------------------ review findings
+def _mixed(rt, x):
+    rt.comparison = "fss"
+    a = rt.share(x if rt.rank == 0 else None, src=0)
+    a2 = SharedTensor(rt, a.share << np.int64(16), 32)  # the same values at 32 fractional bits
+    outs = [a2.softmax(dim=-1), a2.log_softmax(dim=-1), a.sigmoid()]
+    return [o.reveal() for o in outs]
+
+
+def test_softmax_of_a_2f_input_and_chunked_splines(monkeypatch):
+    """softmax / log_softmax of an input at 2f bits (the spline of e^(x - max) brings it to f
+    first), and splines inside chunked elementwise runs (a chunk's view of the runtime)."""
+    from mpcrt import chunked
+
+    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 256)
+    x = np.linspace(-8, 8, 1000).reshape(10, 100)
+    soft, logsoft, sig = run(_mixed, x)[0]
+    t = torch.from_numpy(x)
+    np.testing.assert_allclose(soft, torch.softmax(t, -1).numpy(), atol=1e-3)
+    np.testing.assert_allclose(logsoft, torch.log_softmax(t, -1).numpy(), atol=2e-3)
+    np.testing.assert_allclose(sig, _float("sigmoid", x), atol=BOUND + 2**-15)
+
+
+def _first_call(rt, x, network):
+    rt.network = network
+    a = rt.share(x if rt.rank == 0 else None, src=0)
+    got = []
+    for _ in range(2):  # the first call runs on the one-element guess's plan, the second on its recording
+        d0 = rt.stats()["dealer_bytes_received"]
+        a.sigmoid()
+        got.append(rt.stats()["dealer_bytes_received"] - d0)
+    return got
+
+
+@pytest.mark.parametrize("network", [(0.025, 12.5e6), None])
+def test_lookahead_guess_decides_as_the_call_it_stands_for(network):
+    """A first call of 4096+ elements runs on a plan from a one-element dry run: the spline
+    or exact choice there is made for the real size and dealer state, so the plan is used and
+    the first call receives what the second does (a guess made for one element would pick the
+    spline, whose keys the real call then abandons)."""
+    x = np.random.default_rng(0).normal(size=(64, 80)) * 4
+    first, second = run(_first_call, x, network)[0]
+    assert abs(first - second) <= 64, (first, second)  # the same material (frames' headers aside)
+    assert first < x.size * 1000  # the exact protocol's (~370 bytes an element), not 2.6 KB keys
+
+
+def test_too_few_fss_bits_keep_the_exact_protocols():
+    rt = _Rt((0.025, 12.5e6), comparison="fss")
+    assert spline.use(rt, 8, "sigmoid", *spline.EXACT_COSTS["sigmoid"])
+    rt.fss_bits = 22  # L = 21 < f + 6: knots 16 away would not compare right
+    assert not spline.use(rt, 8, "sigmoid", *spline.EXACT_COSTS["sigmoid"])
