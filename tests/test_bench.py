@@ -329,13 +329,14 @@ def test_model_zoo_models():
     from mpcrt.launch import model_zoo
 
     shapes = {"lenet5": (2, 1, 28, 28), "resnet18": (1, 3, 32, 32), "digits_mlp": (3, 64), "digits_cnn": (3, 1, 8, 8),
-              "resnet18_cifar": (1, 3, 32, 32), "vgg16": (1, 3, 32, 32)}
+              "resnet18_cifar": (1, 3, 32, 32), "vgg16": (1, 3, 32, 32), "lstm": (2, 24, 16), "encoder": (2, 32, 64)}
+    classes = {"resnet18": 1000, "lstm": 5, "encoder": 5}
     assert set(shapes) == set(model_zoo.MODELS)
     for name, shape in shapes.items():
         torch.manual_seed(0)
         net = model_zoo.randomize_batchnorm(model_zoo.MODELS[name]()).eval()
         with torch.no_grad():
-            assert net(torch.randn(shape)).shape == (shape[0], 1000 if name == "resnet18" else 10)
+            assert net(torch.randn(shape)).shape == (shape[0], classes.get(name, 10))
     # torchvision.models.resnet18's parameter count; the CIFAR layouts' (pytorch-cifar's ResNet18 and VGG16)
     count = {"resnet18": 11_689_512, "resnet18_cifar": 11_173_962, "vgg16": 14_728_266}
     for name, n in count.items():
