@@ -70,7 +70,11 @@ def run_netsim(n: int, jobs, net: Network, repeats: int = 3, warmup: int = WARMU
         v["calibration"] = ns.calibration
         print(f"  network {net.describe()}, {n} parties + dealer: {format_validation(v)}", flush=True)
         ns.write_cluster(insecure=insecure)
-        r = ns.run_mpc(PARTY_SCRIPT, [cfg, out], timeout=timeout, env_extra={"MPCRT_TIMEOUT": str(RECV_TIMEOUT)})
+        # the links, for the protocols' cost model (FSS comparisons, splines), unless set: as a
+        # deployment over this network would configure them (benchmarks/models.py does the same)
+        link = os.environ.get("MPCRT_NETWORK") or f"{net.delay_ms:g}:{net.rate_mbit or 0:g}"
+        r = ns.run_mpc(PARTY_SCRIPT, [cfg, out], timeout=timeout,
+                       env_extra={"MPCRT_TIMEOUT": str(RECV_TIMEOUT), "MPCRT_NETWORK": link})
         v["relay_cpu_s"] = _relay_cpu_s(ns)  # since the NetSim started: all inside the measured window
         if verbose:
             for k, text in r.outputs.items():

@@ -316,7 +316,8 @@ def costs(rt, n: int, rows: int = 1, prod: bool = False, trunc: int = 0) -> tupl
     exact = 7 * delay + n * rows * ((EXACT_BYTES + 8 * prod) / rate + EXACT_S)
     exact += online * n * rows * (EXACT_DEALER_BYTES + 16 * prod) / rate
     fss = delay + 8 * n / rate + n * rows * spec.levels * (1 + q) * EVAL_S_PER_BLOCK
-    fss += online * n * (key_bytes(spec) / rate + spec.levels * 2 * (2 + 2 * q) * GEN_S_PER_BLOCK)
+    # with the dealer on line both parties' keys leave its one link
+    fss += online * n * (2 * key_bytes(spec) / rate + spec.levels * 2 * (2 + 2 * q) * GEN_S_PER_BLOCK)
     return exact, fss
 
 
