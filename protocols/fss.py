@@ -305,13 +305,14 @@ def deciding(rt, n: int) -> tuple[int, bool]:
     return n, online
 
 
-def costs(rt, n: int, rows: int = 1, prod: bool = False, trunc: int = 0) -> tuple[float, float]:
+def costs(rt, n: int, rows: int = 1, prod: bool = False, trunc: int = 0,
+          bits: int | None = None) -> tuple[float, float]:
     """(exact, FSS) seconds the cost model gives one comparison of n elements against
     `rows` thresholds over rt.network (one-way delay s, bytes/s of every link; MPCRT_NETWORK),
     the dealer's part counted unless its material was fetched ahead (rt.preprocess)."""
     delay, rate = rt.network
     n, online = deciding(rt, n)
-    spec = FssSpec.of(n, bits_of(rt), prod or bool(trunc), trunc)
+    spec = FssSpec.of(n, bits or bits_of(rt), prod or bool(trunc), trunc)
     q = -(-spec.payload // 2)
     exact = 7 * delay + n * rows * ((EXACT_BYTES + 8 * prod) / rate + EXACT_S)
     exact += online * n * rows * (EXACT_DEALER_BYTES + 16 * prod) / rate
@@ -321,10 +322,11 @@ def costs(rt, n: int, rows: int = 1, prod: bool = False, trunc: int = 0) -> tupl
     return exact, fss
 
 
-def use_fss(rt, n: int = 1, rows: int = 1, prod: bool = False, trunc: int = 0) -> bool:
+def use_fss(rt, n: int = 1, rows: int = 1, prod: bool = False, trunc: int = 0, bits: int | None = None) -> bool:
     """Whether a comparison of n elements runs by FSS: never for N != 2; MPCRT_COMPARISON
     exact: never, fss: always; auto: where the cost model (`costs`) says it is faster over
     MPCRT_NETWORK (unset: loopback, where the exact protocol's cheaper local work wins).
+    `bits`: the keys' bits where the caller fixes them (else MPCRT_FSS_BITS), for the model.
     Every party decides alike (settings, sizes and the prefetched count are common)."""
     mode = getattr(rt, "comparison", "auto")
     if rt.world_size != 2 or mode == "exact":
@@ -333,7 +335,7 @@ def use_fss(rt, n: int = 1, rows: int = 1, prod: bool = False, trunc: int = 0) -
         return True
     if getattr(rt, "network", None) is None:
         return False
-    exact, fss = costs(rt, n, rows, prod, trunc)
+    exact, fss = costs(rt, n, rows, prod, trunc, bits)
     return fss < exact
 
 

@@ -84,8 +84,8 @@ def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hol
     # one opening of a for every threshold; the products b a only on the two edge rows (by FSS on
     # every row: 1 round instead of 7, where fss.use_fss picks it)
     ts = [enc(2.0**k, f) for k in [lo, hi] + inner]
-    if fss.use_fss(rt, A.size, len(ks), True):
-        bits, prods = yield from fss.ltz_steps(rt, A, thresholds=ts, prod=True)
+    if fss.use_fss(rt, A.size, len(ks), True, bits=fss.EXACT_BITS):  # 64-bit keys: thresholds reach 2^60
+        bits, prods = yield from fss.ltz_steps(rt, A, thresholds=ts, prod=True, spec=_full(A))
         eprod = prods[:2]
     else:
         spec = LtzSpec.of(A.size, 1, len(ks), mul_rows=2, shared_y=True)
@@ -121,12 +121,18 @@ def _indicator_weights(rt, bits: np.ndarray, ks: list[int], weight, one: np.ndar
     return out
 
 
+def _full(x: np.ndarray) -> "fss.FssSpec":
+    """64-bit FSS keys with the product for x: the normalizations' thresholds reach 2^(60 - f) and
+    a sign must hold for every x, whatever MPCRT_FSS_BITS asks of plain comparisons."""
+    return fss.FssSpec.of(x.size, fss.EXACT_BITS, True)
+
+
 def _abs_and_sign(x: SharedTensor):
     rt = x.rt
     X = at_f_share(x)
     with rt.scope("abs"):
-        if fss.use_fss(rt, X.size, 1, True):  # 1 round instead of 7
-            b, bx = run1(rt, fss.ltz_steps(rt, X, prod=True))
+        if fss.use_fss(rt, X.size, 1, True, bits=fss.EXACT_BITS):  # 1 round instead of 7
+            b, bx = run1(rt, fss.ltz_steps(rt, X, prod=True, spec=_full(X)))
         else:
             b, (bx,) = run(rt, ltz_steps(rt, X, 1, lambda: [X]))[0]
     return X - 2 * bx, b
@@ -241,8 +247,8 @@ def log(x: SharedTensor) -> SharedTensor:
     A = at_f_share(x)
     with rt.scope("log"):
         ts = [enc(2.0**k, f) for k in ks]
-        if fss.use_fss(rt, A.size, len(ks), True):  # 1 round instead of 7
-            bits, ba = run1(rt, fss.ltz_steps(rt, A, thresholds=ts, prod=True))
+        if fss.use_fss(rt, A.size, len(ks), True, bits=fss.EXACT_BITS):  # 1 round instead of 7
+            bits, ba = run1(rt, fss.ltz_steps(rt, A, thresholds=ts, prod=True, spec=_full(A)))
         else:
             spec = LtzSpec.of(A.size, 1, len(ks), shared_y=True)
             ((bits, (ba,)),) = run(rt, ltz_steps(rt, A, muls=lambda: [A], spec=spec, thresholds=ts))

@@ -401,8 +401,8 @@ def test_oversized_fss_request_refused_before_allocation():
 
 
 # ------------------------------------------------------------ normalizations by FSS
-def _normalized(rt, rec, pos, mode):
-    rt.comparison = mode
+def _normalized(rt, rec, pos, mode, bits=64):
+    rt.comparison, rt.fss_bits = mode, bits
     out, rounds = {}, {}
     x = rt.share(rec if rt.rank == 0 else None, src=0)
     p = rt.share(pos if rt.rank == 0 else None, src=0)
@@ -416,14 +416,16 @@ def _normalized(rt, rec, pos, mode):
     return out, rounds
 
 
-def test_reciprocal_log_sqrt_rsqrt_normalize_by_fss():
+@pytest.mark.parametrize("bits", [64, 41])
+def test_reciprocal_log_sqrt_rsqrt_normalize_by_fss(bits):
     """The sign and the range normalization of reciprocal, x / y, log, sqrt and rsqrt by FSS
     (1 round each instead of 7) at N = 2: the exact protocol's tolerances (rel 1e-2, abs
-    2^-12; log abs 1e-2) and 12 (log 6) rounds fewer."""
+    2^-12; log abs 1e-2) and 12 (log 6) rounds fewer. Their keys are 64-bit whatever
+    MPCRT_FSS_BITS says (log's thresholds reach 2^(60 - f): 41 bits gave log(1) = 13.9)."""
     g = np.geomspace(1e-2, 1e4, 2000)
     rec = np.concatenate([g, -g])
     pos = np.geomspace(1e-3, 1e4, 2000)
-    (got, rounds), (_, exact) = run(_normalized, rec, pos, "fss")[0], run(_normalized, rec, pos, "exact")[0]
+    (got, rounds), (_, exact) = run(_normalized, rec, pos, "fss", bits)[0], run(_normalized, rec, pos, "exact")[0]
     q = lambda v: np.rint(v * 2.0**16) / 2.0**16  # noqa: E731 - the parties' fixed-point grid
     refs = {"reciprocal": 1 / q(rec), "log": np.log(q(pos)), "sqrt": np.sqrt(q(pos)), "rsqrt": 1 / np.sqrt(q(pos)),
             "div": q(rec) / q(rec[::-1])}

@@ -170,7 +170,7 @@ class _Rt:
 def test_cost_model_picks_the_spline_where_rounds_cost_more_than_keys():
     wan, lan = (0.025, 12.5e6), (0.00025, 1.25e9)
     assert spline.use(_Rt(wan, prefetched=1), 512, "sigmoid", *spline.EXACT_COSTS["sigmoid"])
-    assert spline.use(_Rt(wan), 512, "gelu", *spline.EXACT_COSTS["gelu"])  # 1.3 MB of keys beat 28 rounds
+    assert spline.use(_Rt(wan), 512, "gelu", *spline.EXACT_COSTS["gelu"])  # 2 x 1.3 MB of keys beat 28 rounds
     assert not spline.use(_Rt(wan), 1_000_000, "sigmoid", *spline.EXACT_COSTS["sigmoid"])  # 2.6 GB of keys
     assert not spline.use(_Rt(lan), 100_000, "sigmoid", *spline.EXACT_COSTS["sigmoid"])
     assert not spline.use(_Rt(None), 100, "sigmoid", *spline.EXACT_COSTS["sigmoid"])  # loopback
