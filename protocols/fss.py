@@ -328,6 +328,13 @@ def use_fss(rt, n: int = 1, rows: int = 1, prod: bool = False, trunc: int = 0, b
     MPCRT_NETWORK (unset: loopback, where the exact protocol's cheaper local work wins).
     `bits`: the keys' bits where the caller fixes them (else MPCRT_FSS_BITS), for the model.
     Every party decides alike (settings, sizes and the prefetched count are common)."""
+    return decide(rt, lambda: costs(rt, n, rows, prod, trunc, bits))
+
+
+def decide(rt, model) -> bool:
+    """The choice every two-party FSS protocol makes (comparisons here, protocols.spline): never
+    for N != 2 or MPCRT_COMPARISON exact, always for fss; auto: where model() = (exact seconds,
+    FSS seconds) over MPCRT_NETWORK says FSS is faster (unset: loopback, the exact protocol)."""
     mode = getattr(rt, "comparison", "auto")
     if rt.world_size != 2 or mode == "exact":
         return False
@@ -335,7 +342,7 @@ def use_fss(rt, n: int = 1, rows: int = 1, prod: bool = False, trunc: int = 0, b
         return True
     if getattr(rt, "network", None) is None:
         return False
-    exact, fss = costs(rt, n, rows, prod, trunc, bits)
+    exact, fss = model()
     return fss < exact
 
 

@@ -202,17 +202,9 @@ def use(rt, n: int, name: str, exact_rounds: int, exact_bytes: float, exact_deal
     MPCRT_COMPARISON fss, or auto where the cost model (`costs`) says it is faster over
     MPCRT_NETWORK (unset: loopback, where the exact protocols' cheaper local work wins); and
     MPCRT_FSS_BITS (L + 1) covering inputs up to 64 at least (L >= f + 6)."""
-    mode = getattr(rt, "comparison", "auto")
-    if rt.world_size != 2 or mode == "exact" or not supports(rt.precision):
+    if not supports(rt.precision) or fss.bits_of(rt) - 1 < rt.precision + 6:  # knots within 16: |x - t| < 2^6
         return False
-    if fss.bits_of(rt) - 1 < rt.precision + 6:  # fewer FSS bits than |x - t_j| < 2^6 needs (knots within 16)
-        return False
-    if mode == "fss":
-        return True
-    if getattr(rt, "network", None) is None:
-        return False
-    exact, spline = costs(rt, n, name, exact_rounds, exact_bytes, exact_dealer_bytes)
-    return spline < exact
+    return fss.decide(rt, lambda: costs(rt, n, name, exact_rounds, exact_bytes, exact_dealer_bytes))
 
 
 # the exact protocols' figures, measured at N = 2 over 10240 elements: rounds, bytes per element per
