@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from mpcrt import allreduce, chunked, config
+from mpcrt import agreement, allreduce, chunked, config
 from mpcrt.protocols import fixedpoint, fss
 from mpcrt.cluster import Cluster, load_cluster, load_secret_key
 from mpcrt.dealer_client import DealerClient
@@ -103,6 +103,7 @@ class Runtime:
         for j in range(self.rank):
             self._pair[j] = self.backend.prg(bytes(self.node.recv(j, "pairseed", dtype=np.uint8, shape=(16,))))
         self._pair_ctr = {j: 0 for j in self._pair}
+        agreement.check(self)  # the settings that choose protocol steps, the same on every party
 
     # --------------------------------------------------------------- rounds
     @property
