@@ -2,7 +2,7 @@
 
 Computes f(x) from a table of protocols.spline_tables (sigmoid, tanh, silu, gelu in both forms,
 elu, softplus, mish, and e^x for x <= 0 in softmax): knots t_1 < ... < t_m and pieces
-P_j(x) = c_j0 + c_j1 x + c_j2 x^2 on [t_j, t_j+1), P_0 = f's left limit, P_m its right limit
+P_j(x) = c_j0 + c_j1 (x - t_j) + c_j2 (x - t_j)^2 on [t_j, t_j+1), P_0 = f's left limit, P_m its right limit
 (or 0, with x added apart where f tends to x: a tail, as silu, gelu, elu, softplus and mish
 above their knots). With b_j = [x < t_j],
 
@@ -32,7 +32,8 @@ Dealer words per element: to each party the key (fss.key_bytes with sq: 2592 byt
 Error: the table's (within 1e-4 of f) + the coefficients' rounding (<= 2^-(S - 2f + 1) w^2 for
   a piece w wide: < 1e-6 at f = 16) + the truncation's -1..+1 ulp; exact limits beyond
   the knots. For 8 <= f <= 18 (`supports`); elsewhere the callers keep their exact-comparison
-  protocols. With fewer FSS bits (MPCRT_FSS_BITS = L + 1) it is right where |x| + T < 2^L.
+  protocols. With fewer FSS bits (MPCRT_FSS_BITS = L + 1; `use` refuses L < f + 6) it is right
+  where |x| + 16 < 2^(L - f).
 Reference: Boyle et al., "Function Secret Sharing for Mixed-Mode and Fixed-Point Secure
   Computation" (Eurocrypt 2021), splines from DCFs; here one DCF key is evaluated at the m
   shifted openings z - t_j (as fss.ltz_steps does for thresholds) and the powers of the mask
