@@ -62,7 +62,7 @@ def check(rt) -> None:
     """Exchange the settings with party 0 (every party with it, it with every party) and raise
     a ConfigError on any difference, on both sides of it."""
     mine = settings(rt)
-    peers = [j for j in range(1, rt.world_size)] if rt.rank == 0 else [0]
+    peers = list(range(1, rt.world_size)) if rt.rank == 0 else [0]
     for j in peers:
         rt.node.send(j, "settings", frame(mine))
     for j in peers:

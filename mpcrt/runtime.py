@@ -74,6 +74,8 @@ class Runtime:
         cfg = config.current()
         # protocols.fss's choice (tests may set them)
         self.comparison, self.fss_bits, self.network = cfg.comparison, cfg.fss_bits, config.network_link(cfg.network)
+        # set by protocols.lookahead while its one-element guess stands for a call (protocols.fss.deciding)
+        self.plan_scale, self.plan_online = 1, None
         self._posted: collections.deque[Posted] = collections.deque()  # openings sent, replies not read
         try:
             self._setup()

@@ -313,13 +313,18 @@ def costs(rt, n: int, rows: int = 1, prod: bool = False, trunc: int = 0,
     delay, rate = rt.network
     n, online = deciding(rt, n)
     spec = FssSpec.of(n, bits or bits_of(rt), prod or bool(trunc), trunc)
-    q = -(-spec.payload // 2)
     exact = 7 * delay + n * rows * ((EXACT_BYTES + 8 * prod) / rate + EXACT_S)
     exact += online * n * rows * (EXACT_DEALER_BYTES + 16 * prod) / rate
-    fss = delay + 8 * n / rate + n * rows * spec.levels * (1 + q) * EVAL_S_PER_BLOCK
-    # with the dealer on line both parties' keys leave its one link
-    fss += online * n * (2 * key_bytes(spec) / rate + spec.levels * 2 * (2 + 2 * q) * GEN_S_PER_BLOCK)
-    return exact, fss
+    return exact, delay + 8 * n / rate + key_seconds(spec, n, rows, online, rate)
+
+
+def key_seconds(spec: FssSpec, n: int, rows: int, online: bool, rate: float) -> float:
+    """The cost model's seconds for the keys of n elements evaluated at `rows` points each: the
+    parties' DCF evaluations and, with the dealer on line, its key generation and both parties'
+    keys through its one link (rate bytes/s). Shared by `costs` and protocols.spline."""
+    q = -(-spec.payload // 2)
+    evals = n * rows * spec.levels * (1 + q) * EVAL_S_PER_BLOCK
+    return evals + online * n * (2 * key_bytes(spec) / rate + spec.levels * 2 * (2 + 2 * q) * GEN_S_PER_BLOCK)
 
 
 def use_fss(rt, n: int = 1, rows: int = 1, prod: bool = False, trunc: int = 0, bits: int | None = None) -> bool:

@@ -81,15 +81,8 @@ def _normalize_steps(rt, A: np.ndarray, f: int, lo: int, hi: int, step: int, hol
     ks = list(range(lo, hi + 1, step))
     inner = ks[1:-1]
 
-    # one opening of a for every threshold; the products b a only on the two edge rows (by FSS on
-    # every row: 1 round instead of 7, where fss.use_fss picks it)
-    ts = [enc(2.0**k, f) for k in [lo, hi] + inner]
-    if fss.use_fss(rt, A.size, len(ks), True, bits=fss.EXACT_BITS):  # 64-bit keys: thresholds reach 2^60
-        bits, prods = yield from fss.ltz_steps(rt, A, thresholds=ts, prod=True, spec=_full(A))
-        eprod = prods[:2]
-    else:
-        spec = LtzSpec.of(A.size, 1, len(ks), mul_rows=2, shared_y=True)
-        bits, (eprod,) = yield from ltz_steps(rt, A, muls=lambda: [A], spec=spec, thresholds=ts)
+    # one opening of a for every threshold; the products b a only on the two edge rows
+    bits, eprod = yield from _rows_steps(rt, A, [enc(2.0**k, f) for k in [lo, hi] + inner], mul_rows=2)
     b_lo, b_hi, mb = bits[0, ...], bits[1, ...], bits[2:]
     c_lo = np.int64(round((2.0**lo - 2.0**-f) * 2**f))
     c_hi = np.int64(round((2.0**hi - 2.0**-f) * 2**f))
@@ -121,9 +114,21 @@ def _indicator_weights(rt, bits: np.ndarray, ks: list[int], weight, one: np.ndar
     return out
 
 
+def _rows_steps(rt, A: np.ndarray, ts: list[int], mul_rows: int | None = None):
+    """Generator: [A < t] for each threshold (rows stacked) and [b A] for the first mul_rows rows
+    (None: every row), by one FSS opening (1 round) where fss.use_fss picks it, else the exact
+    comparison (7). The FSS keys are 64-bit whatever MPCRT_FSS_BITS asks of plain comparisons:
+    the normalizations' thresholds reach 2^(60 - f)."""
+    if fss.use_fss(rt, A.size, len(ts), True, bits=fss.EXACT_BITS):
+        bits, prods = yield from fss.ltz_steps(rt, A, thresholds=ts, prod=True, spec=_full(A))
+        return bits, prods if mul_rows is None else prods[:mul_rows]
+    spec = LtzSpec.of(A.size, 1, len(ts), mul_rows=mul_rows, shared_y=True)
+    bits, (prods,) = yield from ltz_steps(rt, A, muls=lambda: [A], spec=spec, thresholds=ts)
+    return bits, prods
+
+
 def _full(x: np.ndarray) -> "fss.FssSpec":
-    """64-bit FSS keys with the product for x: the normalizations' thresholds reach 2^(60 - f) and
-    a sign must hold for every x, whatever MPCRT_FSS_BITS asks of plain comparisons."""
+    """64-bit FSS keys with the product for x (`_rows_steps`; a sign must hold for every x)."""
     return fss.FssSpec.of(x.size, fss.EXACT_BITS, True)
 
 
@@ -246,12 +251,7 @@ def log(x: SharedTensor) -> SharedTensor:
     ks = list(range(lo, hi + 1, LOG_STEP))
     A = at_f_share(x)
     with rt.scope("log"):
-        ts = [enc(2.0**k, f) for k in ks]
-        if fss.use_fss(rt, A.size, len(ks), True, bits=fss.EXACT_BITS):  # 1 round instead of 7
-            bits, ba = run1(rt, fss.ltz_steps(rt, A, thresholds=ts, prod=True, spec=_full(A)))
-        else:
-            spec = LtzSpec.of(A.size, 1, len(ks), shared_y=True)
-            ((bits, (ba,)),) = run(rt, ltz_steps(rt, A, muls=lambda: [A], spec=spec, thresholds=ts))
+        bits, ba = run1(rt, _rows_steps(rt, A, [enc(2.0**k, f) for k in ks]))
         # (m - 1) 2^62: a 2^(62 - f - k) in bucket k, 5/8 2^62 for x <= 0 (bucket lo)
         mx = _indicator_weights(rt, ba, ks, lambda k: 0 if k == lo else 1 << (top - k), one=A)
         mx += _indicator_weights(rt, bits, ks, lambda k: enc(LOG_M0, 62) if k == lo else 0)

@@ -54,7 +54,6 @@ from mpcrt.protocols.spline_tables import TABLES
 
 NAMES = tuple(TABLES)
 MIN_F, MAX_F = 8, 18  # precisions whose scale S leaves the x^2 coefficients >= 21 bits (module docstring)
-DCF_BLOCKS = 3  # AES blocks per level of one evaluation with payload 3 (1 + ceil(3 / 2))
 
 
 def _wrap(v: int) -> int:
@@ -129,8 +128,14 @@ def request(rt, shape: tuple, f: int, name: str) -> tuple:
     """The dealer material of one spline over x of this shape: (FSS keys with sq, truncation tuple
     of x's shape, as protocols.lookahead's one-element guess scales it)."""
     e = encoded(name, f)
-    spec = fss.FssSpec.of(int(np.prod(shape, dtype=np.int64)), fss.bits_of(rt), prod=True, sq=True)
+    spec = key_spec(rt, int(np.prod(shape, dtype=np.int64)))
     return fss.request(rt, spec), truncation.request(rt, tuple(shape), e.S - f)
+
+
+def key_spec(rt, n: int) -> fss.FssSpec:
+    """The FSS keys of a spline over n elements: with the product's and the square's terms, at
+    MPCRT_FSS_BITS (`use` checks that they cover the knots)."""
+    return fss.FssSpec.of(n, fss.bits_of(rt), prod=True, sq=True)
 
 
 def steps(rt, x: np.ndarray, name: str, mats: tuple | None = None):
@@ -139,7 +144,7 @@ def steps(rt, x: np.ndarray, name: str, mats: tuple | None = None):
     e = encoded(name, f)
     shape, n = np.shape(x), int(np.size(x))
     keys_mat, trunc_mat = mats if mats is not None else request(rt, shape, f, name)
-    spec = fss.FssSpec.of(n, fss.bits_of(rt), prod=True, sq=True)
+    spec = key_spec(rt, n)
     z, keys, r, sm, smr = yield from fss.open_masked(rt, x, spec, keys_mat)
     k = e.S - f
     tr = trunc_mat.own()["r"].reshape(-1)
@@ -187,15 +192,11 @@ def costs(rt, n: int, name: str, exact_rounds: int, exact_bytes: float, exact_de
     the dealer's part counted unless its material was fetched ahead (as fss.costs)."""
     delay, rate = rt.network
     n, online = fss.deciding(rt, n)
-    spec = fss.FssSpec.of(n, fss.bits_of(rt), prod=True, sq=True)
     e = encoded(name, rt.precision)
-    knots, sent = len(e.knots), 8 + top_bytes(e.S - rt.precision, 2)
+    sent = 8 + top_bytes(e.S - rt.precision, 2)
     exact = exact_rounds * delay + n * (exact_bytes / rate + fss.EXACT_S * exact_rounds / 7)
     exact += online * n * exact_dealer_bytes / rate
-    spline = 2 * delay + sent * n / rate + n * knots * spec.levels * DCF_BLOCKS * fss.EVAL_S_PER_BLOCK
-    # with the dealer on line both parties' keys leave its one link (measured: 5.3 MB for 1000 elements)
-    spline += online * n * (2 * fss.key_bytes(spec) / rate + spec.levels * 2 * (2 + 2 * 2) * fss.GEN_S_PER_BLOCK)
-    return exact, spline
+    return exact, 2 * delay + sent * n / rate + fss.key_seconds(key_spec(rt, n), n, len(e.knots), online, rate)
 
 
 def use(rt, n: int, name: str, exact_rounds: int, exact_bytes: float, exact_dealer_bytes: float) -> bool:
